@@ -1,0 +1,64 @@
+"""Anchors: expensive tasks whose output directories checkpoints capture and restore."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from gaia_core.build import Build
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A directory an anchor produces.
+
+    ``name`` names it inside the payload (``[A-Za-z0-9._-]+``). ``rootfs_dirs`` are
+    glob patterns, relative to ``path``, of directories that are a target system's root
+    filesystem: an absolute symlink inside one (``/usr/lib/...``) is read relative to
+    that directory when restore checks that no link escapes the target.
+    """
+
+    name: str
+    path: Path
+    rootfs_dirs: tuple[str, ...] = ()
+
+
+class Anchor:
+    """A task that checkpoints can attach to.
+
+    Subclass, set the class attributes and implement :meth:`targets`; return the class
+    from ``gaia_register_anchors``. The core then plans
+    ``checkpoints.restore.<task with . as ->`` before it and
+    ``checkpoints.capture.<...>`` right after it for every point whose ``anchor_task``
+    is :attr:`task`.
+    """
+
+    #: id of the anchor task, e.g. ``"buildroot.build"``
+    task: ClassVar[str]
+    #: dotted config paths hashed into the fingerprint when a point sets no ``fingerprint_from``
+    default_fingerprint_paths: ClassVar[tuple[str, ...]] = ()
+    #: tasks a restore hit skips (the anchor itself is always skipped)
+    skips: ClassVar[tuple[str, ...]] = ()
+    #: dependencies of the restore task (ids or tokens, ``?`` for optional)
+    restore_after: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, build: Build):
+        self.build = build
+
+    def targets(self) -> list[Target]:
+        """Directories captured after the anchor ran and restored instead of running it."""
+        raise NotImplementedError
+
+    def inactive_reason(self) -> str | None:
+        """Why restore and capture are no-ops in this build (None when they are not)."""
+        return None
+
+    def fingerprint_salt(self) -> dict[str, Any]:
+        """Extra inputs always hashed (e.g. absolute paths the output embeds)."""
+        return {}
+
+    @classmethod
+    def skipped_tasks(cls) -> tuple[str, ...]:
+        return (*cls.skips, cls.task)

@@ -1,0 +1,1 @@
+"""Build checkpoints: fingerprint an anchor's inputs, capture its output, restore it later."""

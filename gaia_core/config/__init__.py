@@ -1,0 +1,1 @@
+"""Build file loading: imports, deep merge, --set overrides, workspace, validation."""

@@ -1,0 +1,70 @@
+"""Errors and exit codes; every user-facing failure is a GaiaError rendered once by the CLI."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes of ``gaia``."""
+
+    OK = 0
+    #: a task failed, or a checkpoint upload still fails after ``retry``
+    FAILED = 1
+    #: bad command line or invalid configuration
+    USAGE_ERROR = 2
+    #: an unexpected exception (traceback with ``--debug``)
+    INTERNAL_ERROR = 3
+    #: a plugin failed to load or misbehaved
+    PLUGIN_ERROR = 4
+    #: a remote store could not be reached
+    BACKEND_UNAVAILABLE = 5
+    #: interrupted by Ctrl-C
+    INTERRUPTED = 130
+
+
+class GaiaError(Exception):
+    exit_code = ExitCode.FAILED
+
+
+class ConfigError(GaiaError):
+    """Invalid configuration; carries every problem found, not only the first."""
+
+    exit_code = ExitCode.USAGE_ERROR
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if len(self.problems) == 1:
+            return self.problems[0]
+        lines = [f"{len(self.problems)} configuration problems:"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class PlanError(GaiaError):
+    exit_code = ExitCode.USAGE_ERROR
+
+
+class PluginError(GaiaError):
+    exit_code = ExitCode.PLUGIN_ERROR
+
+
+class TaskFailed(GaiaError):
+    """Raised inside a task to fail it with a message (no traceback)."""
+
+
+class CheckpointError(GaiaError):
+    """A checkpoint could not be restored, captured or verified."""
+
+
+class BackendError(GaiaError):
+    """A remote store operation failed. Messages must never contain secrets."""
+
+    exit_code = ExitCode.BACKEND_UNAVAILABLE
+
+
+class ObjectNotFound(BackendError):
+    """The remote store answered that the object does not exist."""

@@ -1,0 +1,68 @@
+"""Fingerprint sources: turn a config value into the bytes that really matter.
+
+A value such as ``buildroot.defconfig = "qemu_defconfig"`` names a file; hashing only the
+name misses edits to the file. A source registered for that config path returns a digest
+of the contents, which joins the value in the fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from gaia_core.build import Build
+
+
+class FingerprintSource:
+    """Digest the contents behind one or more config paths.
+
+    ``paths`` lists the dotted config paths it handles. :meth:`digest` gets the value at
+    that path and returns something JSON-serializable (or None when nothing is behind it).
+    """
+
+    kind: ClassVar[str]
+    paths: ClassVar[tuple[str, ...]]
+
+    def digest(self, build: Build, path: str, value: Any) -> Any:
+        raise NotImplementedError
+
+
+def hash_tree(root: Path) -> str:
+    """sha256 over the relative names, modes, link targets and contents of a tree."""
+    h = hashlib.sha256()
+    root = Path(root)
+    if root.is_file() or root.is_symlink():
+        _hash_entry(h, root, ".")
+        return "sha256:" + h.hexdigest()
+    if not root.is_dir():
+        return "missing"
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+            _hash_entry(h, Path(dirpath) / name, os.path.normpath(os.path.join(rel_dir, name)))
+    return "sha256:" + h.hexdigest()
+
+
+def hash_file(path: Path) -> str:
+    if not Path(path).is_file():
+        return "missing"
+    h = hashlib.sha256()
+    _hash_entry(h, Path(path), ".")
+    return "sha256:" + h.hexdigest()
+
+
+def _hash_entry(h: Any, path: Path, rel: str) -> None:
+    st = os.lstat(path)
+    h.update(f"{rel}\0{st.st_mode & 0o7777:o}\0".encode())
+    if os.path.islink(path):
+        h.update(b"L" + os.readlink(path).encode() + b"\0")
+        return
+    h.update(b"F")
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    h.update(b"\0")

@@ -1,0 +1,164 @@
+"""The plugin manager factory and the registries built from its hooks."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import os
+import sys
+from typing import Any
+
+import pluggy
+
+from gaia_core import NAME, hookspecs
+from gaia_core.errors import PluginError
+
+#: built-in plugins, registered by module name like any other plugin
+DEFAULT_PLUGINS = (
+    "gaia_core.builtin.core",
+    "gaia_core.builtin.dir_backend",
+)
+
+#: which distribution provides a kind the core has heard of, for "install X" hints
+KNOWN_PROVIDERS = {
+    "backend": {"s3": "gaia-s3", "http": "gaia-http", "ssh": "gaia-ssh"},
+    "table": {"buildroot": "gaia-buildroot", "stage": "gaia-buildroot", "program": "gaia-buildroot"},
+    "anchor": {"buildroot.build": "gaia-buildroot"},
+}
+
+
+def install_hint(category: str, key: str) -> str:
+    dist = KNOWN_PROVIDERS.get(category, {}).get(key.split(".")[0] if category == "table" else key)
+    if dist:
+        return f"; install the '{dist}' distribution (pip install {dist})"
+    return "; is the plugin that provides it installed? (see `gaia plugins`)"
+
+
+@dataclasses.dataclass
+class PluginInfo:
+    name: str
+    module: str
+    distribution: str | None = None
+    version: str | None = None
+    builtin: bool = False
+
+
+class GaiaPluginManager(pluggy.PluginManager):
+    def __init__(self) -> None:
+        super().__init__(NAME)
+        self.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+
+    def register_module(self, module_name: str, info: PluginInfo) -> None:
+        module = importlib.import_module(module_name)
+        self.register(module, name=info.name)
+        self.infos[info.name] = info
+
+    def load_entrypoints(self) -> None:
+        only = os.environ.get("GAIA_LOAD_PLUGINS")
+        allowed = None if only is None else {n.strip() for n in only.split(",") if n.strip()}
+        blocked = {n.strip() for n in os.environ.get("GAIA_DISABLE_PLUGINS", "").split(",") if n.strip()}
+        seen: dict[str, str] = {}
+        for ep in sorted(importlib.metadata.entry_points(group=NAME), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist else "?"
+            if ep.name in seen and seen[ep.name] != dist:
+                raise PluginError(
+                    f"two plugins use the entry point name '{ep.name}': distributions "
+                    f"'{seen[ep.name]}' and '{dist}'; uninstall one"
+                )
+            seen[ep.name] = dist
+            if ep.name in blocked or dist in blocked:
+                continue
+            if allowed is not None and ep.name not in allowed and dist not in allowed:
+                continue
+            if self.get_plugin(ep.name) is not None:
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin '{ep.name}' from distribution '{dist}' failed to import: "
+                    f"{type(exc).__name__}: {exc} (disable it with GAIA_DISABLE_PLUGINS={ep.name}, "
+                    f"or reinstall {dist})"
+                ) from exc
+            self.register(plugin, name=ep.name)
+            version = ep.dist.version if ep.dist else None
+            self.infos[ep.name] = PluginInfo(ep.name, ep.value, dist, version)
+        self.check_pending()
+
+
+def get_plugin_manager(load_entrypoints: bool = True) -> GaiaPluginManager:
+    """A fresh manager with the built-ins and (optionally) the installed plugins."""
+    pm = GaiaPluginManager()
+    from gaia_core import __version__
+
+    for module_name in DEFAULT_PLUGINS:
+        short = module_name.rsplit(".", 1)[-1]
+        pm.register_module(module_name, PluginInfo(short, module_name, "gaia-core", __version__, builtin=True))
+    if load_entrypoints:
+        pm.load_entrypoints()
+    if os.environ.get("GAIA_TRACE_PLUGINS"):
+        pm.add_hookcall_monitoring(_trace_before, _trace_after)
+    return pm
+
+
+def _trace_before(hook_name: str, impls: Any, kwargs: Any) -> None:
+    print(f"[gaia trace] {hook_name} -> {[i.plugin_name for i in impls]}", file=sys.stderr)
+
+
+def _trace_after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
+    pass
+
+
+@dataclasses.dataclass
+class Provided:
+    cls: Any
+    plugin: str
+
+
+class Registry:
+    """``key -> class`` maps of everything the plugins registered."""
+
+    def __init__(self, pm: GaiaPluginManager):
+        self.pm = pm
+        self.modules = self._collect("gaia_register_modules", "table", "module")
+        self.anchors = self._collect("gaia_register_anchors", "task", "anchor")
+        self.fingerprint_sources = self._collect("gaia_register_fingerprint_sources", "kind", "fingerprint source")
+        self.backends = self._collect("gaia_register_backends", "kind", "backend")
+        self.sources_by_path: dict[str, list[Any]] = {}
+        for provided in self.fingerprint_sources.values():
+            for path in provided.cls.paths:
+                self.sources_by_path.setdefault(path, []).append(provided.cls)
+
+    def _collect(self, hook_name: str, key_attr: str, what: str) -> dict[str, Provided]:
+        out: dict[str, Provided] = {}
+        hook = getattr(self.pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            result = impl.function()
+            if result is None:
+                continue
+            classes = result if isinstance(result, (list, tuple)) else [result]
+            for cls in classes:
+                key = getattr(cls, key_attr, None)
+                if not key:
+                    raise PluginError(f"{what} class {cls.__qualname__} from plugin '{impl.plugin_name}' sets no '{key_attr}'")
+                if key in out:
+                    other = out[key]
+                    raise PluginError(
+                        f"{what} '{key}' is registered twice: by {other.cls.__qualname__} "
+                        f"(plugin '{other.plugin}') and by {cls.__qualname__} (plugin '{impl.plugin_name}')"
+                    )
+                out[key] = Provided(cls, impl.plugin_name)
+        return dict(sorted(out.items()))
+
+    def provided_by(self, plugin_name: str) -> dict[str, list[str]]:
+        def keys(registry: dict[str, Provided]) -> list[str]:
+            return [k for k, p in registry.items() if p.plugin == plugin_name]
+
+        return {
+            "modules": keys(self.modules),
+            "anchors": keys(self.anchors),
+            "fingerprint_sources": keys(self.fingerprint_sources),
+            "backends": keys(self.backends),
+        }
