@@ -1,1 +1,87 @@
-"""The ``dir`` backend: a shared directory (an NFS mount, a synced folder) as remote store."""
+"""The ``dir`` backend: a shared directory (an NFS mount, a synced folder) as a remote store.
+
+It exercises the whole remote flow without a server; the directory must exist (a missing
+mount is "unavailable", not "empty").
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from gaia_core import hookimpl
+from gaia_core.backends import MANIFEST, Backend
+from gaia_core.errors import BackendError, ObjectNotFound
+from gaia_core.tasks import StrictModel
+
+_CHUNK = 4 << 20
+
+
+class DirConfig(StrictModel):
+    path: str | None = None
+    path_env: str | None = None
+
+
+class DirBackend(Backend):
+    kind = "dir"
+    config_model = DirConfig
+
+    @property
+    def root(self) -> Path:
+        root = Path(self.setting("path", required=True) or "").expanduser()
+        if not root.is_dir():
+            raise BackendError(f"{self.ref}: shared directory {root} is not available")
+        return root
+
+    def describe(self) -> str:
+        return f"dir:{self.setting('path') or '?'}"
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise BackendError(f"{self.ref}: unsafe key '{key}'")
+        return self.root.joinpath(*parts)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def upload(self, key: str, source: Path) -> None:
+        dest = self._path(key)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+            try:
+                with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                    shutil.copyfileobj(src, out, _CHUNK)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, dest)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise BackendError(f"{self.ref}: upload of {key} failed: {exc.strerror or exc}") from None
+
+    def download(self, key: str, dest: BinaryIO) -> None:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, dest, _CHUNK)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.ref}: {key} not found") from None
+        except OSError as exc:
+            raise BackendError(f"{self.ref}: download of {key} failed: {exc.strerror or exc}") from None
+
+    def list_fingerprints(self, point_id: str) -> list[str]:
+        base = self._path(point_id)
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if (p / MANIFEST).is_file())
+
+
+@hookimpl
+def gaia_register_backends() -> list[type[Backend]]:
+    return [DirBackend]

@@ -1,13 +1,235 @@
-"""``[checkpoints]`` validation."""
+"""``[checkpoints]``: the seed's shape, validated strictly, with every problem reported."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+import re
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from gaia_core.plugins import install_hint
+from gaia_core.tasks import StrictModel
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from gaia_core.backends import Backend
     from gaia_core.build import Build
+
+UsePolicy = Literal["auto", "off", "required"]
+UploadPolicy = Literal["off", "on_success", "always"]
+TrustMode = Literal["verify", "permissive"]
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class PointModel(StrictModel):
+    id: str
+    anchor_task: str
+    use_policy: UsePolicy | None = None
+    upload_policy: UploadPolicy | None = None
+    fingerprint_from: list[str] | None = None
+    backend: str | None = None
+    trust_mode: TrustMode | None = None
+
+
+class CheckpointsModel(StrictModel):
+    enabled: bool = False
+    default_use_policy: UsePolicy = "auto"
+    default_upload_policy: UploadPolicy = "off"
+    trust_mode: TrustMode = "verify"
+    queue_file: str | None = None
+    #: kind -> name -> table; each table is validated by its backend's config model
+    backends: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+    points: list[PointModel] = Field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """A point with its effective policies (per-point value, else the default)."""
+
+    id: str
+    anchor_task: str
+    use_policy: str
+    upload_policy: str
+    trust_mode: str
+    fingerprint_from: tuple[str, ...] | None
+    backend: str | None  # "kind:name", resolved
+
+    @property
+    def slug(self) -> str:
+        return self.anchor_task.replace(".", "-")
+
+
+@dataclasses.dataclass
+class CheckpointSettings:
+    enabled: bool
+    trust_mode: str
+    queue_file: str | None
+    points: list[Point]
+    backend_configs: dict[str, tuple[type[Backend], BaseModel]]  # "kind:name" -> (class, config)
+
+    def backend(self, ref: str) -> Backend:
+        cls, config = self.backend_configs[ref]
+        kind, _, name = ref.partition(":")
+        return cls(name, config)
+
+    def point_for_anchor(self, anchor_task: str) -> Point | None:
+        for point in self.points:
+            if point.anchor_task == anchor_task:
+                return point
+        return None
+
+
+def format_validation_error(origin: Path | str, prefix: str, error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in item["loc"]).replace(".[", "[")
+        key = f"{prefix}.{loc}" if loc else prefix
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key"
+        problems.append(f"{origin}: {key}: {msg}")
+    return problems
+
+
+def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[str]]:
+    raw = build.get("checkpoints")
+    if raw is None:
+        return CheckpointsModel(), []
+    if not isinstance(raw, dict):
+        return None, [f"{build.origin('checkpoints')}: checkpoints: must be a table"]
+    try:
+        return CheckpointsModel.model_validate(raw), []
+    except ValidationError as exc:
+        return None, format_validation_error(build.origin("checkpoints"), "checkpoints", exc)
+
+
+def resolve_backend_ref(ref: str, configured: dict[str, dict[str, Any]]) -> tuple[str | None, str | None]:
+    """``kind:name`` or a unique ``name`` -> (``kind:name``, None) or (None, problem)."""
+    ref = ref.strip()
+    if ":" in ref:
+        kind, _, name = (p.strip() for p in ref.partition(":"))
+        if name not in configured.get(kind, {}):
+            have = ", ".join(f"{k}:{n}" for k, names in configured.items() for n in names) or "none"
+            return None, f"backend '{ref}' is not configured (configured: {have})"
+        return f"{kind}:{name}", None
+    hits = [kind for kind, names in configured.items() if ref in names]
+    if not hits:
+        have = ", ".join(f"{k}:{n}" for k, names in configured.items() for n in names) or "none"
+        return None, f"backend '{ref}' is not configured (configured: {have})"
+    if len(hits) > 1:
+        return None, f"backend '{ref}' is ambiguous ({', '.join(f'{k}:{ref}' for k in hits)}); write kind:name"
+    return f"{hits[0]}:{ref}", None
+
+
+def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, list[str]]:
+    model, problems = _model_or_problems(build)
+    if model is None:
+        return None, problems
+    origin = build.origin("checkpoints")
+    registry = build.registry
+    backend_configs: dict[str, tuple[type[Backend], BaseModel]] = {}
+    for kind, named in model.backends.items():
+        provided = registry.backends.get(kind)
+        if provided is None:
+            problems.append(
+                f"{build.origin(f'checkpoints.backends.{kind}')}: checkpoints.backends.{kind}: "
+                f"no installed plugin provides backend kind '{kind}'{install_hint('backend', kind)}"
+            )
+            continue
+        for name, table in named.items():
+            key = f"checkpoints.backends.{kind}.{name}"
+            if not isinstance(table, dict):
+                problems.append(f"{build.origin(key)}: {key}: must be a table")
+                continue
+            try:
+                backend_configs[f"{kind}:{name}"] = (provided.cls, provided.cls.config_model.model_validate(table))
+            except ValidationError as exc:
+                problems.extend(format_validation_error(build.origin(key), key, exc))
+
+    points: list[Point] = []
+    seen_ids: set[str] = set()
+    seen_anchors: dict[str, str] = {}
+    for i, p in enumerate(model.points):
+        key = f"checkpoints.points[{i}]"
+        if not _ID.match(p.id):
+            problems.append(
+                f"{origin}: {key}.id: '{p.id}' is not a valid id (letters, digits, '.', '_', '-'; "
+                "starting with a letter or digit; at most 128 characters)"
+            )
+        elif p.id in seen_ids:
+            problems.append(f"{origin}: {key}.id: duplicate checkpoint id '{p.id}'")
+        seen_ids.add(p.id)
+        anchor = p.anchor_task.strip()
+        if anchor not in registry.anchors:
+            known = ", ".join(registry.anchors) or "none"
+            problems.append(
+                f"{origin}: {key}.anchor_task: no installed plugin registers anchor '{anchor}' "
+                f"(registered: {known}){install_hint('anchor', anchor) if anchor not in registry.anchors else ''}"
+            )
+        elif anchor in seen_anchors:
+            problems.append(
+                f"{origin}: {key}.anchor_task: anchor '{anchor}' already has point '{seen_anchors[anchor]}'; "
+                "one point per anchor"
+            )
+        else:
+            seen_anchors[anchor] = p.id
+        if p.fingerprint_from is not None:
+            if not p.fingerprint_from:
+                problems.append(
+                    f"{origin}: {key}.fingerprint_from: an empty list would make every build share one "
+                    "checkpoint; remove the key to use the anchor's defaults"
+                )
+            for j, path in enumerate(p.fingerprint_from):
+                if not path.strip() or any(not part for part in path.strip().split(".")):
+                    problems.append(f"{origin}: {key}.fingerprint_from[{j}]: '{path}' is not a dotted config path")
+        backend_ref = None
+        if p.backend is not None and p.backend.strip():
+            backend_ref, problem = resolve_backend_ref(p.backend, model.backends)
+            if problem:
+                problems.append(f"{origin}: {key}.backend: {problem}")
+        upload = p.upload_policy or model.default_upload_policy
+        if upload != "off" and not (p.backend and p.backend.strip()):
+            source = "upload_policy" if p.upload_policy else "default_upload_policy"
+            problems.append(
+                f"{origin}: {key}: upload_policy '{upload}' (from {source}) needs a backend; "
+                "set backend = \"kind:name\" or upload_policy = \"off\""
+            )
+        points.append(Point(
+            id=p.id,
+            anchor_task=anchor,
+            use_policy=p.use_policy or model.default_use_policy,
+            upload_policy=upload,
+            trust_mode=p.trust_mode or model.trust_mode,
+            fingerprint_from=tuple(s.strip() for s in p.fingerprint_from) if p.fingerprint_from else None,
+            backend=backend_ref,
+        ))
+    settings = CheckpointSettings(
+        enabled=model.enabled,
+        trust_mode=model.trust_mode,
+        queue_file=model.queue_file.strip() if model.queue_file and model.queue_file.strip() else None,
+        points=points if model.enabled else [],
+        backend_configs=backend_configs,
+    )
+    return settings, problems
 
 
 def validate_checkpoints(build: Build) -> list[str]:
     """Every problem in ``[checkpoints]``, each naming file and key; empty when valid."""
-    return []  # filled in by the checkpoint engine
+    return _settings_and_problems(build)[1]
+
+
+def checkpoint_settings(build: Build) -> CheckpointSettings:
+    """The validated settings (the loader has already refused invalid ones)."""
+    cached = build.settings.get("checkpoints")
+    if isinstance(cached, CheckpointSettings):
+        return cached
+    settings, problems = _settings_and_problems(build)
+    if settings is None or problems:
+        from gaia_core.errors import ConfigError
+
+        raise ConfigError(problems)
+    build.settings["checkpoints"] = settings
+    return settings

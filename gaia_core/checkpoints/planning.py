@@ -1,14 +1,191 @@
-"""Restore and capture tasks around every anchor a checkpoint point names."""
+"""Restore and capture tasks around every anchor a checkpoint point names.
+
+Restore runs before the tasks a hit lets skip (the anchor and ``Anchor.skips``) and tells
+the executor to skip them. Capture runs right after the anchor, and every other task that
+depends on the anchor is made to wait for it, so nothing changes the anchor's targets
+while they are captured. ``on_success`` uploads happen in ``checkpoints.upload``, which
+depends on every other task and therefore runs only when the whole run succeeded.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gaia_core.errors import BackendError, CheckpointError, PlanError, TaskFailed
+from gaia_core.tasks import Task
+
 if TYPE_CHECKING:
     from gaia_core.build import Build
-    from gaia_core.tasks import Task
+    from gaia_core.checkpoints.config import Point
+    from gaia_core.checkpoints.engine import Checkpoints
+    from gaia_core.run import TaskContext
+
+UPLOAD_TASK = "checkpoints.upload"
+_ENGINE = "checkpoints.engine"
+_RESTORED = "checkpoints.restored"
+_TO_UPLOAD = "checkpoints.to_upload"
 
 
 def plan_checkpoints(build: Build, tasks: list[Task]) -> list[Task]:
-    """Return the checkpoint tasks to add; may add dependencies to ``tasks`` in place."""
-    return []  # filled in by the checkpoint engine
+    """Return the checkpoint tasks to add; adds dependencies to ``tasks`` in place."""
+    from gaia_core.checkpoints.config import checkpoint_settings
+
+    settings = checkpoint_settings(build)
+    by_id = {t.id: t for t in tasks}
+    added: list[Task] = []
+    for point in settings.points:
+        anchor_cls = build.registry.anchors[point.anchor_task].cls
+        anchor_task = by_id.get(point.anchor_task)
+        if anchor_task is None:
+            raise PlanError(
+                f"checkpoint point '{point.id}': anchor task '{point.anchor_task}' is not in the plan "
+                f"(is the module that plans it configured in {build.path.name}?)"
+            )
+        restore = Task(
+            id=f"checkpoints.restore.{point.slug}", run=_bind(run_restore, point.id),
+            label=f"Restore checkpoint ({point.anchor_task})", module="checkpoints", phase="restore",
+            after=["core.init", *anchor_cls.restore_after], provides=[f"checkpoints:{point.slug}-restored"],
+        )
+        capture = Task(
+            id=f"checkpoints.capture.{point.slug}", run=_bind(run_capture, point.id),
+            label=f"Capture checkpoint ({point.anchor_task})", module="checkpoints", phase="capture",
+            after=[point.anchor_task],
+        )
+        for skipped in anchor_cls.skipped_tasks():
+            if skipped in by_id:
+                by_id[skipped].after.append(restore.id)
+        anchor_names = {anchor_task.id, *anchor_task.provides}
+        for task in tasks:
+            if task is anchor_task:
+                continue
+            if any(dep.rstrip("?") in anchor_names for dep in task.after):
+                task.after.append(capture.id)
+        added += [restore, capture]
+    if any(p.upload_policy == "on_success" and p.backend for p in settings.points):
+        everything = sorted({t.id for t in tasks} | {t.id for t in added})
+        added.append(Task(
+            id=UPLOAD_TASK, run=run_uploads, label="Upload checkpoints (on_success)", module="checkpoints",
+            phase="upload", after=everything,
+        ))
+    return added
+
+
+def _bind(func, point_id: str):  # type: ignore[no-untyped-def]
+    def run(ctx: TaskContext) -> None:
+        func(ctx, point_id)
+
+    run.__name__ = func.__name__
+    return run
+
+
+def _engine(ctx: TaskContext) -> Checkpoints:
+    from gaia_core.checkpoints.engine import Checkpoints
+
+    engine = ctx.state.data.get(_ENGINE)
+    if engine is None:
+        engine = ctx.state.data[_ENGINE] = Checkpoints(ctx.build)
+    return engine
+
+
+def run_restore(ctx: TaskContext, point_id: str) -> None:
+    cp = _engine(ctx)
+    point = cp.point(point_id)
+    anchor = cp.anchor(point)
+    inactive = anchor.inactive_reason()
+    if inactive:
+        ctx.log(f"checkpoint restore skipped for {point.anchor_task} ({inactive})")
+        return
+    fp = cp.fingerprint(point).value
+    targets = anchor.targets()
+    tag = f"checkpoint:{point.id}"
+    if point.use_policy == "off":
+        cp.clear_markers([t for t in targets if t.path.is_dir()])
+        ctx.log(f"{tag} restore skipped (use_policy=off); {point.anchor_task} will run and be captured")
+        return
+    cp.store.clean_tmp()
+    if cp.materialized(targets, fp):
+        ctx.log(f"{tag} {', '.join(str(t.path) for t in targets)} already holds {fp[:12]}; nothing to restore")
+        _mark_restored(ctx, point, anchor.skipped_tasks(), fp, "already in place")
+        return
+    obj = cp.local_object(point, fp)
+    source = "local store"
+    if obj is None and point.backend:
+        try:
+            obj = cp.download(point, fp, ctx.log)
+            source = point.backend
+            if obj is None:
+                ctx.log(f"{tag} {fp[:12]} is not in {point.backend} either")
+        except (BackendError, CheckpointError, OSError) as exc:
+            message = _redacted(cp, point, exc)
+            if point.use_policy == "required":
+                raise TaskFailed(f"required checkpoint '{point.id}' download via {point.backend} failed: {message}") from None
+            ctx.log(f"WARN: {tag} remote fetch via {point.backend} failed: {message}; building instead")
+    if obj is None:
+        reason = cp.miss_reason(point, cp.fingerprint(point))
+        if point.use_policy == "required":
+            raise TaskFailed(
+                f"required checkpoint '{point.id}' for {point.anchor_task} is not available "
+                f"(reason: {reason}; fingerprint {fp[:12]}); run once with use_policy = \"auto\" to create it"
+            )
+        cp.clear_markers([t for t in targets if t.path.is_dir()])
+        ctx.log(f"{tag} restore miss (reason={reason}); {point.anchor_task} will run")
+        return
+    try:
+        cp.restore(obj, point, targets)
+    except CheckpointError as exc:
+        cp.store.discard(point.id, fp, str(exc))
+        if point.use_policy == "required":
+            raise TaskFailed(f"required checkpoint '{point.id}' could not be restored: {exc}") from None
+        cp.clear_markers([t for t in targets if t.path.is_dir()])
+        ctx.log(f"WARN: {tag} could not be restored: {exc}; building instead")
+        return
+    ctx.log(f"{tag} restored {fp[:12]} from {source}")
+    _mark_restored(ctx, point, anchor.skipped_tasks(), fp, f"from {source}")
+
+
+def _mark_restored(ctx: TaskContext, point: Point, skipped: tuple[str, ...], fp: str, how: str) -> None:
+    ctx.state.data.setdefault(_RESTORED, {})[point.id] = fp
+    for task_id in skipped:
+        ctx.state.skipped[task_id] = f"checkpoint {point.id}@{fp[:12]} restored ({how})"
+
+
+def run_capture(ctx: TaskContext, point_id: str) -> None:
+    cp = _engine(ctx)
+    point = cp.point(point_id)
+    anchor = cp.anchor(point)
+    inactive = anchor.inactive_reason()
+    if inactive:
+        ctx.log(f"checkpoint capture skipped for {point.anchor_task} ({inactive})")
+        return
+    if point.id in ctx.state.data.get(_RESTORED, {}):
+        ctx.log(f"checkpoint:{point.id} capture skipped (the restored checkpoint was used)")
+        return
+    fp = cp.fingerprint(point)
+    try:
+        obj = cp.capture(point, fp, anchor.targets(), ctx.log)
+    except CheckpointError as exc:
+        ctx.log(f"WARN: checkpoint:{point.id} capture failed: {exc}; the build goes on without a checkpoint")
+        return
+    if not point.backend or point.upload_policy == "off":
+        ctx.log(f"checkpoint:{point.id} kept locally (upload_policy={point.upload_policy}, "
+                f"backend={point.backend or 'none'})")
+    elif point.upload_policy == "always":
+        cp.upload(point.id, obj.fingerprint, point.backend, point.anchor_task, ctx.log)
+    else:
+        ctx.state.data.setdefault(_TO_UPLOAD, []).append(point.id)
+        ctx.log(f"checkpoint:{point.id} will be uploaded to {point.backend} once the run succeeds")
+
+
+def run_uploads(ctx: TaskContext) -> None:
+    cp = _engine(ctx)
+    for point_id in ctx.state.data.get(_TO_UPLOAD, []):
+        point = cp.point(point_id)
+        assert point.backend
+        cp.upload(point.id, cp.fingerprint(point).value, point.backend, point.anchor_task, ctx.log)
+
+
+def _redacted(cp: Checkpoints, point: Point, exc: BaseException) -> str:
+    message = str(exc)
+    if point.backend and point.backend in cp.settings.backend_configs:
+        message = cp.backend(point.backend).redact(message)
+    return message

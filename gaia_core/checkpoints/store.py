@@ -1,0 +1,249 @@
+"""The local store: objects under ``points/<id>/<fingerprint>/``, the index and the queue.
+
+Objects are built in ``tmp/`` inside the store and renamed into place, so a reader sees no
+object or a complete one: ``manifest.json`` is the commit marker and is written last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gaia_core.checkpoints import atomic
+from gaia_core.checkpoints.lock import StoreLock
+from gaia_core.checkpoints.manifest import PAYLOAD_NAMES, now, read_manifest
+from gaia_core.errors import CheckpointError
+
+MANIFEST = "manifest.json"
+INDEX = "index.json"
+QUEUE = "upload-queue.json"
+
+
+def warn(message: str) -> None:
+    print(f"WARN: {message}", file=sys.stderr)
+
+
+@dataclasses.dataclass
+class LocalObject:
+    point_id: str
+    fingerprint: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def payload_path(self) -> Path:
+        return self.path / self.manifest["payload"]["file"]
+
+    @property
+    def size(self) -> int:
+        return int(self.manifest["payload"]["size"])
+
+
+class Store:
+    def __init__(self, root: Path, queue_file: Path | None = None):
+        self.root = root
+        self.queue_path = queue_file or root / QUEUE
+        self.lock = StoreLock(root)
+
+    # -- objects ----------------------------------------------------------------------
+
+    def object_dir(self, point_id: str, fingerprint: str) -> Path:
+        return self.root / "points" / point_id / fingerprint
+
+    def get(self, point_id: str, fingerprint: str) -> LocalObject | None:
+        """The complete local object, or None. A broken one is reported and ignored."""
+        path = self.object_dir(point_id, fingerprint)
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            return None
+        try:
+            manifest = read_manifest(manifest_path)
+        except CheckpointError as exc:
+            warn(f"{exc}; ignoring that local checkpoint")
+            return None
+        obj = LocalObject(point_id, fingerprint, path, manifest)
+        if manifest["fingerprint"] != fingerprint or manifest["id"] != point_id:
+            warn(f"checkpoint manifest {manifest_path} names another object; ignoring it")
+            return None
+        if not obj.payload_path.is_file():
+            warn(f"checkpoint payload {obj.payload_path} is missing; ignoring that local checkpoint")
+            return None
+        return obj
+
+    def objects(self, point_id: str) -> list[LocalObject]:
+        """Complete objects of a point, newest first."""
+        base = self.root / "points" / point_id
+        found = []
+        if base.is_dir():
+            for child in sorted(base.iterdir()):
+                if child.is_dir() and (child / MANIFEST).is_file():
+                    try:
+                        manifest = json.loads((child / MANIFEST).read_bytes())
+                    except (OSError, ValueError):
+                        continue
+                    if isinstance(manifest, dict):
+                        found.append(LocalObject(point_id, child.name, child, manifest))
+        found.sort(key=lambda o: str(o.manifest.get("created_at", "")), reverse=True)
+        return found
+
+    def new_staging(self, point_id: str, fingerprint: str) -> Path:
+        tmp = self.root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{point_id}-{fingerprint[:12]}-", dir=tmp))
+
+    def publish(self, staging: Path, point_id: str, fingerprint: str, manifest: dict[str, Any]) -> LocalObject:
+        """Write the manifest last, then rename the staging dir into place (atomic)."""
+        atomic.fsync_file(staging / manifest["payload"]["file"])
+        atomic.write_json(staging / MANIFEST, manifest)
+        final = self.object_dir(point_id, fingerprint)
+        with self.lock.held(f"publish {point_id}/{fingerprint[:12]}"):
+            if (final / MANIFEST).is_file():
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                if final.exists():  # a leftover without manifest: never a valid object
+                    shutil.rmtree(final)
+                os.rename(staging, final)
+                atomic.fsync_dir(final.parent)
+            self._index_add(point_id, fingerprint, manifest)
+        obj = self.get(point_id, fingerprint)
+        if obj is None:
+            raise CheckpointError(f"checkpoint {point_id}/{fingerprint} vanished right after publishing")
+        return obj
+
+    def discard(self, point_id: str, fingerprint: str, why: str) -> None:
+        """Move a bad object out of the way so the next run can fetch or build it again."""
+        path = self.object_dir(point_id, fingerprint)
+        if not path.exists():
+            return
+        with self.lock.held(f"discard {point_id}/{fingerprint[:12]}"):
+            trash = self.root / "tmp" / f"discarded-{point_id}-{fingerprint[:12]}-{int(time.time())}"
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        warn(f"discarded local checkpoint {point_id}/{fingerprint[:12]}: {why}")
+
+    def clean_tmp(self, older_than: float = 24 * 3600) -> None:
+        """Remove staging dirs left by crashed runs."""
+        tmp = self.root / "tmp"
+        if not tmp.is_dir():
+            return
+        cutoff = time.time() - older_than
+        for child in tmp.iterdir():
+            try:
+                if child.stat().st_mtime < cutoff:
+                    shutil.rmtree(child, ignore_errors=True)
+            except OSError:
+                pass
+
+    # -- index ------------------------------------------------------------------------
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / INDEX
+
+    def read_index(self) -> dict[str, Any]:
+        """The index; a corrupt one is set aside with a warning and rebuilt from the objects."""
+        path = self.index_path
+        if not path.exists():
+            return {"version": 1, "points": {}}
+        try:
+            data = json.loads(path.read_bytes())
+            if not isinstance(data, dict) or not isinstance(data.get("points"), dict):
+                raise ValueError("unexpected shape")
+            return data
+        except (OSError, ValueError) as exc:
+            warn(f"checkpoint index {path} is corrupt ({exc}); rebuilding it from the store")
+            return self._rebuild_index()
+
+    def _rebuild_index(self) -> dict[str, Any]:
+        index: dict[str, Any] = {"version": 1, "points": {}}
+        points = self.root / "points"
+        if points.is_dir():
+            for point_dir in sorted(points.iterdir()):
+                for obj in reversed(self.objects(point_dir.name)):
+                    _index_entry(index, point_dir.name, obj.fingerprint, obj.manifest)
+        return index
+
+    def _index_add(self, point_id: str, fingerprint: str, manifest: dict[str, Any]) -> None:
+        index = self.read_index()
+        _index_entry(index, point_id, fingerprint, manifest)
+        atomic.write_json(self.index_path, index)
+
+    # -- queue ------------------------------------------------------------------------
+
+    def read_queue(self) -> list[dict[str, Any]]:
+        path = self.queue_path
+        if not path.exists():
+            return []
+        try:
+            data = json.loads(path.read_bytes())
+            entries = data.get("entries") if isinstance(data, dict) else None
+            if not isinstance(entries, list):
+                raise ValueError("unexpected shape")
+            return [e for e in entries if isinstance(e, dict)]
+        except (OSError, ValueError) as exc:
+            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            try:
+                os.replace(path, aside)
+                kept = f"; kept it as {aside}"
+            except OSError:
+                kept = ""
+            warn(f"checkpoint upload queue {path} is corrupt ({exc}); starting an empty queue{kept}")
+            return []
+
+    def update_queue(self, point_id: str, fingerprint: str, backend_ref: str, anchor_task: str,
+                     **changes: Any) -> dict[str, Any]:
+        """Create or update the entry for (id, fingerprint, backend) under the lock."""
+        with self.lock.held(f"queue {point_id}/{fingerprint[:12]}"):
+            entries = self.read_queue()
+            for entry in entries:
+                if (entry.get("id"), entry.get("fingerprint"), entry.get("backend_ref")) == (
+                        point_id, fingerprint, backend_ref):
+                    break
+            else:
+                entry = {
+                    "id": point_id, "anchor_task": anchor_task, "fingerprint": fingerprint,
+                    "backend_ref": backend_ref,
+                    "object_rel_dir": f"points/{point_id}/{fingerprint}",
+                    "state": "pending", "attempts": 0, "last_error": None, "created_at": now(),
+                }
+                entries.append(entry)
+            if changes.pop("attempted", False):
+                entry["attempts"] = int(entry.get("attempts", 0)) + 1
+            entry.update(changes)
+            entry["updated_at"] = now()
+            atomic.write_json(self.queue_path, {"version": 1, "entries": entries})
+            return dict(entry)
+
+    def pending_uploads(self, point_id: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.read_queue()
+                if e.get("state") in ("pending", "failed") and (point_id is None or e.get("id") == point_id)]
+
+    def iter_point_ids(self) -> Iterator[str]:
+        points = self.root / "points"
+        if points.is_dir():
+            yield from sorted(p.name for p in points.iterdir() if p.is_dir())
+
+
+def _index_entry(index: dict[str, Any], point_id: str, fingerprint: str, manifest: dict[str, Any]) -> None:
+    entry = index["points"].setdefault(point_id, {"id": point_id, "fingerprints": {}})
+    entry["anchor_task"] = manifest.get("anchor_task")
+    entry["latest_fingerprint"] = fingerprint
+    entry["latest_manifest_rel"] = f"points/{point_id}/{fingerprint}/{MANIFEST}"
+    entry["updated_at"] = now()
+    entry.setdefault("fingerprints", {})[fingerprint] = {
+        "created_at": manifest.get("created_at"),
+        "size": (manifest.get("payload") or {}).get("size"),
+    }
+
+
+__all__ = ["Store", "LocalObject", "PAYLOAD_NAMES", "MANIFEST", "warn"]
