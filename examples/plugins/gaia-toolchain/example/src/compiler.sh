@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "example compiler 1.0"
