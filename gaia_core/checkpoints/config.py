@@ -94,16 +94,38 @@ def format_validation_error(origin: Path | str, prefix: str, error: ValidationEr
     return problems
 
 
-def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[str]]:
+def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[int], list[str]]:
+    """Validate field by field and point by point, so that one bad value hides no other."""
     raw = build.get("checkpoints")
     if raw is None:
-        return CheckpointsModel(), []
+        return CheckpointsModel(), [], []
+    origin = build.origin("checkpoints")
     if not isinstance(raw, dict):
-        return None, [f"{build.origin('checkpoints')}: checkpoints: must be a table"]
-    try:
-        return CheckpointsModel.model_validate(raw), []
-    except ValidationError as exc:
-        return None, format_validation_error(build.origin("checkpoints"), "checkpoints", exc)
+        return None, [], [f"{origin}: checkpoints: must be a table"]
+    problems: list[str] = []
+    good: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "points":
+            continue
+        try:
+            CheckpointsModel.model_validate({key: value})
+            good[key] = value
+        except ValidationError as exc:
+            problems += format_validation_error(origin, "checkpoints", exc)
+    points_raw = raw.get("points", [])
+    points: list[PointModel] = []
+    indices: list[int] = []
+    if not isinstance(points_raw, list):
+        problems.append(f"{origin}: checkpoints.points: must be an array of tables ([[checkpoints.points]])")
+        points_raw = []
+    for i, item in enumerate(points_raw):
+        try:
+            points.append(PointModel.model_validate(item))
+            indices.append(i)
+        except ValidationError as exc:
+            problems += format_validation_error(origin, f"checkpoints.points[{i}]", exc)
+    model = CheckpointsModel.model_validate(good).model_copy(update={"points": points})
+    return model, indices, problems
 
 
 def resolve_backend_ref(ref: str, configured: dict[str, dict[str, Any]]) -> tuple[str | None, str | None]:
@@ -125,7 +147,7 @@ def resolve_backend_ref(ref: str, configured: dict[str, dict[str, Any]]) -> tupl
 
 
 def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, list[str]]:
-    model, problems = _model_or_problems(build)
+    model, indices, problems = _model_or_problems(build)
     if model is None:
         return None, problems
     origin = build.origin("checkpoints")
@@ -152,7 +174,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
     points: list[Point] = []
     seen_ids: set[str] = set()
     seen_anchors: dict[str, str] = {}
-    for i, p in enumerate(model.points):
+    for i, p in zip(indices, model.points):
         key = f"checkpoints.points[{i}]"
         if not _ID.match(p.id):
             problems.append(

@@ -160,7 +160,7 @@ class Checkpoints:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self.write_markers(targets, point, fp.value, "captured")
-        log(f"checkpoint:{point.id} captured {fp.value[:12]} ({_size(info.size)} in {time.monotonic() - started:.1f}s)")
+        log(f"checkpoint:{point.id} captured {fp.value[:12]} ({human_size(info.size)} in {time.monotonic() - started:.1f}s)")
         return obj
 
     def restore(self, obj: LocalObject, point: Point, targets: list[Target]) -> None:
@@ -226,7 +226,7 @@ class Checkpoints:
             os.unlink(staging / MANIFEST)  # publish() writes it again, last
             obj = self.store.publish(staging, point.id, fp, manifest)
             log(f"checkpoint:{point.id} downloaded {fp[:12]} via {point.backend} "
-                f"({_size(size)} in {time.monotonic() - started:.1f}s)")
+                f"({human_size(size)} in {time.monotonic() - started:.1f}s)")
             return obj
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -248,7 +248,7 @@ class Checkpoints:
                     backend.upload(object_key(point_id, fp, obj.payload_path.name), obj.payload_path)
                     backend.upload(object_key(point_id, fp, MANIFEST), obj.path / MANIFEST)
                     log(f"checkpoint:{point_id} uploaded {fp[:12]} via {backend_ref} "
-                        f"({_size(obj.size)} in {time.monotonic() - started:.1f}s)")
+                        f"({human_size(obj.size)} in {time.monotonic() - started:.1f}s)")
         except (BackendError, CheckpointError, OSError) as exc:
             message = backend.redact(str(exc)) if backend else str(exc)
             self.store.update_queue(point_id, fp, backend_ref, anchor_task, state="failed", attempted=True,
@@ -261,7 +261,9 @@ class Checkpoints:
 
 
 def _swap_in(staged: Path, final: Path) -> None:
-    if final.exists() or final.is_symlink():
+    if final.is_symlink():
+        final.unlink()
+    if final.exists():
         old = final.with_name(f".{final.name}.gaia-old-{os.getpid()}-{int(time.time() * 1000)}")
         os.rename(final, old)
         try:
@@ -274,7 +276,9 @@ def _swap_in(staged: Path, final: Path) -> None:
         os.rename(staged, final)
 
 
-def _size(n: float) -> str:
+def human_size(n: float | None) -> str:
+    if n is None:
+        return "?"
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

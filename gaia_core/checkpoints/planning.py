@@ -106,6 +106,7 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
     if cp.materialized(targets, fp):
         ctx.log(f"{tag} {', '.join(str(t.path) for t in targets)} already holds {fp[:12]}; nothing to restore")
         _mark_restored(ctx, point, anchor.skipped_tasks(), fp, "already in place")
+        _upload_local_hit(ctx, cp, point, fp)
         return
     obj = cp.local_object(point, fp)
     source = "local store"
@@ -141,6 +142,8 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
         return
     ctx.log(f"{tag} restored {fp[:12]} from {source}")
     _mark_restored(ctx, point, anchor.skipped_tasks(), fp, f"from {source}")
+    if source == "local store":
+        _upload_local_hit(ctx, cp, point, fp)
 
 
 def _mark_restored(ctx: TaskContext, point: Point, skipped: tuple[str, ...], fp: str, how: str) -> None:
@@ -169,11 +172,28 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
     if not point.backend or point.upload_policy == "off":
         ctx.log(f"checkpoint:{point.id} kept locally (upload_policy={point.upload_policy}, "
                 f"backend={point.backend or 'none'})")
-    elif point.upload_policy == "always":
-        cp.upload(point.id, obj.fingerprint, point.backend, point.anchor_task, ctx.log)
+    else:
+        _schedule_upload(ctx, cp, point, obj.fingerprint)
+
+
+def _schedule_upload(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> None:
+    """``always``: upload now; ``on_success``: leave it to ``checkpoints.upload``."""
+    assert point.backend
+    if point.upload_policy == "always":
+        cp.upload(point.id, fp, point.backend, point.anchor_task, ctx.log)
     else:
         ctx.state.data.setdefault(_TO_UPLOAD, []).append(point.id)
         ctx.log(f"checkpoint:{point.id} will be uploaded to {point.backend} once the run succeeds")
+
+
+def _upload_local_hit(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> None:
+    """A checkpoint used from the local store reaches the backend too, unless it already did."""
+    if not point.backend or point.upload_policy == "off" or cp.store.get(point.id, fp) is None:
+        return
+    done = any(e.get("state") == "uploaded" and (e.get("fingerprint"), e.get("backend_ref")) == (fp, point.backend)
+               for e in cp.store.read_queue())
+    if not done:
+        _schedule_upload(ctx, cp, point, fp)
 
 
 def run_uploads(ctx: TaskContext) -> None:

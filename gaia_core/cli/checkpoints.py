@@ -73,6 +73,8 @@ def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bo
 def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, point_id: str | None,
           as_json: bool) -> None:
     """Fingerprints stored locally (and remotely) for each point, with size and age."""
+    from gaia_core.checkpoints.engine import human_size
+
     cp = _engine(app, build_file, overrides)
     points = cp.points
     if point_id is not None and point_id.strip():
@@ -118,7 +120,7 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                    f"current_fingerprint={row['current_fingerprint']} local_count={len(row['local'])}")
         for item in row["local"]:
             mark = " (current)" if item["current"] else ""
-            click.echo(f"    local  {item['fingerprint']}  {_size(item['size'])}  {item['age']}{mark}")
+            click.echo(f"    local  {item['fingerprint']}  {human_size(item['size'])}  {item['age']}{mark}")
         if remote:
             if row["remote_error"]:
                 click.echo(f"    remote error: {row['remote_error']}")
@@ -170,14 +172,3 @@ def _age(created_at: str) -> str:
         if seconds >= size:
             return f"{int(seconds // size)}{unit} ago"
     return f"{int(seconds)}s ago"
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
