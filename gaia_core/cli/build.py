@@ -1,0 +1,93 @@
+"""``gaia plan``, ``gaia run`` and ``gaia resolve``: the commands that take a build file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from gaia_core.cli.common import App, build_file_options, pass_app
+
+
+@click.command("plan")
+@build_file_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--dot", "as_dot", is_flag=True, help="Print the task graph for GraphViz (dot -Tsvg).")
+@pass_app
+def plan_cmd(app: App, build_file: Path, overrides: tuple[str, ...], as_json: bool, as_dot: bool) -> None:
+    """Show the tasks a run would execute, in order."""
+    from gaia_core.plan import build_plan
+
+    if as_json and as_dot:
+        raise click.UsageError("--json and --dot are mutually exclusive")
+    plan = build_plan(app.load_build(build_file, overrides))
+    if as_json:
+        click.echo(plan.to_json())
+    elif as_dot:
+        click.echo(plan.to_dot(), nl=False)
+    else:
+        id_width = max((len(t.id) for t in plan.order), default=0)
+        module_width = max((len(t.module) for t in plan.order), default=0)
+        phase_width = max((len(t.phase) for t in plan.order), default=0)
+        index_width = len(str(len(plan.order)))
+        for i, t in enumerate(plan.order, 1):
+            columns = f"{t.id:<{id_width}}  {t.module:<{module_width}}  {t.phase:<{phase_width}}"
+            click.echo(f"{i:>{index_width}}. {columns}  {t.label}".rstrip())
+
+
+@click.command("run")
+@build_file_options
+@click.option("--dry-run", is_flag=True, help="Print the tasks in order; run nothing and write nothing.")
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Run up to N independent tasks at once (0 = number of CPUs).",
+)
+@pass_app
+@click.pass_context
+def run_cmd(
+    ctx: click.Context, app: App, build_file: Path, overrides: tuple[str, ...], dry_run: bool, max_parallel: int
+) -> None:
+    """Run every task of the build."""
+    from gaia_core import __version__
+    from gaia_core.checkpoints.report import run_preamble
+    from gaia_core.plan import build_plan
+    from gaia_core.run import execute
+
+    click.echo(f"gaia {__version__}")
+    build = app.load_build(build_file, overrides)
+    plan = build_plan(build)
+    for line in run_preamble(build, dry_run=dry_run):
+        click.echo(line)
+    result = execute(plan, build, dry_run=dry_run, max_parallel=max_parallel, echo=click.echo)
+    if result.interrupted:
+        click.echo("error: interrupted; running commands were stopped", err=True)
+    elif not result.ok:
+        first = next(iter(result.errors))
+        click.echo(f"error: task '{first}' failed: {result.errors[first]}", err=True)
+    ctx.exit(int(result.exit_code))
+
+
+@click.command("resolve")
+@build_file_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
+@click.option("--no-validate", is_flag=True, help="Print the merged document even if it does not validate.")
+@pass_app
+def resolve_cmd(app: App, build_file: Path, overrides: tuple[str, ...], as_json: bool, no_validate: bool) -> None:
+    """Print the merged build file (imports and --set applied)."""
+    import tomli_w
+
+    from gaia_core.config.loader import merge_build_file
+
+    if no_validate:
+        doc, _ = merge_build_file(build_file, overrides)
+    else:
+        doc = app.load_build(build_file, overrides).doc
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, default=str))
+    else:
+        click.echo(tomli_w.dumps(doc), nl=False)
