@@ -18,7 +18,7 @@ def gaia(*args: str) -> subprocess.CompletedProcess[str]:
 def test_example_plugin_is_installed_and_registers_its_anchor():
     result = gaia("plugins", "--json")
     assert result.returncode == 0, result.stderr
-    [entry] = [p for p in json.loads(result.stdout) if p["name"] == "gaia-toolchain"]
+    [entry] = [p for p in json.loads(result.stdout) if p["distribution"] == "gaia-toolchain"]
     assert entry["provides"]["anchors"] == ["toolchain.build"]
     assert entry["provides"]["modules"] == ["toolchain"]
 
