@@ -52,7 +52,9 @@ class Quickstart:
 
 
 def make_quickstart(dest: Path, point: str = "") -> Quickstart:
-    shutil.copytree(QUICKSTART, dest, symlinks=True, ignore=shutil.ignore_patterns("build", "out"))
+    shutil.copytree(
+        QUICKSTART, dest, symlinks=True, ignore=shutil.ignore_patterns("build", "out")
+    )
     with open(dest / "build.toml", "a") as f:
         f.write(CHECKPOINTS.format(point=point))
     return Quickstart(dest)
@@ -66,7 +68,9 @@ def gaia(gaia_cli, *args, code: int = 0):
 
 def status(gaia_cli, qs: Quickstart, *sets: str) -> dict:
     args = [x for s in sets for x in ("--set", s)]
-    return gaia(gaia_cli, "checkpoints", "status", qs.build, "--json", *args).json["points"][0]
+    return gaia(gaia_cli, "checkpoints", "status", qs.build, "--json", *args).json[
+        "points"
+    ][0]
 
 
 @pytest.fixture
@@ -88,7 +92,10 @@ def test_cold_run_captures_and_warm_run_restores(gaia_cli, qs, parallel):
     shutil.rmtree(qs.out)
     qs.add_stage_file("/etc/added-after-capture", "new stage file")
     warm = gaia(gaia_cli, "run", qs.build, "--max-parallel", parallel)
-    assert "SKIP: buildroot.configure" in warm.output and "SKIP: buildroot.build" in warm.output
+    assert (
+        "SKIP: buildroot.configure" in warm.output
+        and "SKIP: buildroot.build" in warm.output
+    )
     assert "restored" in warm.output
     assert qs.compile_log() == compiled, "restore must not recompile anything"
     assert qs.post_image_runs() >= 1, "collect must still run target-post-image"
@@ -101,9 +108,20 @@ def test_after_restore_make_compiles_nothing(gaia_cli, qs):
     compiled = qs.compile_log()
     shutil.rmtree(qs.out)
     gaia(gaia_cli, "run", qs.build)
-    subprocess.run(["make", "-C", str(qs.root / "buildroot-tree"), f"O={qs.out}", "target-finalize"],
-                   check=True, capture_output=True)
-    assert qs.compile_log() == compiled, "mtimes were not kept: make rebuilt packages after the restore"
+    subprocess.run(
+        [
+            "make",
+            "-C",
+            str(qs.root / "buildroot-tree"),
+            f"O={qs.out}",
+            "target-finalize",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert qs.compile_log() == compiled, (
+        "mtimes were not kept: make rebuilt packages after the restore"
+    )
 
 
 def test_stage_only_change_keeps_the_checkpoint(gaia_cli, qs):
@@ -117,7 +135,9 @@ def test_a_removed_stage_file_disappears_after_restore(gaia_cli, qs):
     qs.add_stage_file("/etc/temporary", "soon gone")
     gaia(gaia_cli, "run", qs.build)
     assert "etc/temporary" in qs.image_names()
-    text = qs.build.read_text().replace('\n[[stage.files]]\ndst = "/etc/temporary"\ncontent = "soon gone"\n', "")
+    text = qs.build.read_text().replace(
+        '\n[[stage.files]]\ndst = "/etc/temporary"\ncontent = "soon gone"\n', ""
+    )
     qs.build.write_text(text)
     gaia(gaia_cli, "run", qs.build)
     assert "etc/temporary" not in qs.image_names()
@@ -141,26 +161,34 @@ def captured(tmp_path_factory) -> Quickstart:
     return qs
 
 
-@pytest.mark.parametrize(("override", "path"), [
-    ('buildroot.version="2026.02"', "buildroot.version"),
-    ('buildroot.defconfig="gaia_rpi_defconfig"', "buildroot.defconfig"),
-    ("buildroot.packages.dropbear=true", "buildroot.packages"),
-    ('buildroot.package_versions.htop="9.9"', "buildroot.package_versions"),
-    ('buildroot.symbols.TARGET_GENERIC_HOSTNAME="renamed"', "buildroot.symbols"),
-    ('buildroot.external=["ext"]', "buildroot.external"),
-    ("buildroot.starting_point.enabled=false", "buildroot.starting_point"),
-    ('buildroot.rpi.arch="arm64"', "buildroot.rpi.arch"),
-    ('buildroot.rpi.board="cm5"', "buildroot.rpi.board"),
-    ('buildroot.rpi.defconfig="gaia_rpi_defconfig"', "buildroot.rpi.defconfig"),
-    ('buildroot.rpi.overlay="board"', "buildroot.rpi.overlay"),
-    ('buildroot.rpi.config_file="board/config.txt"', "buildroot.rpi.config_file"),
-    ('buildroot.rpi.cmdline_file="board/cmdline.txt"', "buildroot.rpi.cmdline_file"),
-])
+@pytest.mark.parametrize(
+    ("override", "path"),
+    [
+        ('buildroot.version="2026.02"', "buildroot.version"),
+        ('buildroot.defconfig="gaia_rpi_defconfig"', "buildroot.defconfig"),
+        ("buildroot.packages.dropbear=true", "buildroot.packages"),
+        ('buildroot.package_versions.htop="9.9"', "buildroot.package_versions"),
+        ('buildroot.symbols.TARGET_GENERIC_HOSTNAME="renamed"', "buildroot.symbols"),
+        ('buildroot.external=["ext"]', "buildroot.external"),
+        ("buildroot.starting_point.enabled=false", "buildroot.starting_point"),
+        ('buildroot.rpi.arch="arm64"', "buildroot.rpi.arch"),
+        ('buildroot.rpi.board="cm5"', "buildroot.rpi.board"),
+        ('buildroot.rpi.defconfig="gaia_rpi_defconfig"', "buildroot.rpi.defconfig"),
+        ('buildroot.rpi.overlay="board"', "buildroot.rpi.overlay"),
+        ('buildroot.rpi.config_file="board/config.txt"', "buildroot.rpi.config_file"),
+        (
+            'buildroot.rpi.cmdline_file="board/cmdline.txt"',
+            "buildroot.rpi.cmdline_file",
+        ),
+    ],
+)
 def test_each_default_fingerprint_path_invalidates(gaia_cli, captured, override, path):
     assert status(gaia_cli, captured)["reason"] in ("hit", "materialized")
     st = status(gaia_cli, captured, override)
     assert st["will_rebuild"] is True
-    assert st["reason"].startswith("inputs_changed:") and path in st["reason"].split(":", 1)[1].split(",")
+    assert st["reason"].startswith("inputs_changed:") and path in st["reason"].split(
+        ":", 1
+    )[1].split(",")
 
 
 def test_defconfig_file_content_change_invalidates(gaia_cli, qs):
@@ -175,9 +203,13 @@ def test_defconfig_file_content_change_invalidates(gaia_cli, qs):
 
 
 def test_rpi_config_file_content_change_invalidates(gaia_cli, captured):
-    before = status(gaia_cli, captured, 'buildroot.rpi.config_file="board/config.txt"')["fingerprint"]
+    before = status(gaia_cli, captured, 'buildroot.rpi.config_file="board/config.txt"')[
+        "fingerprint"
+    ]
     (captured.root / "board" / "config.txt").write_text("arm_64bit=0\n")
-    after = status(gaia_cli, captured, 'buildroot.rpi.config_file="board/config.txt"')["fingerprint"]
+    after = status(gaia_cli, captured, 'buildroot.rpi.config_file="board/config.txt"')[
+        "fingerprint"
+    ]
     assert before != after
 
 
@@ -203,10 +235,28 @@ def test_starting_point_makes_restore_and_capture_no_ops(gaia_cli, tmp_path):
     seed = qs.root / "seed-rootfs"
     (seed / "etc").mkdir(parents=True)
     (seed / "etc" / "from-seed.txt").write_text("seed\n")
-    result = gaia(gaia_cli, "run", qs.build, "--set", "buildroot.starting_point.enabled=true",
-                  "--set", 'buildroot.starting_point.rootfs_dir="seed-rootfs"')
-    assert "checkpoint restore skipped for buildroot.build (buildroot.starting_point.enabled=true)" in result.output
-    assert "checkpoint capture skipped for buildroot.build (buildroot.starting_point.enabled=true)" in result.output
+    result = gaia(
+        gaia_cli,
+        "run",
+        qs.build,
+        "--set",
+        "buildroot.starting_point.enabled=true",
+        "--set",
+        'buildroot.starting_point.rootfs_dir="seed-rootfs"',
+    )
+    assert (
+        "checkpoint restore skipped for buildroot.build (buildroot.starting_point.enabled=true)"
+        in result.output
+    )
+    assert (
+        "checkpoint capture skipped for buildroot.build (buildroot.starting_point.enabled=true)"
+        in result.output
+    )
     assert not (qs.store / "points").exists()
-    st = status(gaia_cli, qs, "buildroot.starting_point.enabled=true", 'buildroot.starting_point.rootfs_dir="seed-rootfs"')
+    st = status(
+        gaia_cli,
+        qs,
+        "buildroot.starting_point.enabled=true",
+        'buildroot.starting_point.rootfs_dir="seed-rootfs"',
+    )
     assert st["exists"] is False and st["reason"].startswith("inactive:")

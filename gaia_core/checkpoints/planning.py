@@ -141,7 +141,7 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
         ctx.log(f"WARN: {tag} could not be restored: {exc}; building instead")
         return
     ctx.log(f"{tag} restored {fp[:12]} from {source}")
-    _mark_restored(ctx, point, anchor.skipped_tasks(), fp, f"from {source}")
+    _mark_restored(ctx, point, anchor.skipped_tasks(), fp, f"restored from {source}")
     if source == "local store":
         _upload_local_hit(ctx, cp, point, fp)
 
@@ -149,7 +149,7 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
 def _mark_restored(ctx: TaskContext, point: Point, skipped: tuple[str, ...], fp: str, how: str) -> None:
     ctx.state.data.setdefault(_RESTORED, {})[point.id] = fp
     for task_id in skipped:
-        ctx.state.skipped[task_id] = f"checkpoint {point.id}@{fp[:12]} restored ({how})"
+        ctx.state.skipped[task_id] = f"checkpoint {point.id}@{fp[:12]} {how}"
 
 
 def run_capture(ctx: TaskContext, point_id: str) -> None:
