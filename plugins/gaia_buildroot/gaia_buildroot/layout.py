@@ -1,0 +1,109 @@
+"""Where things live: every absolute path the buildroot tasks, the anchor and the fingerprint
+sources agree on, computed in one place from the config."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gaia_buildroot.config import BuildrootConfig, RpiConfig
+
+if TYPE_CHECKING:
+    from gaia_core.build import Build
+
+#: written into the Buildroot out dir by configure; a different value means "not ours / too old"
+OUT_DIR_SCHEMA = "1"
+OUT_DIR_SCHEMA_FILE = ".gaia-buildroot-outdir-schema"
+#: relative files the last stage sync (or the build's overlay step) put into <out>/target
+SYNC_MANIFEST_FILE = ".gaia-stage-overlay-sync.json"
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/@:]+@[^/:]+:")
+
+
+def stage_root(build: Build) -> Path:
+    """The directory the stage renders into; Buildroot uses it as BR2_ROOTFS_OVERLAY."""
+    return build.workspace.build_dir / "stage" / build.name / "rootfs"
+
+
+def buildroot_config(build: Build) -> BuildrootConfig:
+    """The validated ``[buildroot]`` settings (validated here when the module did not run)."""
+    found = build.settings.get("buildroot")
+    if isinstance(found, BuildrootConfig):
+        return found
+    table = {k: v for k, v in (build.get("buildroot") or {}).items() if k != "rpi"}
+    return BuildrootConfig.model_validate(table)
+
+
+def rpi_config(build: Build) -> RpiConfig | None:
+    """``[buildroot.rpi]`` when present and enabled."""
+    found = build.settings.get("buildroot.rpi")
+    if found is None and build.has("buildroot.rpi"):
+        found = RpiConfig.model_validate(build.get("buildroot.rpi"))
+    if found is None or not found.enabled:
+        return None
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildrootLayout:
+    src_dir: Path
+    out_dir: Path
+    stage_root: Path
+    download_dir: Path
+    externals: tuple[Path, ...]
+    #: False when ``source_dir`` names a tree used as is
+    uses_git: bool
+    repo: str
+
+    @classmethod
+    def of(cls, build: Build, cfg: BuildrootConfig | None = None) -> BuildrootLayout:
+        cfg = cfg or buildroot_config(build)
+        resolve = build.workspace.resolve
+        src = (
+            resolve(cfg.source_dir)
+            if cfg.source_dir is not None
+            else resolve(cfg.src_dir)
+        )
+        return cls(
+            src_dir=src,
+            out_dir=resolve(cfg.br_output_dir),
+            stage_root=stage_root(build),
+            download_dir=resolve(cfg.download_dir),
+            externals=tuple(resolve(e) for e in cfg.external),
+            uses_git=cfg.source_dir is None,
+            repo=resolve_repo(build, cfg.repo),
+        )
+
+    def make_env(self, jlevel: int | None = None) -> dict[str, str]:
+        """Environment added to every ``make`` call (the process environment stays)."""
+        env = {"GIT_TERMINAL_PROMPT": "0"}
+        if self.externals:
+            env["BR2_EXTERNAL"] = ":".join(str(p) for p in self.externals)
+        if jlevel is not None:
+            env["BR2_JLEVEL"] = str(jlevel)
+        return env
+
+    def make(self, target: str) -> list[str]:
+        return ["make", "-C", str(self.src_dir), f"O={self.out_dir}", target]
+
+
+def resolve_repo(build: Build, repo: str) -> str:
+    """A URL stays as is; a path (``@alias/...``, relative, absolute) is resolved."""
+    if _URL.match(repo):
+        return repo
+    return str(build.workspace.resolve(repo))
+
+
+def jlevel(cfg: BuildrootConfig) -> int:
+    return cfg.threads or os.cpu_count() or 1
+
+
+def defconfig_name(build: Build, cfg: BuildrootConfig) -> str | None:
+    """``buildroot.defconfig``, else the enabled ``buildroot.rpi.defconfig``."""
+    if cfg.defconfig:
+        return cfg.defconfig
+    rpi = rpi_config(build)
+    return rpi.defconfig if rpi else None
