@@ -15,6 +15,7 @@ from gaia_core.errors import BackendError, CheckpointError, PlanError, TaskFaile
 from gaia_core.tasks import Task
 
 if TYPE_CHECKING:
+    from gaia_core.anchors import Anchor
     from gaia_core.build import Build
     from gaia_core.checkpoints.config import Point
     from gaia_core.checkpoints.engine import Checkpoints
@@ -87,14 +88,23 @@ def _engine(ctx: TaskContext) -> Checkpoints:
     return engine
 
 
-def run_restore(ctx: TaskContext, point_id: str) -> None:
+def _active(ctx: TaskContext, point_id: str, step: str) -> tuple[Checkpoints, Point, Anchor] | None:
+    """The engine, point and anchor; None (logged) when the anchor says checkpoints don't apply."""
     cp = _engine(ctx)
     point = cp.point(point_id)
     anchor = cp.anchor(point)
     inactive = anchor.inactive_reason()
     if inactive:
-        ctx.log(f"checkpoint restore skipped for {point.anchor_task} ({inactive})")
+        ctx.log(f"checkpoint {step} skipped for {point.anchor_task} ({inactive})")
+        return None
+    return cp, point, anchor
+
+
+def run_restore(ctx: TaskContext, point_id: str) -> None:
+    active = _active(ctx, point_id, "restore")
+    if active is None:
         return
+    cp, point, anchor = active
     fp = cp.fingerprint(point).value
     targets = anchor.targets()
     tag = f"checkpoint:{point.id}"
@@ -153,13 +163,10 @@ def _mark_restored(ctx: TaskContext, point: Point, skipped: tuple[str, ...], fp:
 
 
 def run_capture(ctx: TaskContext, point_id: str) -> None:
-    cp = _engine(ctx)
-    point = cp.point(point_id)
-    anchor = cp.anchor(point)
-    inactive = anchor.inactive_reason()
-    if inactive:
-        ctx.log(f"checkpoint capture skipped for {point.anchor_task} ({inactive})")
+    active = _active(ctx, point_id, "capture")
+    if active is None:
         return
+    cp, point, anchor = active
     if point.id in ctx.state.data.get(_RESTORED, {}):
         ctx.log(f"checkpoint:{point.id} capture skipped (the restored checkpoint was used)")
         return
