@@ -6,14 +6,13 @@ mount is "unavailable", not "empty").
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
 from gaia_core import hookimpl
 from gaia_core.backends import MANIFEST, Backend
+from gaia_core.checkpoints import atomic
 from gaia_core.errors import BackendError, ObjectNotFound
 from gaia_core.tasks import StrictModel
 
@@ -51,17 +50,8 @@ class DirBackend(Backend):
     def upload(self, key: str, source: Path) -> None:
         dest = self._path(key)
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-            try:
-                with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-                    shutil.copyfileobj(src, out, _CHUNK)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, dest)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with open(source, "rb") as src:
+                atomic.write_stream(dest, src)
         except OSError as exc:
             raise BackendError(f"{self.ref}: upload of {key} failed: {exc.strerror or exc}") from None
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def fsync_dir(path: Path) -> None:
@@ -17,12 +19,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes(path: Path, data: bytes) -> None:
+def write_stream(path: Path, source: BinaryIO) -> None:
+    """Copy ``source`` into ``path``; readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            shutil.copyfileobj(source, f, 4 << 20)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -30,6 +33,10 @@ def write_bytes(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    write_stream(path, io.BytesIO(data))
 
 
 def write_json(path: Path, obj: Any) -> None:
