@@ -1,0 +1,344 @@
+"""The contract every remote backend honours, run against a real server per backend.
+
+A backend's test module subclasses :class:`BackendContract` and provides four fixtures:
+
+``backend``
+    a connected :class:`gaia_core.backends.Backend` on the live server, with a fresh,
+    empty root (unique prefix / directory per test);
+``bad_credentials_backend``
+    the same server with wrong credentials (key, token or SSH key);
+``server``
+    the running server, with ``stop()`` and ``start()``;
+``backend_config``
+    ``(toml_table_text, env)``: a ``[checkpoints.backends.<kind>.<name>]`` table and the
+    environment it reads, configuring the same live root for runs of the ``gaia`` CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from gaia_core.backends import MANIFEST, Backend, object_key
+from gaia_core.errors import BackendError, ObjectNotFound
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "examples" / "quickstart"
+POINT = "base-os"
+PAYLOAD = "payload.tar.zst"
+#: a stopped server must turn into an error within this many seconds, never a hang
+STOPPED_SERVER_BUDGET_S = 30.0
+LARGE_PAYLOAD_MB = 64
+#: Python-level peak (tracemalloc) allowed while moving LARGE_PAYLOAD_MB
+LARGE_PAYLOAD_PEAK_MB = 32
+
+
+def fingerprint(n: int) -> str:
+    return hashlib.sha256(f"fingerprint-{n}".encode()).hexdigest()
+
+
+def write_file(path: Path, size: int, seed: bytes = b"") -> Path:
+    """Incompressible bytes, written in 1 MiB blocks so the test itself stays small."""
+    block = 1 << 20
+    with path.open("wb") as out:
+        written = 0
+        while written < size:
+            chunk = os.urandom(min(block, size - written))
+            out.write(chunk)
+            written += len(chunk)
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as src:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def upload_object(
+    backend: Backend, tmp_path: Path, fp: str, *, manifest: bool = True, size: int = 4096
+) -> dict[str, Path]:
+    """Upload like the core does: payload first, manifest last."""
+    folder = tmp_path / "up" / fp
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = write_file(folder / PAYLOAD, size)
+    backend.upload(object_key(POINT, fp, PAYLOAD), payload)
+    files = {PAYLOAD: payload}
+    if manifest:
+        manifest_path = folder / MANIFEST
+        manifest_path.write_text(json.dumps({"id": POINT, "fingerprint": fp, "payload": PAYLOAD}))
+        backend.upload(object_key(POINT, fp, MANIFEST), manifest_path)
+        files[MANIFEST] = manifest_path
+    return files
+
+
+def download_to(backend: Backend, key: str, dest: Path) -> Path:
+    """Download like the core does: into a real temporary file opened 'wb'."""
+    with dest.open("wb") as out:
+        backend.download(key, out)
+    return dest
+
+
+def assert_backend_error(call, secrets: list[str] = ()) -> BackendError:
+    """``call`` fails with a BackendError that is not "not found", within the time budget."""
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        call()
+    elapsed = time.monotonic() - started
+    assert not isinstance(info.value, ObjectNotFound), f"a failure was reported as not found: {info.value}"
+    assert elapsed < STOPPED_SERVER_BUDGET_S, f"took {elapsed:.1f}s to fail"
+    message = str(info.value)
+    assert message.strip(), "error messages must say what failed"
+    for secret in secrets:
+        assert secret not in message, "a secret leaked into an error message"
+    return info.value
+
+
+class BackendContract:
+    """Behaviour shared by every backend; subclasses only provide the fixtures."""
+
+    # -- round trip --------------------------------------------------------------------
+
+    def test_upload_probe_list_download_round_trip(self, backend: Backend, tmp_path: Path) -> None:
+        fp = fingerprint(1)
+        assert backend.exists(object_key(POINT, fp, MANIFEST)) is False
+        files = upload_object(backend, tmp_path, fp, size=300_000)
+
+        assert backend.exists(object_key(POINT, fp, MANIFEST)) is True
+        assert backend.list_fingerprints(POINT) == [fp]
+        for name, original in files.items():
+            copy = download_to(backend, object_key(POINT, fp, name), tmp_path / f"down-{name}")
+            assert copy.read_bytes() == original.read_bytes()
+
+    def test_upload_replaces_an_existing_object(self, backend: Backend, tmp_path: Path) -> None:
+        fp = fingerprint(2)
+        upload_object(backend, tmp_path / "first", fp, size=10_000)
+        second = upload_object(backend, tmp_path / "second", fp, size=5_000)
+        copy = download_to(backend, object_key(POINT, fp, PAYLOAD), tmp_path / "down")
+        assert copy.read_bytes() == second[PAYLOAD].read_bytes()
+
+    def test_empty_file_round_trip(self, backend: Backend, tmp_path: Path) -> None:
+        fp = fingerprint(3)
+        empty = tmp_path / "empty"
+        empty.write_bytes(b"")
+        backend.upload(object_key(POINT, fp, PAYLOAD), empty)
+        copy = download_to(backend, object_key(POINT, fp, PAYLOAD), tmp_path / "down")
+        assert copy.read_bytes() == b""
+
+    # -- listing -----------------------------------------------------------------------
+
+    def test_list_counts_only_fingerprints_with_a_manifest(self, backend: Backend, tmp_path: Path) -> None:
+        complete = sorted([fingerprint(10), fingerprint(11), fingerprint(12)])
+        for fp in reversed(complete):
+            upload_object(backend, tmp_path, fp)
+        partial = fingerprint(13)
+        upload_object(backend, tmp_path, partial, manifest=False)
+
+        listed = backend.list_fingerprints(POINT)
+        assert listed == complete
+        assert partial not in listed
+        assert backend.exists(object_key(POINT, partial, MANIFEST)) is False
+
+    def test_list_of_an_unknown_point_is_empty(self, backend: Backend, tmp_path: Path) -> None:
+        upload_object(backend, tmp_path, fingerprint(20))
+        assert backend.list_fingerprints("no-such-point") == []
+        # a point id that is a prefix of another must not see the other's objects
+        assert backend.list_fingerprints(POINT[:-1]) == []
+
+    # -- not found ---------------------------------------------------------------------
+
+    def test_missing_object_is_not_found(self, backend: Backend, tmp_path: Path) -> None:
+        fp = fingerprint(30)
+        assert backend.exists(object_key(POINT, fp, MANIFEST)) is False
+        with pytest.raises(ObjectNotFound):
+            download_to(backend, object_key(POINT, fp, MANIFEST), tmp_path / "missing")
+        # a payload without a manifest: the payload is there, the manifest is not
+        upload_object(backend, tmp_path, fp, manifest=False)
+        with pytest.raises(ObjectNotFound):
+            download_to(backend, object_key(POINT, fp, MANIFEST), tmp_path / "missing2")
+
+    # -- failures ----------------------------------------------------------------------
+
+    def test_wrong_credentials_fail_without_leaking_the_secret(
+        self, bad_credentials_backend: Backend, tmp_path: Path
+    ) -> None:
+        secrets = [s for s in bad_credentials_backend.secrets() if s]
+        assert secrets, "the backend must report its secrets so that they can be redacted"
+        fp = fingerprint(40)
+        payload = write_file(tmp_path / PAYLOAD, 1000)
+        key = object_key(POINT, fp, MANIFEST)
+        assert_backend_error(lambda: bad_credentials_backend.exists(key), secrets)
+        assert_backend_error(lambda: bad_credentials_backend.upload(object_key(POINT, fp, PAYLOAD), payload), secrets)
+        assert_backend_error(lambda: download_to(bad_credentials_backend, key, tmp_path / "down"), secrets)
+        assert_backend_error(lambda: bad_credentials_backend.list_fingerprints(POINT), secrets)
+        for secret in secrets:
+            assert secret not in bad_credentials_backend.describe()
+
+    def test_server_stopped_mid_run_is_a_bounded_backend_error(self, backend: Backend, server, tmp_path: Path) -> None:
+        fp = fingerprint(50)
+        upload_object(backend, tmp_path, fp)
+        assert backend.exists(object_key(POINT, fp, MANIFEST)) is True
+        payload = write_file(tmp_path / "another", 1000)
+        server.stop()
+        try:
+            assert_backend_error(lambda: backend.exists(object_key(POINT, fp, MANIFEST)))
+            assert_backend_error(lambda: download_to(backend, object_key(POINT, fp, PAYLOAD), tmp_path / "down"))
+            assert_backend_error(lambda: backend.upload(object_key(POINT, fingerprint(51), PAYLOAD), payload))
+            assert_backend_error(lambda: backend.list_fingerprints(POINT))
+        finally:
+            server.start()
+        # the same backend object recovers once the server is back
+        assert backend.exists(object_key(POINT, fp, MANIFEST)) is True
+
+    # -- bounded memory ----------------------------------------------------------------
+
+    def test_large_transfer_keeps_python_memory_bounded(self, backend: Backend, tmp_path: Path) -> None:
+        size = LARGE_PAYLOAD_MB << 20
+        payload = write_file(tmp_path / PAYLOAD, size)
+        expected = sha256_file(payload)
+        key = object_key(POINT, fingerprint(60), PAYLOAD)
+        limit = LARGE_PAYLOAD_PEAK_MB << 20
+
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            backend.upload(key, payload)
+            upload_peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.reset_peak()
+            copy = download_to(backend, key, tmp_path / "down")
+            download_peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+        assert copy.stat().st_size == size
+        assert sha256_file(copy) == expected
+        assert upload_peak < limit, f"upload peaked at {upload_peak / 2**20:.1f} MiB"
+        assert download_peak < limit, f"download peaked at {download_peak / 2**20:.1f} MiB"
+
+    # -- end to end through the CLI ----------------------------------------------------
+
+    def test_end_to_end_restore_from_a_wiped_local_store(self, backend_config, tmp_path: Path) -> None:
+        table_text, env = backend_config
+        project = tmp_path / "quickstart"
+        build_file = copy_quickstart(project)
+        ref = backend_ref(table_text)
+        with build_file.open("a") as out:
+            out.write(checkpoints_section(ref, table_text))
+        run_env = {**os.environ, **env}
+
+        cold = gaia(["run", str(build_file)], run_env, project)
+        assert cold.returncode == 0, cold.stdout + cold.stderr
+        store = find_store(project)
+        assert list((store / "points" / POINT).glob(f"*/{MANIFEST}")), "the cold run captured nothing locally"
+        compile_log = find_compile_log(project)
+        compile_log_text = compile_log.read_text()
+        buildroot_out = compile_log.parent.parent
+        images = sorted(p.relative_to(buildroot_out) for p in (buildroot_out / "images").rglob("*") if p.is_file())
+        assert images, "the quickstart produced no images"
+
+        listed = gaia(["checkpoints", "list", str(build_file), "--remote", "--json"], run_env, project)
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        fingerprints = remote_fingerprints(json.loads(listed.stdout))
+        assert len(fingerprints) == 1, listed.stdout
+        (fp,) = fingerprints
+        assert fp in cold.stdout + cold.stderr or fp[:12] in cold.stdout + cold.stderr
+
+        shutil.rmtree(store)
+        shutil.rmtree(buildroot_out)
+        warm = gaia(["run", str(build_file)], run_env, project)
+        output = warm.stdout + warm.stderr
+        assert warm.returncode == 0, output
+        assert "download" in output.lower(), output
+        for task in ("buildroot.configure", "buildroot.build"):
+            assert task_was_skipped(output, task), f"{task} was not skipped:\n{output}"
+        for image in images:
+            assert (buildroot_out / image).is_file(), f"{image} missing after restore"
+        # the restored tree brings its compile log back; nothing was compiled again
+        assert compile_log.read_text() == compile_log_text
+        assert (store / "points" / POINT / fp / MANIFEST).is_file(), "the download was not published locally"
+
+
+# -- helpers of the end-to-end test ----------------------------------------------------
+
+
+def copy_quickstart(dest: Path) -> Path:
+    assert QUICKSTART.is_dir(), f"{QUICKSTART} is missing"
+    shutil.copytree(QUICKSTART, dest, ignore=shutil.ignore_patterns("build", "out", ".gaia*"))
+    candidates = [dest / "build.toml", dest / "gaia.toml"] + sorted(dest.glob("*.toml"))
+    build_file = next(p for p in candidates if p.is_file())
+    assert "[checkpoints" not in build_file.read_text(), "the quickstart already configures checkpoints"
+    return build_file
+
+
+def backend_ref(table_text: str) -> str:
+    backends = tomllib.loads(table_text)["checkpoints"]["backends"]
+    ((kind, named),) = backends.items()
+    ((name, _),) = named.items()
+    return f"{kind}:{name}"
+
+
+def checkpoints_section(ref: str, table_text: str) -> str:
+    return (
+        "\n\n[checkpoints]\nenabled = true\n\n"
+        "[[checkpoints.points]]\n"
+        f'id = "{POINT}"\nanchor_task = "buildroot.build"\nbackend = "{ref}"\nupload_policy = "on_success"\n\n'
+        f"{table_text.strip()}\n"
+    )
+
+
+def gaia(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("gaia")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "gaia_core.cli"]
+    return subprocess.run(command + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+
+
+def find_store(project: Path) -> Path:
+    found = [p.parent.parent for p in project.rglob(f"points/{POINT}") if p.is_dir()]
+    assert len(found) == 1, f"expected one local checkpoint store under {project}, found {found}"
+    return found[0]
+
+
+def find_compile_log(project: Path) -> Path:
+    found = list(project.rglob("build/fake-compile.log"))
+    assert len(found) == 1, f"expected one fake Buildroot compile log under {project}, found {found}"
+    return found[0]
+
+
+def remote_fingerprints(document) -> set[str]:
+    """Fingerprints listed as remote for POINT, whatever the exact JSON nesting."""
+    found: set[str] = set()
+
+    def walk(node, point: str | None) -> None:
+        if isinstance(node, dict):
+            point = node.get("id", point) if isinstance(node.get("id"), str) else point
+            for key, value in node.items():
+                if key in ("remote_fingerprints", "remote") and point == POINT and isinstance(value, list):
+                    found.update(v for v in value if isinstance(v, str))
+                else:
+                    walk(value, point)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, point)
+
+    walk(document, None)
+    return found
+
+
+def task_was_skipped(output: str, task: str) -> bool:
+    for line in output.splitlines():
+        words = line.replace(":", " ").replace("[", " ").replace("]", " ").split()
+        if task in words and any(w.lower() in ("skip", "skipped") for w in words):
+            return True
+    return False

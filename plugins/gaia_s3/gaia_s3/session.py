@@ -1,0 +1,154 @@
+"""Resolve an S3 backend's settings and build its boto3 client from them.
+
+The ``*_env`` credential fields map onto a boto3 Session of our own, never onto
+``os.environ``: other code in the process (and child processes) keeps its own AWS
+configuration. Anything left unset falls back to boto3's default chain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from gaia_core.errors import BackendError
+
+if TYPE_CHECKING:
+    from gaia_core.backends import Backend
+
+MiB = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Timeouts, retries and transfer sizes; bounded memory whatever the payload size."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    #: botocore "standard" retry mode: attempts in all (first one included), backoff with jitter
+    max_attempts: int = 4
+    multipart_threshold: int = 16 * MiB
+    multipart_chunksize: int = 16 * MiB
+    max_concurrency: int = 10
+    #: queued 256 KiB chunks of a download waiting to be written: at most 8 MiB
+    max_io_queue: int = 32
+    io_chunksize: int = 256 * 1024
+    num_download_attempts: int = 3
+    #: objects per list request (S3 caps it at 1000)
+    list_page_size: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Settings:
+    bucket: str
+    #: "" or "some/prefix/"
+    prefix: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    access_key_id: str | None = dataclasses.field(default=None, repr=False)
+    secret_access_key: str | None = dataclasses.field(default=None, repr=False)
+    session_token: str | None = dataclasses.field(default=None, repr=False)
+    shared_credentials_file: str | None = None
+    config_file: str | None = None
+    ca_bundle: str | None = None
+
+    @classmethod
+    def resolve(cls, backend: Backend) -> S3Settings:
+        """Read the literal fields and the variables named by the ``*_env`` fields, now."""
+        access_key_id = backend.env_value("aws_access_key_id_env")
+        secret_access_key = backend.env_value("aws_secret_access_key_env")
+        session_token = backend.env_value("aws_session_token_env")
+        if (access_key_id or secret_access_key or session_token) and not (access_key_id and secret_access_key):
+            raise BackendError(_partial_credentials(backend, access_key_id, secret_access_key))
+        prefix = (backend.setting("prefix") or "").strip("/")
+        return cls(
+            bucket=backend.setting("bucket", required=True),
+            prefix=f"{prefix}/" if prefix else "",
+            region=backend.setting("region"),
+            endpoint_url=backend.setting("endpoint_url"),
+            profile=backend.setting("profile"),
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            session_token=session_token,
+            shared_credentials_file=backend.env_value("aws_shared_credentials_file_env"),
+            config_file=backend.env_value("aws_config_file_env"),
+            ca_bundle=backend.env_value("aws_ca_bundle_env"),
+        )
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.access_key_id, self.secret_access_key, self.session_token) if s]
+
+
+def _partial_credentials(backend: Backend, key_id: str | None, secret: str | None) -> str:
+    where = f"checkpoints.backends.{backend.kind}.{backend.name}"
+    missing = "aws_access_key_id_env" if not key_id else "aws_secret_access_key_env"
+    env_name = getattr(backend.config, missing, None)
+    source = f"env var '{env_name}' is empty" if env_name else "it is not set"
+    return f"{where}: explicit credentials need both an access key id and a secret key, but {missing}: {source}"
+
+
+def make_client(settings: S3Settings, tuning: Tuning) -> tuple[Any, Any]:
+    """A boto3 S3 client and the credentials it signs with (``None`` when there are none)."""
+    import boto3
+    import botocore.session
+    from botocore.config import Config
+
+    core = botocore.session.Session()
+    # The supported way to point botocore at other files than AWS_SHARED_CREDENTIALS_FILE
+    # / AWS_CONFIG_FILE name: instance variables win over the environment.
+    if settings.shared_credentials_file:
+        core.set_config_variable("credentials_file", settings.shared_credentials_file)
+    if settings.config_file:
+        core.set_config_variable("config_file", settings.config_file)
+    session = boto3.Session(
+        botocore_session=core,
+        profile_name=settings.profile,
+        region_name=settings.region,
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        aws_session_token=settings.session_token,
+    )
+    config = Config(
+        signature_version="s3v4",
+        connect_timeout=tuning.connect_timeout,
+        read_timeout=tuning.read_timeout,
+        retries={"mode": "standard", "total_max_attempts": tuning.max_attempts},
+        max_pool_connections=max(10, tuning.max_concurrency + 2),
+        # S3-compatible services (MinIO, Ceph, moto) are addressed by path, AWS by host
+        s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
+        # CRC checksums only where the API requires them: several S3-compatible stores
+        # reject the newer default; the core verifies a sha256 of every payload anyway.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    client = session.client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        verify=settings.ca_bundle or None,
+        config=config,
+    )
+    return client, session.get_credentials()
+
+
+def make_transfer_config(tuning: Tuning) -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(
+        multipart_threshold=tuning.multipart_threshold,
+        multipart_chunksize=tuning.multipart_chunksize,
+        max_concurrency=tuning.max_concurrency,
+        max_io_queue=tuning.max_io_queue,
+        io_chunksize=tuning.io_chunksize,
+        num_download_attempts=tuning.num_download_attempts,
+        preferred_transfer_client="classic",
+    )
+
+
+def credential_values(credentials: Any) -> list[str]:
+    """The secret parts of botocore credentials, without triggering a refresh."""
+    if credentials is None:
+        return []
+    # plain Credentials keep them as attributes, RefreshableCredentials behind properties
+    fields = vars(credentials)
+    names = ("access_key", "secret_key", "token", "_access_key", "_secret_key", "_token")
+    return [v for v in (fields.get(n) for n in names) if isinstance(v, str) and v]

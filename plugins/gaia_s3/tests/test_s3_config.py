@@ -1,0 +1,159 @@
+"""Offline: config validation, use-time resolution, redaction and the client's wiring."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from gaia_s3.backend import S3Backend, _fingerprint_of
+from gaia_s3.config import S3Config
+from gaia_s3.session import S3Settings, Tuning, make_client
+from pydantic import ValidationError
+
+from gaia_core.errors import BackendError
+
+KEY_ID = "AKIAEXAMPLEKEYID1234"
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+TOKEN = "FwoGZXIvYXdzEXAMPLESESSIONTOKEN"
+
+FULL = {
+    "bucket_env": "B",
+    "region_env": "R",
+    "prefix_env": "P",
+    "endpoint_url_env": "E",
+    "profile_env": "PR",
+    "aws_access_key_id_env": "K",
+    "aws_secret_access_key_env": "S",
+    "aws_session_token_env": "T",
+    "aws_shared_credentials_file_env": "CF",
+    "aws_config_file_env": "CC",
+    "aws_ca_bundle_env": "CA",
+}
+
+
+def backend(environ: dict[str, str], **fields) -> S3Backend:
+    return S3Backend("cache", S3Config(**fields), environ=environ)
+
+
+def test_every_seed_field_is_accepted() -> None:
+    config = S3Config(bucket="b", region="r", prefix="p", endpoint_url="http://x", profile="pr", **FULL)
+    assert config.aws_ca_bundle_env == "CA"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"bucket_env": "B", "buckett": "x"},  # unknown key
+        {"aws_secret_access_key": SECRET},  # credentials have no literal form
+        {"bucket_env": "NOT A NAME"},  # *_env names a variable
+        {"bucket": 5},  # no silent coercion
+    ],
+)
+def test_invalid_tables_are_rejected(fields) -> None:
+    with pytest.raises(ValidationError):
+        S3Config(**fields)
+
+
+def test_values_resolve_at_use_time_and_the_literal_wins() -> None:
+    environ: dict[str, str] = {}
+    b = backend(environ, bucket_env="B", region="eu-west-1", region_env="R", prefix_env="P")
+    environ.update({"B": " from-env ", "R": "us-east-2", "P": "/team/cache/"})
+    settings = S3Settings.resolve(b)
+    assert (settings.bucket, settings.region, settings.prefix) == ("from-env", "eu-west-1", "team/cache/")
+    assert b.object_name("id/fp/manifest.json") == "team/cache/id/fp/manifest.json"
+
+
+def test_no_prefix_means_keys_at_the_bucket_root() -> None:
+    b = backend({"B": "b", "P": "///"}, bucket_env="B", prefix_env="P")
+    assert b.object_name("id/fp/payload.tar.zst") == "id/fp/payload.tar.zst"
+
+
+def test_a_missing_bucket_names_the_key_and_the_variable() -> None:
+    with pytest.raises(BackendError, match=r"checkpoints\.backends\.s3\.cache\.bucket is empty .*'GAIA_BUCKET'"):
+        S3Settings.resolve(backend({}, bucket_env="GAIA_BUCKET"))
+
+
+def test_half_a_key_pair_is_an_error_naming_the_empty_variable() -> None:
+    b = backend({"B": "b", "K": KEY_ID}, bucket_env="B", aws_access_key_id_env="K", aws_secret_access_key_env="S")
+    with pytest.raises(BackendError) as info:
+        S3Settings.resolve(b)
+    assert "'S'" in str(info.value) and KEY_ID not in str(info.value)
+
+
+def test_secrets_are_reported_and_redacted() -> None:
+    environ = {"B": "b", "K": KEY_ID, "S": SECRET, "T": TOKEN}
+    b = backend(
+        environ, bucket_env="B", aws_access_key_id_env="K", aws_secret_access_key_env="S", aws_session_token_env="T"
+    )
+    assert {KEY_ID, SECRET, TOKEN} <= set(b.secrets())
+    text = b.redact(f"failed with {KEY_ID} / {SECRET} / {TOKEN}")
+    assert KEY_ID not in text and SECRET not in text and TOKEN not in text
+    assert "s3://b/" in b.describe() and SECRET not in b.describe()
+    assert SECRET not in repr(S3Settings.resolve(b))
+
+
+def test_secrets_are_known_even_when_the_settings_are_incomplete() -> None:
+    b = backend({"S": SECRET}, bucket_env="B", aws_secret_access_key_env="S")
+    assert SECRET in b.secrets()
+
+
+def test_client_uses_the_mapped_files_and_profile_and_leaves_os_environ_alone(tmp_path: Path, monkeypatch) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.write_text(f"[ci]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n")
+    config = tmp_path / "config"
+    config.write_text("[profile ci]\nregion = ap-south-1\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "elsewhere"))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    before = dict(os.environ)
+    b = backend(
+        {"B": "b", "CF": str(credentials), "CC": str(config), "PR": "ci"},
+        bucket_env="B",
+        aws_shared_credentials_file_env="CF",
+        aws_config_file_env="CC",
+        profile_env="PR",
+    )
+    client, creds = make_client(S3Settings.resolve(b), Tuning())
+    assert (creds.access_key, creds.secret_key) == (KEY_ID, SECRET)
+    assert client.meta.region_name == "ap-south-1"
+    assert dict(os.environ) == before
+    b._credentials = creds
+    assert SECRET in b.secrets()
+
+
+def test_client_takes_mapped_keys_token_timeouts_and_path_style() -> None:
+    environ = {"B": "b", "K": KEY_ID, "S": SECRET, "T": TOKEN, "E": "http://127.0.0.1:9"}
+    b = backend(
+        environ,
+        bucket_env="B",
+        endpoint_url_env="E",
+        aws_access_key_id_env="K",
+        aws_secret_access_key_env="S",
+        aws_session_token_env="T",
+    )
+    tuning = Tuning(connect_timeout=3, read_timeout=7, max_attempts=2)
+    client, creds = make_client(S3Settings.resolve(b), tuning)
+    assert (creds.access_key, creds.secret_key, creds.token) == (KEY_ID, SECRET, TOKEN)
+    config = client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (3, 7)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 2}
+    assert config.signature_version == "s3v4"
+    assert config.s3["addressing_style"] == "path"
+    assert client.meta.endpoint_url == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("p/id/fp1/manifest.json", "fp1"),
+        ("p/id/fp1/payload.tar.zst", None),
+        ("p/id/fp1/sub/manifest.json", None),
+        ("p/id/manifest.json", None),
+        ("p/id//manifest.json", None),
+        ("p/id/../manifest.json", None),
+        ("p/idx/fp1/manifest.json", None),
+    ],
+)
+def test_fingerprints_come_only_from_manifest_keys(key: str, expected: str | None) -> None:
+    assert _fingerprint_of(key, "p/id/") == expected
