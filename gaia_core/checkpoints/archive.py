@@ -33,6 +33,8 @@ DEFAULT_EXCLUDE = (".gaia-checkpoint.json",)
 #: read size of pipes and payload files; large reads keep per-call overhead low and let
 #: hashing and (de)compression run on big buffers with the GIL released
 CHUNK = 1024 * 1024
+#: decompressed bytes per step: well under the pipe size, so tar never waits for us
+DECOMPRESSED_CHUNK = 256 * 1024
 _TARGET_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _STDERR_LIMIT = 2000
 
@@ -103,7 +105,9 @@ def capture(
     sink = _HashingWriter(dest)
     try:
         if compression == "zstd":
-            compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
+            compressor = zstandard.ZstdCompressor(
+                level=level, threads=-1, write_checksum=True
+            )
             with compressor.stream_writer(sink, closefd=False) as writer:
                 for target in targets:
                     _tar_create(target, excluded, writer.write)
@@ -112,18 +116,24 @@ def capture(
                 _tar_create(target, excluded, sink.write)
         sink.flush()
     except (OSError, zstandard.ZstdError) as error:
-        raise CheckpointError(f"writing the checkpoint payload failed: {error}") from error
+        raise CheckpointError(
+            f"writing the checkpoint payload failed: {error}"
+        ) from error
     return sink.info()
 
 
 def _exclude_option(path: str) -> str:
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if path.startswith("/") or ".." in parts or not parts:
-        raise CheckpointError(f"exclude path {path!r} must be relative to the target root")
+        raise CheckpointError(
+            f"exclude path {path!r} must be relative to the target root"
+        )
     return "--exclude=./" + "/".join(parts)
 
 
-def _tar_create(target: Target, excluded: list[str], write: Callable[[bytes], object]) -> None:
+def _tar_create(
+    target: Target, excluded: list[str], write: Callable[[bytes], object]
+) -> None:
     command = [
         _tar(), "-C", str(target.path), "-cf", "-",
         "--format=gnu", "--numeric-owner", "--sort=name",
@@ -187,8 +197,13 @@ class _HashingReader:
         """Why the bytes read do not match the expectations (None when they do)."""
         if self._expected_size is not None and self.size != self._expected_size:
             return f"payload size is {self.size} bytes, expected {self._expected_size}"
-        if expected_sha256 is not None and self._sha.hexdigest() != expected_sha256.lower():
-            return f"payload sha256 is {self._sha.hexdigest()}, expected {expected_sha256}"
+        if (
+            expected_sha256 is not None
+            and self._sha.hexdigest() != expected_sha256.lower()
+        ):
+            return (
+                f"payload sha256 is {self._sha.hexdigest()}, expected {expected_sha256}"
+            )
         return None
 
 
@@ -230,7 +245,12 @@ def extract(
                 # tar quit early; a bad hash or tar's own message explains why
                 if expected_sha256 is not None:
                     reader.drain()
-            except (TarRefused, TarMalformed, PayloadCorrupt, zstandard.ZstdError) as error:
+            except (
+                TarRefused,
+                TarMalformed,
+                PayloadCorrupt,
+                zstandard.ZstdError,
+            ) as error:
                 _raise_payload_error(error, reader, expected_sha256)
             tar.stdin.close()
             tar.wait()
@@ -247,21 +267,29 @@ def extract(
     for target in targets:
         root = staging / target.name
         if root.is_symlink() or not root.is_dir():
-            raise PayloadCorrupt(f"checkpoint payload holds no directory for target {target.name!r}")
+            raise PayloadCorrupt(
+                f"checkpoint payload holds no directory for target {target.name!r}"
+            )
 
 
-def _feed(reader: _HashingReader, scanner: TarScanner, compression: str, fd: int) -> None:
+def _feed(
+    reader: _HashingReader, scanner: TarScanner, compression: str, fd: int
+) -> None:
     for chunk in _tar_stream(reader, compression):
         for piece in scanner.feed(chunk):
             _write_all(fd, piece)
     if reader.read(CHUNK):
-        raise PayloadCorrupt("checkpoint payload has trailing data after the end of its stream")
+        raise PayloadCorrupt(
+            "checkpoint payload has trailing data after the end of its stream"
+        )
     if compression == "zstd":
         reader.frames.finish()
     scanner.finish()
 
 
-def _tar_stream(reader: _HashingReader, compression: str) -> Iterator[memoryview | bytes]:
+def _tar_stream(
+    reader: _HashingReader, compression: str
+) -> Iterator[memoryview | bytes]:
     if compression == "none":
         while data := reader.read(CHUNK):
             yield data
@@ -278,13 +306,15 @@ def _tar_stream(reader: _HashingReader, compression: str) -> Iterator[memoryview
     stream = decompressor.stream_reader(
         _WalkingReader(), read_size=CHUNK, read_across_frames=True, closefd=False
     )
-    buffer = bytearray(4 * CHUNK)
+    buffer = bytearray(DECOMPRESSED_CHUNK)
     view = memoryview(buffer)
     while count := stream.readinto(buffer):
         yield view[:count]
 
 
-def _raise_payload_error(error: Exception, reader: _HashingReader, expected_sha256) -> None:
+def _raise_payload_error(
+    error: Exception, reader: _HashingReader, expected_sha256
+) -> None:
     """A bad hash explains any other failure: check it first when it is known."""
     if expected_sha256 is not None and not isinstance(error, PayloadCorrupt):
         with contextlib.suppress(PayloadCorrupt):
@@ -339,7 +369,9 @@ class _ZstdFrameWalker:
                 raise PayloadCorrupt("checkpoint payload is not a zstd stream")
         elif self._state == "frame header":
             if value & 0x08:
-                raise PayloadCorrupt("checkpoint payload has an invalid zstd frame header")
+                raise PayloadCorrupt(
+                    "checkpoint payload has an invalid zstd frame header"
+                )
             single_segment = bool(value & 0x20)
             self._checksum = bool(value & 0x04)
             rest = (0 if single_segment else 1) + (0, 1, 2, 4)[value & 3]
@@ -371,7 +403,9 @@ class _ZstdFrameWalker:
 
     def finish(self) -> None:
         if self._state != "magic" or self._unit or self._skip or not self.frames:
-            raise PayloadCorrupt("checkpoint payload is truncated (incomplete zstd stream)")
+            raise PayloadCorrupt(
+                "checkpoint payload is truncated (incomplete zstd stream)"
+            )
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -385,15 +419,21 @@ def _check_targets(targets: Sequence[Target], *, must_exist: bool) -> None:
         if not _TARGET_NAME.fullmatch(target.name) or target.name in (".", ".."):
             raise CheckpointError(f"invalid checkpoint target name {target.name!r}")
         if names.count(target.name) > 1:
-            raise CheckpointError(f"checkpoint target name {target.name!r} is used twice")
+            raise CheckpointError(
+                f"checkpoint target name {target.name!r} is used twice"
+            )
         if must_exist and not Path(target.path).is_dir():
-            raise CheckpointError(f"checkpoint target {target.name!r}: {target.path} is not a directory")
+            raise CheckpointError(
+                f"checkpoint target {target.name!r}: {target.path} is not a directory"
+            )
 
 
 def _tar() -> str:
     tar = shutil.which("tar")
     if tar is None:
-        raise CheckpointError("GNU tar is required for checkpoints but was not found on PATH")
+        raise CheckpointError(
+            "GNU tar is required for checkpoints but was not found on PATH"
+        )
     return tar
 
 

@@ -26,6 +26,12 @@ MAX_LONG_NAME = 64 * 1024
 MAX_PAX_RECORD = 1024 * 1024
 #: symlinks followed while resolving one link (Linux's MAXSYMLINKS)
 MAX_SYMLINK_HOPS = 40
+#: path components walked while resolving one link (bounds the whole-archive check)
+MAX_RESOLVE_STEPS = 8192
+#: longest symlink text Linux accepts
+MAX_SYMLINK_TEXT = 4095
+#: GNU tar rejects sizes beyond off_t; accepting one would put us out of step with it
+MAX_SIZE = (1 << 63) - 1
 
 _REGULAR = frozenset(b"07\0")
 _HARDLINK, _SYMLINK, _DIRECTORY = ord("1"), ord("2"), ord("5")
@@ -70,7 +76,10 @@ def _cstring(field: bytes) -> bytes:
 def parse_number(field: bytes, what: str) -> int:
     """Parse a numeric header field exactly as GNU tar's ``from_header`` (a strict subset)."""
     if field[:1] == b"\x80":  # GNU base-256, positive
-        return int.from_bytes(field[1:], "big")
+        value = int.from_bytes(field[1:], "big")
+        if value > MAX_SIZE:
+            raise TarMalformed(f"{what} out of range in a tar header")
+        return value
     if field[:1] == b"\xff":
         raise TarMalformed(f"negative {what} in a tar header")
     i, end = 0, len(field)
@@ -138,7 +147,9 @@ class _TargetRules:
                     return prefix
         return None
 
-    def strip_final_path(self, components: tuple[bytes, ...]) -> tuple[bytes, ...] | None:
+    def strip_final_path(
+        self, components: tuple[bytes, ...]
+    ) -> tuple[bytes, ...] | None:
         """The rest of an absolute path below the target's final path, or None."""
         for final in self.final_paths:
             if components[: len(final)] == final:
@@ -213,10 +224,17 @@ class TarScanner:
 
     def finish(self) -> None:
         """Check that the stream ended cleanly, then re-check every symlink."""
-        if self._skip or self._unit or self._meta_kind is not None or self._offset % BLOCK:
+        if (
+            self._skip
+            or self._unit
+            or self._meta_kind is not None
+            or self._offset % BLOCK
+        ):
             raise TarMalformed(f"tar stream truncated at offset {self._offset}")
         if self._pending_metadata():
-            raise TarMalformed("tar stream ends after an extended header, before its member")
+            raise TarMalformed(
+                "tar stream ends after an extended header, before its member"
+            )
         if not self._ended_with_zero_block:
             raise TarMalformed("tar stream truncated: no end-of-archive block")
         self.check_symlink_chains()
@@ -232,7 +250,9 @@ class TarScanner:
             return
         if unit == _ZERO_BLOCK:
             if self._pending_metadata():
-                raise TarRefused(f"extended header at offset {end - BLOCK} has no member")
+                raise TarRefused(
+                    f"extended header at offset {end - BLOCK} has no member"
+                )
             self._ended_with_zero_block = True
             self._safe = end
             return
@@ -241,9 +261,15 @@ class TarScanner:
         typeflag = unit[156]
         size = parse_number(unit[124:136], "size")
         if typeflag in (_LONG_NAME, _LONG_LINK, _PAX, _PAX_GLOBAL):
-            limit = MAX_LONG_NAME if typeflag in (_LONG_NAME, _LONG_LINK) else MAX_PAX_RECORD
+            limit = (
+                MAX_LONG_NAME
+                if typeflag in (_LONG_NAME, _LONG_LINK)
+                else MAX_PAX_RECORD
+            )
             if size > limit:
-                raise TarRefused(f"{chr(typeflag)!r} record of {size} bytes at offset {end - BLOCK}")
+                raise TarRefused(
+                    f"{chr(typeflag)!r} record of {size} bytes at offset {end - BLOCK}"
+                )
             if size == 0:
                 self._take_metadata(typeflag, b"")
                 if typeflag == _PAX_GLOBAL and not self._pending_metadata():
@@ -255,7 +281,11 @@ class TarScanner:
         self._member(unit, typeflag, size, end)
 
     def _pending_metadata(self) -> bool:
-        return self._long_name is not None or self._long_link is not None or self._pax is not None
+        return (
+            self._long_name is not None
+            or self._long_link is not None
+            or self._pax is not None
+        )
 
     @staticmethod
     def _check_checksum(block: bytes, offset: int) -> None:
@@ -281,9 +311,13 @@ class TarScanner:
             for key, value in records.items():
                 if key in (b"path", b"linkpath", b"size"):
                     if not value or b"\0" in value:
-                        raise TarRefused(f"pax {os.fsdecode(key)!r} is empty or holds NUL")
+                        raise TarRefused(
+                            f"pax {os.fsdecode(key)!r} is empty or holds NUL"
+                        )
                 elif not self._harmless_pax_key(key):
-                    raise TarRefused(f"pax header sets unsupported {os.fsdecode(key)!r}")
+                    raise TarRefused(
+                        f"pax header sets unsupported {os.fsdecode(key)!r}"
+                    )
             self._pax = records
             return
         name = _cstring(data)
@@ -300,8 +334,10 @@ class TarScanner:
 
     @staticmethod
     def _harmless_pax_key(key: bytes) -> bool:
-        return key in _PAX_HARMLESS or key.startswith(_PAX_HARMLESS_PREFIXES) or (
-            key == b"RHT.security.selinux"
+        return (
+            key in _PAX_HARMLESS
+            or key.startswith(_PAX_HARMLESS_PREFIXES)
+            or (key == b"RHT.security.selinux")
         )
 
     # -- members -------------------------------------------------------------------------
@@ -313,11 +349,13 @@ class TarScanner:
             name = _cstring(header[0:100])
             if header[257:263] == b"ustar\0" and header[345]:
                 name = _cstring(header[345:500]) + b"/" + name
-        link = self._choose(pax.get(b"linkpath"), self._long_link, b"linkpath", "long link")
+        link = self._choose(
+            pax.get(b"linkpath"), self._long_link, b"linkpath", "long link"
+        )
         if link is None:
             link = _cstring(header[157:257])
         if b"size" in pax:
-            if not pax[b"size"].isdigit():
+            if not pax[b"size"].isdigit() or int(pax[b"size"]) > MAX_SIZE:
                 raise TarMalformed("invalid pax size")
             size = int(pax[b"size"])
         self._long_name = self._long_link = self._pax = None
@@ -339,7 +377,9 @@ class TarScanner:
         parts = self._check_path(name, name, "name")
         self._check_not_through_symlink(parts, name, "path")
         if len(parts) == 1 and kind != "directory":
-            raise TarRefused(f"member {_show(name)!r}: a target root must be a directory")
+            raise TarRefused(
+                f"member {_show(name)!r}: a target root must be a directory"
+            )
         if parts in self._symlinks:
             raise TarRefused(f"member {_show(name)!r} replaces an earlier symlink")
         if kind == "directory":
@@ -354,15 +394,21 @@ class TarScanner:
 
     def _choose(self, pax_value, gnu_value, key: bytes, gnu_what: str):
         if pax_value is not None and gnu_value is not None:
-            raise TarRefused(f"member has both a pax {os.fsdecode(key)} and a GNU {gnu_what}")
+            raise TarRefused(
+                f"member has both a pax {os.fsdecode(key)} and a GNU {gnu_what}"
+            )
         return pax_value if pax_value is not None else gnu_value
 
     def _check_path(self, path: bytes, member: bytes, what: str) -> tuple[bytes, ...]:
         if path.startswith(b"/"):
-            raise TarRefused(f"member {_show(member)!r}: absolute {what} {_show(path)!r}")
+            raise TarRefused(
+                f"member {_show(member)!r}: absolute {what} {_show(path)!r}"
+            )
         parts = split_path(path)
         if b".." in parts:
-            raise TarRefused(f"member {_show(member)!r}: {what} {_show(path)!r} contains '..'")
+            raise TarRefused(
+                f"member {_show(member)!r}: {what} {_show(path)!r} contains '..'"
+            )
         if not parts or parts[0] not in self._targets:
             raise TarRefused(
                 f"member {_show(member)!r}: {what} {_show(path)!r} is not inside a target "
@@ -395,8 +441,10 @@ class TarScanner:
     def _add_symlink(self, parts, text: bytes, member: bytes) -> None:
         if parts in self._dirs:
             raise TarRefused(f"member {_show(member)!r}: symlink replaces a directory")
-        if not text:
-            raise TarRefused(f"member {_show(member)!r}: empty symlink target")
+        if not text or len(text) > MAX_SYMLINK_TEXT:
+            raise TarRefused(
+                f"member {_show(member)!r}: empty or overlong symlink target"
+            )
         rules = self._targets[parts[0]]
         inside = parts[1:]
         if text.startswith(b"/"):
@@ -429,7 +477,7 @@ class TarScanner:
         name, rules = link_parts[0], self._targets[link_parts[0]]
         current = list(link_parts[1:])
         pending: deque[bytes] = deque()
-        hops = 0
+        hops = steps = 0
         while True:
             text = self._symlinks.get((name, *current))
             if text is not None:
@@ -442,6 +490,11 @@ class TarScanner:
                 pending.extendleft(reversed(rest))
             if not pending:
                 return
+            steps += 1
+            if steps > MAX_RESOLVE_STEPS:
+                raise TarRefused(
+                    f"symlink {_show(b'/'.join(link_parts))!r}: resolution too long"
+                )
             part = pending.popleft()
             if part != b"..":
                 current.append(part)
@@ -454,7 +507,9 @@ class TarScanner:
                 )
 
     @staticmethod
-    def _expand(rules: _TargetRules, at: list[bytes], text: bytes, origin) -> tuple[list, tuple]:
+    def _expand(
+        rules: _TargetRules, at: list[bytes], text: bytes, origin
+    ) -> tuple[list, tuple]:
         """Where resolving the link at ``at`` continues: a directory and components to walk."""
         directory, parts = at[:-1], split_path(text)
         if not text.startswith(b"/"):
