@@ -270,6 +270,49 @@ class BackendContract:
         assert (store / "points" / POINT / fp / MANIFEST).is_file(), "the download was not published locally"
 
 
+    def test_backend_down_falls_back_to_building_and_retry_uploads_later(
+        self, backend_config, server, tmp_path: Path
+    ) -> None:
+        table_text, env = backend_config
+        project = tmp_path / "quickstart"
+        build_file = copy_quickstart(project)
+        section = checkpoints_section(backend_ref(table_text), table_text)
+        with build_file.open("a") as out:
+            out.write(section.replace('upload_policy = "on_success"', 'upload_policy = "always"'))
+        run_env = {**os.environ, **env}
+        secrets = [v for k, v in env.items() if v and any(w in k.upper() for w in ("SECRET", "TOKEN", "PASS"))]
+
+        server.stop()
+        try:
+            status = gaia(["checkpoints", "status", str(build_file), "--json"], run_env, project)
+            assert status.returncode == 0, status.stdout + status.stderr
+            point = json.loads(status.stdout)["points"][0]
+            assert point["reason"] == "remote_probe_error" and point["remote_error"], point
+            assert point["will_rebuild"] is True
+
+            run = gaia(["run", str(build_file)], run_env, project)
+            output = run.stdout + run.stderr
+            assert run.returncode == 0, output
+            assert "building instead" in output and "queued for retry" in output, output
+            still_down = gaia(["checkpoints", "retry", str(build_file)], run_env, project)
+            assert still_down.returncode == 1, still_down.stdout + still_down.stderr
+            output += still_down.stdout + still_down.stderr
+        finally:
+            server.start()
+
+        queue = (find_store(project) / "upload-queue.json").read_text()
+        assert '"failed"' in queue
+        for secret in secrets:
+            assert secret not in queue, "a secret reached the upload queue"
+            assert secret not in output, "a secret reached the output"
+
+        retry = gaia(["checkpoints", "retry", str(build_file), "--json"], run_env, project)
+        assert retry.returncode == 0, retry.stdout + retry.stderr
+        assert json.loads(retry.stdout)["uploaded"] == 1
+        listed = gaia(["checkpoints", "list", str(build_file), "--remote", "--json"], run_env, project)
+        assert len(remote_fingerprints(json.loads(listed.stdout))) == 1, listed.stdout
+
+
 # -- helpers of the end-to-end test ----------------------------------------------------
 
 
