@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
 from typing import Any
 
 from gaia_buildroot.layout import BuildrootLayout, buildroot_config
@@ -59,4 +61,18 @@ class BuildrootAnchor(Anchor):
             "buildroot.out_dir": str(layout.out_dir),
             "buildroot.stage_root": str(layout.stage_root),
             "buildroot.src_dir": str(layout.src_dir),
+            # host/ holds tools built for this machine (Yocto keys native objects the same way)
+            "host.system": host_system(),
         }
+
+
+def host_system() -> str:
+    """``<os id>-<version id>-<machine>``, e.g. ``debian-12-x86_64``."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            key, _, value = line.partition("=")
+            fields[key] = value.strip().strip('"')
+    except OSError:
+        pass
+    return f"{fields.get('ID', platform.system().lower())}-{fields.get('VERSION_ID', '?')}-{platform.machine()}"
