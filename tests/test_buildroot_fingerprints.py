@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from buildroot_repo import git, make_buildroot_repo
-from gaia_buildroot.anchor import BuildrootAnchor
+from gaia_buildroot.anchor import BuildrootAnchor, host_system
 from gaia_buildroot.fingerprint_sources import (
     DefconfigSource,
     ExternalTreesSource,
@@ -176,7 +176,9 @@ def test_anchor_describes_the_out_dir_and_its_absolute_paths(project: Path):
             project.parent / "build" / "stage" / "build" / "rootfs"
         ),
         "buildroot.src_dir": str(project.parent / "tree"),
+        "host.system": host_system(),
     }
+    assert host_system().count("-") >= 2  # <os id>-<version>-<machine>
     assert BuildrootAnchor.skipped_tasks() == ("buildroot.configure", "buildroot.build")
     assert anchor.inactive_reason() is None
     assert {
