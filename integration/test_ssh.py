@@ -1,0 +1,339 @@
+"""The SSH backend against a real OpenSSH server: the shared contract plus SSH specifics."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from contract import POINT, BackendContract, download_to, fingerprint, upload_object, write_file
+from gaia_ssh import transfer
+from gaia_ssh.backend import SSHBackend
+from gaia_ssh.config import SSHConfig
+from servers import docker_engine_available
+from servers.ssh import SSHServer, keygen, public_key, start_ssh_server
+
+from gaia_core.backends import MANIFEST, object_key
+from gaia_core.errors import BackendError, ObjectNotFound
+
+pytestmark = pytest.mark.remote
+
+TARGET_ENV = "GAIA_IT_SSH_TARGET"
+PORT_ENV = "GAIA_IT_SSH_PORT"
+KNOWN_HOSTS_ENV = "GAIA_IT_SSH_KNOWN_HOSTS"
+PASSPHRASE_ENV = "GAIA_IT_SSH_PASSPHRASE"
+PAYLOAD = "payload.tar.zst"
+
+
+@pytest.fixture(scope="session")
+def ssh_server(tmp_path_factory: pytest.TempPathFactory):
+    server = start_ssh_server(tmp_path_factory.mktemp("sshd"), use_docker=docker_engine_available())
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def server(ssh_server: SSHServer) -> SSHServer:
+    ssh_server.start()  # a no-op unless an earlier test left it stopped
+    return ssh_server
+
+
+def make_backend(server: SSHServer, root: str, **fields) -> SSHBackend:
+    """A backend on ``<base_dir>/<root>``; target and port come through their ``*_env``."""
+    config = {
+        "target_env": TARGET_ENV,
+        "port_env": PORT_ENV,
+        "identity_file": str(server.client_key),
+        "known_hosts_file_env": KNOWN_HOSTS_ENV,
+        "connect_timeout": 5.0,
+        "io_timeout": 10.0,
+        **fields,
+    }
+    environ = {
+        TARGET_ENV: server.target(root),
+        PORT_ENV: str(server.port),
+        KNOWN_HOSTS_ENV: str(server.known_hosts),
+        PASSPHRASE_ENV: server.passphrase,
+    }
+    return SSHBackend("itest", SSHConfig(**config), environ=environ)
+
+
+@pytest.fixture
+def root() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}/nested/base"
+
+
+@pytest.fixture
+def backend(server: SSHServer, root: str):
+    with make_backend(server, root) as live:
+        yield live
+
+
+@pytest.fixture
+def bad_credentials_backend(server: SSHServer, root: str):
+    """A passphrase-protected key (the passphrase is right) that the server does not know."""
+    with make_backend(server, root, identity_file=str(server.wrong_key), identity_passphrase_env=PASSPHRASE_ENV) as bad:
+        yield bad
+
+
+@pytest.fixture
+def backend_config(server: SSHServer, root: str):
+    table = (
+        "[checkpoints.backends.ssh.itest]\n"
+        f'target_env = "{TARGET_ENV}"\n'
+        f'port_env = "{PORT_ENV}"\n'
+        f'identity_file = "{server.client_key}"\n'
+        f'known_hosts_file_env = "{KNOWN_HOSTS_ENV}"\n'
+    )
+    env = {TARGET_ENV: server.target(root), PORT_ENV: str(server.port), KNOWN_HOSTS_ENV: str(server.known_hosts)}
+    return table, env
+
+
+class TestSSHContract(BackendContract):
+    pass
+
+
+# -- host keys ---------------------------------------------------------------------------
+
+
+def other_host_key_line(server: SSHServer, tmp_path: Path) -> str:
+    impostor = keygen(tmp_path / "impostor_host_key")
+    return f"[{server.host}]:{server.port} {public_key(impostor)}\n"
+
+
+def test_unknown_host_is_refused_by_default_with_a_way_to_add_it(server: SSHServer, root: str, tmp_path: Path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    backend = make_backend(server, root, known_hosts_file=str(empty))
+    with backend, pytest.raises(BackendError) as info:
+        backend.exists(object_key(POINT, fingerprint(1), MANIFEST))
+    message = str(info.value)
+    assert not isinstance(info.value, ObjectNotFound)
+    assert "not in" in message and str(empty) in message
+    assert f"ssh-keyscan -p {server.port} {server.host}" in message
+
+
+def test_no_strict_checking_accepts_an_unknown_host_with_a_warning(
+    server: SSHServer, root: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    caplog.set_level(logging.WARNING, logger="gaia_ssh")
+    with make_backend(server, root, known_hosts_file=str(empty), strict_host_key_checking=False) as backend:
+        upload_object(backend, tmp_path, fingerprint(2))
+        assert backend.list_fingerprints(POINT) == [fingerprint(2)]
+    warnings = [r for r in caplog.records if r.name == "gaia_ssh" and r.levelno == logging.WARNING]
+    assert warnings and "unverified SSH host key" in warnings[0].getMessage()
+    assert empty.read_text() == "", "an accepted key must not be written to known_hosts"
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_changed_host_key_is_always_refused(server: SSHServer, root: str, tmp_path: Path, strict: bool):
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(other_host_key_line(server, tmp_path))
+    backend = make_backend(server, root, known_hosts_file=str(wrong), strict_host_key_checking=strict)
+    with backend, pytest.raises(BackendError) as info:
+        backend.list_fingerprints(POINT)
+    assert "CHANGED" in str(info.value)
+    assert "ssh-keygen -R" in str(info.value)
+
+
+# -- credentials ---------------------------------------------------------------------------
+
+
+def test_a_passphrase_protected_key_works_and_its_passphrase_stays_secret(server: SSHServer, root: str, tmp_path: Path):
+    with make_backend(
+        server, root, identity_file=str(server.encrypted_key), identity_passphrase_env=PASSPHRASE_ENV
+    ) as backend:
+        assert backend.secrets() == [server.passphrase]
+        upload_object(backend, tmp_path, fingerprint(3))
+        assert backend.exists(object_key(POINT, fingerprint(3), MANIFEST))
+        assert server.passphrase not in backend.describe()
+
+
+def test_an_encrypted_key_without_its_passphrase_fails_without_prompting(server: SSHServer, root: str):
+    backend = make_backend(server, root, identity_file=str(server.encrypted_key))
+    with backend, pytest.raises(BackendError) as info:
+        backend.exists(object_key(POINT, fingerprint(4), MANIFEST))
+    assert "identity_passphrase_env" in str(info.value)
+
+
+# -- uploads -------------------------------------------------------------------------------
+
+
+def remote_dir_entries(backend: SSHBackend, key: str) -> list[str]:
+    return backend._session().listdir(backend.remote_path(key).rsplit("/", 1)[0])
+
+
+def test_upload_creates_missing_parents_and_leaves_no_temporary_file(backend: SSHBackend, tmp_path: Path):
+    fp = fingerprint(5)
+    upload_object(backend, tmp_path, fp)
+    assert sorted(remote_dir_entries(backend, object_key(POINT, fp, MANIFEST))) == [MANIFEST, PAYLOAD]
+
+
+def test_a_failed_upload_never_shows_a_partial_object(
+    backend: SSHBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The payload goes to a temporary name and only a complete one is renamed into place."""
+    fp = fingerprint(6)
+    key = object_key(POINT, fp, PAYLOAD)
+    source = write_file(tmp_path / PAYLOAD, 3 * transfer.MAX_REQUEST_SIZE)
+    real_put = transfer.put
+
+    class Interrupted(OSError):
+        pass
+
+    class FailingHalfway:
+        def __init__(self, inner):
+            self.inner, self.sent = inner, 0
+
+        def read(self, size):
+            if self.sent > 0:
+                raise Interrupted("disk read error")
+            chunk = self.inner.read(size)
+            self.sent += len(chunk)
+            return chunk
+
+    def put_then_fail(sftp, source_file, remote, limits):
+        return real_put(sftp, FailingHalfway(source_file), remote, limits)
+
+    monkeypatch.setattr(transfer, "put", put_then_fail)
+    with pytest.raises(BackendError):
+        backend.upload(key, source)
+    monkeypatch.undo()
+
+    with pytest.raises(ObjectNotFound):
+        download_to(backend, key, tmp_path / "down")
+    assert remote_dir_entries(backend, key) == [], "the temporary file was not cleaned up"
+    backend.upload(key, source)  # the same connection still works
+    assert download_to(backend, key, tmp_path / "down").read_bytes() == source.read_bytes()
+
+
+# -- connections and timeouts --------------------------------------------------------------
+
+
+def test_one_connection_serves_many_calls_and_close_ends_it(backend: SSHBackend, tmp_path: Path):
+    upload_object(backend, tmp_path, fingerprint(7))
+    transport = backend._client.get_transport()
+    backend.list_fingerprints(POINT)
+    backend.exists(object_key(POINT, fingerprint(7), MANIFEST))
+    assert backend._client.get_transport() is transport
+    backend.close()
+    assert not transport.is_active()
+
+
+def test_a_server_that_never_answers_fails_within_the_connect_timeout(server: SSHServer, root: str):
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        accepted = []
+        threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
+        backend = make_backend(server, root, port=silent.getsockname()[1], connect_timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(BackendError) as info:
+            backend.exists(object_key(POINT, fingerprint(8), MANIFEST))
+        assert time.monotonic() - started < 10
+        for conn, _ in accepted:
+            conn.close()
+    assert not isinstance(info.value, ObjectNotFound)
+    assert "timed out" in str(info.value)
+
+
+def test_a_server_that_hangs_mid_session_fails_within_the_io_timeout(server: SSHServer, root: str, tmp_path: Path):
+    with make_backend(server, root, io_timeout=1.0) as backend:
+        upload_object(backend, tmp_path, fingerprint(9))
+        server.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(BackendError) as info:
+                download_to(backend, object_key(POINT, fingerprint(9), PAYLOAD), tmp_path / "down")
+            assert time.monotonic() - started < 10
+        finally:
+            server.resume()
+    assert "timed out" in str(info.value)
+
+
+def test_short_reads_and_small_requests_still_copy_every_byte(
+    server: SSHServer, root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Reads larger than sshd serves (255 KiB) come back short and are completed in order."""
+    monkeypatch.setattr(
+        transfer, "negotiate", lambda sftp: transfer.Limits(read=300_000, write=transfer.BASIC_REQUEST_SIZE)
+    )
+    completions = []
+    real_read_exactly = transfer._read_exactly
+    monkeypatch.setattr(
+        transfer, "_read_exactly", lambda *args: completions.append(args[2:]) or real_read_exactly(*args)
+    )
+    with make_backend(server, root) as backend:
+        source = write_file(tmp_path / PAYLOAD, 2_000_003)
+        key = object_key(POINT, fingerprint(11), PAYLOAD)
+        backend.upload(key, source)
+        assert download_to(backend, key, tmp_path / "down").read_bytes() == source.read_bytes()
+    assert completions, "sshd did not shorten any read; the test no longer covers short reads"
+
+
+def test_the_server_states_its_request_limits(backend: SSHBackend):
+    backend.list_fingerprints(POINT)
+    assert backend._limits.read > transfer.BASIC_REQUEST_SIZE
+    assert backend._limits.write > transfer.BASIC_REQUEST_SIZE
+
+
+def test_a_server_that_never_starts_sftp_fails_within_the_connect_timeout(tmp_path: Path):
+    """A real (paramiko) SSH server that accepts the login but never answers the SFTP request."""
+    import paramiko
+
+    host_key = paramiko.Ed25519Key.from_private_key_file(str(keygen(tmp_path / "stall_host")))
+    client_key = keygen(tmp_path / "stall_client")
+    release = threading.Event()
+
+    class Stalling(paramiko.ServerInterface):
+        def get_allowed_auths(self, username):
+            return "publickey"
+
+        def check_auth_publickey(self, username, key):
+            return paramiko.AUTH_SUCCESSFUL
+
+        def check_channel_request(self, kind, chanid):
+            return paramiko.OPEN_SUCCEEDED
+
+        def check_channel_subsystem_request(self, channel, name):
+            release.wait(30)
+            return False
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    transports = []
+
+    def serve():
+        conn, _ = listener.accept()
+        transport = paramiko.Transport(conn)
+        transport.add_server_key(host_key)
+        transports.append(transport)
+        transport.start_server(server=Stalling())
+
+    threading.Thread(target=serve, daemon=True).start()
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
+    config = SSHConfig(
+        target="gaia@127.0.0.1:/srv",
+        port=port,
+        identity_file=str(client_key),
+        known_hosts_file=str(known_hosts),
+        connect_timeout=1.0,
+    )
+    try:
+        started = time.monotonic()
+        with SSHBackend("stall", config, environ={}) as backend, pytest.raises(BackendError) as info:
+            backend.exists(object_key(POINT, fingerprint(12), MANIFEST))
+        assert time.monotonic() - started < 10
+        assert "timed out" in str(info.value)
+    finally:
+        release.set()
+        for transport in transports:
+            transport.close()
+        listener.close()
