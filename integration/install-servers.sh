@@ -20,6 +20,16 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
 echo "install-servers: installing$missing"
+# keep the packages from starting their own services during the install (they would bind
+# ports 80 and 22, and a failed start would fail the install); the tests start their own
+policy=/usr/sbin/policy-rc.d
+added_policy=""
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    added_policy=1
+fi
+trap '[ -n "$added_policy" ] && $SUDO rm -f "$policy"' EXIT
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
 # shellcheck disable=SC2086
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
