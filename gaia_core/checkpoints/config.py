@@ -72,14 +72,7 @@ class CheckpointSettings:
 
     def backend(self, ref: str) -> Backend:
         cls, config = self.backend_configs[ref]
-        kind, _, name = ref.partition(":")
-        return cls(name, config)
-
-    def point_for_anchor(self, anchor_task: str) -> Point | None:
-        for point in self.points:
-            if point.anchor_task == anchor_task:
-                return point
-        return None
+        return cls(ref.partition(":")[2], config)
 
 
 def format_validation_error(origin: Path | str, prefix: str, error: ValidationError) -> list[str]:
