@@ -60,7 +60,7 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
     targets = anchor.targets()
     obj = cp.store.get(point.id, fp.value)
     problem = cp.manifest_problem(obj.manifest, point, fp.value) if obj else None
-    exists = obj is not None and (problem is None or point.trust_mode == "permissive")
+    exists = obj is not None and problem is None  # restore discards a mismatching object in both modes
     materialized = cp.materialized(targets, fp.value)
     local_reason = "hit" if exists else ("lineage_mismatch" if problem else cp.miss_reason(point, fp))
     reason = local_reason
