@@ -320,3 +320,42 @@ def _payload_names(payload: Path) -> set[str]:
     with open(payload, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             return {Path(m.name).name for m in tar}
+
+
+@pytest.mark.parametrize(("trust_mode", "builds"), [("verify", 2), ("permissive", 1)])
+def test_permissive_skips_only_the_hash_check(gaia_cli, pm, project, trust_mode, builds):
+    project.write(checkpoints=f'trust_mode = "{trust_mode}"')
+    run(gaia_cli, pm, "run", project.build)
+    [obj] = project.objects()
+    manifest = json.loads((obj / "manifest.json").read_text())
+    manifest["payload"]["sha256"] = "0" * 64  # the payload is intact, its recorded hash is not
+    (obj / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(project.out)
+    run(gaia_cli, pm, "run", project.build)
+    assert project.builds() == builds
+
+
+def test_permissive_still_refuses_an_unsafe_payload(gaia_cli, pm, project):
+    import io
+    import tarfile
+
+    import zstandard
+
+    project.write(checkpoints='trust_mode = "permissive"')
+    run(gaia_cli, pm, "run", project.build)
+    [obj] = project.objects()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        evil = tarfile.TarInfo("counter_out/../../escaped.txt")
+        evil.size = 4
+        tar.addfile(evil, io.BytesIO(b"evil"))
+    payload = zstandard.ZstdCompressor().compress(raw.getvalue())
+    (obj / "payload.tar.zst").write_bytes(payload)
+    manifest = json.loads((obj / "manifest.json").read_text())
+    manifest["payload"]["size"] = len(payload)
+    (obj / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(project.out)
+    result = run(gaia_cli, pm, "run", project.build)
+    assert "could not be restored" in result.output
+    assert not (project.root / "escaped.txt").exists() and not (project.store.parent / "escaped.txt").exists()
+    assert project.builds() == 2
