@@ -322,6 +322,30 @@ def scripted(status: int, body: bytes = b"", headers: dict[str, str] | None = No
     return Scripted
 
 
+def test_chunked_download_is_copied_byte_for_byte(serve, tmp_path: Path) -> None:
+    """A body without Content-Length (chunked, chunks of odd sizes) is read right."""
+    payload = bytes(range(256)) * 5000
+
+    class Chunked(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for start in range(0, len(payload), 77_777):
+                piece = payload[start : start + 77_777]
+                self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+            self.close_connection = True
+
+    backend = make_backend(serve(Chunked).url, None)
+    assert download_to(backend, "p/f/payload.tar", tmp_path / "down").read_bytes() == payload
+
+
 def test_short_body_is_a_backend_error_after_retries(serve, tmp_path: Path) -> None:
     handler = scripted(200, b"only ten b", declared=1000)
     backend = make_backend(serve(handler).url, None, retries=2)

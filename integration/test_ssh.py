@@ -10,7 +10,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from contract import POINT, BackendContract, download_to, fingerprint, upload_object, write_file
+from contract import (
+    POINT,
+    BackendContract,
+    download_to,
+    fingerprint,
+    upload_object,
+    write_file,
+)
 from gaia_ssh import transfer
 from gaia_ssh.backend import SSHBackend
 from gaia_ssh.config import SSHConfig
@@ -260,21 +267,43 @@ def test_a_server_that_hangs_mid_session_fails_within_the_io_timeout(server: SSH
 def test_short_reads_and_small_requests_still_copy_every_byte(
     server: SSHServer, root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    """Reads larger than sshd serves (255 KiB) come back short and are completed in order."""
+    """Reads larger than sshd serves (255 KiB) come back short; the rest is asked for
+    again while later replies wait their turn, and the file is written in order."""
+    request_size = 300_000
     monkeypatch.setattr(
-        transfer, "negotiate", lambda sftp: transfer.Limits(read=300_000, write=transfer.BASIC_REQUEST_SIZE)
+        transfer, "negotiate", lambda sftp: transfer.Limits(read=request_size, write=transfer.BASIC_REQUEST_SIZE)
     )
-    completions = []
-    real_read_exactly = transfer._read_exactly
-    monkeypatch.setattr(
-        transfer, "_read_exactly", lambda *args: completions.append(args[2:]) or real_read_exactly(*args)
-    )
+    asked = []
+    real_read_request = transfer._Download._read_request
+
+    def recording(self, offset, length):
+        asked.append(offset)
+        return real_read_request(self, offset, length)
+
+    monkeypatch.setattr(transfer._Download, "_read_request", recording)
     with make_backend(server, root) as backend:
         source = write_file(tmp_path / PAYLOAD, 2_000_003)
         key = object_key(POINT, fingerprint(11), PAYLOAD)
         backend.upload(key, source)
         assert download_to(backend, key, tmp_path / "down").read_bytes() == source.read_bytes()
-    assert completions, "sshd did not shorten any read; the test no longer covers short reads"
+    assert any(offset % request_size for offset in asked), "sshd did not shorten any read; the test no longer covers short reads"
+
+
+def test_a_download_that_fails_midway_leaves_a_working_session(backend: SSHBackend, tmp_path: Path):
+    """Replies still in flight when a download stops must not be read as answers to the
+    next command: the backend starts a new SFTP session."""
+    key = object_key(POINT, fingerprint(12), PAYLOAD)
+    source = write_file(tmp_path / PAYLOAD, 6 << 20)
+    backend.upload(key, source)
+
+    class FullDisk:
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(BackendError, match="No space left"):
+        backend.download(key, FullDisk())
+    assert backend.exists(key)
+    assert download_to(backend, key, tmp_path / "down").read_bytes() == source.read_bytes()
 
 
 def test_the_server_states_its_request_limits(backend: SSHBackend):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets as random_tokens
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
@@ -235,9 +236,11 @@ class HttpBackend(Backend):
     # -- download ---------------------------------------------------------------------
 
     def _download_once(self, key: str, dest: BinaryIO) -> None:
+        import http.client
+
         import urllib3.exceptions
 
-        from gaia_http.session import READ_CHUNK, transport_reason
+        from gaia_http.session import transport_reason
 
         headers = {"Accept-Encoding": "identity"}
         response = self._request("GET", "download", key, self.base().url(key), headers=headers, stream=True)
@@ -253,10 +256,10 @@ class HttpBackend(Backend):
             received = 0
             try:
                 # raw bytes, never decoded: what we write is exactly what the server sent
-                for chunk in response.raw.stream(READ_CHUNK, decode_content=False):
+                for chunk in _body_chunks(response):
                     dest.write(chunk)
                     received += len(chunk)
-            except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
                 reason = transport_reason(exc, *self._timeout)
                 raise _Retryable(self._message("download", key, f"{reason} after {received} bytes")) from None
             if expected is not None and received != expected:
@@ -340,3 +343,26 @@ class HttpBackend(Backend):
         except BackendError:
             where = self.ref
         return self.redact(f"HTTP {operation} of {key} at {where} failed: {reason}")
+
+
+def _body_chunks(response: requests.Response) -> Iterator[memoryview | bytes]:
+    """The undecoded body, read into one reused buffer.
+
+    urllib3's own ``stream()`` allocates a new bytes object per read (and its
+    ``readinto`` copies from one); the ``http.client`` response under it reads straight
+    into our buffer, de-chunking and stopping at Content-Length itself. Each view is
+    only valid until the next one is yielded: the caller writes it out first.
+    """
+    import http.client
+
+    from gaia_http.session import RECV_CHUNK
+
+    inner = getattr(response.raw, "_fp", None)
+    if not isinstance(inner, http.client.HTTPResponse):
+        # another urllib3 layout: its public, copying API
+        yield from response.raw.stream(RECV_CHUNK, decode_content=False)
+        return
+    buffer = bytearray(RECV_CHUNK)
+    view = memoryview(buffer)
+    while count := inner.readinto(buffer):
+        yield view[:count]

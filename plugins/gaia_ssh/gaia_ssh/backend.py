@@ -75,7 +75,9 @@ class SSHBackend(Backend):
         """The open SFTP session, (re)connecting when there is none or it died."""
         client = self._client
         transport = client.get_transport() if client is not None else None
-        if self._sftp is not None and transport is not None and transport.is_active():
+        # transfer.get closes the SFTP channel when a download fails with requests in flight
+        alive = transport is not None and transport.is_active()
+        if self._sftp is not None and alive and not self._sftp.get_channel().closed:
             return self._sftp
         from gaia_ssh import transfer
 

@@ -2,11 +2,16 @@
 
 paramiko's own ``prefetch`` runs a helper thread that polls every 10 ms and its buffered
 file splits requests at 32 KiB; on a fast link both cost more than the network. Here
-the calling thread keeps a fixed number of large requests in flight and handles
-their answers in order, so memory stays bounded by ``IN_FLIGHT_BYTES`` plus the SSH
-channel window, whatever the payload size. It uses paramiko's request/response
-primitives (``_async_request`` / ``_read_response``), stable since paramiko 1.x, and
-swaps the SFTP channel's receive buffer for one that does not copy on every read.
+the calling thread keeps a fixed number of large requests in flight, so memory stays
+bounded by ``IN_FLIGHT_BYTES`` plus the SSH channel window, whatever the payload size.
+
+Uploads use paramiko's request/response primitives (``_async_request`` /
+``_read_response``), stable since paramiko 1.x. Downloads, where a Python client spends
+its time, speak the few bytes of SFTP framing themselves: READ requests go out in
+batches (one SSH packet for several), and DATA replies are cut out of the channel's
+received packets without copying, straight into large writes to the destination.
+The SFTP channel's receive buffer is swapped for one that queues the received packets
+instead of copying them into one growing buffer.
 """
 
 from __future__ import annotations
@@ -16,16 +21,19 @@ import dataclasses
 import posixpath
 import secrets
 import stat
+import struct
 import threading
+import time
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import paramiko
 from paramiko import sftp as proto
-from paramiko.buffered_pipe import BufferedPipe
+from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
 
 #: SSH channel window and the largest packet we accept (what the server may have in
 #: flight towards us)
-WINDOW_SIZE = 8 * 1024 * 1024
+WINDOW_SIZE = 16 * 1024 * 1024
 MAX_PACKET_SIZE = 256 * 1024
 #: AEAD ciphers first: one pass per packet instead of a cipher plus an HMAC
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
@@ -35,8 +43,16 @@ BASIC_REQUEST_SIZE = 32 * 1024
 #: request's buffers then stay under glibc's 128 KiB mmap threshold; bigger ones are
 #: mapped and unmapped per request and the page faults cost more than the copies.
 MAX_REQUEST_SIZE = 112 * 1024
-#: bytes of requests kept in flight in each direction
-IN_FLIGHT_BYTES = 4 * 1024 * 1024
+#: bytes of requests kept in flight in each direction. Measured against OpenSSH over
+#: loopback: 4 MiB left both ends idle half the time (~360 MB/s down), 8 MiB keeps the
+#: server busy (~700 MB/s); the window above stays larger so it never limits the server
+IN_FLIGHT_BYTES = 8 * 1024 * 1024
+#: READ requests sent together, as one SSH packet
+REQUEST_BATCH = 8
+#: bytes gathered before each write to a download's destination
+WRITE_BATCH = 1024 * 1024
+#: the most a download asks the channel buffer for at once (it hands out whole packets)
+RECV_LIMIT = 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,23 +84,86 @@ def in_flight(request_size: int) -> int:
     return max(4, IN_FLIGHT_BYTES // request_size)
 
 
-class _ByteArrayPipe(BufferedPipe):
-    """paramiko's channel buffer on a ``bytearray``.
+class _PacketQueue:
+    """Received packets, queued as they came: appending copies nothing, and taking a
+    whole packet out hands back the very ``bytes`` object that went in."""
 
-    The stock buffer is an ``array`` whose ``del buf[:n]`` moves everything still
-    buffered on every read: with megabytes in flight, that costs more than the
-    decryption. CPython deletes from the front of a ``bytearray`` in O(1).
+    def __init__(self) -> None:
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._head = 0  # bytes of the first chunk already taken
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, data: bytes) -> None:
+        if data:
+            self._chunks.append(data)
+            self._size += len(data)
+
+    def take(self, limit: int) -> bytes:
+        """At most ``limit`` bytes, from one packet only (as ``recv`` may)."""
+        first = self._chunks[0]
+        available = len(first) - self._head
+        if available <= limit:
+            out = first if self._head == 0 else first[self._head :]
+            self._chunks.popleft()
+            self._head = 0
+        else:
+            out = first[self._head : self._head + limit]
+            self._head += limit
+        self._size -= len(out)
+        return out
+
+    def take_all(self) -> bytes:
+        out = b"".join(self._chunks)[self._head :]
+        self._chunks.clear()
+        self._head = self._size = 0
+        return out
+
+
+class _PacketPipe(BufferedPipe):
+    """paramiko's channel buffer on a :class:`_PacketQueue`.
+
+    The stock buffer is an ``array`` that copies every packet in, copies every read
+    out and moves what is left on each read; at hundreds of MB/s those copies cost
+    more than the decryption. Same locking and timeout behaviour as the stock one.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._buffer = bytearray()
+        self._buffer = _PacketQueue()  # type: ignore[assignment]
 
     def _buffer_frombytes(self, data: bytes) -> None:
-        self._buffer += data
+        self._buffer.append(data)
 
-    def _buffer_tobytes(self, limit: int | None = None) -> bytes:
-        return bytes(self._buffer[:limit])
+    def read(self, nbytes: int, timeout: float | None = None) -> bytes:
+        with self._lock:
+            if not len(self._buffer):
+                if self._closed:
+                    return b""
+                if timeout == 0.0:
+                    raise PipeTimeout()
+                while not len(self._buffer) and not self._closed:
+                    then = time.time()
+                    self._cv.wait(timeout)
+                    if timeout is not None:
+                        timeout -= time.time() - then
+                        if timeout <= 0.0:
+                            raise PipeTimeout()
+                if not len(self._buffer):
+                    return b""
+            out = self._buffer.take(nbytes)
+            if not len(self._buffer) and self._event is not None and not self._closed:
+                self._event.clear()
+            return out
+
+    def empty(self) -> bytes:
+        with self._lock:
+            out = self._buffer.take_all()
+            if self._event is not None and not self._closed:
+                self._event.clear()
+            return out
 
 
 def open_sftp(transport: paramiko.Transport, timeout: float) -> paramiko.SFTPClient:
@@ -94,7 +173,7 @@ def open_sftp(transport: paramiko.Transport, timeout: float) -> paramiko.SFTPCli
     transport if the server does not answer in time.
     """
     channel = transport.open_session(timeout=timeout)
-    channel.in_buffer = _ByteArrayPipe()
+    channel.in_buffer = _PacketPipe()
     channel.settimeout(timeout)
     fired = threading.Event()
 
@@ -193,41 +272,159 @@ def put(sftp: paramiko.SFTPClient, source: BinaryIO, remote: str, limits: Limits
 
 
 def get(sftp: paramiko.SFTPClient, remote: str, dest: BinaryIO, limits: Limits) -> int:
-    """Stream ``remote`` into ``dest`` with read-ahead; a file shorter than its stat is an error."""
+    """Stream ``remote`` into ``dest`` with read-ahead; a file shorter than its stat is an error.
+
+    Any failure once requests are in flight closes the SFTP channel: replies still on
+    their way would otherwise be read as answers to the next command (the backend then
+    opens a new session).
+    """
     size = sftp.stat(remote).st_size or 0
-    received = requested = 0
-    window = in_flight(limits.read)
     with sftp.open(remote, "rb") as handle:
-        pipeline = _Pipeline(sftp, handle)
-        while received < size:
-            while requested < size and len(pipeline.pending) < window:
-                length = min(limits.read, size - requested)
-                pipeline.send(proto.CMD_READ, proto.int64(requested), length, tag=(requested, length))
-                requested += length
-            kind, msg, (offset, length) = pipeline.receive()
-            if kind != proto.CMD_DATA:
-                raise OSError(f"unexpected SFTP answer {kind} to a read")
-            data = msg.get_string()
-            if len(data) < length:  # a short read: fetch the rest before going on
-                data += _read_exactly(sftp, handle, offset + len(data), length - len(data))
-            dest.write(data)
-            received += len(data)
-    return received
-
-
-def _read_exactly(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile, offset: int, length: int) -> bytes:
-    parts = []
-    while length > 0:
         try:
-            kind, msg = sftp._request(proto.CMD_READ, handle.handle, proto.int64(offset), length)
-        except EOFError:
-            raise OSError(f"the remote file ended at byte {offset}, before its stated size") from None
-        if kind != proto.CMD_DATA:
-            raise OSError(f"unexpected SFTP answer {kind} to a read")
-        data = msg.get_string()
+            return _Download(sftp, handle.handle, size, dest, limits.read).run()
+        except BaseException:
+            sftp.get_channel().close()
+            raise
+
+
+_HEADER = struct.Struct(">IBI")  # SFTP packet length, type, request id
+_UINT32 = struct.Struct(">I")
+_READ_ARGS = struct.Struct(">QI")  # offset, length
+
+
+class _ReplyReader:
+    """The SFTP byte stream of a channel, consumed in place from the received packets."""
+
+    def __init__(self, channel: paramiko.Channel):
+        self.channel = channel
+        self.view = memoryview(b"")
+
+    def _fill(self) -> None:
+        data = self.channel.recv(RECV_LIMIT)
         if not data:
-            raise OSError(f"the remote file ended at byte {offset}, before its stated size")
-        parts.append(data)
-        offset += len(data)
-        length -= len(data)
-    return b"".join(parts)
+            raise EOFError("the server closed the SFTP channel")
+        self.view = memoryview(data)
+
+    def exactly(self, count: int) -> bytes | memoryview:
+        """The next ``count`` bytes (framing fields and parked replies)."""
+        if len(self.view) >= count:
+            out, self.view = self.view[:count], self.view[count:]
+            return out
+        parts = bytearray()
+        for piece in self.pieces(count):
+            parts += piece
+        return bytes(parts)
+
+    def pieces(self, count: int) -> Iterator[memoryview]:
+        """The next ``count`` bytes as views of the received packets (no copies)."""
+        while count:
+            if not self.view:
+                self._fill()
+            piece = self.view[:count]
+            self.view = self.view[len(piece) :]
+            count -= len(piece)
+            yield piece
+
+
+class _BatchWriter:
+    """Gathers small pieces into ``WRITE_BATCH``-byte writes; big pieces go straight through."""
+
+    def __init__(self, dest: BinaryIO):
+        self.dest = dest
+        self.buffer = bytearray(WRITE_BATCH)
+        self.filled = 0
+
+    def write(self, piece: memoryview | bytes) -> None:
+        size = len(piece)
+        if self.filled + size > WRITE_BATCH:
+            self.flush()
+        if size >= WRITE_BATCH:
+            self.dest.write(piece)
+        else:
+            self.buffer[self.filled : self.filled + size] = piece
+            self.filled += size
+
+    def flush(self) -> None:
+        if self.filled:
+            self.dest.write(memoryview(self.buffer)[: self.filled])
+            self.filled = 0
+
+
+class _Download:
+    """One pipelined download; replies may come in any order and any length up to the
+    one asked for (a short one gets a follow-up request for the rest)."""
+
+    def __init__(self, sftp: paramiko.SFTPClient, handle: bytes, size: int, dest: BinaryIO, request_size: int):
+        self.sftp = sftp
+        self.channel = sftp.get_channel()
+        self.handle = handle
+        self.size = size
+        self.request_size = request_size
+        self.window = in_flight(request_size)
+        self.reader = _ReplyReader(self.channel)
+        self.writer = _BatchWriter(dest)
+        self.outstanding: dict[int, tuple[int, int]] = {}  # request id -> (offset, length)
+        self.refetch: collections.deque[tuple[int, int]] = collections.deque()  # short reads' rest
+        self.parked: dict[int, bytes] = {}  # offset -> data that arrived ahead of its turn
+        self.requested = 0  # offset up to which reads have been asked for
+        self.written = 0  # offset of the next byte the destination needs
+
+    def run(self) -> int:
+        while self.written < self.size:
+            if len(self.outstanding) <= self.window - REQUEST_BATCH or not self.outstanding:
+                self._request_more()
+            self._receive()
+        self.writer.flush()
+        return self.written
+
+    def _request_more(self) -> None:
+        batch = []
+        while len(self.outstanding) < self.window and (self.refetch or self.requested < self.size):
+            if self.refetch:
+                offset, length = self.refetch.popleft()
+            else:
+                offset, length = self.requested, min(self.request_size, self.size - self.requested)
+                self.requested += length
+            batch.append(self._read_request(offset, length))
+        if batch:
+            self.channel.sendall(b"".join(batch))
+
+    def _read_request(self, offset: int, length: int) -> bytes:
+        with self.sftp._lock:  # paramiko numbers its own requests from the same counter
+            number = self.sftp.request_number
+            self.sftp.request_number += 1
+        self.outstanding[number] = (offset, length)
+        body = _UINT32.pack(len(self.handle)) + self.handle + _READ_ARGS.pack(offset, length)
+        return _HEADER.pack(5 + len(body), proto.CMD_READ, number) + body
+
+    def _receive(self) -> None:
+        packet_length, kind, number = _HEADER.unpack(self.reader.exactly(_HEADER.size))
+        if number not in self.outstanding or packet_length < 5:
+            raise OSError(f"the SFTP server answered a request that was not made (#{number})")
+        offset, length = self.outstanding.pop(number)
+        rest = packet_length - 5
+        if kind == proto.CMD_DATA:
+            (count,) = _UINT32.unpack(self.reader.exactly(4))
+            if count != rest - 4 or not 0 < count <= length:
+                raise OSError(f"malformed SFTP data reply: {count} bytes for a read of {length}")
+            if count < length:
+                self.refetch.append((offset + count, length - count))
+            if offset == self.written:
+                for piece in self.reader.pieces(count):
+                    self.writer.write(piece)
+                self.written += count
+                while self.written in self.parked:
+                    data = self.parked.pop(self.written)
+                    self.writer.write(data)
+                    self.written += len(data)
+            else:
+                self.parked[offset] = bytes(self.reader.exactly(count))
+            return
+        body = bytes(self.reader.exactly(rest))
+        if kind != proto.CMD_STATUS:
+            raise OSError(f"unexpected SFTP answer {kind} to a read")
+        try:
+            self.sftp._convert_status(paramiko.Message(body))
+        except EOFError:  # the SFTP status EOF; a dropped connection is an SSHException
+            raise OSError("the remote file ended before its stated size") from None
+        raise OSError("the SFTP server answered a read with a status but no data")
