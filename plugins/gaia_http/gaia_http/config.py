@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
 
 from gaia_core.tasks import StrictModel
 
@@ -16,8 +18,9 @@ class HttpConfig(StrictModel):
 
     base_url: str = ""
     base_url_env: str = ""
-    #: sent as ``Authorization: Bearer <token>``; prefer ``token_env`` over a literal
+    #: refused when set: secrets come from the environment (``token_env``), never the file
     token: str = ""
+    #: names the variable holding the token sent as ``Authorization: Bearer <token>``
     token_env: str = ""
     #: a CA bundle (PEM) to trust instead of the system's, for private CAs
     ca_bundle: str = ""
@@ -32,3 +35,24 @@ class HttpConfig(StrictModel):
     retries: int = Field(default=3, ge=0, le=20)
     #: first backoff delay in seconds, doubled on every retry
     backoff: float = Field(default=0.5, ge=0, le=60)
+
+    @field_validator("token")
+    @classmethod
+    def _no_literal_token(cls, value: str) -> str:
+        if value:
+            raise ValueError(
+                "a token written into the build file would be printed by `gaia resolve` and copied into "
+                "files; put it in an environment variable and name that variable with token_env"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_password_in_base_url(cls, value: str) -> str:
+        try:
+            password = urlsplit(value.strip()).password
+        except ValueError:
+            return value  # a malformed URL is reported when the backend is used
+        if password:
+            raise ValueError("base_url must not carry a password; set base_url_env to a variable holding the URL")
+        return value

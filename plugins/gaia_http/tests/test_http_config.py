@@ -65,7 +65,7 @@ def test_token_is_refused_over_plain_http_to_a_remote_host() -> None:
 
 def test_url_password_counts_as_a_credential_for_the_plain_http_check() -> None:
     with pytest.raises(BackendError, match="plain http"):
-        make(base_url="http://user:pw-secret@cache.example.com/root").session()
+        make({"URL": "http://user:pw-secret@cache.example.com/root"}, base_url_env="URL").session()
 
 
 @pytest.mark.parametrize(
@@ -105,13 +105,13 @@ def test_ca_bundle_is_used_for_verification(tmp_path) -> None:
 
 
 def test_secrets_cover_token_and_url_password_and_are_redacted() -> None:
-    backend = make({"TOK": TOKEN}, base_url="https://user:url-password@h/root", token_env="TOK")
+    backend = make({"TOK": TOKEN, "URL": "https://user:url-password@h/root"}, base_url_env="URL", token_env="TOK")
     assert set(backend.secrets()) == {TOKEN, "url-password"}
     assert backend.redact(f"x {TOKEN} y url-password z") == "x *** y *** z"
 
 
 def test_describe_and_messages_never_show_user_info() -> None:
-    backend = make(base_url="https://user:url-password@h/root")
+    backend = make({"URL": "https://user:url-password@h/root"}, base_url_env="URL")
     assert backend.describe() == "http:cache (https://h/root)"
     assert "url-password" not in backend._message("probe", "p/f/x", "because url-password")
     assert "user" not in backend.base().url("p/f/x")
@@ -126,3 +126,12 @@ def test_bearer_auth_repr_hides_the_token() -> None:
     from gaia_http.session import BearerAuth
 
     assert TOKEN not in repr(BearerAuth(TOKEN))
+
+
+@pytest.mark.parametrize(("field", "value"), [("token", TOKEN), ("base_url", "https://user:pw-secret@h/root")])
+def test_secrets_written_into_the_build_file_are_refused_without_echoing_them(field: str, value: str) -> None:
+    with pytest.raises(pydantic.ValidationError) as info:
+        HttpConfig.model_validate({field: value})
+    [error] = info.value.errors()
+    assert "_env" in error["msg"]  # gaia shows the message, never the input value
+    assert "pw-secret" not in error["msg"] and TOKEN not in error["msg"]
