@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from gaia_core.config.loader import render_validation_error
 from gaia_core.plugins import install_hint
 from gaia_core.tasks import StrictModel
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from gaia_core.backends import Backend
     from gaia_core.build import Build
@@ -75,18 +75,6 @@ class CheckpointSettings:
         return cls(ref.partition(":")[2], config)
 
 
-def format_validation_error(origin: Path | str, prefix: str, error: ValidationError) -> list[str]:
-    problems = []
-    for item in error.errors():
-        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in item["loc"]).replace(".[", "[")
-        key = f"{prefix}.{loc}" if loc else prefix
-        msg = item["msg"]
-        if item["type"] == "extra_forbidden":
-            msg = "unknown key"
-        problems.append(f"{origin}: {key}: {msg}")
-    return problems
-
-
 def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[int], list[str]]:
     """Validate field by field and point by point, so that one bad value hides no other."""
     raw = build.get("checkpoints")
@@ -104,7 +92,7 @@ def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[int]
             CheckpointsModel.model_validate({key: value})
             good[key] = value
         except ValidationError as exc:
-            problems += format_validation_error(origin, "checkpoints", exc)
+            problems += render_validation_error(exc, "checkpoints", CheckpointsModel, build.origins, build.path)
     points_raw = raw.get("points", [])
     points: list[PointModel] = []
     indices: list[int] = []
@@ -116,7 +104,7 @@ def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[int]
             points.append(PointModel.model_validate(item))
             indices.append(i)
         except ValidationError as exc:
-            problems += format_validation_error(origin, f"checkpoints.points[{i}]", exc)
+            problems += render_validation_error(exc, f"checkpoints.points[{i}]", PointModel, build.origins, build.path)
     model = CheckpointsModel.model_validate(good).model_copy(update={"points": points})
     return model, indices, problems
 
@@ -162,7 +150,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             try:
                 backend_configs[f"{kind}:{name}"] = (provided.cls, provided.cls.config_model.model_validate(table))
             except ValidationError as exc:
-                problems.extend(format_validation_error(build.origin(key), key, exc))
+                problems += render_validation_error(exc, key, provided.cls.config_model, build.origins, build.path)
 
     points: list[Point] = []
     seen_ids: set[str] = set()

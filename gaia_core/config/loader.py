@@ -74,7 +74,7 @@ def _workspace(doc: dict[str, Any], origins: Origins, path: Path, problems: list
     try:
         model = WorkspaceModel.model_validate(table)
     except ValidationError as exc:
-        problems += _render_validation(exc, "workspace", WorkspaceModel, origins, path)
+        problems += render_validation_error(exc, "workspace", WorkspaceModel, origins, path)
         return fallback
     try:
         return Workspace.from_model(model, base_dir)
@@ -130,7 +130,7 @@ def _validate_modules(build: Build, problems: list[str]) -> dict[str, Any]:
         try:
             settings[table] = model.model_validate(data)
         except ValidationError as exc:
-            problems += _render_validation(exc, table, model, build.origins, build.path)
+            problems += render_validation_error(exc, table, model, build.origins, build.path)
     return settings
 
 
@@ -150,9 +150,10 @@ def _without(table: dict[str, Any], relative_keys: list[str]) -> dict[str, Any]:
 # -- rendering pydantic errors ----------------------------------------------------------
 
 
-def _render_validation(
+def render_validation_error(
     exc: ValidationError, table: str, model: type[BaseModel], origins: Origins, path: Path
 ) -> list[str]:
+    """``file: dotted.key: message`` per error; input values (maybe secrets) are never shown."""
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
         loc = [str(part) for part in error["loc"]]
