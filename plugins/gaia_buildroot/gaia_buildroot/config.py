@@ -101,12 +101,10 @@ class RpiConfig(StrictModel):
     cmdline_file: str | None = None
 
 
-class StageFile(StrictModel):
-    """One ``[[stage.files]]`` entry: ``src`` (file or directory) or inline ``content``."""
+class ImageFile(StrictModel):
+    """A file placed into the image at the absolute path ``dst``, with an optional ``mode``."""
 
     dst: str
-    src: str | None = None
-    content: str | None = None
     mode: int | None = None
 
     @field_validator("dst")
@@ -118,6 +116,13 @@ class StageFile(StrictModel):
     @classmethod
     def _mode_range(cls, value: int | None) -> int | None:
         return check_mode(value)
+
+
+class StageFile(ImageFile):
+    """One ``[[stage.files]]`` entry: ``src`` (file or directory) or inline ``content``."""
+
+    src: str | None = None
+    content: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> StageFile:
@@ -142,25 +147,13 @@ class StageConfig(StrictModel):
         return self
 
 
-class InstallItem(StrictModel):
+class InstallItem(ImageFile):
     """Copy ``src`` (relative to the program's ``src_dir``) to ``dst`` in the image.
 
     A ``dst`` ending in ``/`` is a directory: the file keeps its name.
     """
 
     src: str
-    dst: str
-    mode: int | None = None
-
-    @field_validator("dst")
-    @classmethod
-    def _dst_in_image(cls, value: str) -> str:
-        return check_image_path(value, "dst")
-
-    @field_validator("mode")
-    @classmethod
-    def _mode_range(cls, value: int | None) -> int | None:
-        return check_mode(value)
 
 
 class ProgramConfig(StrictModel):
