@@ -157,3 +157,24 @@ def test_plugin_error_at_startup_is_rendered_by_main(capsys, monkeypatch):
         cli.main(["plugins"])
     assert excinfo.value.code == ExitCode.PLUGIN_ERROR
     assert capsys.readouterr().err == "error: plugin 'x' from distribution 'gaia-x' failed to import\n"
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    build = tmp_path / "build.toml"
+    build.write_text("".join(f'[demo.tasks.t{i}]\ncmd = ["true"]\n' for i in range(3000)))
+    script = (
+        "import sys; from gaia_core.cli import main; from gaia_core.plugins import get_plugin_manager;"
+        "from gaia_core.testing import DemoPlugin; pm = get_plugin_manager(load_entrypoints=False);"
+        "pm.register(DemoPlugin(), name='demo'); main(sys.argv[1:], pm=pm)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, "plan", str(build)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=30)
+    assert "internal error" not in err and "Traceback" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,11 @@ class GaiaGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             ctx.exit(int(ExitCode.INTERRUPTED))
+        except BrokenPipeError:
+            # the reader went away (`gaia plan x | head`): stop quietly, like other CLI tools
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(int(ExitCode.FAILED))
         except Exception as exc:
             debug = getattr(ctx.obj, "debug", False)
             if debug:
