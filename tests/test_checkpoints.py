@@ -359,3 +359,13 @@ def test_permissive_still_refuses_an_unsafe_payload(gaia_cli, pm, project):
     assert "could not be restored" in result.output
     assert not (project.root / "escaped.txt").exists() and not (project.store.parent / "escaped.txt").exists()
     assert project.builds() == 2
+
+
+def test_queue_file_is_resolved_against_the_workspace_root(gaia_cli, pm, project):
+    project.write(backend=True, checkpoints='queue_file = "state/uploads.json"',
+                  point='backend = "dir:shared"\nupload_policy = "always"')
+    run(gaia_cli, pm, "run", project.build)  # the shared dir is missing: the upload fails and is queued
+    queue = json.loads((project.root / "state" / "uploads.json").read_text())
+    [entry] = queue["entries"]
+    assert entry["state"] == "failed" and entry["attempts"] == 1
+    assert not (project.store / "upload-queue.json").exists()
