@@ -11,7 +11,6 @@ that transfer only. Targets: throughput >= 0.8x the baseline, peak RSS < 200 MB.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import resource
@@ -23,6 +22,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "integration"))
+
+from contract import write_file  # noqa: E402  (incompressible payload, 1 MiB blocks)
+
+from gaia_core.fingerprints import sha256_file  # noqa: E402
 
 RATIO_TARGET = 0.8
 RSS_TARGET_MB = 200
@@ -39,8 +42,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="gaia-bench-s3-") as tmp:
         work = Path(tmp)
-        payload = make_payload(work / "payload", args.size_mb << 20)
-        expected = sha256(payload)
+        payload = write_file(work / "payload", args.size_mb << 20)
+        expected = sha256_file(payload)
         server = MotoServer()
         try:
             env = {**os.environ, "BENCH_S3": json.dumps(server_info(server))}
@@ -50,7 +53,7 @@ def main() -> int:
                     runs = [child(who, op, payload, work, env) for _ in range(args.repeat)]
                     results[op, who] = min(runs, key=lambda r: r["seconds"])
                     if op == "download":
-                        got = sha256(Path(results[op, who]["path"]))
+                        got = sha256_file(Path(results[op, who]["path"]))
                         assert got == expected, f"{who} download is corrupt"
         finally:
             server.close()
@@ -71,25 +74,6 @@ def main() -> int:
             f"  peak RSS {rss_mb:5.0f} MB [{'PASS' if rss_ok else 'MISS'} < {RSS_TARGET_MB} MB]"
         )
     return 0 if ok else 1
-
-
-def make_payload(path: Path, size: int) -> Path:
-    """Incompressible bytes: 1 MiB random blocks."""
-    with path.open("wb") as out:
-        left = size
-        while left:
-            block = os.urandom(min(1 << 20, left))
-            out.write(block)
-            left -= len(block)
-    return path
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as src:
-        for chunk in iter(lambda: src.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def server_info(server) -> dict:

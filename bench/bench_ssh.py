@@ -17,9 +17,7 @@ Targets: throughput >= 0.8x scp, peak RSS < 200 MB.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -31,24 +29,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "integration"))
 
+from contract import write_file  # noqa: E402  (incompressible payload, 1 MiB blocks)
+
+from gaia_core.fingerprints import sha256_file  # noqa: E402
+
 THROUGHPUT_TARGET = 0.8
 PEAK_RSS_TARGET_MB = 200
 KEY = "bench/0123456789abcdef/payload.tar.zst"
-
-
-def make_payload(path: Path, size_mb: int) -> None:
-    """Incompressible data, written 1 MiB at a time."""
-    with path.open("wb") as out:
-        for _ in range(size_mb):
-            out.write(os.urandom(1 << 20))
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as src:
-        while chunk := src.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- the child: one backend transfer, nothing else ------------------------------------
@@ -131,8 +118,8 @@ def bench(server, work: Path, options) -> int:
     size_mb = options.size_mb
     payload = work / "payload"
     print(f"generating {size_mb} MiB of incompressible data ...", flush=True)
-    make_payload(payload, size_mb)
-    expected = sha256(payload)
+    write_file(payload, size_mb << 20)
+    expected = sha256_file(payload)
     remote_scp = f"{server.base_dir}/scp-copy"
     config = {
         "target": f"{server.user}@{server.host}:{server.base_dir}",
@@ -162,7 +149,7 @@ def bench(server, work: Path, options) -> int:
                 best[f"{tool}_{direction}"] = min(best[f"{tool}_{direction}"], seconds)
                 cpu[f"{tool}_{direction}"] = min(cpu[f"{tool}_{direction}"], used)
                 if direction == "down":
-                    if sha256(copy) != expected:
+                    if sha256_file(copy) != expected:
                         print(f"FAIL: the {tool} download differs from the payload")
                         return 1
                     copy.unlink()

@@ -47,6 +47,15 @@ def hash_tree(root: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def hash_file(path: Path) -> str:
     if not Path(path).is_file():
         return "missing"

@@ -31,6 +31,7 @@ import pytest
 
 from gaia_core.backends import MANIFEST, Backend, object_key
 from gaia_core.errors import BackendError, ObjectNotFound
+from gaia_core.fingerprints import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart"
@@ -57,14 +58,6 @@ def write_file(path: Path, size: int, seed: bytes = b"") -> Path:
             out.write(chunk)
             written += len(chunk)
     return path
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as src:
-        for chunk in iter(lambda: src.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def upload_object(

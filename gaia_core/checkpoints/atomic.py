@@ -39,8 +39,8 @@ def write_bytes(path: Path, data: bytes) -> None:
     write_stream(path, io.BytesIO(data))
 
 
-def write_json(path: Path, obj: Any) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+def write_json(path: Path, obj: Any, *, sort_keys: bool = False) -> None:
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n").encode())
 
 
 def fsync_file(path: Path) -> None:

@@ -14,10 +14,22 @@ from typing import TYPE_CHECKING, Any
 from gaia_core.backends import MANIFEST, Backend, object_key
 from gaia_core.checkpoints import archive, atomic
 from gaia_core.checkpoints.config import CheckpointSettings, Point, checkpoint_settings
-from gaia_core.checkpoints.fingerprint import Fingerprint, changed_inputs, compute, lineage, miss_reason
-from gaia_core.checkpoints.manifest import PAYLOAD_NAMES, build_manifest, check_shape, now
+from gaia_core.checkpoints.fingerprint import (
+    Fingerprint,
+    changed_inputs,
+    compute,
+    lineage,
+    miss_reason,
+)
+from gaia_core.checkpoints.manifest import (
+    PAYLOAD_NAMES,
+    build_manifest,
+    check_shape,
+    now,
+)
 from gaia_core.checkpoints.store import LocalObject, Store
 from gaia_core.errors import BackendError, CheckpointError, ObjectNotFound
+from gaia_core.fingerprints import sha256_file
 
 if TYPE_CHECKING:
     from gaia_core.anchors import Anchor, Target
@@ -28,16 +40,6 @@ MARKER = ".gaia-checkpoint.json"
 COMPRESSION = "zstd"
 
 Log = Callable[[str], None]
-
-
-def _sha256_file(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Checkpoints:
@@ -221,7 +223,7 @@ class Checkpoints:
             size = (staging / payload["file"]).stat().st_size
             if size != payload["size"]:
                 raise CheckpointError(f"downloaded payload has {size} bytes, the manifest says {payload['size']}")
-            if point.trust_mode == "verify" and _sha256_file(staging / payload["file"]) != payload["sha256"]:
+            if point.trust_mode == "verify" and sha256_file(staging / payload["file"]) != payload["sha256"]:
                 raise CheckpointError("downloaded payload does not match the manifest's sha256")
             os.unlink(staging / MANIFEST)  # publish() writes it again, last
             obj = self.store.publish(staging, point.id, fp, manifest)

@@ -8,15 +8,11 @@ follow a link outside the tree they work on, and never read device nodes or FIFO
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 _MAX_LINK_HOPS = 40
 
@@ -109,25 +105,3 @@ def clear_dir(path: Path) -> None:
     elif path.is_dir():
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` so that a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

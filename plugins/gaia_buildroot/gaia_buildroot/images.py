@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gaia_buildroot.fsutil import sha256_file, write_json_atomic
+from gaia_core.checkpoints.atomic import write_json
+from gaia_core.fingerprints import sha256_file
 
 if TYPE_CHECKING:
     from gaia_core.build import Build
@@ -45,7 +46,7 @@ def describe_images(root: Path, exclude: tuple[str, ...] = ()) -> list[dict[str,
 
 def write_manifest(build: Build, files: list[dict[str, Any]], **extra: Any) -> Path:
     path = build.run_dir / "manifest.json"
-    write_json_atomic(
+    write_json(
         path,
         {
             "build": build.name,
@@ -57,5 +58,6 @@ def write_manifest(build: Build, files: list[dict[str, Any]], **extra: Any) -> P
             "total_bytes": sum(f.get("bytes", 0) for f in files),
             **extra,
         },
+        sort_keys=True,
     )
     return path

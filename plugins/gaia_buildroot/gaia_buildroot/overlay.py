@@ -13,7 +13,8 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from gaia_buildroot.fsutil import resolve_in_root, write_json_atomic
+from gaia_buildroot.fsutil import resolve_in_root
+from gaia_core.checkpoints.atomic import write_json
 
 
 def stage_files(stage_root: Path) -> list[str]:
@@ -39,7 +40,7 @@ def read_manifest(path: Path) -> list[str]:
 
 
 def write_manifest(path: Path, entries: Iterable[str]) -> None:
-    write_json_atomic(path, {"entries": sorted(set(entries))})
+    write_json(path, {"entries": sorted(set(entries))}, sort_keys=True)
 
 
 def _safe_rel(rel: str) -> bool:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gaia_buildroot.config import RpiConfig
-from gaia_buildroot.fsutil import copy_tree, write_json_atomic
+from gaia_buildroot.fsutil import copy_tree
 from gaia_buildroot.layout import buildroot_config, stage_root
 from gaia_buildroot.stage import install_into_stage
+from gaia_core.checkpoints.atomic import write_json
 from gaia_core.errors import TaskFailed
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def validate(ctx: TaskContext, cfg: RpiConfig) -> None:
             problems.append(f"buildroot.rpi.{key} '{raw}' ({path}) is not a file")
     if problems:
         raise TaskFailed("invalid Raspberry Pi inputs:\n  " + "\n  ".join(problems))
-    write_json_atomic(
+    write_json(
         build.run_dir / REPORT / "validate.json",
         {
             "arch": cfg.arch,
@@ -56,6 +57,7 @@ def validate(ctx: TaskContext, cfg: RpiConfig) -> None:
             "defconfig": defconfig,
             "checks": checks,
         },
+        sort_keys=True,
     )
     ctx.log(
         f"Raspberry Pi inputs valid: arch={cfg.arch} board={cfg.board or '-'} defconfig={defconfig}"
@@ -81,9 +83,10 @@ def prepare(ctx: TaskContext, cfg: RpiConfig) -> None:
         if raw is not None:
             install_into_stage(resolve(raw), root / dst, 0o644)
             actions.append({"copy": str(resolve(raw)), "to": "/" + dst})
-    write_json_atomic(
+    write_json(
         build.run_dir / REPORT / "manifest.json",
         {"stage_root": str(root), "actions": actions},
+        sort_keys=True,
     )
     for action in actions:
         ctx.log(f"{action.get('copy') or action.get('copy_dir')} -> {action['to']}")
