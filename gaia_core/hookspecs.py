@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
     from gaia_core.anchors import Anchor
     from gaia_core.backends import Backend
+    from gaia_core.build import Build
     from gaia_core.fingerprints import FingerprintSource
-    from gaia_core.tasks import Module
+    from gaia_core.tasks import Module, Task
 
 _spec = pluggy.HookspecMarker("gaia")
 
@@ -68,6 +69,67 @@ def gaia_register_backends() -> type[Backend] | Sequence[type[Backend]]:
     validates one such table.
 
     .. versionadded:: 0.1
+    """
+
+
+# ----- Features ----------------------------------------------------------------------------
+#
+# A feature that spans modules (gaia's own checkpoints are one) owns a top-level table,
+# validates it, adds tasks around the planned ones and reports before a run. The core
+# knows such a feature only through these hooks.
+
+
+@_spec
+def gaia_register_config_tables() -> str | Sequence[str]:
+    """Return the top-level table names this plugin owns outside any module (``"checkpoints"``).
+
+    The loader accepts such a table instead of reporting it as unknown and leaves its
+    validation to :func:`gaia_validate_config`. A name claimed twice, or one that is
+    also a module's table, is an error naming both plugins.
+
+    .. versionadded:: 0.2
+    """
+
+
+@_spec
+def gaia_validate_config(build: Build) -> Sequence[str] | None:
+    """Return every problem in the tables this plugin owns, or nothing when they are valid.
+
+    Called once per load, after the workspace and the module tables were validated
+    (``build.settings`` holds the module settings). Each problem is one line in the form
+    ``<file>: <dotted.key>: <what is wrong and what is allowed>``
+    (:func:`gaia_core.config.loader.render_validation_error` renders pydantic errors so);
+    the loader reports the problems of every plugin together. Never put an input value
+    in a problem: it may be a secret. A plugin may cache what it validated in
+    ``build.settings[<its table>]``.
+
+    .. versionadded:: 0.2
+    """
+
+
+@_spec
+def gaia_extend_plan(build: Build, tasks: list[Task]) -> Sequence[Task] | None:
+    """Return tasks to add around the planned ones.
+
+    :param build: the loaded build; ``build.registry.anchors`` holds the registered
+        anchors.
+    :param tasks: every task planned so far (the modules' tasks and the core's); the
+        hook may append dependencies to their ``after`` lists so that they wait for the
+        tasks it adds. It must not remove tasks or dependencies.
+
+    Called once per plan, after every module planned.
+
+    .. versionadded:: 0.2
+    """
+
+
+@_spec
+def gaia_run_preamble(build: Build, dry_run: bool) -> Sequence[str] | None:
+    """Return lines ``gaia run`` prints before the first task starts.
+
+    :param dry_run: the run will execute nothing; do not contact remote services.
+
+    .. versionadded:: 0.2
     """
 
 

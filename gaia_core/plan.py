@@ -147,9 +147,8 @@ def _quote(text: str) -> str:
 
 
 def build_plan(build: Build) -> Plan:
-    """Every active module's tasks, ``core.init``, the stage barrier and the checkpoint tasks."""
+    """Every active module's tasks, ``core.init``, the stage barrier and what plugins add."""
     from gaia_core.builtin import core
-    from gaia_core.checkpoints.planning import plan_checkpoints
 
     tasks: list[Task] = [core.init_task()]
     for table, provided in build.registry.modules.items():
@@ -162,5 +161,6 @@ def build_plan(build: Build) -> Plan:
                 task.module = table
         tasks += planned
     tasks.append(core.stage_barrier(tasks))
-    tasks += plan_checkpoints(build, tasks)
+    for added in build.registry.pm.hook.gaia_extend_plan(build=build, tasks=tasks):
+        tasks += list(added or ())
     return Plan(tasks)

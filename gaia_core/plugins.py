@@ -14,11 +14,12 @@ import pluggy
 from gaia_core import NAME, hookspecs
 from gaia_core.errors import PluginError
 
-#: built-in plugins, registered by module name like any other plugin
-DEFAULT_PLUGINS = (
-    "gaia_core.builtin.core",
-    "gaia_core.builtin.dir_backend",
-)
+#: built-in plugins (name -> module), registered through the same hooks as any other plugin
+DEFAULT_PLUGINS = {
+    "core": "gaia_core.builtin.core",
+    "dir_backend": "gaia_core.builtin.dir_backend",
+    "checkpoints": "gaia_core.checkpoints.plugin",
+}
 
 #: which distribution provides a kind the core has heard of, for "install X" hints
 KNOWN_PROVIDERS = {
@@ -93,8 +94,7 @@ def get_plugin_manager(load_entrypoints: bool = True) -> GaiaPluginManager:
     pm = GaiaPluginManager()
     from gaia_core import __version__
 
-    for module_name in DEFAULT_PLUGINS:
-        short = module_name.rsplit(".", 1)[-1]
+    for short, module_name in DEFAULT_PLUGINS.items():
         pm.register_module(module_name, PluginInfo(short, module_name, "gaia-core", __version__, builtin=True))
     if load_entrypoints:
         pm.load_entrypoints()
@@ -126,6 +126,7 @@ class Registry:
         self.anchors = self._collect("gaia_register_anchors", "task", "anchor")
         self.fingerprint_sources = self._collect("gaia_register_fingerprint_sources", "kind", "fingerprint source")
         self.backends = self._collect("gaia_register_backends", "kind", "backend")
+        self.config_tables = self._collect_tables()
         self.sources_by_path: dict[str, list[Any]] = {}
         for provided in self.fingerprint_sources.values():
             for path in provided.cls.paths:
@@ -150,6 +151,23 @@ class Registry:
                         f"(plugin '{other.plugin}') and by {cls.__qualname__} (plugin '{impl.plugin_name}')"
                     )
                 out[key] = Provided(cls, impl.plugin_name)
+        return dict(sorted(out.items()))
+
+    def _collect_tables(self) -> dict[str, str]:
+        """Top-level table -> the plugin that owns it (``gaia_register_config_tables``)."""
+        out: dict[str, str] = {}
+        module_tables = {table.split(".")[0]: p.plugin for table, p in self.modules.items()}
+        for impl in self.pm.hook.gaia_register_config_tables.get_hookimpls():
+            result = impl.function()
+            names = [result] if isinstance(result, str) else list(result or ())
+            for name in names:
+                other = out.get(name) or module_tables.get(name)
+                if other is not None:
+                    raise PluginError(
+                        f"top-level table '{name}' is claimed twice: by plugin '{other}' "
+                        f"and by plugin '{impl.plugin_name}'"
+                    )
+                out[name] = impl.plugin_name
         return dict(sorted(out.items()))
 
     def provided_by(self, plugin_name: str) -> dict[str, list[str]]:

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from gaia_core import hookimpl
 from gaia_core.backends import MANIFEST, Backend
-from gaia_core.checkpoints import atomic
+from gaia_core import atomic
 from gaia_core.errors import BackendError, ObjectNotFound
 from gaia_core.tasks import StrictModel
 

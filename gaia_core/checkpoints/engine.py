@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gaia_core.backends import MANIFEST, Backend, object_key
-from gaia_core.checkpoints import archive, atomic
+from gaia_core import atomic
+from gaia_core.checkpoints import archive
 from gaia_core.checkpoints.config import CheckpointSettings, Point, checkpoint_settings
 from gaia_core.checkpoints.fingerprint import (
     Fingerprint,

@@ -19,7 +19,7 @@ from typing import Any
 
 import filelock
 
-from gaia_core.checkpoints.atomic import write_json
+from gaia_core.atomic import write_json
 from gaia_core.errors import CheckpointError
 
 LOCK_NAME = ".store.lock"

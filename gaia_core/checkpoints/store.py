@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gaia_core.checkpoints import atomic
+from gaia_core import atomic
 from gaia_core.checkpoints.lock import StoreLock
 from gaia_core.checkpoints.manifest import PAYLOAD_NAMES, now, read_manifest
 from gaia_core.errors import CheckpointError

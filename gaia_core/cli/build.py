@@ -54,15 +54,15 @@ def run_cmd(
 ) -> None:
     """Run every task of the build."""
     from gaia_core import __version__
-    from gaia_core.checkpoints.report import run_preamble
     from gaia_core.plan import build_plan
     from gaia_core.run import execute
 
     click.echo(f"gaia {__version__}")
     build = app.load_build(build_file, overrides)
     plan = build_plan(build)
-    for line in run_preamble(build, dry_run=dry_run):
-        click.echo(line)
+    for lines in build.registry.pm.hook.gaia_run_preamble(build=build, dry_run=dry_run):
+        for line in lines or ():
+            click.echo(line)
     result = execute(plan, build, dry_run=dry_run, max_parallel=max_parallel, echo=click.echo)
     if result.interrupted:
         click.echo("error: interrupted; running commands were stopped", err=True)

@@ -31,6 +31,8 @@ def plugins_cmd(app: App, as_json: bool, show_all: bool) -> None:
         for what, keys in row["provides"].items():
             if keys:
                 click.echo(f"  {what}: {', '.join(keys)}")
+        if row["tables"]:
+            click.echo(f"  tables: {', '.join(row['tables'])}")
 
 
 def describe_plugins(app: App) -> list[dict[str, Any]]:
@@ -52,6 +54,7 @@ def describe_plugins(app: App) -> list[dict[str, Any]]:
                 "builtin": info.builtin,
                 "hooks": hooks,
                 "provides": registry.provided_by(name),
+                "tables": [table for table, owner in registry.config_tables.items() if owner == name],
             }
         )
     return rows

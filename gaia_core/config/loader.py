@@ -24,8 +24,8 @@ from gaia_core.config.workspace import Workspace, WorkspaceModel
 from gaia_core.errors import ConfigError
 from gaia_core.plugins import KNOWN_PROVIDERS, Registry, get_plugin_manager, install_hint
 
-#: top-level keys the core owns; every other one belongs to a registered module
-CORE_KEYS = ("build", "checkpoints", "imports", "workspace")
+#: top-level keys the core owns; every other one belongs to a module or a feature plugin
+CORE_KEYS = ("build", "imports", "workspace")
 
 
 def merge_build_file(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, Any], Origins]:
@@ -51,10 +51,8 @@ def load_build(
 
     problems += _check_top_level(build)
     build.settings = _validate_modules(build, problems)
-
-    from gaia_core.checkpoints.config import validate_checkpoints
-
-    problems += validate_checkpoints(build)
+    for found in registry.pm.hook.gaia_validate_config(build=build):
+        problems += list(found or ())
     if problems:
         raise ConfigError(problems)
     return build
@@ -89,11 +87,12 @@ def _workspace(doc: dict[str, Any], origins: Origins, path: Path, problems: list
 
 def _check_top_level(build: Build) -> list[str]:
     known_modules = {table.split(".")[0] for table in build.registry.modules}
-    allowed = sorted({*CORE_KEYS, *known_modules})
+    feature_tables = set(build.registry.config_tables)
+    allowed = sorted({*CORE_KEYS, *known_modules, *feature_tables})
     problems: list[str] = []
     for key, value in build.doc.items():
         where = f"{build.origin(key)}: {key}"
-        if key in known_modules:
+        if key in known_modules or key in feature_tables:
             continue
         if key in CORE_KEYS:
             if key == "build" and not isinstance(value, dict):

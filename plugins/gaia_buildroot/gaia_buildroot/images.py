@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gaia_core.checkpoints.atomic import write_json
+from gaia_core.atomic import write_json
 from gaia_core.fingerprints import sha256_file
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from gaia_buildroot.fsutil import resolve_in_root
-from gaia_core.checkpoints.atomic import write_json
+from gaia_core.atomic import write_json
 
 
 def stage_files(stage_root: Path) -> list[str]:

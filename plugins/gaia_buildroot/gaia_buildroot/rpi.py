@@ -13,7 +13,7 @@ from gaia_buildroot.config import RpiConfig
 from gaia_buildroot.fsutil import copy_tree
 from gaia_buildroot.layout import buildroot_config, stage_root
 from gaia_buildroot.stage import install_into_stage
-from gaia_core.checkpoints.atomic import write_json
+from gaia_core.atomic import write_json
 from gaia_core.errors import TaskFailed
 
 if TYPE_CHECKING:
