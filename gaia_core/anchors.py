@@ -56,8 +56,35 @@ class Anchor:
         return None
 
     def fingerprint_salt(self) -> dict[str, Any]:
-        """Extra inputs always hashed (e.g. absolute paths the output embeds)."""
+        """Extra inputs always hashed, e.g. the host system that tools in the tree were built for.
+
+        Keys are stored as ``<task>:<key>`` (``buildroot.build:host.system``), apart from
+        config paths. Never return an absolute path of the workspace here: checkpoints are
+        relocatable (see :meth:`relocation_roots`), and a path would keep a checkpoint from
+        serving a checkout at another path.
+        """
         return {}
+
+    def relocation_roots(self) -> dict[str, Path]:
+        """Absolute directories the captured tree may embed, by a stable name.
+
+        Capture records which files and links of the tree contain each root; a restore
+        where a root has another path rewrites them (text files always, binaries when
+        the new path is no longer than the old, links pointing into the old root). Name
+        every configured directory the tree can mention: the workspace root and any
+        directory outside it (a source checkout, a download cache). Nested roots are fine;
+        the longest match wins.
+        """
+        return {"workspace": self.build.workspace.root}
+
+    def relocation_required(self, member: str) -> bool:
+        """Whether ``member`` (``<target name>/<path>``) must be rewritten to work elsewhere.
+
+        Asked for a file restore cannot rewrite at the new path. ``False`` keeps it as it
+        is with a warning (an intermediate object only a rebuild reads); ``True`` makes
+        the checkpoint unusable at that path (reason ``not_relocatable:<member>``).
+        """
+        return True
 
     @classmethod
     def skipped_tasks(cls) -> tuple[str, ...]:

@@ -4,21 +4,73 @@ A backend moves files between the local store and a remote one. Keys look like
 ``<point id>/<fingerprint>/<file name>``; the core decides the order (payload first,
 manifest last on upload; manifest first on download) and does all verification and
 atomic publishing on the local side. A backend only has to stream bytes in bounded
-memory, tell "not found" apart from failures, and never put a secret into a message.
+memory, tell "not found" apart from failures, keep to its time budget and never put a
+secret into a message.
+
+Objects are written once. A payload's file name derives from its sha256, so two writers
+of one key upload the same bytes; the manifest, which names the payload, is published
+last with :meth:`Backend.publish`, which creates it only when it is absent. A reader that
+sees a manifest therefore sees the payload it names, whoever won.
+
+Time budgets (all in seconds, fields of :class:`BackendConfig`): ``connect_timeout``
+bounds one connection attempt; ``stall_timeout`` ends a transfer or a request in which
+no byte moved for that long; ``probe_timeout`` bounds :meth:`Backend.exists` and the
+listing calls in total, retries included. gaia owns the retries (the libraries' own are
+off or counted inside the budget): an idempotent request is retried with backoff inside
+its budget, a refused connection at most once, a stalled transfer once. A backend that
+ran out of time raises :class:`~gaia_core.errors.BackendUnavailable`, and the core skips
+it for the rest of the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from gaia_core.errors import BackendError
+from gaia_core.tasks import StrictModel
 
 MANIFEST = "manifest.json"
+
+#: called with the number of bytes that moved since the last call; it may raise (e.g. to
+#: cancel), and the backend lets that exception through unchanged, without a retry
+Progress = Callable[[int], None]
+
+
+class BackendConfig(StrictModel):
+    """Fields every backend table has; a backend's ``config_model`` subclasses it."""
+
+    connect_timeout: float = Field(5.0, gt=0, le=3600)
+    stall_timeout: float = Field(30.0, gt=0, le=3600)
+    probe_timeout: float = Field(10.0, gt=0, le=3600)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One stored file under a point, as :meth:`Backend.list_entries` sees it."""
+
+    #: ``<point id>/<fingerprint>/<file name>``, or the backend's own name for a temporary
+    key: str
+    size: int | None
+    #: seconds since the epoch of the last write, None when the store does not say
+    mtime: float | None
+    #: a temporary object of an upload in progress or killed (never a complete object)
+    temporary: bool = False
+
+    @property
+    def fingerprint(self) -> str | None:
+        parts = self.key.split("/")
+        return parts[1] if len(parts) == 3 and not self.temporary else None
+
+    @property
+    def file_name(self) -> str | None:
+        parts = self.key.split("/")
+        return parts[2] if len(parts) == 3 and not self.temporary else None
 
 
 class Backend:
@@ -81,21 +133,66 @@ class Backend:
         """Where objects go, for humans (no secrets)."""
         return self.ref
 
+    @property
+    def connect_timeout(self) -> float:
+        return float(getattr(self.config, "connect_timeout", 5.0))
+
+    @property
+    def stall_timeout(self) -> float:
+        return float(getattr(self.config, "stall_timeout", 30.0))
+
+    @property
+    def probe_timeout(self) -> float:
+        return float(getattr(self.config, "probe_timeout", 10.0))
+
     def exists(self, key: str) -> bool:
-        """Whether the object exists. Raise :class:`BackendError` when that is unknown."""
+        """Whether the object exists, within ``probe_timeout``.
+
+        Raise :class:`BackendError` when that is unknown (``BackendUnavailable`` when
+        the time ran out or no connection could be made).
+        """
         raise NotImplementedError
 
-    def upload(self, key: str, source: Path) -> None:
-        """Stream ``source`` to ``key``; readers must never see a partial object."""
+    def upload(self, key: str, source: Path, *, progress: Progress | None = None) -> None:
+        """Stream ``source`` to ``key``; readers never see a partial object.
+
+        Used for payloads, whose names derive from their content: replacing an existing
+        object of that name is allowed. A transfer in which nothing moved for
+        ``stall_timeout`` ends with ``BackendUnavailable``.
+        """
         raise NotImplementedError
 
-    def download(self, key: str, dest: BinaryIO) -> None:
-        """Stream ``key`` into ``dest``; raise :class:`ObjectNotFound` when it is missing."""
+    def publish(self, key: str, source: Path) -> None:
+        """Create ``key`` from the small file ``source`` only if ``key`` does not exist.
+
+        Atomic and create-only: of concurrent publishers exactly one succeeds; the others,
+        and any publisher when the key exists, get :class:`~gaia_core.errors.ObjectExists`
+        and the existing object stays as it is.
+        """
+        raise NotImplementedError
+
+    def download(self, key: str, dest: BinaryIO, *, progress: Progress | None = None) -> None:
+        """Stream ``key`` into ``dest``; raise :class:`ObjectNotFound` when it is missing.
+
+        An exception raised by ``dest.write`` or ``progress`` (a size limit, a
+        cancellation) propagates unchanged and is never retried. A retry after a
+        stall resumes or restarts into ``dest`` only when ``dest`` can be truncated
+        (``dest.seek(0); dest.truncate()``).
+        """
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a key that does not exist is not an error."""
+        raise NotImplementedError
+
+    def list_entries(self, point_id: str) -> list[Entry]:
+        """Every file stored under ``point_id``, temporaries of unfinished uploads included,
+        within ``probe_timeout``."""
         raise NotImplementedError
 
     def list_fingerprints(self, point_id: str) -> list[str]:
         """Fingerprints under ``point_id`` that hold a manifest (complete objects), sorted."""
-        raise NotImplementedError
+        return sorted({e.fingerprint for e in self.list_entries(point_id) if e.file_name == MANIFEST and e.fingerprint})
 
     def close(self) -> None:
         """Release connections."""

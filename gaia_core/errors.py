@@ -68,3 +68,11 @@ class BackendError(GaiaError):
 
 class ObjectNotFound(BackendError):
     """The remote store answered that the object does not exist."""
+
+
+class ObjectExists(BackendError):
+    """A create-only publish found the object already there (another writer won)."""
+
+
+class BackendUnavailable(BackendError):
+    """The remote did not answer in time, or refused the connection: skip it for this run."""

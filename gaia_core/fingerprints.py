@@ -16,11 +16,28 @@ if TYPE_CHECKING:
     from gaia_core.build import Build
 
 
+class InputPending(Exception):
+    """What a fingerprint needs is not there yet, but a planned task makes it.
+
+    Raised by :meth:`FingerprintSource.digest` (for instance, before ``buildroot.fetch``
+    cloned the source tree that a defconfig lives in). ``status`` then prints the
+    fingerprint as unknown with ``needs`` instead of guessing; the restore task runs after
+    that task and computes it for real.
+    """
+
+    def __init__(self, needs: str, detail: str = ""):
+        self.needs = needs
+        self.detail = detail
+        super().__init__(f"needs {needs}" + (f" ({detail})" if detail else ""))
+
+
 class FingerprintSource:
     """Digest the contents behind one or more config paths.
 
-    ``paths`` lists the dotted config paths it handles. :meth:`digest` gets the value at
-    that path and returns something JSON-serializable (or None when nothing is behind it).
+    ``paths`` lists the dotted config paths it handles. :meth:`digest` gets the effective
+    value at that path (validated, defaults applied, JSON types) and returns something
+    JSON-serializable: None when nothing is behind it. Raise :class:`InputPending` when
+    the content will only exist after a planned task ran.
     """
 
     kind: ClassVar[str]
