@@ -20,19 +20,28 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_stream(path: Path, source: BinaryIO) -> None:
-    """Copy ``source`` into ``path``; readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Copy ``source`` into ``path``; readers see the old file or the whole new one.
+
+    An OSError (a full or read-only disk) always names ``path``, whatever step failed.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             shutil.copyfileobj(source, f, 4 << 20)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
 
 
 def write_bytes(path: Path, data: bytes) -> None:

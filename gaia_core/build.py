@@ -13,9 +13,9 @@ if TYPE_CHECKING:
 _MISSING = object()
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Build:
-    """What every module, anchor and task sees of the build file."""
+    """What every module, anchor and task sees of the build file (compared by identity)."""
 
     #: the build file as given
     path: Path

@@ -44,7 +44,7 @@ def test_sigkill_during_capture_leaves_no_object_and_the_next_run_recovers(tmp_p
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            partial = [p for p in (store / "tmp").glob("*/payload.tar.zst") if p.stat().st_size > 0] \
+            partial = [p for p in (store / "tmp").glob("*/payload.partial") if p.stat().st_size > 0] \
                 if (store / "tmp").is_dir() else []
             if partial:
                 break

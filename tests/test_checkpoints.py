@@ -11,6 +11,7 @@ import pytest
 from checkpoint_plugin import CounterPlugin
 
 from gaia_core.checkpoints import archive
+from gaia_core.checkpoints.manifest import FORMAT_VERSION
 from gaia_core.plugins import get_plugin_manager
 
 
@@ -79,7 +80,7 @@ def test_cold_run_captures_and_warm_run_restores(gaia_cli, pm, project):
     [obj] = project.objects()
     manifest = json.loads((obj / "manifest.json").read_text())
     assert (obj / manifest["payload"]["file"]).stat().st_size == manifest["payload"]["size"]
-    assert manifest["fingerprint"] == obj.name and manifest["format"] == 1
+    assert manifest["fingerprint"] == obj.name and manifest["format"] == FORMAT_VERSION
     assert manifest["fingerprint_inputs"]["counter.value"] == "a"
     # the capture ran before consume wrote into the output
     assert "consumed.txt" not in _payload_names(obj / manifest["payload"]["file"])
@@ -150,7 +151,7 @@ def test_corrupt_payload_is_refused_in_verify_mode_and_rebuilt(gaia_cli, pm, pro
     project.write()
     run(gaia_cli, pm, "run", project.build)
     [obj] = project.objects()
-    payload = next(obj.glob("payload.*"))
+    payload = next(obj.glob("payload*"))
     data = bytearray(payload.read_bytes())
     data[len(data) // 2] ^= 0xFF
     payload.write_bytes(bytes(data))
@@ -184,7 +185,9 @@ def test_dir_backend_round_trip_restores_from_a_wiped_store(gaia_cli, pm, projec
     run(gaia_cli, pm, "run", project.build)
     [obj] = project.objects()
     remote = project.shared / "base" / obj.name
-    assert sorted(p.name for p in remote.iterdir()) == ["manifest.json", "payload.tar.zst"]
+    payload_name = json.loads((obj / "manifest.json").read_text())["payload"]["file"]
+    assert payload_name.startswith("payload-") and payload_name.endswith(".tar.zst")
+    assert sorted(p.name for p in remote.iterdir()) == ["manifest.json", payload_name]
     listed = run(gaia_cli, pm, "checkpoints", "list", project.build, "--remote", "--json").json["points"][0]
     assert listed["remote"] == [obj.name]
 
@@ -204,7 +207,8 @@ def test_partial_remote_object_is_not_downloaded(gaia_cli, pm, project):
     project.write(backend=True, point='backend = "dir:shared"\nupload_policy = "on_success"')
     run(gaia_cli, pm, "run", project.build)
     [obj] = project.objects()
-    (project.shared / "base" / obj.name / "payload.tar.zst").write_bytes(b"truncated")
+    payload_name = json.loads((obj / "manifest.json").read_text())["payload"]["file"]
+    (project.shared / "base" / obj.name / payload_name).write_bytes(b"truncated")
     shutil.rmtree(project.store)
     shutil.rmtree(project.out)
     result = run(gaia_cli, pm, "run", project.build)
@@ -350,8 +354,8 @@ def test_permissive_still_refuses_an_unsafe_payload(gaia_cli, pm, project):
         evil.size = 4
         tar.addfile(evil, io.BytesIO(b"evil"))
     payload = zstandard.ZstdCompressor().compress(raw.getvalue())
-    (obj / "payload.tar.zst").write_bytes(payload)
     manifest = json.loads((obj / "manifest.json").read_text())
+    (obj / manifest["payload"]["file"]).write_bytes(payload)
     manifest["payload"]["size"] = len(payload)
     (obj / "manifest.json").write_text(json.dumps(manifest))
     shutil.rmtree(project.out)

@@ -47,7 +47,7 @@ class DirBackend(Backend):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def upload(self, key: str, source: Path) -> None:
+    def upload(self, key: str, source: Path, *, progress=None) -> None:
         dest = self._path(key)
         try:
             with open(source, "rb") as src:
@@ -55,7 +55,7 @@ class DirBackend(Backend):
         except OSError as exc:
             raise BackendError(f"{self.ref}: upload of {key} failed: {exc.strerror or exc}") from None
 
-    def download(self, key: str, dest: BinaryIO) -> None:
+    def download(self, key: str, dest: BinaryIO, *, progress=None) -> None:
         path = self._path(key)
         try:
             with open(path, "rb") as src:
@@ -64,6 +64,39 @@ class DirBackend(Backend):
             raise ObjectNotFound(f"{self.ref}: {key} not found") from None
         except OSError as exc:
             raise BackendError(f"{self.ref}: download of {key} failed: {exc.strerror or exc}") from None
+
+    # TEMPORARY until the backends branch lands
+    def publish(self, key: str, source: Path) -> None:
+        import os
+
+        from gaia_core.errors import ObjectExists
+
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        shutil.copyfile(source, tmp)
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            raise ObjectExists(f"{self.ref}: {key} exists") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list_entries(self, point_id: str):  # type: ignore[no-untyped-def]
+        from gaia_core.backends import Entry
+
+        base = self._path(point_id)
+        out = []
+        if base.is_dir():
+            for fp_dir in base.iterdir():
+                for f in fp_dir.iterdir() if fp_dir.is_dir() else []:
+                    st = f.stat()
+                    out.append(Entry(f"{point_id}/{fp_dir.name}/{f.name}", st.st_size, st.st_mtime,
+                                     temporary=f.name.startswith(".")))
+        return out
 
     def list_fingerprints(self, point_id: str) -> list[str]:
         base = self._path(point_id)

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from gaia_core.checkpoints.units import parse_duration, parse_size
+from gaia_core.config.fields import names_a_field
 from gaia_core.config.loader import render_validation_error
+from gaia_core.errors import ConfigError
 from gaia_core.plugins import install_hint
 from gaia_core.tasks import StrictModel
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from gaia_core.backends import Backend
     from gaia_core.build import Build
+
+#: ``GAIA_CHECKPOINTS_READ_ONLY=1`` makes every run a read-only consumer (pull-request CI)
+READ_ONLY_ENV = "GAIA_CHECKPOINTS_READ_ONLY"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 UsePolicy = Literal["auto", "off", "required"]
 UploadPolicy = Literal["off", "on_success", "always"]
@@ -40,6 +49,38 @@ class CheckpointsModel(StrictModel):
     default_upload_policy: UploadPolicy = "off"
     trust_mode: TrustMode = "verify"
     queue_file: str | None = None
+    #: ``NAME:<base64>`` lines of ``gaia checkpoints keygen``; objects from a backend must be
+    #: signed by one of them (trust_mode = "verify")
+    trusted_public_keys: list[str] = Field(default_factory=list)
+    #: the variable holding the path of the secret key file that signs captures
+    signing_key_file_env: str | None = None
+    #: restore from backends, never write to one, never sign (untrusted CI jobs)
+    read_only: bool = False
+    #: retention applied to the local store after each capture (and the defaults of gc)
+    keep_last: int | None = Field(None, ge=1)
+    max_age: str | None = None
+    max_size: str | None = None
+
+    @field_validator("signing_key_file_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError("must be the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*)")
+        return value
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("max_size")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)
+        return value
     #: kind -> name -> table; each table is validated by its backend's config model
     backends: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
     points: list[PointModel] = Field(default_factory=list)
@@ -62,6 +103,17 @@ class Point:
         return self.anchor_task.replace(".", "-")
 
 
+@dataclasses.dataclass(frozen=True)
+class Retention:
+    keep_last: int | None = None
+    max_age: float | None = None  # seconds
+    max_size: int | None = None  # bytes
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.keep_last, self.max_age, self.max_size))
+
+
 @dataclasses.dataclass
 class CheckpointSettings:
     enabled: bool
@@ -69,6 +121,12 @@ class CheckpointSettings:
     queue_file: str | None
     points: list[Point]
     backend_configs: dict[str, tuple[type[Backend], BaseModel]]  # "kind:name" -> (class, config)
+    trusted_keys: dict[str, Ed25519PublicKey] = dataclasses.field(default_factory=dict)
+    signing_key_file_env: str | None = None
+    read_only: bool = False
+    #: why read_only is on ("read_only = true in <file>" or the env var), for messages
+    read_only_source: str = ""
+    retention: Retention = dataclasses.field(default_factory=Retention)
 
     def backend(self, ref: str) -> Backend:
         cls, config = self.backend_configs[ref]
@@ -186,8 +244,9 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
                     "checkpoint; remove the key to use the anchor's defaults"
                 )
             for j, path in enumerate(p.fingerprint_from):
-                if not path.strip() or any(not part for part in path.strip().split(".")):
-                    problems.append(f"{origin}: {key}.fingerprint_from[{j}]: '{path}' is not a dotted config path")
+                problem = _fingerprint_path_problem(build, path.strip())
+                if problem:
+                    problems.append(f"{origin}: {key}.fingerprint_from[{j}]: {problem}")
         backend_ref = None
         if p.backend is not None and p.backend.strip():
             backend_ref, problem = resolve_backend_ref(p.backend, model.backends)
@@ -209,14 +268,71 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             fingerprint_from=tuple(s.strip() for s in p.fingerprint_from) if p.fingerprint_from else None,
             backend=backend_ref,
         ))
+    queue_file = model.queue_file.strip() if model.queue_file and model.queue_file.strip() else None
+    if queue_file is not None:
+        try:
+            build.workspace.resolve(queue_file)
+        except ConfigError as exc:
+            problems.append(f"{build.origin('checkpoints.queue_file')}: checkpoints.queue_file: {exc}")
+    trusted: dict[str, Ed25519PublicKey] = {}
+    for j, line in enumerate(model.trusted_public_keys):
+        where = f"{build.origin('checkpoints.trusted_public_keys')}: checkpoints.trusted_public_keys[{j}]"
+        try:
+            name, public = _parse_public_key(line, where)
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
+        if name in trusted:
+            problems.append(f"{where}: key name '{name}' is listed twice")
+        trusted[name] = public
+    env_read_only = os.environ.get(READ_ONLY_ENV, "").strip()
+    if env_read_only not in ("", "0", "1", "true", "false", "yes", "no"):
+        problems.append(f"environment: {READ_ONLY_ENV}={env_read_only!r} must be 1 or 0")
+    read_only_source = ""
+    if env_read_only in ("1", "true", "yes"):
+        read_only_source = f"{READ_ONLY_ENV}=1"
+    elif model.read_only:
+        read_only_source = f"read_only = true in {build.origin('checkpoints.read_only')}"
     settings = CheckpointSettings(
         enabled=model.enabled,
         trust_mode=model.trust_mode,
-        queue_file=model.queue_file.strip() if model.queue_file and model.queue_file.strip() else None,
+        queue_file=queue_file,
         points=points if model.enabled else [],
         backend_configs=backend_configs,
+        trusted_keys=trusted,
+        signing_key_file_env=model.signing_key_file_env,
+        read_only=bool(read_only_source),
+        read_only_source=read_only_source,
+        retention=Retention(
+            keep_last=model.keep_last,
+            max_age=parse_duration(model.max_age) if model.max_age else None,
+            max_size=parse_size(model.max_size) if model.max_size else None,
+        ),
     )
     return settings, problems
+
+
+def _parse_public_key(line: str, where: str):  # type: ignore[no-untyped-def]
+    from gaia_core.checkpoints.signing import parse_public_key
+
+    return parse_public_key(line, where)
+
+
+def _fingerprint_path_problem(build: Build, path: str) -> str | None:
+    """Why ``path`` names no config field (a typo would be hashed as null); None when it does."""
+    from gaia_core.checkpoints.fingerprint import owning_table
+
+    if not path or any(not part for part in path.split(".")):
+        return f"'{path}' is not a dotted config path"
+    table = owning_table(build, path)
+    tables = ", ".join(sorted(build.registry.modules)) or "none"
+    if table is None:
+        return f"'{path}' names no config field (paths start with a module table: {tables})"
+    model = build.registry.modules[table].cls.config_model
+    rest = path[len(table) + 1 :].split(".") if path != table else []
+    if not names_a_field(model, rest):
+        return f"'{path}' names no field of [{table}]"
+    return None
 
 
 def validate_checkpoints(build: Build) -> list[str]:
@@ -231,8 +347,6 @@ def checkpoint_settings(build: Build) -> CheckpointSettings:
         return cached
     settings, problems = _settings_and_problems(build)
     if settings is None or problems:
-        from gaia_core.errors import ConfigError
-
         raise ConfigError(problems)
     build.settings["checkpoints"] = settings
     return settings

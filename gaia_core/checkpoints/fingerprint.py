@@ -1,5 +1,12 @@
-"""A point's fingerprint: sha256 over the selected config values, the contents they name,
-the anchor's salt and the store format version; the inputs are kept to explain misses."""
+"""A point's fingerprint: sha256 over the effective config values it selects, the contents
+they name, the anchor's salt and the store format version; the inputs are kept to explain
+misses.
+
+Values are the validated settings with their defaults (writing a default out changes
+nothing, changing a plugin's default changes the fingerprint). Salt keys are namespaced
+by the anchor task (``buildroot.build:host.system``), so they never read like config paths.
+No absolute workspace path goes in: checkpoints relocate.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +16,69 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from gaia_core.checkpoints.manifest import FORMAT_VERSION
+from gaia_core.fingerprints import InputPending
 
 if TYPE_CHECKING:
     from gaia_core.anchors import Anchor
     from gaia_core.build import Build
     from gaia_core.checkpoints.config import Point
 
+FORMAT_KEY = "gaia.store_format"
+
 
 @dataclasses.dataclass(frozen=True)
 class Fingerprint:
-    value: str
+    #: hex sha256; None while an input waits for a task (``pending`` says which)
+    value: str | None
     inputs: dict[str, Any]
+    pending: InputPending | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.value is not None
+
+    def short(self) -> str:
+        return self.value[:12] if self.value else "unknown"
 
 
 def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
+def owning_table(build: Build, path: str) -> str | None:
+    """The registered module table that holds ``path`` (the longest matching one)."""
+    best = None
+    for table in build.registry.modules:
+        if (path == table or path.startswith(table + ".")) and (best is None or len(table) > len(best)):
+            best = table
+    return best
+
+
+def effective_value(build: Build, path: str) -> Any:
+    """The validated value at ``path`` with defaults applied; None when its module is inactive."""
+    table = owning_table(build, path)
+    if table is None:
+        return _jsonable(build.get(path))
+    settings = build.settings.get(table)
+    if settings is None:
+        return None
+    node: Any = settings.model_dump(mode="json")
+    for part in path[len(table) + 1 :].split(".") if path != table else ():
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
 def selected_inputs(build: Build, point: Point, anchor: Anchor) -> dict[str, Any]:
+    """Every input of the fingerprint; raises InputPending when one waits for a task."""
     paths = point.fingerprint_from or anchor.default_fingerprint_paths
     inputs: dict[str, Any] = {}
     for path in paths:
-        value = _jsonable(build.get(path))
+        value = effective_value(build, path)
         sources = build.registry.sources_by_path.get(path, [])
         if sources:
             contents = {src.kind: _jsonable(src().digest(build, path, value)) for src in sources}
@@ -38,13 +86,16 @@ def selected_inputs(build: Build, point: Point, anchor: Anchor) -> dict[str, Any
         else:
             inputs[path] = value
     for key, value in anchor.fingerprint_salt().items():
-        inputs[key] = _jsonable(value)
-    inputs["gaia.store_format"] = FORMAT_VERSION
+        inputs[f"{anchor.task}:{key}"] = _jsonable(value)
+    inputs[FORMAT_KEY] = FORMAT_VERSION
     return inputs
 
 
 def compute(build: Build, point: Point, anchor: Anchor) -> Fingerprint:
-    inputs = selected_inputs(build, point, anchor)
+    try:
+        inputs = selected_inputs(build, point, anchor)
+    except InputPending as pending:
+        return Fingerprint(None, {}, pending)
     payload = {"anchor_task": point.anchor_task, "id": point.id, "selected": inputs}
     return Fingerprint(hashlib.sha256(canonical_json(payload)).hexdigest(), inputs)
 

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
-import sys
-import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import filelock
 
+from gaia_core import owner
 from gaia_core.atomic import write_json
 from gaia_core.errors import CheckpointError
 
@@ -50,14 +46,7 @@ class StoreLock:
                 f"{self.root / LOCK_NAME} (held by {who})"
             ) from None
         try:
-            write_json(self.holder_path, {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "command": " ".join(sys.argv[:3]),
-                "purpose": purpose,
-                "since": datetime.now(timezone.utc).isoformat(),
-                "since_epoch": time.time(),
-            })
+            write_json(self.holder_path, owner.me(purpose))
             yield
         finally:
             self.holder_path.unlink(missing_ok=True)
@@ -80,7 +69,4 @@ class StoreLock:
 
 
 def describe_holder(holder: dict[str, Any]) -> str:
-    return (
-        f"pid {holder.get('pid')} on {holder.get('host')} running '{holder.get('command')}' "
-        f"({holder.get('purpose')}) since {holder.get('since')}"
-    )
+    return owner.describe(holder)

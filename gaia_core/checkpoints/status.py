@@ -1,4 +1,11 @@
-"""What each point will do on the next run, and why."""
+"""What each point will do on the next run, and why; never a guess.
+
+``hit`` means the restore will succeed: the manifest is read and its signer,
+prerequisites and relocation are checked (not the payload bytes). Before the tasks that
+a fingerprint needs ran (``buildroot.fetch``), the fingerprint is ``unknown`` with what
+it waits for, and the ``will_*`` fields are unknown too. Status reads only: it writes,
+moves and discards nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,9 @@ from typing import Any
 from gaia_core.backends import MANIFEST, object_key
 from gaia_core.checkpoints.config import Point
 from gaia_core.checkpoints.engine import Checkpoints
-from gaia_core.errors import BackendError
+from gaia_core.checkpoints.manifest import OldFormat
+from gaia_core.checkpoints.portability import assess
+from gaia_core.errors import BackendError, CheckpointError
 
 
 @dataclasses.dataclass
@@ -20,20 +29,27 @@ class PointStatus:
     trust_mode: str
     backend: str | None
     fingerprint: str
-    exists: bool
-    materialized: bool
+    #: what the fingerprint waits for (``needs buildroot.fetch``); None when it is known
+    pending: str | None
+    exists: bool | None
+    materialized: bool | None
     remote_exists: bool | None
-    will_use: bool
-    will_download: bool
-    will_rebuild: bool
-    will_upload: bool
-    will_fail: bool
+    will_use: bool | None
+    will_download: bool | None
+    will_rebuild: bool | None
+    will_upload: bool | None
+    will_fail: bool | None
     pending_upload: bool
     upload_queue: dict[str, Any]
     reason: str
     local_reason: str
     remote_error: str | None
     inactive: str | None
+    #: who signed the object that would be used: a key name, ``unsigned``, or ``-``
+    signer: str
+    read_only: bool
+    #: the manifests a miss was explained against (``--explain`` diffs them), by where they are
+    compared: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -48,44 +64,83 @@ class PointStatus:
             f"remote_exists={b(self.remote_exists)}", f"will_use={b(self.will_use)}",
             f"will_download={b(self.will_download)}", f"will_rebuild={b(self.will_rebuild)}",
             f"will_upload={b(self.will_upload)}", f"pending_upload={b(self.pending_upload)}",
-            f"reason={self.reason}", f"remote_error={self.remote_error or '-'}", f"fingerprint={self.fingerprint}",
+            f"reason={self.reason}", f"signer={self.signer}", f"remote_error={self.remote_error or '-'}",
+            f"fingerprint={self.fingerprint}",
         ]
-        return "- " + " ".join(parts)
+        line = "- " + " ".join(parts)
+        if self.pending:
+            line += f" ({self.pending})"
+        return line
+
+
+def _queue(cp: Checkpoints, point: Point, fp: str | None) -> dict[str, Any]:
+    entries = [e for e in cp.store.read_queue() if e.get("id") == point.id]
+    queue: dict[str, Any] = {state: sum(1 for e in entries if e.get("state") == state)
+                             for state in ("pending", "failed", "uploaded")}
+    current = [e for e in entries if fp is not None and e.get("fingerprint") == fp]
+    if current:
+        queue["current"] = {k: current[-1].get(k) for k in ("state", "attempts", "last_error", "backend_ref")}
+    return queue
+
+
+def _signer(manifest: dict[str, Any]) -> str:
+    signature = manifest.get("signature")
+    return str(signature.get("key")) if isinstance(signature, dict) else "unsigned"
 
 
 def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) -> PointStatus:
     anchor = cp.anchor(point)
     fp = cp.fingerprint(point)
     inactive = anchor.inactive_reason()
+    queue = _queue(cp, point, fp.value)
+    base = dict(
+        id=point.id, anchor=point.anchor_task, use_policy=point.use_policy, upload_policy=point.upload_policy,
+        trust_mode=point.trust_mode, backend=point.backend, pending_upload=queue["pending"] + queue["failed"] > 0,
+        upload_queue=queue, inactive=inactive, read_only=cp.read_only,
+    )
+    if not fp.known:
+        assert fp.pending is not None
+        unknown = dict.fromkeys(("exists", "materialized", "remote_exists", "will_use", "will_download",
+                                 "will_rebuild", "will_upload", "will_fail"))
+        reason = f"inactive:{inactive}" if inactive else "unknown"
+        return PointStatus(**base, **unknown, fingerprint="unknown", pending=str(fp.pending), reason=reason,
+                           local_reason=reason, remote_error=None, signer="-")
+    value = fp.value
+    assert value is not None
     targets = anchor.targets()
-    obj = cp.store.get(point.id, fp.value)
-    problem = cp.manifest_problem(obj.manifest, point, fp.value) if obj else None
-    exists = obj is not None and problem is None  # restore discards a mismatching object in both modes
-    materialized = cp.materialized(targets, fp.value)
-    local_reason = "hit" if exists else ("lineage_mismatch" if problem else cp.miss_reason(point, fp))
+    obj = cp.local_object(point, value, discard=False)
+    materialized = cp.materialized(targets, value)
+    signer = "-"
+    local_reason = "hit"
+    usable = False
+    if obj is not None:
+        problem = assess(obj.manifest, anchor).problem
+        usable = problem is None
+        local_reason = problem or "hit"
+        signer = _signer(obj.manifest)
+    else:
+        local_reason = cp.miss_reason(point, fp)
     reason = local_reason
+    compared: dict[str, Any] = {}
 
     remote_exists: bool | None = None
+    remote_usable = False
     remote_error = None
-    if not exists and not materialized and point.use_policy != "off" and point.backend and not inactive:
-        if probe_remote:
-            backend = None
-            try:
-                backend = cp.backend(point.backend)
-                with backend:
-                    remote_exists = backend.exists(object_key(point.id, fp.value, MANIFEST))
-            except BackendError as exc:
-                remote_error = backend.redact(str(exc)) if backend else str(exc)
-            if remote_exists:
-                reason = "remote_hit"
+    if not usable and not materialized and point.use_policy != "off" and point.backend and not inactive:
+        if not probe_remote:
+            remote_error = "not probed (dry run)"
+        else:
+            remote_exists, remote_usable, remote_reason, remote_error, remote_signer = _probe(cp, point, value)
+            if remote_usable:
+                reason, signer = "remote_hit", remote_signer
+            elif remote_reason:
+                reason = remote_reason
             elif remote_error:
                 reason = "remote_probe_error"
             elif reason == "missing":
                 reason = "remote_missing"
-        else:
-            remote_error = "not probed (dry run)"
 
-    available = exists or materialized or bool(remote_exists)
+    available = usable or materialized or remote_usable
     will_use = will_rebuild = will_fail = False
     if inactive:
         reason = f"inactive:{inactive}"
@@ -93,29 +148,53 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
         will_rebuild, reason = True, "policy_off"
     elif available:
         will_use = True
-        if materialized and not exists:
+        if materialized and not usable:
             reason = "materialized"
     elif point.use_policy == "required":
         will_fail, reason = True, f"required_missing:{reason}"
     else:
         will_rebuild = True
-
-    entries = [e for e in cp.store.read_queue() if e.get("id") == point.id]
-    queue = {state: sum(1 for e in entries if e.get("state") == state) for state in ("pending", "failed", "uploaded")}
-    current = [e for e in entries if e.get("fingerprint") == fp.value]
-    if current:
-        queue["current"] = {k: current[-1].get(k) for k in ("state", "attempts", "last_error", "backend_ref")}
     return PointStatus(
-        id=point.id, anchor=point.anchor_task, use_policy=point.use_policy, upload_policy=point.upload_policy,
-        trust_mode=point.trust_mode, backend=point.backend, fingerprint=fp.value, exists=exists,
-        materialized=materialized, remote_exists=remote_exists, will_use=will_use,
-        will_download=will_use and not exists and not materialized and bool(remote_exists),
+        **base, fingerprint=value, pending=None, exists=obj is not None, materialized=materialized,
+        remote_exists=remote_exists, will_use=will_use,
+        will_download=will_use and not usable and not materialized and remote_usable,
         will_rebuild=will_rebuild,
-        will_upload=will_rebuild and point.upload_policy != "off" and bool(point.backend),
-        will_fail=will_fail, pending_upload=queue["pending"] + queue["failed"] > 0, upload_queue=queue,
-        reason=reason, local_reason=local_reason, remote_error=remote_error, inactive=inactive,
+        will_upload=will_rebuild and point.upload_policy != "off" and bool(point.backend) and not cp.read_only,
+        will_fail=will_fail, reason=reason, local_reason=local_reason, remote_error=remote_error, signer=signer,
+        compared=compared,
     )
 
 
+def _probe(cp: Checkpoints, point: Point, fp: str) -> tuple[bool | None, bool, str | None, str | None, str]:
+    """(exists, usable, why not usable, error, signer) of the backend's object, from its manifest."""
+    from gaia_core.checkpoints.remote import fetch_manifest, judge
+
+    assert point.backend
+    try:
+        with cp.session(point.backend) as backend:
+            if not backend.exists(object_key(point.id, fp, MANIFEST)):
+                return False, False, None, None, "-"
+            manifest = fetch_manifest(backend, point.id, fp, f"{point.backend}:{point.id}/{fp[:12]}")
+    except OldFormat:
+        return True, False, "format_changed", None, "-"
+    except BackendError as exc:
+        return None, False, None, cp.redact(point.backend, str(exc)), "-"
+    except CheckpointError as exc:
+        return True, False, "remote_invalid", str(exc), "-"
+    if manifest is None:
+        return False, False, None, None, "-"
+    problem = cp.manifest_problem(manifest, point, fp)
+    if problem:
+        return True, False, "remote_invalid", problem, "-"
+    verdict = judge(cp, point, manifest)
+    if point.trust_mode == "verify" and not verdict.usable:
+        return True, False, verdict.reason(), None, verdict.signer
+    portability = assess(manifest, cp.anchor(point))
+    if not portability.usable:
+        return True, False, portability.problem, None, verdict.signer
+    return True, True, None, None, verdict.signer
+
+
 def store_status(cp: Checkpoints) -> dict[str, Any]:
-    return {"store": str(cp.store.root), "queue_file": str(cp.store.queue_path), "lock_holder": cp.store.lock.holder()}
+    return {"store": str(cp.store.root), "queue_file": str(cp.store.queue_path), "lock_holder": cp.store.lock.holder(),
+            "read_only": cp.settings.read_only_source or None}

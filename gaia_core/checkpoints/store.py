@@ -1,11 +1,15 @@
 """The local store: objects under ``points/<id>/<fingerprint>/``, the index and the queue.
 
 Objects are built in ``tmp/`` inside the store and renamed into place, so a reader sees no
-object or a complete one: ``manifest.json`` is the commit marker and is written last.
+object or a complete one: ``manifest.json`` is the commit marker and is written last. Each
+temporary directory records its owner (host, pid, start time), so the next run reclaims
+what a killed one left at once. Queries (``status``, ``list``) read only: a corrupt queue
+is reported and left for ``run`` or ``retry`` to repair.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,16 +23,29 @@ from typing import Any
 
 from gaia_core import atomic
 from gaia_core.checkpoints.lock import StoreLock
-from gaia_core.checkpoints.manifest import PAYLOAD_NAMES, now, read_manifest
+from gaia_core.checkpoints.manifest import OldFormat, now, read_manifest
 from gaia_core.errors import CheckpointError
+from gaia_core.owner import is_gone, read_owner, write_owner
 
 MANIFEST = "manifest.json"
 INDEX = "index.json"
 QUEUE = "upload-queue.json"
+#: a temporary without an owner record (killed before it was written) is litter after this
+UNOWNED_GRACE = 3600.0
 
 
 def warn(message: str) -> None:
     print(f"WARN: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def store_faults(what: str) -> Iterator[None]:
+    """Turn an OSError of the store's own files into a CheckpointError that names the file."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise CheckpointError(f"{what} failed:{where}: {exc.strerror or exc}") from None
 
 
 @dataclasses.dataclass
@@ -46,6 +63,10 @@ class LocalObject:
     def size(self) -> int:
         return int(self.manifest["payload"]["size"])
 
+    @property
+    def created_at(self) -> str:
+        return str(self.manifest.get("created_at", ""))
+
 
 class Store:
     def __init__(self, root: Path, queue_file: Path | None = None):
@@ -58,28 +79,33 @@ class Store:
     def object_dir(self, point_id: str, fingerprint: str) -> Path:
         return self.root / "points" / point_id / fingerprint
 
-    def get(self, point_id: str, fingerprint: str) -> LocalObject | None:
-        """The complete local object, or None. A broken one is reported and ignored."""
+    def get(self, point_id: str, fingerprint: str, *, quiet: bool = False) -> LocalObject | None:
+        """The complete local object, or None. A broken one is reported (unless quiet) and ignored."""
         path = self.object_dir(point_id, fingerprint)
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
             return None
         try:
             manifest = read_manifest(manifest_path)
+        except OldFormat:
+            return None
         except CheckpointError as exc:
-            warn(f"{exc}; ignoring that local checkpoint")
+            if not quiet:
+                warn(f"{exc}; ignoring that local checkpoint")
             return None
         obj = LocalObject(point_id, fingerprint, path, manifest)
         if manifest["fingerprint"] != fingerprint or manifest["id"] != point_id:
-            warn(f"checkpoint manifest {manifest_path} names another object; ignoring it")
+            if not quiet:
+                warn(f"checkpoint manifest {manifest_path} names another object; ignoring it")
             return None
         if not obj.payload_path.is_file():
-            warn(f"checkpoint payload {obj.payload_path} is missing; ignoring that local checkpoint")
+            if not quiet:
+                warn(f"checkpoint payload {obj.payload_path} is missing; ignoring that local checkpoint")
             return None
         return obj
 
     def objects(self, point_id: str) -> list[LocalObject]:
-        """Complete objects of a point, newest first."""
+        """Objects of a point with a readable manifest (any format), newest first."""
         base = self.root / "points" / point_id
         found = []
         if base.is_dir():
@@ -91,29 +117,34 @@ class Store:
                         continue
                     if isinstance(manifest, dict):
                         found.append(LocalObject(point_id, child.name, child, manifest))
-        found.sort(key=lambda o: str(o.manifest.get("created_at", "")), reverse=True)
+        found.sort(key=lambda o: o.created_at, reverse=True)
         return found
 
     def new_staging(self, point_id: str, fingerprint: str) -> Path:
-        tmp = self.root / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"{point_id}-{fingerprint[:12]}-", dir=tmp))
+        with store_faults("creating a staging directory in the checkpoint store"):
+            tmp = self.root / "tmp"
+            tmp.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f"{point_id}-{fingerprint[:12]}-", dir=tmp))
+            write_owner(staging, f"staging {point_id}/{fingerprint[:12]}")
+        return staging
 
     def publish(self, staging: Path, point_id: str, fingerprint: str, manifest: dict[str, Any]) -> LocalObject:
         """Write the manifest last, then rename the staging dir into place (atomic)."""
-        atomic.fsync_file(staging / manifest["payload"]["file"])
-        atomic.write_json(staging / MANIFEST, manifest)
         final = self.object_dir(point_id, fingerprint)
-        with self.lock.held(f"publish {point_id}/{fingerprint[:12]}"):
-            if (final / MANIFEST).is_file():
-                shutil.rmtree(staging, ignore_errors=True)
-            else:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                if final.exists():  # a leftover without manifest: never a valid object
-                    shutil.rmtree(final)
-                os.rename(staging, final)
-                atomic.fsync_dir(final.parent)
-            self._index_add(point_id, fingerprint, manifest)
+        with store_faults(f"publishing checkpoint {point_id}/{fingerprint[:12]}"):
+            (staging / ".gaia-owner.json").unlink(missing_ok=True)
+            atomic.fsync_file(staging / manifest["payload"]["file"])
+            atomic.write_json(staging / MANIFEST, manifest)
+            with self.lock.held(f"publish {point_id}/{fingerprint[:12]}"):
+                if (final / MANIFEST).is_file():
+                    shutil.rmtree(staging, ignore_errors=True)
+                else:
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    if final.exists():  # a leftover without manifest: never a valid object
+                        shutil.rmtree(final)
+                    os.rename(staging, final)
+                    atomic.fsync_dir(final.parent)
+                self._index_add(point_id, fingerprint, manifest)
         obj = self.get(point_id, fingerprint)
         if obj is None:
             raise CheckpointError(f"checkpoint {point_id}/{fingerprint} vanished right after publishing")
@@ -124,25 +155,49 @@ class Store:
         path = self.object_dir(point_id, fingerprint)
         if not path.exists():
             return
-        with self.lock.held(f"discard {point_id}/{fingerprint[:12]}"):
-            trash = self.root / "tmp" / f"discarded-{point_id}-{fingerprint[:12]}-{int(time.time())}"
-            trash.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(path, trash)
+        with store_faults(f"discarding checkpoint {point_id}/{fingerprint[:12]}"):
+            with self.lock.held(f"discard {point_id}/{fingerprint[:12]}"):
+                trash = self.root / "tmp" / f"discarded-{point_id}-{fingerprint[:12]}-{time.time_ns()}"
+                trash.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(path, trash)
+                self._index_remove(point_id, fingerprint)
         shutil.rmtree(trash, ignore_errors=True)
         warn(f"discarded local checkpoint {point_id}/{fingerprint[:12]}: {why}")
 
-    def clean_tmp(self, older_than: float = 24 * 3600) -> None:
-        """Remove staging dirs left by crashed runs."""
+    def remove(self, obj: LocalObject) -> None:
+        """Delete an object (gc): the manifest goes first, so no reader sees half an object."""
+        with store_faults(f"removing checkpoint {obj.point_id}/{obj.fingerprint[:12]}"):
+            with self.lock.held(f"gc {obj.point_id}/{obj.fingerprint[:12]}"):
+                (obj.path / MANIFEST).unlink(missing_ok=True)
+                self._index_remove(obj.point_id, obj.fingerprint)
+            shutil.rmtree(obj.path, ignore_errors=True)
+
+    def litter(self) -> list[Path]:
+        """Temporary directories whose owner is gone (or that never recorded one, after an hour)."""
         tmp = self.root / "tmp"
         if not tmp.is_dir():
-            return
-        cutoff = time.time() - older_than
-        for child in tmp.iterdir():
+            return []
+        found = []
+        for child in sorted(tmp.iterdir()):
+            owner = read_owner(child) if child.is_dir() else None
             try:
-                if child.stat().st_mtime < cutoff:
-                    shutil.rmtree(child, ignore_errors=True)
+                age = time.time() - child.lstat().st_mtime
             except OSError:
-                pass
+                continue
+            if owner is not None and is_gone(owner) or owner is None and age > UNOWNED_GRACE or child.name.startswith("discarded-"):
+                found.append(child)
+        return found
+
+    def reclaim_tmp(self) -> list[Path]:
+        """Remove litter; returns what it removed."""
+        removed = []
+        for child in self.litter():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+            removed.append(child)
+        return removed
 
     # -- index ------------------------------------------------------------------------
 
@@ -151,10 +206,10 @@ class Store:
         return self.root / INDEX
 
     def read_index(self) -> dict[str, Any]:
-        """The index; a corrupt one is set aside with a warning and rebuilt from the objects."""
+        """The index; a corrupt one is rebuilt from the objects (in memory; writers replace it)."""
         path = self.index_path
         if not path.exists():
-            return {"version": 1, "points": {}}
+            return self._rebuild_index() if (self.root / "points").is_dir() else {"version": 1, "points": {}}
         try:
             data = json.loads(path.read_bytes())
             if not isinstance(data, dict) or not isinstance(data.get("points"), dict):
@@ -178,9 +233,24 @@ class Store:
         _index_entry(index, point_id, fingerprint, manifest)
         atomic.write_json(self.index_path, index)
 
+    def _index_remove(self, point_id: str, fingerprint: str) -> None:
+        index = self.read_index()
+        entry = index["points"].get(point_id)
+        if not entry:
+            return
+        entry.get("fingerprints", {}).pop(fingerprint, None)
+        if entry.get("latest_fingerprint") == fingerprint:
+            remaining = sorted(entry["fingerprints"].items(), key=lambda kv: str(kv[1].get("created_at")))
+            entry["latest_fingerprint"] = remaining[-1][0] if remaining else None
+            entry["latest_manifest_rel"] = (f"points/{point_id}/{remaining[-1][0]}/{MANIFEST}"
+                                            if remaining else None)
+        atomic.write_json(self.index_path, index)
+
     # -- queue ------------------------------------------------------------------------
 
-    def read_queue(self) -> list[dict[str, Any]]:
+    def read_queue(self, *, repair: bool = False) -> list[dict[str, Any]]:
+        """The queue's entries. A corrupt queue reads as empty with a warning; only with
+        ``repair`` (run, retry) is it moved aside so that a new one can be written."""
         path = self.queue_path
         if not path.exists():
             return []
@@ -191,6 +261,10 @@ class Store:
                 raise ValueError("unexpected shape")
             return [e for e in entries if isinstance(e, dict)]
         except (OSError, ValueError) as exc:
+            if not repair:
+                warn(f"checkpoint upload queue {path} is corrupt ({exc}); `gaia run` or "
+                     "`gaia checkpoints retry` will set it aside")
+                return []
             aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
             try:
                 os.replace(path, aside)
@@ -203,29 +277,30 @@ class Store:
     def update_queue(self, point_id: str, fingerprint: str, backend_ref: str, anchor_task: str,
                      **changes: Any) -> dict[str, Any]:
         """Create or update the entry for (id, fingerprint, backend) under the lock."""
-        with self.lock.held(f"queue {point_id}/{fingerprint[:12]}"):
-            entries = self.read_queue()
-            for entry in entries:
-                if (entry.get("id"), entry.get("fingerprint"), entry.get("backend_ref")) == (
-                        point_id, fingerprint, backend_ref):
-                    break
-            else:
-                entry = {
-                    "id": point_id, "anchor_task": anchor_task, "fingerprint": fingerprint,
-                    "backend_ref": backend_ref,
-                    "object_rel_dir": f"points/{point_id}/{fingerprint}",
-                    "state": "pending", "attempts": 0, "last_error": None, "created_at": now(),
-                }
-                entries.append(entry)
-            if changes.pop("attempted", False):
-                entry["attempts"] = int(entry.get("attempts", 0)) + 1
-            entry.update(changes)
-            entry["updated_at"] = now()
-            atomic.write_json(self.queue_path, {"version": 1, "entries": entries})
-            return dict(entry)
+        with store_faults(f"updating the upload queue {self.queue_path}"):
+            with self.lock.held(f"queue {point_id}/{fingerprint[:12]}"):
+                entries = self.read_queue(repair=True)
+                for entry in entries:
+                    if (entry.get("id"), entry.get("fingerprint"), entry.get("backend_ref")) == (
+                            point_id, fingerprint, backend_ref):
+                        break
+                else:
+                    entry = {
+                        "id": point_id, "anchor_task": anchor_task, "fingerprint": fingerprint,
+                        "backend_ref": backend_ref,
+                        "object_rel_dir": f"points/{point_id}/{fingerprint}",
+                        "state": "pending", "attempts": 0, "last_error": None, "created_at": now(),
+                    }
+                    entries.append(entry)
+                if changes.pop("attempted", False):
+                    entry["attempts"] = int(entry.get("attempts", 0)) + 1
+                entry.update(changes)
+                entry["updated_at"] = now()
+                atomic.write_json(self.queue_path, {"version": 1, "entries": entries})
+                return dict(entry)
 
     def pending_uploads(self, point_id: str | None = None) -> list[dict[str, Any]]:
-        return [e for e in self.read_queue()
+        return [e for e in self.read_queue(repair=True)
                 if e.get("state") in ("pending", "failed") and (point_id is None or e.get("id") == point_id)]
 
     def iter_point_ids(self) -> Iterator[str]:
@@ -246,4 +321,4 @@ def _index_entry(index: dict[str, Any], point_id: str, fingerprint: str, manifes
     }
 
 
-__all__ = ["Store", "LocalObject", "PAYLOAD_NAMES", "MANIFEST", "warn"]
+__all__ = ["MANIFEST", "LocalObject", "Store", "store_faults", "warn"]

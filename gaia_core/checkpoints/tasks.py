@@ -1,38 +1,77 @@
 """The bodies of the restore, capture and upload tasks (:mod:`.planning` places them).
 
-The engine of a run is created by the first checkpoint task and shared through
-``ctx.state.data``, so every task of the run sees the same fingerprints and store.
+The engine of a run (:meth:`Checkpoints.of`) is shared with the status preamble, so the
+fingerprints, the backends found down and the warnings are the same for all of them.
+Under ``auto`` every checkpoint problem (a remote down, an untrusted or unusable object, a
+full disk) costs a build, never the run; ``required`` turns a miss into a failure.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
+from gaia_core.checkpoints.archive import PayloadCorrupt, UnsafeArchive
+from gaia_core.checkpoints.engine import Checkpoints
+from gaia_core.checkpoints.portability import assess
 from gaia_core.errors import BackendError, CheckpointError, TaskFailed
 
 if TYPE_CHECKING:
     from gaia_core.anchors import Anchor
     from gaia_core.checkpoints.config import Point
-    from gaia_core.checkpoints.engine import Checkpoints
+    from gaia_core.checkpoints.store import LocalObject
     from gaia_core.run import TaskContext
 
-_ENGINE = "checkpoints.engine"
 _RESTORED = "checkpoints.restored"
 _TO_UPLOAD = "checkpoints.to_upload"
 
 
-def _engine(ctx: TaskContext) -> Checkpoints:
-    from gaia_core.checkpoints.engine import Checkpoints
+class Cancelled(TaskFailed):
+    pass
 
-    engine = ctx.state.data.get(_ENGINE)
-    if engine is None:
-        engine = ctx.state.data[_ENGINE] = Checkpoints(ctx.build)
-    return engine
+
+def degrading(step: str):  # type: ignore[no-untyped-def]
+    """A store fault (full or read-only disk) costs the checkpoint, not the build, unless required."""
+
+    def wrap(func):  # type: ignore[no-untyped-def]
+        @functools.wraps(func)
+        def run(ctx: TaskContext, *args: str) -> None:
+            try:
+                func(ctx, *args)
+            except TaskFailed:
+                raise
+            except (CheckpointError, OSError) as exc:
+                point = Checkpoints.of(ctx.build).point(args[0]) if args else None
+                if point is not None and step == "restore" and point.use_policy == "required":
+                    raise TaskFailed(f"required checkpoint '{point.id}': {exc}") from None
+                what = f"checkpoint:{point.id}" if point else "checkpoints"
+                ctx.log(f"WARN: {what} {step} failed: {exc}; the build goes on")
+
+        return run
+
+    return wrap
+
+
+def progress_for(ctx: TaskContext, what: str):  # type: ignore[no-untyped-def]
+    """A progress callback for a transfer of ``total`` bytes that also ends it on Ctrl-C."""
+    from gaia_core.checkpoints.progress import reporter
+
+    def factory(total: int | None):  # type: ignore[no-untyped-def]
+        report = reporter(what, total, ctx.log)
+
+        def progress(n: int) -> None:
+            if ctx.state.cancel.is_set():
+                raise Cancelled(f"cancelled during {what}")
+            report(n)
+
+        return progress
+
+    return factory
 
 
 def _active(ctx: TaskContext, point_id: str, step: str) -> tuple[Checkpoints, Point, Anchor] | None:
     """The engine, point and anchor; None (logged) when the anchor says checkpoints don't apply."""
-    cp = _engine(ctx)
+    cp = Checkpoints.of(ctx.build)
     point = cp.point(point_id)
     anchor = cp.anchor(point)
     inactive = anchor.inactive_reason()
@@ -42,54 +81,70 @@ def _active(ctx: TaskContext, point_id: str, step: str) -> tuple[Checkpoints, Po
     return cp, point, anchor
 
 
+def _miss(ctx: TaskContext, cp: Checkpoints, point: Point, anchor: Anchor, reason: str, fp: str) -> None:
+    if point.use_policy == "required":
+        raise TaskFailed(
+            f"required checkpoint '{point.id}' for {point.anchor_task} is not available "
+            f"(reason: {reason}; fingerprint {fp[:12]}); run once with use_policy = \"auto\" to create it"
+        )
+    targets = [t for t in anchor.targets() if t.path.is_dir()]
+    try:
+        cp.clear_markers(targets)
+    except CheckpointError as exc:
+        ctx.log(f"WARN: {exc}")
+    ctx.log(f"checkpoint:{point.id} restore miss (reason={reason}); {point.anchor_task} will run")
+
+
+@degrading("restore")
 def run_restore(ctx: TaskContext, point_id: str) -> None:
     active = _active(ctx, point_id, "restore")
     if active is None:
         return
     cp, point, anchor = active
-    fp = cp.fingerprint(point).value
+    fingerprint = cp.fingerprint(point, fresh=True)
+    if not fingerprint.known:
+        raise TaskFailed(f"checkpoint '{point.id}': the fingerprint still {fingerprint.pending} after the tasks "
+                         "before the restore ran")
+    fp = fingerprint.value
+    assert fp is not None
     targets = anchor.targets()
     tag = f"checkpoint:{point.id}"
     if point.use_policy == "off":
         cp.clear_markers([t for t in targets if t.path.is_dir()])
         ctx.log(f"{tag} restore skipped (use_policy=off); {point.anchor_task} will run and be captured")
         return
-    cp.store.clean_tmp()
+    try:
+        for removed in cp.store.reclaim_tmp():
+            ctx.log(f"removed {removed} left in the store by an interrupted run")
+        cp.store.read_queue(repair=True)  # a corrupt queue is set aside by runs, never by queries
+    except OSError as exc:
+        ctx.log(f"WARN: could not tidy the checkpoint store: {exc}")
     if cp.materialized(targets, fp):
         ctx.log(f"{tag} {', '.join(str(t.path) for t in targets)} already holds {fp[:12]}; nothing to restore")
         _mark_restored(ctx, point, anchor.skipped_tasks(), fp, "already in place")
         _upload_local_hit(ctx, cp, point, fp)
         return
-    obj = cp.local_object(point, fp)
-    source = "local store"
-    if obj is None and point.backend:
-        try:
-            obj = cp.download(point, fp, ctx.log)
-            source = point.backend
-            if obj is None:
-                ctx.log(f"{tag} {fp[:12]} is not in {point.backend} either")
-        except (BackendError, CheckpointError, OSError) as exc:
-            message = _redacted(cp, point, exc)
-            if point.use_policy == "required":
-                raise TaskFailed(f"required checkpoint '{point.id}' download via {point.backend} failed: {message}") from None
-            ctx.log(f"WARN: {tag} remote fetch via {point.backend} failed: {message}; building instead")
+    obj, source, reason = _find(ctx, cp, point, fp)
     if obj is None:
-        reason = cp.miss_reason(point, cp.fingerprint(point))
-        if point.use_policy == "required":
-            raise TaskFailed(
-                f"required checkpoint '{point.id}' for {point.anchor_task} is not available "
-                f"(reason: {reason}; fingerprint {fp[:12]}); run once with use_policy = \"auto\" to create it"
-            )
-        cp.clear_markers([t for t in targets if t.path.is_dir()])
-        ctx.log(f"{tag} restore miss (reason={reason}); {point.anchor_task} will run")
+        _miss(ctx, cp, point, anchor, reason or cp.miss_reason(point, fingerprint), fp)
+        return
+    portability = assess(obj.manifest, anchor)
+    if not portability.usable:
+        _miss(ctx, cp, point, anchor, str(portability.problem), fp)
         return
     try:
-        cp.restore(obj, point, targets)
-    except CheckpointError as exc:
-        cp.store.discard(point.id, fp, str(exc))
+        from gaia_core.checkpoints.restore import restore
+
+        restore(cp, obj, point, anchor, targets, portability, ctx.log, progress_for(ctx, f"restore {point.id}")(
+            obj.size))
+    except Cancelled:
+        raise
+    except (CheckpointError, OSError) as exc:
+        if isinstance(exc, (UnsafeArchive, PayloadCorrupt)):
+            cp.store.discard(point.id, fp, str(exc))
         if point.use_policy == "required":
             raise TaskFailed(f"required checkpoint '{point.id}' could not be restored: {exc}") from None
-        cp.clear_markers([t for t in targets if t.path.is_dir()])
+        _miss_quietly(cp, anchor)
         ctx.log(f"WARN: {tag} could not be restored: {exc}; building instead")
         return
     ctx.log(f"{tag} restored {fp[:12]} from {source}")
@@ -98,63 +153,126 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
         _upload_local_hit(ctx, cp, point, fp)
 
 
+def _miss_quietly(cp: Checkpoints, anchor: Anchor) -> None:
+    try:
+        cp.clear_markers([t for t in anchor.targets() if t.path.is_dir()])
+    except CheckpointError:
+        pass
+
+
+def _find(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> tuple[LocalObject | None, str, str | None]:
+    """The object to restore, where it came from, and why there is none (None: ask miss_reason)."""
+    from gaia_core.checkpoints.remote import Unusable, Untrusted, download
+
+    obj = cp.local_object(point, fp)
+    if obj is not None or not point.backend:
+        return obj, "local store", None
+    tag = f"checkpoint:{point.id}"
+    try:
+        obj = download(cp, point, fp, ctx.log, progress_for(ctx, f"download {point.id}"))
+    except Cancelled:
+        raise
+    except Untrusted as exc:
+        ctx.log(f"WARN: {tag} the object in {point.backend} is not used: {exc.verdict.reason()}")
+        return None, point.backend, exc.verdict.reason()
+    except Unusable as exc:
+        ctx.log(f"{tag} the object in {point.backend} cannot be used here: {exc.reason}")
+        return None, point.backend, exc.reason
+    except (BackendError, CheckpointError, OSError) as exc:
+        message = cp.redact(point.backend, str(exc))
+        if point.use_policy == "required":
+            raise TaskFailed(f"required checkpoint '{point.id}' download via {point.backend} failed: "
+                             f"{message}") from None
+        ctx.log(f"WARN: {tag} remote fetch via {point.backend} failed: {message}; building instead")
+        return None, point.backend, f"remote_error:{type(exc).__name__}"
+    if obj is None:
+        ctx.log(f"{tag} {fp[:12]} is not in {point.backend} either")
+        return None, point.backend, None
+    return obj, point.backend, None
+
+
 def _mark_restored(ctx: TaskContext, point: Point, skipped: tuple[str, ...], fp: str, how: str) -> None:
-    ctx.state.data.setdefault(_RESTORED, {})[point.id] = fp
+    ctx.state.data.setdefault(_RESTORED, {})[point.id] = how
     for task_id in skipped:
         ctx.state.skipped[task_id] = f"checkpoint {point.id}@{fp[:12]} {how}"
 
 
+@degrading("capture")
 def run_capture(ctx: TaskContext, point_id: str) -> None:
     active = _active(ctx, point_id, "capture")
     if active is None:
         return
     cp, point, anchor = active
-    if point.id in ctx.state.data.get(_RESTORED, {}):
-        ctx.log(f"checkpoint:{point.id} capture skipped (the restored checkpoint was used)")
+    how = ctx.state.data.get(_RESTORED, {}).get(point.id)
+    if how is not None:
+        ctx.log(f"checkpoint:{point.id} nothing to capture: the tree was {how}")
         return
     fp = cp.fingerprint(point)
     try:
-        obj = cp.capture(point, fp, anchor.targets(), ctx.log)
-    except CheckpointError as exc:
+        from gaia_core.checkpoints.capture import capture
+
+        obj = capture(cp, point, fp, anchor, anchor.targets(), ctx.log, progress_for(ctx, f"capture {point.id}")(
+            None))
+    except Cancelled:
+        raise
+    except (CheckpointError, OSError) as exc:
         ctx.log(f"WARN: checkpoint:{point.id} capture failed: {exc}; the build goes on without a checkpoint")
         return
     if not point.backend or point.upload_policy == "off":
         ctx.log(f"checkpoint:{point.id} kept locally (upload_policy={point.upload_policy}, "
                 f"backend={point.backend or 'none'})")
+    elif cp.read_only:
+        ctx.log(f"checkpoint:{point.id} kept locally: read-only ({cp.settings.read_only_source})")
     else:
         _schedule_upload(ctx, cp, point, obj.fingerprint)
 
 
 def _schedule_upload(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> None:
     """``always``: upload now; ``on_success``: leave it to ``checkpoints.upload``."""
+    from gaia_core.checkpoints.remote import upload
+
     assert point.backend
     if point.upload_policy == "always":
-        cp.upload(point.id, fp, point.backend, point.anchor_task, ctx.log)
+        upload(cp, point.id, fp, point.backend, point.anchor_task, ctx.log, progress_for(ctx, f"upload {point.id}"))
     else:
         ctx.state.data.setdefault(_TO_UPLOAD, []).append(point.id)
         ctx.log(f"checkpoint:{point.id} will be uploaded to {point.backend} once the run succeeds")
 
 
 def _upload_local_hit(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> None:
-    """A checkpoint used from the local store reaches the backend too, unless it already did."""
-    if not point.backend or point.upload_policy == "off" or cp.store.get(point.id, fp) is None:
+    """A checkpoint used from the local store reaches the backend too, unless it already has it."""
+    if not point.backend or point.upload_policy == "off" or cp.read_only:
+        return
+    if cp.store.get(point.id, fp) is None:
         return
     done = any(e.get("state") == "uploaded" and (e.get("fingerprint"), e.get("backend_ref")) == (fp, point.backend)
                for e in cp.store.read_queue())
-    if not done:
-        _schedule_upload(ctx, cp, point, fp)
+    if done:
+        return
+    from gaia_core.backends import MANIFEST, object_key
+
+    try:
+        with cp.session(point.backend) as backend:
+            there = backend.exists(object_key(point.id, fp, MANIFEST))
+    except BackendError as exc:
+        there = False
+        ctx.log(f"WARN: checkpoint:{point.id} could not ask {point.backend} for {fp[:12]}: "
+                f"{cp.redact(point.backend, str(exc))}")
+    if there:
+        ctx.log(f"checkpoint:{point.id} {fp[:12]} is already in {point.backend}")
+        cp.store.update_queue(point.id, fp, point.backend, point.anchor_task, state="uploaded", last_error=None)
+        return
+    _schedule_upload(ctx, cp, point, fp)
 
 
+@degrading("upload")
 def run_uploads(ctx: TaskContext) -> None:
-    cp = _engine(ctx)
+    from gaia_core.checkpoints.remote import upload
+
+    cp = Checkpoints.of(ctx.build)
     for point_id in ctx.state.data.get(_TO_UPLOAD, []):
         point = cp.point(point_id)
         assert point.backend
-        cp.upload(point.id, cp.fingerprint(point).value, point.backend, point.anchor_task, ctx.log)
-
-
-def _redacted(cp: Checkpoints, point: Point, exc: BaseException) -> str:
-    message = str(exc)
-    if point.backend and point.backend in cp.settings.backend_configs:
-        message = cp.backend(point.backend).redact(message)
-    return message
+        fp = cp.fingerprint(point).value
+        assert fp is not None
+        upload(cp, point.id, fp, point.backend, point.anchor_task, ctx.log, progress_for(ctx, f"upload {point.id}"))

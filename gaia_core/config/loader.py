@@ -8,21 +8,24 @@ is allowed.
 
 from __future__ import annotations
 
-import collections.abc
 import copy
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from gaia_core.build import Build
+from gaia_core.config.fields import allowed_keys
 from gaia_core.config.merge import Origins, read_layers
 from gaia_core.config.overrides import apply_overrides
 from gaia_core.config.workspace import Workspace, WorkspaceModel
 from gaia_core.errors import ConfigError
-from gaia_core.plugins import KNOWN_PROVIDERS, Registry, get_plugin_manager, install_hint
+from gaia_core.plugins import (
+    KNOWN_PROVIDERS,
+    Registry,
+    get_plugin_manager,
+    install_hint,
+)
 
 #: top-level keys the core owns; every other one belongs to a module or a feature plugin
 CORE_KEYS = ("build", "imports", "workspace")
@@ -159,42 +162,10 @@ def render_validation_error(
         dotted = ".".join([table, *loc]) if loc else table
         message = error["msg"]
         if error["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, loc[:-1])
+            allowed = allowed_keys(model, loc[:-1])
             message = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
         problems.append(f"{_origin(origins, dotted, path)}: {dotted}: {message}")
     return problems
-
-
-def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
-    """Field names of the (nested) model at ``loc``; empty when it cannot be told."""
-    current: Any = model
-    for part in loc:
-        current = _unwrap_optional(current)
-        if _is_model(current):
-            field = current.model_fields.get(part)
-            if field is None:
-                return []
-            current = field.annotation
-        elif typing.get_origin(current) in (dict, list, tuple, collections.abc.Mapping, collections.abc.Sequence):
-            args = typing.get_args(current)
-            current = args[-1] if args else None  # dict value / list item type
-        else:
-            return []
-    current = _unwrap_optional(current)
-    return sorted(current.model_fields) if _is_model(current) else []
-
-
-def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
-
-
-def _unwrap_optional(tp: Any) -> Any:
-    """``Model | None`` -> ``Model``; other types unchanged."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        members = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(members) == 1:
-            return members[0]
-    return tp
 
 
 def _origin(origins: Origins, dotted: str, default: Path) -> Path:

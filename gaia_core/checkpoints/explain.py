@@ -1,0 +1,99 @@
+"""A miss explained input by input, against the nearest object locally and in the backend.
+
+A fresh CI runner has no local object; what it needs to know is why the team's remote
+did not serve it. The nearest object is the one with the most inputs in common among the
+local objects and the 20 newest manifests of the point in its backend.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from gaia_core.backends import MANIFEST
+from gaia_core.checkpoints.engine import Checkpoints
+from gaia_core.checkpoints.fingerprint import canonical_json, changed_inputs, miss_reason
+from gaia_core.checkpoints.manifest import FORMAT_VERSION
+from gaia_core.errors import BackendError, CheckpointError
+
+if TYPE_CHECKING:
+    from gaia_core.checkpoints.config import Point
+
+#: remote manifests compared, newest first
+REMOTE_CANDIDATES = 20
+
+
+def flatten(value: Any, prefix: str) -> dict[str, Any]:
+    """Leaves of nested dicts as dotted keys: ``{"packages": {"nano": true}}`` -> ``packages.nano``."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key in sorted(value):
+            out.update(flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def value_diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, old, new) for every leaf that differs."""
+    flat_old, flat_new = {}, {}
+    for key in set(old) | set(new):
+        if key in old:
+            flat_old.update(flatten(old[key], key))
+        if key in new:
+            flat_new.update(flatten(new[key], key))
+    return [(k, flat_old.get(k, "<absent>"), flat_new.get(k, "<absent>"))
+            for k in sorted(set(flat_old) | set(flat_new))
+            if canonical_json(flat_old.get(k, "<absent>")) != canonical_json(flat_new.get(k, "<absent>"))]
+
+
+def _remote_manifests(cp: Checkpoints, point: Point) -> tuple[list[dict[str, Any]], str | None]:
+    from gaia_core.checkpoints.remote import fetch_manifest
+
+    assert point.backend
+    manifests = []
+    try:
+        with cp.session(point.backend) as backend:
+            entries = [e for e in backend.list_entries(point.id) if e.file_name == MANIFEST]
+            entries.sort(key=lambda e: e.mtime or 0, reverse=True)
+            for entry in entries[:REMOTE_CANDIDATES]:
+                assert entry.fingerprint
+                try:
+                    manifest = fetch_manifest(backend, point.id, entry.fingerprint, f"{point.backend}:{entry.key}")
+                except CheckpointError:
+                    continue
+                if manifest is not None:
+                    manifests.append(manifest)
+    except BackendError as exc:
+        return manifests, cp.redact(point.backend, str(exc))
+    return manifests, None
+
+
+def explain_miss(cp: Checkpoints, point: Point, *, probe_remote: bool = True) -> dict[str, Any]:
+    fp = cp.fingerprint(point)
+    if not fp.known:
+        return {"lines": [f"fingerprint unknown: {fp.pending}"], "nearest": None}
+    local = [o.manifest for o in cp.store.objects(point.id) if o.manifest.get("format") == FORMAT_VERSION]
+    if any(m.get("fingerprint") == fp.value for m in local):
+        return {"lines": [], "nearest": None}
+    candidates = [("local", m) for m in local]
+    error = None
+    if probe_remote and point.backend and point.use_policy != "off":
+        remote, error = _remote_manifests(cp, point)
+        if any(m.get("fingerprint") == fp.value for m in remote):
+            return {"lines": [], "nearest": None}
+        candidates += [("remote", m) for m in remote]
+    nearest = cp.nearest(point, fp, [m for _, m in candidates])
+    lines = []
+    if error:
+        lines.append(f"remote not compared: {error}")
+    if nearest is None:
+        lines.append("no other object of this point to compare with")
+        return {"lines": lines, "nearest": None, "remote_error": error}
+    where = next(w for w, m in candidates if m is nearest)
+    short = nearest["fingerprint"][:12]
+    diff = value_diff(nearest["fingerprint_inputs"], fp.inputs)
+    lines.append(f"nearest: {where} {short} ({miss_reason(changed_inputs(nearest['fingerprint_inputs'], fp.inputs))})")
+    lines += [f"{key}: {json.dumps(old)} -> {json.dumps(new)} ({where} {short})" for key, old, new in diff]
+    return {"lines": lines, "remote_error": error,
+            "nearest": {"where": where, "fingerprint": nearest["fingerprint"],
+                        "diff": [{"key": k, "old": o, "new": n} for k, o, n in diff]}}
