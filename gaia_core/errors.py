@@ -19,8 +19,10 @@ class ExitCode(enum.IntEnum):
     PLUGIN_ERROR = 4
     #: a remote store could not be reached
     BACKEND_UNAVAILABLE = 5
-    #: interrupted by Ctrl-C
+    #: interrupted by Ctrl-C (SIGINT)
     INTERRUPTED = 130
+    #: stopped by SIGTERM
+    TERMINATED = 143
 
 
 class GaiaError(Exception):

@@ -35,6 +35,10 @@ Echo = Callable[[str], Any]
 
 #: seconds between SIGTERM and SIGKILL when a command is cancelled
 KILL_GRACE_SECONDS = 3.0
+#: seconds a cancelled run waits for its running tasks before it ends without them; tasks
+#: that move data check ``state.cancel`` between chunks, and commands get SIGTERM then
+#: SIGKILL within KILL_GRACE_SECONDS, so a run ends within about 5 s of Ctrl-C or SIGTERM
+CANCEL_GRACE_SECONDS = 4.0
 #: longest line kept from a command's output (longer lines are cut)
 MAX_LINE = 4096
 #: bytes read at most per line, so a command that never prints a newline stays bounded
@@ -63,6 +67,10 @@ class RunState:
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: set on Ctrl-C/SIGTERM; running commands are killed, no new task starts
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+    #: the signal that cancelled the run (SIGINT or SIGTERM), for the exit code
+    cancel_signal: int | None = None
+    #: ``--quiet``: tasks show no progress of long transfers
+    quiet: bool = False
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -202,13 +210,15 @@ def _signal_name(num: int) -> str:
 
 @dataclasses.dataclass
 class RunResult:
-    #: task id -> "ok" | "failed" | "skipped" | "not-run" | "dry-run"
+    #: task id -> "ok" | "failed" | "skipped" | "not-run" | "dry-run" | "interrupted"
     statuses: dict[str, str]
     errors: dict[str, str]
     logs: dict[str, Path]
     elapsed: float
     interrupted: bool = False
     dry_run: bool = False
+    #: SIGTERM ends a run with 143, Ctrl-C with 130
+    signal: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -217,7 +227,7 @@ class RunResult:
     @property
     def exit_code(self) -> ExitCode:
         if self.interrupted:
-            return ExitCode.INTERRUPTED
+            return ExitCode.TERMINATED if self.signal == signal.SIGTERM else ExitCode.INTERRUPTED
         return ExitCode.OK if self.ok else ExitCode.FAILED
 
     def count(self, status: str) -> int:
@@ -281,15 +291,20 @@ class _Scheduler:
     def run(self) -> RunResult:
         started = time.monotonic()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        announced_cancel = False
+        cancelled_at: float | None = None
         while True:
             stopping = bool(self.errors) or self.state.cancel.is_set()
-            if self.state.cancel.is_set() and not announced_cancel:
-                announced_cancel = True
+            if self.state.cancel.is_set() and cancelled_at is None:
+                cancelled_at = time.monotonic()
                 self.echo("INTERRUPTED: stopping running tasks, starting no new ones")
             while not stopping and self.ready and len(self.running) < self.workers:
                 self._start(heapq.heappop(self.ready))
             if not self.running:
+                break
+            if cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_GRACE_SECONDS:
+                for tid in sorted(self.running):
+                    self.echo(f"INTERRUPTED: {tid} did not stop within {CANCEL_GRACE_SECONDS:.0f}s; leaving it")
+                    self.statuses[tid] = "interrupted"
                 break
             try:
                 finished = self.done.get(timeout=0.1)
@@ -297,7 +312,8 @@ class _Scheduler:
                 continue
             self._finish(finished)
         result = RunResult(
-            self.statuses, self.errors, self.logs, time.monotonic() - started, interrupted=self.state.cancel.is_set()
+            self.statuses, self.errors, self.logs, time.monotonic() - started, interrupted=self.state.cancel.is_set(),
+            signal=self.state.cancel_signal,
         )
         for line in summary_lines(result):
             self.echo(line)
@@ -415,6 +431,7 @@ def _cancel_on_signals(state: RunState) -> Iterator[None]:
         if state.cancel.is_set():
             state.kill_children(signal.SIGKILL)
             raise KeyboardInterrupt
+        state.cancel_signal = signum
         state.cancel.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

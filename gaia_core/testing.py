@@ -20,6 +20,7 @@ from TOML alone::
     provides = ["demo:hello"]
     fail = "message"                # raise TaskFailed after cmd
     skip = { "demo.other" = "why" } # put other tasks into ctx.state.skipped
+    hang = 60                       # sit in a blocking Python call that ignores cancellation
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import functools
 import json
 import os
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,8 @@ class DemoTaskModel(StrictModel):
     fail: str | None = None
     crash: bool = False
     skip: dict[str, str] = Field(default_factory=dict)
+    #: seconds spent blocked in Python (like a transfer waiting on a socket), not cancellable
+    hang: float = 0
 
 
 class DemoSettings(StrictModel):
@@ -84,6 +88,8 @@ def _run_demo_task(spec: DemoTaskModel, ctx: Any) -> None:
     for line in spec.log:
         ctx.log(line)
     ctx.state.skipped.update(spec.skip)
+    if spec.hang:
+        time.sleep(spec.hang)
     if spec.cmd:
         ctx.run_cmd(spec.cmd, cwd=ctx.build.workspace.root)
     if spec.crash:

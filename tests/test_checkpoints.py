@@ -5,62 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
-from checkpoint_plugin import CounterPlugin
+from counter_project import run, status
 
 from gaia_core.checkpoints import archive
 from gaia_core.checkpoints.manifest import FORMAT_VERSION
-from gaia_core.plugins import get_plugin_manager
-
-
-@pytest.fixture
-def pm():
-    pm = get_plugin_manager(load_entrypoints=False)
-    pm.register(CounterPlugin(), name="counter")
-    return pm
-
-
-@pytest.fixture
-def project(tmp_path: Path):
-    """Write ``build.toml`` with a counter module and a checkpoint point; returns helpers."""
-
-    class Project:
-        root = tmp_path
-        build = tmp_path / "build.toml"
-        store = tmp_path / "build" / "checkpoints"
-        out = tmp_path / "build" / "counter-out"
-        shared = tmp_path / "shared"
-
-        def write(self, value: str = "a", extra: str = "", point: str = "", checkpoints: str = "",
-                  backend: bool = False, fail_consume: bool = False) -> None:
-            text = f'[counter]\nvalue = "{value}"\nextra = "{extra}"\nfail_consume = {str(fail_consume).lower()}\n'
-            text += f"\n[checkpoints]\nenabled = true\n{checkpoints}\n"
-            if backend:
-                text += f'[checkpoints.backends.dir.shared]\npath = "{self.shared}"\n'
-            text += f'\n[[checkpoints.points]]\nid = "base"\nanchor_task = "counter.build"\n{point}\n'
-            self.build.write_text(text)
-
-        def builds(self) -> int:
-            log = tmp_path / "builds.log"
-            return len(log.read_text().splitlines()) if log.exists() else 0
-
-        def objects(self) -> list[Path]:
-            base = self.store / "points" / "base"
-            return sorted(p for p in base.iterdir()) if base.is_dir() else []
-
-    return Project()
-
-
-def run(gaia_cli, pm, *args: Any, code: int = 0):
-    result = gaia_cli(*args, pm=pm)
-    assert result.exit_code == code, result.output
-    return result
-
-
-def status(gaia_cli, pm, project) -> dict[str, Any]:
-    return run(gaia_cli, pm, "checkpoints", "status", project.build, "--json").json["points"][0]
 
 
 def test_plan_puts_restore_before_anchor_and_capture_before_consumers(gaia_cli, pm, project):

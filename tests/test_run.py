@@ -333,10 +333,36 @@ def test_signal_stops_gaia_run_and_kills_children(gaia_demo_build, tmp_path, sig
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == ExitCode.INTERRUPTED == 130
+    expected = ExitCode.TERMINATED if sig == signal.SIGTERM else ExitCode.INTERRUPTED
+    assert proc.returncode == expected == (143 if sig == signal.SIGTERM else 130)
     assert time.monotonic() - t0 < 8
     assert wait_until(lambda: not alive(pid))
     assert "interrupted" in err
     assert "  status: interrupted" in out
     assert "RUN: demo.later" not in out
     assert not (path.parent / "later-ran").exists()
+
+
+def test_sigterm_ends_a_run_whose_task_is_blocked_in_python(gaia_demo_build, tmp_path):
+    """A task stuck in a blocking call (a hung transfer) does not keep a cancelled run alive."""
+    path = gaia_demo_build({"stuck": {"hang": 120, "log": ["blocking"]}})
+    script = tmp_path / "gaia_demo.py"
+    script.write_text(CLI_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
+    proc = subprocess.Popen([sys.executable, str(script), "run", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            if line.startswith("[demo.stuck] blocking"):
+                break
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == ExitCode.TERMINATED
+    assert elapsed < 5 + 1.5, elapsed
+    assert "INTERRUPTED: demo.stuck did not stop" in out

@@ -31,9 +31,9 @@ def configure(*, quiet: bool | None = None, force_plain: bool | None = None) -> 
 
 
 def reporter(what: str, total: int | None, log: Callable[[str], None] | None = None,
-             stream: Any = None) -> Report:
+             stream: Any = None, *, quiet: bool = False) -> Report:
     """A callback taking byte counts; ``close()``-free: the last call past ``total`` ends a bar."""
-    if _settings["quiet"]:
+    if quiet or _settings["quiet"]:
         return _nothing
     stream = stream if stream is not None else sys.stderr
     if not _settings["force_plain"] and getattr(stream, "isatty", lambda: False)():

@@ -57,7 +57,7 @@ def progress_for(ctx: TaskContext, what: str):  # type: ignore[no-untyped-def]
     from gaia_core.checkpoints.progress import reporter
 
     def factory(total: int | None):  # type: ignore[no-untyped-def]
-        report = reporter(what, total, ctx.log)
+        report = reporter(what, total, ctx.log, quiet=ctx.state.quiet)
 
         def progress(n: int) -> None:
             if ctx.state.cancel.is_set():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -47,23 +48,31 @@ def plan_cmd(app: App, build_file: Path, overrides: tuple[str, ...], as_json: bo
     metavar="N",
     help="Run up to N independent tasks at once (0 = number of CPUs).",
 )
+@click.option("--no-wait", is_flag=True, help="Stop at once when another run holds the workspace.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or progress lines.")
 @pass_app
 @click.pass_context
 def run_cmd(
-    ctx: click.Context, app: App, build_file: Path, overrides: tuple[str, ...], dry_run: bool, max_parallel: int
+    ctx: click.Context, app: App, build_file: Path, overrides: tuple[str, ...], dry_run: bool, max_parallel: int,
+    no_wait: bool, quiet: bool,
 ) -> None:
-    """Run every task of the build."""
+    """Run every task of the build (one run per workspace at a time)."""
     from gaia_core import __version__
     from gaia_core.plan import build_plan
-    from gaia_core.run import execute
+    from gaia_core.run import RunState, execute
+    from gaia_core.runlock import run_lock
 
     click.echo(f"gaia {__version__}")
     build = app.load_build(build_file, overrides)
     plan = build_plan(build)
-    for lines in build.registry.pm.hook.gaia_run_preamble(build=build, dry_run=dry_run):
-        for line in lines or ():
-            click.echo(line)
-    result = execute(plan, build, dry_run=dry_run, max_parallel=max_parallel, echo=click.echo)
+    lock = contextlib.nullcontext() if dry_run else run_lock(build.workspace.build_dir, wait=not no_wait,
+                                                             echo=click.echo)
+    with lock:
+        for lines in build.registry.pm.hook.gaia_run_preamble(build=build, dry_run=dry_run):
+            for line in lines or ():
+                click.echo(line)
+        result = execute(plan, build, dry_run=dry_run, max_parallel=max_parallel, echo=click.echo,
+                         state=RunState(quiet=quiet))
     if result.interrupted:
         click.echo("error: interrupted; running commands were stopped", err=True)
     elif not result.ok:

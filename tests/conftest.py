@@ -1,0 +1,25 @@
+"""Fixtures shared by the end-to-end checkpoint tests (the counter anchor of checkpoint_plugin)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from checkpoint_plugin import CounterPlugin
+from counter_project import Project
+
+from gaia_core.plugins import get_plugin_manager
+
+
+@pytest.fixture
+def pm():
+    """Built-ins plus the counter plugin (no installed plugins)."""
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(CounterPlugin(), name="counter")
+    return pm
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """A workspace whose ``build.toml`` has a counter module and a checkpoint point."""
+    return Project(tmp_path / "ws", shared=tmp_path / "shared")
