@@ -188,12 +188,12 @@ def remote_state(cp: Checkpoints, backend: Backend, point: Point, obj: LocalObje
         return f"bad:{exc}"
     if manifest is None:
         return "absent"
-    if manifest["payload"]["sha256"] == obj.manifest["payload"]["sha256"] and \
-            manifest.get("signature") == obj.manifest.get("signature"):
-        return "same"
     known_bad = cp.bad_remote.get((ref, point.id, fp))
     if known_bad:
         return f"bad:{known_bad}"
+    if manifest["payload"]["sha256"] == obj.manifest["payload"]["sha256"] and \
+            manifest.get("signature") == obj.manifest.get("signature"):
+        return "same"
     if cp.manifest_problem(manifest, point, fp):
         return f"bad:{cp.manifest_problem(manifest, point, fp)}"
     if verify(manifest, cp.settings.trusted_keys).state == "invalid":

@@ -1,0 +1,75 @@
+"""Relocation: a checkpoint captured in one workspace restores in another at a different path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from counter_project import Project, run, status
+
+
+def captured(gaia_cli, pm, tmp_path, name: str, **options) -> Project:  # type: ignore[no-untyped-def]
+    """A workspace at ``tmp_path/name`` that captured and uploaded to ``tmp_path/shared``."""
+    shared = tmp_path / "shared"
+    shared.mkdir(exist_ok=True)
+    project = Project(tmp_path / name, shared=shared)
+    project.write(backend=True, point='backend = "dir:shared"\nupload_policy = "always"', embed_root=True, **options)
+    run(gaia_cli, pm, "run", project.build)
+    return project
+
+
+def elsewhere(tmp_path, source: Project, name: str) -> Project:  # type: ignore[no-untyped-def]
+    """A checkout of the same build file at another path, with nothing built yet."""
+    other = Project(tmp_path / name, shared=source.shared)
+    shutil.copy(source.build, other.build)
+    return other
+
+
+@pytest.mark.parametrize("name", ["w", "a-much-longer-workspace-name"])
+def test_a_checkpoint_restores_in_a_workspace_at_another_path(gaia_cli, pm, tmp_path, name):
+    first = captured(gaia_cli, pm, tmp_path, "ws-original", binary_in_scratch=True)
+    second = elsewhere(tmp_path, first, name)
+    assert status(gaia_cli, pm, second)["fingerprint"] == status(gaia_cli, pm, first)["fingerprint"]
+    result = run(gaia_cli, pm, "run", second.build)
+    assert second.builds() == 0, result.output  # restored, not built
+    assert (second.out / "config.mk").read_text() == f"OUT := {second.out}\nROOT := {second.root}\n"
+    assert os.readlink(second.out / "abs-link") == f"{second.out}/value.txt"
+    assert os.readlink(second.out / "link") == "value.txt"  # relative links stay as they are
+    tool = (second.out / "scratch" / "tool.bin").read_bytes()
+    if len(str(second.root)) <= len(str(first.root)):
+        assert str(first.root).encode() not in tool and tool.count(b"/") > 0
+        assert os.fsencode(second.out).lstrip(b"/") in tool
+    else:
+        assert str(first.root).encode() in tool  # cannot grow a binary: kept, with a warning
+        assert "left counter_out/scratch/tool.bin as captured" in result.output
+
+
+def test_relocated_files_keep_their_mtimes_to_the_nanosecond(gaia_cli, pm, tmp_path):
+    first = captured(gaia_cli, pm, tmp_path, "ws-original")
+    mtimes = {p.relative_to(first.out): p.lstat().st_mtime_ns for p in first.out.rglob("*")
+              if p.name not in (".gaia-checkpoint.json", "consumed.txt")}
+    assert any(m % 1_000_000_000 for m in mtimes.values()), "the test tree needs sub-second mtimes"
+    second = elsewhere(tmp_path, first, "ws-moved")
+    run(gaia_cli, pm, "run", second.build)
+    restored = {p.relative_to(second.out): p.lstat().st_mtime_ns for p in second.out.rglob("*")
+                if p.name not in (".gaia-checkpoint.json", "consumed.txt")}
+    assert restored == mtimes
+
+
+def test_a_binary_that_must_move_but_cannot_makes_the_checkpoint_unusable_there(gaia_cli, pm, tmp_path):
+    first = captured(gaia_cli, pm, tmp_path, "ws")  # tool.bin under sub/: relocation required
+    second = elsewhere(tmp_path, first, "ws-with-a-longer-path")
+    st = status(gaia_cli, pm, second)
+    assert st["reason"] == "not_relocatable:counter_out/sub/tool.bin" and st["will_rebuild"] is True
+    result = run(gaia_cli, pm, "run", second.build)
+    assert "not_relocatable:counter_out/sub/tool.bin" in result.output
+    assert second.builds() == 1
+
+
+def test_a_restore_at_the_same_path_rewrites_nothing(gaia_cli, pm, tmp_path):
+    first = captured(gaia_cli, pm, tmp_path, "ws")
+    shutil.rmtree(first.store)
+    shutil.rmtree(first.out)
+    result = run(gaia_cli, pm, "run", first.build)
+    assert first.builds() == 1 and "relocated" not in result.output
