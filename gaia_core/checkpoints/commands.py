@@ -1,6 +1,8 @@
-"""``gaia checkpoints ...``: status, list, retry, keygen and verify (gc, push, pull: :mod:`.lifecycle`).
+"""``gaia checkpoints ...``: status, list, retry, keygen, verify, gc, push and pull.
 
-Queries (status, list) read only; commands that write say so in their help.
+The work is done in :mod:`.status`, :mod:`.verify`, :mod:`.lifecycle` and :mod:`.remote`;
+this module parses options and renders. Queries (status, list) read only; commands that
+write say so in their help.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ class RemoteUnlisted(GaiaError):
 
 
 class VerifyFailed(GaiaError):
+    exit_code = ExitCode.FAILED
+
+
+class PullFailed(GaiaError):
     exit_code = ExitCode.FAILED
 
 
@@ -244,6 +250,141 @@ def verify(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool,
         click.echo(f"checkpoint verify: ok={report['ok']} bad={report['bad']} repaired={report['repaired']}")
     if report["bad"] > report["repaired"]:
         raise VerifyFailed(f"{report['bad'] - report['repaired']} checkpoint object(s) are bad")
+
+
+def _retention(cp, keep_last: int | None, max_age: str | None, max_size: str | None):  # type: ignore[no-untyped-def]
+    """The command line's rules, else the ``[checkpoints]`` defaults."""
+    from gaia_core.checkpoints.config import Retention
+    from gaia_core.checkpoints.units import parse_duration, parse_size
+
+    if keep_last is None and max_age is None and max_size is None:
+        return cp.settings.retention
+    try:
+        return Retention(keep_last=keep_last, max_age=parse_duration(max_age) if max_age else None,
+                         max_size=parse_size(max_size) if max_size else None)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _progress(quiet: bool, as_json: bool):  # type: ignore[no-untyped-def]
+    from gaia_core.checkpoints.progress import reporter
+
+    if quiet:
+        return None
+    return lambda what: (lambda total: reporter(what, total))
+
+
+@checkpoints.command()
+@build_file_options
+@click.option("--remote", is_flag=True, help="Also collect in each point's backend.")
+@click.option("--id", "point_id", default=None, help="Only this checkpoint point.")
+@click.option("--keep-last", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Keep the N newest objects of each point (the current one among them).")
+@click.option("--max-age", default=None, metavar="AGE", help="Remove objects created more than AGE ago (30d, 12h).")
+@click.option("--max-size", default=None, metavar="SIZE", help="Remove the oldest until the rest fit (50GiB).")
+@click.option("--grace", default="1h", show_default=True, metavar="AGE",
+              help="Never remove a remote object younger than this (readers may be downloading it).")
+@click.option("--dry-run", is_flag=True, help="List what would go and the bytes it frees; remove nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def gc(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, point_id: str | None,
+       keep_last: int | None, max_age: str | None, max_size: str | None, grace: str, dry_run: bool,
+       as_json: bool) -> None:
+    """Remove old objects of this build's points, and the litter of killed transfers (writes).
+
+    Never the current fingerprint of a point, a local object a concurrent run holds, or a
+    remote object younger than --grace. Without rules, the [checkpoints] retention applies."""
+    from gaia_core.checkpoints.lifecycle import gc_local, gc_remote
+    from gaia_core.checkpoints.units import human_size, parse_duration
+
+    cp = engine_for(app, build_file, overrides)
+    if remote and cp.read_only:
+        raise ConfigError(f"gc --remote deletes from backends, and checkpoints are read-only here "
+                          f"({cp.settings.read_only_source})")
+    try:
+        grace_s = parse_duration(grace)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--grace") from None
+    rules = _retention(cp, keep_last, max_age, max_size)
+    points = selected_points(cp, build_file, point_id)
+    log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    report = {"dry_run": dry_run, "local": gc_local(cp, points, rules, dry_run=dry_run, log=log)}
+    if remote:
+        report["remote"] = gc_remote(cp, points, rules, grace=grace_s, dry_run=dry_run, log=log)
+    if as_json:
+        echo_json(report)
+    else:
+        verb = "would remove" if dry_run else "removed"
+        for where, part in report.items():
+            if where == "dry_run":
+                continue
+            for obj in part["objects"]:
+                state = f"kept ({obj['kept']})" if obj["kept"] else verb
+                click.echo(f"{obj['where']:<12} {obj['point']}/{obj['fingerprint'][:12]}  "
+                           f"{human_size(obj['size'])}  {state}")
+            for item in part["litter"]:
+                click.echo(f"{'litter':<12} {item}  {verb}")
+            for error in part.get("errors", []):
+                click.echo(f"error: {error}", err=True)
+            click.echo(f"checkpoint gc ({where}): {verb} {sum(not o['kept'] for o in part['objects'])} object(s), "
+                       f"{human_size(part['freed'])}; {len(part['litter'])} litter item(s)")
+    if remote and report["remote"]["errors"]:
+        raise RemoteUnlisted("; ".join(report["remote"]["errors"]))
+
+
+@checkpoints.command()
+@build_file_options
+@click.option("--id", "point_id", default=None, help="Only this checkpoint point.")
+@click.option("--all", "everything", is_flag=True, help="Every local object of the points, not only the current.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def push(app: App, build_file: Path, overrides: tuple[str, ...], point_id: str | None, everything: bool,
+         quiet: bool, as_json: bool) -> None:
+    """Upload local objects the backend lacks (the current fingerprint by default) (writes)."""
+    from gaia_core.checkpoints.lifecycle import push as push_objects
+
+    cp = engine_for(app, build_file, overrides)
+    if cp.read_only:
+        raise ConfigError(f"push writes to backends, and checkpoints are read-only here ({cp.settings.read_only_source})")
+    log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    progress = _progress(quiet, as_json)
+    report = push_objects(cp, selected_points(cp, build_file, point_id), everything=everything, log=log,
+                          progress_factory=progress("push") if progress else None)
+    if as_json:
+        echo_json(report)
+    else:
+        for row in report["results"]:
+            state = "pushed" if row["pushed"] else f"not pushed: {row['why']}"
+            click.echo(f"{row['id']}/{(row['fingerprint'] or 'unknown')[:12]}  {state}")
+    if report["failed"]:
+        raise UploadsFailed(f"{report['failed']} push(es) failed; they are queued for `gaia checkpoints retry`")
+
+
+@checkpoints.command()
+@build_file_options
+@click.option("--id", "point_id", default=None, help="Only this checkpoint point.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def pull(app: App, build_file: Path, overrides: tuple[str, ...], point_id: str | None, quiet: bool,
+         as_json: bool) -> None:
+    """Download the current fingerprint of each point into the local store, without building."""
+    from gaia_core.checkpoints.lifecycle import pull as pull_objects
+
+    cp = engine_for(app, build_file, overrides)
+    log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    progress = _progress(quiet, as_json)
+    report = pull_objects(cp, selected_points(cp, build_file, point_id), log=log,
+                          progress_factory=progress("pull") if progress else None)
+    if as_json:
+        echo_json(report)
+    else:
+        for row in report["results"]:
+            state = "pulled" if row["pulled"] and not row.get("why") else (row.get("why") or "pulled")
+            click.echo(f"{row['id']}/{row['fingerprint'][:12]}  {state}")
+    if report["failed"]:
+        raise PullFailed(f"{report['failed']} point(s) could not be pulled")
 
 
 def age(created_at: str) -> str:

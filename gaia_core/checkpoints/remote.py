@@ -215,7 +215,7 @@ def upload(cp: Checkpoints, point_id: str, fp: str, ref: str, anchor_task: str, 
         obj = cp.store.get(point_id, fp)
         if obj is None:
             raise CheckpointError(f"local checkpoint {point_id}/{fp[:12]} is missing; nothing to upload")
-        with cp.session(ref) as backend:
+        with cp.store.hold(obj), cp.session(ref) as backend:
             state = remote_state(cp, backend, point, obj)
             if state in ("same", "other"):
                 by = "" if state == "same" else " (from another producer; kept)"

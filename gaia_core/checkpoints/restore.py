@@ -62,7 +62,7 @@ def restore(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
         write_owner(staging, f"restore {point.id}/{obj.fingerprint[:12]}")
         tree = staging / "tree"
         tree.mkdir()
-        with open(obj.payload_path, "rb") as f:
+        with cp.store.hold(obj), open(obj.payload_path, "rb") as f:
             info = archive.extract(
                 f, tree, targets, compression=payload["compression"],
                 expected_sha256=payload["sha256"] if point.trust_mode == "verify" else None,

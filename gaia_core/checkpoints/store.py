@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -164,13 +165,40 @@ class Store:
         shutil.rmtree(trash, ignore_errors=True)
         warn(f"discarded local checkpoint {point_id}/{fingerprint[:12]}: {why}")
 
-    def remove(self, obj: LocalObject) -> None:
-        """Delete an object (gc): the manifest goes first, so no reader sees half an object."""
-        with store_faults(f"removing checkpoint {obj.point_id}/{obj.fingerprint[:12]}"):
-            with self.lock.held(f"gc {obj.point_id}/{obj.fingerprint[:12]}"):
+    @contextlib.contextmanager
+    def hold(self, obj: LocalObject) -> Iterator[None]:
+        """Keep gc away from ``obj`` while a run reads it (a shared lock on its manifest)."""
+        try:
+            fd = os.open(obj.path / MANIFEST, os.O_RDONLY)
+        except OSError:
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def remove(self, obj: LocalObject) -> bool:
+        """Delete an object (gc) unless a run holds it; the manifest goes first, so no reader
+        sees half an object. False when it is in use."""
+        with store_faults(f"removing checkpoint {obj.point_id}/{obj.fingerprint[:12]}"), \
+                self.lock.held(f"gc {obj.point_id}/{obj.fingerprint[:12]}"):
+            try:
+                fd = os.open(obj.path / MANIFEST, os.O_RDONLY)
+            except FileNotFoundError:
+                return True
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
                 (obj.path / MANIFEST).unlink(missing_ok=True)
                 self._index_remove(obj.point_id, obj.fingerprint)
-            shutil.rmtree(obj.path, ignore_errors=True)
+            finally:
+                os.close(fd)
+        shutil.rmtree(obj.path, ignore_errors=True)
+        return True
 
     def litter(self) -> list[Path]:
         """Temporary directories whose owner is gone (or that never recorded one, after an hour)."""

@@ -218,6 +218,9 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
     except (CheckpointError, OSError) as exc:
         ctx.log(f"WARN: checkpoint:{point.id} capture failed: {exc}; the build goes on without a checkpoint")
         return
+    from gaia_core.checkpoints.lifecycle import apply_retention
+
+    apply_retention(cp, point, ctx.log)
     if not point.backend or point.upload_policy == "off":
         ctx.log(f"checkpoint:{point.id} kept locally (upload_policy={point.upload_policy}, "
                 f"backend={point.backend or 'none'})")

@@ -1,0 +1,256 @@
+"""Keeping stores in bounds and moving objects between them: gc, push and pull.
+
+gc acts on the points of the given build file only, and never deletes the current
+fingerprint of a point, a local object a concurrent run holds, or an object in a backend
+younger than the grace period (a reader on another machine may be downloading it). It
+also removes litter: temporaries of killed transfers and payloads no manifest names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from gaia_core.backends import MANIFEST
+from gaia_core.checkpoints.config import Retention
+from gaia_core.checkpoints.engine import Checkpoints, Log
+from gaia_core.errors import BackendError, CheckpointError
+
+if TYPE_CHECKING:
+    from gaia_core.backends import Backend, Entry
+    from gaia_core.checkpoints.config import Point
+    from gaia_core.checkpoints.remote import Progress  # noqa: F401
+
+#: default grace period of remote objects, seconds
+DEFAULT_GRACE = 3600.0
+
+
+@dataclasses.dataclass
+class Candidate:
+    """An object gc looked at."""
+
+    where: str  # "local" or a backend ref
+    point: str
+    fingerprint: str
+    created: float  # epoch seconds
+    size: int
+    current: bool = False
+    #: why it stays (empty when it goes)
+    kept: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _epoch(created_at: str | None, fallback: float | None = None) -> float:
+    try:
+        return datetime.fromisoformat(str(created_at)).timestamp()
+    except ValueError:
+        return fallback if fallback is not None else 0.0
+
+
+def choose(objects: list[Candidate], retention: Retention, now: float) -> None:
+    """Mark what stays (``kept`` says why). An object goes when it is beyond ``keep_last`` of
+    its point or older than ``max_age``; then the oldest go until the rest fit ``max_size``.
+    The current fingerprint, and objects already marked (the grace period), always stay."""
+    objects.sort(key=lambda o: o.created, reverse=True)
+    for obj in objects:
+        if obj.current:
+            obj.kept = "current fingerprint"
+    doomed: set[int] = set()
+    if retention.keep_last is not None:
+        seen: dict[str, int] = {}
+        for obj in objects:  # the current one counts among the kept
+            if obj.current:
+                seen[obj.point] = seen.get(obj.point, 0) + 1
+        for obj in objects:
+            if obj.current:
+                continue
+            seen[obj.point] = seen.get(obj.point, 0) + 1
+            if seen[obj.point] > retention.keep_last:
+                doomed.add(id(obj))
+    if retention.max_age is not None:
+        doomed |= {id(o) for o in objects if not o.current and now - o.created > retention.max_age}
+    if retention.max_size is not None:
+        total = 0
+        for obj in objects:
+            if id(obj) in doomed:
+                continue
+            total += obj.size
+            if total > retention.max_size and not obj.current:
+                doomed.add(id(obj))
+                total -= obj.size
+    for obj in objects:
+        if not obj.kept:
+            obj.kept = "" if id(obj) in doomed else ("within the retention rules" if retention.any
+                                                      else "no retention rule")
+
+
+def gc_local(cp: Checkpoints, points: list[Point], retention: Retention, *, dry_run: bool,
+             log: Log) -> dict[str, Any]:
+    now = time.time()
+    candidates: list[Candidate] = []
+    objects = {}
+    for point in points:
+        current = cp.fingerprint(point).value
+        for i, obj in enumerate(cp.store.objects(point.id)):  # newest first
+            created = _epoch(obj.manifest.get("created_at"), obj.path.stat().st_mtime)
+            size = int((obj.manifest.get("payload") or {}).get("size") or 0)
+            c = Candidate("local", point.id, obj.fingerprint, created, size, current=obj.fingerprint == current)
+            if current is None and i == 0:
+                c.kept = "newest (the current fingerprint is not known yet)"
+            candidates.append(c)
+            objects[(point.id, obj.fingerprint)] = obj
+    choose(candidates, retention, now)
+    freed = 0
+    for c in candidates:
+        if c.kept:
+            continue
+        if dry_run:
+            freed += c.size
+            continue
+        if cp.store.remove(objects[(c.point, c.fingerprint)]):
+            freed += c.size
+            log(f"gc: removed local {c.point}/{c.fingerprint[:12]}")
+        else:
+            c.kept = "in use by a concurrent run"
+    litter = cp.store.litter()
+    if not dry_run:
+        cp.store.reclaim_tmp()
+    return {"objects": [c.to_dict() for c in candidates], "freed": freed,
+            "litter": [str(p) for p in litter]}
+
+
+def gc_remote(cp: Checkpoints, points: list[Point], retention: Retention, *, grace: float, dry_run: bool,
+              log: Log) -> dict[str, Any]:
+    from gaia_core.checkpoints.remote import fetch_manifest
+
+    now = time.time()
+    report: dict[str, Any] = {"objects": [], "freed": 0, "litter": [], "errors": []}
+    for point in points:
+        if not point.backend:
+            continue
+        current = cp.fingerprint(point).value
+        try:
+            with cp.session(point.backend) as backend:
+                entries = backend.list_entries(point.id)
+                by_fp: dict[str, list[Entry]] = {}
+                for e in entries:
+                    if e.fingerprint:
+                        by_fp.setdefault(e.fingerprint, []).append(e)
+                candidates = []
+                named: dict[str, str] = {}
+                for fp, files in sorted(by_fp.items()):
+                    manifest_entry = next((e for e in files if e.file_name == MANIFEST), None)
+                    if manifest_entry is None:
+                        continue
+                    try:
+                        manifest = fetch_manifest(backend, point.id, fp, f"{point.backend}:{point.id}/{fp[:12]}")
+                    except CheckpointError:
+                        manifest = None
+                    payload = (manifest or {}).get("payload") or {}
+                    named[fp] = str(payload.get("file"))
+                    c = Candidate(point.backend, point.id, fp, _epoch((manifest or {}).get("created_at"),
+                                                                      manifest_entry.mtime),
+                                  int(sum(e.size or 0 for e in files)), current=fp == current)
+                    if manifest_entry.mtime is None or now - manifest_entry.mtime < grace:
+                        c.kept = f"younger than the grace period ({grace:.0f}s)"
+                    candidates.append(c)
+                choose(candidates, retention, now)
+                for c in candidates:
+                    if c.kept:
+                        continue
+                    report["freed"] += c.size
+                    if not dry_run:
+                        _delete_object(backend, point.id, c.fingerprint, by_fp[c.fingerprint])
+                        log(f"gc: removed {point.backend} {point.id}/{c.fingerprint[:12]}")
+                report["objects"] += [c.to_dict() for c in candidates]
+                for e in _remote_litter(by_fp, named, entries, now, grace):
+                    report["litter"].append(f"{point.backend}:{e.key}")
+                    if not dry_run:
+                        backend.delete(e.key)
+        except BackendError as exc:
+            report["errors"].append(f"{point.backend}: {cp.redact(point.backend, str(exc))}")
+    return report
+
+
+def _delete_object(backend: Backend, point_id: str, fp: str, files: list[Entry]) -> None:
+    """The manifest first: from then on readers see no object, never half of one."""
+    manifest = [e for e in files if e.file_name == MANIFEST]
+    for e in manifest + [e for e in files if e.file_name != MANIFEST]:
+        backend.delete(e.key)
+
+
+def _remote_litter(by_fp: dict[str, list[Entry]], named: dict[str, str], entries: list[Entry], now: float,
+                   grace: float) -> list[Entry]:
+    """Temporaries and payloads no manifest names, older than the grace period."""
+    out = []
+    for e in entries:
+        old = e.mtime is not None and now - e.mtime >= grace
+        if not old:
+            continue
+        if e.temporary:
+            out.append(e)
+        elif e.fingerprint and e.file_name != MANIFEST and named.get(e.fingerprint) != e.file_name:
+            out.append(e)
+    return out
+
+
+def apply_retention(cp: Checkpoints, point: Point, log: Log) -> None:
+    """The ``[checkpoints]`` retention defaults, applied to the local store after a capture."""
+    if not cp.settings.retention.any:
+        return
+    report = gc_local(cp, [point], cp.settings.retention, dry_run=False, log=log)
+    gone = [o for o in report["objects"] if not o["kept"]]
+    if gone:
+        from gaia_core.checkpoints.units import human_size
+
+        log(f"checkpoint:{point.id} retention removed {len(gone)} older object(s), {human_size(report['freed'])}")
+
+
+def push(cp: Checkpoints, points: list[Point], *, everything: bool, log: Log, progress_factory=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    from gaia_core.checkpoints.remote import upload
+
+    results = []
+    for point in points:
+        if not point.backend:
+            results.append({"id": point.id, "fingerprint": None, "pushed": False, "why": "no backend"})
+            continue
+        current = cp.fingerprint(point).value
+        objects = cp.store.objects(point.id) if everything else \
+            [o for o in [cp.store.get(point.id, current)] if o is not None] if current else []
+        if not objects:
+            why = "no local object of the current fingerprint" if current else f"fingerprint {cp.fingerprint(point).pending}"
+            results.append({"id": point.id, "fingerprint": current, "pushed": False, "why": why})
+            continue
+        for obj in objects:
+            ok = upload(cp, point.id, obj.fingerprint, point.backend, point.anchor_task, log, progress_factory)
+            results.append({"id": point.id, "fingerprint": obj.fingerprint, "pushed": ok, "why": "" if ok else "failed"})
+    return {"results": results, "failed": sum(1 for r in results if not r["pushed"] and r["why"] == "failed")}
+
+
+def pull(cp: Checkpoints, points: list[Point], *, log: Log, progress_factory=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    from gaia_core.checkpoints.remote import Unusable, Untrusted, download
+
+    results = []
+    for point in points:
+        fp = cp.fingerprint(point)
+        row: dict[str, Any] = {"id": point.id, "fingerprint": fp.value or "unknown", "pulled": False}
+        if not point.backend:
+            row["why"] = "no backend"
+        elif not fp.known:
+            row["why"] = f"the fingerprint is unknown ({fp.pending}); run the build once"
+        elif cp.local_object(point, fp.value or "") is not None:
+            row.update(pulled=True, why="already in the local store")
+        else:
+            try:
+                obj = download(cp, point, fp.value or "", log, progress_factory)
+                row.update(pulled=obj is not None, why="" if obj else f"not in {point.backend}")
+            except (Untrusted, Unusable) as exc:
+                row["why"] = str(exc)
+            except (BackendError, CheckpointError, OSError) as exc:
+                row["why"] = cp.redact(point.backend, str(exc))
+        results.append(row)
+    return {"results": results, "failed": sum(1 for r in results if not r["pulled"])}
