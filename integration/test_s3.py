@@ -1,4 +1,4 @@
-"""The S3 backend against a real S3 API (moto's server natively, MinIO under Docker)."""
+"""The S3 backend against a real S3 API: moto 5 in server mode, natively or in the s3 container."""
 
 from __future__ import annotations
 
