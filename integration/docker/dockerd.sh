@@ -7,6 +7,7 @@
 #   dockerd.sh start    start it (or reuse the one a previous start left running), wait
 #                       until it answers, print the DOCKER_HOST to use
 #   dockerd.sh stop     stop it and every container it runs
+#   dockerd.sh status   exit 0 when it runs and answers
 #   dockerd.sh host     print the DOCKER_HOST of the private engine
 #
 # GAIA_DOCKERD_DIR (default /var/lib/gaia-dockerd) holds the data root and the log;
@@ -114,14 +115,19 @@ stop() {
         stop_pid "$pid"
     fi
     rm -f "$PIDFILE"
+    # dockerd leaves its bind mount of the host's network namespace (exec/netns/default)
+    awk -v run="$RUN/" 'index($2, run) == 1 { print $2 }' /proc/mounts | sort -r | while read -r mount; do
+        umount "$mount" 2>/dev/null || true
+    done
 }
 
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
+    status) running_pid >/dev/null && answers ;;
     host) echo "$HOST" ;;
     *)
-        echo "usage: $0 start|stop|host" >&2
+        echo "usage: $0 start|stop|status|host" >&2
         exit 2
         ;;
 esac

@@ -8,6 +8,7 @@ says which run started them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -21,15 +22,23 @@ from servers.images import ensure_image
 LABEL = "gaia-it"
 
 
-def run(name: str, environment: dict[str, str]) -> Any:
-    """Start service ``name`` (building its image if needed); ``environment`` overrides the file's."""
+def run(
+    name: str,
+    environment: dict[str, str],
+    *,
+    command: list[str] | None = None,
+    mounts: dict[str, dict[str, str]] | None = None,
+) -> Any:
+    """Start service ``name`` (building its image if needed). ``environment`` overrides the
+    file's; ``command`` (arguments to the image's entrypoint) and ``mounts`` are added."""
     spec = service(name)
     return client().containers.run(
         ensure_image(name),
+        command=command,
         detach=True,
         network_mode="host",
         environment=spec.environment_with(environment),
-        volumes=spec.volumes,
+        volumes={**spec.volumes, **(mounts or {})},
         name=f"{LABEL}-{name}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
         labels={LABEL: name},
     )
@@ -59,7 +68,7 @@ def wait_until(container: Any, ready: Callable[[], bool], what: str, timeout: fl
 
 
 def remove(container: Any) -> None:
-    try:
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.NotFound):  # already gone
         container.remove(force=True)
-    except Exception:  # noqa: BLE001 -- already gone
-        pass

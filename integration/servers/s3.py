@@ -157,7 +157,7 @@ class MotoServer(MotoListener):
             command += ["--cert", str(cert), "--key", str(key)]
             self.ca_bundle = str(cert)
         # a file, not a pipe: nobody reads it until something fails, and a full pipe would block moto
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 -- closed by close()
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
         try:
             self._wait_listening(port)
@@ -261,16 +261,26 @@ def _post(url: str, data: bytes, ca_bundle: str | None = None) -> None:
 
 
 class DockerS3Server(MotoListener):
-    """The ``s3`` service of compose.yaml: moto_listener.py as the container's PID 1."""
+    """The ``s3`` service of compose.yaml: moto_listener.py as the container's PID 1; over
+    TLS with a fresh self-signed certificate (mounted read-only) when ``tls_dir`` is given."""
 
-    def __init__(self) -> None:
+    TLS_MOUNT = "/etc/gaia/tls"
+
+    def __init__(self, tls_dir: Path | None = None) -> None:
         from servers import containers
 
         port = free_port()
-        self._container = containers.run("s3", {"S3_PORT": str(port)})
+        command, mounts = None, None
+        if tls_dir is not None:
+            cert, key = make_certificate(tls_dir)
+            self.ca_bundle = str(cert)
+            mounts = {str(tls_dir.resolve()): {"bind": self.TLS_MOUNT, "mode": "ro"}}
+            command = ["--cert", f"{self.TLS_MOUNT}/{cert.name}", "--key", f"{self.TLS_MOUNT}/{key.name}"]
+        self._container = containers.run("s3", {"S3_PORT": str(port)}, command=command, mounts=mounts)
         try:
             containers.wait_until(self._container, lambda: _accepts(port), f"a listener on 127.0.0.1:{port}")
-            self._set_up("http", port, f"docker: {containers.describe(self._container)}, port {port}")
+            scheme = "https" if tls_dir is not None else "http"
+            self._set_up(scheme, port, f"docker: {containers.describe(self._container)}, port {port}")
         except BaseException:
             self.close()
             raise
@@ -292,6 +302,7 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def start_s3_server() -> S3Server:
-    """The s3 service of compose.yaml under Docker, moto_listener.py natively otherwise."""
-    return DockerS3Server() if use_docker() else MotoServer()
+def start_s3_server(tls_dir: Path | None = None) -> MotoListener:
+    """The s3 service of compose.yaml under Docker, moto_listener.py natively otherwise;
+    over TLS with a certificate made in ``tls_dir`` when it is given."""
+    return DockerS3Server(tls_dir) if use_docker() else MotoServer(tls_dir)

@@ -81,9 +81,7 @@ class Listener:
             def log_request(self, *args: Any, **kwargs: Any) -> None:
                 pass
 
-        self.server = make_server(
-            host, port, wsgi_app, threaded=True, request_handler=TrackedHandler, ssl_context=tls
-        )
+        self.server = make_server(host, port, wsgi_app, threaded=True, request_handler=TrackedHandler, ssl_context=tls)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
