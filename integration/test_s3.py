@@ -1,4 +1,4 @@
-"""The S3 backend against a real S3 API (moto's server natively, MinIO under Docker)."""
+"""The S3 backend against a real S3 API: moto 5 in server mode, natively or in the s3 container."""
 
 from __future__ import annotations
 
@@ -205,7 +205,7 @@ def test_mapped_files_and_profile_win_without_touching_the_process_environment(
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory):
-    running = MotoServer(tls_dir=tmp_path_factory.mktemp("tls"))
+    running = start_s3_server(tls_dir=tmp_path_factory.mktemp("tls"))
     yield running
     running.close()
 

@@ -21,7 +21,6 @@ from contract import (
 from gaia_ssh import transfer
 from gaia_ssh.backend import SSHBackend
 from gaia_ssh.config import SSHConfig
-from servers import docker_engine_available
 from servers.ssh import SSHServer, keygen, public_key, start_ssh_server
 
 from gaia_core.backends import MANIFEST, object_key
@@ -38,7 +37,7 @@ PAYLOAD = "payload.tar.zst"
 
 @pytest.fixture(scope="session")
 def ssh_server(tmp_path_factory: pytest.TempPathFactory):
-    server = start_ssh_server(tmp_path_factory.mktemp("sshd"), use_docker=docker_engine_available())
+    server = start_ssh_server(tmp_path_factory.mktemp("sshd"))
     yield server
     server.close()
 

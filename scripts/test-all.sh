@@ -1,12 +1,64 @@
 #!/usr/bin/env bash
-# Install everything the tests need (servers from Debian, packages from PyPI) and run the
-# whole suite: offline tests, plugin tests and the remote suite against real servers.
+# The README's test command (CI runs it through .ci/run). It installs everything the tests
+# need (servers and docker.io from Debian, packages from PyPI) and runs:
+#   1. the offline tests, the plugins' tests and the remote suite against the native servers;
+#   2. the remote suite again against the Docker services of integration/compose.yaml, on the
+#      Docker engine that answers, or else on a private dockerd this script starts (no bridge,
+#      no iptables, host networking only) and stops at the end, even on failure.
+# Tests marked slow (the long time-bound ones) run in the native pass only.
+# Extra arguments go to both pytest runs. GAIA_TEST_DOCKER=0 leaves out the Docker pass,
+# saying so. The exit code is non-zero when either pass fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+say() { printf '\n== test-all: %s\n' "$*"; }
+elapsed() { echo "$(($(date +%s) - $1)) s"; }
+
+started=$(date +%s)
 bash integration/install-servers.sh
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e . -e plugins/gaia_buildroot -e plugins/gaia_s3 -e plugins/gaia_http \
     -e plugins/gaia_ssh -e examples/plugins/gaia-toolchain -e ".[test]"
-exec .venv/bin/pytest -p no:cacheprovider tests plugins integration "$@"
+say "installed in $(elapsed "$started")"
+
+native_started=$(date +%s)
+native=0
+GAIA_REMOTE_SERVERS=native .venv/bin/pytest -p no:cacheprovider tests plugins integration "$@" || native=$?
+say "offline tests and the remote suite on native servers: exit $native in $(elapsed "$native_started")"
+
+if [ "${GAIA_TEST_DOCKER:-1}" = 0 ]; then
+    say "GAIA_TEST_DOCKER=0: the remote suite did NOT run against the Docker services"
+    exit "$native"
+fi
+
+engine_answers() {
+    .venv/bin/python -c 'import docker; docker.from_env(timeout=3).ping()' >/dev/null 2>&1
+}
+
+docker_started=$(date +%s)
+if engine_answers; then
+    say "using the Docker engine at ${DOCKER_HOST:-the default socket}"
+else
+    sh integration/docker/install-engine.sh
+    if sh integration/docker/dockerd.sh status; then
+        say "reusing the private dockerd a run before this one left running"
+    else
+        trap 'sh integration/docker/dockerd.sh stop' EXIT
+        trap 'exit 130' INT TERM
+    fi
+    DOCKER_HOST=$(sh integration/docker/dockerd.sh start)
+    export DOCKER_HOST
+fi
+images_started=$(date +%s)
+sh integration/docker/base-image.sh
+(cd integration && ../.venv/bin/python -m servers.images)
+say "images ready in $(elapsed "$images_started")"
+
+suite_started=$(date +%s)
+docker=0
+GAIA_REMOTE_SERVERS=docker .venv/bin/pytest -p no:cacheprovider -m "remote and not slow" integration "$@" || docker=$?
+say "remote suite on Docker services: exit $docker in $(elapsed "$suite_started") ($(elapsed "$docker_started") with the engine and images)"
+
+say "native pass: exit $native; docker pass: exit $docker; all in $(elapsed "$started")"
+[ "$native" = 0 ] && [ "$docker" = 0 ]

@@ -1,7 +1,12 @@
-"""Real servers for the remote suite: a Docker Compose service when an engine answers, else native on loopback."""
+"""Real servers for the remote suite: the Docker services of compose.yaml or native processes, on loopback.
+
+server_set.py decides which; compose.py, images.py and containers.py run the Docker
+services; s3.py, ssh.py and http.py offer each backend's server in both forms.
+"""
 
 from __future__ import annotations
 
+import functools
 import socket
 import time
 from pathlib import Path
@@ -45,3 +50,11 @@ def docker_engine_available(timeout: float = 2.0) -> bool:
             client.close()
     except Exception:  # noqa: BLE001 -- no package, no socket, no engine: all mean no Docker
         return False
+
+
+@functools.cache
+def docker_client():  # type: ignore[no-untyped-def]
+    """One client for the run, on the engine of ``DOCKER_HOST`` (or the default socket)."""
+    import docker
+
+    return docker.from_env(timeout=120)

@@ -1,10 +1,10 @@
-"""A real S3 endpoint for the remote suite.
+"""A real S3 endpoint for the remote suite: moto 5's S3 API in server mode.
 
-With a Docker engine: the ``minio`` service of integration/compose.yaml. Without one:
-moto's S3 API served by werkzeug in a child process (``python -m servers.s3 --serve PORT``), so
-the tests' own memory measurements never count the server. The child keeps its state
-while its listener is stopped and started again, which is how the suite simulates a
-server going away mid-run: listener closed and open connections cut, like a crash.
+Both server sets run the same program, integration/docker/s3/moto_listener.py: natively
+as a child process of the venv's Python (so the tests' own memory measurements never
+count the server), under Docker as the ``s3`` service of compose.yaml. Its listener
+closes on SIGUSR1 (open connections cut, like a crash) and opens again on SIGUSR2 while
+the state lives on, which is how the suite simulates a server going away mid-run.
 
 moto accepts any credentials by default; we create an IAM user with an access key while
 authentication is off, then switch it on (``/moto-api/reset-auth``), so a wrong key or
@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
-from servers import COMPOSE_FILE, INTEGRATION_DIR, docker_engine_available, free_port, wait_for_port
+from servers import INTEGRATION_DIR, free_port, wait_for_port
+from servers.server_set import use_docker
+
+LISTENER = INTEGRATION_DIR / "docker" / "s3" / "moto_listener.py"
 
 REGION = "us-east-1"
 BUCKET = "gaia-it"
@@ -44,6 +49,8 @@ class S3Server:
     secret_access_key: str = dataclasses.field(repr=False)
     bucket: str = BUCKET
     region: str = REGION
+    #: which server this is, for the report: ``native: ...`` or ``docker: ...``
+    description: str = ""
 
     def client(self, **overrides: Any) -> Any:
         import boto3
@@ -101,65 +108,75 @@ def unique_prefix() -> str:
     return f"it/{uuid.uuid4().hex[:12]}"
 
 
-# -- native: moto in a child process ---------------------------------------------------
+# -- both: the listener's signals and the account ---------------------------------------
 
 
-class MotoServer(S3Server):
-    """moto in a child process; over TLS with a fresh self-signed certificate when ``tls_dir`` is given."""
+class MotoListener(S3Server):
+    """What both flavours share: moto_listener.py on ``port``, set up with a user and a bucket."""
 
-    def __init__(self, tls_dir: Path | None = None) -> None:
-        port = free_port()
-        command = [sys.executable, "-u", "-m", "servers.s3", "--serve", str(port)]
-        self.ca_bundle: str | None = None
-        if tls_dir is not None:
-            cert, key = make_certificate(tls_dir)
-            command += [str(cert), str(key)]
-            self.ca_bundle = str(cert)
-        self._process = subprocess.Popen(
-            # run as a module: a script's own directory would shadow the stdlib (servers/http.py)
-            command,
-            cwd=INTEGRATION_DIR,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        try:
-            self._expect("ready")
-            scheme = "https" if tls_dir is not None else "http"
-            endpoint = f"{scheme}://127.0.0.1:{port}"
-            key_id, secret = _create_iam_user(endpoint, self.ca_bundle)
-            super().__init__(endpoint, key_id, secret)
-            self.client().create_bucket(Bucket=self.bucket)
-            # from now on every request must be signed by a known key
-            _post(f"{endpoint}/moto-api/reset-auth", b"0", self.ca_bundle)
-        except BaseException:
-            self.close()
-            raise
+    ca_bundle: str | None = None
+
+    def _set_up(self, scheme: str, port: int, description: str) -> None:
+        self._port = port
+        endpoint = f"{scheme}://127.0.0.1:{port}"
+        key_id, secret = _create_iam_user(endpoint, self.ca_bundle)
+        S3Server.__init__(self, endpoint, key_id, secret, description=description)
+        self.client().create_bucket(Bucket=self.bucket)
+        # from now on every request must be signed by a known key
+        _post(f"{endpoint}/moto-api/reset-auth", b"0", self.ca_bundle)
 
     def client(self, **overrides: Any) -> Any:
         if self.ca_bundle:
             overrides.setdefault("verify", self.ca_bundle)
         return super().client(**overrides)
 
-    def _command(self, command: str) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.write(command + "\n")
-        self._process.stdin.flush()
-        self._expect("ok")
-
-    def _expect(self, word: str) -> None:
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline().strip()
-        if line != word:
-            code = self._process.poll()
-            raise RuntimeError(f"moto server child said {line!r} instead of {word!r} (exit code {code})")
+    def _signal(self, signum: int) -> None:
+        raise NotImplementedError
 
     def stop(self) -> None:
-        self._command("stop")
+        """Close the listener and every open connection; the state stays."""
+        self._signal(signal.SIGUSR1)
+        wait_for_port(self._port, up=False, timeout=15)
 
     def start(self) -> None:
-        self._command("start")
+        self._signal(signal.SIGUSR2)
+        wait_for_port(self._port, timeout=15)
+
+
+# -- native: moto_listener.py in a child process ---------------------------------------
+
+
+class MotoServer(MotoListener):
+    """moto_listener.py as a child process; over TLS with a fresh self-signed certificate when ``tls_dir`` is given."""
+
+    def __init__(self, tls_dir: Path | None = None) -> None:
+        port = free_port()
+        command = [sys.executable, "-u", str(LISTENER), "--port", str(port)]
+        if tls_dir is not None:
+            cert, key = make_certificate(tls_dir)
+            command += ["--cert", str(cert), "--key", str(key)]
+            self.ca_bundle = str(cert)
+        # a file, not a pipe: nobody reads it until something fails, and a full pipe would block moto
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 -- closed by close()
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            self._wait_listening(port)
+            scheme = "https" if tls_dir is not None else "http"
+            self._set_up(scheme, port, f"native: moto {_moto_version()} in process {self._process.pid}, port {port}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_listening(self, port: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not _accepts(port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self._log.seek(0)
+                output = self._log.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"moto_listener.py did not listen on port {port}:\n{output}")
+
+    def _signal(self, signum: int) -> None:
+        self._process.send_signal(signum)
 
     def close(self) -> None:
         if self._process.poll() is None:
@@ -169,6 +186,13 @@ class MotoServer(S3Server):
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        self._log.close()
+
+
+def _moto_version() -> str:
+    from importlib.metadata import version
+
+    return version("moto")
 
 
 def make_certificate(folder: Path) -> tuple[Path, Path]:
@@ -233,112 +257,52 @@ def _post(url: str, data: bytes, ca_bundle: str | None = None) -> None:
         response.read()
 
 
-def serve(port: int, tls: tuple[str, str] | None = None) -> None:
-    """Child process: serve moto on ``port``; obey ``stop`` / ``start`` lines on stdin."""
-    import socket
-    import threading
-
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-    from werkzeug.serving import make_server
-
-    app = DomainDispatcherApplication(create_backend_app)
-    connections: set[socket.socket] = set()
-
-    class TrackedHandler(MotoRequestHandler):
-        def setup(self) -> None:
-            super().setup()
-            connections.add(self.connection)
-
-        def finish(self) -> None:
-            connections.discard(self.connection)
-            super().finish()
-
-        def log_request(self, *args: Any, **kwargs: Any) -> None:
-            pass
-
-    def start() -> tuple[Any, threading.Thread]:
-        server = make_server("127.0.0.1", port, app, threaded=True, request_handler=TrackedHandler, ssl_context=tls)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        return server, thread
-
-    server, thread = start()
-    print("ready", flush=True)
-    for line in sys.stdin:
-        command = line.strip()
-        if command == "stop" and server is not None:
-            server.shutdown()
-            server.server_close()
-            thread.join()
-            for conn in list(connections):  # a crashed server leaves no connection open
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            server = None
-        elif command == "start" and server is None:
-            server, thread = start()
-        print("ok", flush=True)
+# -- Docker: the s3 service of compose.yaml --------------------------------------------
 
 
-# -- Docker: the minio service of compose.yaml -----------------------------------------
+class DockerS3Server(MotoListener):
+    """The ``s3`` service of compose.yaml: moto_listener.py as the container's PID 1; over
+    TLS with a fresh self-signed certificate (mounted read-only) when ``tls_dir`` is given."""
 
+    TLS_MOUNT = "/etc/gaia/tls"
 
-class MinioServer(S3Server):
-    """The ``minio`` service of compose.yaml, run through the docker package."""
+    def __init__(self, tls_dir: Path | None = None) -> None:
+        from servers import containers
 
-    def __init__(self) -> None:
-        import docker
-        import yaml
-
-        service = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["minio"]
-        env = service["environment"]
         port = free_port()
-        self._docker = docker.from_env()
-        self._container = self._docker.containers.run(
-            service["image"],
-            service["command"],
-            environment=env,
-            ports={"9000/tcp": ("127.0.0.1", port)},
-            detach=True,
-            auto_remove=False,
-            name=f"gaia-it-minio-{uuid.uuid4().hex[:8]}",
-        )
-        self._port = port
-        endpoint = f"http://127.0.0.1:{port}"
-        super().__init__(endpoint, env["MINIO_ROOT_USER"], env["MINIO_ROOT_PASSWORD"])
-        self._wait_ready()
-        self.client().create_bucket(Bucket=self.bucket)
+        command, mounts = None, None
+        if tls_dir is not None:
+            cert, key = make_certificate(tls_dir)
+            self.ca_bundle = str(cert)
+            mounts = {str(tls_dir.resolve()): {"bind": self.TLS_MOUNT, "mode": "ro"}}
+            command = ["--cert", f"{self.TLS_MOUNT}/{cert.name}", "--key", f"{self.TLS_MOUNT}/{key.name}"]
+        self._container = containers.run("s3", {"S3_PORT": str(port)}, command=command, mounts=mounts)
+        try:
+            containers.wait_until(self._container, lambda: _accepts(port), f"a listener on 127.0.0.1:{port}")
+            scheme = "https" if tls_dir is not None else "http"
+            self._set_up(scheme, port, f"docker: {containers.describe(self._container)}, port {port}")
+        except BaseException:
+            self.close()
+            raise
 
-    def _wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.client().list_buckets()
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    def stop(self) -> None:
-        self._container.stop(timeout=5)
-        wait_for_port(self._port, up=False)
-
-    def start(self) -> None:
-        self._container.start()
-        self._wait_ready()
+    def _signal(self, signum: int) -> None:
+        self._container.kill(signal=signal.Signals(signum).name)
 
     def close(self) -> None:
-        try:
-            self._container.remove(force=True)
-        finally:
-            self._docker.close()
+        from servers import containers
+
+        containers.remove(self._container)
 
 
-def start_s3_server() -> S3Server:
-    return MinioServer() if docker_engine_available() else MotoServer()
+def _accepts(port: int) -> bool:
+    try:
+        wait_for_port(port, timeout=0.2)
+        return True
+    except TimeoutError:
+        return False
 
 
-if __name__ == "__main__" and len(sys.argv) in (3, 5) and sys.argv[1] == "--serve":
-    serve(int(sys.argv[2]), (sys.argv[3], sys.argv[4]) if len(sys.argv) == 5 else None)
+def start_s3_server(tls_dir: Path | None = None) -> MotoListener:
+    """The s3 service of compose.yaml under Docker, moto_listener.py natively otherwise;
+    over TLS with a certificate made in ``tls_dir`` when it is given."""
+    return DockerS3Server(tls_dir) if use_docker() else MotoServer(tls_dir)

@@ -1,9 +1,11 @@
 """A real OpenSSH server for the SSH backend's tests.
 
-Native (no Docker engine): Debian's ``/usr/sbin/sshd`` on a free loopback port with a
-generated host key, config and authorized_keys, running as the current user (root in CI).
-With a Docker engine: the OpenSSH service of ``integration/compose.yaml`` started through
-the ``docker`` package. Either way the server offers the same attributes: ``host``,
+Native: Debian's ``/usr/sbin/sshd`` on a free loopback port with a generated host key,
+config and authorized_keys, running as the current user (root in CI). Docker: the
+``ssh`` service of ``integration/compose.yaml`` (Debian's sshd too, user ``gaia``) started
+through the ``docker`` package with the same generated host key and authorized keys, so
+``known_hosts`` is right before the first connection. Either way the server offers the
+same attributes: ``host``,
 ``port``, ``user``, ``base_dir`` (where tests put objects), ``client_key`` (authorized),
 ``encrypted_key`` (authorized, protected by ``passphrase``), ``wrong_key`` (not
 authorized, protected by ``passphrase``), ``known_hosts`` (the real host key),
@@ -18,10 +20,10 @@ import secrets
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from servers import COMPOSE_FILE, INSTALL_HINT, free_port, wait_for_port
+from servers import INSTALL_HINT, free_port, wait_for_port
+from servers.server_set import use_docker as server_set_uses_docker
 
 SSHD = Path("/usr/sbin/sshd")
 HOST = "127.0.0.1"
@@ -55,6 +57,8 @@ class SSHServer:
 
     user: str
     base_dir: str
+    #: which server this is, for the report: ``native: ...`` or ``docker: ...``
+    description: str = ""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
@@ -126,6 +130,7 @@ class NativeSSHServer(SSHServer):
         )
         self.log = workdir / "sshd.log"
         self.process: subprocess.Popen | None = None
+        self.description = f"native: {SSHD} -f {self.config}, port {self.port}"
 
     def start(self) -> None:
         if self.process is not None:
@@ -203,117 +208,90 @@ def _kill(pid: int) -> None:
 
 
 class DockerSSHServer(SSHServer):
-    """The compose file's OpenSSH service, run through the docker package.
+    """The compose file's ``ssh`` service, run through the docker package.
 
-    The container is created by the fixture, so the first host key it shows is trusted
-    and written to ``known_hosts``.
+    The fixture makes the host key and hands it to the container, so ``known_hosts``
+    holds the real key from the start (no trust on first use). ``stop()`` stops the
+    container, ``start()`` starts it again with its files; ``pause()`` freezes it.
     """
 
     def __init__(self, workdir: Path):
-        import docker
-
         super().__init__(workdir)
-        service = compose_service("ssh", "openssh")
-        # "127.0.0.1::2222" -> 2222 (the image's sshd listens there)
-        container_port = str((service.get("ports") or ["2222"])[0]).rsplit(":", 1)[-1]
-        self.user = service.get("environment", {}).get("USER_NAME", "gaia")
-        self.base_dir = "/config/checkpoints"
-        environment = {
-            "PUID": "1000",
-            "PGID": "1000",
-            "TZ": "UTC",
-            "USER_NAME": self.user,
-            "PASSWORD_ACCESS": "false",
-            **service.get("environment", {}),
-            "PUBLIC_KEY": self.authorized_keys(),
-        }
-        self.client = docker.from_env()
-        self.container = self.client.containers.run(
-            service.get("image", "lscr.io/linuxserver/openssh-server:latest"),
-            detach=True,
-            environment=environment,
-            ports={f"{container_port}/tcp": (HOST, self.port)},
-            name=f"gaia-ssh-{os.getpid()}-{self.port}",
-        )
-        self.running = True
-        self._wait_ready()
-        self.known_hosts.write_text(known_hosts_line(self.port, self._scan_host_key()))
-
-    def _wait_ready(self, timeout: float = 60.0) -> None:
-        import paramiko
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with paramiko.SSHClient() as client:
-                    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-                    client.connect(
-                        HOST,
-                        self.port,
-                        self.user,
-                        key_filename=str(self.client_key),
-                        look_for_keys=False,
-                        allow_agent=False,
-                        timeout=2,
-                    )
-                    client.exec_command(f"mkdir -p {self.base_dir}")[1].channel.recv_exit_status()
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    def _scan_host_key(self) -> str:
-        import socket
-
-        import paramiko
-
-        with socket.create_connection((HOST, self.port), timeout=5) as sock:
-            transport = paramiko.Transport(sock)
-            try:
-                transport.start_client(timeout=10)
-                key = transport.get_remote_server_key()
-            finally:
-                transport.close()
-        return f"{key.get_name()} {key.get_base64()}"
+        self.user = "gaia"
+        self.base_dir = "/home/gaia/objects"
+        self.host_key = keygen(workdir / "host_ed25519")
+        self.known_hosts.write_text(known_hosts_line(self.port, public_key(self.host_key)))
+        self.container = None
+        self.running = False
 
     def start(self) -> None:
-        if not self.running:
+        from servers import containers
+
+        if self.running:
+            return
+        if self.container is None:
+            environment = {
+                "SSH_PORT": str(self.port),
+                "SSH_AUTHORIZED_KEYS": self.authorized_keys(),
+                "SSH_HOST_KEY": self.host_key.read_text(),
+            }
+            self.container = containers.run("ssh", environment)
+            self.description = f"docker: {containers.describe(self.container)}, port {self.port}"
+        else:
             self.container.start()
-            self.running = True
-            self._wait_ready()
+        self.running = True
+        containers.wait_until(self.container, self._logs_in, f"a login of {self.user} on 127.0.0.1:{self.port}")
+
+    def _logs_in(self) -> bool:
+        import paramiko
+
+        try:
+            with paramiko.SSHClient() as client:
+                client.load_host_keys(str(self.known_hosts))
+                client.set_missing_host_key_policy(paramiko.RejectPolicy())
+                client.connect(
+                    HOST,
+                    self.port,
+                    self.user,
+                    key_filename=str(self.client_key),
+                    look_for_keys=False,
+                    allow_agent=False,
+                    timeout=2,
+                    banner_timeout=2,
+                    auth_timeout=2,
+                )
+            return True
+        except (OSError, paramiko.SSHException):
+            return False
 
     def stop(self) -> None:
-        if self.running:
+        if self.running and self.container is not None:
             self.container.stop(timeout=5)
             self.running = False
+            wait_for_port(self.port, timeout=10, up=False)
 
     def pause(self) -> None:
+        assert self.container is not None, "the server is not running"
         self.container.pause()
 
     def resume(self) -> None:
+        assert self.container is not None, "the server is not running"
         self.container.unpause()
 
     def close(self) -> None:
-        self.container.remove(force=True)
-        self.client.close()
+        from servers import containers
+
+        if self.container is not None:
+            containers.remove(self.container)
+            self.container = None
+            self.running = False
 
 
-def compose_service(name: str, image_hint: str) -> dict:
-    """The service called ``name`` (or whose image mentions ``image_hint``) in compose.yaml."""
-    if not COMPOSE_FILE.is_file():
-        return {}
-    import yaml
+def start_ssh_server(workdir: Path, *, use_docker: bool | None = None) -> SSHServer:
+    """The ssh service of compose.yaml under Docker, Debian's sshd natively otherwise; started.
 
-    services = (yaml.safe_load(COMPOSE_FILE.read_text()) or {}).get("services", {})
-    service = services.get(name) or next((s for s in services.values() if image_hint in str(s.get("image", ""))), {})
-    environment = service.get("environment", {})
-    if isinstance(environment, list):  # ["KEY=value", ...]
-        environment = dict(item.split("=", 1) for item in environment)
-    return {**service, "environment": environment}
-
-
-def start_ssh_server(workdir: Path, *, use_docker: bool) -> SSHServer:
-    server = DockerSSHServer(workdir) if use_docker else NativeSSHServer(workdir)
+    ``use_docker`` None: the run's server set (servers/server_set.py) decides."""
+    docker = server_set_uses_docker() if use_docker is None else use_docker
+    server = DockerSSHServer(workdir) if docker else NativeSSHServer(workdir)
     server.start()
     return server
