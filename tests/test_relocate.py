@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import stat
 import tracemalloc
 from pathlib import Path
@@ -74,6 +75,39 @@ def test_feeding_in_pieces_finds_what_one_scan_finds():
                 buffer = b"#" * 5 + data + b"#" * 5  # pieces are ranges of a buffer
                 found += matcher.feed(buffer, start + 5, end + 5, end == len(data))
             assert found == expected, (first, second)
+
+
+def test_roots_that_share_a_prefix_are_each_found():
+    # searched as one prefix, /home/user/, then told apart
+    roots = [b"/home/user/ws", b"/home/user/dl", b"/home/user/ws/out", b"/srv/cache"]
+    data = (
+        b"/home/user/dl/a /home/user/ws/out/b /home/user/wsx /home/user/ws /srv/cache"
+    )
+    expected = [
+        (0, 1),
+        (16, 2),
+        (data.rindex(b"/home/user/ws "), 0),
+        (data.rindex(b"/srv"), 3),
+    ]
+    assert whole(RootMatcher(roots), data) == expected
+
+
+def test_large_pieces_give_the_same_matches_as_small_ones():
+    # pieces from 64 KiB on are searched with libc's memmem
+    rng = random.Random(3)
+    data = bytearray(rng.randbytes(300_000))
+    spots = sorted(rng.sample(range(0, len(data) - 20), 40)) + [len(data) - 7]
+    for at in spots:
+        data[at : at + 7] = b"/ws/out"
+    matcher = RootMatcher([b"/ws/out", b"/ws"])
+    small = []
+    for start in range(0, len(data), 1000):
+        end = min(start + 1000, len(data))
+        small += matcher.feed(bytes(data), start, end, end == len(data))
+    matcher.reset()
+    large = matcher.feed(data, 0, len(data), True)
+    assert large == small and len(large) >= 30
+    assert all(data[at : at + 7] == b"/ws/out" for at, _ in large)
 
 
 # -- capture -----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ taken leftmost first and never overlap: capture and restore use the same
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fnmatch
 import os
 import posixpath
@@ -43,6 +44,10 @@ BOUNDARY = b"/\0\"' \t\n\r\v\f:;=)"
 #: read size when rewriting files; also the size from which a rewrite spools to disk
 CHUNK = 1024 * 1024
 _TEMP_SUFFIX = ".gaia-relocate"
+#: roots sharing at least this many leading bytes are searched for as one prefix
+_MIN_SHARED_PREFIX = 8
+#: pieces from this size on are searched with libc's memmem (see _find)
+_MEMMEM_FROM = 64 * 1024
 
 
 def root_bytes(path: str | os.PathLike, name: str = "") -> bytes:
@@ -63,17 +68,71 @@ def _inside(path: bytes, directory: bytes) -> bool:
 # -- matching ----------------------------------------------------------------------------
 
 
+def _load_memmem():
+    """libc's memmem: about three times faster than ``bytes.find`` here, and it runs
+    without the GIL (zstd's threads and tar go on meanwhile). None where it is missing."""
+    try:
+        memmem = ctypes.CDLL(None).memmem
+    except (OSError, AttributeError):
+        return None
+    memmem.restype = ctypes.c_void_p
+    memmem.argtypes = (
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+    )
+    return memmem
+
+
+_MEMMEM = _load_memmem()
+
+
+def _find(buffer, needle: bytes, start: int, end: int) -> int:
+    """``buffer.find(needle, start, end)``, through memmem for large bytearray pieces."""
+    if _MEMMEM is None or end - start < _MEMMEM_FROM or type(buffer) is not bytearray:
+        return buffer.find(needle, start, end)
+    view = (ctypes.c_char * len(buffer)).from_buffer(buffer)
+    try:
+        base = ctypes.addressof(view)
+        found = _MEMMEM(base + start, end - start, needle, len(needle))
+        return found - base if found else -1
+    finally:
+        del view  # releases the buffer export: the bytearray may be resized again
+
+
+def _shared_prefixes(needles: Sequence[bytes]) -> list[tuple[bytes, list[int]]]:
+    """Group roots by a common prefix (``/home/a/ws`` and ``/home/a/dl`` share
+    ``/home/a/``): one search per group instead of one per root. Indices longest first."""
+    groups: list[tuple[bytes, list[int]]] = []
+    for index in sorted(range(len(needles)), key=lambda i: needles[i]):
+        needle = needles[index]
+        if groups:
+            prefix, members = groups[-1]
+            shared = os.path.commonprefix([prefix, needle])
+            if len(shared) >= _MIN_SHARED_PREFIX or shared == prefix:
+                groups[-1] = (shared, [*members, index])
+                continue
+        groups.append((needle, [index]))
+    return [
+        (prefix, sorted(members, key=lambda i: -len(needles[i])))
+        for prefix, members in groups
+    ]
+
+
 class RootMatcher:
     """Finds roots in a byte stream fed in pieces of any size, matches across pieces too.
 
-    ``bytes.find`` per root over whole pieces keeps this fast on multi-GB trees; only the
-    last few bytes of a piece (less than the longest root plus one) wait for the next one.
+    One fast search per group of roots over whole pieces keeps this cheap on multi-GB
+    trees; only the last few bytes of a piece (less than the longest root plus one) wait
+    for the next one.
     """
 
     def __init__(self, needles: Sequence[bytes]):
         if not needles or not all(needles):
             raise ValueError("a root matcher needs non-empty roots")
         self.needles = list(needles)
+        self._groups = _shared_prefixes(self.needles)
         self._lookahead = max(map(len, needles)) + 1
         self.reset()
 
@@ -95,11 +154,14 @@ class RootMatcher:
         if decided <= start:
             return [], start
         hits = []
-        for index, needle in enumerate(self.needles):
-            at = buffer.find(needle, start, end)
+        for prefix, members in self._groups:
+            at = _find(buffer, prefix, start, end)
             while 0 <= at < decided:
-                hits.append((at, -len(needle), index))  # leftmost, then longest first
-                at = buffer.find(needle, at + 1, end)
+                for index in members:
+                    needle = self.needles[index]
+                    if buffer.startswith(needle, at, end):
+                        hits.append((at, -len(needle), index))  # leftmost, longest
+                at = _find(buffer, prefix, at + 1, end)
         if not hits:
             return [], decided
         hits.sort()
