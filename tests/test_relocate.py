@@ -282,6 +282,21 @@ def test_plan_reports_members_of_a_root_with_no_new_path():
     ]
 
 
+def test_plan_reports_roots_it_cannot_map():
+    embedded = [
+        record("out/a.txt", "text", "cache"),
+        record("out/b.txt", "text", "same"),
+    ]
+    old = {"out": "/ws/out", "same": "/ws/out"}  # two names for one directory ...
+    new = {"out": "/o", "same": "/p"}  # ... that now are two
+    plan = plan_relocation(embedded, old, new)
+    assert plan.rewrite == []
+    assert plan.unrewritable == [
+        ("out/a.txt", "holds root 'cache', whose old path is unknown"),
+        ("out/b.txt", "holds root 'same', whose old path now maps to several paths"),
+    ]
+
+
 # -- apply -------------------------------------------------------------------------------
 
 
