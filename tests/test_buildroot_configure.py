@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from buildroot_repo import BUILDROOT_TREE
 from gaia_buildroot.collect import collect
 from gaia_buildroot.layout import buildroot_config
 
@@ -14,12 +15,11 @@ from gaia_core.errors import TaskFailed
 from gaia_core.run import RunState, TaskContext
 from gaia_core.tasks import Task
 
-TREE = Path(__file__).parent / "buildroot_tree"
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    shutil.copytree(TREE, tmp_path / "tree")
+    shutil.copytree(BUILDROOT_TREE, tmp_path / "tree")
     ext = tmp_path / "ext"
     ext.mkdir()
     (ext / "external.desc").write_text("name: ACME\n")
@@ -86,13 +86,14 @@ def test_an_invalid_external_tree_fails_configure(gaia_cli, project: Path):
 
 def test_an_out_dir_of_another_schema_is_rebuilt_from_scratch(gaia_cli, project: Path):
     assert gaia_cli("run", project / "build.toml").exit_code == 0
-    (out(project) / ".gaia-buildroot-outdir-schema").write_text("0\n")
+    # schema 1: the stage was BR2_ROOTFS_OVERLAY and target/ holds its files for good
+    (out(project) / ".gaia-buildroot-outdir-schema").write_text("1\n")
     (out(project) / "stale").write_text("x")
     result = gaia_cli("run", project / "build.toml")
     assert result.exit_code == 0, result.output
     assert not (out(project) / "stale").exists()
     assert "starting from an empty out dir" in result.output
-    assert (out(project) / ".gaia-buildroot-outdir-schema").read_text() == "1\n"
+    assert (out(project) / ".gaia-buildroot-outdir-schema").read_text() == "2\n"
 
 
 def test_a_foreign_non_empty_out_dir_is_never_deleted(gaia_cli, project: Path):

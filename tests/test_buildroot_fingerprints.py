@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from buildroot_repo import git, make_buildroot_repo
+from buildroot_repo import BUILDROOT_TREE, git, make_buildroot_repo
 from gaia_buildroot.anchor import BuildrootAnchor, host_system
 from gaia_buildroot.fingerprint_sources import (
     DefconfigSource,
@@ -19,7 +19,6 @@ from gaia_buildroot.fingerprint_sources import (
 
 from gaia_core.config.loader import load_build
 
-TREE = Path(__file__).parent / "buildroot_tree"
 
 
 def write(path: Path, text: str) -> Path:
@@ -46,7 +45,7 @@ def digest(source, build_file: Path, path: str):
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    shutil.copytree(TREE, tmp_path / "tree")
+    shutil.copytree(BUILDROOT_TREE, tmp_path / "tree")
     make_external(tmp_path / "ext")
     write(tmp_path / "board" / "overlay" / "etc" / "issue", "hi\n")
     write(tmp_path / "board" / "config.txt", "arm_64bit=1\n")
@@ -114,7 +113,7 @@ def test_defconfig_digest_before_fetch_is_unavailable_and_missing_files_are_mark
     )
     assert digest(DefconfigSource, build_file, "buildroot.defconfig") == "unavailable"
     assert digest(VersionSource, build_file, "buildroot.version") == "unavailable"
-    shutil.copytree(TREE, tmp_path / "tree")
+    shutil.copytree(BUILDROOT_TREE, tmp_path / "tree")
     build_file.write_text(
         '[buildroot]\nsource_dir = "tree"\ndefconfig = "nope_defconfig"\n'
     )

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from gaia_buildroot.fsutil import copy_tree, resolve_in_root
-from gaia_buildroot.overlay import read_manifest, stage_files, sync_overlay
+from gaia_buildroot.overlay import SyncRecord, stage_files, sync_overlay
 
 
 def write(path: Path, text: str) -> Path:
@@ -47,7 +47,7 @@ def test_sync_writes_through_target_dir_links_inside_the_target_only(tmp_path: P
     assert (target / "usr" / "lib" / "firmware" / "blob.bin").read_text() == "fw"
     assert os.readlink(target / "lib") == "/usr/lib"
     assert os.readlink(target / "etc" / "issue") == "motd"
-    assert read_manifest(manifest) == copied
+    assert SyncRecord.read(manifest).files == copied
 
 
 def test_a_second_sync_removes_what_the_stage_no_longer_has(tmp_path: Path):

@@ -8,8 +8,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from buildroot_repo import BUILDROOT_TREE
 
-TREE = Path(__file__).parent / "buildroot_tree"
 
 BUILD = """
 [buildroot]
@@ -27,7 +27,7 @@ cmdline_file = "board/cmdline.txt"
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    shutil.copytree(TREE, tmp_path / "tree")
+    shutil.copytree(BUILDROOT_TREE, tmp_path / "tree")
     board = tmp_path / "board"
     (board / "overlay" / "etc" / "init.d").mkdir(parents=True)
     (board / "overlay" / "etc" / "init.d" / "S99board").write_text("#!/bin/sh\n")

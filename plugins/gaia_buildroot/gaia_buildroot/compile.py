@@ -1,7 +1,9 @@
 """``buildroot.build``: ``make target-finalize`` (packages and the target tree, no images).
 
 Images are made by ``buildroot.collect`` so that they always see the current stage, also
-when this task was skipped because a checkpoint was restored.
+when this task was skipped because a checkpoint was restored. The stage never takes part
+here: the last collect's sync is undone first, so the tree the checkpoint captures right
+after this task is Buildroot's own and serves every build file of the workspace.
 """
 
 from __future__ import annotations
@@ -9,8 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gaia_buildroot.config import BuildrootConfig
-from gaia_buildroot.layout import SYNC_MANIFEST_FILE, BuildrootLayout, jlevel
-from gaia_buildroot.overlay import read_manifest, stage_files, write_manifest
+from gaia_buildroot.layout import (
+    SYNC_BACKUP_DIR,
+    SYNC_MANIFEST_FILE,
+    BuildrootLayout,
+    jlevel,
+)
+from gaia_buildroot.overlay import undo_sync
 from gaia_core.errors import TaskFailed
 
 if TYPE_CHECKING:
@@ -28,13 +35,14 @@ def build(ctx: TaskContext, cfg: BuildrootConfig) -> None:
         raise TaskFailed(
             f"{layout.out_dir}/.config is missing: buildroot.configure has not run"
         )
-    # target-finalize copies BR2_ROOTFS_OVERLAY (the stage root) into target/. Whatever the
-    # stage held before or after it is recorded, so that collect can take those files out
-    # again even in a checkpoint of this out dir restored by a later run.
-    before = stage_files(layout.stage_root)
-    ctx.run_cmd(layout.make("target-finalize"), env=layout.make_env(jlevel(cfg)))
-    manifest = layout.out_dir / SYNC_MANIFEST_FILE
-    write_manifest(
-        manifest, [*read_manifest(manifest), *before, *stage_files(layout.stage_root)]
+    removed = undo_sync(
+        layout.target_dir,
+        layout.out_dir / SYNC_MANIFEST_FILE,
+        layout.out_dir / SYNC_BACKUP_DIR,
     )
-    ctx.log(f"built Buildroot target tree in {layout.out_dir / 'target'}")
+    if removed:
+        ctx.log(
+            f"took {len(removed)} file(s) of an earlier stage sync out of {layout.target_dir}"
+        )
+    ctx.run_cmd(layout.make("target-finalize"), env=layout.make_env(jlevel(cfg)))
+    ctx.log(f"built Buildroot target tree in {layout.target_dir}")
