@@ -162,21 +162,15 @@ def test_source_dir_checkout_digest_sees_uncommitted_edits(tmp_path: Path):
     )
 
 
-def test_anchor_describes_the_out_dir_and_its_absolute_paths(project: Path):
+def test_anchor_describes_the_out_dir_and_salts_with_no_path(project: Path):
     build = load_build(project)
     anchor = BuildrootAnchor(build)
     [target] = anchor.targets()
     out_dir = project.parent / "build" / "buildroot" / "output"
     assert (target.name, target.path) == ("buildroot_out_dir", out_dir)
     assert target.rootfs_dirs == ("target", "per-package/*/target")
-    assert anchor.fingerprint_salt() == {
-        "buildroot.out_dir": str(out_dir),
-        "buildroot.stage_root": str(
-            project.parent / "build" / "stage" / "build" / "rootfs"
-        ),
-        "buildroot.src_dir": str(project.parent / "tree"),
-        "host.system": host_system(),
-    }
+    # checkpoints are relocatable: no absolute path of the workspace in the fingerprint
+    assert anchor.fingerprint_salt() == {"host.system": host_system()}
     assert host_system().count("-") >= 2  # <os id>-<version>-<machine>
     assert BuildrootAnchor.skipped_tasks() == ("buildroot.configure", "buildroot.build")
     assert anchor.inactive_reason() is None
@@ -184,8 +178,74 @@ def test_anchor_describes_the_out_dir_and_its_absolute_paths(project: Path):
         "buildroot.version",
         "buildroot.defconfig",
         "buildroot.packages",
-        "buildroot.rpi.config_file",
+        "buildroot.symbols",
     } <= set(BuildrootAnchor.default_fingerprint_paths)
+
+
+def test_relocation_roots_name_every_directory_the_out_dir_can_embed(project: Path):
+    text = project.read_text().replace(
+        'external = ["ext"]',
+        'external = ["ext", "@build/../ext2"]\ndownload_dir = "/srv/dl"',
+    )
+    project.write_text(text)
+    make_external(project.parent / "ext2")
+    roots = BuildrootAnchor(load_build(project)).relocation_roots()
+    ws = project.parent
+    assert roots == {
+        "workspace": ws,
+        "buildroot.out_dir": ws / "build" / "buildroot" / "output",
+        "buildroot.src_dir": ws / "tree",
+        "buildroot.download_dir": Path("/srv/dl"),
+        "buildroot.external.0": ws / "ext",
+        "buildroot.external.1": ws / "ext2",
+    }
+
+
+def test_a_root_reached_through_a_symlink_also_has_its_canonical_form(tmp_path: Path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "ws").symlink_to(tmp_path / "real")
+    build_file = write(
+        tmp_path / "ws" / "build.toml", '[buildroot]\ndefconfig = "gaia_qemu_defconfig"\n'
+    )
+    roots = BuildrootAnchor(load_build(build_file)).relocation_roots()
+    out = Path("build") / "buildroot" / "output"
+    assert roots["buildroot.out_dir"] == tmp_path / "ws" / out
+    assert roots["buildroot.out_dir.canonical"] == tmp_path / "real" / out
+    assert roots["workspace.canonical"] == tmp_path / "real"
+    assert "buildroot.download_dir.canonical" in roots
+
+
+def test_relocation_roots_of_a_cloned_tree(tmp_path: Path):
+    build_file = write(
+        tmp_path / "build.toml", '[buildroot]\ndefconfig = "gaia_qemu_defconfig"\n'
+    )
+    roots = BuildrootAnchor(load_build(build_file)).relocation_roots()
+    assert not [k for k in roots if k.endswith(".canonical")]
+    assert roots["buildroot.src_dir"] == tmp_path / "build" / "buildroot" / "src"
+    assert roots["buildroot.download_dir"] == tmp_path / "build" / ".cache" / "buildroot" / "dl"
+    assert not [k for k in roots if k.startswith("buildroot.external")]
+
+
+@pytest.mark.parametrize(
+    ("member", "required"),
+    [
+        ("buildroot_out_dir/build/host-pkgconf-2.2.0/libpkgconf.o", False),
+        ("buildroot_out_dir/build/htop-3.3.0/config.status", False),
+        ("buildroot_out_dir/build/buildroot-config/auto.conf", False),
+        ("buildroot_out_dir/build/packages-file-list.txt", True),
+        ("buildroot_out_dir/host/lib/pkgconfig/libpkgconf.pc", True),
+        ("buildroot_out_dir/host/bin/toolchain-wrapper", True),
+        ("buildroot_out_dir/staging", True),
+        ("buildroot_out_dir/target/etc/os-release", True),
+        ("buildroot_out_dir/per-package/htop/host/bin/x", True),
+        ("buildroot_out_dir/.config", True),
+        ("buildroot_out_dir/Makefile", True),
+        ("buildroot_out_dir/build", True),
+        ("other_target/build/htop-3.3.0/config.status", True),
+    ],
+)
+def test_only_package_build_dirs_may_keep_an_old_path(project: Path, member: str, required: bool):
+    assert BuildrootAnchor(load_build(project)).relocation_required(member) is required
 
 
 def test_anchor_is_inactive_for_a_starting_point(tmp_path: Path):
