@@ -42,6 +42,7 @@ def test_gaia_plugins_lists_gaia_buildroot_and_what_it_registers():
     assert set(info["provides"]["fingerprint_sources"]) == {
         "buildroot.defconfig",
         "buildroot.external",
+        "buildroot.package_override",
         "buildroot.rpi.files",
         "buildroot.rpi.overlay",
         "buildroot.source_dir",
