@@ -271,3 +271,31 @@ def test_starting_point_makes_restore_and_capture_no_ops(gaia_cli, tmp_path):
         'buildroot.starting_point.rootfs_dir="seed-rootfs"',
     )
     assert st["exists"] is False and st["reason"].startswith("inactive:")
+
+
+def test_an_edit_in_an_override_source_tree_misses_and_rebuilds_that_package(
+    gaia_cli, qs
+):
+    src = qs.root / "src" / "htop"
+    src.mkdir(parents=True)
+    (src / "htop").write_text("#!/bin/sh\necho mine\n")
+    (qs.root / "local.mk").write_text(f"HTOP_OVERRIDE_SRCDIR = {src}\n")
+    symbol = f"buildroot.symbols.PACKAGE_OVERRIDE_FILE='{qs.root / 'local.mk'}'"
+    gaia(gaia_cli, "run", qs.build, "--set", symbol)
+    assert qs.image_file("usr/bin/htop") == "#!/bin/sh\necho mine\n"
+    assert status(gaia_cli, qs, symbol)["will_use"] is True
+
+    (src / "htop").write_text("#!/bin/sh\necho edited\n")
+    st = status(gaia_cli, qs, symbol)
+    assert st["will_rebuild"] is True
+    assert "buildroot.symbols" in st["reason"].split(":", 1)[1].split(",")
+    gaia(gaia_cli, "run", qs.build, "--set", symbol)
+    assert qs.image_file("usr/bin/htop") == "#!/bin/sh\necho edited\n"
+    assert qs.compile_log().count("htop custom rsync") == 2
+    assert qs.compile_log().count("busybox 1.37.0 build") == 1  # only htop was rebuilt
+
+    # the checkpoint captured by that run holds the new build
+    shutil.rmtree(qs.out)
+    warm = gaia(gaia_cli, "run", qs.build, "--set", symbol)
+    assert "SKIP: buildroot.build" in warm.output
+    assert qs.image_file("usr/bin/htop") == "#!/bin/sh\necho edited\n"

@@ -128,3 +128,20 @@ def test_collect_refuses_an_out_dir_without_the_schema_marker(gaia_cli, project:
     )
     with pytest.raises(TaskFailed, match="has gaia out-dir schema none"):
         collect(ctx, buildroot_config(build))
+
+
+def test_a_package_no_longer_overridden_is_rebuilt_from_its_own_source(gaia_cli, project: Path):
+    src = project / "src" / "busybox"
+    src.mkdir(parents=True)
+    (src / "busybox").write_text("#!/bin/sh\necho mine\n")
+    (project / "local.mk").write_text(f"BUSYBOX_OVERRIDE_SRCDIR = {src}\n")
+    symbol = f"buildroot.symbols.PACKAGE_OVERRIDE_FILE='{project / 'local.mk'}'"
+    assert gaia_cli("run", project / "build.toml", "--set", symbol).exit_code == 0
+    busybox = out(project) / "target" / "usr" / "bin" / "busybox"
+    assert busybox.read_text() == "#!/bin/sh\necho mine\n"
+    (project / "local.mk").write_text("")
+    result = gaia_cli("run", project / "build.toml", "--set", symbol)
+    assert result.exit_code == 0, result.output
+    assert "busybox: its override source changed since it was built" in result.output
+    assert busybox.read_text() == '#!/bin/sh\necho "busybox 1.36.1"\n'
+    assert not (out(project) / "build" / "busybox-custom").exists()

@@ -3,7 +3,9 @@
 Images are made by ``buildroot.collect`` so that they always see the current stage, also
 when this task was skipped because a checkpoint was restored. The stage never takes part
 here: the last collect's sync is undone first, so the tree the checkpoint captures right
-after this task is Buildroot's own and serves every build file of the workspace.
+after this task is Buildroot's own and serves every build file of the workspace. A
+package built from an override tree that changed since is cleaned first, so the tree
+matches the fingerprint that hashed the new source.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from gaia_buildroot.layout import (
     jlevel,
 )
 from gaia_buildroot.overlay import undo_sync
+from gaia_buildroot.package_overrides import (
+    digest_overrides,
+    record_built_from,
+    stale_override_builds,
+)
 from gaia_core.errors import TaskFailed
 
 if TYPE_CHECKING:
@@ -44,5 +51,11 @@ def build(ctx: TaskContext, cfg: BuildrootConfig) -> None:
         ctx.log(
             f"took {len(removed)} file(s) of an earlier stage sync out of {layout.target_dir}"
         )
-    ctx.run_cmd(layout.make("target-finalize"), env=layout.make_env(jlevel(cfg)))
+    env = layout.make_env(jlevel(cfg))
+    srcdirs = (digest_overrides(ctx.build) or {}).get("srcdirs", {})
+    for package in stale_override_builds(layout.out_dir, srcdirs):
+        ctx.log(f"{package}: its override source changed since it was built; rebuilding it")
+        ctx.run_cmd(layout.make(f"{package}-dirclean"), env=env)
+    ctx.run_cmd(layout.make("target-finalize"), env=env)
+    record_built_from(layout.out_dir, srcdirs)
     ctx.log(f"built Buildroot target tree in {layout.target_dir}")

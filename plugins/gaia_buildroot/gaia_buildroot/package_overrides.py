@@ -14,14 +14,16 @@ A file inside the out dir belongs to the captured tree, so only the trees it nam
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gaia_buildroot.dotconfig import DotConfig, requested_symbols, unquote
+from gaia_buildroot.dotconfig import DotConfig, requested_symbols, symbol_name, unquote
 from gaia_buildroot.layout import BuildrootLayout, buildroot_config, defconfig_name
 from gaia_buildroot.source_tree import find_defconfig, require_source_tree
+from gaia_core.atomic import write_json
 
 if TYPE_CHECKING:
     from gaia_core.build import Build
@@ -153,3 +155,29 @@ def digest_overrides(build: Build) -> dict[str, Any] | None:
         "file": "in the out dir" if inside_out_dir else "sha256:" + hashlib.sha256(text).hexdigest(),
         "srcdirs": srcdirs,
     }
+
+
+#: in the out dir: the override trees' digests its packages were last built from
+BUILT_FROM_FILE = ".gaia-package-overrides.json"
+
+
+def stale_override_builds(out_dir: Path, srcdirs: dict[str, str]) -> list[str]:
+    """Packages built from an override tree that has changed (or stopped being one) since.
+
+    Buildroot syncs an override tree once and never again by itself (its answer is
+    ``make <pkg>-rebuild``), so without a dirclean the out dir would keep the old build
+    under a fingerprint that names the new source. Returns package names, from the
+    ``build/<name>-custom`` dirs that exist.
+    """
+    try:
+        before = json.loads((out_dir / BUILT_FROM_FILE).read_text()).get("srcdirs", {})
+    except (OSError, ValueError, AttributeError):
+        before = {}
+    changed = {p for p in {*before, *srcdirs} if before.get(p) != srcdirs.get(p)}
+    built = out_dir / "build"
+    names = [d.name.removesuffix("-custom") for d in built.glob("*-custom")] if built.is_dir() else []
+    return sorted(n for n in names if symbol_name(n) in changed)
+
+
+def record_built_from(out_dir: Path, srcdirs: dict[str, str]) -> None:
+    write_json(out_dir / BUILT_FROM_FILE, {"srcdirs": srcdirs}, sort_keys=True)
