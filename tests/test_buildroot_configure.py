@@ -16,7 +16,6 @@ from gaia_core.run import RunState, TaskContext
 from gaia_core.tasks import Task
 
 
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     shutil.copytree(BUILDROOT_TREE, tmp_path / "tree")
@@ -130,7 +129,9 @@ def test_collect_refuses_an_out_dir_without_the_schema_marker(gaia_cli, project:
         collect(ctx, buildroot_config(build))
 
 
-def test_a_package_no_longer_overridden_is_rebuilt_from_its_own_source(gaia_cli, project: Path):
+def test_a_package_no_longer_overridden_is_rebuilt_from_its_own_source(
+    gaia_cli, project: Path
+):
     src = project / "src" / "busybox"
     src.mkdir(parents=True)
     (src / "busybox").write_text("#!/bin/sh\necho mine\n")

@@ -26,7 +26,6 @@ from gaia_core.run import RunState, TaskContext
 from gaia_core.tasks import Task
 
 
-
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -114,7 +113,11 @@ def fetched_build(build_file: Path, *overrides: str):
     """A loaded build after its buildroot.fetch ran, as the restore task sees it."""
     build = load_build(build_file, list(overrides))
     ctx = TaskContext(
-        Task("buildroot.fetch"), build, dry_run=False, state=RunState(), echo=lambda line: None
+        Task("buildroot.fetch"),
+        build,
+        dry_run=False,
+        state=RunState(),
+        echo=lambda line: None,
     )
     fetch(ctx, buildroot_config(build))
     return build
@@ -144,7 +147,9 @@ def pending(source, build, path: str) -> InputPending:
         (PackageOverrideSource, "buildroot.symbols"),
     ],
 )
-def test_before_fetch_clones_the_tree_its_digests_are_pending(cloned: Path, source, path: str):
+def test_before_fetch_clones_the_tree_its_digests_are_pending(
+    cloned: Path, source, path: str
+):
     error = pending(source, load_build(cloned), path)
     assert error.needs == "buildroot.fetch"
     assert "is cloned by buildroot.fetch" in error.detail
@@ -156,8 +161,13 @@ def test_before_fetch_clones_the_tree_its_digests_are_pending(cloned: Path, sour
 def test_a_pinned_tag_already_checked_out_is_not_pending(cloned: Path):
     fetched = fetched_build(cloned)
     status = load_build(cloned)  # another command, no fetch in it
-    for source, path in ((DefconfigSource, "buildroot.defconfig"), (VersionSource, "buildroot.version")):
-        assert source().digest(status, path, status.get(path)) == source().digest(fetched, path, fetched.get(path))
+    for source, path in (
+        (DefconfigSource, "buildroot.defconfig"),
+        (VersionSource, "buildroot.version"),
+    ):
+        assert source().digest(status, path, status.get(path)) == source().digest(
+            fetched, path, fetched.get(path)
+        )
 
 
 def test_a_checkout_that_fetch_would_move_or_reset_is_pending(cloned: Path):
@@ -169,7 +179,11 @@ def test_a_checkout_that_fetch_would_move_or_reset_is_pending(cloned: Path):
     git(origin, "tag", "-a", "2026.02", "-m", "2026.02")
     git(src, "fetch", "--quiet", "--tags", "origin")
     # another tag than the one checked out
-    error = pending(DefconfigSource, load_build(cloned, ['buildroot.version="2026.02"']), "buildroot.defconfig")
+    error = pending(
+        DefconfigSource,
+        load_build(cloned, ['buildroot.version="2026.02"']),
+        "buildroot.defconfig",
+    )
     assert "is not at '2026.02' yet: buildroot.fetch checks out" in error.detail
     # local edits fetch resets
     defconfig = src / "configs" / "gaia_qemu_defconfig"
@@ -177,7 +191,11 @@ def test_a_checkout_that_fetch_would_move_or_reset_is_pending(cloned: Path):
     error = pending(DefconfigSource, load_build(cloned), "buildroot.defconfig")
     assert "has local changes that buildroot.fetch resets" in error.detail
     # a branch: only fetch knows where it points
-    error = pending(VersionSource, load_build(cloned, ['buildroot.version="master"']), "buildroot.version")
+    error = pending(
+        VersionSource,
+        load_build(cloned, ['buildroot.version="master"']),
+        "buildroot.version",
+    )
     assert "'master' is not a tag or a full commit id" in error.detail
 
 
@@ -185,14 +203,21 @@ def test_a_defconfig_in_an_external_tree_needs_no_fetch(cloned: Path):
     make_external(cloned.parent / "ext")
     write(cloned.parent / "ext" / "configs" / "gaia_qemu_defconfig", "BR2_aarch64=y\n")
     build = load_build(cloned, ['buildroot.external=["ext"]'])
-    assert DefconfigSource().digest(build, "buildroot.defconfig", "gaia_qemu_defconfig").startswith("sha256:")
+    assert (
+        DefconfigSource()
+        .digest(build, "buildroot.defconfig", "gaia_qemu_defconfig")
+        .startswith("sha256:")
+    )
 
 
 def test_a_starting_point_never_waits_for_fetch(cloned: Path, tmp_path: Path):
     (tmp_path / "rootfs").mkdir()
     build = load_build(
         cloned,
-        ["buildroot.starting_point.enabled=true", f'buildroot.starting_point.rootfs_dir="{tmp_path / "rootfs"}"'],
+        [
+            "buildroot.starting_point.enabled=true",
+            f'buildroot.starting_point.rootfs_dir="{tmp_path / "rootfs"}"',
+        ],
     )
     assert VersionSource().digest(build, "buildroot.version", "2025.11") == "missing"
 
@@ -214,15 +239,26 @@ def test_a_missing_source_dir_is_an_error_value_not_pending(tmp_path: Path):
 
 def test_version_digest_follows_the_commit_a_branch_points_to(cloned: Path):
     origin = cloned.parent.parent / "origin"
-    first = VersionSource().digest(fetched_build(cloned, 'buildroot.version="master"'), "buildroot.version", "master")
+    first = VersionSource().digest(
+        fetched_build(cloned, 'buildroot.version="master"'),
+        "buildroot.version",
+        "master",
+    )
     assert first == git(origin, "rev-parse", "HEAD").strip()
     write(origin / "NEWS", "x\n")
     git(origin, "add", "NEWS")
     git(origin, "commit", "--quiet", "--no-gpg-sign", "-m", "move master")
-    second = VersionSource().digest(fetched_build(cloned, 'buildroot.version="master"'), "buildroot.version", "master")
+    second = VersionSource().digest(
+        fetched_build(cloned, 'buildroot.version="master"'),
+        "buildroot.version",
+        "master",
+    )
     assert second != first and second == git(origin, "rev-parse", "HEAD").strip()
     # a tag keeps naming its commit
-    assert VersionSource().digest(fetched_build(cloned), "buildroot.version", "2025.11") == first
+    assert (
+        VersionSource().digest(fetched_build(cloned), "buildroot.version", "2025.11")
+        == first
+    )
 
 
 def test_source_dir_checkout_digest_sees_uncommitted_edits(tmp_path: Path):
@@ -290,7 +326,8 @@ def test_a_root_reached_through_a_symlink_also_has_its_canonical_form(tmp_path: 
     (tmp_path / "real").mkdir()
     (tmp_path / "ws").symlink_to(tmp_path / "real")
     build_file = write(
-        tmp_path / "ws" / "build.toml", '[buildroot]\ndefconfig = "gaia_qemu_defconfig"\n'
+        tmp_path / "ws" / "build.toml",
+        '[buildroot]\ndefconfig = "gaia_qemu_defconfig"\n',
     )
     roots = BuildrootAnchor(load_build(build_file)).relocation_roots()
     out = Path("build") / "buildroot" / "output"
@@ -307,7 +344,10 @@ def test_relocation_roots_of_a_cloned_tree(tmp_path: Path):
     roots = BuildrootAnchor(load_build(build_file)).relocation_roots()
     assert not [k for k in roots if k.endswith(".canonical")]
     assert roots["buildroot.src_dir"] == tmp_path / "build" / "buildroot" / "src"
-    assert roots["buildroot.download_dir"] == tmp_path / "build" / ".cache" / "buildroot" / "dl"
+    assert (
+        roots["buildroot.download_dir"]
+        == tmp_path / "build" / ".cache" / "buildroot" / "dl"
+    )
     assert not [k for k in roots if k.startswith("buildroot.external")]
 
 
@@ -329,7 +369,9 @@ def test_relocation_roots_of_a_cloned_tree(tmp_path: Path):
         ("other_target/build/htop-3.3.0/config.status", True),
     ],
 )
-def test_only_package_build_dirs_may_keep_an_old_path(project: Path, member: str, required: bool):
+def test_only_package_build_dirs_may_keep_an_old_path(
+    project: Path, member: str, required: bool
+):
     assert BuildrootAnchor(load_build(project)).relocation_required(member) is required
 
 
@@ -359,7 +401,11 @@ def override_project(root: Path, override_file: str, line_prefix: str = "") -> P
     shutil.copytree(BUILDROOT_TREE, root / "tree")
     write(root / "src" / "htop" / "htop", "#!/bin/sh\necho mine\n")
     write(root / "src" / "htop" / ".git" / "index", "git's own state\n")
-    path = root / override_file if not override_file.startswith("/") else Path(override_file)
+    path = (
+        root / override_file
+        if not override_file.startswith("/")
+        else Path(override_file)
+    )
     write(
         path,
         f"{line_prefix}HTOP_OVERRIDE_SRCDIR = {root / 'src' / 'htop'}\n"
@@ -374,19 +420,28 @@ def override_project(root: Path, override_file: str, line_prefix: str = "") -> P
 
 def overrides(build_file: Path, *sets: str):
     build = load_build(build_file, list(sets))
-    return PackageOverrideSource().digest(build, "buildroot.symbols", build.get("buildroot.symbols"))
+    return PackageOverrideSource().digest(
+        build, "buildroot.symbols", build.get("buildroot.symbols")
+    )
 
 
 def test_editing_an_override_source_tree_changes_the_digest(tmp_path: Path):
     build_file = override_project(tmp_path, "local/overrides.mk")
     before = overrides(build_file)
-    assert set(before) == {"file", "srcdirs"} and before["srcdirs"]["HTOP"].startswith("sha256:")
+    assert set(before) == {"file", "srcdirs"} and before["srcdirs"]["HTOP"].startswith(
+        "sha256:"
+    )
     assert overrides(build_file) == before
     (tmp_path / "src" / "htop" / ".git" / "index").write_text("touched by git status\n")
-    assert overrides(build_file) == before  # VCS dirs are not synced by Buildroot either
+    assert (
+        overrides(build_file) == before
+    )  # VCS dirs are not synced by Buildroot either
     (tmp_path / "src" / "htop" / "htop").write_text("#!/bin/sh\necho edited\n")
     after = overrides(build_file)
-    assert after["srcdirs"]["HTOP"] != before["srcdirs"]["HTOP"] and after["file"] == before["file"]
+    assert (
+        after["srcdirs"]["HTOP"] != before["srcdirs"]["HTOP"]
+        and after["file"] == before["file"]
+    )
     # any other line of an override file outside the out dir counts too
     overrides_file = tmp_path / "local" / "overrides.mk"
     overrides_file.write_text(overrides_file.read_text().replace("--x", "--y"))
@@ -395,12 +450,16 @@ def test_editing_an_override_source_tree_changes_the_digest(tmp_path: Path):
 
 def test_the_override_digest_holds_no_path_of_the_workspace(tmp_path: Path):
     first = overrides(override_project(tmp_path / "a", "local/overrides.mk"))
-    second = overrides(override_project(tmp_path / "elsewhere" / "b", "local/overrides.mk"))
+    second = overrides(
+        override_project(tmp_path / "elsewhere" / "b", "local/overrides.mk")
+    )
     assert first == second
     assert str(tmp_path) not in repr(first)
 
 
-def test_the_default_local_mk_in_the_out_dir_counts_by_the_trees_it_names(tmp_path: Path):
+def test_the_default_local_mk_in_the_out_dir_counts_by_the_trees_it_names(
+    tmp_path: Path,
+):
     build_file = override_project(tmp_path, "build/buildroot/output/local.mk")
     build_file.write_text(build_file.read_text().replace("symbols = ", "# symbols = "))
     digest = overrides(build_file)
@@ -412,17 +471,23 @@ def test_the_default_local_mk_in_the_out_dir_counts_by_the_trees_it_names(tmp_pa
 
 
 def test_the_override_file_named_by_the_defconfig_and_make_variables(tmp_path: Path):
-    build_file = override_project(tmp_path, "tree/board/local.mk", line_prefix="override ")
+    build_file = override_project(
+        tmp_path, "tree/board/local.mk", line_prefix="override "
+    )
     build_file.write_text(build_file.read_text().replace("symbols = ", "# symbols = "))
     with open(tmp_path / "tree" / "configs" / "gaia_qemu_defconfig", "a") as f:
         f.write('BR2_PACKAGE_OVERRIDE_FILE="$(TOPDIR)/board/local.mk"\n')
     digest = overrides(build_file)
     assert digest is not None and "HTOP" in digest["srcdirs"]
     # the symbol wins over the defconfig; false means no override file at all
-    assert overrides(build_file, "buildroot.symbols.PACKAGE_OVERRIDE_FILE=false") is None
+    assert (
+        overrides(build_file, "buildroot.symbols.PACKAGE_OVERRIDE_FILE=false") is None
+    )
 
 
 def test_an_override_file_set_by_a_symbol_needs_no_fetch(cloned: Path, tmp_path: Path):
     write(tmp_path / "o.mk", f"HTOP_OVERRIDE_SRCDIR = {tmp_path / 'nowhere'}\n")
-    digest = overrides(cloned, f'buildroot.symbols.PACKAGE_OVERRIDE_FILE="{tmp_path / "o.mk"}"')
+    digest = overrides(
+        cloned, f'buildroot.symbols.PACKAGE_OVERRIDE_FILE="{tmp_path / "o.mk"}"'
+    )
     assert digest["srcdirs"] == {"HTOP": "missing"}

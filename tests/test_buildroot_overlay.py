@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from gaia_buildroot.fsutil import copy_tree, resolve_in_root
-from gaia_buildroot.overlay import SyncRecord, stage_files, sync_overlay, undo_sync
+from gaia_buildroot.overlay import SyncRecord, sync_overlay, undo_sync
 
 
 def write(path: Path, text: str) -> Path:
@@ -147,13 +147,6 @@ def test_manifest_entries_that_leave_the_target_are_ignored(tmp_path: Path):
     sync_overlay(tmp_path / "no-stage", target, manifest)
     assert victim.read_text() == "keep me"
     assert tmp_path.is_dir() and Path("/tmp").is_dir()
-
-
-def test_stage_files_lists_files_and_links(tmp_path: Path):
-    write(tmp_path / "s" / "a" / "b", "x")
-    os.symlink("a", tmp_path / "s" / "link-to-dir")
-    assert stage_files(tmp_path / "s") == ["a/b", "link-to-dir"]
-    assert stage_files(tmp_path / "missing") == []
 
 
 def test_copy_tree_keeps_modes_mtimes_links_and_skips_fifos(tmp_path: Path):

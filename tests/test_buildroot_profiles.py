@@ -98,11 +98,16 @@ def test_profiles_with_another_stage_have_the_same_fingerprint(gaia_cli, ws: Wor
     )
 
 
-def test_each_profile_image_carries_its_own_stage_from_one_build(gaia_cli, ws: Workspace):
+def test_each_profile_image_carries_its_own_stage_from_one_build(
+    gaia_cli, ws: Workspace
+):
     run(gaia_cli, ws.root / "build.toml")
     compiled = ws.compile_log()
     release = run(gaia_cli, ws.root / "release.toml")
-    assert "SKIP: buildroot.build" in release.output and "SKIP: buildroot.configure" in release.output
+    assert (
+        "SKIP: buildroot.build" in release.output
+        and "SKIP: buildroot.configure" in release.output
+    )
     assert ws.compile_log() == compiled
     assert len(list(ws.store.iterdir())) == 1
 
@@ -124,7 +129,13 @@ def test_the_captured_tree_holds_nothing_of_any_stage(gaia_cli, ws: Workspace):
     run(gaia_cli, ws.root / "release.toml", "--set", "buildroot.packages.dropbear=true")
     members = ws.payload_members()
     assert len(list(ws.store.iterdir())) == 2
-    stage_paths = ("etc/motd", "etc/gaia", "etc/gaia/build-info", "usr/bin/hello", "etc/release-notes")
+    stage_paths = (
+        "etc/motd",
+        "etc/gaia",
+        "etc/gaia/build-info",
+        "usr/bin/hello",
+        "etc/release-notes",
+    )
     for path in stage_paths:
         assert f"buildroot_out_dir/target/{path}" not in members, path
     assert "buildroot_out_dir/target/usr/bin/busybox" in members  # the tree is there
@@ -137,7 +148,9 @@ def test_the_captured_tree_holds_nothing_of_any_stage(gaia_cli, ws: Workspace):
 def test_a_stage_file_wins_over_what_target_finalize_writes(gaia_cli, ws: Workspace):
     """target-post-image re-runs target-finalize, which writes /etc/hostname again."""
     with open(ws.root / "build.toml", "a") as f:
-        f.write('\n[[stage.files]]\ndst = "/etc/hostname"\ncontent = "from-the-stage\\n"\n')
+        f.write(
+            '\n[[stage.files]]\ndst = "/etc/hostname"\ncontent = "from-the-stage\\n"\n'
+        )
     run(gaia_cli, ws.root / "build.toml")
     assert ws.image("build")["etc/hostname"] == b"from-the-stage\n"
     assert (ws.out / "target" / "etc" / "hostname").read_text() == "from-the-stage\n"
@@ -147,7 +160,9 @@ def test_a_stage_file_wins_over_what_target_finalize_writes(gaia_cli, ws: Worksp
 
 def test_a_package_file_a_stage_replaced_comes_back(gaia_cli, ws: Workspace):
     with open(ws.root / "release.toml", "a") as f:
-        f.write('\n[[stage.files]]\ndst = "/usr/bin/htop"\ncontent = "#!/bin/sh\\necho patched\\n"\n')
+        f.write(
+            '\n[[stage.files]]\ndst = "/usr/bin/htop"\ncontent = "#!/bin/sh\\necho patched\\n"\n'
+        )
     run(gaia_cli, ws.root / "release.toml")
     assert ws.image("release")["usr/bin/htop"] == b"#!/bin/sh\necho patched\n"
     run(gaia_cli, ws.root / "build.toml")
@@ -166,7 +181,12 @@ def test_a_users_own_overlay_stays_in_the_config_and_the_stage_wins_over_it(
     (overlay / "etc").mkdir(parents=True)
     (overlay / "etc" / "board").write_text("from the board overlay\n")
     (overlay / "etc" / "motd").write_text("overlay motd\n")
-    run(gaia_cli, ws.root / "build.toml", "--set", f"buildroot.symbols.ROOTFS_OVERLAY='{overlay}'")
+    run(
+        gaia_cli,
+        ws.root / "build.toml",
+        "--set",
+        f"buildroot.symbols.ROOTFS_OVERLAY='{overlay}'",
+    )
     config = (ws.out / ".config").read_text()
     assert f'BR2_ROOTFS_OVERLAY="{overlay}"' in config
     image = ws.image("build")

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from buildroot_repo import BUILDROOT_TREE
 
-
 BUILD = """
 [buildroot]
 source_dir = "tree"

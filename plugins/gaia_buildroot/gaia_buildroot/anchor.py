@@ -75,7 +75,10 @@ class BuildrootAnchor(Anchor):
             "buildroot.out_dir": layout.out_dir,
             "buildroot.src_dir": layout.src_dir,
             "buildroot.download_dir": layout.download_dir,
-            **{f"buildroot.external.{i}": tree for i, tree in enumerate(layout.externals)},
+            **{
+                f"buildroot.external.{i}": tree
+                for i, tree in enumerate(layout.externals)
+            },
         }
         roots: dict[str, Path] = {}
         for name, path in configured.items():

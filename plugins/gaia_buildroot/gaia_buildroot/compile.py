@@ -54,7 +54,9 @@ def build(ctx: TaskContext, cfg: BuildrootConfig) -> None:
     env = layout.make_env(jlevel(cfg))
     srcdirs = (digest_overrides(ctx.build) or {}).get("srcdirs", {})
     for package in stale_override_builds(layout.out_dir, srcdirs):
-        ctx.log(f"{package}: its override source changed since it was built; rebuilding it")
+        ctx.log(
+            f"{package}: its override source changed since it was built; rebuilding it"
+        )
         ctx.run_cmd(layout.make(f"{package}-dirclean"), env=env)
     ctx.run_cmd(layout.make("target-finalize"), env=env)
     record_built_from(layout.out_dir, srcdirs)

@@ -94,7 +94,14 @@ class BuildrootLayout:
         """``make -C <src> O=<out> [VAR=value ...] <target>``; command-line variables
         override ``.config`` for this one call."""
         assignments = [f"{key}={value}" for key, value in variables.items()]
-        return ["make", "-C", str(self.src_dir), f"O={self.out_dir}", *assignments, target]
+        return [
+            "make",
+            "-C",
+            str(self.src_dir),
+            f"O={self.out_dir}",
+            *assignments,
+            target,
+        ]
 
     @property
     def target_dir(self) -> Path:

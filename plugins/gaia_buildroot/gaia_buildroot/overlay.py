@@ -40,7 +40,11 @@ class SyncRecord:
 
         def strings(key: str) -> list[str]:
             found = data.get(key, [])
-            return [e for e in found if isinstance(e, str)] if isinstance(found, list) else []
+            return (
+                [e for e in found if isinstance(e, str)]
+                if isinstance(found, list)
+                else []
+            )
 
         return cls(strings("entries"), strings("dirs"))
 
@@ -50,18 +54,6 @@ class SyncRecord:
             {"entries": sorted(set(self.files)), "dirs": sorted(set(self.dirs))},
             sort_keys=True,
         )
-
-
-def stage_files(stage_root: Path) -> list[str]:
-    """Relative paths of every file and symlink under the stage root (empty when missing)."""
-    if not stage_root.is_dir():
-        return []
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(stage_root):
-        here = Path(dirpath)
-        for name in filenames + [d for d in dirnames if (here / d).is_symlink()]:
-            found.append((here / name).relative_to(stage_root).as_posix())
-    return sorted(found)
 
 
 def _safe_rel(rel: str) -> bool:
@@ -79,7 +71,9 @@ def _depth(rel: str) -> int:
     return rel.count("/")
 
 
-def undo_sync(target: Path, record_file: Path, backup_dir: Path | None = None) -> list[str]:
+def undo_sync(
+    target: Path, record_file: Path, backup_dir: Path | None = None
+) -> list[str]:
     """Take out what the last sync put into ``target``, put back what it replaced.
 
     Returns the stage paths removed. The record and the backups are gone afterwards.
@@ -160,7 +154,9 @@ class _Copier:
     def copy_file(self, src: Path, dest_dir: Path, rel: str) -> None:
         dest = dest_dir / src.name
         if dest.is_dir() and not dest.is_symlink():
-            raise IsADirectoryError(f"stage file /{rel} would replace a directory in the target")
+            raise IsADirectoryError(
+                f"stage file /{rel} would replace a directory in the target"
+            )
         if dest.is_symlink() or dest.exists():
             self.set_aside(dest)
         if src.is_symlink():
@@ -171,7 +167,9 @@ class _Copier:
         self.record.files.append(rel)
 
 
-def copy_stage(stage_root: Path, target: Path, backup_dir: Path | None = None) -> SyncRecord:
+def copy_stage(
+    stage_root: Path, target: Path, backup_dir: Path | None = None
+) -> SyncRecord:
     """Copy the stage into the target like ``rsync -a --keep-dirlinks`` (links kept as links)."""
     copier = _Copier(target, backup_dir)
     for dirpath, dirnames, filenames in os.walk(stage_root):
@@ -182,7 +180,9 @@ def copy_stage(stage_root: Path, target: Path, backup_dir: Path | None = None) -
         links = sorted(d for d in dirnames if (here / d).is_symlink())
         dirnames[:] = sorted(d for d in dirnames if d not in links)
         for name in sorted(filenames) + links:
-            copier.copy_file(here / name, dest_dir, f"{rel_dir}/{name}" if rel_dir else name)
+            copier.copy_file(
+                here / name, dest_dir, f"{rel_dir}/{name}" if rel_dir else name
+            )
     copier.record.files.sort()
     return copier.record
 
@@ -198,7 +198,11 @@ def sync_overlay(
     Returns (removed, copied) stage paths.
     """
     removed = undo_sync(target, record_file, backup_dir) if record_file else []
-    record = copy_stage(stage_root, target, backup_dir) if stage_root.is_dir() else SyncRecord()
+    record = (
+        copy_stage(stage_root, target, backup_dir)
+        if stage_root.is_dir()
+        else SyncRecord()
+    )
     if record_file:
         record.write(record_file)
     return removed, record.files

@@ -135,7 +135,10 @@ def digest_overrides(build: Build) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     roots = sorted(
-        ((name, str(p)) for name, p in BuildrootAnchor(build).relocation_roots().items()),
+        (
+            (name, str(p))
+            for name, p in BuildrootAnchor(build).relocation_roots().items()
+        ),
         key=lambda item: len(item[1]),
         reverse=True,
     )
@@ -152,7 +155,9 @@ def digest_overrides(build: Build) -> dict[str, Any] | None:
     inside_out_dir = layout.out_dir in path.parents
     text = "\n".join(lines).encode(errors="surrogateescape")
     return {
-        "file": "in the out dir" if inside_out_dir else "sha256:" + hashlib.sha256(text).hexdigest(),
+        "file": "in the out dir"
+        if inside_out_dir
+        else "sha256:" + hashlib.sha256(text).hexdigest(),
         "srcdirs": srcdirs,
     }
 
@@ -175,7 +180,11 @@ def stale_override_builds(out_dir: Path, srcdirs: dict[str, str]) -> list[str]:
         before = {}
     changed = {p for p in {*before, *srcdirs} if before.get(p) != srcdirs.get(p)}
     built = out_dir / "build"
-    names = [d.name.removesuffix("-custom") for d in built.glob("*-custom")] if built.is_dir() else []
+    names = (
+        [d.name.removesuffix("-custom") for d in built.glob("*-custom")]
+        if built.is_dir()
+        else []
+    )
     return sorted(n for n in names if symbol_name(n) in changed)
 
 

@@ -92,7 +92,9 @@ def require_source_tree(build: Build, layout: BuildrootLayout | None = None) -> 
     return layout.src_dir
 
 
-def find_defconfig(build: Build, name: str, layout: BuildrootLayout | None = None) -> Path | None:
+def find_defconfig(
+    build: Build, name: str, layout: BuildrootLayout | None = None
+) -> Path | None:
     """The file Buildroot would use: the last external tree that has it, else the source tree.
 
     Raises :class:`InputPending` only when the source tree is needed and not ready.
