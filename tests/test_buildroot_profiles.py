@@ -139,6 +139,8 @@ def test_the_captured_tree_holds_nothing_of_any_stage(gaia_cli, ws: Workspace):
     for path in stage_paths:
         assert f"buildroot_out_dir/target/{path}" not in members, path
     assert "buildroot_out_dir/target/usr/bin/busybox" in members  # the tree is there
+    # nor the first run's rootfs.tar, which holds its stage
+    assert not [m for m in members if m.startswith("buildroot_out_dir/images/")]
     assert not [m for m in members if ".gaia-stage-overlay" in m]
     config = members["buildroot_out_dir/.config"]
     assert isinstance(config, bytes)

@@ -30,6 +30,7 @@ from gaia_buildroot.layout import (
     jlevel,
 )
 from gaia_buildroot.overlay import sync_overlay
+from gaia_buildroot.post_image import image_files, record_outputs
 from gaia_core.errors import TaskFailed
 
 if TYPE_CHECKING:
@@ -93,9 +94,11 @@ def collect(ctx: TaskContext, cfg: BuildrootConfig) -> None:
     overlay: dict[str, str] = {}
     if layout.stage_root.is_dir():
         overlay["BR2_ROOTFS_OVERLAY"] = overlays_with_stage(layout)
+    before = image_files(layout.out_dir / "images")
     ctx.run_cmd(
         layout.make("target-post-image", **overlay), env=layout.make_env(jlevel(cfg))
     )
+    record_outputs(layout.out_dir, before)
 
     source = layout.out_dir / "images"
     if not source.is_dir():

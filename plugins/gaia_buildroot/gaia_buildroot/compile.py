@@ -3,7 +3,8 @@
 Images are made by ``buildroot.collect`` so that they always see the current stage, also
 when this task was skipped because a checkpoint was restored. The stage never takes part
 here: the last collect's sync is undone first, so the tree the checkpoint captures right
-after this task is Buildroot's own and serves every build file of the workspace. A
+after this task is Buildroot's own and serves every build file of the workspace (the
+root filesystem images an earlier collect made go too). A
 package built from an override tree that changed since is cleaned first, so the tree
 matches the fingerprint that hashed the new source.
 """
@@ -25,6 +26,7 @@ from gaia_buildroot.package_overrides import (
     record_built_from,
     stale_override_builds,
 )
+from gaia_buildroot.post_image import remove_outputs
 from gaia_core.errors import TaskFailed
 
 if TYPE_CHECKING:
@@ -51,6 +53,9 @@ def build(ctx: TaskContext, cfg: BuildrootConfig) -> None:
         ctx.log(
             f"took {len(removed)} file(s) of an earlier stage sync out of {layout.target_dir}"
         )
+    images = remove_outputs(layout.out_dir)
+    if images:
+        ctx.log(f"removed earlier collects' images: {', '.join(images)}")
     env = layout.make_env(jlevel(cfg))
     srcdirs = (digest_overrides(ctx.build) or {}).get("srcdirs", {})
     for package in stale_override_builds(layout.out_dir, srcdirs):
