@@ -2,11 +2,11 @@
 
 Images are made by ``buildroot.collect`` so that they always see the current stage, also
 when this task was skipped because a checkpoint was restored. The stage never takes part
-here: the last collect's sync is undone first, so the tree the checkpoint captures right
-after this task is Buildroot's own and serves every build file of the workspace (the
-root filesystem images an earlier collect made go too). A
-package built from an override tree that changed since is cleaned first, so the tree
-matches the fingerprint that hashed the new source.
+here: what the last collect put into the out dir (its stage sync, the root filesystem
+images) is taken out first, so the tree the checkpoint captures right after this task is
+Buildroot's own and serves every build file of the workspace. A package built from an
+override tree that changed since is cleaned too, so that the tree matches the
+fingerprint, which hashed the new source.
 """
 
 from __future__ import annotations
@@ -44,6 +44,17 @@ def build(ctx: TaskContext, cfg: BuildrootConfig) -> None:
         raise TaskFailed(
             f"{layout.out_dir}/.config is missing: buildroot.configure has not run"
         )
+    env = layout.make_env(jlevel(cfg))
+    undo_last_collect(ctx, layout)
+    srcdirs = (digest_overrides(ctx.build) or {}).get("srcdirs", {})
+    clean_stale_overrides(ctx, layout, srcdirs, env)
+    ctx.run_cmd(layout.make("target-finalize"), env=env)
+    record_built_from(layout.out_dir, srcdirs)
+    ctx.log(f"built Buildroot target tree in {layout.target_dir}")
+
+
+def undo_last_collect(ctx: TaskContext, layout: BuildrootLayout) -> None:
+    """Take the stage sync and the images of the last collect out of the out dir."""
     removed = undo_sync(
         layout.target_dir,
         layout.out_dir / SYNC_MANIFEST_FILE,
@@ -56,13 +67,16 @@ def build(ctx: TaskContext, cfg: BuildrootConfig) -> None:
     images = remove_outputs(layout.out_dir)
     if images:
         ctx.log(f"removed earlier collects' images: {', '.join(images)}")
-    env = layout.make_env(jlevel(cfg))
-    srcdirs = (digest_overrides(ctx.build) or {}).get("srcdirs", {})
+
+
+def clean_stale_overrides(
+    ctx: TaskContext,
+    layout: BuildrootLayout,
+    srcdirs: dict[str, str],
+    env: dict[str, str],
+) -> None:
     for package in stale_override_builds(layout.out_dir, srcdirs):
         ctx.log(
             f"{package}: its override source changed since it was built; rebuilding it"
         )
         ctx.run_cmd(layout.make(f"{package}-dirclean"), env=env)
-    ctx.run_cmd(layout.make("target-finalize"), env=env)
-    record_built_from(layout.out_dir, srcdirs)
-    ctx.log(f"built Buildroot target tree in {layout.target_dir}")
