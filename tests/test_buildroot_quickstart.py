@@ -158,15 +158,15 @@ anchor_task = "buildroot.build"
 def test_restored_checkpoint_drops_a_stage_file_the_build_had_baked_in(
     gaia_cli, quickstart: Path
 ):
-    """A checkpoint's target/ holds the stage files Buildroot's overlay step copied; a
-    later run whose stage no longer has one of them must not ship it."""
+    """A later run whose stage no longer has a file must not ship it: the checkpoint
+    holds no stage file (build undid the last sync before capture) and collect undoes
+    the previous sync before applying the current stage."""
     build_file = quickstart / "build.toml"
     build_file.write_text(build_file.read_text() + CHECKPOINTS)
     out_dir = quickstart / "build" / "buildroot" / "output"
     assert gaia_cli("run", build_file).exit_code == 0  # renders the stage
 
-    # a fresh out dir and a config change: build runs, and target-finalize copies the
-    # stage rendered last time into target/ before this run's collect ever synced it
+    # a fresh out dir and a config change: build runs and captures
     shutil.rmtree(out_dir)
     rebuild = ["--set", "buildroot.symbols.TARGET_GENERIC_HOSTNAME='rebuilt'"]
     result = gaia_cli("run", build_file, *rebuild)
