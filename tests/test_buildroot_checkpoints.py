@@ -174,12 +174,6 @@ def captured(tmp_path_factory) -> Quickstart:
         ('buildroot.rpi.arch="arm64"', "buildroot.rpi.arch"),
         ('buildroot.rpi.board="cm5"', "buildroot.rpi.board"),
         ('buildroot.rpi.defconfig="gaia_rpi_defconfig"', "buildroot.rpi.defconfig"),
-        ('buildroot.rpi.overlay="board"', "buildroot.rpi.overlay"),
-        ('buildroot.rpi.config_file="board/config.txt"', "buildroot.rpi.config_file"),
-        (
-            'buildroot.rpi.cmdline_file="board/cmdline.txt"',
-            "buildroot.rpi.cmdline_file",
-        ),
     ],
 )
 def test_each_default_fingerprint_path_invalidates(gaia_cli, captured, override, path):
@@ -202,15 +196,32 @@ def test_defconfig_file_content_change_invalidates(gaia_cli, qs):
     assert any(line.startswith("dropbear ") for line in qs.compile_log())
 
 
-def test_rpi_config_file_content_change_invalidates(gaia_cli, captured):
-    before = status(gaia_cli, captured, 'buildroot.rpi.config_file="board/config.txt"')[
-        "fingerprint"
-    ]
-    (captured.root / "board" / "config.txt").write_text("arm_64bit=0\n")
-    after = status(gaia_cli, captured, 'buildroot.rpi.config_file="board/config.txt"')[
-        "fingerprint"
-    ]
-    assert before != after
+@pytest.mark.parametrize(
+    "override",
+    [
+        'buildroot.rpi.overlay="board"',
+        'buildroot.rpi.config_file="board/config.txt"',
+        'buildroot.rpi.cmdline_file="board/cmdline.txt"',
+    ],
+)
+def test_rpi_board_files_reach_the_image_through_the_stage_and_keep_the_checkpoint(
+    gaia_cli, captured, override
+):
+    """They are copied into the stage, which only collect applies: no Buildroot input."""
+    st = status(gaia_cli, captured, override)
+    assert st["reason"] in ("hit", "materialized") and st["will_rebuild"] is False
+
+
+def test_rpi_config_file_content_counts_when_a_point_names_it(gaia_cli, tmp_path):
+    qs = make_quickstart(
+        tmp_path / "qs", point='fingerprint_from = ["buildroot.rpi.config_file"]'
+    )
+    (qs.root / "board").mkdir()
+    (qs.root / "board" / "config.txt").write_text("arm_64bit=1\n")
+    wanted = 'buildroot.rpi.config_file="board/config.txt"'
+    before = status(gaia_cli, qs, wanted)["fingerprint"]
+    (qs.root / "board" / "config.txt").write_text("arm_64bit=0\n")
+    assert status(gaia_cli, qs, wanted)["fingerprint"] != before
 
 
 def test_required_with_an_empty_store_fails(gaia_cli, tmp_path):
@@ -260,3 +271,31 @@ def test_starting_point_makes_restore_and_capture_no_ops(gaia_cli, tmp_path):
         'buildroot.starting_point.rootfs_dir="seed-rootfs"',
     )
     assert st["exists"] is False and st["reason"].startswith("inactive:")
+
+
+def test_an_edit_in_an_override_source_tree_misses_and_rebuilds_that_package(
+    gaia_cli, qs
+):
+    src = qs.root / "src" / "htop"
+    src.mkdir(parents=True)
+    (src / "htop").write_text("#!/bin/sh\necho mine\n")
+    (qs.root / "local.mk").write_text(f"HTOP_OVERRIDE_SRCDIR = {src}\n")
+    symbol = f"buildroot.symbols.PACKAGE_OVERRIDE_FILE='{qs.root / 'local.mk'}'"
+    gaia(gaia_cli, "run", qs.build, "--set", symbol)
+    assert qs.image_file("usr/bin/htop") == "#!/bin/sh\necho mine\n"
+    assert status(gaia_cli, qs, symbol)["will_use"] is True
+
+    (src / "htop").write_text("#!/bin/sh\necho edited\n")
+    st = status(gaia_cli, qs, symbol)
+    assert st["will_rebuild"] is True
+    assert "buildroot.symbols" in st["reason"].split(":", 1)[1].split(",")
+    gaia(gaia_cli, "run", qs.build, "--set", symbol)
+    assert qs.image_file("usr/bin/htop") == "#!/bin/sh\necho edited\n"
+    assert qs.compile_log().count("htop custom rsync") == 2
+    assert qs.compile_log().count("busybox 1.37.0 build") == 1  # only htop was rebuilt
+
+    # the checkpoint captured by that run holds the new build
+    shutil.rmtree(qs.out)
+    warm = gaia(gaia_cli, "run", qs.build, "--set", symbol)
+    assert "SKIP: buildroot.build" in warm.output
+    assert qs.image_file("usr/bin/htop") == "#!/bin/sh\necho edited\n"

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from buildroot_repo import BUILDROOT_TREE
 from gaia_buildroot.collect import collect
 from gaia_buildroot.layout import buildroot_config
 
@@ -14,12 +15,10 @@ from gaia_core.errors import TaskFailed
 from gaia_core.run import RunState, TaskContext
 from gaia_core.tasks import Task
 
-TREE = Path(__file__).parent / "buildroot_tree"
-
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    shutil.copytree(TREE, tmp_path / "tree")
+    shutil.copytree(BUILDROOT_TREE, tmp_path / "tree")
     ext = tmp_path / "ext"
     ext.mkdir()
     (ext / "external.desc").write_text("name: ACME\n")
@@ -86,13 +85,14 @@ def test_an_invalid_external_tree_fails_configure(gaia_cli, project: Path):
 
 def test_an_out_dir_of_another_schema_is_rebuilt_from_scratch(gaia_cli, project: Path):
     assert gaia_cli("run", project / "build.toml").exit_code == 0
-    (out(project) / ".gaia-buildroot-outdir-schema").write_text("0\n")
+    # schema 1: the stage was BR2_ROOTFS_OVERLAY and target/ holds its files for good
+    (out(project) / ".gaia-buildroot-outdir-schema").write_text("1\n")
     (out(project) / "stale").write_text("x")
     result = gaia_cli("run", project / "build.toml")
     assert result.exit_code == 0, result.output
     assert not (out(project) / "stale").exists()
     assert "starting from an empty out dir" in result.output
-    assert (out(project) / ".gaia-buildroot-outdir-schema").read_text() == "1\n"
+    assert (out(project) / ".gaia-buildroot-outdir-schema").read_text() == "2\n"
 
 
 def test_a_foreign_non_empty_out_dir_is_never_deleted(gaia_cli, project: Path):
@@ -127,3 +127,22 @@ def test_collect_refuses_an_out_dir_without_the_schema_marker(gaia_cli, project:
     )
     with pytest.raises(TaskFailed, match="has gaia out-dir schema none"):
         collect(ctx, buildroot_config(build))
+
+
+def test_a_package_no_longer_overridden_is_rebuilt_from_its_own_source(
+    gaia_cli, project: Path
+):
+    src = project / "src" / "busybox"
+    src.mkdir(parents=True)
+    (src / "busybox").write_text("#!/bin/sh\necho mine\n")
+    (project / "local.mk").write_text(f"BUSYBOX_OVERRIDE_SRCDIR = {src}\n")
+    symbol = f"buildroot.symbols.PACKAGE_OVERRIDE_FILE='{project / 'local.mk'}'"
+    assert gaia_cli("run", project / "build.toml", "--set", symbol).exit_code == 0
+    busybox = out(project) / "target" / "usr" / "bin" / "busybox"
+    assert busybox.read_text() == "#!/bin/sh\necho mine\n"
+    (project / "local.mk").write_text("")
+    result = gaia_cli("run", project / "build.toml", "--set", symbol)
+    assert result.exit_code == 0, result.output
+    assert "busybox: its override source changed since it was built" in result.output
+    assert busybox.read_text() == '#!/bin/sh\necho "busybox 1.36.1"\n'
+    assert not (out(project) / "build" / "busybox-custom").exists()

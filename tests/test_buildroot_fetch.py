@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from buildroot_repo import git, make_buildroot_repo
+from buildroot_repo import BUILDROOT_TREE, git, make_buildroot_repo
 from gaia_buildroot.fetch import fetch
 from gaia_buildroot.layout import buildroot_config
 
@@ -132,7 +132,7 @@ def test_src_dir_that_is_not_a_checkout_is_refused(build_file: Path):
 
 def test_source_dir_is_used_as_is_without_git(tmp_path: Path):
     tree = tmp_path / "tree"
-    shutil.copytree(Path(__file__).parent / "buildroot_tree", tree)
+    shutil.copytree(BUILDROOT_TREE, tree)
     path = tmp_path / "build.toml"
     path.write_text(
         '[buildroot]\nsource_dir = "tree"\nversion = "2025.11"\ndefconfig = "gaia_qemu_defconfig"\n'

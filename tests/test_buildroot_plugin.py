@@ -42,6 +42,7 @@ def test_gaia_plugins_lists_gaia_buildroot_and_what_it_registers():
     assert set(info["provides"]["fingerprint_sources"]) == {
         "buildroot.defconfig",
         "buildroot.external",
+        "buildroot.package_override",
         "buildroot.rpi.files",
         "buildroot.rpi.overlay",
         "buildroot.source_dir",
@@ -58,7 +59,8 @@ def test_quickstart_plan_orders_stage_and_programs_before_collect(gaia_cli):
     # the quickstart checkpoints buildroot.build: restore comes before configure and build,
     # capture between build and collect
     restore, capture = "checkpoints.restore.buildroot-build", "checkpoints.capture.buildroot-build"
-    assert set(plan["buildroot.configure"]["deps"]) == {"buildroot.fetch", "stage.render", restore}
+    # configure and build never read the stage: Buildroot need not wait for it
+    assert set(plan["buildroot.configure"]["deps"]) == {"buildroot.fetch", restore}
     assert set(plan["buildroot.build"]["deps"]) == {"buildroot.configure", restore}
     assert set(plan["buildroot.collect"]["deps"]) == {"buildroot.build", "core.barrier.stage", capture}
     assert plan["program.hello.install"]["deps"] == [

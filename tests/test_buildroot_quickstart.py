@@ -67,7 +67,7 @@ def test_cold_quickstart_builds_the_image(gaia_cli, quickstart: Path, parallel: 
             f"{package} build",
             f"{package} install-target",
         ]
-    assert len(log) == 9
+    assert len(log) == 12  # and host-pkgconf's three steps
 
     members = image_members(quickstart)
     assert (
@@ -114,11 +114,12 @@ def test_cold_quickstart_builds_the_image(gaia_cli, quickstart: Path, parallel: 
     )
 
     config = (quickstart / "build" / "buildroot" / "output" / ".config").read_text()
-    assert f'BR2_ROOTFS_OVERLAY="{quickstart}/build/stage/build/rootfs"' in config
+    assert 'BR2_ROOTFS_OVERLAY=""' in config  # the stage is no part of .config
+    assert str(quickstart / "build" / "stage") not in config
     assert "BR2_PACKAGE_NANO=y" in config
     assert (
         quickstart / "build" / "buildroot" / "output" / ".gaia-buildroot-outdir-schema"
-    ).read_text().strip() == "1"
+    ).read_text().strip() == "2"
 
 
 def test_stage_only_change_shows_up_without_recompiling(gaia_cli, quickstart: Path):
@@ -157,15 +158,15 @@ anchor_task = "buildroot.build"
 def test_restored_checkpoint_drops_a_stage_file_the_build_had_baked_in(
     gaia_cli, quickstart: Path
 ):
-    """A checkpoint's target/ holds the stage files Buildroot's overlay step copied; a
-    later run whose stage no longer has one of them must not ship it."""
+    """A later run whose stage no longer has a file must not ship it: the checkpoint
+    holds no stage file (build undid the last sync before capture) and collect undoes
+    the previous sync before applying the current stage."""
     build_file = quickstart / "build.toml"
     build_file.write_text(build_file.read_text() + CHECKPOINTS)
     out_dir = quickstart / "build" / "buildroot" / "output"
     assert gaia_cli("run", build_file).exit_code == 0  # renders the stage
 
-    # a fresh out dir and a config change: build runs, and target-finalize copies the
-    # stage rendered last time into target/ before this run's collect ever synced it
+    # a fresh out dir and a config change: build runs and captures
     shutil.rmtree(out_dir)
     rebuild = ["--set", "buildroot.symbols.TARGET_GENERIC_HOSTNAME='rebuilt'"]
     result = gaia_cli("run", build_file, *rebuild)

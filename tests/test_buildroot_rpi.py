@@ -8,8 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
-TREE = Path(__file__).parent / "buildroot_tree"
+from buildroot_repo import BUILDROOT_TREE
 
 BUILD = """
 [buildroot]
@@ -27,7 +26,7 @@ cmdline_file = "board/cmdline.txt"
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    shutil.copytree(TREE, tmp_path / "tree")
+    shutil.copytree(BUILDROOT_TREE, tmp_path / "tree")
     board = tmp_path / "board"
     (board / "overlay" / "etc" / "init.d").mkdir(parents=True)
     (board / "overlay" / "etc" / "init.d" / "S99board").write_text("#!/bin/sh\n")

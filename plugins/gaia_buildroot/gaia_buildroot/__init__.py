@@ -2,7 +2,8 @@
 
 Tables ``[buildroot]``, ``[buildroot.rpi]``, ``[stage]`` and ``[program.<name>]``; the
 ``buildroot.build`` checkpoint anchor; fingerprint sources that hash defconfigs, external
-trees and board files by content. See README.md for the config reference.
+trees, board files and package override trees by content. See README.md for the config
+reference.
 """
 
 __version__ = "0.1.0"

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import platform
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from gaia_buildroot.layout import BuildrootLayout, buildroot_config
 from gaia_core.anchors import Anchor, Target
 
+TARGET_NAME = "buildroot_out_dir"
+
+#: What the Buildroot build reads. ``buildroot.rpi.overlay``, ``config_file`` and
+#: ``cmdline_file`` are not here: they reach the image through the stage, which only
+#: collect applies, so build files that differ in them share one checkpoint.
 DEFAULT_FINGERPRINT_PATHS = (
     "buildroot.version",
     "buildroot.source_dir",
@@ -21,9 +27,6 @@ DEFAULT_FINGERPRINT_PATHS = (
     "buildroot.rpi.arch",
     "buildroot.rpi.board",
     "buildroot.rpi.defconfig",
-    "buildroot.rpi.overlay",
-    "buildroot.rpi.config_file",
-    "buildroot.rpi.cmdline_file",
 )
 
 
@@ -39,7 +42,7 @@ class BuildrootAnchor(Anchor):
         out_dir = BuildrootLayout.of(self.build).out_dir
         return [
             Target(
-                "buildroot_out_dir",
+                TARGET_NAME,
                 out_dir,
                 rootfs_dirs=("target", "per-package/*/target"),
             )
@@ -54,16 +57,55 @@ class BuildrootAnchor(Anchor):
         return None
 
     def fingerprint_salt(self) -> dict[str, Any]:
-        # Buildroot bakes these absolute paths into the out dir and its .config.
+        # host/ holds tools built for this machine (Yocto keys native objects the same way).
+        # The absolute paths Buildroot bakes into the tree are relocation roots instead.
+        return {"host.system": host_system()}
+
+    def relocation_roots(self) -> dict[str, Path]:
+        """Every configured directory the out dir can name: the staging link, config.status
+        and .pc files name the out dir; its Makefile the source tree; .config the download
+        dir and, through BR2_EXTERNAL, the external trees.
+
+        Buildroot writes canonical paths (it runs in ``realpath`` of its dir and of O=), gaia
+        the configured ones: where the two differ (a symlink on the way), both are roots.
+        """
         layout = BuildrootLayout.of(self.build)
-        # The out dir's Makefile names the source tree, so that path matters as well.
-        return {
-            "buildroot.out_dir": str(layout.out_dir),
-            "buildroot.stage_root": str(layout.stage_root),
-            "buildroot.src_dir": str(layout.src_dir),
-            # host/ holds tools built for this machine (Yocto keys native objects the same way)
-            "host.system": host_system(),
+        configured = {
+            "workspace": self.build.workspace.root,
+            "buildroot.out_dir": layout.out_dir,
+            "buildroot.src_dir": layout.src_dir,
+            "buildroot.download_dir": layout.download_dir,
+            **{
+                f"buildroot.external.{i}": tree
+                for i, tree in enumerate(layout.externals)
+            },
         }
+        roots: dict[str, Path] = {}
+        for name, path in configured.items():
+            roots[name] = Path(os.path.normpath(path))
+            canonical = Path(os.path.realpath(path))
+            if canonical != roots[name]:
+                roots[f"{name}.canonical"] = canonical
+        return roots
+
+    def relocation_required(self, member: str) -> bool:
+        return relocation_required(member)
+
+
+def relocation_required(member: str) -> bool:
+    """Files in a package's build dir (``build/<pkg>/...``) may keep an old path.
+
+    They are intermediate objects (configure results, compiled objects) that only a
+    rebuild of that package reads, and a rebuild regenerates them; real Buildroot has a
+    compiled object there that embeds the out dir. Everything else (host/, staging,
+    target/, per-package/, .config, the out dir's Makefile, build/*.txt) is used as is
+    by later steps and must point at the tree's new place.
+    """
+    parts = PurePosixPath(member).parts
+    if len(parts) < 2 or parts[0] != TARGET_NAME:
+        return True
+    rel = parts[1:]
+    return not (len(rel) >= 3 and rel[0] == "build")
 
 
 def host_system() -> str:

@@ -3,6 +3,13 @@
 It always runs in full, also after a checkpoint restore skipped configure and build: the
 stage is synced into ``<out>/target`` (undoing the previous sync), ``make
 target-post-image`` makes the images, and they are copied to ``<run dir>/images``.
+
+``target-post-image`` runs ``target-finalize`` again, whose steps rewrite parts of the
+target tree (``/etc/hostname``, ``os-release``, the user's overlays, post-build scripts).
+The stage root therefore also goes to that one ``make`` call as the last
+``BR2_ROOTFS_OVERLAY`` (a command-line variable, never written into ``.config``), so that
+Buildroot copies it after its own steps and before the post-build scripts, as it does
+with any overlay: the stage wins, as it did when it was the overlay of the build.
 """
 
 from __future__ import annotations
@@ -10,17 +17,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gaia_buildroot.config import BuildrootConfig
+from gaia_buildroot.dotconfig import DotConfig, quote, unquote
 from gaia_buildroot.fsutil import clear_dir, copy_tree
 from gaia_buildroot.images import describe_images, images_dir, write_manifest
 from gaia_buildroot.layout import (
     OUT_DIR_SCHEMA,
     OUT_DIR_SCHEMA_FILE,
+    SYNC_BACKUP_DIR,
     SYNC_MANIFEST_FILE,
     BuildrootLayout,
     defconfig_name,
     jlevel,
 )
 from gaia_buildroot.overlay import sync_overlay
+from gaia_buildroot.post_image import image_files, record_outputs
 from gaia_core.errors import TaskFailed
 
 if TYPE_CHECKING:
@@ -42,6 +52,18 @@ def check_out_dir(layout: BuildrootLayout) -> None:
         )
 
 
+def overlays_with_stage(layout: BuildrootLayout) -> str:
+    """BR2_ROOTFS_OVERLAY for ``target-post-image``: the ``.config``'s overlays, then the stage."""
+    stage = str(layout.stage_root)
+    if any(c.isspace() or c == '"' for c in stage):
+        raise TaskFailed(
+            f"the stage root {stage} contains a space or a quote; Buildroot cannot use it as an overlay"
+        )
+    configured = DotConfig.read(layout.out_dir / ".config").get("BR2_ROOTFS_OVERLAY")
+    overlays = unquote(configured).split() if configured not in (None, "n") else []
+    return quote(" ".join([*overlays, stage]))
+
+
 def collect(ctx: TaskContext, cfg: BuildrootConfig) -> None:
     if cfg.starting_point.enabled:
         from gaia_buildroot.starting_point import collect_starting_point
@@ -51,11 +73,14 @@ def collect(ctx: TaskContext, cfg: BuildrootConfig) -> None:
     build = ctx.build
     layout = BuildrootLayout.of(build, cfg)
     check_out_dir(layout)
-    target = layout.out_dir / "target"
+    target = layout.target_dir
     if target.is_dir():
         try:
             removed, copied = sync_overlay(
-                layout.stage_root, target, layout.out_dir / SYNC_MANIFEST_FILE
+                layout.stage_root,
+                target,
+                layout.out_dir / SYNC_MANIFEST_FILE,
+                layout.out_dir / SYNC_BACKUP_DIR,
             )
         except OSError as exc:
             raise TaskFailed(f"syncing the stage into {target}: {exc}") from None
@@ -66,7 +91,14 @@ def collect(ctx: TaskContext, cfg: BuildrootConfig) -> None:
         ctx.log(
             f"no target tree at {target} yet: make target-post-image applies the overlay"
         )
-    ctx.run_cmd(layout.make("target-post-image"), env=layout.make_env(jlevel(cfg)))
+    overlay: dict[str, str] = {}
+    if layout.stage_root.is_dir():
+        overlay["BR2_ROOTFS_OVERLAY"] = overlays_with_stage(layout)
+    before = image_files(layout.out_dir / "images")
+    ctx.run_cmd(
+        layout.make("target-post-image", **overlay), env=layout.make_env(jlevel(cfg))
+    )
+    record_outputs(layout.out_dir, before)
 
     source = layout.out_dir / "images"
     if not source.is_dir():

@@ -66,8 +66,13 @@ def prepare_out_dir(ctx: TaskContext, out: Path) -> None:
 def edit_dotconfig(
     config: DotConfig, cfg: BuildrootConfig, layout: BuildrootLayout
 ) -> dict:
-    """gaia's own settings first, then the user's overrides (which therefore win)."""
-    config.set("BR2_ROOTFS_OVERLAY", f'"{layout.stage_root}"')
+    """gaia's own settings first, then the user's overrides (which therefore win).
+
+    Nothing of one build file goes in: ``.config`` is part of the checkpoint that every
+    build file of the workspace shares. The stage in particular is not BR2_ROOTFS_OVERLAY
+    (an overlay of the user's own stays as the defconfig or the symbols set it); collect
+    applies it to the built tree.
+    """
     config.set("BR2_DL_DIR", f'"{layout.download_dir}"')
     config.set("BR2_JLEVEL", str(jlevel(cfg)))
     wanted = requested_symbols(cfg.packages, cfg.package_versions, cfg.symbols)
@@ -90,7 +95,6 @@ def configure(ctx: TaskContext, cfg: BuildrootConfig) -> None:
     check_external_trees(layout)
     prepare_out_dir(ctx, layout.out_dir)
     layout.out_dir.mkdir(parents=True, exist_ok=True)
-    layout.stage_root.mkdir(parents=True, exist_ok=True)
     layout.download_dir.mkdir(parents=True, exist_ok=True)
     env = layout.make_env()
     ctx.run_cmd(layout.make(defconfig), env=env)

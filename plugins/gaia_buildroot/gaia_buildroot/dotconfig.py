@@ -27,6 +27,13 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def unquote(raw: str) -> str:
+    """The string a quoted ``.config`` value stands for (a bare value as it is)."""
+    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", raw[1:-1])
+    return raw
+
+
 def render_value(value: SymbolValue) -> str | None:
     """The right-hand side of ``KEY=...``; None means "is not set"."""
     if isinstance(value, bool):

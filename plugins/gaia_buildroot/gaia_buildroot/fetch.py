@@ -6,12 +6,18 @@ fetched and checked out at ``version`` on every run so a moving branch is follow
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gaia_buildroot.config import BuildrootConfig
+from gaia_buildroot.gitrepo import (
+    git_output,
+    is_git_checkout,
+    is_pinned,
+    resolve_commit,
+    resolve_version,
+)
 from gaia_buildroot.layout import BuildrootLayout
+from gaia_buildroot.source_tree import record_fetched
 from gaia_core.errors import TaskFailed
 
 if TYPE_CHECKING:
@@ -22,47 +28,6 @@ GIT_ENV = {
     "GIT_HTTP_LOW_SPEED_LIMIT": "1024",
     "GIT_HTTP_LOW_SPEED_TIME": "60",
 }
-
-
-def git_output(src: Path, *args: str) -> str | None:
-    """stdout of a read-only git query in ``src``; None when git says no."""
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(src), *args],
-            capture_output=True,
-            text=True,
-            env=None,
-            stdin=subprocess.DEVNULL,
-            check=False,
-            timeout=60,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout.rstrip("\n") if proc.returncode == 0 else None
-
-
-def resolve_commit(src: Path, ref: str) -> str | None:
-    return git_output(src, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-
-
-def resolve_version(src: Path, version: str) -> str | None:
-    """The commit ``version`` names: a tag, else the fetched remote branch, else any rev."""
-    for ref in (f"refs/tags/{version}", f"refs/remotes/origin/{version}", version):
-        commit = resolve_commit(src, ref)
-        if commit:
-            return commit
-    return None
-
-
-def is_pinned(src: Path, version: str) -> bool:
-    """A tag or a full commit id: something a failed fetch cannot have moved."""
-    return resolve_commit(src, f"refs/tags/{version}") is not None or (
-        len(version) == 40 and resolve_commit(src, version) == version
-    )
-
-
-def is_git_checkout(src: Path) -> bool:
-    return (src / ".git").exists()
 
 
 def fetch(ctx: TaskContext, cfg: BuildrootConfig) -> None:
@@ -119,6 +84,7 @@ def fetch(ctx: TaskContext, cfg: BuildrootConfig) -> None:
         ctx.log(
             f"buildroot.version not set: building {src} at {git_output(src, 'rev-parse', 'HEAD') or 'its current HEAD'}"
         )
+        record_fetched(ctx.build, src)
         return
     wanted = resolve_version(src, cfg.version)
     if wanted is None:
@@ -137,4 +103,5 @@ def fetch(ctx: TaskContext, cfg: BuildrootConfig) -> None:
             env=GIT_ENV,
         )
         ctx.run_cmd(["git", "-C", str(src), "reset", "--hard", wanted], env=GIT_ENV)
+    record_fetched(ctx.build, src)
     ctx.log(f"Buildroot {cfg.version} at {wanted} in {src}")

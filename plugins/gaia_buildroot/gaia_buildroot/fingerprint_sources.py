@@ -2,8 +2,10 @@
 
 ``defconfig = "x_defconfig"`` or ``external = ["br2-external"]`` say nothing about the
 files behind them; these sources make an edit to those files change the fingerprint of
-the ``buildroot.build`` checkpoint. A file that is not there (yet) gives a stable marker
-("unavailable", "missing") instead of an error, so ``status`` works before ``fetch``.
+the ``buildroot.build`` checkpoint. What lives in gaia's clone of Buildroot is read only
+once it is the tree the build will use: before ``buildroot.fetch`` brought it there, the
+sources raise :class:`InputPending` (see :mod:`gaia_buildroot.source_tree`) instead of
+guessing. A file that is simply not there gives the stable value ``"missing"``.
 """
 
 from __future__ import annotations
@@ -13,23 +15,13 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gaia_buildroot.fetch import git_output, is_git_checkout, resolve_version
-from gaia_buildroot.layout import BuildrootLayout
+from gaia_buildroot.gitrepo import git_output, is_git_checkout, resolve_version
+from gaia_buildroot.package_overrides import digest_overrides
+from gaia_buildroot.source_tree import find_defconfig, require_source_tree
 from gaia_core.fingerprints import FingerprintSource, hash_file, hash_tree
 
 if TYPE_CHECKING:
     from gaia_core.build import Build
-
-UNAVAILABLE = "unavailable"
-
-
-def find_defconfig(layout: BuildrootLayout, name: str) -> Path | None:
-    """The file Buildroot would use: the last external tree that has it, else the source tree."""
-    for tree in [*reversed(layout.externals), layout.src_dir]:
-        candidate = tree / "configs" / name
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 class DefconfigSource(FingerprintSource):
@@ -39,10 +31,7 @@ class DefconfigSource(FingerprintSource):
     def digest(self, build: Build, path: str, value: Any) -> Any:
         if not isinstance(value, str):
             return None
-        layout = BuildrootLayout.of(build)
-        if not layout.src_dir.is_dir():
-            return UNAVAILABLE
-        found = find_defconfig(layout, value)
+        found = find_defconfig(build, value)
         return hash_file(found) if found else "missing"
 
 
@@ -91,12 +80,25 @@ class VersionSource(FingerprintSource):
     paths = ("buildroot.version",)
 
     def digest(self, build: Build, path: str, value: Any) -> Any:
-        src = BuildrootLayout.of(build).src_dir
+        src = require_source_tree(build)
+        if not src.is_dir():
+            return "missing"
         if not is_git_checkout(src):
-            return None if src.is_dir() else UNAVAILABLE
+            return None  # a source_dir that is no checkout: SourceTreeSource hashes it
         if isinstance(value, str):
             return resolve_version(src, value) or "missing"
         return git_output(src, "rev-parse", "HEAD")
+
+
+class PackageOverrideSource(FingerprintSource):
+    """BR2_PACKAGE_OVERRIDE_FILE (a symbol, or the defconfig's) and the trees its
+    ``<PKG>_OVERRIDE_SRCDIR`` lines name: edit a file there and the checkpoint misses."""
+
+    kind = "buildroot.package_override"
+    paths = ("buildroot.symbols",)
+
+    def digest(self, build: Build, path: str, value: Any) -> Any:
+        return digest_overrides(build)
 
 
 class SourceTreeSource(FingerprintSource):
@@ -146,4 +148,5 @@ SOURCES = [
     RpiFilesSource,
     VersionSource,
     SourceTreeSource,
+    PackageOverrideSource,
 ]

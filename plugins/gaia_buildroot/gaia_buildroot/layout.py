@@ -14,17 +14,21 @@ from gaia_buildroot.config import BuildrootConfig, RpiConfig
 if TYPE_CHECKING:
     from gaia_core.build import Build
 
-#: written into the Buildroot out dir by configure; a different value means "not ours / too old"
-OUT_DIR_SCHEMA = "1"
+#: written into the Buildroot out dir by configure; a different value means "not ours / too old".
+#: 2: the stage is no longer BR2_ROOTFS_OVERLAY, and what collect copies into target/ can
+#: be undone (schema 1 trees hold stage files with nothing to restore under them).
+OUT_DIR_SCHEMA = "2"
 OUT_DIR_SCHEMA_FILE = ".gaia-buildroot-outdir-schema"
-#: relative files the last stage sync (or the build's overlay step) put into <out>/target
+#: what the last stage sync put into <out>/target (see overlay.SyncRecord)
 SYNC_MANIFEST_FILE = ".gaia-stage-overlay-sync.json"
+#: the files of <out>/target that the last stage sync replaced, put back by its undo
+SYNC_BACKUP_DIR = ".gaia-stage-overlay-backup"
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/@:]+@[^/:]+:")
 
 
 def stage_root(build: Build) -> Path:
-    """The directory the stage renders into; Buildroot uses it as BR2_ROOTFS_OVERLAY."""
+    """The directory the stage renders into, one per build file; only collect reads it."""
     return build.workspace.build_dir / "stage" / build.name / "rootfs"
 
 
@@ -86,8 +90,22 @@ class BuildrootLayout:
             env["BR2_JLEVEL"] = str(jlevel)
         return env
 
-    def make(self, target: str) -> list[str]:
-        return ["make", "-C", str(self.src_dir), f"O={self.out_dir}", target]
+    def make(self, target: str, **variables: str) -> list[str]:
+        """``make -C <src> O=<out> [VAR=value ...] <target>``; command-line variables
+        override ``.config`` for this one call."""
+        assignments = [f"{key}={value}" for key, value in variables.items()]
+        return [
+            "make",
+            "-C",
+            str(self.src_dir),
+            f"O={self.out_dir}",
+            *assignments,
+            target,
+        ]
+
+    @property
+    def target_dir(self) -> Path:
+        return self.out_dir / "target"
 
 
 def resolve_repo(build: Build, repo: str) -> str:

@@ -85,9 +85,9 @@ class BuildrootModule(Module):
                 "Configure Buildroot",
                 "buildroot",
                 "configure",
-                # the stage root is BR2_ROOTFS_OVERLAY: never wiped by stage.render
-                # while Buildroot copies it
-                ["buildroot.fetch", prepared, "stage:content?"],
+                # the stage is not an input of configure or build (collect applies it),
+                # so Buildroot need not wait for it
+                ["buildroot.fetch", prepared],
                 ["buildroot:config"],
             ),
             Task(

@@ -1,8 +1,8 @@
 """``buildroot.rpi.validate`` and ``buildroot.rpi.prepare``: Raspberry Pi board files.
 
 They reach the image through the stage root (``/boot/config.txt``, ``/boot/cmdline.txt``,
-the overlay tree), so editing them never needs a Buildroot rebuild; their contents are
-fingerprinted all the same, since the Buildroot build sees them as BR2_ROOTFS_OVERLAY.
+the overlay tree), which only collect applies: editing them never needs a Buildroot
+rebuild, and they are not part of the checkpoint's default fingerprint.
 """
 
 from __future__ import annotations

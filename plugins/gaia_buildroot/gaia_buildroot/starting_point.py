@@ -119,7 +119,7 @@ def collect_starting_point(ctx: TaskContext, cfg: BuildrootConfig) -> None:
             f"skipped {len(skipped)} device node(s)/FIFO(s): {', '.join(sorted(skipped)[:10])}"
         )
     if sp.apply_stage_overlay:
-        _, copied = sync_overlay(stage_root(build), rootfs, manifest=None)
+        _, copied = sync_overlay(stage_root(build), rootfs, record_file=None)
         ctx.log(f"stage overlay: {len(copied)} file(s) applied")
     pack_rootfs(rootfs, dest / "rootfs.tar")
     files = describe_images(dest, exclude=("rootfs",))
