@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import os
 from pathlib import Path
 
 import pytest
@@ -322,19 +323,21 @@ def test_relocation_roots_name_every_directory_the_out_dir_can_embed(project: Pa
     }
 
 
-def test_a_root_reached_through_a_symlink_also_has_its_canonical_form(tmp_path: Path):
+def test_a_root_reached_through_a_symlink_is_recorded_in_both_forms(tmp_path: Path):
+    from gaia_core.checkpoints.portability import current_roots
+
     (tmp_path / "real").mkdir()
     (tmp_path / "ws").symlink_to(tmp_path / "real")
     build_file = write(
         tmp_path / "ws" / "build.toml",
         '[buildroot]\ndefconfig = "gaia_qemu_defconfig"\n',
     )
-    roots = BuildrootAnchor(load_build(build_file)).relocation_roots()
+    roots = current_roots(BuildrootAnchor(load_build(build_file)), capture=True)
     out = Path("build") / "buildroot" / "output"
-    assert roots["buildroot.out_dir"] == tmp_path / "ws" / out
-    assert roots["buildroot.out_dir.canonical"] == tmp_path / "real" / out
-    assert roots["workspace.canonical"] == tmp_path / "real"
-    assert "buildroot.download_dir.canonical" in roots
+    assert roots["buildroot.out_dir"] == str(tmp_path / "ws" / out)
+    assert roots["buildroot.out_dir:real"] == str(tmp_path / "real" / out)
+    assert roots["workspace:real"] == str(tmp_path / "real")
+    assert "buildroot.download_dir:real" in roots
 
 
 def test_relocation_roots_of_a_cloned_tree(tmp_path: Path):
@@ -342,7 +345,7 @@ def test_relocation_roots_of_a_cloned_tree(tmp_path: Path):
         tmp_path / "build.toml", '[buildroot]\ndefconfig = "gaia_qemu_defconfig"\n'
     )
     roots = BuildrootAnchor(load_build(build_file)).relocation_roots()
-    assert not [k for k in roots if k.endswith(".canonical")]
+    assert all(path == Path(os.path.realpath(path)) for path in roots.values())
     assert roots["buildroot.src_dir"] == tmp_path / "build" / "buildroot" / "src"
     assert (
         roots["buildroot.download_dir"]

@@ -66,8 +66,8 @@ class BuildrootAnchor(Anchor):
         and .pc files name the out dir; its Makefile the source tree; .config the download
         dir and, through BR2_EXTERNAL, the external trees.
 
-        Buildroot writes canonical paths (it runs in ``realpath`` of its dir and of O=), gaia
-        the configured ones: where the two differ (a symlink on the way), both are roots.
+        Buildroot writes canonical paths (it runs in ``realpath`` of its dir and of O=);
+        the core records each root's resolved form too, so a symlink on the way is covered.
         """
         layout = BuildrootLayout.of(self.build)
         configured = {
@@ -80,13 +80,7 @@ class BuildrootAnchor(Anchor):
                 for i, tree in enumerate(layout.externals)
             },
         }
-        roots: dict[str, Path] = {}
-        for name, path in configured.items():
-            roots[name] = Path(os.path.normpath(path))
-            canonical = Path(os.path.realpath(path))
-            if canonical != roots[name]:
-                roots[f"{name}.canonical"] = canonical
-        return roots
+        return {name: Path(os.path.normpath(path)) for name, path in configured.items()}
 
     def relocation_required(self, member: str) -> bool:
         return relocation_required(member)
