@@ -86,6 +86,7 @@ def core_requirement(requires: list[str] | None) -> str | None:
     from packaging.utils import canonicalize_name
 
     found: list[str] = []
+    required = False
     for line in requires or ():
         try:
             req = Requirement(line)
@@ -95,10 +96,17 @@ def core_requirement(requires: list[str] | None) -> str | None:
             continue
         if req.marker is not None and not req.marker.evaluate({"extra": ""}):
             continue
-        found.append(str(req.specifier))
-    if not found:
+        required = True
+        found += sorted((str(s) for s in req.specifier), key=_bound_first)
+    if not required:
         return None
-    return ",".join(s for s in found if s)
+    return ",".join(found)
+
+
+def _bound_first(spec: str) -> tuple[int, str]:
+    """``>=0.1,<0.2`` rather than packaging's ``<0.2,>=0.1``."""
+    order = (">=", ">", "~=", "===", "==", "!=", "<=", "<")
+    return next(i for i, op in enumerate(order) if spec.startswith(op)), spec
 
 
 def core_satisfies(specifier: str | None, version: str | None = None) -> bool | None:
