@@ -132,7 +132,7 @@ def plugin_group() -> None:
 @click.option("--anchor", is_flag=True,
               help="Include an anchor with a target, a fingerprint source, an example build and a "
                    "test that the second run restores.")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
               help="The directory to create (default: ./gaia-NAME). It must not exist.")
 def new_cmd(name: str, anchor: bool, directory: Path | None) -> None:
     """Create a new plugin distribution NAME (e.g. cmake -> gaia-cmake, module gaia_cmake).
