@@ -9,9 +9,12 @@ then times, alternating baseline and gaia, the median of N runs of:
   capture: gaia capture()                   vs  tar -cf - . | zstd -3 -T0 > file
   restore: gaia extract() with sha256 check vs  tar -I zstd -xf file
 
-and prints the wall-time ratios with PASS/MISS against the targets (capture <= 1.2x,
-verified restore <= 1.25x), plus the CPU-time ratios (process + children), which stay
-meaningful when other work shares the machine.
+gaia's capture does all it does for a real checkpoint: pax headers, the restore-side
+header validation, and the scan of every byte for four relocation roots (the work dir,
+the corpus, a source and a download dir, as an anchor names them). It prints the
+wall-time ratios with PASS/MISS against the targets (capture <= 1.1x, verified restore
+<= 1.25x), plus the CPU-time ratios (process + children), which stay meaningful when
+other work shares the machine.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ SOURCES = ["/usr/include", "/usr/lib/gcc", "/usr/bin"]
 TOP_UP = "/usr/lib/x86_64-linux-gnu"
 MIN_BYTES = 300 * 1024 * 1024
 MIN_FILES = 10_000
-TARGETS = {"capture": 1.20, "restore": 1.25}
+TARGETS = {"capture": 1.10, "restore": 1.25}
 
 
 def tree_stats(root: Path) -> tuple[int, int]:
@@ -103,6 +106,12 @@ def main() -> int:
         # the corpus is a slice of a root filesystem: its absolute symlinks
         # (/etc/alternatives/...) are read relative to it, as in a Buildroot target/ dir
         targets = [Target("corpus", corpus, rootfs_dirs=("*",))]
+        roots = {
+            "workspace": work,
+            "out": corpus,
+            "src": work / "src",
+            "dl": work / "dl",
+        }
         baseline_file, gaia_file = work / "baseline.tar.zst", work / "gaia.tar.zst"
         out = work / "out"
 
@@ -117,7 +126,7 @@ def main() -> int:
         def gaia_capture() -> None:
             nonlocal info
             with open(gaia_file, "wb") as dest:
-                info = capture(targets, dest)
+                info = capture(targets, dest, roots=roots)
 
         def baseline_restore() -> None:
             subprocess.run(
@@ -165,7 +174,9 @@ def main() -> int:
 
         print(
             f"payload: gaia {gaia_file.stat().st_size / 2**20:.1f} MiB, "
-            f"baseline {baseline_file.stat().st_size / 2**20:.1f} MiB"
+            f"baseline {baseline_file.stat().st_size / 2**20:.1f} MiB; "
+            f"{info.entries} entries, {len(info.embedded)} embed a root, "
+            f"{len(info.external_links)} link directories outside"
         )
         missed = False
         for label, ((base, ours), (base_cpu, our_cpu)) in results.items():

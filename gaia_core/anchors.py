@@ -16,8 +16,9 @@ class Target:
 
     ``name`` names it inside the payload (``[A-Za-z0-9._-]+``). ``rootfs_dirs`` are
     glob patterns, relative to ``path``, of directories that are a target system's root
-    filesystem: an absolute symlink inside one (``/usr/lib/...``) is read relative to
-    that directory when restore checks that no link escapes the target.
+    filesystem: a link inside one (``/usr/lib/...``) is read inside that rootfs, so it is
+    neither a prerequisite outside the tree nor relocated. Links anywhere are stored and
+    restored with their targets unchanged (links are data).
     """
 
     name: str

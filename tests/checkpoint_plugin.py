@@ -54,6 +54,7 @@ def build_counter(ctx) -> None:  # type: ignore[no-untyped-def]
     root = str(ctx.build.workspace.root)
     if settings.embed_root:
         (out / "config.mk").write_text(f"OUT := {out}\nROOT := {root}\n")
+        (out / "canonical.mk").write_text(f"BASE_DIR := {os.path.realpath(out)}\n")  # like Buildroot's O=
         binary_dir = out / ("scratch" if settings.binary_in_scratch else "sub")
         binary_dir.mkdir(exist_ok=True)
         (binary_dir / "tool.bin").write_bytes(b"\x7fELF\0\0" + f"{out}/lib".encode() + b"\0" + os.urandom(64))

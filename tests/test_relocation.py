@@ -73,3 +73,22 @@ def test_a_restore_at_the_same_path_rewrites_nothing(gaia_cli, pm, tmp_path):
     shutil.rmtree(first.out)
     result = run(gaia_cli, pm, "run", first.build)
     assert first.builds() == 1 and "relocated" not in result.output
+
+
+def test_paths_a_symlinked_workspace_embeds_in_resolved_form_are_relocated(gaia_cli, pm, tmp_path):
+    real = tmp_path / "disk" / "ws-real"
+    real.mkdir(parents=True)
+    (tmp_path / "ws-link").symlink_to(real)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    first = Project(tmp_path / "ws-link", shared=shared)
+    first.write(backend=True, point='backend = "dir:shared"\nupload_policy = "always"', embed_root=True,
+                binary_in_scratch=True)
+    run(gaia_cli, pm, "run", first.build)
+    roots = Project.manifest(first.remote_objects()[0])["roots"]
+    assert roots["workspace"] == str(tmp_path / "ws-link") and roots["workspace:real"] == str(real)
+    second = elsewhere(tmp_path, first, "plain-ws")
+    run(gaia_cli, pm, "run", second.build)
+    assert second.builds() == 0
+    assert (second.out / "canonical.mk").read_text() == f"BASE_DIR := {second.out}\n"
+    assert (second.out / "config.mk").read_text() == f"OUT := {second.out}\nROOT := {second.root}\n"

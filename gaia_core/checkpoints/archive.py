@@ -1,10 +1,14 @@
 """The payload of a checkpoint: directories captured into one compressed tar stream.
 
-Capture runs GNU tar once per target and compresses the concatenated streams in-process
-(zstd, all cores) while hashing the compressed bytes on their way to ``dest``: one pass,
-no copy of the tree. Extract hashes and decompresses while reading, and feeds GNU tar
-through :class:`~gaia_core.checkpoints.tarscan.TarScanner`, so tar never reads a header
-that was not validated first.
+Capture runs GNU tar once per target (POSIX/pax format: nanosecond mtimes) and, in one
+pass over the concatenated streams, validates them with the same
+:class:`~gaia_core.checkpoints.tarscan.TarScanner` restore uses (so capture refuses what
+restore would), finds the absolute roots the files embed
+(:class:`~gaia_core.checkpoints.relocate.RootFinder`), compresses in-process (zstd, all
+cores) and hashes the compressed bytes on their way to ``dest``: no copy of the tree.
+Extract hashes and decompresses while reading, stops past the expected unpacked size and
+entry count, and feeds GNU tar through a TarScanner that strips set-id bits, so tar never
+reads a header that was not validated first and never creates a set-id or foreign file.
 """
 
 from __future__ import annotations
@@ -17,14 +21,16 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import IO, BinaryIO
 
 import zstandard
 
 from gaia_core.anchors import Target
+from gaia_core.checkpoints.relocate import RootFinder
 from gaia_core.checkpoints.tarscan import TarMalformed, TarRefused, TarScanner
 from gaia_core.errors import CheckpointError
 
@@ -37,6 +43,9 @@ CHUNK = 1024 * 1024
 DECOMPRESSED_CHUNK = 256 * 1024
 _TARGET_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _STDERR_LIMIT = 2000
+_NO_ROOTS: Mapping[str, Path] = MappingProxyType({})
+#: GNU tar leaves sockets out with this warning (exit status 0); LC_ALL=C keeps it stable
+_SOCKET_IGNORED = re.compile(rb"^[^:\n]*tar: (.*): socket ignored$", re.MULTILINE)
 
 
 class UnsafeArchive(CheckpointError):
@@ -49,20 +58,21 @@ class PayloadCorrupt(CheckpointError):
 
 @dataclass(frozen=True)
 class PayloadInfo:
-    sha256: str
-    size: int
-    # TEMPORARY until the archive branch lands: counts only, no relocation scan
-    unpacked_size: int = 0
-    entries: int = 0
-    embedded: tuple = ()
-    external_links: tuple = ()
+    """What capture wrote: the manifest records all of it."""
+
+    sha256: str  # of the compressed payload bytes
+    size: int  # compressed payload bytes
+    unpacked_size: int  # bytes of the tar stream
+    entries: int  # tar members
+    embedded: list[dict]  # {"path", "kind": text|binary|symlink, "roots"}, by path
+    external_links: list[str]  # directories outside every target that links point to
 
 
 @dataclass(frozen=True)
 class ExtractInfo:
-    unpacked_size: int
-    entries: int
-    stripped_setid: list
+    unpacked_size: int  # bytes of the tar stream
+    entries: int  # tar members
+    stripped_setid: list[str]  # members restored without their setuid/setgid bits
 
 
 def payload_file_name(compression: str) -> str:
@@ -87,15 +97,52 @@ class _HashingWriter:
 
     def write(self, data) -> int:
         self._sha.update(data)
-        self._dest.write(data)
+        try:
+            self._dest.write(data)
+        except OSError as error:
+            raise CheckpointError(
+                f"writing the checkpoint payload failed: {error}"
+            ) from error
         self.size += len(data)
         return len(data)
 
     def flush(self) -> None:
-        self._dest.flush()
+        try:
+            self._dest.flush()
+        except OSError as error:
+            raise CheckpointError(
+                f"writing the checkpoint payload failed: {error}"
+            ) from error
 
-    def info(self) -> PayloadInfo:
-        return PayloadInfo(self._sha.hexdigest(), self.size)
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+class _Compressor:
+    """zstd on all cores into the sink; closed (frame finished) only on success, so an
+    exception from ``progress`` is never masked by a flush."""
+
+    def __init__(self, sink: _HashingWriter, level: int):
+        compressor = zstandard.ZstdCompressor(
+            level=level, threads=-1, write_checksum=True
+        )
+        self._writer = compressor.stream_writer(sink, closefd=False)
+
+    def write(self, data) -> None:
+        try:
+            self._writer.write(data)
+        except zstandard.ZstdError as error:
+            raise CheckpointError(
+                f"compressing the checkpoint failed: {error}"
+            ) from error
+
+    def close(self) -> None:
+        try:
+            self._writer.close()
+        except zstandard.ZstdError as error:
+            raise CheckpointError(
+                f"compressing the checkpoint failed: {error}"
+            ) from error
 
 
 def capture(
@@ -105,36 +152,49 @@ def capture(
     compression: str = "zstd",
     level: int = 3,
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
-    roots=None,
-    progress=None,
+    roots: Mapping[str, Path] = _NO_ROOTS,
+    progress: Callable[[int], None] | None = None,
 ) -> PayloadInfo:
-    """Write ``targets`` to ``dest`` as one (compressed) tar stream; return its hash and size.
+    """Write ``targets`` to ``dest`` as one (compressed) tar stream; return what it holds.
 
     Members are ``<target name>/<path>``. ``exclude`` holds paths relative to each target
-    root that are left out (anchored: only at the root).
+    root that are left out (anchored: only at the root). ``roots`` names the absolute
+    directories whose embedding in files and links is recorded for relocation.
+    ``progress(n)``: n more bytes of the tar stream were processed; it may raise to cancel
+    (the exception propagates; ``dest`` then holds a partial payload for the caller to
+    delete). Raises UnsafeArchive, naming the member, for anything restore would refuse.
     """
     payload_file_name(compression)
     _check_targets(targets, must_exist=True)
     excluded = [_exclude_option(path) for path in exclude]
+    finder = RootFinder(roots, targets)
+    scanner = TarScanner(targets, observer=finder)
     sink = _HashingWriter(dest)
+    compressor = _Compressor(sink, level) if compression == "zstd" else None
+    write = compressor.write if compressor else sink.write
     try:
-        if compression == "zstd":
-            compressor = zstandard.ZstdCompressor(
-                level=level, threads=-1, write_checksum=True
-            )
-            with compressor.stream_writer(sink, closefd=False) as writer:
-                for target in targets:
-                    _tar_create(target, excluded, writer.write)
-        else:
-            for target in targets:
-                _tar_create(target, excluded, sink.write)
-        sink.flush()
-    except (OSError, zstandard.ZstdError) as error:
+        unpacked = sum(
+            _tar_create(target, excluded, scanner, write, progress)
+            for target in targets
+        )
+        scanner.finish()
+    except TarRefused as error:
+        raise UnsafeArchive(f"refusing to capture the checkpoint: {error}") from error
+    except TarMalformed as error:
         raise CheckpointError(
-            f"writing the checkpoint payload failed: {error}"
+            f"tar wrote a stream gaia cannot read: {error}"
         ) from error
-    info = sink.info()
-    return PayloadInfo(info.sha256, info.size, unpacked_size=info.size, entries=1 << 30)
+    if compressor:
+        compressor.close()
+    sink.flush()
+    return PayloadInfo(
+        sha256=sink.hexdigest(),
+        size=sink.size,
+        unpacked_size=unpacked,
+        entries=scanner.members,
+        embedded=finder.embedded,
+        external_links=finder.external_links,
+    )
 
 
 def _exclude_option(path: str) -> str:
@@ -147,16 +207,24 @@ def _exclude_option(path: str) -> str:
 
 
 def _tar_create(
-    target: Target, excluded: list[str], write: Callable[[bytes], object]
-) -> None:
+    target: Target,
+    excluded: list[str],
+    scanner: TarScanner,
+    write: Callable[[memoryview], object],
+    progress: Callable[[int], None] | None,
+) -> int:
+    """Stream one target through the scanner into ``write``; return the tar stream's size."""
     command = [
         _tar(), "-C", str(target.path), "-cf", "-",
-        "--format=gnu", "--numeric-owner", "--sort=name",
-        "--anchored", "--no-wildcards", *excluded,
+        # pax: nanosecond mtimes; atime and ctime change on every read, so they would make
+        # an unchanged tree produce another payload
+        "--format=posix", "--pax-option=delete=atime,delete=ctime",
+        "--numeric-owner", "--sort=name", "--anchored", "--no-wildcards", *excluded,
         # "." becomes "<name>", "./x" becomes "<name>/x"; symlink texts stay as they are
         f"--transform=s,^\\.$,{target.name},S", f"--transform=s,^\\./,{target.name}/,S",
         ".",
     ]  # fmt: skip
+    total = 0
     with _stderr_file() as stderr, subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
         env=_tar_env(), bufsize=0,
@@ -165,8 +233,13 @@ def _tar_create(
             _grow_pipe(tar.stdout)
             buffer = bytearray(CHUNK)
             view = memoryview(buffer)
-            while count := tar.stdout.readinto(buffer):
+            while count := _fill(tar.stdout, view, target):
+                # full chunks go as they are: the root scan searches them without a copy
+                scanner.feed(buffer if count == CHUNK else buffer[:count])
                 write(view[:count])
+                total += count
+                if progress is not None:
+                    progress(count)
             tar.wait()
         finally:
             _reap(tar)
@@ -175,6 +248,39 @@ def _tar_create(
                 f"tar failed to capture target {target.name!r} ({target.path}) "
                 f"with exit status {tar.returncode}: {_read_tail(stderr)}"
             )
+        _refuse_skipped_sockets(stderr, target)
+    return total
+
+
+def _fill(pipe: IO[bytes], view: memoryview, target: Target) -> int:
+    """Read until ``view`` is full or the stream ends: whole chunks keep matches across
+    chunk boundaries rare and the per-chunk work low."""
+    filled = 0
+    try:
+        while filled < len(view) and (count := pipe.readinto(view[filled:])):
+            filled += count
+    except OSError as error:
+        raise CheckpointError(
+            f"reading tar's output for target {target.name!r} failed: {error}"
+        ) from error
+    return filled
+
+
+def _refuse_skipped_sockets(stderr: IO[bytes], target: Target) -> None:
+    """GNU tar leaves sockets out with a warning; restore refuses them, so capture does."""
+    stderr.seek(0)
+    names = [
+        match.group(1).decode("utf-8", "replace")
+        for match in _SOCKET_IGNORED.finditer(stderr.read())
+    ]
+    if names:
+        members = ", ".join(
+            repr(f"{target.name}/{name.removeprefix('./')}") for name in names[:10]
+        )
+        raise UnsafeArchive(
+            f"refusing to capture the checkpoint: member {members}: "
+            f"a socket is not allowed"
+        )
 
 
 # -- extract ---------------------------------------------------------------------------
@@ -222,23 +328,51 @@ class _HashingReader:
         return None
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """Where extraction stops: the manifest's unpacked size and entry count."""
+
+    unpacked: int | None
+    entries: int | None
+
+    def check(self, unpacked: int, entries: int) -> None:
+        if self.unpacked is not None and unpacked > self.unpacked:
+            raise PayloadCorrupt(
+                f"checkpoint payload unpacks to more than the expected {self.unpacked} "
+                f"bytes; stopped"
+            )
+        if self.entries is not None and entries > self.entries:
+            raise PayloadCorrupt(
+                f"checkpoint payload holds more than the expected {self.entries} "
+                f"entries; stopped"
+            )
+
+
+class _TarQuit(Exception):
+    """tar closed its input early; its exit status and message explain why."""
+
+
 def extract(
     source: BinaryIO,
     staging: Path,
     targets: Sequence[Target],
     *,
     compression: str,
-    expected_sha256: str | None,
+    expected_sha256: str | None = None,
     expected_size: int | None = None,
-    max_unpacked=None,
-    max_entries=None,
-    progress=None,
+    max_unpacked: int | None = None,
+    max_entries: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> ExtractInfo:
     """Extract a payload into the empty directory ``staging`` (``staging/<name>/`` per target).
 
     With ``expected_sha256`` the payload's hash and size are verified (trust mode
-    ``verify``); without it only the safety checks run (``permissive``). Raises
-    UnsafeArchive or PayloadCorrupt; the caller then deletes ``staging``.
+    ``verify``); without it only the safety checks run (``permissive``). Extraction stops
+    as soon as the tar stream grows past ``max_unpacked`` bytes or ``max_entries``
+    members (a decompression bomb writes no more than that). Files are owned by the
+    running user and never set-id. ``progress(n)``: n more payload bytes were read; it
+    may raise to cancel (the exception propagates, tar is stopped). Raises UnsafeArchive
+    or PayloadCorrupt; the caller then deletes ``staging``.
     """
     payload_file_name(compression)
     _check_targets(targets, must_exist=False)
@@ -246,11 +380,14 @@ def extract(
     if any(staging.iterdir()):
         raise CheckpointError(f"staging directory {staging} is not empty")
     reader = _HashingReader(source, expected_size)
-    scanner = TarScanner(targets)
+    scanner = TarScanner(targets, strip_setid=True)
+    limits = _Limits(max_unpacked, max_entries)
     command = [
         _tar(), "-x", "-f", "-", "-C", str(staging),
-        "--ignore-zeros", "--preserve-permissions", "--numeric-owner",
+        "--ignore-zeros", "--preserve-permissions", "--no-same-owner",
+        "--no-xattrs", "--no-acls", "--no-selinux",
     ]  # fmt: skip
+    unpacked = 0
     with _stderr_file() as stderr, subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
         env=_tar_env(), bufsize=0,
@@ -258,9 +395,10 @@ def extract(
         try:
             _grow_pipe(tar.stdin)
             try:
-                _feed(reader, scanner, compression, tar.stdin.fileno())
-            except BrokenPipeError:
-                # tar quit early; a bad hash or tar's own message explains why
+                unpacked = _feed(
+                    reader, scanner, compression, tar.stdin.fileno(), limits, progress
+                )
+            except _TarQuit:
                 if expected_sha256 is not None:
                     reader.drain()
             except (
@@ -288,15 +426,30 @@ def extract(
             raise PayloadCorrupt(
                 f"checkpoint payload holds no directory for target {target.name!r}"
             )
-    return ExtractInfo(0, 0, [])
+    return ExtractInfo(unpacked, scanner.members, scanner.stripped_setid)
 
 
 def _feed(
-    reader: _HashingReader, scanner: TarScanner, compression: str, fd: int
-) -> None:
+    reader: _HashingReader,
+    scanner: TarScanner,
+    compression: str,
+    fd: int,
+    limits: _Limits,
+    progress: Callable[[int], None] | None,
+) -> int:
+    """Pass the validated stream to tar; return its size. ``progress`` is called here,
+    outside zstd's read callbacks, so its exceptions reach the caller unchanged."""
+    unpacked = reported = 0
     for chunk in _tar_stream(reader, compression):
-        for piece in scanner.feed(chunk):
-            _write_all(fd, piece)
+        unpacked += len(chunk)
+        limits.check(unpacked, scanner.members)  # before tar sees a byte past the limit
+        pieces = scanner.feed(chunk)
+        limits.check(unpacked, scanner.members)
+        for piece in pieces:
+            _write_to_tar(fd, piece)
+        if progress is not None and reader.size > reported:
+            progress(reader.size - reported)
+            reported = reader.size
     if reader.read(CHUNK):
         raise PayloadCorrupt(
             "checkpoint payload has trailing data after the end of its stream"
@@ -304,6 +457,9 @@ def _feed(
     if compression == "zstd":
         reader.frames.finish()
     scanner.finish()
+    if progress is not None and reader.size > reported:
+        progress(reader.size - reported)
+    return unpacked
 
 
 def _tar_stream(
@@ -457,7 +613,9 @@ def _tar() -> str:
 
 
 def _tar_env() -> dict[str, str]:
-    return {**os.environ, "LC_ALL": "C"}
+    """C messages; no TAR_OPTIONS, which could turn on --same-owner or --xattrs."""
+    env = {key: value for key, value in os.environ.items() if key != "TAR_OPTIONS"}
+    return {**env, "LC_ALL": "C"}
 
 
 def _grow_pipe(pipe: IO[bytes]) -> None:
@@ -466,10 +624,13 @@ def _grow_pipe(pipe: IO[bytes]) -> None:
         fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
 
 
-def _write_all(fd: int, data: memoryview | bytes) -> None:
+def _write_to_tar(fd: int, data: memoryview | bytes) -> None:
     view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except BrokenPipeError as error:
+        raise _TarQuit() from error
 
 
 def _reap(process: subprocess.Popen) -> None:

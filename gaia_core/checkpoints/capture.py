@@ -31,7 +31,7 @@ def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targ
         log(f"checkpoint:{point.id} {fp.short()} is already in the store")
         cp.write_markers(targets, point, fp.value, "captured")
         return existing
-    roots = current_roots(anchor)
+    roots = current_roots(anchor, capture=True)
     staging = cp.store.new_staging(point.id, fp.value)
     started = time.monotonic()
     try:

@@ -31,8 +31,22 @@ class Portability:
         return self.problem is None
 
 
-def current_roots(anchor: Anchor) -> dict[str, str]:
-    return {name: os.path.abspath(path) for name, path in anchor.relocation_roots().items()}
+#: suffix of a root's resolved form, recorded when a symlink makes it differ (Buildroot
+#: embeds ``realpath $(O)``, gaia passes the path as configured)
+REAL = ":real"
+
+
+def current_roots(anchor: Anchor, *, capture: bool = False) -> dict[str, str]:
+    """The anchor's roots here, each also in its resolved form: at capture only where the two
+    differ, at restore always (so an old resolved form maps whatever this machine looks like)."""
+    roots = {}
+    for name, path in anchor.relocation_roots().items():
+        given = os.path.abspath(path)
+        roots[name] = given
+        real = os.path.realpath(given)
+        if real != given or not capture:
+            roots[name + REAL] = real
+    return roots
 
 
 def map_path(path: str, old_roots: dict[str, str], new_roots: dict[str, str]) -> str:
@@ -49,7 +63,7 @@ def map_path(path: str, old_roots: dict[str, str], new_roots: dict[str, str]) ->
 
 def assess(manifest: dict[str, Any], anchor: Anchor) -> Portability:
     old_roots: dict[str, str] = manifest.get("roots") or {}
-    new_roots = current_roots(anchor)
+    new_roots = {name: path for name, path in current_roots(anchor).items() if name in old_roots}
     plan = plan_relocation(manifest.get("embedded") or [], old_roots, new_roots)
     for prerequisite in manifest.get("prerequisites") or []:
         here = map_path(prerequisite, old_roots, new_roots)

@@ -6,16 +6,20 @@ member. :class:`TarScanner` parses the stream the way GNU tar does (ustar and GN
 headers, GNU long names ``L``/``K``, pax ``x``/``g`` records), refuses anything it cannot
 parse unambiguously, and hands back only the bytes up to the end of the last validated
 header (plus that member's data). Member data is skipped by size without being copied.
+
+Links are data: a symlink is kept with its text, wherever it points. What is refused is
+writing *through* a link: a member below an earlier symlink, a member at the path of an
+earlier symlink, a hard link to anything but an earlier file (or symlink) of its target.
+Capture runs the same scanner over the stream it produces, so what restore would refuse
+is refused before anything is published.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import posixpath
 from collections import deque
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
+from typing import Protocol
 
 from gaia_core.anchors import Target
 
@@ -24,10 +28,6 @@ _ZERO_BLOCK = bytes(BLOCK)
 #: limits on metadata records, which are buffered in memory
 MAX_LONG_NAME = 64 * 1024
 MAX_PAX_RECORD = 1024 * 1024
-#: symlinks followed while resolving one link (Linux's MAXSYMLINKS)
-MAX_SYMLINK_HOPS = 40
-#: path components walked while resolving one link (bounds the whole-archive check)
-MAX_RESOLVE_STEPS = 8192
 #: longest symlink text Linux accepts
 MAX_SYMLINK_TEXT = 4095
 #: GNU tar rejects sizes beyond off_t; accepting one would put us out of step with it
@@ -54,6 +54,7 @@ _PAX_HARMLESS = frozenset(
 )
 _PAX_HARMLESS_PREFIXES = (b"SCHILY.xattr.", b"LIBARCHIVE.xattr.", b"SCHILY.acl.")
 _WHITESPACE = b" \t\n\v\f\r"
+_SETID = 0o6000
 
 
 class TarRefused(Exception):
@@ -120,56 +121,48 @@ def split_path(path: bytes) -> tuple[bytes, ...]:
     return tuple(part for part in path.split(b"/") if part and part != b".")
 
 
-@dataclass(frozen=True)
-class _TargetRules:
-    name: bytes
-    #: components of the absolute paths the target will live at (given and resolved)
-    final_paths: tuple[tuple[bytes, ...], ...]
-    #: component-wise glob patterns of rootfs dirs, relative to the target root
-    rootfs_patterns: tuple[tuple[bytes, ...], ...]
+class MemberObserver(Protocol):
+    """Sees each validated member and its data as the stream passes (capture's root scan)."""
 
-    @classmethod
-    def of(cls, target: Target) -> _TargetRules:
-        given = os.path.abspath(os.fsencode(target.path))
-        finals = {split_path(given), split_path(os.path.realpath(given))}
-        patterns = tuple(split_path(os.fsencode(p)) for p in target.rootfs_dirs)
-        return cls(os.fsencode(target.name), tuple(sorted(finals)), patterns)
+    def member(self, name: bytes, kind: str, link: bytes, size: int) -> None:
+        """A member: ``kind`` is file, directory, symlink (also a hard link to one, with
+        the symlink's text as ``link``) or hard link; ``size`` bytes of data follow."""
 
-    def rootfs_of(self, directory: Sequence[bytes]) -> tuple[bytes, ...] | None:
-        """The deepest rootfs dir that contains ``directory`` (relative to the target root;
-        the pattern ``"."`` makes the whole target a root filesystem)."""
-        for depth in range(len(directory), -1, -1):
-            prefix = tuple(directory[:depth])
-            for pattern in self.rootfs_patterns:
-                if len(pattern) == depth and all(
-                    fnmatch.fnmatchcase(part, pat) for part, pat in zip(prefix, pattern)
-                ):
-                    return prefix
-        return None
-
-    def strip_final_path(
-        self, components: tuple[bytes, ...]
-    ) -> tuple[bytes, ...] | None:
-        """The rest of an absolute path below the target's final path, or None."""
-        for final in self.final_paths:
-            if components[: len(final)] == final:
-                return components[len(final) :]
-        return None
+    def data(self, buffer, start: int, end: int) -> None:
+        """``buffer[start:end]`` is the next piece of the current member's data."""
 
 
 class TarScanner:
     """Validates a tar stream fed in chunks; returns the bytes that may go on to tar."""
 
-    def __init__(self, targets: Iterable[Target]):
-        self._targets = {rules.name: rules for rules in map(_TargetRules.of, targets)}
+    def __init__(
+        self,
+        targets: Iterable[Target],
+        *,
+        strip_setid: bool = False,
+        observer: MemberObserver | None = None,
+    ):
+        """``strip_setid`` rewrites headers so that tar never creates a set-id file
+        (restore); ``observer`` is told every member and handed its data (capture)."""
+        self._targets = frozenset(os.fsencode(target.name) for target in targets)
+        self._strip_setid = strip_setid
+        self._observer = observer
+        #: what the latest member at each path is: symlinks (with their text), files
         self._symlinks: dict[tuple[bytes, ...], bytes] = {}
         self._dirs: set[tuple[bytes, ...]] = set()
+        self._files: set[tuple[bytes, ...]] = set()
         self.members = 0
+        #: names of members whose set-id bits were stripped
+        self.stripped_setid: list[str] = []
         self._offset = 0  # stream offset of the next byte fed
         self._safe = 0  # bytes before this offset may reach tar
         self._emitted = 0  # bytes before this offset were handed out
         self._held = bytearray()  # bytes [_emitted, _offset) not handed out yet
+        self._patches: deque[tuple[int, bytes]] = (
+            deque()
+        )  # rewritten headers, by offset
         self._skip = 0  # member data (with padding) still to pass through
+        self._data_left = 0  # of which member data the observer has not seen yet
         self._unit = bytearray()  # a header or metadata record split across chunks
         self._need = BLOCK
         self._meta_kind: int | None = None  # L/K/x/g record whose data is being read
@@ -183,11 +176,15 @@ class TarScanner:
 
     def feed(self, data: memoryview | bytes) -> list[memoryview | bytes]:
         """Validate ``data``; return the pieces (in order) that tar may now read."""
-        data = memoryview(data)
+        raw, data = data, memoryview(data)
         start, size, pos = self._offset, len(data), 0
         while pos < size:
             if self._skip:
                 step = min(self._skip, size - pos)
+                if self._data_left:
+                    seen = min(self._data_left, step)
+                    self._data_left -= seen
+                    self._observer.data(raw, pos, pos + seen)
                 pos += step
                 self._skip -= step
                 self._safe = start + pos
@@ -208,22 +205,45 @@ class TarScanner:
         return self._release(data, start)
 
     def _release(self, data: memoryview, start: int) -> list[memoryview | bytes]:
-        pieces: list[memoryview | bytes] = []
+        pieces: list[tuple[int, memoryview | bytes]] = []  # (stream offset, bytes)
         if self._held and self._safe > self._emitted:
             count = min(self._safe, start) - self._emitted
-            pieces.append(bytes(self._held[:count]))
+            pieces.append((self._emitted, bytes(self._held[:count])))
             del self._held[:count]
             self._emitted += count
         if self._safe > start:
-            pieces.append(data[self._emitted - start : self._safe - start])
+            pieces.append(
+                (self._emitted, data[self._emitted - start : self._safe - start])
+            )
             self._emitted = self._safe
         unsent = max(self._emitted, start) - start
         if unsent < len(data):
             self._held += data[unsent:]
-        return pieces
+        if self._patches:
+            return self._patched(pieces)
+        return [piece for _, piece in pieces]
+
+    def _patched(self, pieces) -> list[memoryview | bytes]:
+        """The pieces with rewritten headers spliced in (a header may span two pieces)."""
+        out: list[memoryview | bytes] = []
+        for offset, piece in pieces:
+            end, cursor = offset + len(piece), offset
+            while self._patches and self._patches[0][0] < end:
+                at, block = self._patches[0]
+                low, high = max(at, cursor), min(at + len(block), end)
+                if low > cursor:
+                    out.append(piece[cursor - offset : low - offset])
+                out.append(block[low - at : high - at])
+                cursor = high
+                if at + len(block) > end:
+                    break
+                self._patches.popleft()
+            if cursor < end:
+                out.append(piece[cursor - offset :])
+        return out
 
     def finish(self) -> None:
-        """Check that the stream ended cleanly, then re-check every symlink."""
+        """Check that the stream ended cleanly."""
         if (
             self._skip
             or self._unit
@@ -237,7 +257,6 @@ class TarScanner:
             )
         if not self._ended_with_zero_block:
             raise TarMalformed("tar stream truncated: no end-of-archive block")
-        self.check_symlink_chains()
 
     # -- records -------------------------------------------------------------------------
 
@@ -382,15 +401,17 @@ class TarScanner:
             )
         if parts in self._symlinks:
             raise TarRefused(f"member {_show(name)!r} replaces an earlier symlink")
-        if kind == "directory":
-            self._dirs.add(parts)
-        elif kind == "symlink":
-            self._add_symlink(parts, link, name)
-        elif kind == "hard link":
-            self._check_hard_link(parts, link, name)
+        if kind == "hard link":
+            kind, link = self._hard_link_kind(parts, link, name)
+        self._record(parts, kind, link, name)
+        if self._strip_setid:
+            self._strip_setid_bits(header, parts, end)
         self.members += 1
         self._safe = end
         self._skip = -(-size // BLOCK) * BLOCK
+        if self._observer is not None:
+            self._observer.member(name, kind, link, size)
+            self._data_left = size
 
     def _choose(self, pax_value, gnu_value, key: bytes, gnu_what: str):
         if pax_value is not None and gnu_value is not None:
@@ -426,113 +447,56 @@ class TarScanner:
                     f"{_show(b'/'.join(parts[:depth]))!r}"
                 )
 
-    def _check_hard_link(self, parts, link: bytes, member: bytes) -> None:
+    def _hard_link_kind(self, parts, link: bytes, member: bytes) -> tuple[str, bytes]:
+        """A hard link names an earlier file; link(2) on an earlier symlink makes another
+        symlink with the same text (GNU tar writes those for hard-linked symlinks)."""
         link_parts = self._check_path(link, member, "hard link target")
         if link_parts[0] != parts[0]:
             raise TarRefused(
                 f"member {_show(member)!r}: hard link target {_show(link)!r} is in another target"
             )
         self._check_not_through_symlink(link_parts, member, "hard link target")
-        if link_parts in self._dirs:
-            raise TarRefused(f"member {_show(member)!r}: hard link to a directory")
-        if link_parts in self._symlinks:  # link(2) on a symlink makes another symlink
-            self._add_symlink(parts, self._symlinks[link_parts], member)
-
-    def _add_symlink(self, parts, text: bytes, member: bytes) -> None:
-        if parts in self._dirs:
-            raise TarRefused(f"member {_show(member)!r}: symlink replaces a directory")
-        if not text or len(text) > MAX_SYMLINK_TEXT:
+        if link_parts in self._symlinks:
+            return "symlink", self._symlinks[link_parts]
+        if link_parts not in self._files:
+            what = "a directory" if link_parts in self._dirs else "no earlier file"
             raise TarRefused(
-                f"member {_show(member)!r}: empty or overlong symlink target"
+                f"member {_show(member)!r}: hard link target {_show(link)!r} is {what}"
             )
-        rules = self._targets[parts[0]]
-        inside = parts[1:]
-        if text.startswith(b"/"):
-            rootfs = rules.rootfs_of(inside[:-1])
-            if rootfs is not None:
-                if not _stays_within(rootfs, split_path(text), floor=len(rootfs)):
-                    raise TarRefused(
-                        f"member {_show(member)!r}: absolute symlink {_show(text)!r} leaves "
-                        f"the root filesystem {_show(b'/'.join(parts[:1] + rootfs))!r}"
-                    )
-            elif rules.strip_final_path(split_path(posixpath.normpath(text))) is None:
+        return "hard link", link
+
+    def _record(self, parts, kind: str, link: bytes, member: bytes) -> None:
+        """Remember what now lives at ``parts``: later members must not write through it."""
+        if kind == "symlink":
+            if parts in self._dirs:
                 raise TarRefused(
-                    f"member {_show(member)!r}: absolute symlink {_show(text)!r} points outside "
-                    f"the target's path"
+                    f"member {_show(member)!r}: symlink replaces a directory"
                 )
-        elif not _stays_within(inside[:-1], split_path(text), floor=0):
-            raise TarRefused(
-                f"member {_show(member)!r}: symlink {_show(text)!r} escapes its target"
-            )
-        self._symlinks[parts] = text
-
-    # -- whole-archive symlink check -----------------------------------------------------
-
-    def check_symlink_chains(self) -> None:
-        """Resolve every symlink over all symlinks seen; lexical checks miss chains."""
-        for parts in self._symlinks:
-            self._resolve(parts)
-
-    def _resolve(self, link_parts: tuple[bytes, ...]) -> None:
-        name, rules = link_parts[0], self._targets[link_parts[0]]
-        current = list(link_parts[1:])
-        pending: deque[bytes] = deque()
-        hops = steps = 0
-        while True:
-            text = self._symlinks.get((name, *current))
-            if text is not None:
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise TarRefused(
-                        f"symlink {_show(b'/'.join(link_parts))!r}: too many levels of symlinks"
-                    )
-                current, rest = self._expand(rules, current, text, link_parts)
-                pending.extendleft(reversed(rest))
-            if not pending:
-                return
-            steps += 1
-            if steps > MAX_RESOLVE_STEPS:
+            if not link or len(link) > MAX_SYMLINK_TEXT:
                 raise TarRefused(
-                    f"symlink {_show(b'/'.join(link_parts))!r}: resolution too long"
+                    f"member {_show(member)!r}: empty or overlong symlink target"
                 )
-            part = pending.popleft()
-            if part != b"..":
-                current.append(part)
-            elif current:
-                current.pop()
-            else:
-                raise TarRefused(
-                    f"symlink {_show(b'/'.join(link_parts))!r} escapes its target "
-                    f"through a chain of symlinks"
-                )
-
-    @staticmethod
-    def _expand(
-        rules: _TargetRules, at: list[bytes], text: bytes, origin
-    ) -> tuple[list, tuple]:
-        """Where resolving the link at ``at`` continues: a directory and components to walk."""
-        directory, parts = at[:-1], split_path(text)
-        if not text.startswith(b"/"):
-            return directory, parts
-        rootfs = rules.rootfs_of(directory)
-        if rootfs is not None:  # chroot semantics inside a target root filesystem
-            return list(rootfs), parts
-        rest = rules.strip_final_path(parts)
-        if rest is None:
-            raise TarRefused(
-                f"symlink {_show(b'/'.join(origin))!r} resolves through the absolute link "
-                f"{_show(text)!r} outside the target"
-            )
-        return [], rest
-
-
-def _stays_within(base: Sequence[bytes], parts: Sequence[bytes], floor: int) -> bool:
-    depth = len(base)
-    for part in parts:
-        if part == b"..":
-            depth -= 1
-            if depth < floor:
-                return False
+            self._files.discard(parts)
+            self._symlinks[parts] = link
+        elif kind == "directory":
+            self._files.discard(parts)
+            self._dirs.add(parts)
         else:
-            depth += 1
-    return True
+            self._dirs.discard(parts)
+            self._files.add(parts)
+
+    def _strip_setid_bits(self, header: bytes, parts, end: int) -> None:
+        """Queue a copy of the header without set-id bits, to go to tar in its place.
+
+        GNU tar takes the mode from the header's mode field only (pax has no mode
+        keyword, and unknown keywords are refused), so rewriting that field is enough.
+        """
+        mode = parse_number(header[100:108], "mode")
+        if not mode & _SETID:
+            return
+        block = bytearray(header)
+        block[100:108] = b"%07o\0" % (mode & 0o7777 & ~_SETID)
+        block[148:156] = b" " * 8
+        block[148:156] = b"%06o\0 " % sum(block)
+        self._patches.append((end - BLOCK, bytes(block)))
+        self.stripped_setid.append(os.fsdecode(b"/".join(parts)))
