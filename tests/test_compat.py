@@ -109,3 +109,23 @@ def test_every_installed_plugin_supports_this_core(gaia_cli):
     assert result.json, "the test environment installs plugins (gaia-buildroot, gaia-toolchain, ...)"
     for row in result.json:
         assert row["core_compatible"] is True, row
+
+
+DOC = (Path(__file__).resolve().parent.parent / "docs" / "compatibility.md").read_text()
+
+
+def test_the_ranges_in_the_policy_are_what_compatible_range_gives():
+    table = DOC.split("<!-- compatibility: ranges -->", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and "`" in line]
+    assert len(rows) == 3
+    for version, requirement in rows:
+        assert requirement.strip(" |`") == f"gaia-core{compatible_range(version.strip('| '))}"
+
+
+def test_the_warning_in_the_policy_is_the_one_gaia_prints(monkeypatch):
+    from gaia_core.plugins import PluginInfo, incompatibility
+
+    monkeypatch.setattr(gaia_core, "__version__", "0.1.0")
+    sample = DOC.split("<!-- compatibility: warning -->\n```text\n", 1)[1].split("\n```", 1)[0]
+    info = PluginInfo("old", "gaia_old.plugin", "gaia-old", "1.0", requires_core="<0.1")
+    assert sample == f"warning: {incompatibility(info)}"
