@@ -36,6 +36,10 @@ def install_hint(category: str, key: str) -> str:
     return "; is the plugin that provides it installed? (see `gaia plugins`)"
 
 
+#: the distribution plugins declare their range of supported cores on
+CORE_DISTRIBUTION = "gaia-core"
+
+
 @dataclasses.dataclass
 class PluginInfo:
     name: str
@@ -43,6 +47,95 @@ class PluginInfo:
     distribution: str | None = None
     version: str | None = None
     builtin: bool = False
+    #: the specifier of the distribution's ``Requires-Dist: gaia-core ...`` ("" when it sets
+    #: no bound), None when it does not require gaia-core or is not a distribution
+    requires_core: str | None = None
+
+    @property
+    def core_compatible(self) -> bool | None:
+        """Whether the running gaia-core is in ``requires_core`` (None: nothing declared)."""
+        return core_satisfies(self.requires_core)
+
+
+# -- compatibility (docs/compatibility.md) ---------------------------------------------
+
+
+def compatible_range(version: str | None = None) -> str:
+    """The ``gaia-core`` specifier a plugin written against ``version`` (default: this one) declares.
+
+    The contract holds within a minor series while the major is 0 and within a major from
+    1.0 on: ``0.4.2`` gives ``>=0.4,<0.5``, ``1.4.2`` gives ``>=1.4,<2``.
+    """
+    from packaging.version import Version
+
+    from gaia_core import __version__
+
+    v = Version(version or __version__)
+    if v.major == 0:
+        return f">=0.{v.minor},<0.{v.minor + 1}"
+    return f">={v.major}.{v.minor},<{v.major + 1}"
+
+
+def core_requirement(requires: list[str] | None) -> str | None:
+    """The specifier on gaia-core among ``Requires-Dist`` lines (``dist.requires``), if any.
+
+    Requirements behind an extra (``; extra == "test"``) or a marker that does not hold
+    here are not requirements of the plugin at run time and are ignored.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    found: list[str] = []
+    required = False
+    for line in requires or ():
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(req.name) != CORE_DISTRIBUTION:
+            continue
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        required = True
+        found += sorted((str(s) for s in req.specifier), key=_bound_first)
+    if not required:
+        return None
+    return ",".join(found)
+
+
+def _bound_first(spec: str) -> tuple[int, str]:
+    """``>=0.1,<0.2`` rather than packaging's ``<0.2,>=0.1``."""
+    order = (">=", ">", "~=", "===", "==", "!=", "<=", "<")
+    return next(i for i, op in enumerate(order) if spec.startswith(op)), spec
+
+
+def core_satisfies(specifier: str | None, version: str | None = None) -> bool | None:
+    """Whether ``version`` (default: the running gaia-core) is in ``specifier``; None for None."""
+    if specifier is None:
+        return None
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    from gaia_core import __version__
+
+    try:
+        return SpecifierSet(specifier).contains(version or __version__, prereleases=True)
+    except InvalidSpecifier:
+        return None
+
+
+def incompatibility(info: PluginInfo) -> str | None:
+    """A sentence about a plugin whose declared gaia-core range excludes this core, else None."""
+    from gaia_core import __version__
+
+    if info.core_compatible is not False:
+        return None
+    dist = f"{info.distribution} {info.version}" if info.version else str(info.distribution)
+    return (
+        f"plugin '{info.name}' ({dist}) requires {CORE_DISTRIBUTION}{info.requires_core}, but this is "
+        f"{CORE_DISTRIBUTION} {__version__}: it may fail or misbehave; install a release of "
+        f"{info.distribution} that supports {CORE_DISTRIBUTION} {__version__}, or a {CORE_DISTRIBUTION} "
+        f"in its range"
+    )
 
 
 class GaiaPluginManager(pluggy.PluginManager):
@@ -75,17 +168,20 @@ class GaiaPluginManager(pluggy.PluginManager):
                 continue
             if self.get_plugin(ep.name) is not None:
                 continue
+            version = ep.dist.version if ep.dist else None
+            requires = core_requirement(getattr(ep.dist, "requires", None)) if ep.dist else None
+            info = PluginInfo(ep.name, ep.value, dist, version, requires_core=requires)
             try:
                 plugin = ep.load()
             except Exception as exc:
+                mismatch = incompatibility(info)
                 raise PluginError(
                     f"plugin '{ep.name}' from distribution '{dist}' failed to import: "
                     f"{type(exc).__name__}: {exc} (disable it with GAIA_DISABLE_PLUGINS={ep.name}, "
-                    f"or reinstall {dist})"
+                    f"or reinstall {dist})" + (f"; {mismatch}" if mismatch else "")
                 ) from exc
             self.register(plugin, name=ep.name)
-            version = ep.dist.version if ep.dist else None
-            self.infos[ep.name] = PluginInfo(ep.name, ep.value, dist, version)
+            self.infos[ep.name] = info
         self.check_pending()
 
 

@@ -1,4 +1,6 @@
-"""pytest plugin for gaia and its plugins (loaded with ``-p gaia_core.testing``).
+"""pytest plugin for gaia and its plugins, loaded in every pytest run where gaia-core is
+installed through its ``pytest11`` entry point ``gaia`` (do not add ``-p gaia_core.testing``
+as well: pytest refuses a plugin registered twice). ``docs/testing.md`` is its guide.
 
 Fixtures:
 

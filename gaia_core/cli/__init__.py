@@ -48,6 +48,7 @@ class GaiaGroup(click.Group):
 def make_cli(pm: GaiaPluginManager) -> click.Group:
     """The root group with the core commands and every plugin's ``gaia_register_commands``."""
     from gaia_core.cli.build import plan_cmd, resolve_cmd, run_cmd
+    from gaia_core.cli.plugin_new import plugin_group
     from gaia_core.cli.plugins import plugins_cmd
 
     @click.group(cls=GaiaGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,7 +59,7 @@ def make_cli(pm: GaiaPluginManager) -> click.Group:
         """Build OS images from layered TOML build files, with build checkpoints."""
         ctx.obj = App(pm=pm, debug=debug)
 
-    for command in (plan_cmd, run_cmd, resolve_cmd, plugins_cmd):
+    for command in (plan_cmd, run_cmd, resolve_cmd, plugins_cmd, plugin_group):
         cli.add_command(command)
     try:
         pm.hook.gaia_register_commands(cli=cli)

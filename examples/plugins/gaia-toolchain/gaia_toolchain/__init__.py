@@ -1,1 +1,1 @@
-"""Example gaia plugin: build a toolchain directory once, checkpoint it, restore it later."""
+"""gaia-toolchain: a checkpointable [toolchain] build."""

@@ -1,2 +1,0 @@
-#!/bin/sh
-echo "example compiler 1.0"

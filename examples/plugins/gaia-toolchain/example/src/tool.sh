@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "toolchain tool 1.0"
