@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -84,8 +85,11 @@ def hash_file(path: Path) -> str:
 def _hash_entry(h: Any, path: Path, rel: str) -> None:
     st = os.lstat(path)
     h.update(f"{rel}\0{st.st_mode & 0o7777:o}\0".encode())
-    if os.path.islink(path):
+    if stat.S_ISLNK(st.st_mode):
         h.update(b"L" + os.readlink(path).encode() + b"\0")
+        return
+    if not stat.S_ISREG(st.st_mode):  # a fifo or device: its type, never its (blocking) content
+        h.update(f"T{stat.S_IFMT(st.st_mode):o}\0".encode())
         return
     h.update(b"F")
     with open(path, "rb") as f:

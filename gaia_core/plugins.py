@@ -180,9 +180,18 @@ class GaiaPluginManager(pluggy.PluginManager):
                     f"{type(exc).__name__}: {exc} (disable it with GAIA_DISABLE_PLUGINS={ep.name}, "
                     f"or reinstall {dist})" + (f"; {mismatch}" if mismatch else "")
                 ) from exc
-            self.register(plugin, name=ep.name)
+            try:
+                self.register(plugin, name=ep.name)
+            except pluggy.PluginValidationError as exc:
+                raise PluginError(
+                    f"plugin '{ep.name}' from distribution '{dist}' implements a hook wrongly: {exc} "
+                    f"(see docs/hooks.md; disable it with GAIA_DISABLE_PLUGINS={ep.name})"
+                ) from exc
             self.infos[ep.name] = info
-        self.check_pending()
+        try:
+            self.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"a plugin implements a hook gaia does not have: {exc} (see docs/hooks.md)") from exc
 
 
 def get_plugin_manager(load_entrypoints: bool = True) -> GaiaPluginManager:

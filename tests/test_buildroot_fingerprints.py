@@ -494,3 +494,15 @@ def test_an_override_file_set_by_a_symbol_needs_no_fetch(cloned: Path, tmp_path:
         cloned, f'buildroot.symbols.PACKAGE_OVERRIDE_FILE="{tmp_path / "o.mk"}"'
     )
     assert digest["srcdirs"] == {"HTOP": "missing"}
+
+
+def test_hash_tree_hashes_a_fifo_by_its_type_without_blocking(tmp_path: Path):
+    from gaia_core.fingerprints import hash_tree
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "file").write_text("x")
+    before = hash_tree(tree)
+    os.mkfifo(tree / "pipe")
+    after = hash_tree(tree)  # would block forever if it opened the fifo
+    assert after != before and after == hash_tree(tree)

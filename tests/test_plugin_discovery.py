@@ -81,3 +81,23 @@ def test_a_kind_registered_twice_names_both_providers(entry_points):
     pm = get_plugin_manager()
     with pytest.raises(PluginError, match="backend 'same' is registered twice.*'one'.*'two'"):
         Registry(pm)
+
+
+def test_a_hookimpl_with_a_wrong_signature_is_a_plugin_error_naming_the_distribution(monkeypatch, tmp_path):
+    import importlib.metadata
+    import sys
+
+    (tmp_path / "badhooks.py").write_text(
+        "from gaia_core import hookimpl\n\n@hookimpl\ndef gaia_register_modules(nonsense):\n    return []\n")
+    dist = tmp_path / "gaia_bad-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gaia-bad\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[gaia]\nbad = badhooks\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    monkeypatch.setenv("GAIA_LOAD_PLUGINS", "bad")
+    try:
+        with pytest.raises(PluginError, match="plugin 'bad' from distribution 'gaia-bad' implements a hook wrongly"):
+            get_plugin_manager()
+    finally:
+        sys.modules.pop("badhooks", None)
