@@ -125,7 +125,7 @@ def test_the_ranges_in_the_policy_are_what_compatible_range_gives():
 def test_the_warning_in_the_policy_is_the_one_gaia_prints(monkeypatch):
     from gaia_core.plugins import PluginInfo, incompatibility
 
-    monkeypatch.setattr(gaia_core, "__version__", "0.1.0")
+    monkeypatch.setattr(gaia_core, "__version__", "0.2.0")
     sample = DOC.split("<!-- compatibility: warning -->\n```text\n", 1)[1].split("\n```", 1)[0]
     info = PluginInfo("old", "gaia_old.plugin", "gaia-old", "1.0", requires_core="<0.1")
     assert sample == f"warning: {incompatibility(info)}"
