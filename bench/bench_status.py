@@ -43,7 +43,8 @@ def main() -> int:
         project = Path(tmp) / "project"
         shutil.copytree(args.build.parent, project, ignore=shutil.ignore_patterns("build", "out"))
         build = project / args.build.name
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
+        # as users run it: byte code cached (some sandboxes set PYTHONDONTWRITEBYTECODE)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_") and k != "PYTHONDONTWRITEBYTECODE"}
         os.environ.clear()
         os.environ.update(env)
         subprocess.run(gaia("run", str(build), "--quiet"), check=True, stdout=subprocess.DEVNULL)
