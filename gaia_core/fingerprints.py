@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -48,8 +49,11 @@ class FingerprintSource:
         raise NotImplementedError
 
 
-def hash_tree(root: Path) -> str:
-    """sha256 over the relative names, modes, link targets and contents of a tree."""
+def hash_tree(root: Path, *, skip_dirs: Collection[str] = ()) -> str:
+    """sha256 over the relative names, modes, link targets and contents of a tree.
+
+    ``skip_dirs`` names directories left out wherever they are (``.git``, as rsync's
+    ``--exclude`` would)."""
     h = hashlib.sha256()
     root = Path(root)
     if root.is_file() or root.is_symlink():
@@ -58,7 +62,7 @@ def hash_tree(root: Path) -> str:
     if not root.is_dir():
         return "missing"
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if d not in skip_dirs)
         rel_dir = os.path.relpath(dirpath, root)
         for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
             _hash_entry(h, Path(dirpath) / name, os.path.normpath(os.path.join(rel_dir, name)))

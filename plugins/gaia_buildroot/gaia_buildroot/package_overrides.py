@@ -24,6 +24,7 @@ from gaia_buildroot.dotconfig import DotConfig, requested_symbols, symbol_name, 
 from gaia_buildroot.layout import BuildrootLayout, buildroot_config, defconfig_name
 from gaia_buildroot.source_tree import find_defconfig, require_source_tree
 from gaia_core.atomic import write_json
+from gaia_core.fingerprints import hash_tree
 
 if TYPE_CHECKING:
     from gaia_core.build import Build
@@ -91,28 +92,8 @@ def make_path(raw: str, layout: BuildrootLayout) -> Path:
 
 
 def hash_source_tree(root: Path) -> str:
-    """sha256 over names, modes, link targets and contents, VCS dirs left out like rsync does."""
-    if not root.is_dir():
-        return "missing"
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in VCS_DIRS)
-        here = Path(dirpath)
-        links = [d for d in dirnames if (here / d).is_symlink()]
-        for name in sorted(filenames + links):
-            path = here / name
-            st = os.lstat(path)
-            rel = path.relative_to(root).as_posix()
-            h.update(f"{rel}\0{st.st_mode & 0o7777:o}\0".encode())
-            if path.is_symlink():
-                h.update(b"L" + os.fsencode(os.readlink(path)) + b"\0")
-                continue
-            h.update(b"F")
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            h.update(b"\0")
-    return "sha256:" + h.hexdigest()
+    """Names, modes, link targets and contents, VCS dirs left out like Buildroot's rsync does."""
+    return hash_tree(root, skip_dirs=VCS_DIRS) if root.is_dir() else "missing"
 
 
 def _without_roots(line: str, roots: list[tuple[str, str]]) -> str:
