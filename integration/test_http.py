@@ -27,14 +27,14 @@ from gaia_http.config import HttpConfig
 from servers.http import STATIC_CONFIG, compose_config, start_http_server
 
 from gaia_core.backends import MANIFEST, object_key
-from gaia_core.errors import BackendError, ObjectNotFound
+from gaia_core.errors import BackendError, BackendUnavailable, ObjectNotFound
 
 pytestmark = pytest.mark.remote
 
 TOKEN_ENV = "GAIA_IT_HTTP_TOKEN"
 URL_ENV = "GAIA_IT_HTTP_URL"
 #: fast failures in tests; the defaults are for real networks
-FAST = {"backoff": 0.05, "connect_timeout": 2.0, "read_timeout": 5.0}
+FAST = {"backoff": 0.05, "connect_timeout": 2.0, "stall_timeout": 5.0}
 
 
 def make_backend(base_url: str, token: str | None, **fields) -> HttpBackend:
@@ -377,12 +377,14 @@ def test_listing_that_is_html_is_an_error_not_an_empty_list(serve) -> None:
         backend.list_fingerprints(POINT)
 
 
-def test_stalled_server_hits_the_read_timeout(serve, tmp_path: Path) -> None:
-    backend = make_backend(serve(scripted(200, b"late", stall=5)).url, None, read_timeout=0.5, retries=0)
+def test_stalled_server_hits_the_stall_timeout_and_is_retried_once(serve, tmp_path: Path) -> None:
+    handler = scripted(200, b"late", stall=5)
+    backend = make_backend(serve(handler).url, None, stall_timeout=0.5)
     started = time.monotonic()
-    with pytest.raises(BackendError, match="read timeout"):
+    with pytest.raises(BackendUnavailable, match="stall_timeout"):
         download_to(backend, "p/f/payload.tar", tmp_path / "down")
     assert time.monotonic() - started < 4
+    assert handler.calls == 2
 
 
 def test_put_answered_503_is_retried_by_reopening_the_file(serve, tmp_path: Path) -> None:
