@@ -216,7 +216,7 @@ def test_ca_bundle_is_used_for_tls_verification(tls_server: MotoServer, prefix: 
         upload_object(trusted, tmp_path, fingerprint(7), size=10)
         assert trusted.list_fingerprints(POINT) == [fingerprint(7)]
     # without the bundle the self-signed certificate is refused: an error, not a miss
-    with make_backend(tls_server.env(prefix), Tuning(max_attempts=1)) as untrusted, pytest.raises(BackendError) as info:
+    with make_backend(tls_server.env(prefix)) as untrusted, pytest.raises(BackendError) as info:
         untrusted.exists(object_key(POINT, fingerprint(7), MANIFEST))
     assert not isinstance(info.value, ObjectNotFound)
     assert "SSL" in str(info.value)
