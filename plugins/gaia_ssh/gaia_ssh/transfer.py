@@ -19,17 +19,20 @@ from __future__ import annotations
 import collections
 import dataclasses
 import posixpath
-import secrets
 import stat
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import paramiko
 from paramiko import sftp as proto
 from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
+
+from gaia_core import retry
+
+Progress = Callable[[int], None]
 
 #: SSH channel window and the largest packet we accept (what the server may have in
 #: flight towards us)
@@ -196,8 +199,10 @@ def open_sftp(transport: paramiko.Transport, timeout: float) -> paramiko.SFTPCli
 
 
 def temporary_name(remote: str) -> str:
-    """A sibling name nobody else uses; renamed over ``remote`` once complete."""
-    return f"{remote}.tmp-{secrets.token_hex(8)}"
+    """A sibling name nobody else uses (``<file>.tmp-<host>-<pid>-<random>``); renamed
+    over ``remote`` once complete."""
+    directory, name = posixpath.split(remote)
+    return posixpath.join(directory, retry.temporary_name(name))
 
 
 def makedirs(sftp: paramiko.SFTPClient, path: str, known: set[str]) -> None:
@@ -252,26 +257,34 @@ class _Pipeline:
         return kind, msg, tag
 
 
-def put(sftp: paramiko.SFTPClient, source: BinaryIO, remote: str, limits: Limits) -> int:
-    """Write ``source`` to ``remote`` with pipelined writes; check the size it ends up with."""
+def put(
+    sftp: paramiko.SFTPClient, source: BinaryIO, remote: str, limits: Limits, progress: Progress | None = None
+) -> int:
+    """Write ``source`` to ``remote`` with pipelined writes; check the size it ends up with.
+
+    ``progress`` hears of every chunk the server acknowledged.
+    """
     sent = 0
     window = in_flight(limits.write)
+    acknowledged = progress or (lambda count: None)
     with sftp.open(remote, "wb") as handle:
         pipeline = _Pipeline(sftp, handle)
         while chunk := source.read(limits.write):
             if len(pipeline.pending) >= window:
-                pipeline.receive()
-            pipeline.send(proto.CMD_WRITE, proto.int64(sent), chunk)
+                acknowledged(pipeline.receive()[2])
+            pipeline.send(proto.CMD_WRITE, proto.int64(sent), chunk, tag=len(chunk))
             sent += len(chunk)
         while pipeline.pending:
-            pipeline.receive()
+            acknowledged(pipeline.receive()[2])
     size = sftp.stat(remote).st_size
     if size != sent:
         raise OSError(f"size mismatch after upload: sent {sent} bytes, server has {size}")
     return sent
 
 
-def get(sftp: paramiko.SFTPClient, remote: str, dest: BinaryIO, limits: Limits) -> int:
+def get(
+    sftp: paramiko.SFTPClient, remote: str, dest: BinaryIO, limits: Limits, progress: Progress | None = None
+) -> int:
     """Stream ``remote`` into ``dest`` with read-ahead; a file shorter than its stat is an error.
 
     Any failure once requests are in flight closes the SFTP channel: replies still on
@@ -281,7 +294,7 @@ def get(sftp: paramiko.SFTPClient, remote: str, dest: BinaryIO, limits: Limits) 
     size = sftp.stat(remote).st_size or 0
     with sftp.open(remote, "rb") as handle:
         try:
-            return _Download(sftp, handle.handle, size, dest, limits.read).run()
+            return _Download(sftp, handle.handle, size, dest, limits.read, progress).run()
         except BaseException:
             sftp.get_channel().close()
             raise
@@ -327,10 +340,12 @@ class _ReplyReader:
 
 
 class _BatchWriter:
-    """Gathers small pieces into ``WRITE_BATCH``-byte writes; big pieces go straight through."""
+    """Gathers small pieces into ``WRITE_BATCH``-byte writes; big pieces go straight
+    through. ``progress`` hears of every write."""
 
-    def __init__(self, dest: BinaryIO):
+    def __init__(self, dest: BinaryIO, progress: Progress | None = None):
         self.dest = dest
+        self.progress = progress
         self.buffer = bytearray(WRITE_BATCH)
         self.filled = 0
 
@@ -339,22 +354,35 @@ class _BatchWriter:
         if self.filled + size > WRITE_BATCH:
             self.flush()
         if size >= WRITE_BATCH:
-            self.dest.write(piece)
+            self._out(piece)
         else:
             self.buffer[self.filled : self.filled + size] = piece
             self.filled += size
 
     def flush(self) -> None:
         if self.filled:
-            self.dest.write(memoryview(self.buffer)[: self.filled])
-            self.filled = 0
+            filled, self.filled = self.filled, 0
+            self._out(memoryview(self.buffer)[:filled])
+
+    def _out(self, data: memoryview | bytes) -> None:
+        self.dest.write(data)
+        if self.progress is not None:
+            self.progress(len(data))
 
 
 class _Download:
     """One pipelined download; replies may come in any order and any length up to the
     one asked for (a short one gets a follow-up request for the rest)."""
 
-    def __init__(self, sftp: paramiko.SFTPClient, handle: bytes, size: int, dest: BinaryIO, request_size: int):
+    def __init__(
+        self,
+        sftp: paramiko.SFTPClient,
+        handle: bytes,
+        size: int,
+        dest: BinaryIO,
+        request_size: int,
+        progress: Progress | None = None,
+    ):
         self.sftp = sftp
         self.channel = sftp.get_channel()
         self.handle = handle
@@ -362,7 +390,7 @@ class _Download:
         self.request_size = request_size
         self.window = in_flight(request_size)
         self.reader = _ReplyReader(self.channel)
-        self.writer = _BatchWriter(dest)
+        self.writer = _BatchWriter(dest, progress)
         self.outstanding: dict[int, tuple[int, int]] = {}  # request id -> (offset, length)
         self.refetch: collections.deque[tuple[int, int]] = collections.deque()  # short reads' rest
         self.parked: dict[int, bytes] = {}  # offset -> data that arrived ahead of its turn
