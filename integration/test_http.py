@@ -3,6 +3,7 @@ and small stdlib servers for the original's ``?list=1`` contract and for misbeha
 
 from __future__ import annotations
 
+import email.utils
 import io
 import json
 import threading
@@ -27,6 +28,7 @@ from gaia_http.config import HttpConfig
 from servers.http import STATIC_CONFIG, compose_config, start_http_server
 
 from gaia_core.backends import MANIFEST, object_key
+from gaia_core.retry import temporary_name
 from gaia_core.errors import BackendError, BackendUnavailable, ObjectNotFound
 
 pytestmark = pytest.mark.remote
@@ -82,6 +84,26 @@ def bad_credentials_backend(root_url: str) -> Iterator[HttpBackend]:
 def backend_config(http_server, root_url: str) -> tuple[str, dict[str, str]]:
     table = f'[checkpoints.backends.http.it]\nbase_url_env = "{URL_ENV}"\ntoken_env = "{TOKEN_ENV}"\n'
     return table, {URL_ENV: root_url, TOKEN_ENV: http_server.token}
+
+
+@pytest.fixture
+def backend_factory(http_server, root_url: str):
+    return lambda: make_backend(root_url, http_server.token)
+
+
+@pytest.fixture
+def litter(backend: HttpBackend):
+    """A temporary as a killed upload leaves it, aged with the ``Date`` header of its
+    PUT: nginx's WebDAV module takes the file's mtime from it."""
+
+    def leave(key: str, age_s: float) -> None:
+        directory, name = key.rsplit("/", 1)
+        url = backend.base().url(f"{directory}/{temporary_name(name)}")
+        date = email.utils.formatdate(time.time() - age_s, usegmt=True)
+        response = backend.session().put(url, data=b"partial", headers={"Date": date}, timeout=5)
+        assert response.status_code in (201, 204), response.status_code
+
+    return leave
 
 
 class TestHttpContract(BackendContract):

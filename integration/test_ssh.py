@@ -100,6 +100,27 @@ def backend_config(server: SSHServer, root: str):
     return table, env
 
 
+@pytest.fixture
+def backend_factory(server: SSHServer, root: str):
+    return lambda: make_backend(server, root)
+
+
+@pytest.fixture
+def litter(backend: SSHBackend):
+    """A temporary as a killed upload leaves it, aged with SFTP's utime."""
+
+    def leave(key: str, age_s: float) -> None:
+        path = transfer.temporary_name(backend.remote_path(key))
+        sftp = backend._session()
+        transfer.makedirs(sftp, path.rsplit("/", 1)[0], set())
+        with sftp.open(path, "wb") as handle:
+            handle.write(b"partial")
+        then = time.time() - age_s
+        sftp.utime(path, (then, then))
+
+    return leave
+
+
 class TestSSHContract(BackendContract):
     pass
 
