@@ -23,6 +23,7 @@ from contract import (
     upload_object,
     write_file,
 )
+from deadlines import DeadlineContract
 from gaia_http.backend import HttpBackend
 from gaia_http.config import HttpConfig
 from servers.http import STATIC_CONFIG, compose_config, start_http_server
@@ -107,6 +108,27 @@ def litter(backend: HttpBackend):
 
 
 class TestHttpContract(BackendContract):
+    pass
+
+
+@pytest.fixture
+def upstream(http_server) -> tuple[str, int]:
+    return "127.0.0.1", http_server.port
+
+
+@pytest.fixture
+def aimed_backend(http_server, root_url: str):
+    """A backend on the same root, at another address, with gaia's default timeouts."""
+
+    def make(address: tuple[str, int], **fields) -> HttpBackend:
+        url = f"http://{address[0]}:{address[1]}{urlsplit(root_url).path}"
+        config = HttpConfig.model_validate({"base_url": url, "token_env": TOKEN_ENV, **fields})
+        return HttpBackend("it", config, environ={TOKEN_ENV: http_server.token})
+
+    return make
+
+
+class TestHttpDeadlines(DeadlineContract):
     pass
 
 

@@ -7,12 +7,16 @@ import io
 import os
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from contract import HOUR_S, POINT, BackendContract, download_to, fingerprint, upload_object, write_file
+from deadlines import FAST, STALL_AFTER, fails_unavailable, transfer_bound
+from deadlines import DeadlineContract
 from gaia_s3.backend import S3Backend
 from gaia_s3.config import S3Config
 from gaia_s3.session import MiB, Tuning
+from servers.misbehaving import UP, StallingProxy
 from servers.s3 import ENV_FIELDS, MotoServer, S3Server, backend_table, start_s3_server, unique_prefix
 
 from gaia_core.backends import MANIFEST, object_key
@@ -106,6 +110,40 @@ def litter(backend: S3Backend):
 
 class TestS3Contract(BackendContract):
     pass
+
+
+@pytest.fixture
+def upstream(server: S3Server) -> tuple[str, int]:
+    parts = urlsplit(server.endpoint_url)
+    return parts.hostname, parts.port
+
+
+@pytest.fixture
+def aimed_backend(server: S3Server, prefix: str):
+    """A backend on the same bucket and prefix, at another address, with gaia's default timeouts."""
+
+    def make(address: tuple[str, int], tuning: Tuning | None = None, **fields) -> S3Backend:
+        env = {**server.env(prefix), "GAIA_IT_S3_ENDPOINT": f"http://{address[0]}:{address[1]}"}
+        return make_backend(env, tuning, **fields)
+
+    return make
+
+
+class TestS3Deadlines(DeadlineContract):
+    pass
+
+
+def test_a_multipart_upload_stalled_mid_part_fails_within_two_stalls(aimed_backend, upstream, tmp_path: Path) -> None:
+    tuning = Tuning(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    payload = write_file(tmp_path / "payload", 12 * MiB)
+    moved: list[int] = []
+    with (
+        StallingProxy(upstream, direction=UP, after=STALL_AFTER) as proxy,
+        aimed_backend(proxy.address, tuning, **FAST) as stalled,
+    ):
+        elapsed, _ = fails_unavailable(lambda: stalled.upload("p/f/payload.tar.zst", payload, progress=moved.append))
+    assert elapsed <= transfer_bound(FAST), f"multipart upload took {elapsed:.1f}s"
+    assert sum(moved) > 0
 
 
 # -- S3 specifics ----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from contract import (
     upload_object,
     write_file,
 )
+from deadlines import DeadlineContract
 from gaia_ssh import transfer
 from gaia_ssh.backend import SSHBackend
 from gaia_ssh.config import SSHConfig
@@ -122,6 +123,36 @@ def litter(backend: SSHBackend):
 
 
 class TestSSHContract(BackendContract):
+    pass
+
+
+@pytest.fixture
+def upstream(server: SSHServer) -> tuple[str, int]:
+    return server.host, server.port
+
+
+@pytest.fixture
+def aimed_backend(server: SSHServer, root: str, tmp_path: Path):
+    """A backend on the same root, at another address (whose known_hosts entry is the
+    real server's key), with gaia's default timeouts."""
+
+    def make(address: tuple[str, int], **fields) -> SSHBackend:
+        host_key = server.known_hosts.read_text().split(None, 1)[1]
+        known_hosts = tmp_path / f"known_hosts-{address[1]}"
+        known_hosts.write_text(f"[{address[0]}]:{address[1]} {host_key}")
+        config = SSHConfig(
+            target=server.target(root),
+            port=address[1],
+            identity_file=str(server.client_key),
+            known_hosts_file=str(known_hosts),
+            **fields,
+        )
+        return SSHBackend("itest", config, environ={})
+
+    return make
+
+
+class TestSSHDeadlines(DeadlineContract):
     pass
 
 
@@ -272,7 +303,7 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout(server: SS
 
 
 def test_a_server_that_hangs_mid_session_fails_within_the_stall_timeout(server: SSHServer, root: str, tmp_path: Path):
-    with make_backend(server, root, stall_timeout=1.0) as backend:
+    with make_backend(server, root, stall_timeout=1.0, connect_timeout=1.0) as backend:
         upload_object(backend, tmp_path, fingerprint(9))
         server.pause()
         try:

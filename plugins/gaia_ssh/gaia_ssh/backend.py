@@ -53,6 +53,10 @@ class _ConnectTimedOut(TimeoutError):
     """The watchdog ended a connection attempt that took longer than its budget."""
 
 
+class _Stalled(TimeoutError):
+    """A transfer's stall guard ended the connection: nothing moved for the stall timeout."""
+
+
 class SSHBackend(Backend):
     """``[checkpoints.backends.ssh.<name>]``: ``target = "[user@]host:/base/path"``."""
 
@@ -190,7 +194,9 @@ class SSHBackend(Backend):
         return client, sftp
 
     def close(self) -> None:
-        for closable in (self._sftp, self._client):
+        # the transport first: it stops paramiko's writers, which otherwise wait forever
+        # on a socket a frozen server no longer reads
+        for closable in (self._client, self._sftp):
             if closable is not None:
                 with contextlib.suppress(Exception):
                     closable.close()
@@ -335,8 +341,8 @@ class SSHBackend(Backend):
         transfer.makedirs(sftp, posixpath.dirname(path), self._known_dirs)
         temporary = transfer.temporary_name(path)
         try:
-            with handle:
-                transfer.put(sftp, handle, temporary, self._limits, progress)
+            with handle, StallGuard(sftp, self.stall_timeout) as guard:
+                transfer.put(sftp, handle, temporary, self._limits, progress, guard.touch)
             if replace:
                 sftp.posix_rename(temporary, path)
                 return
@@ -346,8 +352,10 @@ class SSHBackend(Backend):
                 if _is_file(sftp, path):  # the rename failed because the name exists
                     raise ObjectExists(f"{self.ref}: {path} already exists on {self.settings.address}") from None
                 raise
-        except BaseException:
-            if not self._connection_broken():  # a dead server would only make us wait again
+        except BaseException as exc:
+            # a frozen or dead server would only make us wait again: its temporary stays
+            # behind as litter, for a later upload of this key (or gc) to remove
+            if not _is_connection_failure(exc) and not self._connection_broken():
                 with contextlib.suppress(Exception):
                     sftp.remove(temporary)
             raise
@@ -371,7 +379,8 @@ class SSHBackend(Backend):
             elif written[0]:
                 raise BackendError(f"{self.ref}: download of {path} failed midway into a stream that cannot be rewound")
             try:
-                transfer.get(sftp, path, caller, self._limits, counted)
+                with StallGuard(sftp, self.stall_timeout) as guard:
+                    transfer.get(sftp, path, caller, self._limits, counted, guard.touch)
             except FileNotFoundError:
                 if caller.raised is not None:
                     raise
@@ -423,6 +432,49 @@ class SSHBackend(Backend):
 
         with contextlib.suppress(BackendError):
             self._operate("cleanup of", directory, work, probe=True)
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    import paramiko
+
+    return any(isinstance(e, TimeoutError | EOFError | ConnectionError | paramiko.SSHException) for e in _causes(exc))
+
+
+class StallGuard:
+    """Closes the connection when nothing moved for ``seconds``.
+
+    paramiko bounds reads with the channel timeout, but its writes wait forever on a
+    socket that a frozen server no longer reads. Closing the transport ends them; the
+    transfer then fails with :class:`_Stalled`.
+    """
+
+    def __init__(self, sftp: paramiko.SFTPClient, seconds: float):
+        self._transport = sftp.get_channel().get_transport()
+        self._seconds = seconds
+        self._last = time.monotonic()
+        self._done = threading.Event()
+        self.fired = False
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def touch(self) -> None:
+        self._last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._done.wait(min(0.1, self._seconds / 10)):
+            if time.monotonic() - self._last > self._seconds:
+                self.fired = True
+                self._transport.close()
+                return
+
+    def __enter__(self) -> StallGuard:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        self._done.set()
+        self._thread.join()
+        if self.fired and exc is not None:
+            raise _Stalled(f"no data moved for {self._seconds:g}s") from exc
 
 
 def _listdir(sftp: paramiko.SFTPClient, directory: str) -> list[Any]:

@@ -258,24 +258,44 @@ class _Pipeline:
 
 
 def put(
-    sftp: paramiko.SFTPClient, source: BinaryIO, remote: str, limits: Limits, progress: Progress | None = None
+    sftp: paramiko.SFTPClient,
+    source: BinaryIO,
+    remote: str,
+    limits: Limits,
+    progress: Progress | None = None,
+    activity: Callable[[], None] | None = None,
 ) -> int:
     """Write ``source`` to ``remote`` with pipelined writes; check the size it ends up with.
 
-    ``progress`` hears of every chunk the server acknowledged.
+    ``progress`` hears of every chunk the channel took, ``activity`` of every chunk
+    sent and every answer. After a failure of the connection itself the handle is not closed politely:
+    a frozen server would only make that wait too (the backend drops the session).
     """
     sent = 0
     window = in_flight(limits.write)
-    acknowledged = progress or (lambda count: None)
-    with sftp.open(remote, "wb") as handle:
+    moved = progress or (lambda count: None)
+    heard = activity or (lambda: None)
+    handle = sftp.open(remote, "wb")
+    try:
         pipeline = _Pipeline(sftp, handle)
         while chunk := source.read(limits.write):
             if len(pipeline.pending) >= window:
-                acknowledged(pipeline.receive()[2])
-            pipeline.send(proto.CMD_WRITE, proto.int64(sent), chunk, tag=len(chunk))
+                pipeline.receive()
+                heard()
+            # handed to the channel, which takes it only within the server's window
+            pipeline.send(proto.CMD_WRITE, proto.int64(sent), chunk)
+            heard()
             sent += len(chunk)
+            moved(len(chunk))
         while pipeline.pending:
-            acknowledged(pipeline.receive()[2])
+            pipeline.receive()
+            heard()
+    except (TimeoutError, EOFError, paramiko.SSHException, ConnectionError):
+        raise
+    except BaseException:
+        handle.close()  # the session is fine (a local read error, a cancel): tidy up
+        raise
+    handle.close()
     size = sftp.stat(remote).st_size
     if size != sent:
         raise OSError(f"size mismatch after upload: sent {sent} bytes, server has {size}")
@@ -283,18 +303,23 @@ def put(
 
 
 def get(
-    sftp: paramiko.SFTPClient, remote: str, dest: BinaryIO, limits: Limits, progress: Progress | None = None
+    sftp: paramiko.SFTPClient,
+    remote: str,
+    dest: BinaryIO,
+    limits: Limits,
+    progress: Progress | None = None,
+    activity: Callable[[], None] | None = None,
 ) -> int:
     """Stream ``remote`` into ``dest`` with read-ahead; a file shorter than its stat is an error.
 
     Any failure once requests are in flight closes the SFTP channel: replies still on
     their way would otherwise be read as answers to the next command (the backend then
-    opens a new session).
+    opens a new session). ``activity`` hears of every reply.
     """
     size = sftp.stat(remote).st_size or 0
     with sftp.open(remote, "rb") as handle:
         try:
-            return _Download(sftp, handle.handle, size, dest, limits.read, progress).run()
+            return _Download(sftp, handle.handle, size, dest, limits.read, progress, activity).run()
         except BaseException:
             sftp.get_channel().close()
             raise
@@ -382,7 +407,9 @@ class _Download:
         dest: BinaryIO,
         request_size: int,
         progress: Progress | None = None,
+        activity: Callable[[], None] | None = None,
     ):
+        self.activity = activity or (lambda: None)
         self.sftp = sftp
         self.channel = sftp.get_channel()
         self.handle = handle
@@ -430,6 +457,7 @@ class _Download:
         if number not in self.outstanding or packet_length < 5:
             raise OSError(f"the SFTP server answered a request that was not made (#{number})")
         offset, length = self.outstanding.pop(number)
+        self.activity()
         rest = packet_length - 5
         if kind == proto.CMD_DATA:
             (count,) = _UINT32.unpack(self.reader.exactly(4))
