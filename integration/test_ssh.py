@@ -221,6 +221,33 @@ def test_an_encrypted_key_without_its_passphrase_fails_without_prompting(server:
     assert "identity_passphrase_env" in str(info.value)
 
 
+def test_a_key_others_can_read_is_refused_like_openssh_although_the_server_knows_it(
+    server: SSHServer, root: str, tmp_path: Path
+):
+    readable = tmp_path / "readable_ed25519"
+    readable.write_bytes(server.client_key.read_bytes())
+    readable.chmod(0o644)
+    backend = make_backend(server, root, identity_file=str(readable))
+    with backend, pytest.raises(BackendError) as info:
+        backend.exists(object_key(POINT, fingerprint(4), MANIFEST))
+    assert f"Permissions 0644 for '{readable}' are too open." in str(info.value)
+    readable.chmod(0o600)
+    with make_backend(server, root, identity_file=str(readable)) as fixed:
+        assert fixed.exists(object_key(POINT, fingerprint(4), MANIFEST)) is False
+
+
+def test_a_wrong_passphrase_is_named_as_such(server: SSHServer, root: str):
+    backend = make_backend(
+        server, root, identity_file=str(server.encrypted_key), identity_passphrase_env="GAIA_IT_WRONG_PASS"
+    )
+    backend.environ = {**backend.environ, "GAIA_IT_WRONG_PASS": "not-" + server.passphrase}
+    with backend, pytest.raises(BackendError) as info:
+        backend.exists(object_key(POINT, fingerprint(4), MANIFEST))
+    message = str(info.value)
+    assert "wrong passphrase" in message and str(server.encrypted_key) in message
+    assert server.passphrase not in message
+
+
 # -- uploads -------------------------------------------------------------------------------
 
 
