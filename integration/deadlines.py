@@ -113,7 +113,7 @@ class DeadlineContract:
         backend.upload(key, write_file(tmp_path / PAYLOAD, PAYLOAD_SIZE))
         moved: list[int] = []
         with StallingProxy(upstream, direction=DOWN, after=STALL_AFTER) as proxy, aimed_backend(proxy.address, **FAST) as stalled:
-            elapsed, error = fails_unavailable(lambda: download_into(stalled, key, tmp_path / "down", moved))
+            elapsed, _ = fails_unavailable(lambda: download_into(stalled, key, tmp_path / "down", moved))
         assert elapsed <= transfer_bound(FAST), f"download took {elapsed:.1f}s"
         assert 0 < sum(moved) < 2 * PAYLOAD_SIZE, "the stall was not in the middle of the body"
         assert proxy.relayed[DOWN] >= STALL_AFTER

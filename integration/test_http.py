@@ -29,8 +29,8 @@ from gaia_http.config import HttpConfig
 from servers.http import STATIC_CONFIG, compose_config, start_http_server
 
 from gaia_core.backends import MANIFEST, object_key
-from gaia_core.retry import temporary_name
 from gaia_core.errors import BackendError, BackendUnavailable, ObjectNotFound
+from gaia_core.retry import temporary_name
 
 pytestmark = pytest.mark.remote
 

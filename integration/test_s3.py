@@ -11,8 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from contract import HOUR_S, POINT, BackendContract, download_to, fingerprint, upload_object, write_file
-from deadlines import FAST, STALL_AFTER, fails_unavailable, transfer_bound
-from deadlines import DeadlineContract
+from deadlines import FAST, STALL_AFTER, DeadlineContract, fails_unavailable, transfer_bound
 from gaia_s3.backend import S3Backend
 from gaia_s3.config import S3Config
 from gaia_s3.session import MiB, Tuning

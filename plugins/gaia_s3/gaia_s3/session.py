@@ -14,9 +14,8 @@ cached by the session).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
-
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from gaia_core.errors import BackendError
 from gaia_s3.values import CHECKS

@@ -470,7 +470,7 @@ class StallGuard:
         self._thread.start()
         return self
 
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         self._done.set()
         self._thread.join()
         if self.fired and exc is not None:
