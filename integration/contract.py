@@ -44,8 +44,9 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart"
 POINT = "base-os"
 PAYLOAD = "payload.tar.zst"
-#: a stopped server must turn into an error within this many seconds, never a hang
-STOPPED_SERVER_BUDGET_S = 30.0
+#: a stopped server (connections refused) must turn into an error within this many
+#: seconds, never a hang: a refused connection is tried twice at most
+STOPPED_SERVER_BUDGET_S = 5.0
 LARGE_PAYLOAD_MB = 64
 #: Python-level peak (tracemalloc) allowed while moving LARGE_PAYLOAD_MB
 LARGE_PAYLOAD_PEAK_MB = 32
