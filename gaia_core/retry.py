@@ -117,6 +117,9 @@ def retrying(
     """Run ``attempt(deadline)`` until it returns, retrying :class:`Retryable` failures
     as ``policy`` allows and only while ``deadline`` leaves time; then raise the last
     failure's ``error``. Any other exception propagates at once, unchanged.
+
+    ``on_retry(failure)`` runs before each retry (a download starts over there); it may
+    raise to end the operation instead.
     """
     seen = dict.fromkeys(Failure, 0)
     retries = 0
@@ -124,18 +127,26 @@ def retrying(
         try:
             return attempt(deadline)
         except Retryable as exc:
-            seen[exc.failure] += 1
-            pause = policy.pause(retries)
-            if not policy.allows(exc.failure, seen[exc.failure]) or deadline.remaining() < pause + MIN_ATTEMPT_S:
-                error = exc.error
-            else:
-                error = None
-                if on_retry is not None:
-                    on_retry(exc)
-        if error is not None:
-            raise error  # outside the except block: no chained context from the wrapper
+            failure = exc
+        # outside the except block: what is raised from here carries no wrapper context
+        seen[failure.failure] += 1
+        pause = policy.pause(retries)
+        if not policy.allows(failure.failure, seen[failure.failure]) or deadline.remaining() < pause + MIN_ATTEMPT_S:
+            raise failure.error
+        if on_retry is not None:
+            on_retry(failure)
         sleep(pause)
         retries += 1
+
+
+def rewind(dest: Any) -> bool:
+    """``dest.seek(0); dest.truncate()``: whether a download may start over into ``dest``."""
+    try:
+        dest.seek(0)
+        dest.truncate()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
 
 
 class CallerCode:
@@ -152,6 +163,8 @@ class CallerCode:
         self._progress = progress
         self._lock = threading.Lock()
         self.raised: BaseException | None = None
+        #: bytes written into ``dest`` since the transfer (re)started
+        self.written = 0
 
     def _run(self, function: Callable[..., Any], *args: Any) -> Any:
         if self.raised is not None:
@@ -165,7 +178,17 @@ class CallerCode:
 
     def write(self, data: Any) -> Any:
         assert self._dest is not None
-        return self._run(self._dest.write, data)
+        result = self._run(self._dest.write, data)
+        self.written += len(data)
+        return result
+
+    def start_over(self, failure: Retryable) -> None:
+        """An ``on_retry`` for downloads: the next attempt writes into ``dest`` from its
+        start, or, when ``dest`` cannot start over, there is no next attempt."""
+        if self.written:
+            if self._dest is None or not rewind(self._dest):
+                raise failure.error
+            self.written = 0
 
     def progress(self, count: int) -> None:
         """Report ``count`` bytes moved (no call at all when the caller gave no callback)."""

@@ -60,6 +60,39 @@ def download_into(backend: Backend, key: str, dest: Path, progress: list[int] | 
         backend.download(key, out, progress=None if progress is None else progress.append)
 
 
+class RestartOnlyWriter:
+    """Like the core's hashing writer: sequential writes; the only seek is a restart."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.restarts = 0
+
+    def write(self, chunk) -> int:
+        self.data += chunk
+        return len(chunk)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if (offset, whence) != (0, 0):
+            raise OSError("only a restart from the beginning is supported")
+        self.restarts += 1
+        return 0
+
+    def truncate(self, size: int | None = None) -> int:
+        del self.data[:]
+        return 0
+
+
+class AppendOnlyWriter:
+    """A destination that cannot start over (a pipe)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, chunk) -> int:
+        self.size += len(chunk)
+        return len(chunk)
+
+
 class DeadlineContract:
     # -- a server that accepts and never answers ---------------------------------------
 
@@ -117,6 +150,38 @@ class DeadlineContract:
         assert elapsed <= transfer_bound(FAST), f"download took {elapsed:.1f}s"
         assert 0 < sum(moved) < 2 * PAYLOAD_SIZE, "the stall was not in the middle of the body"
         assert proxy.relayed[DOWN] >= STALL_AFTER
+
+    def test_a_download_stalled_once_starts_over_into_a_writer_that_can_restart(
+        self, backend: Backend, aimed_backend, upstream, tmp_path: Path
+    ) -> None:
+        key = object_key(POINT, fingerprint(7), PAYLOAD)
+        source = write_file(tmp_path / PAYLOAD, PAYLOAD_SIZE)
+        backend.upload(key, source)
+        dest = RestartOnlyWriter()
+        with (
+            StallingProxy(upstream, direction=DOWN, after=STALL_AFTER, stalls=1) as proxy,
+            aimed_backend(proxy.address, **FAST) as flaky,
+        ):
+            started = time.monotonic()
+            flaky.download(key, dest)
+            elapsed = time.monotonic() - started
+        assert bytes(dest.data) == source.read_bytes(), "the retry did not start over cleanly"
+        assert dest.restarts == 1
+        assert elapsed <= transfer_bound(FAST)
+
+    def test_a_download_stalled_into_a_writer_that_cannot_restart_is_not_retried(
+        self, backend: Backend, aimed_backend, upstream, tmp_path: Path
+    ) -> None:
+        key = object_key(POINT, fingerprint(8), PAYLOAD)
+        backend.upload(key, write_file(tmp_path / PAYLOAD, PAYLOAD_SIZE))
+        dest = AppendOnlyWriter()
+        with (
+            StallingProxy(upstream, direction=DOWN, after=STALL_AFTER, stalls=1) as proxy,
+            aimed_backend(proxy.address, **FAST) as flaky,
+        ):
+            elapsed, _ = fails_unavailable(lambda: flaky.download(key, dest))
+        assert 0 < dest.size < PAYLOAD_SIZE, "bytes already written can only be appended to: no second attempt"
+        assert elapsed <= FAST["stall_timeout"] + FAST["connect_timeout"] + MARGIN_S
 
     def test_an_upload_stalled_mid_body_fails_within_two_stalls(self, aimed_backend, upstream, tmp_path: Path) -> None:
         payload = write_file(tmp_path / PAYLOAD, PAYLOAD_SIZE)

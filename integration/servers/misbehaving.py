@@ -87,14 +87,16 @@ class StallingProxy(_Listener):
     """A TCP relay to ``upstream`` that freezes one direction after ``after`` bytes.
 
     The count is per connection, so every new connection (a retry) stalls again at the
-    same point. ``relayed[direction]`` is the total that went through.
+    same point, unless ``stalls`` limits how many connections stall (later ones relay
+    everything). ``relayed[direction]`` is the total that went through.
     """
 
-    def __init__(self, upstream: tuple[str, int], *, direction: str, after: int):
+    def __init__(self, upstream: tuple[str, int], *, direction: str, after: int, stalls: int | None = None):
         assert direction in (UP, DOWN)
         self.upstream = upstream
         self.direction = direction
         self.after = after
+        self.stalls = stalls
         self.relayed = {UP: 0, DOWN: 0}
         super().__init__()
 
@@ -106,8 +108,9 @@ class StallingProxy(_Listener):
             return
         server.settimeout(None)
         self._track(server)
+        stalls = self.stalls is None or self.accepted <= self.stalls
         for source, target, direction in ((conn, server, UP), (server, conn, DOWN)):
-            limit = self.after if direction == self.direction else None
+            limit = self.after if direction == self.direction and stalls else None
             threading.Thread(target=self._pump, args=(source, target, direction, limit), daemon=True).start()
 
     def _pump(self, source: socket.socket, target: socket.socket, direction: str, limit: int | None) -> None:

@@ -130,11 +130,13 @@ class HttpBackend(Backend):
     def _policy(self) -> RetryPolicy:
         return RetryPolicy(transient_attempts=self.config.retries + 1, backoff=self.config.backoff)
 
-    def _run(self, attempt: Callable[[Deadline], T], *, probe: bool) -> T:
+    def _run(
+        self, attempt: Callable[[Deadline], T], *, probe: bool, on_retry: Callable[[Retryable], None] | None = None
+    ) -> T:
         """One operation: its attempts share one budget (``probe_timeout`` for probes)."""
         self.session()  # configuration problems fail before any attempt
         deadline = Deadline(self.probe_timeout if probe else None)
-        return retrying(attempt, deadline=deadline, policy=self._policy)
+        return retrying(attempt, deadline=deadline, policy=self._policy, on_retry=on_retry)
 
     # -- operations -------------------------------------------------------------------
 
@@ -162,21 +164,12 @@ class HttpBackend(Backend):
 
     def download(self, key: str, dest: BinaryIO, *, progress: Progress | None = None) -> None:
         caller = CallerCode(dest, progress)
-        start = _truncatable_start(dest)
-        written = [0]
 
         def attempt(deadline: Deadline) -> None:
-            if start is not None:
-                dest.seek(start)
-                dest.truncate()
-            try:
-                self._download_once(key, deadline, caller, written)
-            except Retryable as exc:
-                if start is None and written[0]:
-                    raise exc.error from None  # bytes went into a stream we cannot rewind
-                raise
+            self._download_once(key, deadline, caller)
 
-        self._run_transfer(attempt, caller)
+        # a retry starts over into dest (seek(0), truncate()), or there is none
+        self._run_transfer(attempt, caller, on_retry=caller.start_over)
 
     def delete(self, key: str) -> None:
         url = self.base().url(key)
@@ -196,8 +189,10 @@ class HttpBackend(Backend):
 
     # -- upload -----------------------------------------------------------------------
 
-    def _run_transfer(self, attempt: Callable[[Deadline], T], caller: CallerCode) -> T:
-        return run_caller_aware(lambda: self._run(attempt, probe=False), caller)
+    def _run_transfer(
+        self, attempt: Callable[[Deadline], T], caller: CallerCode, *, on_retry: Callable[[Retryable], None] | None = None
+    ) -> T:
+        return run_caller_aware(lambda: self._run(attempt, probe=False, on_retry=on_retry), caller)
 
     def _upload_once(self, key: str, source: Path, deadline: Deadline, caller: CallerCode) -> None:
         if self.move_supported:
@@ -313,8 +308,8 @@ class HttpBackend(Backend):
 
     # -- download ---------------------------------------------------------------------
 
-    def _download_once(self, key: str, deadline: Deadline, caller: CallerCode, written: list[int]) -> None:
-        """Stream ``key`` into the caller's destination, counting bytes in ``written``."""
+    def _download_once(self, key: str, deadline: Deadline, caller: CallerCode) -> None:
+        """Stream ``key`` into the caller's destination."""
         import http.client
 
         import urllib3.exceptions
@@ -337,7 +332,6 @@ class HttpBackend(Backend):
                 for chunk in _body_chunks(response):
                     caller.write(chunk)
                     received += len(chunk)
-                    written[0] += len(chunk)
                     caller.progress(len(chunk))
             except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
                 if caller.raised is not None:
@@ -472,16 +466,6 @@ class HttpBackend(Backend):
 def _temporary_key(key: str) -> str:
     directory, name = key.rsplit("/", 1)
     return f"{directory}/{temporary_name(name)}"
-
-
-def _truncatable_start(dest: BinaryIO) -> int | None:
-    """Where a retry restarts writing into ``dest``; None when it cannot rewind."""
-    try:
-        if dest.seekable():
-            return dest.tell()
-    except (AttributeError, OSError, ValueError):
-        pass
-    return None
 
 
 def _body_chunks(response: requests.Response) -> Iterator[memoryview | bytes]:

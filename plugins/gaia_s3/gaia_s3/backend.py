@@ -130,10 +130,12 @@ class S3Backend(Backend):
     def object_name(self, key: str) -> str:
         return f"{self.settings.prefix}{key}"
 
-    def _run(self, attempt: Callable[[Deadline], T], *, probe: bool) -> T:
+    def _run(
+        self, attempt: Callable[[Deadline], T], *, probe: bool, on_retry: Callable[[Retryable], None] | None = None
+    ) -> T:
         """One operation: its attempts share one budget (``probe_timeout`` for probes)."""
         self.settings  # noqa: B018 -- configuration problems fail before any attempt
-        return retrying(attempt, deadline=Deadline(self.probe_timeout if probe else None))
+        return retrying(attempt, deadline=Deadline(self.probe_timeout if probe else None), on_retry=on_retry)
 
     # -- operations -------------------------------------------------------------------
 
@@ -193,18 +195,15 @@ class S3Backend(Backend):
     def download(self, key: str, dest: BinaryIO, *, progress: Progress | None = None) -> None:
         name = self.object_name(key)
         caller = CallerCode(dest, progress)
-        start = _start_of(dest)
-        written = [0]
+        # ranged, concurrent writes need a real file; a sequential writer gets one GET
+        random_access = _at_start_of_a_file(dest)
 
         def attempt(deadline: Deadline) -> None:
-            if start is not None:
-                dest.seek(start)
-                dest.truncate()
             try:
-                if start == 0:
+                if random_access:
                     self._download_concurrently(name, dest, caller)
                 else:
-                    self._download_streaming(name, caller, written)
+                    self._download_streaming(name, caller)
             except Exception as exc:  # noqa: BLE001 -- any failure of a transfer is a BackendError
                 if caller.raised is not None:
                     raise
@@ -213,12 +212,10 @@ class S3Backend(Backend):
                     raise ObjectNotFound(
                         self.redact(f"S3 object s3://{self.settings.bucket}/{name} does not exist")
                     ) from None
-                failure = self._retryable("download", name, exc)
-                if start is None and written[0] and isinstance(failure, Retryable):
-                    raise failure.error from None  # bytes went into a stream we cannot rewind
-                raise failure from None
+                raise self._retryable("download", name, exc) from None
 
-        run_caller_aware(lambda: self._run(attempt, probe=False), caller)
+        # a retry starts over into dest (seek(0), truncate()), or there is none
+        run_caller_aware(lambda: self._run(attempt, probe=False, on_retry=caller.start_over), caller)
 
     def _download_concurrently(self, name: str, dest: BinaryIO, caller: CallerCode) -> None:
         from boto3.s3.transfer import create_transfer_manager
@@ -227,13 +224,12 @@ class S3Backend(Backend):
         with create_transfer_manager(self.client, make_transfer_config(self.tuning)) as manager:
             manager.download(self.settings.bucket, name, _GuardedFile(dest, caller), subscribers=subscribers).result()
 
-    def _download_streaming(self, name: str, caller: CallerCode, written: list[int]) -> None:
+    def _download_streaming(self, name: str, caller: CallerCode) -> None:
         response = self.client.get_object(Bucket=self.settings.bucket, Key=name)
         body = response["Body"]
         try:
             for chunk in body.iter_chunks(STREAM_CHUNK):
                 caller.write(chunk)
-                written[0] += len(chunk)
                 caller.progress(len(chunk))
         finally:
             body.close()
@@ -442,9 +438,9 @@ def _epoch(value: Any) -> float | None:
     return value.timestamp() if isinstance(value, datetime.datetime) else None
 
 
-def _start_of(stream: BinaryIO) -> int | None:
-    """Where ``stream`` is, when a retry can rewind it there; else None."""
+def _at_start_of_a_file(stream: BinaryIO) -> bool:
+    """A seekable destination at offset 0: s3transfer may write its ranges into it."""
     try:
-        return stream.tell() if stream.seekable() else None
+        return bool(stream.seekable()) and stream.tell() == 0
     except (AttributeError, ValueError, OSError):
-        return None
+        return False

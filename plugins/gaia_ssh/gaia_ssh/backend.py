@@ -213,6 +213,7 @@ class SSHBackend(Backend):
         *,
         probe: bool,
         caller: CallerCode | None = None,
+        on_retry: Callable[[Retryable], None] | None = None,
     ) -> T:
         """``work(sftp)`` as one operation: attempts share one budget (``probe_timeout``
         for probes), and every failure below becomes a short, redacted BackendError."""
@@ -234,7 +235,7 @@ class SSHBackend(Backend):
                 raise self._failure(operation, path, exc) from None
 
         deadline = Deadline(self.probe_timeout if probe else None)
-        return run_caller_aware(lambda: retrying(attempt, deadline=deadline), caller)
+        return run_caller_aware(lambda: retrying(attempt, deadline=deadline, on_retry=on_retry), caller)
 
     def _connection_broken(self) -> bool:
         transport = self._client.get_transport() if self._client is not None else None
@@ -365,28 +366,18 @@ class SSHBackend(Backend):
 
         path = self.remote_path(key)
         caller = CallerCode(dest, progress)
-        start = _start_of(dest)
-        written = [0]
-
-        def counted(count: int) -> None:
-            written[0] += count
-            caller.progress(count)
 
         def work(sftp: paramiko.SFTPClient) -> None:
-            if start is not None:
-                dest.seek(start)
-                dest.truncate()
-            elif written[0]:
-                raise BackendError(f"{self.ref}: download of {path} failed midway into a stream that cannot be rewound")
             try:
                 with StallGuard(sftp, self.stall_timeout) as guard:
-                    transfer.get(sftp, path, caller, self._limits, counted, guard.touch)
+                    transfer.get(sftp, path, caller, self._limits, caller.progress, guard.touch)
             except FileNotFoundError:
                 if caller.raised is not None:
                     raise
                 raise ObjectNotFound(f"{self.ref}: {path} not found on {self.settings.address}") from None
 
-        self._operate("download of", path, work, probe=False, caller=caller)
+        # a retry starts over into dest (seek(0), truncate()), or there is none
+        self._operate("download of", path, work, probe=False, caller=caller, on_retry=caller.start_over)
 
     def delete(self, key: str) -> None:
         path = self.remote_path(key)
@@ -489,14 +480,6 @@ def _is_file(sftp: paramiko.SFTPClient, path: str) -> bool:
         return stat.S_ISREG(sftp.stat(path).st_mode or 0)
     except FileNotFoundError:
         return False
-
-
-def _start_of(stream: BinaryIO) -> int | None:
-    """Where ``stream`` is, when a retry can rewind it there; else None."""
-    try:
-        return stream.tell() if stream.seekable() else None
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 class _Watchdog:
