@@ -1,10 +1,15 @@
 """The contract every remote backend honours, run against a real server per backend.
 
-A backend's test module subclasses :class:`BackendContract` and provides four fixtures:
+A backend's test module subclasses :class:`BackendContract` and provides six fixtures:
 
 ``backend``
     a connected :class:`gaia_core.backends.Backend` on the live server, with a fresh,
     empty root (unique prefix / directory per test);
+``backend_factory``
+    a callable returning another, new backend on the same root (another machine);
+``litter``
+    ``litter(key, age_s)`` leaves on the server what an upload of ``key`` killed
+    ``age_s`` seconds ago leaves behind (a temporary object whose last write is that old);
 ``bad_credentials_backend``
     the same server with wrong credentials (key, token or SSH key);
 ``server``
@@ -16,12 +21,14 @@ A backend's test module subclasses :class:`BackendContract` and provides four fi
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import tracemalloc
@@ -30,18 +37,22 @@ from pathlib import Path
 import pytest
 
 from gaia_core.backends import MANIFEST, Backend, object_key
-from gaia_core.errors import BackendError, ObjectNotFound
+from gaia_core.errors import BackendError, ObjectExists, ObjectNotFound
 from gaia_core.fingerprints import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart"
 POINT = "base-os"
 PAYLOAD = "payload.tar.zst"
-#: a stopped server must turn into an error within this many seconds, never a hang
-STOPPED_SERVER_BUDGET_S = 30.0
+#: a stopped server (connections refused) must turn into an error within this many
+#: seconds, never a hang: a refused connection is tried twice at most
+STOPPED_SERVER_BUDGET_S = 5.0
 LARGE_PAYLOAD_MB = 64
 #: Python-level peak (tracemalloc) allowed while moving LARGE_PAYLOAD_MB
 LARGE_PAYLOAD_PEAK_MB = 32
+HOUR_S = 3600
+#: concurrent publishers of one manifest
+PUBLISHERS = 4
 
 
 def fingerprint(n: int) -> str:
@@ -82,6 +93,35 @@ def download_to(backend: Backend, key: str, dest: Path) -> Path:
     with dest.open("wb") as out:
         backend.download(key, out)
     return dest
+
+
+class Cancelled(Exception):
+    """What a caller's progress callback or destination raises to stop a transfer."""
+
+
+class CountingFile:
+    """A real file whose ``write`` raises ``error`` (counting calls); everything else
+    is the file's, so a backend may seek, tell and truncate it like the core's."""
+
+    def __init__(self, path: Path, error: BaseException):
+        self.file = path.open("wb")
+        self.error = error
+        self.writes = 0
+
+    def write(self, data) -> int:
+        self.writes += 1
+        raise self.error
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def temporaries_of(entries, key: str) -> list:
+    """The temporary entries that belong to an upload of ``key``."""
+    return [e for e in entries if e.temporary and e.key.startswith(key)]
 
 
 def assert_backend_error(call, secrets: list[str] = ()) -> BackendError:
@@ -194,6 +234,160 @@ class BackendContract:
             server.start()
         # the same backend object recovers once the server is back
         assert backend.exists(object_key(POINT, fp, MANIFEST)) is True
+
+    # -- create-only publish, delete -----------------------------------------------------
+
+    def test_publish_is_create_only_and_the_first_object_stays(self, backend: Backend, tmp_path: Path) -> None:
+        fp = fingerprint(70)
+        key = object_key(POINT, fp, MANIFEST)
+        first, second = tmp_path / "first", tmp_path / "second"
+        first.write_bytes(b'{"writer": 1}')
+        second.write_bytes(b'{"writer": 2, "longer": true}')
+        backend.publish(key, first)
+        with pytest.raises(ObjectExists):
+            backend.publish(key, second)
+        assert download_to(backend, key, tmp_path / "down").read_bytes() == first.read_bytes()
+        assert backend.list_fingerprints(POINT) == [fp]
+        assert [e for e in backend.list_entries(POINT) if e.temporary] == [], "publish left a temporary behind"
+
+    def test_of_concurrent_publishers_of_one_key_exactly_one_wins(
+        self, backend_factory, tmp_path: Path
+    ) -> None:
+        key = object_key(POINT, fingerprint(71), MANIFEST)
+        sources = []
+        for number in range(PUBLISHERS):
+            source = tmp_path / f"manifest-{number}"
+            source.write_bytes(json.dumps({"writer": number, "pad": "x" * 1000 * number}).encode())
+            sources.append(source)
+        start = threading.Barrier(PUBLISHERS)
+        outcomes: list[object] = [None] * PUBLISHERS
+
+        def publisher(number: int) -> None:
+            try:
+                with backend_factory() as own:
+                    own.exists(key)  # connected: the race is about the publish itself
+                    start.wait(timeout=30)
+                    own.publish(key, sources[number])
+                outcomes[number] = "won"
+            except ObjectExists:
+                outcomes[number] = "exists"
+            except BaseException as exc:  # noqa: BLE001 -- reported by the assertion below
+                outcomes[number] = exc
+
+        threads = [threading.Thread(target=publisher, args=(n,)) for n in range(PUBLISHERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert sorted(map(str, outcomes)) == ["exists"] * (PUBLISHERS - 1) + ["won"], outcomes
+        with backend_factory() as reader:
+            stored = download_to(reader, key, tmp_path / "down").read_bytes()
+        assert stored == sources[outcomes.index("won")].read_bytes(), "the object is not the winner's, intact"
+
+    def test_delete_is_idempotent(self, backend: Backend, tmp_path: Path) -> None:
+        fp = fingerprint(72)
+        upload_object(backend, tmp_path, fp)
+        payload = object_key(POINT, fp, PAYLOAD)
+        backend.delete(payload)
+        assert backend.exists(payload) is False
+        backend.delete(payload)
+        backend.delete(object_key(POINT, fingerprint(73), MANIFEST))  # never existed
+        assert backend.exists(object_key(POINT, fp, MANIFEST)) is True
+
+    # -- listing of every stored file ----------------------------------------------------
+
+    def test_list_entries_shows_objects_with_sizes_and_temporaries(
+        self, backend: Backend, litter, tmp_path: Path
+    ) -> None:
+        fp = fingerprint(74)
+        upload_object(backend, tmp_path, fp, size=1234)
+        payload = object_key(POINT, fp, PAYLOAD)
+        litter(payload, 2 * HOUR_S)
+
+        entries = backend.list_entries(POINT)
+        complete = {e.key: e for e in entries if not e.temporary}
+        assert set(complete) == {payload, object_key(POINT, fp, MANIFEST)}
+        assert complete[payload].size == 1234
+        assert complete[payload].fingerprint == fp and complete[payload].file_name == PAYLOAD
+        [temporary] = temporaries_of(entries, payload)
+        assert temporary.fingerprint is None, "a temporary must never count as an object"
+        assert temporary.mtime is not None and temporary.mtime < time.time() - HOUR_S
+        assert backend.list_fingerprints(POINT) == [fp]
+        assert backend.list_entries("no-such-point") == []
+
+    def test_an_upload_of_a_key_removes_its_litter_older_than_an_hour(
+        self, backend: Backend, litter, tmp_path: Path
+    ) -> None:
+        fp = fingerprint(75)
+        payload, manifest = object_key(POINT, fp, PAYLOAD), object_key(POINT, fp, MANIFEST)
+        litter(payload, 2 * HOUR_S)  # killed long ago: litter
+        litter(payload, 60)  # maybe a concurrent writer elsewhere: kept
+        litter(manifest, 2 * HOUR_S)  # another key's: not this upload's business
+        assert len(temporaries_of(backend.list_entries(POINT), payload)) == 2
+
+        backend.upload(payload, write_file(tmp_path / PAYLOAD, 1000))
+        entries = backend.list_entries(POINT)
+        [young] = temporaries_of(entries, payload)
+        assert young.mtime is None or young.mtime > time.time() - HOUR_S
+        assert len(temporaries_of(entries, manifest)) == 1
+
+    # -- the caller's code: destination, progress ----------------------------------------
+
+    @pytest.mark.parametrize("error", [Cancelled("stop"), OSError(errno.ENOSPC, "No space left on device")], ids=repr)
+    def test_download_lets_the_destination_error_through_unretried(
+        self, backend: Backend, tmp_path: Path, error: BaseException
+    ) -> None:
+        key = object_key(POINT, fingerprint(76), PAYLOAD)
+        backend.upload(key, write_file(tmp_path / PAYLOAD, 3 << 20))
+        dest = CountingFile(tmp_path / "down", error)
+        try:
+            with pytest.raises(type(error)) as info:
+                backend.download(key, dest)
+        finally:
+            dest.close()
+        assert info.value is error, "the destination's exception must reach the caller unchanged"
+        assert dest.writes == 1, "a failed write must not be retried"
+        assert backend.exists(key) is True  # and the backend still works
+
+    def test_progress_reports_every_byte_both_ways(self, backend: Backend, tmp_path: Path) -> None:
+        size = (5 << 20) + 17
+        source = write_file(tmp_path / PAYLOAD, size)
+        key = object_key(POINT, fingerprint(77), PAYLOAD)
+        sent: list[int] = []
+        backend.upload(key, source, progress=sent.append)
+        assert sum(sent) == size and len(sent) >= 2, f"upload progress {len(sent)} calls, {sum(sent)} bytes"
+        received: list[int] = []
+        with (tmp_path / "down").open("wb") as out:
+            backend.download(key, out, progress=received.append)
+        assert sum(received) == size and len(received) >= 2, f"download progress {len(received)} calls"
+        assert (tmp_path / "down").read_bytes() == source.read_bytes()
+
+    def test_a_progress_callback_that_raises_cancels_without_retry(self, backend: Backend, tmp_path: Path) -> None:
+        key = object_key(POINT, fingerprint(78), PAYLOAD)
+        source = write_file(tmp_path / PAYLOAD, 5 << 20)
+
+        def cancelling(calls: list[int]):
+            cancel = Cancelled("enough")
+
+            def progress(count: int) -> None:
+                calls.append(count)
+                raise cancel
+
+            return cancel, progress
+
+        calls: list[int] = []
+        cancel, progress = cancelling(calls)
+        with pytest.raises(Cancelled) as info:
+            backend.upload(key, source, progress=progress)
+        assert info.value is cancel and len(calls) == 1, f"upload: {len(calls)} progress calls: retried?"
+        assert backend.exists(key) is False, "a cancelled upload must not leave a visible object"
+
+        backend.upload(key, source)
+        calls = []
+        cancel, progress = cancelling(calls)
+        with pytest.raises(Cancelled) as info, (tmp_path / "down").open("wb") as out:
+            backend.download(key, out, progress=progress)
+        assert info.value is cancel and len(calls) == 1, f"download: {len(calls)} progress calls: retried?"
 
     # -- bounded memory ----------------------------------------------------------------
 

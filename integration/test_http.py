@@ -3,6 +3,7 @@ and small stdlib servers for the original's ``?list=1`` contract and for misbeha
 
 from __future__ import annotations
 
+import email.utils
 import io
 import json
 import threading
@@ -22,19 +23,21 @@ from contract import (
     upload_object,
     write_file,
 )
+from deadlines import DeadlineContract
 from gaia_http.backend import HttpBackend
 from gaia_http.config import HttpConfig
 from servers.http import STATIC_CONFIG, compose_config, start_http_server
 
 from gaia_core.backends import MANIFEST, object_key
-from gaia_core.errors import BackendError, ObjectNotFound
+from gaia_core.errors import BackendError, BackendUnavailable, ObjectNotFound
+from gaia_core.retry import temporary_name
 
 pytestmark = pytest.mark.remote
 
 TOKEN_ENV = "GAIA_IT_HTTP_TOKEN"
 URL_ENV = "GAIA_IT_HTTP_URL"
 #: fast failures in tests; the defaults are for real networks
-FAST = {"backoff": 0.05, "connect_timeout": 2.0, "read_timeout": 5.0}
+FAST = {"backoff": 0.05, "connect_timeout": 2.0, "stall_timeout": 5.0}
 
 
 def make_backend(base_url: str, token: str | None, **fields) -> HttpBackend:
@@ -84,7 +87,48 @@ def backend_config(http_server, root_url: str) -> tuple[str, dict[str, str]]:
     return table, {URL_ENV: root_url, TOKEN_ENV: http_server.token}
 
 
+@pytest.fixture
+def backend_factory(http_server, root_url: str):
+    return lambda: make_backend(root_url, http_server.token)
+
+
+@pytest.fixture
+def litter(backend: HttpBackend):
+    """A temporary as a killed upload leaves it, aged with the ``Date`` header of its
+    PUT: nginx's WebDAV module takes the file's mtime from it."""
+
+    def leave(key: str, age_s: float) -> None:
+        directory, name = key.rsplit("/", 1)
+        url = backend.base().url(f"{directory}/{temporary_name(name)}")
+        date = email.utils.formatdate(time.time() - age_s, usegmt=True)
+        response = backend.session().put(url, data=b"partial", headers={"Date": date}, timeout=5)
+        assert response.status_code in (201, 204), response.status_code
+
+    return leave
+
+
 class TestHttpContract(BackendContract):
+    pass
+
+
+@pytest.fixture
+def upstream(http_server) -> tuple[str, int]:
+    return "127.0.0.1", http_server.port
+
+
+@pytest.fixture
+def aimed_backend(http_server, root_url: str):
+    """A backend on the same root, at another address, with gaia's default timeouts."""
+
+    def make(address: tuple[str, int], **fields) -> HttpBackend:
+        url = f"http://{address[0]}:{address[1]}{urlsplit(root_url).path}"
+        config = HttpConfig.model_validate({"base_url": url, "token_env": TOKEN_ENV, **fields})
+        return HttpBackend("it", config, environ={TOKEN_ENV: http_server.token})
+
+    return make
+
+
+class TestHttpDeadlines(DeadlineContract):
     pass
 
 
@@ -377,12 +421,14 @@ def test_listing_that_is_html_is_an_error_not_an_empty_list(serve) -> None:
         backend.list_fingerprints(POINT)
 
 
-def test_stalled_server_hits_the_read_timeout(serve, tmp_path: Path) -> None:
-    backend = make_backend(serve(scripted(200, b"late", stall=5)).url, None, read_timeout=0.5, retries=0)
+def test_stalled_server_hits_the_stall_timeout_and_is_retried_once(serve, tmp_path: Path) -> None:
+    handler = scripted(200, b"late", stall=5)
+    backend = make_backend(serve(handler).url, None, stall_timeout=0.5)
     started = time.monotonic()
-    with pytest.raises(BackendError, match="read timeout"):
+    with pytest.raises(BackendUnavailable, match="stall_timeout"):
         download_to(backend, "p/f/payload.tar", tmp_path / "down")
     assert time.monotonic() - started < 4
+    assert handler.calls == 2
 
 
 def test_put_answered_503_is_retried_by_reopening_the_file(serve, tmp_path: Path) -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from contract import POINT, BackendContract, download_to, fingerprint, upload_object, write_file
+from contract import HOUR_S, POINT, BackendContract, download_to, fingerprint, upload_object, write_file
+from deadlines import FAST, STALL_AFTER, DeadlineContract, fails_unavailable, transfer_bound
 from gaia_s3.backend import S3Backend
 from gaia_s3.config import S3Config
 from gaia_s3.session import MiB, Tuning
+from servers.misbehaving import UP, StallingProxy
 from servers.s3 import ENV_FIELDS, MotoServer, S3Server, backend_table, start_s3_server, unique_prefix
 
 from gaia_core.backends import MANIFEST, object_key
@@ -75,8 +79,70 @@ def backend_config(server: S3Server, prefix: str):
     return backend_table("it"), server.env(prefix)
 
 
+@pytest.fixture
+def backend_factory(server: S3Server, prefix: str):
+    return lambda: make_backend(server.env(prefix))
+
+
+@pytest.fixture
+def litter(backend: S3Backend):
+    """An incomplete multipart upload, the temporary S3 keeps of a killed upload.
+
+    No S3 API sets its age. A young one gets a part now (its last activity); an old one
+    has no part, so its age is its ``Initiated`` time, which moto reports as 2010 (a
+    server that reports the truth cannot fake an old one: the test is skipped there).
+    """
+
+    def leave(key: str, age_s: float) -> None:
+        client, bucket, name = backend.client, backend.settings.bucket, backend.object_name(key)
+        upload_id = client.create_multipart_upload(Bucket=bucket, Key=name)["UploadId"]
+        if age_s < HOUR_S:
+            client.upload_part(Bucket=bucket, Key=name, UploadId=upload_id, PartNumber=1, Body=b"partial")
+            return
+        [upload] = [u for u in client.list_multipart_uploads(Bucket=bucket, Prefix=name)["Uploads"] if u["UploadId"] == upload_id]
+        if upload["Initiated"].timestamp() > time.time() - age_s:
+            client.abort_multipart_upload(Bucket=bucket, Key=name, UploadId=upload_id)
+            pytest.skip("this S3 server reports true upload times: an old incomplete upload cannot be made")
+
+    return leave
+
+
 class TestS3Contract(BackendContract):
     pass
+
+
+@pytest.fixture
+def upstream(server: S3Server) -> tuple[str, int]:
+    parts = urlsplit(server.endpoint_url)
+    return parts.hostname, parts.port
+
+
+@pytest.fixture
+def aimed_backend(server: S3Server, prefix: str):
+    """A backend on the same bucket and prefix, at another address, with gaia's default timeouts."""
+
+    def make(address: tuple[str, int], tuning: Tuning | None = None, **fields) -> S3Backend:
+        env = {**server.env(prefix), "GAIA_IT_S3_ENDPOINT": f"http://{address[0]}:{address[1]}"}
+        return make_backend(env, tuning, **fields)
+
+    return make
+
+
+class TestS3Deadlines(DeadlineContract):
+    pass
+
+
+def test_a_multipart_upload_stalled_mid_part_fails_within_two_stalls(aimed_backend, upstream, tmp_path: Path) -> None:
+    tuning = Tuning(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    payload = write_file(tmp_path / "payload", 12 * MiB)
+    moved: list[int] = []
+    with (
+        StallingProxy(upstream, direction=UP, after=STALL_AFTER) as proxy,
+        aimed_backend(proxy.address, tuning, **FAST) as stalled,
+    ):
+        elapsed, _ = fails_unavailable(lambda: stalled.upload("p/f/payload.tar.zst", payload, progress=moved.append))
+    assert elapsed <= transfer_bound(FAST), f"multipart upload took {elapsed:.1f}s"
+    assert sum(moved) > 0
 
 
 # -- S3 specifics ----------------------------------------------------------------------
@@ -216,7 +282,7 @@ def test_ca_bundle_is_used_for_tls_verification(tls_server: MotoServer, prefix: 
         upload_object(trusted, tmp_path, fingerprint(7), size=10)
         assert trusted.list_fingerprints(POINT) == [fingerprint(7)]
     # without the bundle the self-signed certificate is refused: an error, not a miss
-    with make_backend(tls_server.env(prefix), Tuning(max_attempts=1)) as untrusted, pytest.raises(BackendError) as info:
+    with make_backend(tls_server.env(prefix)) as untrusted, pytest.raises(BackendError) as info:
         untrusted.exists(object_key(POINT, fingerprint(7), MANIFEST))
     assert not isinstance(info.value, ObjectNotFound)
     assert "SSL" in str(info.value)

@@ -18,6 +18,7 @@ from contract import (
     upload_object,
     write_file,
 )
+from deadlines import DeadlineContract
 from gaia_ssh import transfer
 from gaia_ssh.backend import SSHBackend
 from gaia_ssh.config import SSHConfig
@@ -56,7 +57,7 @@ def make_backend(server: SSHServer, root: str, **fields) -> SSHBackend:
         "identity_file": str(server.client_key),
         "known_hosts_file_env": KNOWN_HOSTS_ENV,
         "connect_timeout": 5.0,
-        "io_timeout": 10.0,
+        "stall_timeout": 10.0,
         **fields,
     }
     environ = {
@@ -99,7 +100,58 @@ def backend_config(server: SSHServer, root: str):
     return table, env
 
 
+@pytest.fixture
+def backend_factory(server: SSHServer, root: str):
+    return lambda: make_backend(server, root)
+
+
+@pytest.fixture
+def litter(backend: SSHBackend):
+    """A temporary as a killed upload leaves it, aged with SFTP's utime."""
+
+    def leave(key: str, age_s: float) -> None:
+        path = transfer.temporary_name(backend.remote_path(key))
+        sftp = backend._session()
+        transfer.makedirs(sftp, path.rsplit("/", 1)[0], set())
+        with sftp.open(path, "wb") as handle:
+            handle.write(b"partial")
+        then = time.time() - age_s
+        sftp.utime(path, (then, then))
+
+    return leave
+
+
 class TestSSHContract(BackendContract):
+    pass
+
+
+@pytest.fixture
+def upstream(server: SSHServer) -> tuple[str, int]:
+    return server.host, server.port
+
+
+@pytest.fixture
+def aimed_backend(server: SSHServer, root: str, tmp_path: Path):
+    """A backend on the same root, at another address (whose known_hosts entry is the
+    real server's key), with gaia's default timeouts."""
+
+    def make(address: tuple[str, int], **fields) -> SSHBackend:
+        host_key = server.known_hosts.read_text().split(None, 1)[1]
+        known_hosts = tmp_path / f"known_hosts-{address[1]}"
+        known_hosts.write_text(f"[{address[0]}]:{address[1]} {host_key}")
+        config = SSHConfig(
+            target=server.target(root),
+            port=address[1],
+            identity_file=str(server.client_key),
+            known_hosts_file=str(known_hosts),
+            **fields,
+        )
+        return SSHBackend("itest", config, environ={})
+
+    return make
+
+
+class TestSSHDeadlines(DeadlineContract):
     pass
 
 
@@ -166,6 +218,33 @@ def test_an_encrypted_key_without_its_passphrase_fails_without_prompting(server:
     with backend, pytest.raises(BackendError) as info:
         backend.exists(object_key(POINT, fingerprint(4), MANIFEST))
     assert "identity_passphrase_env" in str(info.value)
+
+
+def test_a_key_others_can_read_is_refused_like_openssh_although_the_server_knows_it(
+    server: SSHServer, root: str, tmp_path: Path
+):
+    readable = tmp_path / "readable_ed25519"
+    readable.write_bytes(server.client_key.read_bytes())
+    readable.chmod(0o644)
+    backend = make_backend(server, root, identity_file=str(readable))
+    with backend, pytest.raises(BackendError) as info:
+        backend.exists(object_key(POINT, fingerprint(4), MANIFEST))
+    assert f"Permissions 0644 for '{readable}' are too open." in str(info.value)
+    readable.chmod(0o600)
+    with make_backend(server, root, identity_file=str(readable)) as fixed:
+        assert fixed.exists(object_key(POINT, fingerprint(4), MANIFEST)) is False
+
+
+def test_a_wrong_passphrase_is_named_as_such(server: SSHServer, root: str):
+    backend = make_backend(
+        server, root, identity_file=str(server.encrypted_key), identity_passphrase_env="GAIA_IT_WRONG_PASS"
+    )
+    backend.environ = {**backend.environ, "GAIA_IT_WRONG_PASS": "not-" + server.passphrase}
+    with backend, pytest.raises(BackendError) as info:
+        backend.exists(object_key(POINT, fingerprint(4), MANIFEST))
+    message = str(info.value)
+    assert "wrong passphrase" in message and str(server.encrypted_key) in message
+    assert server.passphrase not in message
 
 
 # -- uploads -------------------------------------------------------------------------------
@@ -249,8 +328,8 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout(server: SS
     assert "timed out" in str(info.value)
 
 
-def test_a_server_that_hangs_mid_session_fails_within_the_io_timeout(server: SSHServer, root: str, tmp_path: Path):
-    with make_backend(server, root, io_timeout=1.0) as backend:
+def test_a_server_that_hangs_mid_session_fails_within_the_stall_timeout(server: SSHServer, root: str, tmp_path: Path):
+    with make_backend(server, root, stall_timeout=1.0, connect_timeout=1.0) as backend:
         upload_object(backend, tmp_path, fingerprint(9))
         server.pause()
         try:
@@ -295,12 +374,16 @@ def test_a_download_that_fails_midway_leaves_a_working_session(backend: SSHBacke
     source = write_file(tmp_path / PAYLOAD, 6 << 20)
     backend.upload(key, source)
 
+    full = OSError(28, "No space left on device")
+
     class FullDisk:
         def write(self, data):
-            raise OSError(28, "No space left on device")
+            raise full
 
-    with pytest.raises(BackendError, match="No space left"):
+    # the destination's own error reaches the caller as it is
+    with pytest.raises(OSError) as info:
         backend.download(key, FullDisk())
+    assert info.value is full
     assert backend.exists(key)
     assert download_to(backend, key, tmp_path / "down").read_bytes() == source.read_bytes()
 

@@ -1,27 +1,51 @@
 """The ``dir`` backend: a shared directory (an NFS mount, a synced folder) as a remote store.
 
 It exercises the whole remote flow without a server; the directory must exist (a missing
-mount is "unavailable", not "empty").
+mount is "unavailable", not "empty"). Uploads write a temporary sibling and rename it
+into place; a create-only publish hard-links the temporary to the final name, which
+fails when the name exists, so of concurrent publishers exactly one wins. Local and
+network file systems have no timeouts of their own: a hung mount blocks like any file
+access on that machine.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
-from typing import BinaryIO
+from typing import Annotated, BinaryIO
+
+from pydantic import Field, field_validator
 
 from gaia_core import hookimpl
-from gaia_core.backends import MANIFEST, Backend
-from gaia_core import atomic
-from gaia_core.errors import BackendError, ObjectNotFound
-from gaia_core.tasks import StrictModel
+from gaia_core.atomic import fsync_dir
+from gaia_core.backends import Backend, BackendConfig, Entry, Progress
+from gaia_core.errors import BackendError, BackendUnavailable, ObjectExists, ObjectNotFound
+from gaia_core.retry import CallerCode, is_litter, is_temporary, temporary_name, temporary_of
 
 _CHUNK = 4 << 20
 
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
-class DirConfig(StrictModel):
+
+def _path_problem(value: str) -> str | None:
+    if "\0" in value:
+        return "must not contain a NUL character"
+    if not value.strip():
+        return "must not be empty"
+    return None
+
+
+class DirConfig(BackendConfig):
     path: str | None = None
-    path_env: str | None = None
+    path_env: EnvName | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _valid_path(cls, value: str | None) -> str | None:
+        problem = None if value is None else _path_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class DirBackend(Backend):
@@ -30,9 +54,14 @@ class DirBackend(Backend):
 
     @property
     def root(self) -> Path:
-        root = Path(self.setting("path", required=True) or "").expanduser()
+        raw = self.setting("path", required=True) or ""
+        problem = _path_problem(raw)
+        if problem:
+            where = f"checkpoints.backends.dir.{self.name}.path"
+            raise BackendError(f"{where} (from env var '{self.config.path_env}') {problem}")
+        root = Path(raw).expanduser()
         if not root.is_dir():
-            raise BackendError(f"{self.ref}: shared directory {root} is not available")
+            raise BackendUnavailable(f"{self.ref}: shared directory {root} is not available")
         return root
 
     def describe(self) -> str:
@@ -40,69 +69,126 @@ class DirBackend(Backend):
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
-        if any(p in ("", ".", "..") for p in parts):
+        if any(p in ("", ".", "..") or "\0" in p for p in parts):
             raise BackendError(f"{self.ref}: unsafe key '{key}'")
         return self.root.joinpath(*parts)
+
+    def _failed(self, operation: str, key: str, exc: OSError) -> BackendError:
+        return BackendError(f"{self.ref}: {operation} of {key} failed: {exc.strerror or exc}")
+
+    # -- operations -------------------------------------------------------------------
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def upload(self, key: str, source: Path, *, progress=None) -> None:
+    def upload(self, key: str, source: Path, *, progress: Progress | None = None) -> None:
+        dest = self._path(key)
+        caller = CallerCode(progress=progress)
+        try:
+            temporary = self._write_temporary(dest, Path(source), caller)
+            try:
+                os.replace(temporary, dest)
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
+            fsync_dir(dest.parent)
+        except OSError as exc:
+            if exc is caller.raised:
+                raise
+            raise self._failed("upload", key, exc) from None
+        self._remove_litter(dest)
+
+    def publish(self, key: str, source: Path) -> None:
         dest = self._path(key)
         try:
-            with open(source, "rb") as src:
-                atomic.write_stream(dest, src)
+            temporary = self._write_temporary(dest, Path(source), CallerCode())
+            try:
+                os.link(temporary, dest)
+            finally:
+                temporary.unlink(missing_ok=True)
+            fsync_dir(dest.parent)
+        except FileExistsError:
+            raise ObjectExists(f"{self.ref}: {key} already exists") from None
         except OSError as exc:
-            raise BackendError(f"{self.ref}: upload of {key} failed: {exc.strerror or exc}") from None
+            raise self._failed("publish", key, exc) from None
 
-    def download(self, key: str, dest: BinaryIO, *, progress=None) -> None:
+    def _write_temporary(self, dest: Path, source: Path, caller: CallerCode) -> Path:
+        """A complete, synced copy of ``source`` beside ``dest``; removed if anything fails."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        temporary = dest.with_name(temporary_name(dest.name))
+        try:
+            with open(source, "rb") as src, open(temporary, "xb") as out:
+                while chunk := src.read(_CHUNK):
+                    out.write(chunk)
+                    caller.progress(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        return temporary
+
+    def download(self, key: str, dest: BinaryIO, *, progress: Progress | None = None) -> None:
         path = self._path(key)
+        caller = CallerCode(dest, progress)
         try:
             with open(path, "rb") as src:
-                shutil.copyfileobj(src, dest, _CHUNK)
-        except FileNotFoundError:
+                while chunk := src.read(_CHUNK):
+                    caller.write(chunk)
+                    caller.progress(len(chunk))
+        except FileNotFoundError as exc:
+            if exc is caller.raised:
+                raise
             raise ObjectNotFound(f"{self.ref}: {key} not found") from None
         except OSError as exc:
-            raise BackendError(f"{self.ref}: download of {key} failed: {exc.strerror or exc}") from None
-
-    # TEMPORARY until the backends branch lands
-    def publish(self, key: str, source: Path) -> None:
-        import os
-
-        from gaia_core.errors import ObjectExists
-
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        shutil.copyfile(source, tmp)
-        try:
-            os.link(tmp, dest)
-        except FileExistsError:
-            raise ObjectExists(f"{self.ref}: {key} exists") from None
-        finally:
-            tmp.unlink(missing_ok=True)
+            if exc is caller.raised:
+                raise
+            raise self._failed("download", key, exc) from None
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._failed("delete", key, exc) from None
 
-    def list_entries(self, point_id: str):  # type: ignore[no-untyped-def]
-        from gaia_core.backends import Entry
-
+    def list_entries(self, point_id: str) -> list[Entry]:
         base = self._path(point_id)
-        out = []
-        if base.is_dir():
-            for fp_dir in base.iterdir():
-                for f in fp_dir.iterdir() if fp_dir.is_dir() else []:
-                    st = f.stat()
-                    out.append(Entry(f"{point_id}/{fp_dir.name}/{f.name}", st.st_size, st.st_mtime,
-                                     temporary=f.name.startswith(".")))
-        return out
+        entries: list[Entry] = []
+        try:
+            folders = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+            for folder in folders:
+                for item in sorted(folder.iterdir()):
+                    try:
+                        info = item.stat()
+                    except FileNotFoundError:
+                        continue  # renamed or removed while we looked
+                    if not item.is_file():
+                        continue
+                    entries.append(
+                        Entry(
+                            key=f"{point_id}/{folder.name}/{item.name}",
+                            size=info.st_size,
+                            mtime=info.st_mtime,
+                            temporary=_is_temporary(item.name),
+                        )
+                    )
+        except OSError as exc:
+            raise self._failed("list", point_id, exc) from None
+        return entries
 
-    def list_fingerprints(self, point_id: str) -> list[str]:
-        base = self._path(point_id)
-        if not base.is_dir():
-            return []
-        return sorted(p.name for p in base.iterdir() if (p / MANIFEST).is_file())
+    def _remove_litter(self, dest: Path) -> None:
+        """Temporaries of this key's killed uploads, older than an hour (best effort)."""
+        try:
+            for item in dest.parent.iterdir():
+                if temporary_of(dest.name, item.name) and is_litter(item.stat().st_mtime):
+                    item.unlink(missing_ok=True)
+        except OSError:
+            pass  # the upload itself succeeded; gc removes what is left
+
+
+def _is_temporary(name: str) -> bool:
+    # ``.<name>.<random>.tmp``: what gaia's atomic writer used before temporaries had one name
+    return is_temporary(name) or (name.startswith(".") and name.endswith(".tmp"))
 
 
 @hookimpl

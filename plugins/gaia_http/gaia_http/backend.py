@@ -1,45 +1,53 @@
 """The ``http`` backend: objects at ``<base_url>/<id>/<fingerprint>/<file>``.
 
 Works with any server that does PUT/GET/HEAD on file URLs. Uploads go to a temporary
-name and are renamed with WebDAV ``MOVE`` so readers never see a partial object; a server
-without MOVE (405/501) gets a direct PUT instead, remembered for the session. Listing
-uses the original's ``GET <base>/<id>/?list=1`` JSON contract, or a stock nginx
-``autoindex_format json`` directory listing (whose directories are then probed for a
-manifest).
+name (``<file>.tmp-<host>-<pid>-<random>``) and are renamed with WebDAV ``MOVE``, so
+readers never see a partial object; a create-only publish moves with ``Overwrite: F``,
+which a WebDAV server refuses with 412 when the name exists. A server without MOVE
+(405/501) gets a direct PUT instead (conditional, ``If-None-Match: *``, for a publish),
+remembered for the session. Listing uses the original's ``GET <base>/<id>/?list=1`` JSON
+contract, or a stock nginx ``autoindex_format json`` directory listing, which also shows
+sizes, mtimes and the temporaries of killed uploads.
+
+Every operation is one call of :func:`gaia_core.retry.retrying`: probes and listings
+within ``probe_timeout`` in total, transfers bounded by ``stall_timeout`` per stall.
 """
 
 from __future__ import annotations
 
 import os
-import secrets as random_tokens
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TypeVar
 
-from gaia_core.backends import MANIFEST, Backend
-from gaia_core.errors import BackendError, ObjectNotFound
+from gaia_core.backends import Backend, Entry, Progress
+from gaia_core.errors import BackendError, BackendUnavailable, ObjectExists, ObjectNotFound
+from gaia_core.retry import (
+    CallerCode,
+    Deadline,
+    Failure,
+    Retryable,
+    RetryPolicy,
+    is_litter,
+    is_temporary,
+    retrying,
+    run_caller_aware,
+    temporary_name,
+    temporary_of,
+)
 from gaia_http.config import HttpConfig
-from gaia_http.listing import ListingFormatError, parse_listing
-from gaia_http.urls import BaseUrl, is_safe_segment
+from gaia_http.listing import Listing, ListingFormatError, parse_listing
+from gaia_http.urls import BaseUrl, UrlProblem, is_safe_segment
 
 if TYPE_CHECKING:
     import requests
+
+T = TypeVar("T")
 
 #: a listing bigger than this is refused (hostile or misconfigured server)
 MAX_LISTING_BYTES = 8 * 1024 * 1024
 _NOT_FOUND = (404, 410)
 _AUTH_FAILED = (401, 403)
-_RETRYABLE = frozenset({429, 500, 502, 503, 504})
-
-
-class _Retryable(BackendError):
-    """A failure that another attempt of a whole upload or download may fix: a body cut
-    short, or 429/5xx on a method urllib3 does not replay itself (PUT, MOVE)."""
-
-
-#: methods whose 429/5xx answers our own loop retries (urllib3 retries the others)
-_OWN_RETRY_METHODS = frozenset({"PUT", "MOVE"})
 
 
 class HttpBackend(Backend):
@@ -60,7 +68,13 @@ class HttpBackend(Backend):
         if self._base is None:
             raw = self.setting("base_url", required=True)
             assert raw is not None
-            self._base = BaseUrl(raw, f"checkpoints.backends.http.{self.name}.base_url")
+            try:
+                self._base = BaseUrl(raw)
+            except UrlProblem as problem:
+                where = f"checkpoints.backends.http.{self.name}.base_url"
+                if not self.config.base_url.strip():
+                    where = f"{where}_env (env var '{self.config.base_url_env}')"
+                raise BackendError(f"{where} {problem}") from None
         return self._base
 
     def secrets(self) -> list[str]:
@@ -76,10 +90,6 @@ class HttpBackend(Backend):
             return f"{self.ref} ({self.base().display})"
         except BackendError:
             return self.ref
-
-    @property
-    def _timeout(self) -> tuple[float, float]:
-        return (self.config.connect_timeout, self.config.read_timeout)
 
     def session(self) -> requests.Session:
         """The shared session, built on first use after the safety checks."""
@@ -106,11 +116,9 @@ class HttpBackend(Backend):
         elif base.username or base.password:
             auth = requests.auth.HTTPBasicAuth(base.username, base.password)
         ca_bundle = self.setting("ca_bundle")
-        if ca_bundle and not Path(ca_bundle).is_file():
-            raise BackendError(f"{where}.ca_bundle {ca_bundle} is not a file")
-        self._session = make_session(
-            auth=auth, verify=ca_bundle or True, retries=self.config.retries, backoff=self.config.backoff
-        )
+        if ca_bundle and ("\0" in ca_bundle or not Path(ca_bundle).is_file()):
+            raise BackendError(f"{where}.ca_bundle {ca_bundle!r} is not a file")
+        self._session = make_session(auth=auth, verify=ca_bundle or True, stall_timeout=self.stall_timeout)
         return self._session
 
     def close(self) -> None:
@@ -118,133 +126,198 @@ class HttpBackend(Backend):
             self._session.close()
             self._session = None
 
+    @property
+    def _policy(self) -> RetryPolicy:
+        return RetryPolicy(transient_attempts=self.config.retries + 1, backoff=self.config.backoff)
+
+    def _run(
+        self, attempt: Callable[[Deadline], T], *, probe: bool, on_retry: Callable[[Retryable], None] | None = None
+    ) -> T:
+        """One operation: its attempts share one budget (``probe_timeout`` for probes)."""
+        self.session()  # configuration problems fail before any attempt
+        deadline = Deadline(self.probe_timeout if probe else None)
+        return retrying(attempt, deadline=deadline, policy=self._policy, on_retry=on_retry)
+
     # -- operations -------------------------------------------------------------------
 
     def exists(self, key: str) -> bool:
-        response = self._request("HEAD", "probe", key, self.base().url(key), allow_redirects=True)
-        with response:
+        url = self.base().url(key)
+        return self._run(lambda deadline: self._exists_once(key, url, deadline), probe=True)
+
+    def _exists_once(self, key: str, url: str, deadline: Deadline) -> bool:
+        with self._request("HEAD", "probe", key, url, deadline, allow_redirects=True) as response:
             if response.status_code in _NOT_FOUND:
                 return False
             if 200 <= response.status_code < 300:
                 return True
             self._fail("probe", key, response)
 
-    def upload(self, key: str, source: Path) -> None:
-        self._with_retries("upload", key, lambda: self._upload_once(key, Path(source)))
+    def upload(self, key: str, source: Path, *, progress: Progress | None = None) -> None:
+        source = Path(source)
+        caller = CallerCode(progress=progress)
+        self._run_transfer(lambda deadline: self._upload_once(key, source, deadline, caller), caller)
+        self._remove_litter(key)
 
-    def download(self, key: str, dest: BinaryIO) -> None:
-        start = dest.tell() if dest.seekable() else None
+    def publish(self, key: str, source: Path) -> None:
+        source = Path(source)
+        self._run_transfer(lambda deadline: self._publish_once(key, source, deadline), CallerCode())
 
-        def attempt() -> None:
-            if start is not None:
-                dest.seek(start)
-                dest.truncate()
-            self._download_once(key, dest)
+    def download(self, key: str, dest: BinaryIO, *, progress: Progress | None = None) -> None:
+        caller = CallerCode(dest, progress)
 
-        self._with_retries("download", key, attempt, can_retry=start is not None)
+        def attempt(deadline: Deadline) -> None:
+            self._download_once(key, deadline, caller)
 
-    def list_fingerprints(self, point_id: str) -> list[str]:
+        # a retry starts over into dest (seek(0), truncate()), or there is none
+        self._run_transfer(attempt, caller, on_retry=caller.start_over)
+
+    def delete(self, key: str) -> None:
+        url = self.base().url(key)
+
+        def attempt(deadline: Deadline) -> None:
+            with self._request("DELETE", "delete", key, url, deadline, allow_redirects=False) as response:
+                if 200 <= response.status_code < 300 or response.status_code in _NOT_FOUND:
+                    return
+                self._fail("delete", key, response)
+
+        self._run(attempt, probe=False)
+
+    def list_entries(self, point_id: str) -> list[Entry]:
         if not is_safe_segment(point_id):
             raise BackendError(f"refusing unsafe point id {point_id!r}")
-        url = self.base().url(point_id, directory=True) + "?list=1"
-        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
-        response = self._request("GET", "list", point_id, url, headers=headers, stream=True)
-        with response:
-            if response.status_code in _NOT_FOUND:
-                return []
-            if not 200 <= response.status_code < 300:
-                self._fail("list", point_id, response)
-            body = self._read_bounded(response, point_id)
-        try:
-            listing = parse_listing(body)
-        except ListingFormatError as exc:
-            raise BackendError(self._message("list", point_id, str(exc))) from None
-        if listing.complete:
-            return listing.names
-        return [fp for fp in listing.names if self.exists(f"{point_id}/{fp}/{MANIFEST}")]
+        return self._run(lambda deadline: self._list_once(point_id, deadline), probe=True)
 
     # -- upload -----------------------------------------------------------------------
 
-    def _upload_once(self, key: str, source: Path) -> None:
-        if self.move_supported:
-            directory, name = key.rsplit("/", 1)
-            temp_key = f"{directory}/{name}.tmp-{random_tokens.token_hex(6)}"
-            self._put(key, temp_key, source)
-            if self._move(key, temp_key):
-                return
-            self.move_supported = False
-            self._delete_quietly(temp_key)
-        self._put(key, key, source)
+    def _run_transfer(
+        self, attempt: Callable[[Deadline], T], caller: CallerCode, *, on_retry: Callable[[Retryable], None] | None = None
+    ) -> T:
+        return run_caller_aware(lambda: self._run(attempt, probe=False, on_retry=on_retry), caller)
 
-    def _put(self, key: str, target_key: str, source: Path) -> None:
+    def _upload_once(self, key: str, source: Path, deadline: Deadline, caller: CallerCode) -> None:
+        if self.move_supported:
+            temp_key = _temporary_key(key)
+            self._put(key, temp_key, source, deadline, caller)
+            if self._move(key, temp_key, deadline, overwrite=True):
+                return
+        self._put(key, key, source, deadline, caller)
+
+    def _publish_once(self, key: str, source: Path, deadline: Deadline) -> None:
+        if self.move_supported:
+            temp_key = _temporary_key(key)
+            self._put(key, temp_key, source, deadline, CallerCode())
+            if self._move(key, temp_key, deadline, overwrite=False):
+                return
+        # No MOVE: a PUT that RFC 9110 servers refuse (412) when the name exists. Servers
+        # that ignore If-None-Match on PUT (nginx does) make this create-only only as far
+        # as the HEAD before it can tell.
+        if self._exists_once(key, self.base().url(key), deadline):
+            raise ObjectExists(self._message("publish", key, "the object already exists"))
+        self._put(key, key, source, deadline, CallerCode(), create_only=True)
+
+    def _put(
+        self, key: str, target_key: str, source: Path, deadline: Deadline, caller: CallerCode, *, create_only: bool = False
+    ) -> None:
         """PUT ``source`` at ``target_key``; on 409 create the parent collections once."""
         from gaia_http.session import FileBody
 
+        operation = "publish" if create_only else "upload"
         for first_try in (True, False):
-            with source.open("rb") as body:
+            try:
+                body = source.open("rb")
+            except OSError as exc:
+                raise BackendError(self._message(operation, key, f"cannot read {source}: {exc.strerror}")) from None
+            with body:
                 size = os.fstat(body.fileno()).st_size
                 headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+                if create_only:
+                    headers["If-None-Match"] = "*"
                 # requests turns an empty streamed body into chunked encoding: send b""
-                data = FileBody(body, size) if size else b""
+                data = FileBody(body, size, caller.progress if caller.wants_progress else None) if size else b""
                 response = self._request(
-                    "PUT", "upload", key, self.base().url(target_key), data=data, headers=headers, allow_redirects=False
-                )
+                    "PUT", operation, key, self.base().url(target_key), deadline,
+                    caller=caller, data=data, headers=headers, allow_redirects=False,
+                )  # fmt: skip
             with response:
                 if 200 <= response.status_code < 300:
                     return
+                if response.status_code == 412 and create_only:
+                    raise ObjectExists(self._message(operation, key, "the object already exists (HTTP 412)"))
                 if response.status_code == 409 and first_try:
-                    self._make_collections(key, target_key)
+                    self._make_collections(key, target_key, deadline)
                     continue
-                self._fail("upload", key, response)
+                self._fail(operation, key, response)
 
-    def _make_collections(self, key: str, target_key: str) -> None:
+    def _make_collections(self, key: str, target_key: str, deadline: Deadline) -> None:
         """MKCOL the base URL and every directory of ``target_key``, for servers that
         do not create parents on PUT (nginx does with create_full_put_path)."""
         parts = target_key.split("/")[:-1]
         urls = [self.base().root + "/"]
         urls += [self.base().url("/".join(parts[: i + 1]), directory=True) for i in range(len(parts))]
         for url in urls:
-            response = self._request("MKCOL", "upload", key, url, allow_redirects=False)
-            with response:
+            with self._request("MKCOL", "upload", key, url, deadline, allow_redirects=False) as response:
                 # 405: the collection already exists
                 if not (200 <= response.status_code < 300 or response.status_code == 405):
                     self._fail("upload (MKCOL)", key, response)
 
-    def _move(self, key: str, temp_key: str) -> bool:
-        """Rename ``temp_key`` to ``key``; False when the server does not do MOVE."""
-        headers = {"Destination": self.base().url(key), "Overwrite": "T"}
-        try:
-            response = self._request("MOVE", "upload", key, self.base().url(temp_key), headers=headers, allow_redirects=False)
-        except BackendError:
-            self._delete_quietly(temp_key)
-            raise
-        with response:
-            if 200 <= response.status_code < 300:
-                return True
-            if response.status_code in (405, 501):
-                return False
-            self._delete_quietly(temp_key)
-            self._fail("upload (MOVE)", key, response)
+    def _move(self, key: str, temp_key: str, deadline: Deadline, *, overwrite: bool) -> bool:
+        """Rename ``temp_key`` to ``key``; False when the server does not do MOVE.
 
-    def _delete_quietly(self, key: str) -> None:
-        """Best-effort removal of a temporary object; leftovers are never listed."""
+        With ``overwrite`` False an existing ``key`` stays and :class:`ObjectExists` is
+        raised. A temporary whose MOVE got no answer stays behind as litter (removed by
+        a later upload of the key or by gc): asking a server that does not answer to
+        delete it would only cost another timeout.
+        """
+        operation = "upload" if overwrite else "publish"
+        headers = {"Destination": self.base().url(key), "Overwrite": "T" if overwrite else "F"}
+        url = self.base().url(temp_key)
+        with self._request("MOVE", operation, key, url, deadline, headers=headers, allow_redirects=False) as response:
+            status = response.status_code
+            if 200 <= status < 300:
+                return True
+        self._delete_quietly(temp_key, deadline)
+        if status in (405, 501):
+            self.move_supported = False
+            return False
+        if status == 412 and not overwrite:
+            raise ObjectExists(self._message(operation, key, "the object already exists (HTTP 412)"))
+        self._fail(f"{operation} (MOVE)", key, response)
+
+    def _delete_quietly(self, key: str, deadline: Deadline) -> None:
+        """Best-effort removal of a temporary object of ours."""
         try:
-            self._request("DELETE", "cleanup", key, self.base().url(key), allow_redirects=False).close()
-        except BackendError:
+            self._request("DELETE", "cleanup", key, self.base().url(key), deadline, allow_redirects=False).close()
+        except (BackendError, Retryable):
+            pass
+
+    def _remove_litter(self, key: str) -> None:
+        """Delete temporaries of ``key`` older than an hour: uploads killed before their
+        MOVE. Needs a listing with mtimes (nginx autoindex); best effort, never fails the
+        upload that succeeded."""
+        directory, name = key.rsplit("/", 1)
+        deadline = Deadline(self.probe_timeout)
+        try:
+            listing = self._directory_listing(directory, deadline)
+            if listing is None:
+                return
+            for item in listing.items:
+                if not item.is_directory and temporary_of(name, item.name) and is_litter(item.mtime):
+                    self._delete_quietly(f"{directory}/{item.name}", deadline)
+        except (BackendError, Retryable):
             pass
 
     # -- download ---------------------------------------------------------------------
 
-    def _download_once(self, key: str, dest: BinaryIO) -> None:
+    def _download_once(self, key: str, deadline: Deadline, caller: CallerCode) -> None:
+        """Stream ``key`` into the caller's destination."""
         import http.client
 
         import urllib3.exceptions
 
-        from gaia_http.session import transport_reason
+        from gaia_http.session import classify, transport_reason
 
         headers = {"Accept-Encoding": "identity"}
-        response = self._request("GET", "download", key, self.base().url(key), headers=headers, stream=True)
-        with response:
+        with self._request("GET", "download", key, self.base().url(key), deadline, headers=headers, stream=True) as response:
             if response.status_code in _NOT_FOUND:
                 raise ObjectNotFound(self._message("download", key, f"not found (HTTP {response.status_code})"))
             if response.status_code != 200:
@@ -257,13 +330,19 @@ class HttpBackend(Backend):
             try:
                 # raw bytes, never decoded: what we write is exactly what the server sent
                 for chunk in _body_chunks(response):
-                    dest.write(chunk)
+                    caller.write(chunk)
                     received += len(chunk)
-            except (urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
-                reason = transport_reason(exc, *self._timeout)
-                raise _Retryable(self._message("download", key, f"{reason} after {received} bytes")) from None
+                    caller.progress(len(chunk))
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+                if caller.raised is not None:
+                    raise
+                reason = transport_reason(exc, self.connect_timeout, self.stall_timeout)
+                failure = classify(exc) or Failure.TRANSIENT
+                error = BackendUnavailable(self._message("download", key, f"{reason} after {received} bytes"))
+                raise Retryable(error, failure) from None
             if expected is not None and received != expected:
-                raise _Retryable(self._message("download", key, f"short body: {received} of {expected} bytes"))
+                error = BackendError(self._message("download", key, f"short body: {received} of {expected} bytes"))
+                raise Retryable(error, Failure.TRANSIENT)
 
     def _content_length(self, response: requests.Response, key: str) -> int | None:
         value = response.headers.get("Content-Length")
@@ -273,56 +352,94 @@ class HttpBackend(Backend):
             raise BackendError(self._message("download", key, "invalid Content-Length"))
         return int(value)
 
-    def _read_bounded(self, response: requests.Response, point_id: str) -> bytes:
-        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            raise BackendError(self._message("list", point_id, f"server sent Content-Encoding {encoding[:20]!r}"))
+    # -- listing ----------------------------------------------------------------------
+
+    def _list_once(self, point_id: str, deadline: Deadline) -> list[Entry]:
+        listing = self._directory_listing(point_id, deadline, contract=True)
+        if listing is None:
+            return []
+        if listing.complete:
+            # the ?list=1 contract names complete objects only: their manifests
+            return [Entry(key=f"{point_id}/{fp}/manifest.json", size=None, mtime=None) for fp in listing.names]
+        entries = []
+        for folder in listing.names:
+            inner = self._directory_listing(f"{point_id}/{folder}", deadline)
+            for item in inner.items if inner is not None else []:
+                if not item.is_directory:
+                    entries.append(
+                        Entry(
+                            key=f"{point_id}/{folder}/{item.name}",
+                            size=item.size,
+                            mtime=item.mtime,
+                            temporary=is_temporary(item.name),
+                        )
+                    )
+        return entries
+
+    def _directory_listing(self, path: str, deadline: Deadline, *, contract: bool = False) -> Listing | None:
+        """The listing of directory ``path``; None when it does not exist (or, outside
+        the ``?list=1`` contract, when the server lists no directories)."""
+        url = self.base().url(path, directory=True) + ("?list=1" if contract else "")
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+        with self._request("GET", "list", path, url, deadline, headers=headers, stream=True) as response:
+            if response.status_code in _NOT_FOUND or (not contract and response.status_code in (403, 405)):
+                return None
+            if not 200 <= response.status_code < 300:
+                self._fail("list", path, response)
+            body = self._read_bounded(response, path)
+        try:
+            return parse_listing(body)
+        except ListingFormatError as exc:
+            if not contract:
+                return None
+            raise BackendError(self._message("list", path, str(exc))) from None
+
+    def _read_bounded(self, response: requests.Response, path: str) -> bytes:
         import urllib3.exceptions
 
-        from gaia_http.session import transport_reason
+        from gaia_http.session import classify, transport_reason
 
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise BackendError(self._message("list", path, f"server sent Content-Encoding {encoding[:20]!r}"))
         body = bytearray()
         try:
             for chunk in response.raw.stream(64 * 1024, decode_content=False):
                 body += chunk
                 if len(body) > MAX_LISTING_BYTES:
-                    raise BackendError(self._message("list", point_id, f"listing larger than {MAX_LISTING_BYTES} bytes"))
-        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
-            raise BackendError(self._message("list", point_id, transport_reason(exc, *self._timeout))) from None
+                    raise BackendError(self._message("list", path, f"listing larger than {MAX_LISTING_BYTES} bytes"))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            reason = transport_reason(exc, self.connect_timeout, self.stall_timeout)
+            error = BackendUnavailable(self._message("list", path, reason))
+            raise Retryable(error, classify(exc) or Failure.TRANSIENT) from None
         return bytes(body)
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _request(self, method: str, operation: str, key: str, url: str, **kwargs: Any) -> requests.Response:
-        """One request; transport failures become :class:`_Retryable` with a short reason."""
+    def _request(
+        self, method: str, operation: str, key: str, url: str, deadline: Deadline, *, caller: CallerCode | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """One request with the deadline's share of the timeouts; transport failures
+        become :class:`Retryable` (or a final error when no attempt can help)."""
         import requests
 
-        from gaia_http.session import is_connect_failure, transport_reason
+        from gaia_http.session import classify, transport_reason
 
-        session = self.session()
+        timeouts = (deadline.cap(self.connect_timeout), deadline.cap(self.stall_timeout))
         try:
-            return session.request(method, url, timeout=self._timeout, **kwargs)
+            return self.session().request(method, url, timeout=timeouts, **kwargs)
         except (requests.exceptions.RequestException, OSError) as exc:
-            message = self._message(operation, key, transport_reason(exc, *self._timeout))
-            if is_connect_failure(exc):
-                # urllib3 already retried the connection with backoff: final
+            if caller is not None and caller.raised is not None:
+                raise  # the caller's progress callback raised: run_caller_aware re-raises it
+            failure = classify(exc)
+            message = self._message(operation, key, transport_reason(exc, *timeouts))
+            if failure is None:
                 raise BackendError(message) from None
-            raise _Retryable(message) from None
-
-    def _with_retries(self, operation: str, key: str, attempt: Any, *, can_retry: bool = True) -> None:
-        """Run ``attempt`` again after transport errors, 429 and 5xx, with exponential backoff."""
-        tries = self.config.retries + 1 if can_retry else 1
-        for number in range(tries):
-            try:
-                attempt()
-                return
-            except _Retryable as exc:
-                if number + 1 == tries:
-                    suffix = f" (after {tries} attempts)" if tries > 1 else ""
-                    raise BackendError(f"{exc}{suffix}") from None
-                time.sleep(min(self.config.backoff * 2**number, 30.0))
+            raise Retryable(BackendUnavailable(message), failure) from None
 
     def _fail(self, operation: str, key: str, response: requests.Response) -> NoReturn:
+        from gaia_http.session import RETRY_STATUSES, UNAVAILABLE_STATUSES
+
         status = response.status_code
         if status in _AUTH_FAILED:
             reason = f"authentication failed (HTTP {status}); check token / token_env"
@@ -333,8 +450,9 @@ class HttpBackend(Backend):
         else:
             reason = f"HTTP {status}"
         message = self._message(operation, key, reason)
-        if status in _RETRYABLE and response.request.method in _OWN_RETRY_METHODS:
-            raise _Retryable(message)
+        if status in RETRY_STATUSES:
+            error_class = BackendUnavailable if status in UNAVAILABLE_STATUSES else BackendError
+            raise Retryable(error_class(message), Failure.TRANSIENT)
         raise BackendError(message)
 
     def _message(self, operation: str, key: str, reason: str) -> str:
@@ -343,6 +461,11 @@ class HttpBackend(Backend):
         except BackendError:
             where = self.ref
         return self.redact(f"HTTP {operation} of {key} at {where} failed: {reason}")
+
+
+def _temporary_key(key: str) -> str:
+    directory, name = key.rsplit("/", 1)
+    return f"{directory}/{temporary_name(name)}"
 
 
 def _body_chunks(response: requests.Response) -> Iterator[memoryview | bytes]:

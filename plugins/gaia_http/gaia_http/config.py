@@ -1,15 +1,24 @@
-"""The ``[checkpoints.backends.http.<name>]`` table."""
+"""The ``[checkpoints.backends.http.<name>]`` table.
+
+Literal values are checked here, so the loader reports a malformed one as
+``<file>: checkpoints.backends.http.<name>.<key>: <problem>``; values read from the
+environment are checked the same way when the backend is used.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from gaia_core.tasks import StrictModel
+from gaia_core.backends import BackendConfig
+from gaia_http.urls import BaseUrl, UrlProblem
+
+#: the name of an environment variable (or empty: not used)
+EnvName = Annotated[str, Field(pattern=r"^$|^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
-class HttpConfig(StrictModel):
+class HttpConfig(BackendConfig):
     """Where the store lives and how to talk to it.
 
     Literal fields win when non-empty, else the variable named by the ``*_env`` field is
@@ -17,24 +26,32 @@ class HttpConfig(StrictModel):
     """
 
     base_url: str = ""
-    base_url_env: str = ""
+    base_url_env: EnvName = ""
     #: refused when set: secrets come from the environment (``token_env``), never the file
     token: str = ""
     #: names the variable holding the token sent as ``Authorization: Bearer <token>``
-    token_env: str = ""
+    token_env: EnvName = ""
     #: a CA bundle (PEM) to trust instead of the system's, for private CAs
     ca_bundle: str = ""
-    ca_bundle_env: str = ""
+    ca_bundle_env: EnvName = ""
     #: a token is only sent over plain http to loopback unless this is true
     allow_insecure_token: bool = False
-    #: seconds to establish a connection
-    connect_timeout: float = Field(default=5.0, gt=0)
-    #: seconds without a byte from the server before a request fails (not a total limit)
-    read_timeout: float = Field(default=60.0, gt=0)
-    #: retries of a failed request (connection errors, 429 and 5xx) before giving up
-    retries: int = Field(default=3, ge=0, le=20)
-    #: first backoff delay in seconds, doubled on every retry
-    backoff: float = Field(default=0.5, ge=0, le=60)
+    #: seconds without a byte moving before a request or transfer fails (``read_timeout``
+    #: is its former name)
+    stall_timeout: float = Field(
+        default=30.0, gt=0, le=3600, validation_alias=AliasChoices("stall_timeout", "read_timeout")
+    )
+    #: further attempts after a 429/5xx answer or a dropped connection, inside the budget
+    retries: int = Field(default=2, ge=0, le=20)
+    #: first pause in seconds between attempts, doubled on every retry
+    backoff: float = Field(default=0.25, ge=0, le=60)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_for_the_stall_timeout(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "stall_timeout" in data and "read_timeout" in data:
+            raise ValueError("read_timeout is the former name of stall_timeout: set only stall_timeout")
+        return data
 
     @field_validator("token")
     @classmethod
@@ -48,11 +65,20 @@ class HttpConfig(StrictModel):
 
     @field_validator("base_url")
     @classmethod
-    def _no_password_in_base_url(cls, value: str) -> str:
+    def _valid_base_url(cls, value: str) -> str:
+        if not value.strip():
+            return value
         try:
-            password = urlsplit(value.strip()).password
-        except ValueError:
-            return value  # a malformed URL is reported when the backend is used
-        if password:
+            base = BaseUrl(value)
+        except UrlProblem as problem:
+            raise ValueError(str(problem)) from None
+        if base.password:
             raise ValueError("base_url must not carry a password; set base_url_env to a variable holding the URL")
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _valid_path(cls, value: str) -> str:
+        if "\0" in value:
+            raise ValueError("must not contain a NUL character")
         return value

@@ -22,9 +22,17 @@ def test_unknown_keys_are_errors() -> None:
 
 
 def test_timeouts_accept_integers_and_must_be_positive() -> None:
-    assert HttpConfig.model_validate({"connect_timeout": 2, "read_timeout": 30}).connect_timeout == 2.0
-    with pytest.raises(pydantic.ValidationError):
-        HttpConfig.model_validate({"read_timeout": 0})
+    assert HttpConfig.model_validate({"connect_timeout": 2, "stall_timeout": 30}).connect_timeout == 2.0
+    for field in ("connect_timeout", "stall_timeout", "probe_timeout", "read_timeout"):
+        with pytest.raises(pydantic.ValidationError):
+            HttpConfig.model_validate({field: 0})
+
+
+def test_read_timeout_is_the_former_name_of_the_stall_timeout() -> None:
+    assert HttpConfig.model_validate({"read_timeout": 7}).stall_timeout == 7.0
+    assert HttpConfig.model_validate({}).stall_timeout == 30.0
+    with pytest.raises(pydantic.ValidationError, match="former name of stall_timeout"):
+        HttpConfig.model_validate({"read_timeout": 7, "stall_timeout": 8})
 
 
 def test_literal_base_url_wins_over_env_and_trailing_slash_is_trimmed() -> None:
@@ -46,8 +54,10 @@ def test_missing_base_url_names_the_key_and_the_variable() -> None:
 
 @pytest.mark.parametrize("url", ["ftp://host/x", "host/x", "http:///x", "https://h/x?q=1"])
 def test_base_url_must_be_http_or_https_with_a_host(url: str) -> None:
-    with pytest.raises(BackendError, match="base_url"):
-        make(base_url=url).base()
+    with pytest.raises(pydantic.ValidationError, match="base_url"):
+        make(base_url=url)
+    with pytest.raises(BackendError, match=r"base_url_env \(env var 'URL'\)"):
+        make({"URL": url}, base_url_env="URL").base()
 
 
 @pytest.mark.parametrize("key", ["p/../manifest.json", "p/f/", "/p/f/x", "p/f/a b", "p/./x", "p/f/..", "p\\f/x"])

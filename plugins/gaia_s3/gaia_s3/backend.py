@@ -3,25 +3,48 @@
 Objects live at ``[<prefix>/]<point id>/<fingerprint>/<file>``. Uploads go through
 s3transfer (multipart above a threshold, a few threads, reading parts straight from the
 file), so memory stays bounded; S3 makes an object visible only when its PutObject or
-CompleteMultipartUpload succeeds, so readers never see a partial one.
+CompleteMultipartUpload succeeds, so readers never see a partial one. A create-only
+publish is a PutObject with ``If-None-Match: *``, which S3 refuses with 412 when the key
+exists. The temporaries of S3 are incomplete multipart uploads: listed with
+``ListMultipartUploads`` (as ``<key>#upload=<id>``) and aborted when untouched for an hour.
+
+Every operation is one call of :func:`gaia_core.retry.retrying`; botocore and s3transfer
+retry nothing themselves.
 """
 
 from __future__ import annotations
 
+import datetime
 import threading
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
 
 from pydantic import BaseModel
 
-from gaia_core.backends import MANIFEST, Backend
-from gaia_core.errors import BackendError, ObjectNotFound
+from gaia_core.backends import MANIFEST, Backend, Entry, Progress
+from gaia_core.errors import BackendError, BackendUnavailable, ObjectExists, ObjectNotFound
+from gaia_core.retry import CallerCode, Deadline, Retryable, is_litter, retrying, run_caller_aware
 from gaia_s3.config import S3Config
 from gaia_s3.errors import analyse
-from gaia_s3.session import S3Settings, Tuning, credential_values, make_client, make_transfer_config
+from gaia_s3.session import (
+    S3Settings,
+    Tuning,
+    credential_values,
+    make_client,
+    make_session,
+    make_transfer_config,
+)
+
+T = TypeVar("T")
 
 STREAM_CHUNK = 1 << 20
+#: how a temporary (an incomplete multipart upload) is named in listings: ``<key>#upload=<id>``
+UPLOAD_MARK = "#upload="
+#: clients kept for distinct (connect, stall) timeouts of partly spent probe budgets
+_CLIENTS_KEPT = 4
 
 
 class S3Backend(Backend):
@@ -35,9 +58,12 @@ class S3Backend(Backend):
         self.tuning = tuning or Tuning()
         self._lock = threading.Lock()
         self._settings: S3Settings | None = None
-        self._client: Any = None
+        self._session: Any = None
         self._credentials: Any = None
+        self._clients: OrderedDict[tuple[float, float], Any] = OrderedDict()
         self._bucket_confirmed = False
+        #: the wall clock litter ages are measured on (a test may move it)
+        self.clock: Callable[[], float] = time.time
 
     # -- setup ------------------------------------------------------------------------
 
@@ -47,16 +73,38 @@ class S3Backend(Backend):
             self._settings = S3Settings.resolve(self)
         return self._settings
 
+    def _client_for(self, connect_timeout: float, stall_timeout: float) -> Any:
+        """A client with these timeouts (made once, then reused)."""
+        timeouts = _rounded(connect_timeout, stall_timeout)
+        with self._lock:
+            client = self._clients.get(timeouts)
+            if client is not None:
+                self._clients.move_to_end(timeouts)
+                return client
+            settings = self.settings
+            try:
+                if self._session is None:
+                    self._session = make_session(settings)
+                    self._credentials = self._session.get_credentials()
+                client = make_client(
+                    self._session, settings, self.tuning, connect_timeout=timeouts[0], stall_timeout=timeouts[1]
+                )
+            except Exception as exc:  # noqa: BLE001 -- botocore: ProfileNotFound, bad config file, ...
+                raise self._error("set up a client for", None, exc) from None
+            self._clients[timeouts] = client
+            transfers = _rounded(self.connect_timeout, self.stall_timeout)
+            for kept in list(self._clients)[: max(0, len(self._clients) - _CLIENTS_KEPT)]:
+                if kept != transfers:
+                    self._clients.pop(kept).close()
+            return client
+
     @property
     def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                settings = self.settings
-                try:
-                    self._client, self._credentials = make_client(settings, self.tuning)
-                except Exception as exc:  # noqa: BLE001 -- botocore: ProfileNotFound, bad config file, ...
-                    raise self._error("set up a client for", None, exc) from None
-            return self._client
+        """The client of transfers: the configured connect and stall timeouts."""
+        return self._client_for(self.connect_timeout, self.stall_timeout)
+
+    def _client_within(self, deadline: Deadline) -> Any:
+        return self._client_for(deadline.cap(self.connect_timeout), deadline.cap(self.stall_timeout))
 
     def secrets(self) -> list[str]:
         values = list(credential_values(self._credentials))
@@ -82,115 +130,293 @@ class S3Backend(Backend):
     def object_name(self, key: str) -> str:
         return f"{self.settings.prefix}{key}"
 
+    def _run(
+        self, attempt: Callable[[Deadline], T], *, probe: bool, on_retry: Callable[[Retryable], None] | None = None
+    ) -> T:
+        """One operation: its attempts share one budget (``probe_timeout`` for probes)."""
+        self.settings  # noqa: B018 -- configuration problems fail before any attempt
+        return retrying(attempt, deadline=Deadline(self.probe_timeout if probe else None), on_retry=on_retry)
+
     # -- operations -------------------------------------------------------------------
 
     def exists(self, key: str) -> bool:
         name = self.object_name(key)
-        try:
-            self.client.head_object(Bucket=self.settings.bucket, Key=name)
-        except Exception as exc:  # noqa: BLE001 -- any failure of a transfer is a BackendError
-            if analyse(exc).key_not_found:
-                self._confirm_bucket()
-                return False
-            raise self._error("probe", name, exc) from None
-        return True
 
-    def upload(self, key: str, source: Path) -> None:
+        def attempt(deadline: Deadline) -> bool:
+            client = self._client_within(deadline)
+            try:
+                client.head_object(Bucket=self.settings.bucket, Key=name)
+            except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
+                if analyse(exc).key_not_found:
+                    self._confirm_bucket(client)
+                    return False
+                raise self._retryable("probe", name, exc) from None
+            return True
+
+        return self._run(attempt, probe=True)
+
+    def upload(self, key: str, source: Path, *, progress: Progress | None = None) -> None:
         from boto3.s3.transfer import create_transfer_manager
 
         name = self.object_name(key)
-        try:
-            with create_transfer_manager(self.client, make_transfer_config(self.tuning)) as manager:
-                manager.upload(str(source), self.settings.bucket, name).result()
-        except BackendError:
-            raise
-        except Exception as exc:  # noqa: BLE001 -- any failure of a transfer is a BackendError
-            raise self._error("upload", name, exc) from None
+        caller = CallerCode(progress=progress)
 
-    def download(self, key: str, dest: BinaryIO) -> None:
+        def attempt(deadline: Deadline) -> None:
+            subscribers = [_ProgressSubscriber(caller)] if caller.wants_progress else None
+            try:
+                with create_transfer_manager(self.client, make_transfer_config(self.tuning)) as manager:
+                    manager.upload(str(source), self.settings.bucket, name, subscribers=subscribers).result()
+            except Exception as exc:  # noqa: BLE001 -- any failure of a transfer is a BackendError
+                if caller.raised is not None:
+                    raise
+                raise self._retryable("upload", name, exc) from None
+
+        run_caller_aware(lambda: self._run(attempt, probe=False), caller)
+        self._remove_litter(name)
+
+    def publish(self, key: str, source: Path) -> None:
         name = self.object_name(key)
-        try:
-            if _seekable(dest):
-                self._download_concurrently(name, dest)
-            else:
-                self._download_streaming(name, dest)
-        except BackendError:
-            raise
-        except Exception as exc:  # noqa: BLE001 -- any failure of a transfer is a BackendError
-            if analyse(exc).key_not_found:
-                self._confirm_bucket()
-                raise ObjectNotFound(
-                    self.redact(f"S3 object s3://{self.settings.bucket}/{name} does not exist")
-                ) from None
-            raise self._error("download", name, exc) from None
 
-    def _download_concurrently(self, name: str, dest: BinaryIO) -> None:
+        def attempt(deadline: Deadline) -> None:
+            try:
+                with open(source, "rb") as body:
+                    self.client.put_object(Bucket=self.settings.bucket, Key=name, Body=body, IfNoneMatch="*")
+            except OSError as exc:
+                if exc.filename is not None:
+                    raise BackendError(self.redact(f"S3 publish of {key}: cannot read {source}: {exc.strerror}")) from None
+                raise self._retryable("publish", name, exc) from None
+            except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
+                if analyse(exc).precondition_failed:
+                    raise ObjectExists(self.redact(f"S3 object s3://{self.settings.bucket}/{name} already exists")) from None
+                raise self._retryable("publish", name, exc) from None
+
+        self._run(attempt, probe=False)
+
+    def download(self, key: str, dest: BinaryIO, *, progress: Progress | None = None) -> None:
+        name = self.object_name(key)
+        caller = CallerCode(dest, progress)
+        # ranged, concurrent writes need a real file; a sequential writer gets one GET
+        random_access = _at_start_of_a_file(dest)
+
+        def attempt(deadline: Deadline) -> None:
+            try:
+                if random_access:
+                    self._download_concurrently(name, dest, caller)
+                else:
+                    self._download_streaming(name, caller)
+            except Exception as exc:  # noqa: BLE001 -- any failure of a transfer is a BackendError
+                if caller.raised is not None:
+                    raise
+                if analyse(exc).key_not_found:
+                    self._confirm_bucket(self.client)
+                    raise ObjectNotFound(
+                        self.redact(f"S3 object s3://{self.settings.bucket}/{name} does not exist")
+                    ) from None
+                raise self._retryable("download", name, exc) from None
+
+        # a retry starts over into dest (seek(0), truncate()), or there is none
+        run_caller_aware(lambda: self._run(attempt, probe=False, on_retry=caller.start_over), caller)
+
+    def _download_concurrently(self, name: str, dest: BinaryIO, caller: CallerCode) -> None:
         from boto3.s3.transfer import create_transfer_manager
 
+        subscribers = [_ProgressSubscriber(caller)] if caller.wants_progress else None
         with create_transfer_manager(self.client, make_transfer_config(self.tuning)) as manager:
-            manager.download(self.settings.bucket, name, dest).result()
+            manager.download(self.settings.bucket, name, _GuardedFile(dest, caller), subscribers=subscribers).result()
 
-    def _download_streaming(self, name: str, dest: BinaryIO) -> None:
+    def _download_streaming(self, name: str, caller: CallerCode) -> None:
         response = self.client.get_object(Bucket=self.settings.bucket, Key=name)
         body = response["Body"]
         try:
-            dest.writelines(body.iter_chunks(STREAM_CHUNK))
+            for chunk in body.iter_chunks(STREAM_CHUNK):
+                caller.write(chunk)
+                caller.progress(len(chunk))
         finally:
             body.close()
 
-    def list_fingerprints(self, point_id: str) -> list[str]:
+    def delete(self, key: str) -> None:
+        name, _, upload_id = self.object_name(key).partition(UPLOAD_MARK)
+
+        def attempt(deadline: Deadline) -> None:
+            try:
+                if upload_id:
+                    self.client.abort_multipart_upload(Bucket=self.settings.bucket, Key=name, UploadId=upload_id)
+                else:
+                    self.client.delete_object(Bucket=self.settings.bucket, Key=name)
+            except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
+                failure = analyse(exc)
+                if failure.key_not_found or failure.no_such_upload:
+                    return
+                raise self._retryable("delete", name, exc) from None
+
+        self._run(attempt, probe=False)
+
+    def list_entries(self, point_id: str) -> list[Entry]:
         list_prefix = self.object_name(f"{point_id}/")
-        found: set[str] = set()
-        try:
-            paginator = self.client.get_paginator("list_objects_v2")
-            pages = paginator.paginate(
-                Bucket=self.settings.bucket,
-                Prefix=list_prefix,
-                PaginationConfig={"PageSize": self.tuning.list_page_size},
-            )
-            for page in pages:
-                for item in page.get("Contents", []) or []:
-                    fingerprint = _fingerprint_of(item.get("Key", ""), list_prefix)
-                    if fingerprint:
-                        found.add(fingerprint)
-        except Exception as exc:  # noqa: BLE001 -- any failure of a transfer is a BackendError
-            raise self._error("list", list_prefix, exc) from None
-        return sorted(found)
+
+        def attempt(deadline: Deadline) -> list[Entry]:
+            client = self._client_within(deadline)
+            try:
+                entries = [
+                    Entry(key=item["Key"][len(self.settings.prefix) :], size=item.get("Size"), mtime=_epoch(item.get("LastModified")))
+                    for item in self._objects(client, list_prefix)
+                    if _in_a_fingerprint(item.get("Key", ""), list_prefix)
+                ]
+                for upload in self._uploads(client, list_prefix):
+                    key = upload["Key"][len(self.settings.prefix) :]
+                    entries.append(
+                        Entry(
+                            key=f"{key}{UPLOAD_MARK}{upload['UploadId']}",
+                            size=None,
+                            mtime=self._last_activity(client, upload),
+                            temporary=True,
+                        )
+                    )
+            except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
+                raise self._retryable("list", list_prefix, exc) from None
+            return entries
+
+        return self._run(attempt, probe=True)
+
+    def list_fingerprints(self, point_id: str) -> list[str]:
+        """Only the objects are listed (incomplete uploads never hold a manifest)."""
+        list_prefix = self.object_name(f"{point_id}/")
+
+        def attempt(deadline: Deadline) -> list[str]:
+            client = self._client_within(deadline)
+            try:
+                found = {_fingerprint_of(item.get("Key", ""), list_prefix) for item in self._objects(client, list_prefix)}
+            except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
+                raise self._retryable("list", list_prefix, exc) from None
+            return sorted(fp for fp in found if fp)
+
+        return self._run(attempt, probe=True)
 
     def close(self) -> None:
         with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
+            clients, self._clients = list(self._clients.values()), OrderedDict()
+        for client in clients:
             client.close()
+
+    # -- listings ---------------------------------------------------------------------
+
+    def _objects(self, client: Any, list_prefix: str) -> list[dict[str, Any]]:
+        paginator = client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self.settings.bucket, Prefix=list_prefix, PaginationConfig={"PageSize": self.tuning.list_page_size}
+        )
+        return [item for page in pages for item in page.get("Contents", []) or []]
+
+    def _uploads(self, client: Any, prefix: str) -> list[dict[str, Any]]:
+        paginator = client.get_paginator("list_multipart_uploads")
+        pages = paginator.paginate(Bucket=self.settings.bucket, Prefix=prefix)
+        return [item for page in pages for item in page.get("Uploads", []) or [] if item.get("Key") and item.get("UploadId")]
+
+    def _last_activity(self, client: Any, upload: dict[str, Any]) -> float | None:
+        """When an incomplete upload last moved: its start or its latest part.
+
+        A multipart upload that started hours ago but still sends parts is alive.
+        """
+        times = [_epoch(upload.get("Initiated"))]
+        response = client.list_parts(Bucket=self.settings.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        times += [_epoch(part.get("LastModified")) for part in response.get("Parts", []) or []]
+        known = [t for t in times if t is not None]
+        return max(known) if known else None
+
+    def _remove_litter(self, name: str) -> None:
+        """Abort the incomplete uploads of ``name`` untouched for an hour (killed uploads:
+        S3 keeps and bills their parts). Best effort: the upload itself succeeded."""
+        deadline = Deadline(self.probe_timeout)
+        try:
+            client = self._client_within(deadline)
+            for upload in self._uploads(client, name):
+                if upload["Key"] != name or deadline.expired:
+                    continue
+                if is_litter(self._last_activity(client, upload), self.clock()):
+                    client.abort_multipart_upload(Bucket=self.settings.bucket, Key=name, UploadId=upload["UploadId"])
+        except Exception:  # noqa: BLE001 -- cleanup never fails an upload that succeeded
+            pass
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _confirm_bucket(self) -> None:
+    def _confirm_bucket(self, client: Any) -> None:
         """A 404 on HEAD cannot tell a missing key from a missing bucket: ask once."""
         if self._bucket_confirmed:
             return
         bucket = self.settings.bucket
         try:
-            self.client.head_bucket(Bucket=bucket)
-        except Exception as exc:  # noqa: BLE001 -- any failure of a transfer is a BackendError
+            client.head_bucket(Bucket=bucket)
+        except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
             failure = analyse(exc)
             if failure.key_not_found or failure.bucket_not_found:
                 raise BackendError(self.redact(f"S3 bucket '{bucket}' does not exist{self._at()}")) from None
-            raise self._error("check bucket", None, exc) from None
+            raise self._retryable("check bucket", None, exc) from None
         self._bucket_confirmed = True
+
+    def _retryable(self, operation: str, name: str | None, exc: BaseException) -> Retryable | BackendError:
+        """The error to raise for ``exc``: wrapped in :class:`Retryable` when another
+        attempt may help."""
+        failure = analyse(exc)
+        error = self._error(operation, name, exc)
+        if failure.unavailable:
+            error = BackendUnavailable(str(error))
+        return Retryable(error, failure.retry) if failure.retry is not None else error
 
     def _error(self, operation: str, name: str | None, exc: BaseException) -> BackendError:
         failure = analyse(exc)
+        bucket = self._settings.bucket if self._settings else "?"
         if failure.bucket_not_found:
-            return BackendError(
-                self.redact(f"S3 {operation} failed: bucket '{self.settings.bucket}' does not exist{self._at()}")
-            )
-        target = f"s3://{self.settings.bucket}/{name}" if name is not None else f"bucket '{self.settings.bucket}'"
+            return BackendError(self.redact(f"S3 {operation} failed: bucket '{bucket}' does not exist{self._at()}"))
+        target = f"s3://{bucket}/{name}" if name is not None else f"bucket '{bucket}'"
         return BackendError(self.redact(f"S3 {operation} {target} failed{self._at()}: {failure.render()}"))
 
     def _at(self) -> str:
         endpoint = self._settings.endpoint_url if self._settings else None
         return f" at {endpoint}" if endpoint else ""
+
+
+class _ProgressSubscriber:
+    """s3transfer reports bytes moved to subscribers' ``on_progress``, from its threads."""
+
+    def __init__(self, caller: CallerCode):
+        self.caller = caller
+
+    def on_progress(self, future: Any = None, bytes_transferred: int = 0, **kwargs: Any) -> None:
+        self.caller.progress(bytes_transferred)
+
+    def on_queued(self, future: Any = None, **kwargs: Any) -> None:
+        pass
+
+    def on_done(self, future: Any = None, **kwargs: Any) -> None:
+        pass
+
+
+class _GuardedFile:
+    """The caller's destination as s3transfer writes it: writes go through
+    :class:`CallerCode` so that an exception of the caller's stays the caller's."""
+
+    def __init__(self, dest: BinaryIO, caller: CallerCode):
+        self._dest = dest
+        self._caller = caller
+
+    def write(self, data: Any) -> Any:
+        return self._caller.write(data)
+
+    def seek(self, *args: Any) -> int:
+        return self._dest.seek(*args)
+
+    def tell(self) -> int:
+        return self._dest.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self._dest.flush()
+
+
+def _rounded(connect_timeout: float, stall_timeout: float) -> tuple[float, float]:
+    return round(connect_timeout, 1), round(stall_timeout, 1)
 
 
 def _fingerprint_of(key: str, list_prefix: str) -> str | None:
@@ -203,8 +429,18 @@ def _fingerprint_of(key: str, list_prefix: str) -> str | None:
     return None
 
 
-def _seekable(stream: BinaryIO) -> bool:
+def _in_a_fingerprint(key: str, list_prefix: str) -> bool:
+    parts = key[len(list_prefix) :].split("/") if key.startswith(list_prefix) else []
+    return len(parts) == 2 and all(part not in ("", ".", "..") for part in parts)
+
+
+def _epoch(value: Any) -> float | None:
+    return value.timestamp() if isinstance(value, datetime.datetime) else None
+
+
+def _at_start_of_a_file(stream: BinaryIO) -> bool:
+    """A seekable destination at offset 0: s3transfer may write its ranges into it."""
     try:
-        return bool(stream.seekable())
+        return bool(stream.seekable()) and stream.tell() == 0
     except (AttributeError, ValueError, OSError):
         return False

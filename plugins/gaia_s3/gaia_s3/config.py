@@ -1,22 +1,25 @@
-"""``[checkpoints.backends.s3.<name>]``: the seed's fields, validated for shape only.
+"""``[checkpoints.backends.s3.<name>]``: the seed's fields plus gaia's time budget.
 
-Values are resolved when the backend is used, so a missing variable fails the transfer
-that needs it, not the loading of a build file that may never touch the remote.
+Literal values are checked here (the loader names the file and key of a malformed one);
+values named by ``*_env`` fields are read and checked when the backend is used, so a
+missing variable fails the transfer that needs it, not the loading of a build file that
+may never touch the remote.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
-from gaia_core.tasks import StrictModel
+from gaia_core.backends import BackendConfig
+from gaia_s3.values import CHECKS
 
 #: the name of an environment variable, not its value
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
-class S3Config(StrictModel):
+class S3Config(BackendConfig):
     bucket: str | None = None
     bucket_env: EnvName | None = None
     region: str | None = None
@@ -36,3 +39,14 @@ class S3Config(StrictModel):
     aws_shared_credentials_file_env: EnvName | None = None
     aws_config_file_env: EnvName | None = None
     aws_ca_bundle_env: EnvName | None = None
+
+    @field_validator(*CHECKS)
+    @classmethod
+    def _well_formed(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            return value
+        assert info.field_name is not None
+        problem = CHECKS[info.field_name](value.strip())
+        if problem:
+            raise ValueError(problem)
+        return value

@@ -8,10 +8,23 @@ a message (which the backend then redacts).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+
+from gaia_core.retry import Failure as Retry
 
 #: codes S3 and compatible stores use for "this key does not exist" (HEAD has no body: "404")
 KEY_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 BUCKET_NOT_FOUND = frozenset({"NoSuchBucket"})
+#: a create-only put found the key (412), or an abort found no such multipart upload
+PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
+NO_SUCH_UPLOAD = frozenset({"NoSuchUpload"})
+#: answers another attempt may fix: throttling, a server's own timeout, a conditional
+#: write that raced another (AWS asks to retry those)
+TRANSIENT_CODES = frozenset(
+    {"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException", "ConditionalRequestConflict", "InternalError"}
+)
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 MAX_DETAIL = 160
 
 
@@ -20,6 +33,10 @@ class Failure:
     code: str | None
     status: int | None
     detail: str
+    #: whether (and how) another attempt may succeed; None: it cannot
+    retry: Retry | None = None
+    #: the store did not answer, or not in time (the core skips it for the run)
+    unavailable: bool = False
 
     @property
     def key_not_found(self) -> bool:
@@ -28,6 +45,14 @@ class Failure:
     @property
     def bucket_not_found(self) -> bool:
         return self.code in BUCKET_NOT_FOUND
+
+    @property
+    def precondition_failed(self) -> bool:
+        return self.code in PRECONDITION_FAILED
+
+    @property
+    def no_such_upload(self) -> bool:
+        return self.code in NO_SUCH_UPLOAD
 
     def render(self) -> str:
         if self.code and self.status and self.code != str(self.status):
@@ -50,12 +75,71 @@ def analyse(exc: BaseException) -> Failure:
         error = exc.response.get("Error", {}) or {}
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = str(error.get("Code") or "") or (str(status) if status else None)
-        return Failure(code, status, clean(str(error.get("Message") or "")))
+        retry = Retry.TRANSIENT if code in TRANSIENT_CODES or status in TRANSIENT_STATUSES else None
+        return Failure(code, status, clean(str(error.get("Message") or "")), retry, status in UNAVAILABLE_STATUSES)
+    retry = transport_retry(exc)
     if isinstance(exc, BotoCoreError):
-        return Failure(None, None, f"{type(exc).__name__}: {clean(str(exc))}")
+        return Failure(None, None, _describe(exc), retry, retry is not None)
     if isinstance(exc, OSError):
-        return Failure(None, None, f"{type(exc).__name__}: {clean(exc.strerror or str(exc))}")
+        return Failure(None, None, f"{type(exc).__name__}: {clean(exc.strerror or str(exc))}", retry, retry is not None)
     return Failure(None, None, f"{type(exc).__name__}: {clean(str(exc))}")
+
+
+def transport_retry(exc: BaseException) -> Retry | None:
+    """How another attempt may help after a failure below HTTP; None for TLS and
+    configuration errors, which another attempt repeats."""
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+        SSLError,
+    )
+
+    chain = list(_chain(exc))
+    if any(isinstance(item, SSLError) for item in chain):
+        return None
+    if any(isinstance(item, ConnectionRefusedError) for item in chain):
+        return Retry.REFUSED
+    if any(isinstance(item, ConnectTimeoutError | ReadTimeoutError | TimeoutError) for item in chain):
+        return Retry.STALLED
+    if any(isinstance(item, EndpointConnectionError) for item in chain):
+        return Retry.REFUSED  # no connection: DNS, unreachable network
+    if any(isinstance(item, ConnectionClosedError | ResponseStreamingError | ConnectionError) for item in chain):
+        return Retry.TRANSIENT
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+
+    # botocore's texts carry the endpoint URL, which the caller already names
+    if isinstance(exc, ConnectTimeoutError):
+        return "no connection within the connect_timeout"
+    if isinstance(exc, ReadTimeoutError):
+        return "no data moved for the stall_timeout"
+    if isinstance(exc, EndpointConnectionError):
+        refused = any(isinstance(item, ConnectionRefusedError) for item in _chain(exc))
+        return "connection refused" if refused else "could not connect to the endpoint"
+    return f"{type(exc).__name__}: {clean(str(exc))}"
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every error it wraps: causes, contexts and botocore's ``error`` kwarg."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        kwargs = getattr(current, "kwargs", None)
+        inner = kwargs.get("error") if isinstance(kwargs, dict) else None
+        for nxt in (current.__cause__, current.__context__, inner, getattr(current, "last_exception", None)):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -1,16 +1,24 @@
-"""Resolve an S3 backend's settings and build its boto3 client from them.
+"""Resolve an S3 backend's settings and build its boto3 clients from them.
 
 The ``*_env`` credential fields map onto a boto3 Session of our own, never onto
 ``os.environ``: other code in the process (and child processes) keeps its own AWS
 configuration. Anything left unset falls back to boto3's default chain.
+
+Clients never retry (``total_max_attempts = 1``) and s3transfer never retries a
+download (``num_download_attempts = 1``): gaia's own loop owns every retry, inside the
+operation's budget. A client's timeouts are fixed when it is made, so a probe whose
+budget is partly spent gets a client made for what is left (cheap: the service model is
+cached by the session).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gaia_core.errors import BackendError
+from gaia_s3.values import CHECKS
 
 if TYPE_CHECKING:
     from gaia_core.backends import Backend
@@ -20,19 +28,14 @@ MiB = 1 << 20
 
 @dataclasses.dataclass(frozen=True)
 class Tuning:
-    """Timeouts, retries and transfer sizes; bounded memory whatever the payload size."""
+    """Transfer sizes and concurrency; bounded memory whatever the payload size."""
 
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    #: botocore "standard" retry mode: attempts in all (first one included), backoff with jitter
-    max_attempts: int = 4
     multipart_threshold: int = 16 * MiB
     multipart_chunksize: int = 16 * MiB
     max_concurrency: int = 10
     #: queued 256 KiB chunks of a download waiting to be written: at most 8 MiB
     max_io_queue: int = 32
     io_chunksize: int = 256 * 1024
-    num_download_attempts: int = 3
     #: objects per list request (S3 caps it at 1000)
     list_page_size: int = 1000
 
@@ -60,23 +63,49 @@ class S3Settings:
         session_token = backend.env_value("aws_session_token_env")
         if (access_key_id or secret_access_key or session_token) and not (access_key_id and secret_access_key):
             raise BackendError(_partial_credentials(backend, access_key_id, secret_access_key))
-        prefix = (backend.setting("prefix") or "").strip("/")
+        prefix = (_checked(backend, "prefix") or "").strip("/")
         return cls(
-            bucket=backend.setting("bucket", required=True),
+            bucket=_checked(backend, "bucket", required=True),
             prefix=f"{prefix}/" if prefix else "",
-            region=backend.setting("region"),
-            endpoint_url=backend.setting("endpoint_url"),
-            profile=backend.setting("profile"),
+            region=_checked(backend, "region"),
+            endpoint_url=_checked(backend, "endpoint_url"),
+            profile=_checked(backend, "profile"),
             access_key_id=access_key_id,
             secret_access_key=secret_access_key,
             session_token=session_token,
-            shared_credentials_file=backend.env_value("aws_shared_credentials_file_env"),
-            config_file=backend.env_value("aws_config_file_env"),
-            ca_bundle=backend.env_value("aws_ca_bundle_env"),
+            shared_credentials_file=_existing_file(backend, "aws_shared_credentials_file_env"),
+            config_file=_existing_file(backend, "aws_config_file_env"),
+            ca_bundle=_existing_file(backend, "aws_ca_bundle_env"),
         )
 
     def secrets(self) -> list[str]:
         return [s for s in (self.access_key_id, self.secret_access_key, self.session_token) if s]
+
+
+def _checked(backend: Backend, field: str, *, required: bool = False) -> str | None:
+    """``backend.setting(field)``, checked like a literal; a bad value names its variable."""
+    value = backend.setting(field, required=required)
+    if value is None:
+        return None
+    problem = CHECKS[field](value)
+    if problem:
+        where = f"checkpoints.backends.{backend.kind}.{backend.name}.{field}"
+        literal = getattr(backend.config, field, None)
+        if not (isinstance(literal, str) and literal.strip()):
+            where = f"{where}_env (env var '{getattr(backend.config, f'{field}_env', None)}')"
+        raise BackendError(f"{where} {problem}")
+    return value
+
+
+def _existing_file(backend: Backend, env_field: str) -> str | None:
+    """A file named by a variable: a typo must not silently mean "no credentials"."""
+    value = backend.env_value(env_field)
+    if value is None:
+        return None
+    where = f"checkpoints.backends.{backend.kind}.{backend.name}.{env_field} (env var '{getattr(backend.config, env_field)}')"
+    if "\0" in value or not Path(value).expanduser().is_file():
+        raise BackendError(f"{where} does not name an existing file")
+    return str(Path(value).expanduser())
 
 
 def _partial_credentials(backend: Backend, key_id: str | None, secret: str | None) -> str:
@@ -87,11 +116,10 @@ def _partial_credentials(backend: Backend, key_id: str | None, secret: str | Non
     return f"{where}: explicit credentials need both an access key id and a secret key, but {missing}: {source}"
 
 
-def make_client(settings: S3Settings, tuning: Tuning) -> tuple[Any, Any]:
-    """A boto3 S3 client and the credentials it signs with (``None`` when there are none)."""
+def make_session(settings: S3Settings) -> Any:
+    """The boto3 Session every client of one backend is made from."""
     import boto3
     import botocore.session
-    from botocore.config import Config
 
     core = botocore.session.Session()
     # The supported way to point botocore at other files than AWS_SHARED_CREDENTIALS_FILE
@@ -108,11 +136,19 @@ def make_client(settings: S3Settings, tuning: Tuning) -> tuple[Any, Any]:
         aws_secret_access_key=settings.secret_access_key,
         aws_session_token=settings.session_token,
     )
+    return session
+
+
+def make_client(session: Any, settings: S3Settings, tuning: Tuning, *, connect_timeout: float, stall_timeout: float) -> Any:
+    """An S3 client with these timeouts and no retries of its own."""
+    from botocore.config import Config
+
     config = Config(
         signature_version="s3v4",
-        connect_timeout=tuning.connect_timeout,
-        read_timeout=tuning.read_timeout,
-        retries={"mode": "standard", "total_max_attempts": tuning.max_attempts},
+        connect_timeout=connect_timeout,
+        # botocore's read timeout is per socket read: no byte for this long ends a request
+        read_timeout=stall_timeout,
+        retries={"mode": "standard", "total_max_attempts": 1},
         max_pool_connections=max(10, tuning.max_concurrency + 2),
         # S3-compatible services (MinIO, Ceph, moto) are addressed by path, AWS by host
         s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
@@ -127,7 +163,7 @@ def make_client(settings: S3Settings, tuning: Tuning) -> tuple[Any, Any]:
         verify=settings.ca_bundle or None,
         config=config,
     )
-    return client, session.get_credentials()
+    return client
 
 
 def make_transfer_config(tuning: Tuning) -> Any:
@@ -139,7 +175,7 @@ def make_transfer_config(tuning: Tuning) -> Any:
         max_concurrency=tuning.max_concurrency,
         max_io_queue=tuning.max_io_queue,
         io_chunksize=tuning.io_chunksize,
-        num_download_attempts=tuning.num_download_attempts,
+        num_download_attempts=1,
         preferred_transfer_client="classic",
     )
 

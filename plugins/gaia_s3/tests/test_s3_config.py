@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from gaia_s3.backend import S3Backend, _fingerprint_of
 from gaia_s3.config import S3Config
-from gaia_s3.session import S3Settings, Tuning, make_client
+from gaia_s3.session import S3Settings
 from pydantic import ValidationError
 
 from gaia_core.errors import BackendError
@@ -114,11 +114,11 @@ def test_client_uses_the_mapped_files_and_profile_and_leaves_os_environ_alone(tm
         aws_config_file_env="CC",
         profile_env="PR",
     )
-    client, creds = make_client(S3Settings.resolve(b), Tuning())
+    client = b.client
+    creds = b._credentials
     assert (creds.access_key, creds.secret_key) == (KEY_ID, SECRET)
     assert client.meta.region_name == "ap-south-1"
     assert dict(os.environ) == before
-    b._credentials = creds
     assert SECRET in b.secrets()
 
 
@@ -131,13 +131,16 @@ def test_client_takes_mapped_keys_token_timeouts_and_path_style() -> None:
         aws_access_key_id_env="K",
         aws_secret_access_key_env="S",
         aws_session_token_env="T",
+        connect_timeout=3,
+        stall_timeout=7,
     )
-    tuning = Tuning(connect_timeout=3, read_timeout=7, max_attempts=2)
-    client, creds = make_client(S3Settings.resolve(b), tuning)
+    client = b.client
+    creds = b._credentials
     assert (creds.access_key, creds.secret_key, creds.token) == (KEY_ID, SECRET, TOKEN)
     config = client.meta.config
     assert (config.connect_timeout, config.read_timeout) == (3, 7)
-    assert config.retries == {"mode": "standard", "total_max_attempts": 2}
+    # gaia owns the retries: botocore makes one attempt
+    assert config.retries == {"mode": "standard", "total_max_attempts": 1}
     assert config.signature_version == "s3v4"
     assert config.s3["addressing_style"] == "path"
     assert client.meta.endpoint_url == "http://127.0.0.1:9"

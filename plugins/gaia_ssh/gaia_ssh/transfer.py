@@ -19,17 +19,20 @@ from __future__ import annotations
 import collections
 import dataclasses
 import posixpath
-import secrets
 import stat
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import paramiko
 from paramiko import sftp as proto
 from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
+
+from gaia_core import retry
+
+Progress = Callable[[int], None]
 
 #: SSH channel window and the largest packet we accept (what the server may have in
 #: flight towards us)
@@ -196,8 +199,10 @@ def open_sftp(transport: paramiko.Transport, timeout: float) -> paramiko.SFTPCli
 
 
 def temporary_name(remote: str) -> str:
-    """A sibling name nobody else uses; renamed over ``remote`` once complete."""
-    return f"{remote}.tmp-{secrets.token_hex(8)}"
+    """A sibling name nobody else uses (``<file>.tmp-<host>-<pid>-<random>``); renamed
+    over ``remote`` once complete."""
+    directory, name = posixpath.split(remote)
+    return posixpath.join(directory, retry.temporary_name(name))
 
 
 def makedirs(sftp: paramiko.SFTPClient, path: str, known: set[str]) -> None:
@@ -252,36 +257,69 @@ class _Pipeline:
         return kind, msg, tag
 
 
-def put(sftp: paramiko.SFTPClient, source: BinaryIO, remote: str, limits: Limits) -> int:
-    """Write ``source`` to ``remote`` with pipelined writes; check the size it ends up with."""
+def put(
+    sftp: paramiko.SFTPClient,
+    source: BinaryIO,
+    remote: str,
+    limits: Limits,
+    progress: Progress | None = None,
+    activity: Callable[[], None] | None = None,
+) -> int:
+    """Write ``source`` to ``remote`` with pipelined writes; check the size it ends up with.
+
+    ``progress`` hears of every chunk the channel took, ``activity`` of every chunk
+    sent and every answer. After a failure of the connection itself the handle is not closed politely:
+    a frozen server would only make that wait too (the backend drops the session).
+    """
     sent = 0
     window = in_flight(limits.write)
-    with sftp.open(remote, "wb") as handle:
+    moved = progress or (lambda count: None)
+    heard = activity or (lambda: None)
+    handle = sftp.open(remote, "wb")
+    try:
         pipeline = _Pipeline(sftp, handle)
         while chunk := source.read(limits.write):
             if len(pipeline.pending) >= window:
                 pipeline.receive()
+                heard()
+            # handed to the channel, which takes it only within the server's window
             pipeline.send(proto.CMD_WRITE, proto.int64(sent), chunk)
+            heard()
             sent += len(chunk)
+            moved(len(chunk))
         while pipeline.pending:
             pipeline.receive()
+            heard()
+    except (TimeoutError, EOFError, paramiko.SSHException, ConnectionError):
+        raise
+    except BaseException:
+        handle.close()  # the session is fine (a local read error, a cancel): tidy up
+        raise
+    handle.close()
     size = sftp.stat(remote).st_size
     if size != sent:
         raise OSError(f"size mismatch after upload: sent {sent} bytes, server has {size}")
     return sent
 
 
-def get(sftp: paramiko.SFTPClient, remote: str, dest: BinaryIO, limits: Limits) -> int:
+def get(
+    sftp: paramiko.SFTPClient,
+    remote: str,
+    dest: BinaryIO,
+    limits: Limits,
+    progress: Progress | None = None,
+    activity: Callable[[], None] | None = None,
+) -> int:
     """Stream ``remote`` into ``dest`` with read-ahead; a file shorter than its stat is an error.
 
     Any failure once requests are in flight closes the SFTP channel: replies still on
     their way would otherwise be read as answers to the next command (the backend then
-    opens a new session).
+    opens a new session). ``activity`` hears of every reply.
     """
     size = sftp.stat(remote).st_size or 0
     with sftp.open(remote, "rb") as handle:
         try:
-            return _Download(sftp, handle.handle, size, dest, limits.read).run()
+            return _Download(sftp, handle.handle, size, dest, limits.read, progress, activity).run()
         except BaseException:
             sftp.get_channel().close()
             raise
@@ -327,10 +365,12 @@ class _ReplyReader:
 
 
 class _BatchWriter:
-    """Gathers small pieces into ``WRITE_BATCH``-byte writes; big pieces go straight through."""
+    """Gathers small pieces into ``WRITE_BATCH``-byte writes; big pieces go straight
+    through. ``progress`` hears of every write."""
 
-    def __init__(self, dest: BinaryIO):
+    def __init__(self, dest: BinaryIO, progress: Progress | None = None):
         self.dest = dest
+        self.progress = progress
         self.buffer = bytearray(WRITE_BATCH)
         self.filled = 0
 
@@ -339,22 +379,37 @@ class _BatchWriter:
         if self.filled + size > WRITE_BATCH:
             self.flush()
         if size >= WRITE_BATCH:
-            self.dest.write(piece)
+            self._out(piece)
         else:
             self.buffer[self.filled : self.filled + size] = piece
             self.filled += size
 
     def flush(self) -> None:
         if self.filled:
-            self.dest.write(memoryview(self.buffer)[: self.filled])
-            self.filled = 0
+            filled, self.filled = self.filled, 0
+            self._out(memoryview(self.buffer)[:filled])
+
+    def _out(self, data: memoryview | bytes) -> None:
+        self.dest.write(data)
+        if self.progress is not None:
+            self.progress(len(data))
 
 
 class _Download:
     """One pipelined download; replies may come in any order and any length up to the
     one asked for (a short one gets a follow-up request for the rest)."""
 
-    def __init__(self, sftp: paramiko.SFTPClient, handle: bytes, size: int, dest: BinaryIO, request_size: int):
+    def __init__(
+        self,
+        sftp: paramiko.SFTPClient,
+        handle: bytes,
+        size: int,
+        dest: BinaryIO,
+        request_size: int,
+        progress: Progress | None = None,
+        activity: Callable[[], None] | None = None,
+    ):
+        self.activity = activity or (lambda: None)
         self.sftp = sftp
         self.channel = sftp.get_channel()
         self.handle = handle
@@ -362,7 +417,7 @@ class _Download:
         self.request_size = request_size
         self.window = in_flight(request_size)
         self.reader = _ReplyReader(self.channel)
-        self.writer = _BatchWriter(dest)
+        self.writer = _BatchWriter(dest, progress)
         self.outstanding: dict[int, tuple[int, int]] = {}  # request id -> (offset, length)
         self.refetch: collections.deque[tuple[int, int]] = collections.deque()  # short reads' rest
         self.parked: dict[int, bytes] = {}  # offset -> data that arrived ahead of its turn
@@ -402,6 +457,7 @@ class _Download:
         if number not in self.outstanding or packet_length < 5:
             raise OSError(f"the SFTP server answered a request that was not made (#{number})")
         offset, length = self.outstanding.pop(number)
+        self.activity()
         rest = packet_length - 5
         if kind == proto.CMD_DATA:
             (count,) = _UINT32.unpack(self.reader.exactly(4))

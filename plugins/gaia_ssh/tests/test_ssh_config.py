@@ -45,13 +45,17 @@ def test_strict_host_key_checking_defaults_on() -> None:
     ],
 )
 def test_parse_target(value: str, expected: tuple) -> None:
-    assert parse_target(value, "where") == expected
+    assert parse_target(value) == expected
 
 
 @pytest.mark.parametrize("value", ["just-a-host", "u@:/path"])
 def test_bad_targets_name_the_key(value: str) -> None:
-    with pytest.raises(BackendError, match=r"^checkpoints\.backends\.ssh\.box\.target must be '\[user@\]host:/path'"):
-        _ = make(target=value).settings
+    with pytest.raises(pydantic.ValidationError, match=r"must be '\[user@\]host:/path'"):
+        make(target=value)
+    with pytest.raises(
+        BackendError, match=r"^checkpoints\.backends\.ssh\.box\.target \(from env var 'T'\) must be '\[user@\]host:/path'"
+    ):
+        _ = make({"T": value}, target_env="T").settings
 
 
 def test_target_from_env_is_read_at_use_time_and_named_in_errors() -> None:

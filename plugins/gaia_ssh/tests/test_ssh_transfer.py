@@ -54,4 +54,5 @@ def test_in_flight_requests_keep_a_fixed_byte_budget() -> None:
 def test_temporary_names_are_unique_siblings() -> None:
     names = {transfer.temporary_name("/srv/p/f/manifest.json") for _ in range(100)}
     assert len(names) == 100
-    assert all(re.fullmatch(r"/srv/p/f/manifest\.json\.tmp-[0-9a-f]{16}", n) for n in names)
+    # <file>.tmp-<host>-<pid>-<random>: a later upload or gc can tell it is a temporary
+    assert all(re.fullmatch(r"/srv/p/f/manifest\.json\.tmp-[A-Za-z0-9-]+-\d+-[0-9a-f]{8}", n) for n in names)
