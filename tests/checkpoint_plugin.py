@@ -33,6 +33,8 @@ class CounterConfig(StrictModel):
     source: str | None = None
     #: members under "scratch/" may stay unrelocated (like Buildroot's build/<pkg>/)
     binary_in_scratch: bool = False
+    #: bytes of incompressible data in the output (a payload big enough to stall mid-transfer)
+    bulk: int = 0
 
 
 def out_dir(build) -> Path:  # type: ignore[no-untyped-def]
@@ -49,6 +51,8 @@ def build_counter(ctx) -> None:  # type: ignore[no-untyped-def]
     (out / "sub").mkdir(parents=True, exist_ok=True)
     (out / "value.txt").write_text(settings.value)
     (out / "sub" / "data.bin").write_bytes(os.urandom(4096))
+    if settings.bulk:
+        (out / "bulk.bin").write_bytes(os.urandom(settings.bulk))
     if not (out / "link").is_symlink():
         os.symlink("value.txt", out / "link")
     root = str(ctx.build.workspace.root)
