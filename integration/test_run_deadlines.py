@@ -136,3 +136,41 @@ def test_sigterm_during_a_download_frozen_mid_body_ends_the_run_within_5_s(tmp_p
     assert proc.returncode == 143, out
     assert stopped_s < 5 + 1.5, stopped_s
     assert "INTERRUPTED" in out
+
+
+def test_sigterm_during_an_upload_frozen_mid_body_leaves_it_pending_for_retry(tmp_path, http_server):
+    from servers.misbehaving import UP
+
+    table = f'[checkpoints.backends.http.c]\nbase_url = "{http_server.url}/run-upload-{os.getpid()}"\ntoken_env = "T"\n'
+    env = {"T": http_server.token}
+    upstream = http_server.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    with StallingProxy((upstream[0], int(upstream[1])), direction=UP, after=256 << 10) as proxy:
+        proxied = table.replace(http_server.url, f"http://{proxy.address[0]}:{proxy.address[1]}")
+        build = write_build(tmp_path / "ws", proxied, "http:c", bulk=8 << 20)
+        script = tmp_path / "gaia_counter.py"
+        script.write_text(CLI)
+        full = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
+        full.update(env)
+        proc = subprocess.Popen([sys.executable, str(script), "run", str(build)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=full)
+        try:
+            deadline = time.monotonic() + 60
+            while proxy.relayed[UP] < 256 << 10 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+            stopped_s = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 143, out
+    assert stopped_s < 5 + 1.5, stopped_s
+    queue = json.loads((tmp_path / "ws" / "build" / "checkpoints" / "upload-queue.json").read_text())
+    assert [e["state"] for e in queue["entries"]] == ["pending"]
+    direct = write_build(tmp_path / "ws", table, "http:c", bulk=8 << 20)
+    retried, _ = gaia(tmp_path, "checkpoints", "retry", str(direct), env=env)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert "uploaded=1" in retried.stdout
