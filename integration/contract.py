@@ -500,6 +500,53 @@ class BackendContract:
         assert len(remote_fingerprints(json.loads(listed.stdout))) == 1, listed.stdout
 
 
+    def test_gc_push_and_pull_through_the_cli(self, backend_config, tmp_path: Path) -> None:
+        """Three objects in the backend; gc keeps the young ones, then the current one only;
+        pull brings the current one into a wiped store, push finds it already there."""
+        table_text, env = backend_config
+        project = tmp_path / "quickstart"
+        build_file = copy_quickstart(project)
+        section = checkpoints_section(backend_ref(table_text), table_text)
+        with build_file.open("a") as out:
+            out.write(section.replace('upload_policy = "on_success"', 'upload_policy = "always"'))
+        run_env = {**os.environ, **env}
+        fingerprints = []
+        for host in ("one", "two", "three"):
+            sets = ["--set", f'buildroot.symbols.TARGET_GENERIC_HOSTNAME="{host}"']
+            run = gaia(["run", str(build_file), *sets], run_env, project)
+            assert run.returncode == 0, run.stdout + run.stderr
+            status = gaia(["checkpoints", "status", str(build_file), "--json", *sets], run_env, project)
+            fingerprints.append(json.loads(status.stdout)["points"][0]["fingerprint"])
+        current = ["--set", 'buildroot.symbols.TARGET_GENERIC_HOSTNAME="three"']
+
+        def remote() -> set[str]:
+            listed = gaia(["checkpoints", "list", str(build_file), "--remote", "--json", *current], run_env, project)
+            assert listed.returncode == 0, listed.stdout + listed.stderr
+            return remote_fingerprints(json.loads(listed.stdout))
+
+        assert remote() == set(fingerprints)
+        young = gaia(["checkpoints", "gc", str(build_file), "--remote", "--keep-last", "1", "--json", *current],
+                     run_env, project)
+        assert young.returncode == 0, young.stdout + young.stderr
+        assert remote() == set(fingerprints), "gc removed a remote object younger than the grace period"
+        dry = gaia(["checkpoints", "gc", str(build_file), "--remote", "--keep-last", "1", "--grace", "0s",
+                    "--dry-run", "--json", *current], run_env, project)
+        assert json.loads(dry.stdout)["remote"]["freed"] > 0 and remote() == set(fingerprints)
+        gone = gaia(["checkpoints", "gc", str(build_file), "--remote", "--keep-last", "1", "--grace", "0s",
+                     "--json", *current], run_env, project)
+        assert gone.returncode == 0, gone.stdout + gone.stderr
+        assert remote() == {fingerprints[-1]}
+
+        shutil.rmtree(find_store(project))
+        pulled = gaia(["checkpoints", "pull", str(build_file), "--json", *current], run_env, project)
+        assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+        assert (find_store(project) / "points" / POINT / fingerprints[-1] / MANIFEST).is_file()
+        pushed = gaia(["checkpoints", "push", str(build_file), *current], run_env, project)
+        assert pushed.returncode == 0 and "pushed" in pushed.stdout, pushed.stdout + pushed.stderr
+        assert "is already in" in pushed.stdout + pushed.stderr
+
+
+
 # -- helpers of the end-to-end test ----------------------------------------------------
 
 
