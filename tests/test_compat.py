@@ -33,7 +33,7 @@ def install_fake_dist(site: Path, name: str, requires: list[str], *, body: str =
     """))
     info = site / f"gaia_{name}-1.0.dist-info"
     info.mkdir()
-    metadata = [f"Metadata-Version: 2.1", f"Name: gaia-{name}", "Version: 1.0"]
+    metadata = ["Metadata-Version: 2.1", f"Name: gaia-{name}", "Version: 1.0"]
     metadata += [f"Requires-Dist: {line}" for line in requires]
     (info / "METADATA").write_text("\n".join(metadata) + "\n")
     (info / "entry_points.txt").write_text(f"[gaia]\n{name} = gaia_{name}.plugin\n")

@@ -20,7 +20,7 @@ import zstandard
 from counter_project import Project, run, status
 
 from gaia_core.checkpoints.manifest import payload_file_name
-from gaia_core.checkpoints.signing import generate, load_signing_key, sign, write_key_pair
+from gaia_core.checkpoints.signing import generate, load_signing_key, sign
 
 # -- helpers ----------------------------------------------------------------------------
 

@@ -93,7 +93,10 @@ class Checkpoints:
         if key in self._warned:
             return
         self._warned.add(key)
-        (log or warn)(f"WARN: {message}" if log else message)
+        if log is None:
+            warn(message)  # stderr, prefixed by warn()
+        else:
+            log(f"WARN: {message}")
 
     # -- backends -------------------------------------------------------------------------
 
