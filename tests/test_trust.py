@@ -382,3 +382,22 @@ def test_verify_discards_a_bad_local_object_and_fetches_it_again(gaia_cli, pm, p
     report = run(gaia_cli, pm, "checkpoints", "verify", project.build, "--repair", "--json").json
     assert report["bad"] == 1 and report["repaired"] == 1
     assert run(gaia_cli, pm, "checkpoints", "verify", project.build, "--json").json["bad"] == 0
+
+
+def test_a_restore_that_would_not_fit_is_refused_before_extracting(gaia_cli, pm, project, monkeypatch):
+    from gaia_core.checkpoints import restore
+
+    project.write()
+    run(gaia_cli, pm, "run", project.build)
+    shutil.rmtree(project.out)
+    real = os.statvfs
+
+    class Full:
+        def __init__(self, st):  # type: ignore[no-untyped-def]
+            self.f_frsize, self.f_bavail = st.f_frsize, 1  # one block free
+
+    monkeypatch.setattr(restore.os, "statvfs", lambda path: Full(real(path)))
+    result = run(gaia_cli, pm, "run", project.build)
+    assert "free" in result.output and "could not be restored" in result.output
+    assert project.builds() == 2
+    assert len(project.objects()) == 1  # the object is fine: kept, not discarded
