@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable, Iterator
 
 
 class ExitCode(enum.IntEnum):
@@ -78,3 +79,22 @@ class ObjectExists(BackendError):
 
 class BackendUnavailable(BackendError):
     """The remote did not answer in time, or refused the connection: skip it for this run."""
+
+
+def exception_chain(
+    exc: BaseException, wrapped: Callable[[BaseException], Iterable[object]] = lambda e: ()
+) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps, each once: causes, contexts, and what
+    ``wrapped(e)`` names (a library's own wrapping, such as urllib3's ``reason``), so that a
+    backend tells a refused connection from a timeout by type, never by message text."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for nxt in (current.__cause__, current.__context__, *wrapped(current)):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)

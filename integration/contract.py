@@ -417,13 +417,7 @@ class BackendContract:
     # -- end to end through the CLI ----------------------------------------------------
 
     def test_end_to_end_restore_from_a_wiped_local_store(self, backend_config, tmp_path: Path) -> None:
-        table_text, env = backend_config
-        project = tmp_path / "quickstart"
-        build_file = copy_quickstart(project)
-        ref = backend_ref(table_text)
-        with build_file.open("a") as out:
-            out.write(checkpoints_section(ref, table_text))
-        run_env = {**os.environ, **env}
+        project, build_file, run_env = quickstart_with(backend_config, tmp_path, "on_success")
 
         cold = gaia(["run", str(build_file)], run_env, project)
         assert cold.returncode == 0, cold.stdout + cold.stderr
@@ -460,13 +454,8 @@ class BackendContract:
     def test_backend_down_falls_back_to_building_and_retry_uploads_later(
         self, backend_config, server, tmp_path: Path
     ) -> None:
-        table_text, env = backend_config
-        project = tmp_path / "quickstart"
-        build_file = copy_quickstart(project)
-        section = checkpoints_section(backend_ref(table_text), table_text)
-        with build_file.open("a") as out:
-            out.write(section.replace('upload_policy = "on_success"', 'upload_policy = "always"'))
-        run_env = {**os.environ, **env}
+        _, env = backend_config
+        project, build_file, run_env = quickstart_with(backend_config, tmp_path, "always")
         secrets = [v for k, v in env.items() if v and any(w in k.upper() for w in ("SECRET", "TOKEN", "PASS"))]
 
         server.stop()
@@ -503,13 +492,7 @@ class BackendContract:
     def test_gc_push_and_pull_through_the_cli(self, backend_config, tmp_path: Path) -> None:
         """Three objects in the backend; gc keeps the young ones, then the current one only;
         pull brings the current one into a wiped store, push finds it already there."""
-        table_text, env = backend_config
-        project = tmp_path / "quickstart"
-        build_file = copy_quickstart(project)
-        section = checkpoints_section(backend_ref(table_text), table_text)
-        with build_file.open("a") as out:
-            out.write(section.replace('upload_policy = "on_success"', 'upload_policy = "always"'))
-        run_env = {**os.environ, **env}
+        project, build_file, run_env = quickstart_with(backend_config, tmp_path, "always")
         fingerprints = []
         for host in ("one", "two", "three"):
             sets = ["--set", f'buildroot.symbols.TARGET_GENERIC_HOSTNAME="{host}"']
@@ -566,13 +549,23 @@ def backend_ref(table_text: str) -> str:
     return f"{kind}:{name}"
 
 
-def checkpoints_section(ref: str, table_text: str) -> str:
+def checkpoints_section(ref: str, table_text: str, upload_policy: str = "on_success") -> str:
     return (
         "\n\n[checkpoints]\nenabled = true\n\n"
         "[[checkpoints.points]]\n"
-        f'id = "{POINT}"\nanchor_task = "buildroot.build"\nbackend = "{ref}"\nupload_policy = "on_success"\n\n'
+        f'id = "{POINT}"\nanchor_task = "buildroot.build"\nbackend = "{ref}"\nupload_policy = "{upload_policy}"\n\n'
         f"{table_text.strip()}\n"
     )
+
+
+def quickstart_with(backend_config, tmp_path: Path, upload_policy: str):  # type: ignore[no-untyped-def]
+    """A copy of the quickstart whose point uses the backend: (project dir, build file, env)."""
+    table_text, env = backend_config
+    project = tmp_path / "quickstart"
+    build_file = copy_quickstart(project)
+    with build_file.open("a") as out:
+        out.write(checkpoints_section(backend_ref(table_text), table_text, upload_policy))
+    return project, build_file, {**os.environ, **env}
 
 
 def gaia(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:

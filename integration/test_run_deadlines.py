@@ -11,9 +11,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
-
 import uuid
+from pathlib import Path
 
 import pytest
 from servers.http import start_http_server
@@ -85,6 +84,45 @@ def silent_backend(kind: str, address: tuple[str, int], tmp_path: Path) -> tuple
     return table, {}
 
 
+def terminate_frozen_run(tmp_path: Path, build: Path, env: dict[str, str], proxy: StallingProxy, direction: str,
+                         after: int) -> tuple[int, str, float]:
+    """Start ``gaia run``, wait until ``proxy`` froze its transfer, SIGTERM it: (code, output, seconds)."""
+    script = tmp_path / "gaia_counter.py"
+    script.write_text(CLI)
+    full = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
+    full.update(env)
+    proc = subprocess.Popen([sys.executable, str(script), "run", str(build)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=full)
+    try:
+        deadline = time.monotonic() + 60
+        while proxy.relayed[direction] < after and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the transfer now sits in a blocking socket call
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        return proc.returncode, out, time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def nginx_table(http_server, name: str, url: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    return (f'[checkpoints.backends.http.c]\nbase_url = "{url or http_server.url}/{name}-{os.getpid()}"\n'
+            'token_env = "T"\n')
+
+
+def via(proxy: StallingProxy) -> str:
+    return f"http://{proxy.address[0]}:{proxy.address[1]}"
+
+
+def upstream_of(http_server) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    host, port = http_server.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    return host, int(port)
+
+
 @pytest.mark.parametrize("kind", ["http", "s3", "ssh"])
 def test_an_auto_run_against_a_server_that_never_answers_ends_within_a_minute(tmp_path, kind):
     with SilentServer() as silent:
@@ -104,36 +142,15 @@ def test_an_auto_run_against_a_server_that_never_answers_ends_within_a_minute(tm
 
 def test_sigterm_during_a_download_frozen_mid_body_ends_the_run_within_5_s(tmp_path, http_server):
     """The object is on nginx; a proxy in front of it freezes the payload after 256 KiB."""
-    table = (f'[checkpoints.backends.http.c]\nbase_url = "{http_server.url}/run-deadlines-{os.getpid()}"\n'
-             'token_env = "T"\n')
     env = {"T": http_server.token}
-    first = write_build(tmp_path / "producer", table, "http:c", bulk=8 << 20)
+    first = write_build(tmp_path / "producer", nginx_table(http_server, "run-download"), "http:c", bulk=8 << 20)
     produced, _ = gaia(tmp_path, "run", str(first), env=env)
     assert produced.returncode == 0, produced.stdout + produced.stderr
-    upstream = tuple(http_server.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1))
-    with StallingProxy((upstream[0], int(upstream[1])), direction=DOWN, after=256 << 10) as proxy:
-        proxied = table.replace(http_server.url, f"http://{proxy.address[0]}:{proxy.address[1]}")
-        consumer = write_build(tmp_path / "consumer", proxied, "http:c", bulk=8 << 20)
-        script = tmp_path / "gaia_counter.py"
-        full = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
-        full.update(env)
-        proc = subprocess.Popen([sys.executable, str(script), "run", str(consumer)], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=full)
-        try:
-            deadline = time.monotonic() + 60
-            while proxy.relayed[DOWN] < 256 << 10 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(1.0)  # the download is now frozen inside a blocking read
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            t0 = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
-            stopped_s = time.monotonic() - t0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 143, out
+    with StallingProxy(upstream_of(http_server), direction=DOWN, after=256 << 10) as proxy:
+        table = nginx_table(http_server, "run-download", url=via(proxy))
+        consumer = write_build(tmp_path / "consumer", table, "http:c", bulk=8 << 20)
+        code, out, stopped_s = terminate_frozen_run(tmp_path, consumer, env, proxy, DOWN, 256 << 10)
+    assert code == 143, out
     assert stopped_s < 5 + 1.5, stopped_s
     assert "INTERRUPTED" in out
 
@@ -141,36 +158,16 @@ def test_sigterm_during_a_download_frozen_mid_body_ends_the_run_within_5_s(tmp_p
 def test_sigterm_during_an_upload_frozen_mid_body_leaves_it_pending_for_retry(tmp_path, http_server):
     from servers.misbehaving import UP
 
-    table = f'[checkpoints.backends.http.c]\nbase_url = "{http_server.url}/run-upload-{os.getpid()}"\ntoken_env = "T"\n'
     env = {"T": http_server.token}
-    upstream = http_server.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
-    with StallingProxy((upstream[0], int(upstream[1])), direction=UP, after=256 << 10) as proxy:
-        proxied = table.replace(http_server.url, f"http://{proxy.address[0]}:{proxy.address[1]}")
-        build = write_build(tmp_path / "ws", proxied, "http:c", bulk=8 << 20)
-        script = tmp_path / "gaia_counter.py"
-        script.write_text(CLI)
-        full = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
-        full.update(env)
-        proc = subprocess.Popen([sys.executable, str(script), "run", str(build)], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=full)
-        try:
-            deadline = time.monotonic() + 60
-            while proxy.relayed[UP] < 256 << 10 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(1.0)
-            t0 = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
-            stopped_s = time.monotonic() - t0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 143, out
+    with StallingProxy(upstream_of(http_server), direction=UP, after=256 << 10) as proxy:
+        table = nginx_table(http_server, "run-upload", url=via(proxy))
+        build = write_build(tmp_path / "ws", table, "http:c", bulk=8 << 20)
+        code, out, stopped_s = terminate_frozen_run(tmp_path, build, env, proxy, UP, 256 << 10)
+    assert code == 143, out
     assert stopped_s < 5 + 1.5, stopped_s
     queue = json.loads((tmp_path / "ws" / "build" / "checkpoints" / "upload-queue.json").read_text())
     assert [e["state"] for e in queue["entries"]] == ["pending"]
-    direct = write_build(tmp_path / "ws", table, "http:c", bulk=8 << 20)
+    direct = write_build(tmp_path / "ws", nginx_table(http_server, "run-upload"), "http:c", bulk=8 << 20)
     retried, _ = gaia(tmp_path, "checkpoints", "retry", str(direct), env=env)
     assert retried.returncode == 0, retried.stdout + retried.stderr
     assert "uploaded=1" in retried.stdout

@@ -18,6 +18,7 @@ import requests.auth
 import urllib3.connection
 import urllib3.connectionpool
 
+from gaia_core.errors import exception_chain
 from gaia_core.retry import Failure
 
 #: bytes per socket write of an upload body: one buffer, refilled with readinto. Measured
@@ -169,17 +170,8 @@ def transport_reason(exc: BaseException, connect_timeout: float, stall_timeout: 
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        for nxt in (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args):
-            if isinstance(nxt, BaseException):
-                todo.append(nxt)
+    """urllib3 and requests wrap the socket error in ``reason`` and in their ``args``."""
+    return exception_chain(exc, lambda e: (getattr(e, "reason", None), *e.args))
 
 
 def _innermost_os_error(exc: BaseException) -> OSError | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
+from gaia_core.errors import exception_chain
 from gaia_core.retry import Failure as Retry
 
 #: codes S3 and compatible stores use for "this key does not exist" (HEAD has no body: "404")
@@ -112,7 +113,11 @@ def transport_retry(exc: BaseException) -> Retry | None:
 
 
 def _describe(exc: BaseException) -> str:
-    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+    from botocore.exceptions import (
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
 
     # botocore's texts carry the endpoint URL, which the caller already names
     if isinstance(exc, ConnectTimeoutError):
@@ -126,20 +131,13 @@ def _describe(exc: BaseException) -> str:
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and every error it wraps: causes, contexts and botocore's ``error`` kwarg."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        kwargs = getattr(current, "kwargs", None)
-        inner = kwargs.get("error") if isinstance(kwargs, dict) else None
-        for nxt in (current.__cause__, current.__context__, inner, getattr(current, "last_exception", None)):
-            if isinstance(nxt, BaseException):
-                todo.append(nxt)
+    """botocore wraps the socket error in its ``error`` kwarg and in ``last_exception``."""
+
+    def wrapped(e: BaseException) -> tuple[object, ...]:
+        kwargs = getattr(e, "kwargs", None)
+        return (kwargs.get("error") if isinstance(kwargs, dict) else None, getattr(e, "last_exception", None))
+
+    return exception_chain(exc, wrapped)
 
 
 def _unwrap(exc: BaseException) -> BaseException:
