@@ -266,12 +266,11 @@ def _retention(cp, keep_last: int | None, max_age: str | None, max_size: str | N
         raise click.BadParameter(str(exc)) from None
 
 
-def _progress(quiet: bool, as_json: bool):  # type: ignore[no-untyped-def]
+def _progress(what: str, quiet: bool):  # type: ignore[no-untyped-def]
+    """Progress of a command's transfers, on stderr (so never inside --json output)."""
     from gaia_core.checkpoints.progress import reporter
 
-    if quiet:
-        return None
-    return lambda what: (lambda total: reporter(what, total))
+    return None if quiet else (lambda total: reporter(what, total))
 
 
 @checkpoints.command()
@@ -348,9 +347,8 @@ def push(app: App, build_file: Path, overrides: tuple[str, ...], point_id: str |
     if cp.read_only:
         raise ConfigError(f"push writes to backends, and checkpoints are read-only here ({cp.settings.read_only_source})")
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
-    progress = _progress(quiet, as_json)
     report = push_objects(cp, selected_points(cp, build_file, point_id), everything=everything, log=log,
-                          progress_factory=progress("push") if progress else None)
+                          progress_factory=_progress("push", quiet))
     if as_json:
         echo_json(report)
     else:
@@ -374,9 +372,8 @@ def pull(app: App, build_file: Path, overrides: tuple[str, ...], point_id: str |
 
     cp = engine_for(app, build_file, overrides)
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
-    progress = _progress(quiet, as_json)
     report = pull_objects(cp, selected_points(cp, build_file, point_id), log=log,
-                          progress_factory=progress("pull") if progress else None)
+                          progress_factory=_progress("pull", quiet))
     if as_json:
         echo_json(report)
     else:

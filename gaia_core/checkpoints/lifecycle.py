@@ -218,11 +218,15 @@ def push(cp: Checkpoints, points: list[Point], *, everything: bool, log: Log, pr
         if not point.backend:
             results.append({"id": point.id, "fingerprint": None, "pushed": False, "why": "no backend"})
             continue
-        current = cp.fingerprint(point).value
-        objects = cp.store.objects(point.id) if everything else \
-            [o for o in [cp.store.get(point.id, current)] if o is not None] if current else []
+        fp = cp.fingerprint(point)
+        current = fp.value
+        if everything:
+            objects = cp.store.objects(point.id)
+        else:
+            found = cp.store.get(point.id, current) if current else None
+            objects = [found] if found else []
         if not objects:
-            why = "no local object of the current fingerprint" if current else f"fingerprint {cp.fingerprint(point).pending}"
+            why = "no local object of the current fingerprint" if current else f"fingerprint {fp.pending}"
             results.append({"id": point.id, "fingerprint": current, "pushed": False, "why": why})
             continue
         for obj in objects:

@@ -253,29 +253,27 @@ def _send(cp: Checkpoints, backend: Backend, point: Point, obj: LocalObject, sta
         f"({human_size(obj.size)} in {time.monotonic() - started:.1f}s)")
 
 
+class _Discard:
+    """A destination that keeps nothing: the bytes are only counted and hashed on the way."""
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0
+
+    def truncate(self, size: int | None = None) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+
 def hash_remote_payload(backend: Backend, point_id: str, manifest: dict[str, Any]) -> tuple[int, str]:
     """Size and sha256 of the remote payload, streamed without touching the disk."""
-
-    class _Sink:
-        def __init__(self) -> None:
-            self.size, self.sha = 0, hashlib.sha256()
-
-        def write(self, data: Any) -> int:
-            if self.size + len(data) > manifest["payload"]["size"]:
-                raise TooLarge("remote payload is larger than its manifest says")
-            self.sha.update(data)
-            self.size += len(data)
-            return len(data)
-
-        def seek(self, offset: int, whence: int = 0) -> int:
-            self.size, self.sha = 0, hashlib.sha256()
-            return 0
-
-        def truncate(self, size: int | None = None) -> int:
-            return 0
-
-    sink = _Sink()
-    backend.download(object_key(point_id, manifest["fingerprint"], manifest["payload"]["file"]), sink)  # type: ignore[arg-type]
+    payload = manifest["payload"]
+    sink = LimitedWriter(_Discard(), payload["size"], f"remote payload {point_id}/{manifest['fingerprint'][:12]}")  # type: ignore[arg-type]
+    backend.download(object_key(point_id, manifest["fingerprint"], payload["file"]), sink)  # type: ignore[arg-type]
     return sink.size, sink.sha.hexdigest()
 
 

@@ -48,8 +48,6 @@ class PointStatus:
     #: who signed the object that would be used: a key name, ``unsigned``, or ``-``
     signer: str
     read_only: bool
-    #: the manifests a miss was explained against (``--explain`` diffs them), by where they are
-    compared: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -121,7 +119,6 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
     else:
         local_reason = cp.miss_reason(point, fp)
     reason = local_reason
-    compared: dict[str, Any] = {}
 
     remote_exists: bool | None = None
     remote_usable = False
@@ -161,7 +158,6 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
         will_rebuild=will_rebuild,
         will_upload=will_rebuild and point.upload_policy != "off" and bool(point.backend) and not cp.read_only,
         will_fail=will_fail, reason=reason, local_reason=local_reason, remote_error=remote_error, signer=signer,
-        compared=compared,
     )
 
 

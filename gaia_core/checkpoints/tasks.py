@@ -87,12 +87,16 @@ def _miss(ctx: TaskContext, cp: Checkpoints, point: Point, anchor: Anchor, reaso
             f"required checkpoint '{point.id}' for {point.anchor_task} is not available "
             f"(reason: {reason}; fingerprint {fp[:12]}); run once with use_policy = \"auto\" to create it"
         )
-    targets = [t for t in anchor.targets() if t.path.is_dir()]
+    _forget(ctx, cp, anchor)
+    ctx.log(f"checkpoint:{point.id} restore miss (reason={reason}); {point.anchor_task} will run")
+
+
+def _forget(ctx: TaskContext, cp: Checkpoints, anchor: Anchor) -> None:
+    """The targets no longer claim a fingerprint (the anchor runs on what is there: incremental)."""
     try:
-        cp.clear_markers(targets)
+        cp.clear_markers(anchor.targets())
     except CheckpointError as exc:
         ctx.log(f"WARN: {exc}")
-    ctx.log(f"checkpoint:{point.id} restore miss (reason={reason}); {point.anchor_task} will run")
 
 
 @degrading("restore")
@@ -110,7 +114,7 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
     targets = anchor.targets()
     tag = f"checkpoint:{point.id}"
     if point.use_policy == "off":
-        cp.clear_markers([t for t in targets if t.path.is_dir()])
+        _forget(ctx, cp, anchor)
         ctx.log(f"{tag} restore skipped (use_policy=off); {point.anchor_task} will run and be captured")
         return
     try:
@@ -144,20 +148,13 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
             cp.store.discard(point.id, fp, str(exc))
         if point.use_policy == "required":
             raise TaskFailed(f"required checkpoint '{point.id}' could not be restored: {exc}") from None
-        _miss_quietly(cp, anchor)
+        _forget(ctx, cp, anchor)
         ctx.log(f"WARN: {tag} could not be restored: {exc}; building instead")
         return
     ctx.log(f"{tag} restored {fp[:12]} from {source}")
     _mark_restored(ctx, point, anchor.skipped_tasks(), fp, f"restored from {source}")
     if source == "local store":
         _upload_local_hit(ctx, cp, point, fp)
-
-
-def _miss_quietly(cp: Checkpoints, anchor: Anchor) -> None:
-    try:
-        cp.clear_markers([t for t in anchor.targets() if t.path.is_dir()])
-    except CheckpointError:
-        pass
 
 
 def _find(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> tuple[LocalObject | None, str, str | None]:
