@@ -1,16 +1,16 @@
 """Remote store backends.
 
 A backend moves files between the local store and a remote one. Keys look like
-``<point id>/<fingerprint>/<file name>``; the core decides the order (payload first,
-manifest last on upload; manifest first on download) and does all verification and
-atomic publishing on the local side. A backend only has to stream bytes in bounded
+``points/<point id>/<fingerprint>/<manifest file>`` and ``packs/<pack id>.pack`` (and
+``.idx``); the core decides the order (packs first, manifest last on upload; manifest
+first on download) and does all verification and atomic publishing on the local side. A backend only has to stream bytes in bounded
 memory, tell "not found" apart from failures, keep to its time budget and never put a
 secret into a message.
 
-Objects are written once. A payload's file name derives from its sha256, so two writers
-of one key upload the same bytes; the manifest, which names the payload, is published
-last with :meth:`Backend.publish`, which creates it only when it is absent. A reader that
-sees a manifest therefore sees the payload it names, whoever won.
+Objects are written once. A pack's name is the hash of its bytes, so two writers of one
+key upload the same bytes; the manifest, which names every chunk, is published last with
+:meth:`Backend.publish`, which creates it only when it is absent. A reader that sees a
+manifest therefore finds every chunk it names, whoever won.
 
 Time budgets (all in seconds, fields of :class:`BackendConfig`): ``connect_timeout``
 bounds one connection attempt; ``stall_timeout`` ends a transfer or a request in which
@@ -30,12 +30,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from gaia_core.errors import BackendError
 from gaia_core.tasks import StrictModel
 
 MANIFEST = "manifest.json"
+#: top-level directories of a store: checkpoint manifests, and the packs they share
+POINTS = "points"
+PACKS = "packs"
 
 #: called with the number of bytes that moved since the last call; it may raise (e.g. to
 #: cancel), and the backend lets that exception through unchanged, without a retry
@@ -48,6 +51,20 @@ class BackendConfig(StrictModel):
     connect_timeout: float = Field(5.0, gt=0, le=3600)
     stall_timeout: float = Field(30.0, gt=0, le=3600)
     probe_timeout: float = Field(10.0, gt=0, le=3600)
+    #: the largest object the store takes (packs are cut to fit): ``8MiB`` .. ``5GiB``
+    max_object_size: str = "256MiB"
+    #: transfers that run at once (packs, ranges of packs)
+    parallel: int = Field(4, ge=1, le=64)
+
+    @field_validator("max_object_size")
+    @classmethod
+    def _object_size(cls, value: str) -> str:
+        from gaia_core.checkpoints.units import parse_size
+
+        size = parse_size(value)
+        if not 8 << 20 <= size <= 5 << 30:
+            raise ValueError("must be between 8MiB and 5GiB")
+        return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,12 +82,18 @@ class Entry:
     @property
     def fingerprint(self) -> str | None:
         parts = self.key.split("/")
-        return parts[1] if len(parts) == 3 and not self.temporary else None
+        return parts[2] if len(parts) == 4 and parts[0] == POINTS and not self.temporary else None
+
+    @property
+    def is_manifest(self) -> bool:
+        """A signer's manifest (``manifest.json``, ``manifest.key.<name>.json``)."""
+        name = self.file_name or ""
+        return name == MANIFEST or (name.startswith("manifest.key.") and name.endswith(".json"))
 
     @property
     def file_name(self) -> str | None:
         parts = self.key.split("/")
-        return parts[2] if len(parts) == 3 and not self.temporary else None
+        return parts[-1] if len(parts) >= 2 and not self.temporary else None
 
 
 class Backend:
@@ -186,13 +209,34 @@ class Backend:
         raise NotImplementedError
 
     def list_entries(self, point_id: str) -> list[Entry]:
-        """Every file stored under ``point_id``, temporaries of unfinished uploads included,
-        within ``probe_timeout``."""
+        """Every file stored under ``points/<point_id>/`` (keys
+        ``points/<point_id>/<fingerprint>/<file>``), temporaries of unfinished uploads
+        included, within ``probe_timeout``."""
         raise NotImplementedError
+
+    def list_files(self, prefix: str) -> list[Entry]:
+        """The files directly in the directory ``prefix`` (``packs``,
+        ``points/<id>/<fingerprint>``; keys ``<prefix>/<name>``), temporaries of unfinished
+        uploads included, within ``probe_timeout``; empty when there is no such directory."""
+        raise NotImplementedError
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        """The names of the directories directly in ``prefix`` (``points``: the point ids),
+        within ``probe_timeout``; empty when there is no such directory."""
+        raise NotImplementedError
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of ``key`` from ``offset`` (a ranged read of a pack), under the
+        stall budget; :class:`ObjectNotFound` when ``key`` is missing, a short answer when
+        the object ends first. This default reads from the start and keeps the range;
+        backends override it with a ranged request."""
+        sink = _RangeSink(offset, length)
+        self.download(key, sink)  # type: ignore[arg-type]
+        return bytes(sink.data)
 
     def list_fingerprints(self, point_id: str) -> list[str]:
         """Fingerprints under ``point_id`` that hold a manifest (complete objects), sorted."""
-        return sorted({e.fingerprint for e in self.list_entries(point_id) if e.file_name == MANIFEST and e.fingerprint})
+        return sorted({e.fingerprint for e in self.list_entries(point_id) if e.is_manifest and e.fingerprint})
 
     def close(self) -> None:
         """Release connections."""
@@ -204,5 +248,45 @@ class Backend:
         self.close()
 
 
+class _RangeSink:
+    """Keeps ``length`` bytes from ``offset`` of a stream, and drops the rest."""
+
+    def __init__(self, offset: int, length: int):
+        self.offset, self.length = offset, length
+        self.position = 0
+        self.data = bytearray()
+
+    def write(self, data: Any) -> int:
+        start, end = self.position, self.position + len(data)
+        lo, hi = max(start, self.offset), min(end, self.offset + self.length)
+        if lo < hi:
+            self.data += memoryview(data)[lo - start:hi - start]
+        self.position = end
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position, self.data = 0, bytearray()
+        return 0
+
+    def truncate(self, size: int | None = None) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+
 def object_key(point_id: str, fingerprint: str, file_name: str) -> str:
+    return f"{POINTS}/{point_id}/{fingerprint}/{file_name}"
+
+
+def object_dir(point_id: str, fingerprint: str) -> str:
+    return f"{POINTS}/{point_id}/{fingerprint}"
+
+
+def pack_key(file_name: str) -> str:
+    return f"{PACKS}/{file_name}"
+
+
+def legacy_object_key(point_id: str, fingerprint: str, file_name: str) -> str:
+    """Where store format 3 kept an object's files (a hit there is ``format_changed``)."""
     return f"{point_id}/{fingerprint}/{file_name}"

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from gaia_core import hookimpl
 from gaia_core.atomic import fsync_dir
-from gaia_core.backends import Backend, BackendConfig, Entry, Progress
+from gaia_core.backends import POINTS, Backend, BackendConfig, Entry, Progress
 from gaia_core.errors import BackendError, BackendUnavailable, ObjectExists, ObjectNotFound
 from gaia_core.retry import CallerCode, is_litter, is_temporary, temporary_name, temporary_of
 
@@ -151,29 +151,55 @@ class DirBackend(Backend):
         except OSError as exc:
             raise self._failed("delete", key, exc) from None
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as src:
+                src.seek(offset)
+                return src.read(length)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.ref}: {key} not found") from None
+        except OSError as exc:
+            raise self._failed("read", key, exc) from None
+
     def list_entries(self, point_id: str) -> list[Entry]:
-        base = self._path(point_id)
+        base = self._path(f"{POINTS}/{point_id}")
         entries: list[Entry] = []
         try:
             folders = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
             for folder in folders:
-                for item in sorted(folder.iterdir()):
-                    try:
-                        info = item.stat()
-                    except FileNotFoundError:
-                        continue  # renamed or removed while we looked
-                    if not item.is_file():
-                        continue
-                    entries.append(
-                        Entry(
-                            key=f"{point_id}/{folder.name}/{item.name}",
-                            size=info.st_size,
-                            mtime=info.st_mtime,
-                            temporary=_is_temporary(item.name),
-                        )
-                    )
+                entries += self._files(folder, f"{POINTS}/{point_id}/{folder.name}")
         except OSError as exc:
             raise self._failed("list", point_id, exc) from None
+        return entries
+
+    def list_files(self, prefix: str) -> list[Entry]:
+        folder = self._path(prefix)
+        try:
+            return self._files(folder, prefix) if folder.is_dir() else []
+        except OSError as exc:
+            raise self._failed("list", prefix, exc) from None
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        folder = self._path(prefix)
+        try:
+            return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.is_symlink()) \
+                if folder.is_dir() else []
+        except OSError as exc:
+            raise self._failed("list", prefix, exc) from None
+
+    @staticmethod
+    def _files(folder: Path, prefix: str) -> list[Entry]:
+        entries = []
+        for item in sorted(folder.iterdir()):
+            try:
+                info = item.stat()
+            except FileNotFoundError:
+                continue  # renamed or removed while we looked
+            if not item.is_file():
+                continue
+            entries.append(Entry(key=f"{prefix}/{item.name}", size=info.st_size, mtime=info.st_mtime,
+                                 temporary=_is_temporary(item.name)))
         return entries
 
     def _remove_litter(self, dest: Path) -> None:

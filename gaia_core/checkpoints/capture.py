@@ -1,19 +1,24 @@
-"""Capture: the anchor's targets into a signed object in the local store, in one pass."""
+"""Capture: the anchor's targets into a signed object in the local store, in one pass.
+
+Only chunks no local pack holds yet are compressed and stored (:mod:`.treecapture`);
+files whose ``lstat`` matches the tree's receipt are not even read. The manifest, signed
+when a key is set, is published after the packs; the new receipt goes beside the marker.
+"""
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gaia_core.checkpoints import archive
-from gaia_core.checkpoints.engine import COMPRESSION, MARKER, Checkpoints, Log
+from gaia_core.checkpoints.engine import Checkpoints, Log
 from gaia_core.checkpoints.fingerprint import Fingerprint, lineage
 from gaia_core.checkpoints.manifest import build_manifest
 from gaia_core.checkpoints.portability import current_roots
+from gaia_core.checkpoints.receipt import RECEIPT, install
 from gaia_core.checkpoints.signing import sign
+from gaia_core.checkpoints.treecapture import capture_tree
 from gaia_core.checkpoints.units import human_size
 
 if TYPE_CHECKING:
@@ -35,28 +40,29 @@ def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targ
     staging = cp.store.new_staging(point.id, fp.value)
     started = time.monotonic()
     try:
-        partial = staging / "payload.partial"
-        with open(partial, "wb") as f:
-            info = archive.capture(targets, f, compression=COMPRESSION, exclude=(MARKER,),
-                                   roots={name: Path(path) for name, path in roots.items()},
-                                   progress=progress)
+        info = capture_tree(
+            targets, cp.store.packs, staging, roots={name: Path(path) for name, path in roots.items()},
+            exclude=cp.excluded, receipts=cp.receipts(targets, anchor),
+            receipt_header=cp.receipt_header(point, fp.value, "captured", anchor),
+            pack_limit=cp.pack_limit(point), progress=progress,
+        )
         manifest = build_manifest(
             point_id=point.id, anchor_task=point.anchor_task, fingerprint=fp.value,
             lineage=lineage(point.anchor_task, fp.value), trust_mode=point.trust_mode, inputs=fp.inputs,
-            targets=[t.name for t in targets], compression=COMPRESSION, size=info.size, sha256=info.sha256,
-            unpacked_size=info.unpacked_size, entries=info.entries, roots=roots, embedded=list(info.embedded),
-            prerequisites=list(info.external_links),
+            targets=[t.name for t in targets], tree=info.tree(), roots=roots, embedded=info.embedded,
+            prerequisites=info.external_links,
         )
-        os.rename(partial, staging / manifest["payload"]["file"])
         key = cp.signing_key(log)
         if key is not None:
             manifest = sign(manifest, key)
-        obj = cp.store.publish(staging, point.id, fp.value, manifest)
-    except BaseException:
+        obj = cp.store.publish(point.id, fp.value, manifest, info.packs)
+        cp.write_markers(targets, point, fp.value, "captured")
+        for target in targets:
+            install(info.receipts[target.name], target.path / RECEIPT)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-    cp.write_markers(targets, point, fp.value, "captured")
     signed = f"signed by {key.name}" if key is not None else "unsigned"
-    log(f"checkpoint:{point.id} captured {fp.short()} ({human_size(info.size)}, {info.entries} entries, "
+    log(f"checkpoint:{point.id} captured {fp.short()} ({info.entries} entries, {human_size(info.size)}; "
+        f"{human_size(info.new_bytes)} new in {len(info.packs)} pack(s) of {human_size(info.packed)}, "
         f"{signed}) in {time.monotonic() - started:.1f}s")
     return obj

@@ -127,7 +127,7 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
         for obj in cp.store.objects(p.id):
             signature = obj.manifest.get("signature")
             local.append({
-                "fingerprint": obj.fingerprint, "size": (obj.manifest.get("payload") or {}).get("size"),
+                "fingerprint": obj.fingerprint, "size": (obj.manifest.get("tree") or {}).get("packed"),
                 "created_at": obj.created_at, "age": age(obj.created_at), "current": obj.fingerprint == current,
                 "format": obj.manifest.get("format"),
                 "signer": signature.get("key") if isinstance(signature, dict) else "unsigned",

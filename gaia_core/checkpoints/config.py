@@ -56,6 +56,9 @@ class CheckpointsModel(StrictModel):
     signing_key_file_env: str | None = None
     #: restore from backends, never write to one, never sign (untrusted CI jobs)
     read_only: bool = False
+    #: an object from a backend that no trusted key signed may unpack to at most this many
+    #: times its compressed size (a bomb in a store anyone can write stops before the disk fills)
+    unsigned_max_expansion: float = Field(200.0, ge=1)
     #: retention applied to the local store after each capture (and the defaults of gc)
     keep_last: int | None = Field(None, ge=1)
     max_age: str | None = None
@@ -102,6 +105,10 @@ class Point:
     def slug(self) -> str:
         return self.anchor_task.replace(".", "-")
 
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return (self.backend,) if self.backend else ()
+
 
 @dataclasses.dataclass(frozen=True)
 class Retention:
@@ -127,6 +134,7 @@ class CheckpointSettings:
     #: why read_only is on ("read_only = true in <file>" or the env var), for messages
     read_only_source: str = ""
     retention: Retention = dataclasses.field(default_factory=Retention)
+    unsigned_max_expansion: float = 200.0
 
     def backend(self, ref: str) -> Backend:
         cls, config = self.backend_configs[ref]
@@ -303,6 +311,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
         signing_key_file_env=model.signing_key_file_env,
         read_only=bool(read_only_source),
         read_only_source=read_only_source,
+        unsigned_max_expansion=model.unsigned_max_expansion,
         retention=Retention(
             keep_last=model.keep_last,
             max_age=parse_duration(model.max_age) if model.max_age else None,

@@ -13,6 +13,7 @@ import json
 import os
 import weakref
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gaia_core import atomic
@@ -25,7 +26,9 @@ from gaia_core.checkpoints.fingerprint import (
     miss_reason,
 )
 from gaia_core.checkpoints.manifest import FORMAT_VERSION, now
+from gaia_core.checkpoints.receipt import RECEIPT, RECEIPT_PARTIAL, read_header
 from gaia_core.checkpoints.store import LocalObject, Store, store_faults, warn
+from gaia_core.checkpoints.units import parse_size
 from gaia_core.errors import BackendError, BackendUnavailable, CheckpointError
 
 if TYPE_CHECKING:
@@ -34,9 +37,8 @@ if TYPE_CHECKING:
     from gaia_core.build import Build
     from gaia_core.checkpoints.signing import SigningKey
 
-#: written into each target after a capture or restore; left out of payloads
+#: written into each target after a capture or restore; left out of checkpoints
 MARKER = ".gaia-checkpoint.json"
-COMPRESSION = "zstd"
 
 Log = Callable[[str], None]
 
@@ -52,8 +54,9 @@ class Checkpoints:
         self._fingerprints: dict[str, Fingerprint] = {}
         #: backend ref -> why it is skipped for the rest of this run
         self.down: dict[str, str] = {}
-        #: (backend ref, point id, fingerprint) -> why the object there is bad (heal it on upload)
-        self.bad_remote: dict[tuple[str, str, str], str] = {}
+        #: (backend ref, point id, fingerprint, manifest file) -> why the object in that slot is
+        #: bad (an upload into that slot replaces it)
+        self.bad_remote: dict[tuple[str, str, str, str], str] = {}
         self._warned: set[str] = set()
         self._signing_key: SigningKey | None | bool = False  # False: not loaded yet
 
@@ -199,6 +202,38 @@ class Checkpoints:
         if nearest is None:
             return "fingerprint_changed"
         return miss_reason(changed_inputs(nearest["fingerprint_inputs"], fp.inputs))
+
+    # -- trees --------------------------------------------------------------------------
+
+    #: files at each target's root that are gaia's, never part of a checkpoint
+    excluded = (MARKER, RECEIPT, RECEIPT_PARTIAL)
+
+    @staticmethod
+    def receipt_header(point: Point, fp: str, how: str, anchor: Anchor) -> dict[str, Any]:
+        from gaia_core.checkpoints.portability import current_roots
+
+        return {"point": point.id, "fingerprint": fp, "how": how, "roots": current_roots(anchor), "at": now()}
+
+    @staticmethod
+    def receipts(targets: list[Target], anchor: Anchor) -> dict[str, Path | None]:
+        """Each target's receipt, when it was written with the roots the tree has here
+        (a tree moved by hand holds other paths than its receipt says)."""
+        from gaia_core.checkpoints.portability import current_roots
+
+        roots = current_roots(anchor)
+        found: dict[str, Path | None] = {}
+        for t in targets:
+            header = read_header(t.path / RECEIPT)
+            found[t.name] = t.path / RECEIPT if header and header.get("roots") == roots else None
+        return found
+
+    def pack_limit(self, point: Point) -> int:
+        """The largest pack this point's stores take (``max_object_size``), at most the default."""
+        from gaia_core.checkpoints.packs import DEFAULT_PACK_LIMIT
+
+        limits = [self.settings.backend_configs[ref][1].max_object_size for ref in point.backends
+                  if ref in self.settings.backend_configs]
+        return min([DEFAULT_PACK_LIMIT, *(parse_size(v) for v in limits if v)])
 
     @staticmethod
     def materialized(targets: list[Target], fp: str) -> bool:

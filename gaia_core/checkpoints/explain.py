@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from gaia_core.backends import MANIFEST
 from gaia_core.checkpoints.engine import Checkpoints
 from gaia_core.checkpoints.fingerprint import canonical_json, changed_inputs, miss_reason
 from gaia_core.checkpoints.manifest import FORMAT_VERSION
@@ -53,12 +52,13 @@ def _remote_manifests(cp: Checkpoints, point: Point) -> tuple[list[dict[str, Any
     manifests = []
     try:
         with cp.session(point.backend) as backend:
-            entries = [e for e in backend.list_entries(point.id) if e.file_name == MANIFEST]
+            entries = [e for e in backend.list_entries(point.id) if e.is_manifest]
             entries.sort(key=lambda e: e.mtime or 0, reverse=True)
             for entry in entries[:REMOTE_CANDIDATES]:
                 assert entry.fingerprint
                 try:
-                    manifest = fetch_manifest(backend, point.id, entry.fingerprint, f"{point.backend}:{entry.key}")
+                    manifest = fetch_manifest(backend, point.id, entry.fingerprint, f"{point.backend}:{entry.key}",
+                                              entry.file_name or "")
                 except CheckpointError:
                     continue
                 if manifest is not None:

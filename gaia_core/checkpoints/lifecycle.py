@@ -1,9 +1,13 @@
 """Keeping stores in bounds and moving objects between them: gc, push and pull.
 
-gc acts on the points of the given build file only, and never deletes the current
-fingerprint of a point, a local object a concurrent run holds, or an object in a backend
-younger than the grace period (a reader on another machine may be downloading it). It
-also removes litter: temporaries of killed transfers and payloads no manifest names.
+gc chooses among the objects of the given build file's points only, and never deletes the
+current fingerprint of a point, a local object a concurrent run holds, or an object in a
+backend younger than the grace period (a reader on another machine may be downloading
+it). Then it sweeps packs by reachability: the chunks of every manifest that stays (of
+any point in that store) are marked, and a pack holding no marked chunk goes once it is
+older than the grace period (an upload or capture in progress relies on young packs, and
+touches the old ones it reuses); a local pack mostly dead is repacked. It also removes
+litter: temporaries of killed transfers.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from gaia_core.backends import MANIFEST
+from gaia_core.backends import PACKS
 from gaia_core.checkpoints.config import Retention
 from gaia_core.checkpoints.engine import Checkpoints, Log
 from gaia_core.errors import BackendError, CheckpointError
@@ -88,8 +92,8 @@ def choose(objects: list[Candidate], retention: Retention, now: float) -> None:
                                                       else "no retention rule")
 
 
-def gc_local(cp: Checkpoints, points: list[Point], retention: Retention, *, dry_run: bool,
-             log: Log) -> dict[str, Any]:
+def gc_local(cp: Checkpoints, points: list[Point], retention: Retention, *, dry_run: bool, log: Log,
+             grace: float = DEFAULT_GRACE) -> dict[str, Any]:
     now = time.time()
     candidates: list[Candidate] = []
     objects = {}
@@ -97,105 +101,107 @@ def gc_local(cp: Checkpoints, points: list[Point], retention: Retention, *, dry_
         current = cp.fingerprint(point).value
         for i, obj in enumerate(cp.store.objects(point.id)):  # newest first
             created = _epoch(obj.manifest.get("created_at"), obj.path.stat().st_mtime)
-            size = int((obj.manifest.get("payload") or {}).get("size") or 0)
+            size = int((obj.manifest.get("tree") or {}).get("packed") or 0)
             c = Candidate("local", point.id, obj.fingerprint, created, size, current=obj.fingerprint == current)
             if current is None and i == 0:
                 c.kept = "newest (the current fingerprint is not known yet)"
             candidates.append(c)
             objects[(point.id, obj.fingerprint)] = obj
     choose(candidates, retention, now)
-    freed = 0
+    doomed = set()
     for c in candidates:
         if c.kept:
             continue
-        if dry_run:
-            freed += c.size
-            continue
-        if cp.store.remove(objects[(c.point, c.fingerprint)]):
-            freed += c.size
-            log(f"gc: removed local {c.point}/{c.fingerprint[:12]}")
+        if dry_run or cp.store.remove(objects[(c.point, c.fingerprint)]):
+            doomed.add((c.point, c.fingerprint))
+            if not dry_run:
+                log(f"gc: removed local {c.point}/{c.fingerprint[:12]}")
         else:
             c.kept = "in use by a concurrent run"
+    from gaia_core.checkpoints.sweep import sweep_local
+
+    sweep = sweep_local(cp, grace=grace, dry_run=dry_run, doomed=doomed, log=log)
     litter = cp.store.litter()
     if not dry_run:
         cp.store.reclaim_tmp()
-    return {"objects": [c.to_dict() for c in candidates], "freed": freed,
+    return {"objects": [c.to_dict() for c in candidates], "freed": sweep.freed, "packs": sweep.to_dict(),
             "litter": [str(p) for p in litter]}
 
 
 def gc_remote(cp: Checkpoints, points: list[Point], retention: Retention, *, grace: float, dry_run: bool,
               log: Log) -> dict[str, Any]:
+    """Per backend: the objects of ``points`` chosen as locally, then its packs swept."""
     from gaia_core.checkpoints.remote import fetch_manifest
+    from gaia_core.checkpoints.sweep import sweep_remote
 
     now = time.time()
-    report: dict[str, Any] = {"objects": [], "freed": 0, "litter": [], "errors": []}
+    report: dict[str, Any] = {"objects": [], "freed": 0, "litter": [], "errors": [], "backends": {}}
+    by_backend: dict[str, list[Point]] = {}
     for point in points:
-        if not point.backend:
-            continue
-        current = cp.fingerprint(point).value
+        for ref in point.backends:
+            by_backend.setdefault(ref, []).append(point)
+    for ref, served in by_backend.items():
+        doomed: set[tuple[str, str]] = set()
         try:
-            with cp.session(point.backend) as backend:
-                entries = backend.list_entries(point.id)
-                by_fp: dict[str, list[Entry]] = {}
-                for e in entries:
-                    if e.fingerprint:
-                        by_fp.setdefault(e.fingerprint, []).append(e)
-                candidates = []
-                named: dict[str, str] = {}
-                for fp, files in sorted(by_fp.items()):
-                    manifest_entry = next((e for e in files if e.file_name == MANIFEST), None)
-                    if manifest_entry is None:
-                        continue
-                    try:
-                        manifest = fetch_manifest(backend, point.id, fp, f"{point.backend}:{point.id}/{fp[:12]}")
-                    except CheckpointError:
-                        manifest = None
-                    payload = (manifest or {}).get("payload") or {}
-                    named[fp] = str(payload.get("file"))
-                    c = Candidate(point.backend, point.id, fp, _epoch((manifest or {}).get("created_at"),
-                                                                      manifest_entry.mtime),
-                                  int(sum(e.size or 0 for e in files)), current=fp == current)
-                    if manifest_entry.mtime is None or now - manifest_entry.mtime < grace:
-                        c.kept = f"younger than the grace period ({grace:.0f}s)"
-                    candidates.append(c)
-                choose(candidates, retention, now)
-                for c in candidates:
-                    if c.kept:
-                        continue
-                    report["freed"] += c.size
-                    if not dry_run:
-                        _delete_object(backend, point.id, c.fingerprint, by_fp[c.fingerprint])
-                        log(f"gc: removed {point.backend} {point.id}/{c.fingerprint[:12]}")
-                report["objects"] += [c.to_dict() for c in candidates]
-                for e in _remote_litter(by_fp, named, entries, now, grace):
-                    report["litter"].append(f"{point.backend}:{e.key}")
+            with cp.session(ref) as backend:
+                for point in served:
+                    current = cp.fingerprint(point).value
+                    entries = backend.list_entries(point.id)
+                    by_fp: dict[str, list[Entry]] = {}
+                    for e in entries:
+                        if e.fingerprint:
+                            by_fp.setdefault(e.fingerprint, []).append(e)
+                    candidates = []
+                    for fp, files in sorted(by_fp.items()):
+                        manifests = [e for e in files if e.is_manifest]
+                        if not manifests:
+                            continue
+                        newest = max(manifests, key=lambda e: e.mtime or 0)
+                        try:
+                            manifest = fetch_manifest(backend, point.id, fp, f"{ref}:{point.id}/{fp[:12]}",
+                                                      newest.file_name or "")
+                        except CheckpointError:
+                            manifest = None
+                        size = int(((manifest or {}).get("tree") or {}).get("packed") or 0)
+                        c = Candidate(ref, point.id, fp, _epoch((manifest or {}).get("created_at"), newest.mtime),
+                                      size, current=fp == current)
+                        if any(e.mtime is None or now - e.mtime < grace for e in manifests):
+                            c.kept = f"younger than the grace period ({grace:.0f}s)"
+                        candidates.append(c)
+                    choose(candidates, retention, now)
+                    for c in candidates:
+                        if c.kept:
+                            continue
+                        doomed.add((point.id, c.fingerprint))
+                        if not dry_run:
+                            _delete_object(backend, by_fp[c.fingerprint])
+                            log(f"gc: removed {ref} {point.id}/{c.fingerprint[:12]}")
+                    report["objects"] += [c.to_dict() for c in candidates]
+                    for e in _remote_litter(entries, now, grace):
+                        report["litter"].append(f"{ref}:{e.key}")
+                        if not dry_run:
+                            backend.delete(e.key)
+                for e in _remote_litter(backend.list_files(PACKS), now, grace):
+                    report["litter"].append(f"{ref}:{e.key}")
                     if not dry_run:
                         backend.delete(e.key)
+                sweep = sweep_remote(cp, backend, grace=grace, dry_run=dry_run, doomed=doomed, log=log)
+                report["freed"] += sweep.freed
+                report["backends"][ref] = sweep.to_dict()
         except BackendError as exc:
-            report["errors"].append(f"{point.backend}: {cp.redact(point.backend, str(exc))}")
+            report["errors"].append(f"{ref}: {cp.redact(ref, str(exc))}")
     return report
 
 
-def _delete_object(backend: Backend, point_id: str, fp: str, files: list[Entry]) -> None:
-    """The manifest first: from then on readers see no object, never half of one."""
-    manifest = [e for e in files if e.file_name == MANIFEST]
-    for e in manifest + [e for e in files if e.file_name != MANIFEST]:
+def _delete_object(backend: Backend, files: list[Entry]) -> None:
+    """The manifests first: from then on readers see no object, never half of one."""
+    for e in sorted(files, key=lambda e: not e.is_manifest):
         backend.delete(e.key)
 
 
-def _remote_litter(by_fp: dict[str, list[Entry]], named: dict[str, str], entries: list[Entry], now: float,
-                   grace: float) -> list[Entry]:
-    """Temporaries and payloads no manifest names, older than the grace period."""
-    out = []
-    for e in entries:
-        old = e.mtime is not None and now - e.mtime >= grace
-        if not old:
-            continue
-        if e.temporary:
-            out.append(e)
-        elif e.fingerprint and e.file_name != MANIFEST and named.get(e.fingerprint) != e.file_name:
-            out.append(e)
-    return out
+def _remote_litter(entries: list[Entry], now: float, grace: float) -> list[Entry]:
+    """Temporaries of killed uploads older than the grace period."""
+    return [e for e in entries if e.temporary and e.mtime is not None and now - e.mtime >= grace]
 
 
 def apply_retention(cp: Checkpoints, point: Point, log: Log) -> None:

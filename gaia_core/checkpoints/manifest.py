@@ -1,10 +1,14 @@
-"""``manifest.json``: the commit marker of a checkpoint object, and what makes it trustworthy.
+"""The manifest: the commit marker of a checkpoint object, and what makes it trustworthy.
 
 Besides the seed's fields it records what a restore must check before it trusts and
-unpacks the payload: the payload's sha-derived name, compressed and unpacked size and
-entry count (extraction stops past them), the absolute roots the tree embeds and the files
-that hold them (relocation), the directories outside the tree its links need
-(prerequisites), and an ed25519 signature over all of it.
+writes the tree: the ids and sizes of the parts that list the tree's entries (each entry
+names its chunks), the entry count and byte total (restore stops past them), how chunks
+were hashed and cut, the absolute roots the tree embeds and the files that hold them
+(relocation), the directories outside the tree its links need (prerequisites), and an
+ed25519 signature over all of it, which so commits to every chunk of the tree.
+
+Each signer has its own manifest file under a fingerprint (:func:`manifest_name`): an
+object published by someone else, trusted or not, never stands in another's way.
 """
 
 from __future__ import annotations
@@ -22,24 +26,46 @@ from typing import Any
 from gaia_core.errors import CheckpointError
 
 #: 1: first release; 2: relocatable (no workspace paths), pax tar, effective values;
-#: 3: signatures, sha-named payloads, sizes and entry counts
-FORMAT_VERSION = 3
-COMPRESSION_SUFFIX = {"zstd": ".tar.zst", "none": ".tar"}
-#: a remote manifest larger than this is refused before it is parsed
+#: 3: signatures, sha-named payloads, sizes and entry counts; 4: content-addressed chunks in
+#: packs, entries listed in parts, one manifest per signer
+FORMAT_VERSION = 4
+#: a manifest larger than this is refused before it is parsed
 MAX_MANIFEST_BYTES = 16 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_PAYLOAD_NAME = re.compile(r"^payload-[0-9a-f]{64}\.tar(\.zst)?$")
+_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _KINDS = {"text", "binary", "symlink"}
+#: the name of the manifest of an unsigned object, and the form of a signer's
+UNSIGNED_MANIFEST = "manifest.json"
+_SIGNED_MANIFEST = re.compile(r"^manifest\.key\.([A-Za-z0-9][A-Za-z0-9._-]{0,127})\.json$")
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def payload_file_name(sha256: str, compression: str) -> str:
-    """``payload-<sha256>.tar.zst``: the name says the content, so no writer can tear it."""
-    return f"payload-{sha256}{COMPRESSION_SUFFIX[compression]}"
+def manifest_name(signer: str | None) -> str:
+    """The file of a signer's slot under a fingerprint (``manifest.key.<name>.json``), or the
+    unsigned one: each signer writes its own, so no object can block another's."""
+    if signer is None:
+        return UNSIGNED_MANIFEST
+    if not _KEY_NAME.match(signer):
+        raise CheckpointError(f"invalid key name {signer!r}")
+    return f"manifest.key.{signer}.json"
+
+
+def slot_of(file_name: str) -> str | None:
+    """The signer a manifest file name belongs to: a key name, ``""`` for the unsigned
+    slot, None for a name that is no manifest."""
+    if file_name == UNSIGNED_MANIFEST:
+        return ""
+    match = _SIGNED_MANIFEST.match(file_name)
+    return match.group(1) if match else None
+
+
+def signer_of(manifest: dict[str, Any]) -> str | None:
+    signature = manifest.get("signature")
+    return str(signature.get("key")) if isinstance(signature, dict) else None
 
 
 class OldFormat(CheckpointError):
@@ -47,9 +73,8 @@ class OldFormat(CheckpointError):
 
 
 def build_manifest(*, point_id: str, anchor_task: str, fingerprint: str, lineage: str, trust_mode: str,
-                   inputs: dict[str, Any], targets: list[str], compression: str, size: int, sha256: str,
-                   unpacked_size: int, entries: int, roots: dict[str, str], embedded: list[dict[str, Any]],
-                   prerequisites: list[str]) -> dict[str, Any]:
+                   inputs: dict[str, Any], targets: list[str], tree: dict[str, Any], roots: dict[str, str],
+                   embedded: list[dict[str, Any]], prerequisites: list[str]) -> dict[str, Any]:
     from gaia_core import __version__
 
     return {
@@ -62,11 +87,8 @@ def build_manifest(*, point_id: str, anchor_task: str, fingerprint: str, lineage
         "created_at": now(),
         "trust_mode": trust_mode,
         "fingerprint_inputs": inputs,
-        "targets": [{"name": t, "payload_rel": t} for t in targets],
-        "payload": {
-            "file": payload_file_name(sha256, compression), "compression": compression, "size": size,
-            "sha256": sha256, "unpacked_size": unpacked_size, "entries": entries,
-        },
+        "targets": [{"name": t} for t in targets],
+        "tree": tree,
         "roots": roots,
         "embedded": embedded,
         "prerequisites": prerequisites,
@@ -112,34 +134,20 @@ def check_shape(data: Any, where: str) -> None:
             raise bad(f"'{key}' missing or not a string")
     if not _HEX64.match(data["fingerprint"]) or not _HEX64.match(data["lineage"]):
         raise bad("fingerprint/lineage are not sha256 hex")
-    payload = data.get("payload")
-    if not isinstance(payload, dict):
-        raise bad("'payload' missing")
-    compression = payload.get("compression")
-    if compression not in COMPRESSION_SUFFIX:
-        raise bad(f"compression {compression!r} not supported")
-    for key in ("size", "unpacked_size", "entries"):
-        if not _count(payload.get(key)):
-            raise bad(f"payload {key} missing")
-    if not isinstance(payload.get("sha256"), str) or not _HEX64.match(payload["sha256"]):
-        raise bad("payload sha256 missing")
-    # the name derives from the sha256 (checked with the hash, which permissive mode skips)
-    if not isinstance(payload.get("file"), str) or not _PAYLOAD_NAME.match(payload["file"]) or \
-            not payload["file"].endswith(COMPRESSION_SUFFIX[compression]):
-        raise bad(f"payload file {str(payload.get('file'))[:100]!r} is not a payload name for {compression}")
+    _check_tree(data.get("tree"), bad)
     targets = data.get("targets")
     if not isinstance(targets, list) or not targets:
         raise bad("'targets' missing")
     for t in targets:
         if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not _TARGET_NAME.match(t["name"]):
             raise bad(f"target {t!r} has an unsafe name")
-        if t.get("payload_rel", t["name"]) != t["name"]:
-            raise bad(f"target {t['name']!r} has a payload_rel that differs from its name")
     if not isinstance(data.get("fingerprint_inputs", {}), dict):
         raise bad("'fingerprint_inputs' is not an object")
     roots = data.get("roots")
     if not isinstance(roots, dict) or not all(isinstance(k, str) and _absolute(v) for k, v in roots.items()):
         raise bad("'roots' must map names to absolute paths")
+    if any(v.rstrip("/") == "" for v in roots.values()):
+        raise bad("a relocation root is '/'")
     prerequisites = data.get("prerequisites")
     if not isinstance(prerequisites, list) or not all(_absolute(p) for p in prerequisites):
         raise bad("'prerequisites' must be a list of absolute paths")
@@ -158,6 +166,29 @@ def check_shape(data: Any, where: str) -> None:
     if signature is not None and not (isinstance(signature, dict) and isinstance(signature.get("key"), str)
                                       and isinstance(signature.get("sig"), str)):
         raise bad("'signature' is malformed")
+
+
+def _check_tree(tree: Any, bad: Any) -> None:
+    from gaia_core.checkpoints.chunking import HASH, MAX_CHUNK
+
+    if not isinstance(tree, dict):
+        raise bad("'tree' missing")
+    if tree.get("hash") != HASH:
+        raise bad(f"chunk ids are not {HASH} ({str(tree.get('hash'))[:20]})")
+    for key in ("entries", "files", "size", "packed", "chunks"):
+        if not _count(tree.get(key)):
+            raise bad(f"tree {key} missing")
+    parts = tree.get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise bad("tree parts missing")
+    total = 0
+    for part in parts:
+        if not (isinstance(part, dict) and isinstance(part.get("id"), str) and _HEX64.match(part["id"])
+                and _count(part.get("size")) and 0 < part["size"] <= MAX_CHUNK and _count(part.get("entries"))):
+            raise bad(f"tree part {str(part)[:200]} is malformed")
+        total += part["entries"]
+    if total != tree["entries"]:
+        raise bad(f"tree parts list {total} entries, the tree {tree['entries']}")
 
 
 def _count(value: Any) -> bool:

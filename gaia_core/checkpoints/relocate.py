@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gaia_core.anchors import Target
-from gaia_core.checkpoints.tarscan import split_path
 from gaia_core.errors import CheckpointError
 
 #: bytes that may follow a root for it to count as that directory (or end the file)
@@ -48,6 +47,11 @@ _TEMP_SUFFIX = ".gaia-relocate"
 _MIN_SHARED_PREFIX = 8
 #: pieces from this size on are searched with libc's memmem (see _find)
 _MEMMEM_FROM = 64 * 1024
+
+
+def split_path(path: bytes) -> tuple[bytes, ...]:
+    """Path components without empty and ``.`` ones."""
+    return tuple(part for part in path.split(b"/") if part and part != b".")
 
 
 def root_bytes(path: str | os.PathLike, name: str = "") -> bytes:
@@ -279,6 +283,26 @@ class RootFinder:
                 self._add(self._file, kind, self._found)
             self._file = None
 
+    # -- files scanned elsewhere ---------------------------------------------------------
+
+    def scanner(self) -> FileScanner | None:
+        """A scanner of one file at a time, for a thread that reads files on its own (None:
+        no roots to look for)."""
+        return FileScanner(RootMatcher(self._needles)) if self._needles else None
+
+    def record_file(self, name: bytes, found: Iterable[int], binary: bool) -> dict | None:
+        """What a :class:`FileScanner` found in the file ``name``; the record added, if any."""
+        found = set(found)
+        if not found:
+            return None
+        self._add(name, "binary" if binary else "text", found)
+        return self._embedded[-1]
+
+    def record_embedded(self, name: bytes, kind: str, roots: Iterable[str]) -> None:
+        """A file known to hold these roots (by name) without reading it again."""
+        self._embedded.append({"path": os.fsdecode(b"/".join(split_path(name))), "kind": kind,
+                               "roots": sorted(roots)})
+
     # -- results -----------------------------------------------------------------------
 
     @property
@@ -327,6 +351,25 @@ class RootFinder:
         roots = sorted({root for index in found for root in self._names[index]})
         path = os.fsdecode(b"/".join(split_path(name)))
         self._embedded.append({"path": path, "kind": kind, "roots": roots})
+
+
+class FileScanner:
+    """The roots one file holds, and whether it is binary, fed piece by piece."""
+
+    def __init__(self, matcher: RootMatcher):
+        self._matcher = matcher
+        self.found: set[int] = set()
+        self.binary = False
+
+    def start(self) -> None:
+        self._matcher.reset()
+        self.found, self.binary = set(), False
+
+    def feed(self, data: bytes, final: bool) -> None:
+        if not self.binary and data.find(b"\0") >= 0:
+            self.binary = True
+        for _, index in self._matcher.feed(data, 0, len(data), final):
+            self.found.add(index)
 
 
 # -- plan --------------------------------------------------------------------------------
@@ -421,22 +464,32 @@ class _CannotRewrite(Exception):
     pass
 
 
-def apply_relocation(staging: Path, plan: RelocationPlan) -> RelocationResult:
+def apply_relocation(staging: Path, plan: RelocationPlan, *, tops: Mapping[str, Path] | None = None,
+                     only: Iterable[str] | None = None) -> RelocationResult:
     """Rewrite the plan's members in the extracted tree ``staging/<target name>/...``.
 
-    Members are reached without following any link (a manifest is input too). Returns
-    what was rewritten and what failed, with reasons; a failure leaves that member as it
-    was or half rewritten, so the caller discards the staging tree or keeps it knowingly.
+    ``tops`` maps target names to their directories instead (a tree updated in place);
+    ``only`` limits the rewrite to these members. Members are reached without following
+    any link (a manifest is input too). Returns what was rewritten and what failed, with
+    reasons; a failure leaves that member as it was or half rewritten, so the caller
+    discards the tree or keeps it knowingly.
     """
     result = RelocationResult([], [])
-    if not plan.rewrite:
+    wanted = None if only is None else set(only)
+    items = [item for item in plan.rewrite if wanted is None or item.path in wanted]
+    if not items:
         return result
     rewriter = _Rewriter(Path(staging), plan.roots)
     staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    top_fds: dict[str, int] = {}
     try:
-        for item in plan.rewrite:
+        for name, path in (tops or {}).items():
+            top_fds[name] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        for item in items:
+            top, _, rest = item.path.partition("/")
+            base, member = (top_fds[top], f"./{rest}") if top in top_fds else (staging_fd, item.path)
             try:
-                changed = rewriter.rewrite(staging_fd, item)
+                changed = rewriter.rewrite(base, Rewrite(member, item.kind, item.roots))
             except (OSError, _CannotRewrite) as error:
                 result.failed.append((item.path, _reason(error)))
             else:
@@ -444,7 +497,10 @@ def apply_relocation(staging: Path, plan: RelocationPlan) -> RelocationResult:
                     result.rewritten.append(item.path)
     finally:
         os.close(staging_fd)
+        for fd in top_fds.values():
+            os.close(fd)
     return result
+
 
 
 def _reason(error: Exception) -> str:
@@ -581,7 +637,13 @@ class _Rewriter:
 def _parent_of(staging_fd: int, member: str) -> Iterator[tuple[int, str]]:
     """The directory holding ``member`` and its name there, reached without links."""
     parts = member.split("/")
-    if len(parts) < 2 or any(part in ("", ".", "..") for part in parts):
+    if parts[0] == "." and len(parts) > 1:  # relative to a target's own directory
+        parts = parts[1:]
+        if not parts[0]:
+            raise _CannotRewrite(f"invalid member path {member!r}")
+    elif len(parts) < 2:
+        raise _CannotRewrite(f"invalid member path {member!r}")
+    if any(part in ("", ".", "..") for part in parts):
         raise _CannotRewrite(f"invalid member path {member!r}")
     fd = os.dup(staging_fd)
     try:

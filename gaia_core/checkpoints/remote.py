@@ -1,30 +1,47 @@
 """Objects between the local store and a backend: verified downloads, write-once uploads.
 
-Download: the manifest first (at most 16 MiB), its signature judged before any payload
-byte moves, prerequisites and relocation checked, then the payload streamed to disk and
-stopped as soon as more bytes arrive than the manifest says, hashed on the way.
+Every signer has its own manifest under a fingerprint (``manifest.key.<name>.json``, or
+``manifest.json`` unsigned), so an object someone else put there never stands in the way:
+a reader looks in the slots of the keys it trusts, in the order they are configured, and a
+producer publishes in its own slot beside whatever else is there.
 
-Upload: the payload under its sha-derived name, then the manifest, created only if
-absent. A manifest already there stays, unless it is bad (its signature does not verify,
-its payload is missing, or this run found the payload's hash wrong): then it is deleted
-and this run's good one published, still create-only.
+Download: the manifest first (at most 16 MiB), its signature judged before any chunk
+moves, prerequisites and relocation checked, then only the chunks the local store lacks
+(:mod:`.transfer`), each checked against its id. Upload: the chunks the backend lacks, then
+the manifest, created only if absent. A manifest already in the slot stays, unless it is
+bad (its signature does not verify, its chunks are gone): then it is deleted and this
+run's good one published, still create-only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
-import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from gaia_core.backends import MANIFEST, Backend, object_key
+from gaia_core.backends import Backend, legacy_object_key, object_dir, object_key
+from gaia_core.checkpoints import tree
 from gaia_core.checkpoints.engine import Checkpoints, Log
-from gaia_core.checkpoints.manifest import MAX_MANIFEST_BYTES, OldFormat, check_shape, payload_file_name
+from gaia_core.checkpoints.manifest import (
+    MAX_MANIFEST_BYTES,
+    UNSIGNED_MANIFEST,
+    OldFormat,
+    check_shape,
+    manifest_name,
+    signer_of,
+    slot_of,
+)
+from gaia_core.checkpoints.packstore import PackStore
 from gaia_core.checkpoints.portability import assess
 from gaia_core.checkpoints.signing import Verdict, verify
+from gaia_core.checkpoints.transfer import RemoteIncomplete, Transfers
+from gaia_core.checkpoints.treeimport import import_from_tree
 from gaia_core.checkpoints.units import human_size
 from gaia_core.errors import BackendError, CheckpointError, ObjectExists, ObjectNotFound
 
@@ -32,6 +49,9 @@ if TYPE_CHECKING:
     from gaia_core.backends import Progress
     from gaia_core.checkpoints.config import Point
     from gaia_core.checkpoints.store import LocalObject
+
+#: the old layout's manifest (store format 3), looked for only to say ``format_changed``
+_LEGACY_MANIFEST = "manifest.json"
 
 
 class Untrusted(CheckpointError):
@@ -65,8 +85,7 @@ class LimitedWriter:
     def write(self, data: Any) -> int:
         n = len(data)
         if self.size + n > self.limit:
-            raise TooLarge(f"{self.what} is larger than the {self.limit} bytes its manifest allows; "
-                           "download stopped")
+            raise TooLarge(f"{self.what} is larger than the {self.limit} bytes allowed; download stopped")
         self.sha.update(data)
         self.dest.write(data)
         self.size += n
@@ -87,12 +106,22 @@ class LimitedWriter:
         self.dest.flush()
 
 
-def fetch_manifest(backend: Backend, point_id: str, fp: str, where: str) -> dict[str, Any] | None:
-    """The remote manifest, shape-checked; None when the backend has none."""
+@dataclasses.dataclass
+class Found:
+    """A manifest a backend holds under a fingerprint, and what this reader makes of it."""
+
+    manifest: dict[str, Any]
+    file: str
+    verdict: Verdict
+
+
+def fetch_manifest(backend: Backend, point_id: str, fp: str, where: str,
+                   name: str = UNSIGNED_MANIFEST) -> dict[str, Any] | None:
+    """One remote manifest, shape-checked; None when the backend has none under that name."""
     with tempfile.TemporaryFile() as f:
         try:
-            backend.download(object_key(point_id, fp, MANIFEST), LimitedWriter(f, MAX_MANIFEST_BYTES,
-                                                                               f"remote manifest {where}"))
+            backend.download(object_key(point_id, fp, name), LimitedWriter(f, MAX_MANIFEST_BYTES,
+                                                                           f"remote manifest {where}"))
         except ObjectNotFound:
             return None
         f.seek(0)
@@ -106,7 +135,7 @@ def fetch_manifest(backend: Backend, point_id: str, fp: str, where: str) -> dict
 
 def judge(cp: Checkpoints, point: Point, manifest: dict[str, Any]) -> Verdict:
     if point.trust_mode == "permissive":
-        return Verdict("unsigned", "not checked (trust_mode = permissive)")
+        return Verdict("unsigned", signer_of(manifest) or "unsigned", "not checked (trust_mode = permissive)")
     verdict = verify(manifest, cp.settings.trusted_keys)
     if verdict.state == "unsigned" and not cp.settings.trusted_keys:
         cp.warn_once("unsigned", "checkpoints from backends are accepted unsigned: no trusted_public_keys are "
@@ -115,97 +144,154 @@ def judge(cp: Checkpoints, point: Point, manifest: dict[str, Any]) -> Verdict:
     return verdict
 
 
+def slots_to_read(cp: Checkpoints, point: Point) -> list[str] | None:
+    """The manifest files a reader looks at, in order; None: every slot there is (no keys
+    are trusted, so any signer's object is as good as an unsigned one)."""
+    if point.trust_mode == "verify" and cp.settings.trusted_keys:
+        return [manifest_name(name) for name in cp.settings.trusted_keys]
+    return None
+
+
+def find(cp: Checkpoints, backend: Backend, point: Point, fp: str) -> tuple[Found | None, list[Found]]:
+    """The usable object under ``fp`` (the first trusted slot that holds a good one), and
+    every manifest looked at (refused ones explain a miss). Raises OldFormat when only an
+    object of the old store format is there."""
+    ref = backend.ref
+    names = slots_to_read(cp, point)
+    if names is None:
+        listed = [e.file_name for e in backend.list_files(object_dir(point.id, fp)) if not e.temporary]
+        names = sorted((n for n in listed if n and slot_of(n) is not None), key=lambda n: n != UNSIGNED_MANIFEST)
+    seen: list[Found] = []
+    for name in names:
+        where = f"{ref}:{point.id}/{fp[:12]}/{name}"
+        try:
+            manifest = fetch_manifest(backend, point.id, fp, where, name)
+        except OldFormat:
+            continue
+        except CheckpointError as exc:
+            cp.bad_remote[(ref, point.id, fp, name)] = str(exc)
+            continue
+        if manifest is None:
+            continue
+        problem = cp.manifest_problem(manifest, point, fp)
+        if problem:
+            cp.bad_remote[(ref, point.id, fp, name)] = problem
+            continue
+        slot = slot_of(name)
+        signer = signer_of(manifest)
+        verdict = judge(cp, point, manifest)
+        if slot and signer != slot:
+            verdict = Verdict("invalid", signer or "unsigned", f"bad_signature:{slot}")
+        if verdict.state == "invalid":
+            cp.bad_remote[(ref, point.id, fp, name)] = verdict.why
+        found = Found(manifest, name, verdict)
+        seen.append(found)
+        if point.trust_mode != "verify" or verdict.usable:
+            return found, seen
+    if not seen and backend.exists(legacy_object_key(point.id, fp, _LEGACY_MANIFEST)):
+        raise OldFormat(f"{ref} holds {point.id}/{fp[:12]} in an older store format")
+    return None, seen
+
+
+def _transfers(cp: Checkpoints, backend: Backend, point: Point | None = None) -> Transfers:
+    ref = backend.ref
+    config = cp.settings.backend_configs[ref][1]
+    return Transfers(backend, lambda: cp.backend(ref), cp.store.packs, cp.store.tmp_dir(),
+                     parallel=getattr(config, "parallel", 4),
+                     pack_limit=cp.pack_limit(point) if point is not None else None)
+
+
 def download(cp: Checkpoints, point: Point, fp: str, log: Log,
              progress_factory: Callable[[int], Progress | None] | None = None) -> LocalObject | None:
     """Fetch, verify and publish into the local store; None when the backend has no object."""
     assert point.backend
     ref = point.backend
     where = f"{ref}:{point.id}/{fp[:12]}"
-    staging = cp.store.new_staging(point.id, fp)
-    try:
-        with cp.session(ref) as backend:
-            try:
-                manifest = fetch_manifest(backend, point.id, fp, where)
-            except OldFormat:
-                raise Unusable("format_changed") from None
-            if manifest is None:
-                return None
-            problem = cp.manifest_problem(manifest, point, fp)
-            if problem:
-                cp.bad_remote[(ref, point.id, fp)] = problem
-                raise CheckpointError(f"remote checkpoint {where} refused: {problem}")
-            verdict = judge(cp, point, manifest)
-            if verdict.state == "invalid":
-                cp.bad_remote[(ref, point.id, fp)] = verdict.why
-            if point.trust_mode == "verify" and not verdict.usable:
-                raise Untrusted(verdict)
-            portability = assess(manifest, cp.anchor(point))
-            if not portability.usable:
-                raise Unusable(str(portability.problem))
-            payload = manifest["payload"]
-            if point.trust_mode == "verify" and payload["file"] != payload_file_name(payload["sha256"],
-                                                                                    payload["compression"]):
-                cp.bad_remote[(ref, point.id, fp)] = "payload_name"
-                raise CheckpointError(f"remote checkpoint {where} names a payload not derived from its sha256")
-            from gaia_core.checkpoints.restore import check_free_space
+    with cp.session(ref) as backend:
+        try:
+            found, seen = find(cp, backend, point, fp)
+        except OldFormat:
+            raise Unusable("format_changed") from None
+        if found is None:
+            if seen:
+                raise Untrusted(seen[0].verdict)
+            return None
+        manifest, verdict = found.manifest, found.verdict
+        if verdict.state != "trusted":
+            _check_expansion(cp, manifest, where)
+        portability = assess(manifest, cp.anchor(point))
+        if not portability.usable:
+            raise Unusable(str(portability.problem))
+        from gaia_core.checkpoints.restore import check_free_space
 
-            check_free_space(cp.store.root, payload["size"], f"downloading {where}")
-            started = time.monotonic()
-            path = staging / payload["file"]
-            progress = progress_factory(payload["size"]) if progress_factory else None
-            with open(path, "wb") as f:
-                writer = LimitedWriter(f, payload["size"], f"remote payload {where}", progress)
-                try:
-                    backend.download(object_key(point.id, fp, payload["file"]), writer)
-                except ObjectNotFound:
-                    cp.bad_remote[(ref, point.id, fp)] = "payload_missing"
-                    raise CheckpointError(f"remote checkpoint {where} has a manifest but no {payload['file']}") from None
-        if writer.size != payload["size"]:
-            cp.bad_remote[(ref, point.id, fp)] = "payload_size"
-            raise CheckpointError(f"downloaded payload has {writer.size} bytes, the manifest says {payload['size']}")
-        if point.trust_mode == "verify" and writer.sha.hexdigest() != payload["sha256"]:
-            cp.bad_remote[(ref, point.id, fp)] = "payload_sha256"
-            raise CheckpointError("downloaded payload does not match the manifest's sha256")
-        obj = cp.store.publish(staging, point.id, fp, manifest)
-        log(f"checkpoint:{point.id} downloaded {fp[:12]} via {ref} ({human_size(writer.size)} in "
-            f"{time.monotonic() - started:.1f}s, signer: {verdict.signer})")
-        return obj
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        check_free_space(cp.store.root, manifest["tree"]["packed"], f"downloading {where}")
+        started = time.monotonic()
+        transfers = _transfers(cp, backend)
+        try:
+            transfers.sync_index()
+            progress = progress_factory(manifest["tree"]["packed"]) if progress_factory else None
+            moved = transfers.fetch(dict(cp.store.packs.absent(tree.parts(manifest))), progress)
+            wanted = dict(cp.store.packs.absent(tree.chunks(cp.store.packs, manifest)))
+            if wanted:
+                anchor = cp.anchor(point)
+                targets = anchor.targets()
+                from_tree = import_from_tree(targets, cp.receipts(targets, anchor), cp.store.packs,
+                                             cp.store.tmp_dir(), wanted)
+                if from_tree:
+                    log(f"checkpoint:{point.id} took {human_size(from_tree)} of chunks from the tree in place")
+            moved += transfers.fetch(wanted, progress)
+        except RemoteIncomplete as exc:
+            cp.bad_remote[(ref, point.id, fp, found.file)] = "chunks_missing"
+            raise CheckpointError(f"remote checkpoint {where} is incomplete: {exc}") from None
+        finally:
+            transfers.close()
+    obj = cp.store.publish(point.id, fp, manifest, [])
+    log(f"checkpoint:{point.id} downloaded {fp[:12]} via {ref} ({human_size(moved)} of "
+        f"{human_size(manifest['tree']['packed'])} moved in {time.monotonic() - started:.1f}s, "
+        f"signer: {verdict.signer})")
+    return obj
+
+
+def _check_expansion(cp: Checkpoints, manifest: dict[str, Any], where: str) -> None:
+    """An object nobody trusted signed may not claim to unpack to more than
+    ``unsigned_max_expansion`` times what it moves."""
+    tree_info = manifest["tree"]
+    limit = cp.settings.unsigned_max_expansion * max(tree_info["packed"], 1)
+    if tree_info["size"] > limit:
+        raise Unusable(f"unsigned_too_large:{where} claims {human_size(tree_info['size'])} from "
+                       f"{human_size(tree_info['packed'])} of chunks (more than "
+                       f"{cp.settings.unsigned_max_expansion:g} times; [checkpoints] unsigned_max_expansion)")
 
 
 def remote_state(cp: Checkpoints, backend: Backend, point: Point, obj: LocalObject) -> str:
-    """``absent``, ``same``, ``other`` (a good object of another producer) or ``bad:<why>``."""
+    """``absent``, ``same``, ``other`` (a good object of another producer in this slot) or
+    ``bad:<why>``, for the slot this object is published in."""
     ref, fp = backend.ref, obj.fingerprint
-    if not backend.exists(object_key(point.id, fp, MANIFEST)):
-        return "absent"
-    where = f"{ref}:{point.id}/{fp[:12]}"
+    name = manifest_name(signer_of(obj.manifest))
+    where = f"{ref}:{point.id}/{fp[:12]}/{name}"
     try:
-        manifest = fetch_manifest(backend, point.id, fp, where)
+        manifest = fetch_manifest(backend, point.id, fp, where, name)
     except ObjectNotFound:
         return "absent"
     except CheckpointError as exc:
         return f"bad:{exc}"
     if manifest is None:
         return "absent"
-    known_bad = cp.bad_remote.get((ref, point.id, fp))
+    known_bad = cp.bad_remote.get((ref, point.id, fp, name))
     if known_bad:
         return f"bad:{known_bad}"
-    if manifest["payload"]["sha256"] == obj.manifest["payload"]["sha256"] and \
-            manifest.get("signature") == obj.manifest.get("signature"):
-        return "same"
     if cp.manifest_problem(manifest, point, fp):
         return f"bad:{cp.manifest_problem(manifest, point, fp)}"
-    if verify(manifest, cp.settings.trusted_keys).state == "invalid":
+    if verify(manifest, cp.settings.trusted_keys).state == "invalid" or signer_of(manifest) != signer_of(obj.manifest):
         return "bad:bad_signature"
-    if not backend.exists(object_key(point.id, fp, manifest["payload"]["file"])):
-        return "bad:payload_missing"
+    if manifest["tree"] == obj.manifest["tree"] and manifest.get("signature") == obj.manifest.get("signature"):
+        return "same"
     return "other"
 
 
 def upload(cp: Checkpoints, point_id: str, fp: str, ref: str, anchor_task: str, log: Log,
            progress_factory: Callable[[int], Progress | None] | None = None) -> bool:
-    """Upload payload then manifest (create-only); record the outcome in the durable queue."""
+    """Upload the missing chunks then the manifest (create-only); record the outcome in the queue."""
     if cp.read_only:
         log(f"checkpoint:{point_id} not uploaded: read-only ({cp.settings.read_only_source})")
         return False
@@ -216,12 +302,7 @@ def upload(cp: Checkpoints, point_id: str, fp: str, ref: str, anchor_task: str, 
         if obj is None:
             raise CheckpointError(f"local checkpoint {point_id}/{fp[:12]} is missing; nothing to upload")
         with cp.store.hold(obj), cp.session(ref) as backend:
-            state = remote_state(cp, backend, point, obj)
-            if state in ("same", "other"):
-                by = "" if state == "same" else " (from another producer; kept)"
-                log(f"checkpoint:{point_id} {fp[:12]} is already in {ref}{by}")
-            else:
-                _send(cp, backend, point, obj, state, log, progress_factory)
+            _send(cp, backend, point, obj, remote_state(cp, backend, point, obj), log, progress_factory)
     except (BackendError, CheckpointError, OSError) as exc:
         message = cp.redact(ref, str(exc))
         cp.store.update_queue(point_id, fp, ref, anchor_task, state="failed", attempted=True,
@@ -235,46 +316,68 @@ def upload(cp: Checkpoints, point_id: str, fp: str, ref: str, anchor_task: str, 
 def _send(cp: Checkpoints, backend: Backend, point: Point, obj: LocalObject, state: str, log: Log,
           progress_factory: Callable[[int], Progress | None] | None) -> None:
     started = time.monotonic()
-    payload_key = object_key(point.id, obj.fingerprint, obj.payload_path.name)
-    manifest_key = object_key(point.id, obj.fingerprint, MANIFEST)
-    progress = progress_factory(obj.size) if progress_factory else None
-    backend.upload(payload_key, obj.payload_path, progress=progress)
+    name = manifest_name(signer_of(obj.manifest))
+    manifest_key = object_key(point.id, obj.fingerprint, name)
+    transfers = _transfers(cp, backend, point)
+    try:
+        transfers.sync_index()
+        needed = {chunk for chunk, _ in tree.chunks(cp.store.packs, obj.manifest)}
+        sent = 0
+        for _attempt in range(3):
+            missing = transfers.missing(needed)
+            if not missing:
+                break
+            sent += transfers.send(missing, progress_factory(obj.size) if progress_factory else None)
+            if not transfers.still_there(needed):
+                break
+        else:
+            raise CheckpointError(f"{backend.ref} lost packs of {point.id}/{obj.fingerprint[:12]} while it was "
+                                  "uploaded (a concurrent gc?); try again")
+    finally:
+        transfers.close()
+    if state in ("same", "other"):
+        by = "" if state == "same" else " (from another producer; kept)"
+        extra = f"; sent {human_size(sent)} of chunks it lacked" if sent else ""
+        log(f"checkpoint:{point.id} {obj.fingerprint[:12]} is already in {backend.ref}{by}{extra}")
+        return
     if state.startswith("bad:"):
         log(f"WARN: checkpoint:{point.id} {obj.fingerprint[:12]} in {backend.ref} is bad ({state[4:]}); "
             "replacing it with this run's verified object")
         backend.delete(manifest_key)
     try:
-        backend.publish(manifest_key, obj.path / MANIFEST)
+        backend.publish(manifest_key, obj.path / UNSIGNED_MANIFEST)
     except ObjectExists:
         log(f"checkpoint:{point.id} {obj.fingerprint[:12]} was published to {backend.ref} by another writer "
             "first; keeping theirs")
         return
-    log(f"checkpoint:{point.id} uploaded {obj.fingerprint[:12]} via {backend.ref} "
-        f"({human_size(obj.size)} in {time.monotonic() - started:.1f}s)")
+    log(f"checkpoint:{point.id} uploaded {obj.fingerprint[:12]} via {backend.ref} ({human_size(sent)} of "
+        f"{human_size(obj.size)} sent in {time.monotonic() - started:.1f}s)")
 
 
-class _Discard:
-    """A destination that keeps nothing: the bytes are only counted and hashed on the way."""
-
-    def write(self, data: Any) -> int:
-        return len(data)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return 0
-
-    def truncate(self, size: int | None = None) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
+@contextlib.contextmanager
+def scratch_transfers(cp: Checkpoints, backend: Backend) -> Iterator[tuple[Transfers, PackStore]]:
+    """Transfers into a throw-away pack store (what is fetched to be checked, not kept)."""
+    with tempfile.TemporaryDirectory(prefix="scratch-", dir=cp.store.tmp_dir()) as scratch:
+        packs = PackStore(Path(scratch))
+        transfers = Transfers(backend, lambda: cp.backend(backend.ref), packs, Path(scratch))
+        try:
+            yield transfers, packs
+        finally:
+            transfers.close()
+            packs.close()
 
 
-def hash_remote_payload(backend: Backend, point_id: str, manifest: dict[str, Any]) -> tuple[int, str]:
-    """Size and sha256 of the remote payload, streamed without touching the disk."""
-    payload = manifest["payload"]
-    sink = LimitedWriter(_Discard(), payload["size"], f"remote payload {point_id}/{manifest['fingerprint'][:12]}")  # type: ignore[arg-type]
-    backend.download(object_key(point_id, manifest["fingerprint"], payload["file"]), sink)  # type: ignore[arg-type]
-    return sink.size, sink.sha.hexdigest()
+def check_remote_chunks(cp: Checkpoints, backend: Backend, manifest: dict[str, Any]) -> tuple[int, int]:
+    """Fetch and check every chunk of a remote object, keeping none (``verify --remote``):
+    (chunks checked, bytes moved). Raises when one is missing or does not match."""
+    with scratch_transfers(cp, backend) as (transfers, packs):
+        transfers.sync_index()
+        parts = dict(tree.parts(manifest))
+        moved = transfers.fetch(parts)
+        wanted = {c: n for c, n in tree.chunks(packs, manifest) if c not in parts}
+        moved += transfers.fetch(wanted, keep=False)
+        return len(parts) + len(wanted), moved
 
 
-__all__ = ["LimitedWriter", "TooLarge", "Untrusted", "Unusable", "download", "fetch_manifest", "upload"]
+__all__ = ["LimitedWriter", "TooLarge", "Untrusted", "Unusable", "check_remote_chunks", "download",
+           "fetch_manifest", "find", "scratch_transfers", "upload"]

@@ -1,9 +1,10 @@
 """Restore: a local object into the anchor's targets, checked, relocated and swapped in.
 
-Extraction goes into a staging directory beside the first target (same filesystem), is
+The tree is written into a staging directory beside the first target (same filesystem),
 relocated there when the workspace moved, and each target is then exchanged with its
 staged tree in one step (:mod:`.swap`). The staging directory records its owner, so the
-next run removes what a killed restore left.
+next run removes what a killed restore left. Afterwards each target gets its marker and a
+receipt of what was written (:mod:`.receipt`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gaia_core.checkpoints import archive, swap
+from gaia_core.checkpoints import swap, tree
 from gaia_core.checkpoints.engine import Checkpoints, Log
+from gaia_core.checkpoints.entries import Entry
+from gaia_core.checkpoints.packstore import ChunkMissing
+from gaia_core.checkpoints.receipt import Record, read_header
+from gaia_core.checkpoints.receipt import remove as receipt_remove
 from gaia_core.checkpoints.relocate import apply_relocation
+from gaia_core.checkpoints.treewrite import receipts_of_restored, update_tree, write_tree
 from gaia_core.checkpoints.units import human_size
 from gaia_core.errors import CheckpointError
 from gaia_core.owner import write_owner
@@ -52,44 +58,101 @@ def check_free_space(directory: Path, needed: int, what: str) -> None:
 
 
 def restore(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, targets: list[Target],
-            portability: Portability, log: Log, progress: Progress | None = None) -> None:
-    payload = obj.manifest["payload"]
-    parent = targets[0].path.parent
+            portability: Portability, log: Log, progress: Progress | None = None) -> str:
+    """Restore ``obj`` into ``targets``: in place when they hold an earlier tree with a receipt
+    (only what differs is written), else into a staging tree swapped in. Returns how."""
     tidy(targets, log)
-    check_free_space(parent, payload["unpacked_size"], f"restoring {point.id}/{obj.fingerprint[:12]}")
+    receipts = cp.receipts(targets, anchor)
+    if all(receipts.values()) and all(t.path.is_dir() and not t.path.is_symlink() for t in targets):
+        return _update(cp, obj, point, anchor, targets, portability, log, progress,
+                       {name: path for name, path in receipts.items() if path is not None})
+    parent = targets[0].path.parent
+    check_free_space(parent, obj.unpacked_size, f"restoring {point.id}/{obj.fingerprint[:12]}")
     staging = Path(tempfile.mkdtemp(prefix=f".{targets[0].path.name}{swap.STAGING_INFIX}", dir=parent))
     try:
         write_owner(staging, f"restore {point.id}/{obj.fingerprint[:12]}")
-        tree = staging / "tree"
-        tree.mkdir()
-        with cp.store.hold(obj), open(obj.payload_path, "rb") as f:
-            info = archive.extract(
-                f, tree, targets, compression=payload["compression"],
-                expected_sha256=payload["sha256"] if point.trust_mode == "verify" else None,
-                expected_size=payload["size"], max_unpacked=payload["unpacked_size"],
-                max_entries=payload["entries"], progress=progress,
-            )
-        for t in targets:
-            if not (tree / t.name).is_dir():
-                raise CheckpointError(f"checkpoint payload has no target '{t.name}'")
-        if info.stripped_setid:
-            shown = ", ".join(info.stripped_setid[:10]) + (" ..." if len(info.stripped_setid) > 10 else "")
-            log(f"WARN: checkpoint:{point.id} restored {len(info.stripped_setid)} file(s) without their "
-                f"setuid/setgid bits: {shown}")
-        _relocate(tree, portability, anchor, point, log)
+        tree_dir = staging / "tree"
+        tree_dir.mkdir()
+        with cp.store.hold(obj):
+            info = write_tree(tree.entries(cp.store.packs, obj.manifest), tree_dir, cp.store.packs,
+                              progress=progress)
+        _warn_setid(info.stripped_setid, point, log)
+        relocated = _relocate(tree_dir, portability, anchor, point, log)
         for t in targets:
             t.path.parent.mkdir(parents=True, exist_ok=True)
-            swap.swap_in(tree / t.name, t.path)
+            swap.swap_in(tree_dir / t.name, t.path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     cp.write_markers(targets, point, obj.fingerprint, "restored")
+    write_receipts(cp, obj, point, anchor, targets, relocated)
+    return f"{info.files_written} files written"
 
 
-def _relocate(tree: Path, portability: Portability, anchor: Anchor, point: Point, log: Log) -> None:
+def _update(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, targets: list[Target],
+            portability: Portability, log: Log, progress: Progress | None, receipts: dict[str, Path]) -> str:
+    """The tree holds an earlier checkpoint: write only the entries that differ, in place.
+
+    Every chunk must be in the local store before the tree is touched; the marker goes
+    first, so an update cut short leaves a tree that claims nothing, and one that fails
+    leaves no tree at all (the anchor then builds from scratch, never on a mix)."""
+    packs = cp.store.packs
+    with cp.store.hold(obj):
+        missing = next(iter(packs.absent(tree.chunks(packs, obj.manifest))), None)
+        if missing is not None:
+            raise ChunkMissing(f"the local store lacks chunk {missing[0].hex()[:16]} of {point.id}/"
+                               f"{obj.fingerprint[:12]}")
+        previous = {name: read_header(path) or {} for name, path in receipts.items()}
+        relocating = {item.path for item in portability.plan.rewrite}
+        roots = obj.manifest.get("roots")
+
+        def unchanged(entry: Entry, record: Record) -> bool:
+            if entry.path not in relocating:
+                return not record.relocated
+            return record.relocated and previous[entry.path.split("/", 1)[0]].get("manifest_roots") == roots
+
+        cp.clear_markers(targets)
+        try:
+            info, written = update_tree(tree.entries(packs, obj.manifest), targets, packs, receipts=receipts,
+                                        unchanged=unchanged, exclude=cp.excluded, progress=progress)
+            _warn_setid(info.stripped_setid, point, log)
+            relocated = _relocate(targets[0].path.parent, portability, anchor, point, log,
+                                  tops={t.name: t.path for t in targets}, only=written)
+        except BaseException:
+            for t in targets:
+                receipt_remove(t.path)
+                shutil.rmtree(t.path, ignore_errors=True)
+            raise
+    kept = {e for e in relocating if e not in written}
+    cp.write_markers(targets, point, obj.fingerprint, "restored")
+    write_receipts(cp, obj, point, anchor, targets, relocated | kept)
+    return f"{info.files_written} files written, {info.kept} kept, {info.removed} removed (in place)"
+
+
+def _warn_setid(stripped: list[str], point: Point, log: Log) -> None:
+    if stripped:
+        shown = ", ".join(stripped[:10]) + (" ..." if len(stripped) > 10 else "")
+        log(f"WARN: checkpoint:{point.id} restored {len(stripped)} file(s) without their setuid/setgid bits: "
+            f"{shown}")
+
+
+def write_receipts(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, targets: list[Target],
+                   relocated: set[str]) -> None:
+    """The receipt of each restored target: the tree as it is on disk now, with the content
+    the manifest gives each entry (files rewritten for this workspace's paths marked)."""
+    header = {**cp.receipt_header(point, obj.fingerprint, "restored", anchor),
+              "manifest_roots": obj.manifest.get("roots")}
+    receipts_of_restored(targets, tree.raw_entries(cp.store.packs, obj.manifest), header, cp.excluded,
+                         relocated, obj.manifest.get("embedded", []))
+
+
+def _relocate(tree_dir: Path, portability: Portability, anchor: Anchor, point: Point, log: Log, *,
+              tops: dict[str, Path] | None = None, only: set[str] | None = None) -> set[str]:
+    """Rewrite the staged tree (or, with ``tops``, the trees in place; ``only`` these
+    members) for this workspace's paths; the members rewritten."""
     plan = portability.plan
     if plan.empty:
-        return
-    result = apply_relocation(tree, plan)
+        return set()
+    result = apply_relocation(tree_dir, plan, tops=tops, only=only)
     for member, why in result.failed:
         if anchor.relocation_required(member):
             raise CheckpointError(f"not_relocatable:{member} ({why})")
@@ -98,3 +161,4 @@ def _relocate(tree: Path, portability: Portability, anchor: Anchor, point: Point
         log(f"WARN: checkpoint:{point.id} left {member} as captured: it names the old path and cannot be "
             "rewritten here (only a rebuild of it reads it)")
     log(f"checkpoint:{point.id} relocated {len(result.rewritten)} file(s) and link(s) to this workspace's paths")
+    return set(result.rewritten)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from gaia_core.backends import MANIFEST, object_key
 from gaia_core.checkpoints.config import Point
 from gaia_core.checkpoints.engine import Checkpoints
 from gaia_core.checkpoints.manifest import OldFormat
@@ -162,33 +161,29 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
 
 
 def _probe(cp: Checkpoints, point: Point, fp: str) -> tuple[bool | None, bool, str | None, str | None, str]:
-    """(exists, usable, why not usable, error, signer) of the backend's object, from its manifest."""
-    from gaia_core.checkpoints.remote import fetch_manifest, judge
+    """(exists, usable, why not usable, error, signer) of the backend's object, from its manifests."""
+    from gaia_core.checkpoints.remote import find
 
     assert point.backend
     try:
         with cp.session(point.backend) as backend:
-            if not backend.exists(object_key(point.id, fp, MANIFEST)):
-                return False, False, None, None, "-"
-            manifest = fetch_manifest(backend, point.id, fp, f"{point.backend}:{point.id}/{fp[:12]}")
+            found, seen = find(cp, backend, point, fp)
     except OldFormat:
         return True, False, "format_changed", None, "-"
     except BackendError as exc:
         return None, False, None, cp.redact(point.backend, str(exc)), "-"
     except CheckpointError as exc:
         return True, False, "remote_invalid", str(exc), "-"
-    if manifest is None:
+    if found is None:
+        if seen:
+            return True, False, seen[0].verdict.reason(), None, seen[0].verdict.signer
         return False, False, None, None, "-"
-    problem = cp.manifest_problem(manifest, point, fp)
-    if problem:
-        return True, False, "remote_invalid", problem, "-"
-    verdict = judge(cp, point, manifest)
-    if point.trust_mode == "verify" and not verdict.usable:
-        return True, False, verdict.reason(), None, verdict.signer
-    portability = assess(manifest, cp.anchor(point))
+    if point.trust_mode == "verify" and not found.verdict.usable:
+        return True, False, found.verdict.reason(), None, found.verdict.signer
+    portability = assess(found.manifest, cp.anchor(point))
     if not portability.usable:
-        return True, False, portability.problem, None, verdict.signer
-    return True, True, None, None, verdict.signer
+        return True, False, portability.problem, None, found.verdict.signer
+    return True, True, None, None, found.verdict.signer
 
 
 def store_status(cp: Checkpoints) -> dict[str, Any]:

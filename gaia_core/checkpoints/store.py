@@ -1,10 +1,13 @@
-"""The local store: objects under ``points/<id>/<fingerprint>/``, the index and the queue.
+"""The local store: manifests under ``points/<id>/<fingerprint>/``, packs, index and queue.
 
-Objects are built in ``tmp/`` inside the store and renamed into place, so a reader sees no
-object or a complete one: ``manifest.json`` is the commit marker and is written last. Each
-temporary directory records its owner (host, pid, start time), so the next run reclaims
-what a killed one left at once. Queries (``status``, ``list``) read only: a corrupt queue
-is reported and left for ``run`` or ``retry`` to repair.
+An object is its manifest (``points/<id>/<fp>/manifest.json``) and the chunks it lists,
+which live in the store's packs (:mod:`.packstore`), shared by every object. Publishing
+moves an object's new packs in first and writes the manifest last, under the store lock,
+so a reader sees no object or a complete one: the manifest is the commit marker. Packs
+are built in ``tmp/`` inside the store; each temporary directory records its owner
+(host, pid, start time), so the next run reclaims what a killed one left at once. Queries
+(``status``, ``list``) read only: a corrupt queue is reported and left for ``run`` or
+``retry`` to repair.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any
 from gaia_core import atomic
 from gaia_core.checkpoints.lock import StoreLock
 from gaia_core.checkpoints.manifest import OldFormat, now, read_manifest
+from gaia_core.checkpoints.packs import FinishedPack
+from gaia_core.checkpoints.packstore import PackStore
 from gaia_core.errors import CheckpointError
 from gaia_core.owner import is_gone, read_owner, write_owner
 
@@ -57,12 +62,13 @@ class LocalObject:
     manifest: dict[str, Any]
 
     @property
-    def payload_path(self) -> Path:
-        return self.path / self.manifest["payload"]["file"]
+    def size(self) -> int:
+        """Compressed bytes of the chunks the object needs (what a full download moves)."""
+        return int(self.manifest["tree"]["packed"])
 
     @property
-    def size(self) -> int:
-        return int(self.manifest["payload"]["size"])
+    def unpacked_size(self) -> int:
+        return int(self.manifest["tree"]["size"])
 
     @property
     def created_at(self) -> str:
@@ -74,6 +80,7 @@ class Store:
         self.root = root
         self.queue_path = queue_file or root / QUEUE
         self.lock = StoreLock(root)
+        self.packs = PackStore(root)
 
     # -- objects ----------------------------------------------------------------------
 
@@ -99,9 +106,11 @@ class Store:
             if not quiet:
                 warn(f"checkpoint manifest {manifest_path} names another object; ignoring it")
             return None
-        if not obj.payload_path.is_file():
+        parts = [bytes.fromhex(p["id"]) for p in manifest["tree"]["parts"]]
+        if len(self.packs.locate(parts)) != len(set(parts)):
             if not quiet:
-                warn(f"checkpoint payload {obj.payload_path} is missing; ignoring that local checkpoint")
+                warn(f"the entry list of checkpoint {point_id}/{fingerprint[:12]} is missing from the local "
+                     "packs; ignoring that local checkpoint")
             return None
         return obj
 
@@ -121,6 +130,12 @@ class Store:
         found.sort(key=lambda o: o.created_at, reverse=True)
         return found
 
+    def tmp_dir(self) -> Path:
+        with store_faults("creating the checkpoint store's tmp directory"):
+            tmp = self.root / "tmp"
+            tmp.mkdir(parents=True, exist_ok=True)
+        return tmp
+
     def new_staging(self, point_id: str, fingerprint: str) -> Path:
         with store_faults("creating a staging directory in the checkpoint store"):
             tmp = self.root / "tmp"
@@ -129,22 +144,18 @@ class Store:
             write_owner(staging, f"staging {point_id}/{fingerprint[:12]}")
         return staging
 
-    def publish(self, staging: Path, point_id: str, fingerprint: str, manifest: dict[str, Any]) -> LocalObject:
-        """Write the manifest last, then rename the staging dir into place (atomic)."""
+    def publish(self, point_id: str, fingerprint: str, manifest: dict[str, Any],
+                packs: list[FinishedPack]) -> LocalObject:
+        """Move the object's new packs in, then write its manifest (the commit point); an
+        object already there stays as it is."""
         final = self.object_dir(point_id, fingerprint)
         with store_faults(f"publishing checkpoint {point_id}/{fingerprint[:12]}"):
-            (staging / ".gaia-owner.json").unlink(missing_ok=True)
-            atomic.fsync_file(staging / manifest["payload"]["file"])
-            atomic.write_json(staging / MANIFEST, manifest)
             with self.lock.held(f"publish {point_id}/{fingerprint[:12]}"):
-                if (final / MANIFEST).is_file():
-                    shutil.rmtree(staging, ignore_errors=True)
-                else:
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    if final.exists():  # a leftover without manifest: never a valid object
-                        shutil.rmtree(final)
-                    os.rename(staging, final)
-                    atomic.fsync_dir(final.parent)
+                for pack in packs:
+                    self.packs.add(pack)
+                if not (final / MANIFEST).is_file():
+                    final.mkdir(parents=True, exist_ok=True)
+                    atomic.write_json(final / MANIFEST, manifest)
                 self._index_add(point_id, fingerprint, manifest)
         obj = self.get(point_id, fingerprint)
         if obj is None:
@@ -345,7 +356,7 @@ def _index_entry(index: dict[str, Any], point_id: str, fingerprint: str, manifes
     entry["updated_at"] = now()
     entry.setdefault("fingerprints", {})[fingerprint] = {
         "created_at": manifest.get("created_at"),
-        "size": (manifest.get("payload") or {}).get("size"),
+        "size": (manifest.get("tree") or {}).get("packed"),
     }
 
 

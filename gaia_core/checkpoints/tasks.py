@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from gaia_core.checkpoints.archive import PayloadCorrupt, UnsafeArchive
 from gaia_core.checkpoints.engine import Checkpoints
+from gaia_core.checkpoints.entries import EntriesCorrupt, UnsafeEntry
+from gaia_core.checkpoints.packs import ChunkCorrupt
+from gaia_core.checkpoints.packstore import ChunkMissing
 from gaia_core.checkpoints.portability import assess
 from gaia_core.errors import BackendError, CheckpointError, TaskFailed
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from gaia_core.run import TaskContext
 
 _RESTORED = "checkpoints.restored"
+#: what makes a local object unusable for good (it is discarded, and fetched or built again)
+BAD_OBJECT = (UnsafeEntry, EntriesCorrupt, ChunkCorrupt, ChunkMissing)
 _TO_UPLOAD = "checkpoints.to_upload"
 
 
@@ -139,19 +143,19 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
     try:
         from gaia_core.checkpoints.restore import restore
 
-        restore(cp, obj, point, anchor, targets, portability, ctx.log, progress_for(ctx, f"restore {point.id}")(
-            obj.size))
+        how = restore(cp, obj, point, anchor, targets, portability, ctx.log,
+                      progress_for(ctx, f"restore {point.id}")(obj.unpacked_size))
     except Cancelled:
         raise
     except (CheckpointError, OSError) as exc:
-        if isinstance(exc, (UnsafeArchive, PayloadCorrupt)):
+        if isinstance(exc, BAD_OBJECT):
             cp.store.discard(point.id, fp, str(exc))
         if point.use_policy == "required":
             raise TaskFailed(f"required checkpoint '{point.id}' could not be restored: {exc}") from None
         _forget(ctx, cp, anchor)
         ctx.log(f"WARN: {tag} could not be restored: {exc}; building instead")
         return
-    ctx.log(f"{tag} restored {fp[:12]} from {source}")
+    ctx.log(f"{tag} restored {fp[:12]} from {source} ({how})")
     _mark_restored(ctx, point, anchor.skipped_tasks(), fp, f"restored from {source}")
     if source == "local store":
         _upload_local_hit(ctx, cp, point, fp)
@@ -243,17 +247,19 @@ def _upload_local_hit(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) 
     """A checkpoint used from the local store reaches the backend too, unless it already has it."""
     if not point.backend or point.upload_policy == "off" or cp.read_only:
         return
-    if cp.store.get(point.id, fp) is None:
+    obj = cp.store.get(point.id, fp)
+    if obj is None:
         return
     done = any(e.get("state") == "uploaded" and (e.get("fingerprint"), e.get("backend_ref")) == (fp, point.backend)
                for e in cp.store.read_queue())
     if done:
         return
-    from gaia_core.backends import MANIFEST, object_key
+    from gaia_core.backends import object_key
+    from gaia_core.checkpoints.manifest import manifest_name, signer_of
 
     try:
         with cp.session(point.backend) as backend:
-            there = backend.exists(object_key(point.id, fp, MANIFEST))
+            there = backend.exists(object_key(point.id, fp, manifest_name(signer_of(obj.manifest))))
     except BackendError as exc:
         there = False
         ctx.log(f"WARN: checkpoint:{point.id} could not ask {point.backend} for {fp[:12]}: "

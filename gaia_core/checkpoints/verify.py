@@ -1,20 +1,25 @@
-"""``gaia checkpoints verify``: every object's manifest, signature, size and sha256, and repair.
+"""``gaia checkpoints verify``: every object's manifest, signature, entries and chunks, and repair.
 
-A bad local object is discarded and fetched again from the backend when the backend holds
-a good one; a bad remote object is replaced from a good local copy (its manifest deleted,
-then this copy published create-only), as a run that built a good object does.
+Locally every chunk an object needs is read from its pack and checked against its id; in
+a backend, every signer's manifest under a fingerprint is judged and every chunk fetched
+and checked (nothing is kept). A bad local object is discarded and fetched again from the
+backend when the backend holds a good one; a bad remote object is replaced from a good
+local copy (its manifest deleted, then this copy published create-only), as a run that
+built a good object does. An untrusted remote object is reported as such, and counts
+against the exit status: no consumer that trusts the configured keys will use it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gaia_core.backends import object_dir
+from gaia_core.checkpoints import tree
 from gaia_core.checkpoints.engine import Checkpoints, Log
-from gaia_core.checkpoints.manifest import check_shape
-from gaia_core.checkpoints.remote import download, fetch_manifest, hash_remote_payload, upload
+from gaia_core.checkpoints.manifest import check_shape, slot_of
+from gaia_core.checkpoints.remote import check_remote_chunks, download, fetch_manifest, upload
 from gaia_core.checkpoints.signing import verify
 from gaia_core.errors import BackendError, CheckpointError
-from gaia_core.fingerprints import sha256_file
 
 if TYPE_CHECKING:
     from gaia_core.checkpoints.config import Point
@@ -30,26 +35,54 @@ def check_local(cp: Checkpoints, point: Point, obj: LocalObject) -> tuple[str, s
     problem = cp.manifest_problem(obj.manifest, point, obj.fingerprint)
     if problem:
         return "bad", problem
-    payload = obj.manifest["payload"]
+    packs = cp.store.packs
     try:
-        size = obj.payload_path.stat().st_size
-        if size != payload["size"]:
-            return "bad", f"payload has {size} bytes, the manifest says {payload['size']}"
-        if sha256_file(obj.payload_path) != payload["sha256"]:
-            return "bad", "payload does not match the manifest's sha256"
-    except OSError as exc:
-        return "bad", f"payload unreadable: {exc.strerror or exc}"
+        with cp.store.hold(obj):
+            chunks = 0
+            batch: list[tuple[bytes, int]] = []
+            for item in _chunks_checked(cp, obj):
+                batch.append(item)
+                if len(batch) >= 1024:
+                    chunks += _read_all(packs, batch)
+                    batch = []
+            chunks += _read_all(packs, batch)
+    except (CheckpointError, OSError) as exc:
+        return "bad", str(exc)
     verdict = verify(obj.manifest, cp.settings.trusted_keys)
     if verdict.state == "invalid":
         return "bad", verdict.why
-    return "ok", f"signer: {verdict.signer}"
+    return "ok", f"{chunks} chunks checked; signer: {verdict.signer}"
 
 
-def check_remote(cp: Checkpoints, backend: Any, point: Point, fp: str) -> tuple[str, str]:
-    """(``ok`` | ``untrusted`` | ``bad``, detail) of one object in a backend."""
-    where = f"{backend.ref}:{point.id}/{fp[:12]}"
+def _chunks_checked(cp: Checkpoints, obj: LocalObject):  # type: ignore[no-untyped-def]
+    """Every chunk of the object once, its entries checked against the safety rules on the way."""
+    seen: set[bytes] = set()
+    for chunk, size in tree.parts(obj.manifest):
+        seen.add(chunk)
+        yield chunk, size
+    for entry in tree.entries(cp.store.packs, obj.manifest):
+        for chunk, size in entry.chunk_list():
+            if chunk not in seen:
+                seen.add(chunk)
+                yield chunk, size
+
+
+def _read_all(packs, batch: list[tuple[bytes, int]]) -> int:  # type: ignore[no-untyped-def]
+    from gaia_core.checkpoints.packstore import ChunkMissing
+
+    located = packs.locate([c for c, _ in batch])
+    for chunk, size in batch:
+        if chunk not in located:
+            raise ChunkMissing(f"the local store lacks chunk {chunk.hex()[:16]}")
+        packs.read(chunk, located[chunk], size)
+    return len(batch)
+
+
+def check_remote(cp: Checkpoints, backend: Any, point: Point, fp: str, name: str) -> tuple[str, str]:
+    """(``ok`` | ``untrusted`` | ``bad``, detail) of one signer's object in a backend."""
+    where = f"{backend.ref}:{point.id}/{fp[:12]}/{name}"
     try:
-        manifest = fetch_manifest(backend, point.id, fp, where)
+        manifest = fetch_manifest(backend, point.id, fp, where, name)
     except CheckpointError as exc:
         return "bad", str(exc)
     if manifest is None:
@@ -58,29 +91,27 @@ def check_remote(cp: Checkpoints, backend: Any, point: Point, fp: str) -> tuple[
     if problem:
         return "bad", problem
     verdict = verify(manifest, cp.settings.trusted_keys)
-    if verdict.state == "invalid":
-        return "bad", verdict.why
+    slot = slot_of(name)
+    if verdict.state == "invalid" or (slot and verdict.signer != slot):
+        return "bad", verdict.why or f"bad_signature:{slot}"
     try:
-        size, sha = hash_remote_payload(backend, point.id, manifest)
+        chunks, _moved = check_remote_chunks(cp, backend, manifest)
     except CheckpointError as exc:
         return "bad", str(exc)
-    if size != manifest["payload"]["size"]:
-        return "bad", f"payload has {size} bytes, the manifest says {manifest['payload']['size']}"
-    if sha != manifest["payload"]["sha256"]:
-        return "bad", "payload does not match the manifest's sha256"
     if verdict.state == "untrusted":
-        return "untrusted", verdict.why
-    return "ok", f"signer: {verdict.signer}"
+        return "untrusted", f"{verdict.why} ({chunks} chunks checked)"
+    return "ok", f"{chunks} chunks checked; signer: {verdict.signer}"
 
 
 def verify_points(cp: Checkpoints, points: list[Point], *, remote: bool, repair: bool, log: Log) -> dict[str, Any]:
     objects: list[dict[str, Any]] = []
+    errors: list[str] = []
     for point in points:
         local_good: set[str] = set()
         for obj in cp.store.objects(point.id):
             state, detail = check_local(cp, point, obj)
             item = {"where": "local", "id": point.id, "fingerprint": obj.fingerprint, "state": state,
-                    "detail": detail}
+                    "detail": detail, "signer": _signer(obj.manifest)}
             if state == "ok":
                 local_good.add(obj.fingerprint)
             elif state == "bad" and repair:
@@ -88,10 +119,20 @@ def verify_points(cp: Checkpoints, points: list[Point], *, remote: bool, repair:
                 item["repaired"] = _refetch(cp, point, obj.fingerprint, log)
             objects.append(item)
         if remote and point.backend:
-            objects += _verify_backend(cp, point, local_good, repair, log)
+            found, error = _verify_backend(cp, point, local_good, repair, log)
+            objects += found
+            if error:
+                errors.append(error)
     bad = [o for o in objects if o["state"] == "bad"]
+    untrusted = [o for o in objects if o["state"] == "untrusted"]
     return {"objects": objects, "ok": sum(o["state"] == "ok" for o in objects), "bad": len(bad),
-            "repaired": sum(bool(o.get("repaired")) for o in bad)}
+            "untrusted": len(untrusted), "repaired": sum(bool(o.get("repaired")) for o in bad + untrusted),
+            "errors": errors}
+
+
+def _signer(manifest: dict[str, Any]) -> str:
+    signature = manifest.get("signature")
+    return str(signature.get("key")) if isinstance(signature, dict) else "unsigned"
 
 
 def _refetch(cp: Checkpoints, point: Point, fp: str, log: Log) -> str | None:
@@ -105,22 +146,36 @@ def _refetch(cp: Checkpoints, point: Point, fp: str, log: Log) -> str | None:
     return f"fetched again from {point.backend}" if obj else None
 
 
-def _verify_backend(cp: Checkpoints, point: Point, local_good: set[str], repair: bool, log: Log) -> list[dict[str, Any]]:
+def _verify_backend(cp: Checkpoints, point: Point, local_good: set[str], repair: bool,
+                    log: Log) -> tuple[list[dict[str, Any]], str | None]:
+    """The objects of the point's backend, checked; and why the backend could not be, if so."""
     assert point.backend
     ref = point.backend
     items: list[dict[str, Any]] = []
     try:
         with cp.session(ref) as backend:
             for fp in backend.list_fingerprints(point.id):
-                state, detail = check_remote(cp, backend, point, fp)
-                items.append({"where": "remote", "id": point.id, "fingerprint": fp, "state": state, "detail": detail})
+                for entry in backend.list_files(object_dir(point.id, fp)):
+                    name = entry.file_name or ""
+                    if entry.temporary or slot_of(name) is None:
+                        continue
+                    state, detail = check_remote(cp, backend, point, fp, name)
+                    items.append({"where": "remote", "id": point.id, "fingerprint": fp, "state": state,
+                                  "detail": detail, "signer": slot_of(name) or "unsigned", "file": name})
     except BackendError as exc:
-        items.append({"where": "remote", "id": point.id, "fingerprint": "-" * 12, "state": "bad",
-                      "detail": f"{ref} could not be checked: {cp.redact(ref, str(exc))}"})
-        return items
+        return items, f"{ref}: {cp.redact(ref, str(exc))}"
     for item in items:
-        if item["state"] == "bad" and repair and item["fingerprint"] in local_good:
-            cp.bad_remote[(ref, point.id, item["fingerprint"])] = item["detail"]
+        mine = item["file"] == _own_slot(cp, item["fingerprint"], point)
+        if item["state"] == "bad" and repair and mine and item["fingerprint"] in local_good:
+            cp.bad_remote[(ref, point.id, item["fingerprint"], item["file"])] = item["detail"]
             if upload(cp, point.id, item["fingerprint"], ref, point.anchor_task, log):
                 item["repaired"] = "replaced from the local store"
-    return items
+    return items, None
+
+
+def _own_slot(cp: Checkpoints, fp: str, point: Point) -> str | None:
+    """The slot this store's local object of ``fp`` is published in (what repair can replace)."""
+    from gaia_core.checkpoints.manifest import manifest_name, signer_of
+
+    obj = cp.store.get(point.id, fp, quiet=True)
+    return manifest_name(signer_of(obj.manifest)) if obj is not None else None

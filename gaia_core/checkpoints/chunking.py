@@ -1,0 +1,86 @@
+"""Content chunks: how a file's bytes become chunks, and what names a chunk.
+
+A chunk's id is the BLAKE3 hash of its plain bytes, so a chunk is checked against its id
+whenever it is read, from any store, and the signed manifest, which lists every id,
+commits to every byte of the tree. Files up to :data:`SMALL_FILE` are one chunk (most of
+a build tree). Larger files are cut by content-defined chunking (FastCDC): a cut depends
+only on the bytes around it, so an insertion in a large file shifts no later cut and the
+chunks after it stay the same ones.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import blake3
+from pyfastcdc import FastCDC
+
+#: the hash of chunk ids, as recorded in manifests
+HASH = "blake3"
+#: files up to this size are one chunk
+SMALL_FILE = 1 << 20
+#: FastCDC's bounds for larger files; no chunk is ever larger than MAX_CHUNK
+MIN_CHUNK, AVG_CHUNK, MAX_CHUNK = 256 << 10, 1 << 20, 4 << 20
+#: what a manifest records so that a reader knows how its chunks were cut
+CHUNKING = f"fastcdc2020:{MIN_CHUNK}:{AVG_CHUNK}:{MAX_CHUNK}"
+ID_BYTES = 32
+#: read size of large files while they are cut
+_READ = 8 << 20
+
+
+def chunk_id(data: bytes | bytearray | memoryview) -> bytes:
+    """The id of a chunk: BLAKE3 of its plain bytes (32 bytes)."""
+    return blake3.blake3(data).digest()
+
+
+class ContentHasher:
+    """The digest of a whole file, fed piece by piece (equal to the chunk id of a one-chunk file)."""
+
+    def __init__(self) -> None:
+        self._h = blake3.blake3()
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._h.update(data)
+
+    def digest(self) -> bytes:
+        return self._h.digest()
+
+
+def cut(fd: int, size: int) -> Iterator[bytes]:
+    """The chunks of the open file ``fd`` of ``size`` bytes, in order.
+
+    A file that changed size while it was read yields what it holds now; the caller
+    compares the total with ``size`` and refuses a file that changed under it.
+    """
+    if size <= SMALL_FILE:
+        data = _read_all(fd, size + 1)
+        if data:
+            yield data
+        return
+    # FastCDC's stream cutter keeps a chunk's bytes valid only until the next one
+    for chunk in FastCDC(AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK).cut_stream(_FdReader(fd)):
+        yield bytes(chunk.data)
+
+
+def _read_all(fd: int, limit: int) -> bytes:
+    parts = []
+    left = limit
+    while left > 0:
+        data = os.read(fd, min(left, _READ))
+        if not data:
+            break
+        parts.append(data)
+        left -= len(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class _FdReader:
+    def __init__(self, fd: int):
+        self._fd = fd
+
+    def readinto(self, buffer: memoryview) -> int:
+        return os.readv(self._fd, [buffer])
+
+
+__all__ = ["AVG_CHUNK", "CHUNKING", "HASH", "MAX_CHUNK", "SMALL_FILE", "ContentHasher", "chunk_id", "cut"]

@@ -1,0 +1,239 @@
+"""The receipt of a tree: what gaia last left in it, so the next capture or restore can tell,
+from ``lstat`` alone, which entries are still as it left them.
+
+Every capture and restore writes one beside the tree's marker, after the last step that
+touched the tree (mtime placement included): per entry its type, size, mode, mtime, inode
+and ctime as they are on disk, and what its content is (digest and chunks; whether a
+restore rewrote it for this workspace's paths; the roots it holds). An entry whose
+``lstat`` still matches its record holds that content: a write changes the ctime, and
+a replacement the inode. The next capture reads only entries that changed (as borg's and
+restic's file caches do), and an incremental restore writes only entries that differ.
+
+Records come in the canonical order of :mod:`.entries` (zstd-compressed JSON lines), so a
+receipt of 500k entries is merged with a walk, never loaded whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from gaia_core.checkpoints.entries import sort_key
+
+RECEIPT = ".gaia-receipt.jsonl.zst"
+#: the name a receipt has while it is copied in beside the marker
+RECEIPT_PARTIAL = ".gaia-receipt.partial"
+VERSION = 1
+_TYPES = {stat.S_IFDIR: "d", stat.S_IFREG: "f", stat.S_IFLNK: "l"}
+
+
+@dataclasses.dataclass(slots=True)
+class Record:
+    path: str
+    type: str
+    mode: int
+    mtime_ns: int
+    ino: int
+    ctime_ns: int
+    size: int = 0
+    digest: bytes | None = None
+    chunks: tuple[tuple[bytes, int], ...] | None = None
+    link: str | None = None
+    #: the content on disk is the digest's rewritten for this workspace's paths
+    relocated: bool = False
+    #: (kind, root names) of a file or link that holds roots
+    embedded: tuple[str, tuple[str, ...]] | None = None
+
+    def matches(self, st: os.stat_result) -> bool:
+        """Whether ``st`` (an lstat) shows the entry as it was recorded."""
+        return (_TYPES.get(stat.S_IFMT(st.st_mode)) == self.type and st.st_ino == self.ino
+                and st.st_ctime_ns == self.ctime_ns and st.st_mtime_ns == self.mtime_ns
+                and (self.type != "f" or st.st_size == self.size))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"p": self.path, "t": self.type, "m": self.mode, "n": self.mtime_ns,
+                               "i": self.ino, "c": self.ctime_ns}
+        if self.type == "f":
+            out["s"] = self.size
+            if self.digest is not None:
+                out["d"] = self.digest.hex()
+            if self.chunks is not None:
+                out["k"] = [[c.hex(), n] for c, n in self.chunks]
+            if self.relocated:
+                out["x"] = 1
+        if self.link is not None:
+            out["l"] = self.link
+        if self.embedded is not None:
+            out["r"] = [self.embedded[0], list(self.embedded[1])]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        embedded = data.get("r")
+        return cls(
+            path=data["p"], type=data["t"], mode=int(data["m"]), mtime_ns=int(data["n"]), ino=int(data["i"]),
+            ctime_ns=int(data["c"]), size=int(data.get("s", 0)),
+            digest=bytes.fromhex(data["d"]) if "d" in data else None,
+            chunks=tuple((bytes.fromhex(c), int(n)) for c, n in data["k"]) if "k" in data else None,
+            link=data.get("l"), relocated=bool(data.get("x")),
+            embedded=(str(embedded[0]), tuple(embedded[1])) if embedded else None,
+        )
+
+
+_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _encode(r: Record) -> bytes:
+    """``json.dumps(r.to_json())`` as one line, built directly (one per entry of a tree)."""
+    line = f'{{"p":{_quote(r.path)},"t":"{r.type}","m":{r.mode},"n":{r.mtime_ns},"i":{r.ino},"c":{r.ctime_ns}'
+    if r.type == "f":
+        line += f',"s":{r.size}'
+        if r.digest is not None:
+            line += f',"d":"{r.digest.hex()}"'
+        if r.chunks is not None:
+            line += ',"k":[' + ",".join(f'["{c.hex()}",{n}]' for c, n in r.chunks) + "]"
+        if r.relocated:
+            line += ',"x":1'
+    if r.link is not None:
+        line += f',"l":{_quote(r.link)}'
+    if r.embedded is not None:
+        line += f',"r":[{_quote(r.embedded[0])},[' + ",".join(_quote(n) for n in r.embedded[1]) + "]]"
+    return (line + "}\n").encode()
+
+
+def record_of(path: str, st: os.stat_result, **content: Any) -> Record:
+    return Record(path, _TYPES.get(stat.S_IFMT(st.st_mode), "?"), stat.S_IMODE(st.st_mode), st.st_mtime_ns,
+                  st.st_ino, st.st_ctime_ns, st.st_size if stat.S_ISREG(st.st_mode) else 0, **content)
+
+
+class ReceiptWriter:
+    """Writes a receipt to a temporary file beside ``path``; :meth:`commit` puts it in place."""
+
+    def __init__(self, path: Path, header: dict[str, Any]):
+        self.path = path
+        fd, name = tempfile.mkstemp(prefix=".gaia-receipt-", suffix=".partial", dir=path.parent)
+        self._tmp = Path(name)
+        self._raw = os.fdopen(fd, "wb")
+        self._out = zstandard.ZstdCompressor(level=1).stream_writer(self._raw, closefd=False)
+        self._lines: list[bytes] = []
+        self._write({"receipt": VERSION, **header})
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        self._lines.append(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        if len(self._lines) >= 1024:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._out.write(b"".join(self._lines))
+        self._lines = []
+
+    def add(self, record: Record) -> None:
+        self._lines.append(_encode(record))
+        if len(self._lines) >= 1024:
+            self._flush()
+
+    def commit(self) -> None:
+        self._flush()
+        self._out.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+        os.replace(self._tmp, self.path)
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self._out.close()
+        with contextlib.suppress(OSError):
+            self._raw.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def install(source: Path, path: Path) -> None:
+    """Put the receipt written at ``source`` (the store's tmp) at ``path`` (beside a marker),
+    atomically also when the two lie on different filesystems."""
+    try:
+        os.replace(source, path)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    partial = path.with_name(RECEIPT_PARTIAL)
+    shutil.copyfile(source, partial)
+    os.replace(partial, path)
+    source.unlink(missing_ok=True)
+
+
+def remove(directory: Path) -> None:
+    for name in (RECEIPT, RECEIPT_PARTIAL):
+        (directory / name).unlink(missing_ok=True)
+
+
+def read_header(path: Path) -> dict[str, Any] | None:
+    """The receipt's header, or None when there is no usable receipt."""
+    for item in _lines(path):
+        return item if item.get("receipt") == VERSION else None
+    return None
+
+
+def records(path: Path) -> Iterator[Record]:
+    """The records after the header, in canonical order (nothing when the receipt is unreadable)."""
+    lines = _lines(path)
+    header = next(lines, None)
+    if not header or header.get("receipt") != VERSION:
+        return
+    for item in lines:
+        try:
+            yield Record.from_json(item)
+        except (KeyError, TypeError, ValueError):
+            return  # a damaged receipt is a partial one: what follows is read from the tree
+
+
+def _lines(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        raw = open(path, "rb")
+    except OSError:
+        return
+    with raw, zstandard.ZstdDecompressor().stream_reader(raw) as reader:
+        buffer = b""
+        try:
+            while chunk := reader.read(1 << 20):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    item = json.loads(line)
+                    if not isinstance(item, dict):
+                        return
+                    yield item
+        except (zstandard.ZstdError, ValueError, OSError):
+            return
+
+
+class Cursor:
+    """Looks records up by path while a walk moves forward in canonical order."""
+
+    def __init__(self, stream: Iterator[Record]):
+        self._stream = stream
+        self._current = next(stream, None)
+
+    def get(self, path: str) -> Record | None:
+        key = sort_key(path)
+        while self._current is not None and sort_key(self._current.path) < key:
+            self._current = next(self._stream, None)
+        if self._current is not None and self._current.path == path:
+            return self._current
+        return None
+
+
+__all__ = ["RECEIPT", "RECEIPT_PARTIAL", "Cursor", "Record", "ReceiptWriter", "install", "read_header", "record_of",
+           "records", "remove"]

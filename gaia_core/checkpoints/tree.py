@@ -1,0 +1,48 @@
+"""The tree of a stored object: its entries, read from the parts its manifest lists.
+
+Parts are chunks like any other (in the local packs), named by their id in the signed
+manifest, so the entry list is checked byte for byte before a line of it is parsed; the
+entries are then checked one by one against the safety rules and the manifest's totals
+(:class:`~gaia_core.checkpoints.entries.EntryChecker`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from gaia_core.checkpoints.entries import Entry, Limits, checked, decode_part
+from gaia_core.checkpoints.packstore import ChunkMissing, PackStore
+
+
+def parts(manifest: dict[str, Any]) -> list[tuple[bytes, int]]:
+    """(chunk id, plain size) of each part of the entry list."""
+    return [(bytes.fromhex(p["id"]), int(p["size"])) for p in manifest["tree"]["parts"]]
+
+
+def raw_entries(packs: PackStore, manifest: dict[str, Any]) -> Iterator[Entry]:
+    """The entries as the parts list them (each part checked against its id, nothing more)."""
+    listed = parts(manifest)
+    located = packs.locate([p for p, _ in listed])
+    for number, (part, size) in enumerate(listed, 1):
+        if part not in located:
+            raise ChunkMissing(f"the local store lacks part {number} of the entry list ({part.hex()[:16]})")
+        data = packs.read(part, located[part], size)
+        yield from decode_part(data, f"part {number} of the entry list")
+
+
+def entries(packs: PackStore, manifest: dict[str, Any]) -> Iterator[Entry]:
+    """The entries, each checked against the safety rules and the manifest's totals."""
+    tree = manifest["tree"]
+    names = [t["name"] for t in manifest["targets"]]
+    return checked(raw_entries(packs, manifest), names, Limits(tree["entries"], tree["size"]))
+
+
+def chunks(packs: PackStore, manifest: dict[str, Any]) -> Iterator[tuple[bytes, int]]:
+    """(chunk id, plain size) of every chunk the object needs, parts first (repeats included)."""
+    yield from parts(manifest)
+    for entry in raw_entries(packs, manifest):
+        yield from entry.chunk_list()
+
+
+__all__ = ["chunks", "entries", "parts", "raw_entries"]

@@ -1,0 +1,519 @@
+"""Capture: walk the anchor's targets into entries and new chunks, in one pass.
+
+The walk is depth-first with names sorted by their bytes (the canonical order of
+:mod:`.entries`), ``lstat`` only, never through a link. Each entry is checked by the same
+:class:`~gaia_core.checkpoints.entries.EntryChecker` restore uses, so capture refuses
+what restore would and names the member. A regular file whose ``lstat`` matches the
+tree's receipt is not read again: its digest, chunks and roots come from the receipt.
+Other files are read, cut, hashed and scanned for the roots the tree embeds by worker
+threads (BLAKE3, zstd and reads run without the GIL); only chunks no local pack holds
+yet are compressed and appended to new packs. The entry list itself is stored as parts,
+chunks like any other. Nothing is published here: the packs wait in ``staging`` for
+:meth:`~gaia_core.checkpoints.store.Store.publish`.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import os
+import queue
+import stat
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+from gaia_core.anchors import Target
+from gaia_core.checkpoints import chunking
+from gaia_core.checkpoints.entries import Entry, EntryChecker, PartWriter, UnsafeEntry
+from gaia_core.checkpoints.packs import DEFAULT_PACK_LIMIT, FinishedPack, PackWriter, compress
+from gaia_core.checkpoints.packstore import Location, PackStore
+from gaia_core.checkpoints.receipt import Cursor, Record, ReceiptWriter, record_of
+from gaia_core.checkpoints.relocate import FileScanner, RootFinder
+from gaia_core.errors import CheckpointError
+
+#: files, and bytes of small files, in flight between the walk and the packs
+WINDOW = 256
+INFLIGHT_BYTES = 64 << 20
+#: small files read by one worker task
+BATCH_FILES, BATCH_BYTES = 128, 4 << 20
+_WORKERS = max(2, min(8, os.cpu_count() or 2))
+_NO_ROOTS: Mapping[str, Path] = {}
+
+
+@dataclasses.dataclass
+class TreeInfo:
+    """What a capture wrote: the manifest's ``tree`` and relocation data, and the new packs."""
+
+    entries: int
+    files: int
+    size: int  # bytes of file content
+    packed: int  # compressed bytes of the distinct chunks the tree needs
+    chunks: int  # distinct chunks the tree needs, parts included
+    new_bytes: int  # compressed bytes written into new packs
+    parts: list[dict]
+    embedded: list[dict]
+    external_links: list[str]
+    packs: list[FinishedPack]
+    #: per target name: the receipt written in staging, to be moved beside the marker
+    receipts: dict[str, Path]
+
+    def tree(self) -> dict:
+        return {"hash": chunking.HASH, "chunking": chunking.CHUNKING, "entries": self.entries,
+                "files": self.files, "size": self.size, "packed": self.packed, "chunks": self.chunks,
+                "parts": self.parts}
+
+
+@dataclasses.dataclass
+class _Pending:
+    entry: Entry
+    record: Record
+    name: bytes  # "<target>/<path>" for the root finder
+    path: bytes  # where the file is, for reading
+    reuse: Record | None = None
+    future: concurrent.futures.Future | None = None
+    stream: queue.Queue | None = None
+    #: the item's place in its batch's results (small files are read in batches)
+    index: int | None = None
+
+
+@dataclasses.dataclass
+class _FileData:
+    digest: bytes
+    #: (chunk id, plain size, frame or where a local pack already has it) of a small
+    #: file; a large file's chunks come through ``_Pending.stream`` instead
+    chunks: list[tuple[bytes, int, bytes | Location | None]]
+    found: frozenset[int] = frozenset()
+    binary: bool = False
+
+
+_END = object()
+
+
+class _Batch:
+    """Small files waiting to be read by one worker task."""
+
+    def __init__(self, pool: concurrent.futures.ThreadPoolExecutor, reader: _Reader):
+        self.pool, self.reader = pool, reader
+        self.items: list[tuple[_Pending, os.stat_result]] = []
+        self.size = 0
+
+    def add(self, item: _Pending, st: os.stat_result) -> None:
+        item.index = len(self.items)
+        self.items.append((item, st))
+        self.size += st.st_size
+        if len(self.items) >= BATCH_FILES or self.size >= BATCH_BYTES:
+            self.submit()
+
+    def submit(self) -> None:
+        if not self.items:
+            return
+        future = self.pool.submit(self.reader.read_batch, [(i.path, i.name, st) for i, st in self.items])
+        for item, _ in self.items:
+            item.future = future
+        self.items, self.size = [], 0
+
+
+class _Packer:
+    """New chunks into packs of bounded size; knows which chunks the tree references."""
+
+    def __init__(self, packs: PackStore, staging: Path, limit: int, progress: Callable[[int], None] | None):
+        self.packs = packs
+        self.staging = staging
+        self.limit = limit
+        self.writer: PackWriter | None = None
+        self.finished: list[FinishedPack] = []
+        #: chunk id -> compressed size of every distinct chunk referenced (this tree's)
+        self.referenced: dict[bytes, int] = {}
+        #: chunks written into this capture's packs (workers read it to skip compressing them)
+        self.added: set[bytes] = set()
+        #: packs of the store this tree uses (touched once each)
+        self.touched: set[str] = set()
+        self.new_bytes = 0
+        self._progress = progress
+
+    def reference(self, chunk: bytes, plen: int, stored: bytes | Location | None) -> None:
+        """Use ``chunk``. ``stored`` is its frame, stored here unless a pack already holds the
+        chunk, or where a pack of the store holds it (None: look it up). A pack of the store
+        that the tree uses is touched, so gc's grace period spares it until it is published."""
+        if chunk in self.referenced:
+            return
+        if isinstance(stored, bytes):
+            if self.writer is None or not self.writer.fits(len(stored)):
+                self._roll()
+            assert self.writer is not None
+            entry = self.writer.add(chunk, stored, plen)
+            self.added.add(chunk)
+            self.new_bytes += entry.clen
+            self.referenced[chunk] = entry.clen
+            return
+        if stored is None:
+            stored = self.packs.locate([chunk]).get(chunk)
+            if stored is None:
+                raise CheckpointError(f"chunk {chunk.hex()[:16]} vanished from the local store during capture")
+        if stored.pack not in self.touched:
+            self.touched.add(stored.pack)
+            self.packs.touch(stored.pack)
+        self.referenced[chunk] = stored.clen
+
+    def _roll(self) -> None:
+        if self.writer is not None:
+            self.finished.append(self.writer.finish())
+        self.writer = PackWriter(self.staging, self.limit)
+
+    def finish(self) -> list[FinishedPack]:
+        if self.writer is not None and self.writer.entries:
+            self.finished.append(self.writer.finish())
+        elif self.writer is not None:
+            self.writer.discard()
+        self.writer = None
+        return self.finished
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.discard()
+        for pack in self.finished:
+            pack.path.unlink(missing_ok=True)
+
+
+class _Reader:
+    """Reads, cuts, hashes and scans files on worker threads; compresses only new chunks."""
+
+    def __init__(self, packs: PackStore, finder: RootFinder, added: set[bytes]):
+        self.packs = packs
+        self.finder = finder
+        self._added = added
+        self._local = threading.local()
+        #: set when the capture fails: workers streaming a large file stop waiting for it
+        self.cancelled = threading.Event()
+
+    def _scanner(self) -> FileScanner | None:
+        if not hasattr(self._local, "scanner"):
+            self._local.scanner = self.finder.scanner()
+        return self._local.scanner
+
+    def _stored(self, chunk: bytes, data: bytes) -> bytes | Location | None:
+        """The chunk's frame, or where a pack holds it already (None: this capture's packs)."""
+        if chunk in self._added:
+            return None
+        known = self.packs.locate([chunk]).get(chunk)
+        return known if known is not None else compress(data)
+
+    def read(self, path: bytes, name: bytes, st: os.stat_result, stream: queue.Queue | None = None) -> _FileData:
+        """A small file's content, or (``stream`` given) a large file's chunks put into ``stream``
+        as they are cut, then the end marker: memory stays bounded whatever the file's size."""
+        try:
+            fd = _open_regular(path, name, st)
+            try:
+                scanner = self._scanner()
+                if scanner is not None:
+                    scanner.start()
+                hasher = chunking.ContentHasher() if stream is not None else None
+                chunks: list[tuple[bytes, int, bytes | Location | None]] = []
+                total = 0
+                for data in chunking.cut(fd, st.st_size):
+                    total += len(data)
+                    if scanner is not None:
+                        scanner.feed(data, total >= st.st_size)
+                    chunk = chunking.chunk_id(data)
+                    piece = (chunk, len(data), self._stored(chunk, data))
+                    if hasher is not None and stream is not None:
+                        hasher.update(data)
+                        self._put(stream, piece)
+                    else:
+                        chunks.append(piece)
+                _check_size(name, total, st)
+                digest = hasher.digest() if hasher is not None else (chunks[0][0] if chunks else b"")
+                return _FileData(digest, chunks, *_found(scanner))
+            finally:
+                os.close(fd)
+        finally:
+            if stream is not None:
+                self._put(stream, _END)
+
+    def read_batch(self, files: list[tuple[bytes, bytes, os.stat_result]]) -> list[_FileData]:
+        """Small files read together: one task and one index query for many files (most of a
+        build tree is files of a few KiB, where per-file overhead is what costs)."""
+        scanner = self._scanner()
+        read = []
+        for path, name, st in files:
+            fd = _open_regular(path, name, st)
+            try:
+                data = next(chunking.cut(fd, st.st_size), b"")
+            finally:
+                os.close(fd)
+            _check_size(name, len(data), st)
+            if scanner is not None:
+                scanner.start()
+                scanner.feed(data, True)
+            read.append((chunking.chunk_id(data), data, *_found(scanner)))
+        known = self.packs.locate([digest for digest, *_ in read])
+        results = []
+        for digest, data, found, binary in read:
+            stored = None if digest in self._added else (known.get(digest) or compress(data))
+            results.append(_FileData(digest, [(digest, len(data), stored)], found, binary))
+        return results
+
+    def _put(self, stream: queue.Queue, item: object) -> None:
+        """Hand a piece to the walk; give up when the capture ended without reading on."""
+        while True:
+            try:
+                stream.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if self.cancelled.is_set():
+                    raise CheckpointError("capture cancelled") from None
+
+
+def _found(scanner: FileScanner | None) -> tuple[frozenset[int], bool]:
+    return (frozenset(scanner.found), scanner.binary) if scanner is not None else (frozenset(), False)
+
+
+def _check_size(name: bytes, size: int, st: os.stat_result) -> None:
+    if size != st.st_size:
+        raise CheckpointError(f"refusing to capture {os.fsdecode(name)!r}: it changed while it was read "
+                              f"({st.st_size} bytes at the walk, {size} when read)")
+
+
+def _open_regular(path: bytes, name: bytes, st: os.stat_result) -> int:
+    """Open a file the walk saw as regular; refuse what took its place since (a link, a fifo)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {os.fsdecode(name)!r} for the checkpoint: {exc.strerror or exc}") from None
+    now = os.fstat(fd)
+    if not stat.S_ISREG(now.st_mode) or now.st_ino != st.st_ino:
+        os.close(fd)
+        raise CheckpointError(f"refusing to capture {os.fsdecode(name)!r}: it was replaced while captured")
+    return fd
+
+
+def walk(root: Path, name: str, exclude: Sequence[str], *,
+         tolerant: bool = False) -> Iterator[tuple[str, bytes, os.stat_result]]:
+    """``(entry path, file path, lstat)`` of ``root`` and everything under it, in canonical
+    order. ``tolerant``: what the caller removed since it was listed is left out (an update
+    in place deletes as it goes); otherwise that is an error."""
+    top = os.fsencode(root)
+    yield name, top, os.lstat(top)
+    excluded = {os.fsencode(e) for e in exclude}
+    stack: list[Iterator[tuple[str, bytes, os.stat_result]]] = [_children(top, name, excluded, tolerant)]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        yield item
+        if stat.S_ISDIR(item[2].st_mode):
+            stack.append(_children(item[1], item[0], set(), tolerant))
+
+
+def _children(directory: bytes, prefix: str, excluded: set[bytes],
+              tolerant: bool) -> Iterator[tuple[str, bytes, os.stat_result]]:
+    try:
+        with os.scandir(directory) as it:
+            items = sorted((e.name, e.path) for e in it if e.name not in excluded)
+    except (FileNotFoundError, NotADirectoryError):
+        if not tolerant:
+            raise
+        return
+    for child, path in items:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            if not tolerant:
+                raise
+            continue
+        yield f"{prefix}/{os.fsdecode(child)}", path, st
+
+
+def capture_tree(targets: Sequence[Target], packs: PackStore, staging: Path, *,
+                 roots: Mapping[str, Path] = _NO_ROOTS, exclude: Sequence[str] = (),
+                 receipts: Mapping[str, Path | None] | None = None, receipt_header: Mapping | None = None,
+                 pack_limit: int = DEFAULT_PACK_LIMIT,
+                 progress: Callable[[int], None] | None = None) -> TreeInfo:
+    """Capture ``targets`` into new packs in ``staging``; return what the manifest records.
+
+    ``exclude`` names files at each target's root that are left out (the marker, the
+    receipt). ``receipts`` maps a target name to the receipt of its tree (entries whose
+    ``lstat`` matches are not read). ``progress(n)``: n more bytes were read; it may raise
+    to cancel.
+    """
+    finder = RootFinder({k: os.fspath(v) for k, v in roots.items()}, list(targets))
+    checker = EntryChecker([t.name for t in targets])
+    packer = _Packer(packs, staging, pack_limit, progress)
+    reader = _Reader(packs, finder, packer.added)
+    parts: list[dict] = []
+    counts = {"files": 0, "size": 0}
+
+    def emit_part(data: bytes, count: int) -> None:
+        part = chunking.chunk_id(data)
+        packer.reference(part, len(data), packs.locate([part]).get(part) or compress(data))
+        parts.append({"id": part.hex(), "size": len(data), "entries": count})
+
+    writer = PartWriter(emit_part)
+    written: dict[str, Path] = {}
+    heads: dict[tuple[int, int], str] = {}
+    pool = concurrent.futures.ThreadPoolExecutor(_WORKERS, thread_name_prefix="gaia-capture")
+    receipt_writers: list[ReceiptWriter] = []
+    try:
+        for target in targets:
+            _check_target(target)
+            out = ReceiptWriter(staging / f"receipt-{target.name}", dict(receipt_header or {}))
+            receipt_writers.append(out)
+            receipt_path = (receipts or {}).get(target.name)
+            cursor = Cursor(_records(receipt_path)) if receipt_path else None
+            pending: collections.deque[_Pending] = collections.deque()
+            batch = _Batch(pool, reader)
+            inflight = 0
+
+            def finish(item: _Pending, out: ReceiptWriter = out) -> None:
+                _finish(item, packer, reader, progress)
+                checker.check(item.entry)
+                writer.add(item.entry)
+                out.add(item.record)
+
+            for path, fs_path, st in walk(target.path, target.name, exclude):
+                entry, record = _entry(path, st, fs_path, heads)
+                item = _Pending(entry, record, os.fsencode(path), fs_path)
+                if entry.type == "f":
+                    counts["files"] += 1
+                    counts["size"] += entry.size
+                    if entry.size:
+                        reuse = cursor.get(path) if cursor else None
+                        if reuse is not None and reuse.matches(st) and reuse.digest is not None \
+                                and not reuse.relocated:
+                            item.reuse = reuse
+                        elif entry.size > chunking.SMALL_FILE:
+                            item.stream = queue.Queue(4)
+                            item.future = pool.submit(reader.read, fs_path, item.name, st, item.stream)
+                            inflight += chunking.SMALL_FILE
+                        else:
+                            batch.add(item, st)
+                            inflight += entry.size
+                elif entry.type == "l":
+                    finder.member(item.name, "symlink", os.fsencode(entry.link or ""), 0)
+                pending.append(item)
+                while len(pending) > WINDOW or inflight > INFLIGHT_BYTES:
+                    done = pending.popleft()
+                    if done.future is None and done.index is not None:
+                        batch.submit()
+                    if done.future is not None:
+                        inflight -= min(done.entry.size, chunking.SMALL_FILE)
+                    finish(done)
+            batch.submit()
+            while pending:
+                finish(pending.popleft())
+            written[target.name] = out.path
+        writer.flush()
+        checker.finish()
+        finished = packer.finish()
+        for out in receipt_writers:
+            out.commit()
+    except BaseException:
+        reader.cancelled.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        packer.discard()
+        for out in receipt_writers:
+            out.discard()
+        raise
+    pool.shutdown(wait=True)
+    return TreeInfo(
+        entries=checker.entries, files=counts["files"], size=counts["size"],
+        packed=sum(packer.referenced.values()), chunks=len(packer.referenced), new_bytes=packer.new_bytes,
+        parts=parts, embedded=finder.embedded, external_links=finder.external_links, packs=finished,
+        receipts=written,
+    )
+
+
+def _records(path: Path) -> Iterator[Record]:
+    from gaia_core.checkpoints.receipt import records
+
+    return records(path)
+
+
+def _check_target(target: Target) -> None:
+    try:
+        st = os.lstat(target.path)
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint target {target.name!r}: {target.path}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise CheckpointError(f"checkpoint target {target.name!r}: {target.path} is not a directory")
+
+
+def _entry(path: str, st: os.stat_result, fs_path: bytes, heads: dict[tuple[int, int], str]) -> tuple[Entry, Record]:
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISDIR(st.st_mode):
+        entry = Entry(path, "d", mode, st.st_mtime_ns)
+    elif stat.S_ISLNK(st.st_mode):
+        entry = Entry(path, "l", mode, st.st_mtime_ns, link=os.fsdecode(os.readlink(fs_path)))
+    elif stat.S_ISREG(st.st_mode):
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in heads:
+            entry = Entry(path, "h", mode, st.st_mtime_ns, link=heads[key])
+        else:
+            if st.st_nlink > 1:
+                heads[key] = path
+            entry = Entry(path, "f", mode, st.st_mtime_ns, size=st.st_size, head=st.st_nlink > 1)
+    else:
+        kind = ("a fifo" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "a device")
+        raise UnsafeEntry(f"refusing to capture the checkpoint: member {path[:200]!r}: {kind} is not allowed")
+    return entry, record_of(path, st, link=entry.link if entry.type == "l" else None)
+
+
+def _finish(item: _Pending, packer: _Packer, reader: _Reader, progress: Callable[[int], None] | None) -> None:
+    entry, record, finder = item.entry, item.record, reader.finder
+    if item.reuse is not None:
+        reuse = item.reuse
+        chunk_list = reuse.chunks or ((reuse.digest, entry.size),)
+        located = packer.packs.locate([c for c, _ in chunk_list])
+        if all(c in located or c in packer.referenced for c, _ in chunk_list):
+            for chunk, plen in chunk_list:
+                packer.reference(chunk, plen, located.get(chunk))
+            entry.digest, entry.chunks = reuse.digest, reuse.chunks
+            record.digest, record.chunks, record.embedded = reuse.digest, reuse.chunks, reuse.embedded
+            if reuse.embedded:
+                finder.record_embedded(item.name, reuse.embedded[0], reuse.embedded[1])
+            return
+        # a chunk the receipt names left the local store (gc): read the file after all
+        item.index = None
+        item.stream = queue.Queue(4) if entry.size > chunking.SMALL_FILE else None
+        item.future = _now(reader.read, item.path, item.name, os.lstat(item.path), item.stream)
+    if item.future is None:
+        return
+    chunk_list = []
+    result = item.future.result() if item.stream is None else None
+    data: _FileData = result[item.index] if item.index is not None else result  # type: ignore[index,assignment]
+    pieces = iter(item.stream.get, _END) if item.stream is not None else data.chunks
+    for chunk, plen, stored in pieces:
+        packer.reference(chunk, plen, stored)
+        chunk_list.append((chunk, plen))
+        if progress is not None:
+            progress(plen)
+    if item.stream is not None:
+        data = item.future.result()
+    entry.digest = data.digest
+    entry.chunks = tuple(chunk_list) if entry.size > chunking.SMALL_FILE else None
+    record.digest, record.chunks = entry.digest, entry.chunks
+    added = finder.record_file(item.name, data.found, data.binary)
+    if added is not None:
+        record.embedded = (added["kind"], tuple(added["roots"]))
+
+
+def _now(func: Callable, *args: object) -> concurrent.futures.Future:
+    """Run ``func`` on a thread of its own, its outcome in a future (a large file streams into
+    a queue, which must not fill up while nobody reads it)."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(func(*args))
+        except BaseException as exc:  # handed to whoever reads the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
+
+
+__all__ = ["TreeInfo", "capture_tree", "walk"]
