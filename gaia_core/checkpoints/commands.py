@@ -307,7 +307,7 @@ def gc(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, poi
     rules = _retention(cp, keep_last, max_age, max_size)
     points = selected_points(cp, build_file, point_id)
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
-    report = {"dry_run": dry_run, "local": gc_local(cp, points, rules, dry_run=dry_run, log=log)}
+    report = {"dry_run": dry_run, "local": gc_local(cp, points, rules, dry_run=dry_run, log=log, grace=grace_s)}
     if remote:
         report["remote"] = gc_remote(cp, points, rules, grace=grace_s, dry_run=dry_run, log=log)
     if as_json:

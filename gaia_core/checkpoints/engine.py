@@ -57,6 +57,8 @@ class Checkpoints:
         #: (backend ref, point id, fingerprint, manifest file) -> why the object in that slot is
         #: bad (an upload into that slot replaces it)
         self.bad_remote: dict[tuple[str, str, str, str], str] = {}
+        #: (backend ref, pack id) of remote packs that served a corrupt chunk in this run
+        self.bad_packs: set[tuple[str, str]] = set()
         self._warned: set[str] = set()
         self._signing_key: SigningKey | None | bool = False  # False: not loaded yet
 

@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS remote_packs (backend TEXT NOT NULL, pack TEXT NOT NU
                                          PRIMARY KEY (backend, pack)) WITHOUT ROWID;
 """
 _BATCH = 900
+_OPENING = threading.Lock()
 
 
 class ChunkMissing(CheckpointError):
@@ -95,14 +96,17 @@ class PackStore:
 
     def _open(self) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
-        fresh = not self.db_path.exists()
-        try:
-            conn = self._connect()
-        except sqlite3.DatabaseError:
-            self._set_aside()
-            conn, fresh = self._connect(), True
-        if fresh and self.dir.is_dir():
-            self._rebuild(conn)
+        with _OPENING:  # the first connections of worker threads must not race to create or set aside
+            fresh = not self.db_path.exists()
+            try:
+                conn = self._connect()
+            except sqlite3.DatabaseError as exc:
+                if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+                    raise  # busy or locked: another connection works on it, it is not damaged
+                self._set_aside()
+                conn, fresh = self._connect(), True
+            if fresh and self.dir.is_dir():
+                self._rebuild(conn)
         return conn
 
     def _connect(self) -> sqlite3.Connection:
@@ -255,7 +259,18 @@ class PackStore:
     def read(self, chunk: bytes, location: Location, plen: int) -> bytes:
         """The plain bytes of ``chunk``, checked against its id and the manifest's size."""
         where = f"local pack {location.pack[:16]}"
-        return open_frame(read_frame(self._fd(location.pack), location.entry(chunk), where), chunk, plen, where)
+        try:
+            return open_frame(read_frame(self._fd(location.pack), location.entry(chunk), where), chunk, plen, where)
+        except ChunkCorrupt:
+            if plen == location.plen:  # the pack's own index agrees with the reader: the pack is damaged
+                self.forget_chunk(chunk, location.pack)
+            raise
+
+    def forget_chunk(self, chunk: bytes, pack_id: str) -> None:
+        """A chunk a local pack holds damaged: no longer found there, so the next capture
+        stores it again and the next download fetches it again (gc drops the rest)."""
+        with self._transaction(self.db) as conn:
+            conn.execute("DELETE FROM chunks WHERE id = ? AND pack = ?", (chunk, pack_id))
 
     def _fd(self, pack_id: str) -> int:
         with self._fds_lock:

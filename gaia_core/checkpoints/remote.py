@@ -37,6 +37,8 @@ from gaia_core.checkpoints.manifest import (
     signer_of,
     slot_of,
 )
+from gaia_core.checkpoints.entries import EntriesCorrupt, UnsafeEntry
+from gaia_core.checkpoints.packs import ChunkCorrupt
 from gaia_core.checkpoints.packstore import PackStore
 from gaia_core.checkpoints.portability import assess
 from gaia_core.checkpoints.signing import Verdict, verify
@@ -158,39 +160,58 @@ def find(cp: Checkpoints, backend: Backend, point: Point, fp: str) -> tuple[Foun
     object of the old store format is there."""
     ref = backend.ref
     names = slots_to_read(cp, point)
+    listed: list[str] | None = None
     if names is None:
-        listed = [e.file_name for e in backend.list_files(object_dir(point.id, fp)) if not e.temporary]
-        names = sorted((n for n in listed if n and slot_of(n) is not None), key=lambda n: n != UNSIGNED_MANIFEST)
+        listed = _slots(backend, point, fp)
+        names = listed
     seen: list[Found] = []
     for name in names:
-        where = f"{ref}:{point.id}/{fp[:12]}/{name}"
-        try:
-            manifest = fetch_manifest(backend, point.id, fp, where, name)
-        except OldFormat:
+        found = _look(cp, backend, point, fp, name)
+        if found is None:
             continue
-        except CheckpointError as exc:
-            cp.bad_remote[(ref, point.id, fp, name)] = str(exc)
-            continue
-        if manifest is None:
-            continue
-        problem = cp.manifest_problem(manifest, point, fp)
-        if problem:
-            cp.bad_remote[(ref, point.id, fp, name)] = problem
-            continue
-        slot = slot_of(name)
-        signer = signer_of(manifest)
-        verdict = judge(cp, point, manifest)
-        if slot and signer != slot:
-            verdict = Verdict("invalid", signer or "unsigned", f"bad_signature:{slot}")
-        if verdict.state == "invalid":
-            cp.bad_remote[(ref, point.id, fp, name)] = verdict.why
-        found = Found(manifest, name, verdict)
         seen.append(found)
-        if point.trust_mode != "verify" or verdict.usable:
+        if point.trust_mode != "verify" or found.verdict.usable:
             return found, seen
+    if listed is None:  # nothing trusted is there: what is, explains the miss
+        for name in _slots(backend, point, fp):
+            if name not in names:
+                found = _look(cp, backend, point, fp, name)
+                if found is not None:
+                    seen.append(found)
     if not seen and backend.exists(legacy_object_key(point.id, fp, _LEGACY_MANIFEST)):
         raise OldFormat(f"{ref} holds {point.id}/{fp[:12]} in an older store format")
     return None, seen
+
+
+def _slots(backend: Backend, point: Point, fp: str) -> list[str]:
+    listed = [e.file_name for e in backend.list_files(object_dir(point.id, fp)) if not e.temporary]
+    return sorted((n for n in listed if n and slot_of(n) is not None), key=lambda n: n != UNSIGNED_MANIFEST)
+
+
+def _look(cp: Checkpoints, backend: Backend, point: Point, fp: str, name: str) -> Found | None:
+    ref = backend.ref
+    where = f"{ref}:{point.id}/{fp[:12]}/{name}"
+    try:
+        manifest = fetch_manifest(backend, point.id, fp, where, name)
+    except OldFormat:
+        return None
+    except CheckpointError as exc:
+        cp.bad_remote[(ref, point.id, fp, name)] = str(exc)
+        return None
+    if manifest is None:
+        return None
+    problem = cp.manifest_problem(manifest, point, fp)
+    if problem:
+        cp.bad_remote[(ref, point.id, fp, name)] = problem
+        return None
+    slot = slot_of(name)
+    signer = signer_of(manifest)
+    verdict = judge(cp, point, manifest)
+    if slot and signer != slot:
+        verdict = Verdict("invalid", signer or "unsigned", f"bad_signature:{slot}")
+    if verdict.state == "invalid":
+        cp.bad_remote[(ref, point.id, fp, name)] = verdict.why
+    return Found(manifest, name, verdict)
 
 
 def _transfers(cp: Checkpoints, backend: Backend, point: Point | None = None) -> Transfers:
@@ -198,7 +219,7 @@ def _transfers(cp: Checkpoints, backend: Backend, point: Point | None = None) ->
     config = cp.settings.backend_configs[ref][1]
     return Transfers(backend, lambda: cp.backend(ref), cp.store.packs, cp.store.tmp_dir(),
                      parallel=getattr(config, "parallel", 4),
-                     pack_limit=cp.pack_limit(point) if point is not None else None)
+                     pack_limit=cp.pack_limit(point) if point is not None else None, bad=cp.bad_packs)
 
 
 def download(cp: Checkpoints, point: Point, fp: str, log: Log,
@@ -243,6 +264,9 @@ def download(cp: Checkpoints, point: Point, fp: str, log: Log,
         except RemoteIncomplete as exc:
             cp.bad_remote[(ref, point.id, fp, found.file)] = "chunks_missing"
             raise CheckpointError(f"remote checkpoint {where} is incomplete: {exc}") from None
+        except (ChunkCorrupt, EntriesCorrupt, UnsafeEntry) as exc:
+            cp.bad_remote[(ref, point.id, fp, found.file)] = str(exc)
+            raise
         finally:
             transfers.close()
     obj = cp.store.publish(point.id, fp, manifest, [])
@@ -359,7 +383,7 @@ def scratch_transfers(cp: Checkpoints, backend: Backend) -> Iterator[tuple[Trans
     """Transfers into a throw-away pack store (what is fetched to be checked, not kept)."""
     with tempfile.TemporaryDirectory(prefix="scratch-", dir=cp.store.tmp_dir()) as scratch:
         packs = PackStore(Path(scratch))
-        transfers = Transfers(backend, lambda: cp.backend(backend.ref), packs, Path(scratch))
+        transfers = Transfers(backend, lambda: cp.backend(backend.ref), packs, Path(scratch), bad=cp.bad_packs)
         try:
             yield transfers, packs
         finally:
@@ -374,7 +398,9 @@ def check_remote_chunks(cp: Checkpoints, backend: Backend, manifest: dict[str, A
         transfers.sync_index()
         parts = dict(tree.parts(manifest))
         moved = transfers.fetch(parts)
-        wanted = {c: n for c, n in tree.chunks(packs, manifest) if c not in parts}
+        # the entries checked as restore checks them (safety rules, totals): an object no
+        # reader can restore is bad, whatever its chunks
+        wanted = {c: n for entry in tree.entries(packs, manifest) for c, n in entry.chunk_list() if c not in parts}
         moved += transfers.fetch(wanted, keep=False)
         return len(parts) + len(wanted), moved
 

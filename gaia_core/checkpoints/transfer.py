@@ -95,8 +95,11 @@ class Transfers:
     """Moves chunks for one object between ``packs`` and the backend ``primary`` is of."""
 
     def __init__(self, primary: Backend, make: Callable[[], Backend], packs: PackStore, tmp: Path,
-                 *, parallel: int = 4, pack_limit: int | None = None):
+                 *, parallel: int = 4, pack_limit: int | None = None, bad: set[tuple[str, str]] | None = None):
         self.primary = primary
+        #: (backend ref, pack id) of packs that served a chunk not matching its id: from then
+        #: on their chunks count as missing (an upload sends them again)
+        self.bad = bad if bad is not None else set()
         self.ref = primary.ref
         self.packs = packs
         self.tmp = tmp
@@ -129,7 +132,7 @@ class Transfers:
                 listed[name[:-5]] = entry.size
             elif name.endswith(".idx") and PACK_ID.match(name[:-4]):
                 indexes[name[:-4]] = entry.size
-        packs = {p: size for p, size in listed.items() if p in indexes}
+        packs = {p: size for p, size in listed.items() if p in indexes and (self.ref, p) not in self.bad}
         unknown = [p for p in packs if p not in self.packs.known_indexes(packs)]
         if unknown:
             with self._pool() as pool:
@@ -201,6 +204,7 @@ class Transfers:
             try:
                 open_frame(frame, chunk, plen, where)
             except CheckpointError:
+                self.bad.add((self.ref, request.pack))
                 self.packs.forget_index(request.pack)
                 raise
             frames.append((chunk, bytes(frame), plen))
@@ -260,6 +264,7 @@ class Transfers:
             f.write(index)
             f.flush()
             backend.upload(pack_key(index_name(pack_id)), Path(f.name))
+        self.bad.discard((self.ref, pack_id))  # replaced by this run's good copy
         return path.stat().st_size
 
     def still_there(self, chunks: set[bytes]) -> set[bytes]:
