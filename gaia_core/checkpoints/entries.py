@@ -232,6 +232,8 @@ class EntryChecker:
         for name in targets:
             if not _TARGET_NAME.match(name):
                 raise UnsafeEntry(f"invalid target name {name!r}")
+        if len(set(targets)) != len(targets):
+            raise UnsafeEntry(f"a target name is used twice: {', '.join(targets)}")
         self._targets = list(targets)
         self._next_target = 0
         self._limits = limits or Limits()
@@ -251,7 +253,8 @@ class EntryChecker:
             if part in ("", ".", "..") or "\0" in part:
                 raise UnsafeEntry(f"entry {entry.path[:200]!r}: not a plain relative name")
         key = sort_key(entry.path)
-        if self._last is not None and key <= self._last:
+        # canonical order holds within each target; targets come in the order listed
+        if len(parts) > 1 and self._last is not None and key <= self._last:
             raise EntriesCorrupt(f"entry {entry.path[:200]!r} is out of order (or listed twice)")
         self._last = key
         if len(parts) == 1:

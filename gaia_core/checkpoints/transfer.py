@@ -35,7 +35,7 @@ from gaia_core.checkpoints.packs import (
     pack_name,
 )
 from gaia_core.checkpoints.packstore import Location, PackStore
-from gaia_core.errors import BackendError, CheckpointError
+from gaia_core.errors import CheckpointError, ObjectNotFound
 
 if TYPE_CHECKING:
     from gaia_core.backends import Progress
@@ -132,8 +132,10 @@ class Transfers:
                 listed[name[:-5]] = entry.size
             elif name.endswith(".idx") and PACK_ID.match(name[:-4]):
                 indexes[name[:-4]] = entry.size
-        packs = {p: size for p, size in listed.items() if p in indexes and (self.ref, p) not in self.bad}
-        unknown = [p for p in packs if p not in self.packs.known_indexes(packs)]
+        packs = {p: size for p, size in listed.items()
+                 if p in indexes and (indexes[p] or 0) <= MAX_INDEX_BYTES and (self.ref, p) not in self.bad}
+        known = self.packs.known_indexes(packs)
+        unknown = [p for p in packs if p not in known]
         if unknown:
             with self._pool() as pool:
                 for pack_id, entries in zip(unknown, pool.map(lambda p: self._read_index(p, packs[p]), unknown)):
@@ -144,7 +146,10 @@ class Transfers:
 
     def _read_index(self, pack_id: str, pack_size: int | None) -> list[IndexEntry] | None:
         sink = _Bounded(MAX_INDEX_BYTES, f"{self.ref}: index of pack {pack_id[:16]}")
-        self._sessions.get().download(pack_key(index_name(pack_id)), sink)  # type: ignore[arg-type]
+        try:
+            self._sessions.get().download(pack_key(index_name(pack_id)), sink)  # type: ignore[arg-type]
+        except (ObjectNotFound, _TooLarge):
+            return None  # gone since the listing (a concurrent gc), or no index: its pack is hidden
         try:
             return decode_index(bytes(sink.data), pack_size, f"{self.ref}: index of pack {pack_id[:16]}")
         except CheckpointError:
@@ -288,7 +293,7 @@ def _plan(located: Mapping[bytes, Location], wanted: Mapping[bytes, int],
         items.sort(key=lambda item: item[1].offset)
         size = sizes.get(pack) or 0
         wanted_bytes = sum(location.clen for _, location in items)
-        if size and wanted_bytes >= WHOLE_PACK_SHARE * size:
+        if size and size <= RANGE_MAX and wanted_bytes >= WHOLE_PACK_SHARE * size:
             requests.append(_request(pack, items, wanted, start=0, end=size))
             continue
         group: list[tuple[bytes, Location]] = []
@@ -324,6 +329,10 @@ def _ordered(pool: concurrent.futures.ThreadPoolExecutor, func, items, ahead: in
         yield pending.pop(0).result()
 
 
+class _TooLarge(CheckpointError):
+    """More bytes than an index can hold."""
+
+
 class _Bounded:
     """An in-memory destination that refuses more than ``limit`` bytes."""
 
@@ -333,7 +342,7 @@ class _Bounded:
 
     def write(self, data: bytes) -> int:
         if len(self.data) + len(data) > self.limit:
-            raise BackendError(f"{self.what} is larger than {self.limit} bytes")
+            raise _TooLarge(f"{self.what} is larger than {self.limit} bytes")
         self.data += data
         return len(data)
 

@@ -82,7 +82,7 @@ class _Writer:
     def directory(self, path: bytes, entry: Entry, *, exists: bool = False) -> None:
         if not exists:
             os.mkdir(path, 0o700)
-        self.dirs.append((path, entry.mode & ~_SETID, entry.mtime_ns))
+        self.dirs.append((path, self.mode(entry), entry.mtime_ns))
 
     def symlink(self, path: bytes, entry: Entry) -> None:
         assert entry.link is not None
