@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from checkpoint_plugin import CounterPlugin
 from counter_project import Project
+from tree_store import Store
 
 from gaia_core.plugins import get_plugin_manager
 
@@ -23,3 +24,11 @@ def pm():
 def project(tmp_path: Path) -> Project:
     """A workspace whose ``build.toml`` has a counter module and a checkpoint point."""
     return Project(tmp_path / "ws", shared=tmp_path / "shared")
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    """A local pack store (format 4) to capture trees into and restore them from."""
+    store = Store(tmp_path / "store")
+    yield store
+    store.close()

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from gaia_core.checkpoints.store import Store
+from gaia_core.checkpoints.tree import raw_entries
+
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart"
 CHECKPOINTS = """
 [checkpoints]
@@ -73,6 +76,17 @@ def status(gaia_cli, qs: Quickstart, *sets: str) -> dict:
     ][0]
 
 
+def captured_paths(qs: Quickstart, fingerprint: str) -> set[str]:
+    """The paths of the entries the object of ``fingerprint`` lists."""
+    store = Store(qs.store)
+    try:
+        obj = store.get("base-os", fingerprint)
+        assert obj is not None
+        return {entry.path for entry in raw_entries(store.packs, obj.manifest)}
+    finally:
+        store.packs.close()
+
+
 @pytest.fixture
 def qs(tmp_path) -> Quickstart:
     return make_quickstart(tmp_path / "qs")
@@ -85,9 +99,16 @@ def test_cold_run_captures_and_warm_run_restores(gaia_cli, qs, parallel):
     assert compiled, "the cold run compiled nothing"
     assert "captured" in cold.output
     [obj] = list((qs.store / "points" / "base-os").iterdir())
-    assert (obj / "manifest.json").is_file() and len(list(obj.glob("payload-*.tar.zst"))) == 1
-    # capture ran before collect touched the out dir: no stage sync manifest, no images in the payload
+    assert [p.name for p in obj.iterdir()] == ["manifest.json"]  # its chunks are in the store's packs
+    # capture ran before collect touched the out dir: no stage file, no images in the captured tree
     assert "etc/motd" in qs.image_names()
+    captured = captured_paths(qs, obj.name)
+    assert "buildroot_out_dir/target/etc/os-release" in captured
+    assert "buildroot_out_dir/target/etc/motd" not in captured
+    assert not [p for p in captured if p.startswith("buildroot_out_dir/images/")]
+    gaias_own = {"buildroot_out_dir/.gaia-checkpoint.json", "buildroot_out_dir/.gaia-receipt.jsonl.zst"}
+    assert not captured & gaias_own and not [p for p in captured if ".gaia-stage-overlay" in p]
+    assert all((qs.out / name.partition("/")[2]).exists() for name in gaias_own)  # on disk, never captured
 
     shutil.rmtree(qs.out)
     qs.add_stage_file("/etc/added-after-capture", "new stage file")

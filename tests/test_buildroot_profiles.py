@@ -12,7 +12,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import zstandard
+
+from gaia_core.checkpoints.entries import Entry
+from gaia_core.checkpoints.store import Store
+from gaia_core.checkpoints.tree import raw_entries
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
 
@@ -51,22 +54,22 @@ class Workspace:
     def compile_log(self) -> list[str]:
         return (self.out / "build" / "fake-compile.log").read_text().splitlines()
 
-    def payload_members(self) -> dict[str, tarfile.TarInfo | bytes]:
-        """Every captured member by name, with the bytes of ``.config``."""
-        found: dict[str, tarfile.TarInfo | bytes] = {}
-        for obj in sorted(self.store.iterdir()):
-            [payload] = obj.glob("payload*")
-            with open(payload, "rb") as raw:
-                stream = (
-                    zstandard.ZstdDecompressor().stream_reader(raw)
-                    if payload.name.endswith(".zst")
-                    else raw
-                )
-                with tarfile.open(fileobj=stream, mode="r|") as tar:
-                    for member in tar:
-                        found[member.name] = member
-                        if member.name == "buildroot_out_dir/.config":
-                            found[member.name] = tar.extractfile(member).read()  # type: ignore[union-attr]
+    def captured_entries(self) -> dict[str, Entry | bytes]:
+        """Every entry of every captured tree by path, with the bytes of ``.config``."""
+        store = Store(self.store.parent.parent)
+        found: dict[str, Entry | bytes] = {}
+        try:
+            for obj in sorted(self.store.iterdir()):
+                local = store.get("base-os", obj.name)
+                assert local is not None, obj
+                for entry in raw_entries(store.packs, local.manifest):
+                    found[entry.path] = entry
+                    if entry.path == "buildroot_out_dir/.config":
+                        chunks = entry.chunk_list()
+                        located = store.packs.locate([c for c, _ in chunks])
+                        found[entry.path] = b"".join(store.packs.read(c, located[c], n) for c, n in chunks)
+        finally:
+            store.packs.close()
         return found
 
 
@@ -127,7 +130,7 @@ def test_the_captured_tree_holds_nothing_of_any_stage(gaia_cli, ws: Workspace):
     run(gaia_cli, ws.root / "build.toml")
     # a Buildroot change with the out dir in place: build runs after a collect had synced
     run(gaia_cli, ws.root / "release.toml", "--set", "buildroot.packages.dropbear=true")
-    members = ws.payload_members()
+    members = ws.captured_entries()
     assert len(list(ws.store.iterdir())) == 2
     stage_paths = (
         "etc/motd",

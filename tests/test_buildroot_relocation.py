@@ -4,7 +4,6 @@ compiler wrapper works with the first workspace gone."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from buildroot_repo import make_external_toolchain
+from hostile import object_dirs, read_manifest, slots
 from test_buildroot_checkpoints import QUICKSTART, Quickstart, gaia, status
 
 PREFIX = "x86_64-linux"
@@ -55,8 +55,9 @@ def test_a_checkpoint_restores_up_to_date_in_a_workspace_at_another_path(gaia_cl
     gaia(gaia_cli, "run", laptop.build)
     built = laptop.compile_log()
     assert built, "the first workspace builds"
-    [obj] = [p for p in (shared / "base-os").iterdir()]
-    manifest = json.loads((obj / "manifest.json").read_text())
+    [obj] = object_dirs(shared, "base-os")
+    assert slots(obj) == ["manifest.json"] and (shared / "packs").is_dir()
+    manifest = read_manifest(obj)
     assert manifest["prerequisites"] == [str(toolchain / "bin")]
     assert {e["kind"] for e in manifest["embedded"]} >= {"text", "binary"}
 

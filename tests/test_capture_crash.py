@@ -44,9 +44,7 @@ def test_sigkill_during_capture_leaves_no_object_and_the_next_run_recovers(tmp_p
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            partial = [p for p in (store / "tmp").glob("*/payload.partial") if p.stat().st_size > 0] \
-                if (store / "tmp").is_dir() else []
-            if partial:
+            if _packs_in_staging(store):
                 break
             assert proc.poll() is None, "the run ended before the capture could be interrupted"
             time.sleep(0.01)
@@ -57,10 +55,27 @@ def test_sigkill_during_capture_leaves_no_object_and_the_next_run_recovers(tmp_p
         proc.wait()
 
     assert not list(store.glob("points/toolchain/*/manifest.json")), "a partial capture became visible"
+    assert not list(store.glob("packs/*.pack")), "packs of an unfinished capture entered the store"
     status = gaia("checkpoints", "status", str(build), "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["points"][0]["exists"] is False
 
     again = gaia("run", str(build))
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "left in the store by an interrupted run" in again.stdout + again.stderr
     assert len(list(store.glob("points/toolchain/*/manifest.json"))) == 1
+    assert not _packs_in_staging(store)
+    verified = gaia("checkpoints", "verify", str(build), "--json")
+    assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] == 1, verified.stdout + verified.stderr
+
+
+def _packs_in_staging(store: Path) -> list[Path]:
+    """Packs a capture is writing (``.pack-*.partial``) or has finished, still in its staging dir."""
+    found = []
+    for path in [*store.glob("tmp/*/.pack-*.partial"), *store.glob("tmp/*/*.pack")]:
+        try:
+            if path.stat().st_size > 0:
+                found.append(path)
+        except FileNotFoundError:
+            pass  # renamed (finished) or removed while we looked
+    return found

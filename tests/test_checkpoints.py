@@ -6,11 +6,16 @@ import json
 import shutil
 from pathlib import Path
 
+import blake3
 import pytest
 from counter_project import run, status
+from hostile import corrupt_chunk, craft_tree, d, f, forge, object_dirs, pack_files, read_manifest
 
-from gaia_core.checkpoints import archive
+from gaia_core.checkpoints import store as store_module
+from gaia_core.checkpoints import treecapture
 from gaia_core.checkpoints.manifest import FORMAT_VERSION
+from gaia_core.checkpoints.packstore import PackStore
+from gaia_core.checkpoints.tree import raw_entries
 
 
 def test_plan_puts_restore_before_anchor_and_capture_before_consumers(gaia_cli, pm, project):
@@ -29,11 +34,14 @@ def test_cold_run_captures_and_warm_run_restores(gaia_cli, pm, project):
     assert "checkpoints status:" in cold.output and "reason=missing" in cold.output
     [obj] = project.objects()
     manifest = json.loads((obj / "manifest.json").read_text())
-    assert (obj / manifest["payload"]["file"]).stat().st_size == manifest["payload"]["size"]
+    assert sorted(p.name for p in obj.iterdir()) == ["manifest.json"]  # the chunks are in the shared packs
     assert manifest["fingerprint"] == obj.name and manifest["format"] == FORMAT_VERSION
     assert manifest["fingerprint_inputs"]["counter.value"] == "a"
-    # the capture ran before consume wrote into the output
-    assert "consumed.txt" not in _payload_names(obj / manifest["payload"]["file"])
+    names = _entry_names(project.store, manifest)
+    assert {"value.txt", "data.bin", "link"} <= names
+    # the capture ran before consume wrote into the output, and gaia's own files stay out
+    assert not names & {"consumed.txt", ".gaia-checkpoint.json", ".gaia-receipt.jsonl.zst"}
+    assert (project.out / ".gaia-checkpoint.json").is_file() and (project.out / ".gaia-receipt.jsonl.zst").is_file()
     index = json.loads((project.store / "index.json").read_text())
     assert index["points"]["base"]["latest_fingerprint"] == obj.name
 
@@ -97,36 +105,76 @@ def test_off_never_restores_but_captures(gaia_cli, pm, project):
     assert status(gaia_cli, pm, project)["reason"] == "policy_off"
 
 
-def test_corrupt_payload_is_refused_in_verify_mode_and_rebuilt(gaia_cli, pm, project):
+@pytest.mark.parametrize("which", ["content", "entry list"])
+def test_corrupt_chunk_is_refused_and_rebuilt_into_a_good_object(gaia_cli, pm, project, which):
     project.write()
     run(gaia_cli, pm, "run", project.build)
     [obj] = project.objects()
-    payload = next(obj.glob("payload*"))
-    data = bytearray(payload.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    payload.write_bytes(bytes(data))
+    manifest = read_manifest(obj)
+    part = bytes.fromhex(manifest["tree"]["parts"][0]["id"])
+    value = next(e for e in _entries(project.store, manifest) if e.path == "counter_out/value.txt")
+    corrupt_chunk(project.store, value.digest if which == "content" else part)
     shutil.rmtree(project.out)
     result = run(gaia_cli, pm, "run", project.build)
     assert "could not be restored" in result.output
     assert project.builds() == 2, "a corrupt checkpoint must not be restored; the anchor must run"
     assert (project.out / "value.txt").read_text() == "a"
-
-
-def test_crash_in_the_middle_of_capture_leaves_no_visible_object(gaia_cli, pm, project, monkeypatch):
-    real_capture = archive.capture
-
-    def crashing_capture(targets, dest, **kwargs):
-        dest.write(b"partial payload")
-        raise KeyboardInterrupt  # as a Ctrl-C or a kill would interrupt it
-
-    project.write()
-    monkeypatch.setattr(archive, "capture", crashing_capture)
-    gaia_cli("run", project.build, pm=pm)
-    assert project.objects() == []
-    assert not any((project.store / "tmp").iterdir()) if (project.store / "tmp").exists() else True
-    monkeypatch.setattr(archive, "capture", real_capture)
+    # the object captured by the rebuild is whole: it neither reuses the corrupt chunk nor fails to restore
+    assert run(gaia_cli, pm, "checkpoints", "verify", project.build, "--json").json["bad"] == 0
+    shutil.rmtree(project.out)
     run(gaia_cli, pm, "run", project.build)
-    assert len(project.objects()) == 1
+    assert project.builds() == 2 and (project.out / "value.txt").read_text() == "a"
+
+
+def _crash_in_capture_tree(monkeypatch, project) -> list[bool]:  # type: ignore[no-untyped-def]
+    """capture_tree dies (as a Ctrl-C or a kill would end it) right after it wrote its packs
+    into staging; the list says, per call, whether it had."""
+    from gaia_core.checkpoints import capture as capture_module
+
+    real, wrote = treecapture.capture_tree, []
+
+    def crashing(targets, packs, staging, **kwargs):  # type: ignore[no-untyped-def]
+        real(targets, packs, staging, **kwargs)
+        wrote.append(bool(list(staging.glob("*.pack"))))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(capture_module, "capture_tree", crashing)
+    return wrote
+
+
+def _crash_in_publish(monkeypatch, project) -> list[bool]:  # type: ignore[no-untyped-def]
+    """The store's publish dies after it moved the packs in, as it writes the manifest; the
+    list says, per call, whether the packs were in."""
+    real, moved = store_module.atomic.write_json, []
+
+    def crashing(path, data):  # type: ignore[no-untyped-def]
+        if path.name == "manifest.json":
+            moved.append(bool(list((project.store / "packs").glob("*.pack"))))
+            raise KeyboardInterrupt
+        return real(path, data)
+
+    monkeypatch.setattr(store_module.atomic, "write_json", crashing)
+    return moved
+
+
+@pytest.mark.parametrize("crash", [_crash_in_capture_tree, _crash_in_publish])
+def test_crash_in_the_middle_of_capture_leaves_no_visible_object(gaia_cli, pm, project, monkeypatch, crash):
+    project.write()
+    with monkeypatch.context() as patched:
+        reached = crash(patched, project)
+        gaia_cli("run", project.build, pm=pm)
+    assert reached == [True], "the crash did not come where it should"
+    assert not any((o / "manifest.json").exists() for o in project.objects())
+    st = status(gaia_cli, pm, project)
+    assert st["exists"] is False and st["will_rebuild"] is True
+    assert not any((project.store / "tmp").iterdir()) if (project.store / "tmp").exists() else True
+    assert not list(project.store.rglob("*.partial"))
+    run(gaia_cli, pm, "run", project.build)
+    assert len([o for o in project.objects() if (o / "manifest.json").exists()]) == 1
+    assert run(gaia_cli, pm, "checkpoints", "verify", project.build, "--json").json["bad"] == 0
+    shutil.rmtree(project.out)
+    run(gaia_cli, pm, "run", project.build)
+    assert project.builds() == 2 and (project.out / "value.txt").read_text() == "a"
 
 
 def test_dir_backend_round_trip_restores_from_a_wiped_store(gaia_cli, pm, project):
@@ -134,10 +182,15 @@ def test_dir_backend_round_trip_restores_from_a_wiped_store(gaia_cli, pm, projec
     project.write(backend=True, point='backend = "dir:shared"\nupload_policy = "on_success"')
     run(gaia_cli, pm, "run", project.build)
     [obj] = project.objects()
-    remote = project.shared / "base" / obj.name
-    payload_name = json.loads((obj / "manifest.json").read_text())["payload"]["file"]
-    assert payload_name.startswith("payload-") and payload_name.endswith(".tar.zst")
-    assert sorted(p.name for p in remote.iterdir()) == ["manifest.json", payload_name]
+    [remote] = object_dirs(project.shared)
+    assert remote == project.shared / "points" / "base" / obj.name
+    assert sorted(p.name for p in remote.iterdir()) == ["manifest.json"]  # unsigned: the unsigned slot
+    assert read_manifest(remote) == read_manifest(obj)
+    # the packs went up too, each with its index, under names that hash their bytes
+    assert sorted(p.name for p in (project.shared / "packs").iterdir()) == \
+        sorted(p.name for p in (project.store / "packs").iterdir())
+    for pack_id, pack in pack_files(project.shared).items():
+        assert (pack.with_suffix(".idx")).is_file() and blake3.blake3(pack.read_bytes()).hexdigest() == pack_id
     listed = run(gaia_cli, pm, "checkpoints", "list", project.build, "--remote", "--json").json["points"][0]
     assert listed["remote"] == [obj.name]
 
@@ -157,8 +210,8 @@ def test_partial_remote_object_is_not_downloaded(gaia_cli, pm, project):
     project.write(backend=True, point='backend = "dir:shared"\nupload_policy = "on_success"')
     run(gaia_cli, pm, "run", project.build)
     [obj] = project.objects()
-    payload_name = json.loads((obj / "manifest.json").read_text())["payload"]["file"]
-    (project.shared / "base" / obj.name / payload_name).write_bytes(b"truncated")
+    for pack in (project.shared / "packs").glob("*.pack"):
+        pack.write_bytes(pack.read_bytes()[:40])  # truncated
     shutil.rmtree(project.store)
     shutil.rmtree(project.out)
     result = run(gaia_cli, pm, "run", project.build)
@@ -171,18 +224,18 @@ def test_always_uploads_even_when_a_later_task_fails(gaia_cli, pm, project):
     project.shared.mkdir()
     project.write(backend=True, point='backend = "dir:shared"\nupload_policy = "always"', fail_consume=True)
     run(gaia_cli, pm, "run", project.build, code=1)
-    assert list((project.shared / "base").glob("*/manifest.json"))
+    assert object_dirs(project.shared)
 
 
 def test_on_success_uploads_nothing_when_the_run_fails(gaia_cli, pm, project):
     project.shared.mkdir()
     project.write(backend=True, point='backend = "dir:shared"\nupload_policy = "on_success"', fail_consume=True)
     run(gaia_cli, pm, "run", project.build, code=1)
-    assert not (project.shared / "base").exists()
+    assert not object_dirs(project.shared) and not (project.shared / "packs").exists()
     assert len(project.objects()) == 1  # captured locally all the same
     project.write(backend=True, point='backend = "dir:shared"\nupload_policy = "on_success"')
     run(gaia_cli, pm, "run", project.build)
-    assert list((project.shared / "base").glob("*/manifest.json"))
+    assert object_dirs(project.shared)
 
 
 def test_failed_upload_is_queued_and_retry_replays_it(gaia_cli, pm, project):
@@ -197,7 +250,7 @@ def test_failed_upload_is_queued_and_retry_replays_it(gaia_cli, pm, project):
     project.shared.mkdir()  # the backend comes back
     ok = run(gaia_cli, pm, "checkpoints", "retry", project.build, "--json")
     assert ok.json["uploaded"] == 1 and ok.json["failed"] == 0
-    assert list((project.shared / "base").glob("*/manifest.json"))
+    assert object_dirs(project.shared)
     assert status(gaia_cli, pm, project)["pending_upload"] is False
 
 
@@ -266,48 +319,40 @@ def test_dry_run_touches_nothing_and_probes_nothing(gaia_cli, pm, project):
     assert not (project.root / "build").exists() and not (project.root / "out").exists()
 
 
-def _payload_names(payload: Path) -> set[str]:
-    import tarfile
-
-    import zstandard
-
-    with open(payload, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
-        with tarfile.open(fileobj=reader, mode="r|") as tar:
-            return {Path(m.name).name for m in tar}
+def _entries(store: Path, manifest: dict) -> list:  # type: ignore[type-arg]
+    packs = PackStore(store)
+    try:
+        return list(raw_entries(packs, manifest))
+    finally:
+        packs.close()
 
 
-@pytest.mark.parametrize(("trust_mode", "builds"), [("verify", 2), ("permissive", 1)])
-def test_permissive_skips_only_the_hash_check(gaia_cli, pm, project, trust_mode, builds):
+def _entry_names(store: Path, manifest: dict) -> set[str]:  # type: ignore[type-arg]
+    return {Path(e.path).name for e in _entries(store, manifest)}
+
+
+@pytest.mark.parametrize("trust_mode", ["verify", "permissive"])
+def test_every_chunk_is_checked_whatever_the_trust_mode(gaia_cli, pm, project, trust_mode):
+    """Format 4 has no separate payload hash for permissive to skip: a chunk is checked
+    against its id whenever it is read, so a corrupt one is never restored."""
     project.write(checkpoints=f'trust_mode = "{trust_mode}"')
     run(gaia_cli, pm, "run", project.build)
     [obj] = project.objects()
-    manifest = json.loads((obj / "manifest.json").read_text())
-    manifest["payload"]["sha256"] = "0" * 64  # the payload is intact, its recorded hash is not
-    (obj / "manifest.json").write_text(json.dumps(manifest))
+    value = next(e for e in _entries(project.store, read_manifest(obj)) if e.path == "counter_out/value.txt")
+    corrupt_chunk(project.store, value.digest)
     shutil.rmtree(project.out)
-    run(gaia_cli, pm, "run", project.build)
-    assert project.builds() == builds
+    result = run(gaia_cli, pm, "run", project.build)
+    assert f"chunk {value.digest.hex()[:16]}" in result.output, result.output  # named as what failed
+    assert project.builds() == 2 and (project.out / "value.txt").read_text() == "a"
 
 
 def test_permissive_still_refuses_an_unsafe_payload(gaia_cli, pm, project):
-    import io
-    import tarfile
-
-    import zstandard
-
     project.write(checkpoints='trust_mode = "permissive"')
     run(gaia_cli, pm, "run", project.build)
     [obj] = project.objects()
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        evil = tarfile.TarInfo("counter_out/../../escaped.txt")
-        evil.size = 4
-        tar.addfile(evil, io.BytesIO(b"evil"))
-    payload = zstandard.ZstdCompressor().compress(raw.getvalue())
-    manifest = json.loads((obj / "manifest.json").read_text())
-    (obj / manifest["payload"]["file"]).write_bytes(payload)
-    manifest["payload"]["size"] = len(payload)
-    (obj / "manifest.json").write_text(json.dumps(manifest))
+    tree = craft_tree(project.store, [d("counter_out"), f("counter_out/../../escaped.txt", b"evil")], [b"evil"],
+                      sort=False)
+    forge(obj, read_manifest(obj), tree, name="manifest.json")
     shutil.rmtree(project.out)
     result = run(gaia_cli, pm, "run", project.build)
     assert "could not be restored" in result.output

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from counter_project import Project, run, status
+from hostile import age, object_dirs, pack_files, packs_holding, read_manifest, slots
 
 
 def build_versions(gaia_cli, pm, project: Project, values: list[str], **write) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -19,6 +20,7 @@ def build_versions(gaia_cli, pm, project: Project, values: list[str], **write) -
         run(gaia_cli, pm, "run", project.build)
         fps[value] = status(gaia_cli, pm, project, "--no-remote")["fingerprint"]
         _age_object(project.store / "points" / "base" / fps[value], seconds=(len(values) - i) * 86400)
+    age(pack_files(project.store).values(), 7200)  # older than gc's grace period: dead ones may go
     return fps
 
 
@@ -46,6 +48,17 @@ def test_keep_last_keeps_the_newest_and_always_the_current(gaia_cli, pm, project
     assert report["local"]["freed"] > 0
     kept = {o["fingerprint"]: o["kept"] for o in report["local"]["objects"]}
     assert kept[fps["a"]] == "current fingerprint" and kept[fps["b"]] == ""
+    assert_every_local_object_restores(gaia_cli, pm, project)
+
+
+def assert_every_local_object_restores(gaia_cli, pm, project: Project) -> None:  # type: ignore[no-untyped-def]
+    """Every object left verifies (each chunk read and checked), and the current one restores."""
+    report = run(gaia_cli, pm, "checkpoints", "verify", project.build, "--json").json
+    assert report["bad"] == 0 and report["ok"] == len(local_fps(project))
+    builds = project.builds()
+    shutil.rmtree(project.out)
+    run(gaia_cli, pm, "run", project.build)
+    assert project.builds() == builds
 
 
 def test_max_age_counts_from_creation(gaia_cli, pm, project):
@@ -56,20 +69,32 @@ def test_max_age_counts_from_creation(gaia_cli, pm, project):
 
 def test_max_size_removes_the_oldest_until_the_rest_fit(gaia_cli, pm, project):
     fps = build_versions(gaia_cli, pm, project, ["a", "b", "c"])
-    size = json.loads((project.objects()[0] / "manifest.json").read_text())["payload"]["size"]
+    size = json.loads((project.objects()[0] / "manifest.json").read_text())["tree"]["packed"]
     gc(gaia_cli, pm, project, "--max-size", str(2 * size + size // 2))
     assert local_fps(project) == {fps["b"], fps["c"]}
 
 
+def objects_and_packs(project: Project) -> dict:  # type: ignore[type-arg]
+    """Every file of the local store's objects and packs, with its size and mtime."""
+    files = [*(project.store / "points").rglob("*"), *(project.store / "packs").iterdir()]
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.is_file()}
+
+
 def test_dry_run_lists_what_would_go_and_removes_nothing(gaia_cli, pm, project):
     build_versions(gaia_cli, pm, project, ["a", "b", "c"])
-    before = local_fps(project)
+    before = objects_and_packs(project)
     report = gc(gaia_cli, pm, project, "--keep-last", "1", "--dry-run")
-    assert local_fps(project) == before
+    assert objects_and_packs(project) == before  # no object, no pack
     assert report["dry_run"] and sum(not o["kept"] for o in report["local"]["objects"]) == 2
-    assert report["local"]["freed"] > 0
+    assert report["local"]["freed"] > 0 and report["local"]["packs"]["packs_removed"] > 0
     text = run(gaia_cli, pm, "checkpoints", "gc", project.build, "--keep-last", "1", "--dry-run").output
     assert "would remove 2 object(s)" in text
+    packs_before = sum(p.stat().st_size for p in pack_files(project.store).values())
+    real = gc(gaia_cli, pm, project, "--keep-last", "1")
+    assert real["local"]["freed"] == report["local"]["freed"]  # the dry run said what the real one frees
+    packs_after = sum(p.stat().st_size for p in pack_files(project.store).values())
+    assert packs_after < packs_before
+    assert_every_local_object_restores(gaia_cli, pm, project)
 
 
 def test_gc_never_removes_an_object_a_concurrent_run_holds(gaia_cli, pm, project):
@@ -92,6 +117,71 @@ def test_gc_acts_on_the_points_of_the_given_build_only(gaia_cli, pm, project):
     (other / "manifest.json").write_text("{}")
     gc(gaia_cli, pm, project, "--keep-last", "1")
     assert other.exists()
+
+
+def _versions_sharing_a_pack(gaia_cli, pm, project: Project) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """a, b and c, one after the other in one tree: a large file that appears before b is
+    captured into b's pack, and c (which still holds it) uses that pack too."""
+    fps = {}
+    for value in ("a", "b", "c"):
+        if value == "b":
+            (project.out / "shared.bin").write_bytes(os.urandom(512 << 10))
+        project.write(value=value)
+        run(gaia_cli, pm, "run", project.build)
+        fps[value] = status(gaia_cli, pm, project, "--no-remote")["fingerprint"]
+    return fps
+
+
+def local_packs_of(project: Project, fp: str) -> set[str]:
+    return packs_holding(project.store, read_manifest(project.store / "points" / "base" / fp))
+
+
+def test_gc_frees_dead_packs_and_keeps_those_a_retained_object_shares(gaia_cli, pm, project):
+    fps = _versions_sharing_a_pack(gaia_cli, pm, project)
+    packs = {v: local_packs_of(project, fp) for v, fp in fps.items()}
+    shared = packs["b"] & packs["c"]
+    only_a = packs["a"] - packs["b"] - packs["c"]
+    assert shared and only_a
+    age(pack_files(project.store).values(), 7200)
+    report = gc(gaia_cli, pm, project, "--keep-last", "1")
+    assert local_fps(project) == {fps["c"]}
+    left = set(pack_files(project.store))
+    assert not only_a & left  # dead and old: gone
+    assert shared <= left  # mostly live (the large file c still needs): kept as it is
+    assert local_packs_of(project, fps["c"]) <= left
+    assert report["local"]["packs"]["packs_removed"] >= len(only_a) and report["local"]["freed"] > 0
+    assert_every_local_object_restores(gaia_cli, pm, project)
+
+
+def test_the_grace_period_spares_young_dead_packs_and_applies_locally(gaia_cli, pm, project):
+    fps = _versions_sharing_a_pack(gaia_cli, pm, project)
+    only_a = local_packs_of(project, fps["a"]) - local_packs_of(project, fps["b"]) - local_packs_of(project, fps["c"])
+    report = gc(gaia_cli, pm, project, "--keep-last", "1")  # the packs were written just now
+    assert local_fps(project) == {fps["c"]}
+    assert only_a <= set(pack_files(project.store))  # dead, but younger than the default grace (1h)
+    assert report["local"]["packs"]["young_packs_kept"] >= len(only_a) and report["local"]["freed"] == 0
+    gc(gaia_cli, pm, project, "--grace", "0s")  # --grace is gc's grace for local packs too
+    assert not only_a & set(pack_files(project.store))
+    assert_every_local_object_restores(gaia_cli, pm, project)
+
+
+def test_gc_keeps_what_other_build_files_points_need(gaia_cli, pm, project):
+    """Another build file's point shares the store: gc of this one leaves its objects whole."""
+    other_build = project.root / "other.toml"
+    project.write(value="z")
+    other_build.write_text(project.build.read_text().replace('id = "base"', 'id = "other"'))
+    run(gaia_cli, pm, "run", other_build)
+    other_fp = [p.name for p in (project.store / "points" / "other").iterdir()]
+    build_versions(gaia_cli, pm, project, ["a", "b"])
+    age(pack_files(project.store).values(), 7200)
+    gc(gaia_cli, pm, project, "--keep-last", "1", "--grace", "0s")
+    assert [p.name for p in (project.store / "points" / "other").iterdir()] == other_fp
+    verified = run(gaia_cli, pm, "checkpoints", "verify", other_build, "--json").json
+    assert verified["bad"] == 0 and verified["ok"] == 1
+    builds = project.builds()
+    shutil.rmtree(project.out)
+    run(gaia_cli, pm, "run", other_build)
+    assert project.builds() == builds and (project.out / "value.txt").read_text() == "z"
 
 
 def test_gc_removes_litter(gaia_cli, pm, project):
@@ -126,47 +216,86 @@ def remote_versions(gaia_cli, pm, project, values):  # type: ignore[no-untyped-d
     return fps
 
 
+def remote_object(project: Project, fp: str):  # type: ignore[no-untyped-def]
+    return project.shared / "points" / "base" / fp
+
+
+def remote_fps(project: Project) -> set[str]:
+    return {p.name for p in object_dirs(project.shared)}
+
+
+def remote_packs_of(project: Project, fp: str) -> set[str]:
+    return packs_holding(project.shared, read_manifest(remote_object(project, fp)))
+
+
 def age_remote(project: Project, fp: str, seconds: float) -> None:
-    for f in (project.shared / "base" / fp).iterdir():
-        t = time.time() - seconds
-        os.utime(f, (t, t))
+    """The object's manifest, and the packs it uploaded, written ``seconds`` ago."""
+    packs = pack_files(project.shared)
+    age(remote_object(project, fp).iterdir(), seconds)
+    for pack in remote_packs_of(project, fp):
+        age([packs[pack], packs[pack].with_suffix(".idx")], seconds)
+
+
+def assert_restorable_from_the_backend(gaia_cli, pm, project: Project) -> None:  # type: ignore[no-untyped-def]
+    """The current object comes back from the backend alone, and restores."""
+    builds = project.builds()
+    shutil.rmtree(project.store)
+    shutil.rmtree(project.out)
+    run(gaia_cli, pm, "run", project.build)
+    assert project.builds() == builds and (project.out / "value.txt").is_file()
 
 
 def test_remote_gc_respects_the_grace_period(gaia_cli, pm, project):
     fps = remote_versions(gaia_cli, pm, project, ["a", "b", "c"])
     age_remote(project, fps["a"], 7200)  # a is old; b was written just now (a reader may be downloading it)
-    gc(gaia_cli, pm, project, "--remote", "--keep-last", "1")
-    remote = {p.name for p in project.remote_objects()}
-    assert remote == {fps["b"], fps["c"]}
-    gone = project.shared / "base" / fps["a"]
-    assert not gone.exists() or list(gone.iterdir()) == []  # manifest and payload
+    only_a = remote_packs_of(project, fps["a"]) - remote_packs_of(project, fps["b"]) - \
+        remote_packs_of(project, fps["c"])
+    assert only_a
+    report = gc(gaia_cli, pm, project, "--remote", "--keep-last", "1")
+    assert remote_fps(project) == {fps["b"], fps["c"]}
+    gone = remote_object(project, fps["a"])
+    assert not gone.exists() or list(gone.iterdir()) == []  # every slot's manifest
+    assert not only_a & set(pack_files(project.shared))  # a's packs were old and dead: gone
+    assert report["remote"]["freed"] > 0
+    for fp in (fps["b"], fps["c"]):  # the young ones keep every pack they need
+        assert remote_packs_of(project, fp) <= set(pack_files(project.shared))
+    assert_restorable_from_the_backend(gaia_cli, pm, project)
 
 
 def test_remote_gc_with_a_short_grace_and_dry_run(gaia_cli, pm, project):
     fps = remote_versions(gaia_cli, pm, project, ["a", "b", "c"])
-    before = {p.name for p in project.remote_objects()}
+    before = {p.relative_to(project.shared) for p in project.shared.rglob("*")}
     report = gc(gaia_cli, pm, project, "--remote", "--keep-last", "1", "--grace", "0s", "--dry-run")
-    assert {p.name for p in project.remote_objects()} == before
-    assert report["remote"]["freed"] > 0
+    assert {p.relative_to(project.shared) for p in project.shared.rglob("*")} == before  # nothing at all
+    dead = set(pack_files(project.shared)) - remote_packs_of(project, fps["c"])
+    assert dead and report["remote"]["freed"] == sum(pack_files(project.shared)[p].stat().st_size for p in dead)
     gc(gaia_cli, pm, project, "--remote", "--keep-last", "1", "--grace", "0s")
-    assert {p.name for p in project.remote_objects()} == {fps["c"]}
+    assert remote_fps(project) == {fps["c"]}
+    assert set(pack_files(project.shared)) == remote_packs_of(project, fps["c"])
+    assert_restorable_from_the_backend(gaia_cli, pm, project)
 
 
-def test_remote_gc_removes_old_temporaries_and_unnamed_payloads(gaia_cli, pm, project):
+def test_remote_gc_removes_old_temporaries_and_orphan_packs(gaia_cli, pm, project):
     fps = remote_versions(gaia_cli, pm, project, ["a"])
-    obj = project.shared / "base" / fps["a"]
-    stale_tmp, orphan = obj / ".payload.tmp-host-1-abc", obj / ("payload-" + "0" * 64 + ".tar.zst")
-    stale_tmp.write_bytes(b"x")
-    orphan.write_bytes(b"y")
-    young = obj / ".manifest.json.tmp-host-2-def"
-    young.write_bytes(b"z")
-    for f in (stale_tmp, orphan):
-        t = time.time() - 7200
-        os.utime(f, (t, t))
+    obj = remote_object(project, fps["a"])
+    packs = project.shared / "packs"
+    stale_tmp = obj / "manifest.json.tmp-host-1-abc"
+    stale_pack_tmp = packs / (("0" * 64) + ".pack.tmp-host-1-abc")
+    young = obj / "manifest.json.tmp-host-2-def"
+    orphan, young_orphan = "1" * 64, "2" * 64  # packs of killed uploads: no manifest names their chunks
+    for pack in (orphan, young_orphan):
+        (packs / f"{pack}.pack").write_bytes(b"GAIAPK1\n")
+        (packs / f"{pack}.idx").write_bytes(b"GAIAIX1\n" + bytes(4))
+    for path in (stale_tmp, stale_pack_tmp, young):
+        path.write_bytes(b"x")
+    age([stale_tmp, stale_pack_tmp, packs / f"{orphan}.pack", packs / f"{orphan}.idx"], 7200)
     report = gc(gaia_cli, pm, project, "--remote")
-    assert not stale_tmp.exists() and not orphan.exists() and young.exists()
+    assert not stale_tmp.exists() and not stale_pack_tmp.exists() and young.exists()
     assert len(report["remote"]["litter"]) == 2
-    assert (obj / "manifest.json").exists()
+    assert orphan not in pack_files(project.shared) and not (packs / f"{orphan}.idx").exists()
+    assert young_orphan in pack_files(project.shared)
+    assert slots(obj) == ["manifest.json"] and remote_packs_of(project, fps["a"]) <= set(pack_files(project.shared))
+    assert_restorable_from_the_backend(gaia_cli, pm, project)
 
 
 def test_remote_gc_is_refused_in_read_only_mode(gaia_cli, pm, project, monkeypatch):
@@ -183,10 +312,10 @@ def test_push_then_pull_round_trip(gaia_cli, pm, project):
     project.shared.mkdir()
     project.write(backend=True, point='backend = "dir:shared"')  # upload_policy off: nothing goes up by itself
     run(gaia_cli, pm, "run", project.build)
-    assert project.remote_objects() == []
+    assert object_dirs(project.shared) == []
     pushed = run(gaia_cli, pm, "checkpoints", "push", project.build, "--json").json
     assert [r["pushed"] for r in pushed["results"]] == [True]
-    [remote] = project.remote_objects()
+    [remote] = object_dirs(project.shared)
     shutil.rmtree(project.store)
     pulled = run(gaia_cli, pm, "checkpoints", "pull", project.build, "--json").json
     assert pulled["results"][0]["pulled"] is True
@@ -201,9 +330,9 @@ def test_push_all_uploads_every_local_object(gaia_cli, pm, project):
     project.shared.mkdir()
     build_versions(gaia_cli, pm, project, ["a", "b"], backend=True, point='backend = "dir:shared"')
     run(gaia_cli, pm, "checkpoints", "push", project.build)
-    assert len(project.remote_objects()) == 1
+    assert len(object_dirs(project.shared)) == 1
     run(gaia_cli, pm, "checkpoints", "push", project.build, "--all")
-    assert len(project.remote_objects()) == 2
+    assert len(object_dirs(project.shared)) == 2
 
 
 def test_push_is_refused_in_read_only_mode_and_pull_obeys_signatures(gaia_cli, pm, project, monkeypatch, tmp_path):
@@ -227,7 +356,7 @@ def test_status_explain_diffs_against_the_nearest_remote_object(gaia_cli, pm, pr
     project.shared.mkdir()
     project.write(value="a", backend=True, point='backend = "dir:shared"\nupload_policy = "always"')
     run(gaia_cli, pm, "run", project.build)
-    [remote] = project.remote_objects()
+    [remote] = object_dirs(project.shared)
     fresh = Project(tmp_path / "fresh-runner", shared=project.shared)  # nothing local
     fresh.write(value="b", backend=True, point='backend = "dir:shared"')
     st = status(gaia_cli, pm, fresh, "--explain")

@@ -1,4 +1,4 @@
-"""Relocation: roots found at capture, plans, and rewrites of an extracted staging tree."""
+"""Relocation: roots found at capture, plans, and rewrites of a restored staging tree."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from tree_store import Store, manifest_of
 
 from gaia_core.anchors import Target
-from gaia_core.checkpoints.archive import CHUNK, capture, extract
+from gaia_core.checkpoints import tree
+from gaia_core.checkpoints.chunking import MAX_CHUNK
 from gaia_core.checkpoints.relocate import (
+    CHUNK,
     RelocationPlan,
     Rewrite,
     RootMatcher,
@@ -130,9 +133,15 @@ def write(path: Path, data: bytes | str) -> Path:
     return path
 
 
-def capture_tree(tmp_path, targets, roots, compression="zstd"):
-    with open(tmp_path / "payload", "wb") as dest:
-        return capture(targets, dest, compression=compression, roots=roots)
+def capture_tree(tmp_path, targets, roots, store=None):
+    """Capture ``targets`` into a local pack store (``store``, or a new one in tmp_path)."""
+    if store is not None:
+        return store.capture(targets, roots=roots)
+    store = Store(tmp_path / "store")
+    try:
+        return store.capture(targets, roots=roots)
+    finally:
+        store.close()
 
 
 def test_capture_records_the_roots_files_and_links_embed(tmp_path, workspace):
@@ -185,27 +194,30 @@ def test_capture_without_roots_still_reports_external_links(tmp_path, workspace)
 
 
 @pytest.mark.parametrize("data", [b"x", b"\0"], ids=["text", "binary"])
-def test_capture_finds_a_root_across_a_chunk_boundary_of_the_tar_stream(
+def test_capture_finds_a_root_across_a_chunk_boundary_of_a_large_file(
     tmp_path, workspace, data
 ):
     out = workspace["out"]
     root = str(out).encode()
-    for shift in range(0, len(root) + 1, 4):
-        for old in out.iterdir():
-            old.unlink()
-        # member data starts after the root's and the file's headers (whole-second
-        # mtimes: no pax records), so the root straddles the stream's first 1 MiB
-        at = CHUNK - 1024 - shift
-        content = data * at + root + b"/x" + data * 4000
-        os.utime(write(out / "big", content), (1, 1))
-        os.utime(out, (1, 1))
-        info = capture_tree(tmp_path, [Target("out", out)], {"out": out}, "none")
-        payload = (tmp_path / "payload").read_bytes()
-        assert payload.index(root + b"/x") == CHUNK - shift  # the premise
-        kind = "binary" if data == b"\0" else "text"
-        assert info.embedded == [{"path": "out/big", "kind": kind, "roots": ["out"]}], (
-            shift
-        )
+    store = Store(tmp_path / "store")
+    try:
+        for shift in range(0, len(root) + 1, 4):
+            # a file of one repeated byte is cut at MAX_CHUNK (FastCDC finds no cut point
+            # in it), so the root straddles the first cut: the scanner sees it in two pieces
+            at = MAX_CHUNK - shift
+            content = data * at + root + b"/x" + data * 4000
+            write(out / "big", content)
+            info = capture_tree(tmp_path, [Target("out", out)], {"out": out}, store)
+            entries = tree.entries(store.packs, manifest_of(info, ["out"]))
+            (entry,) = [e for e in entries if e.path == "out/big"]
+            assert entry.chunks is not None and entry.chunks[0][1] == MAX_CHUNK  # the premise
+            assert at <= MAX_CHUNK <= at + len(root)
+            kind = "binary" if data == b"\0" else "text"
+            assert info.embedded == [{"path": "out/big", "kind": kind, "roots": ["out"]}], (
+                shift
+            )
+    finally:
+        store.close()
 
 
 def test_capture_refuses_a_relative_or_root_directory_root(tmp_path, workspace):
@@ -459,7 +471,7 @@ def test_missing_members_are_reported_not_fatal(staging):
     assert result.failed == [("out/gone.txt", "No such file or directory")]
 
 
-# -- capture, extract, relocate ----------------------------------------------------------
+# -- capture, restore, relocate ----------------------------------------------------------
 
 
 def test_a_tree_captured_at_one_path_restores_relocated_at_another(tmp_path, workspace):
@@ -472,14 +484,14 @@ def test_a_tree_captured_at_one_path_restores_relocated_at_another(tmp_path, wor
     for path in [*out.rglob("*"), out]:
         os.utime(path, ns=(1, MTIME), follow_symlinks=False)
     targets = [Target("out", out)]
-    info = capture_tree(tmp_path, targets, {"out": out})
-
-    new_out = tmp_path / "o"  # shorter: every member can be rewritten
-    staging = tmp_path / "restore"
-    staging.mkdir()
-    with open(tmp_path / "payload", "rb") as source:
-        extract(source, staging, [Target("out", new_out)], compression="zstd",
-                expected_sha256=info.sha256, expected_size=info.size)  # fmt: skip
+    store = Store(tmp_path / "store")
+    try:
+        info = store.capture(targets, roots={"out": out})
+        new_out = tmp_path / "o"  # shorter: every member can be rewritten
+        staging = tmp_path / "restore"
+        store.restore(manifest_of(info, targets), staging)
+    finally:
+        store.close()
     plan = plan_relocation(info.embedded, {"out": str(out)}, {"out": str(new_out)})
     result = apply_relocation(staging, plan)
     assert plan.unrewritable == [] and result.failed == []

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 from counter_project import Project, run, status
+from hostile import object_dirs, read_manifest
 
 
 def captured(gaia_cli, pm, tmp_path, name: str, **options) -> Project:  # type: ignore[no-untyped-def]
@@ -45,15 +46,19 @@ def test_a_checkpoint_restores_in_a_workspace_at_another_path(gaia_cli, pm, tmp_
         assert "left counter_out/scratch/tool.bin as captured" in result.output
 
 
+#: gaia's marker and receipt of the tree, and what a later task wrote into it
+NOT_CAPTURED = (".gaia-checkpoint.json", ".gaia-receipt.jsonl.zst", "consumed.txt")
+
+
 def test_relocated_files_keep_their_mtimes_to_the_nanosecond(gaia_cli, pm, tmp_path):
     first = captured(gaia_cli, pm, tmp_path, "ws-original")
     mtimes = {p.relative_to(first.out): p.lstat().st_mtime_ns for p in first.out.rglob("*")
-              if p.name not in (".gaia-checkpoint.json", "consumed.txt")}
+              if p.name not in NOT_CAPTURED}
     assert any(m % 1_000_000_000 for m in mtimes.values()), "the test tree needs sub-second mtimes"
     second = elsewhere(tmp_path, first, "ws-moved")
     run(gaia_cli, pm, "run", second.build)
     restored = {p.relative_to(second.out): p.lstat().st_mtime_ns for p in second.out.rglob("*")
-                if p.name not in (".gaia-checkpoint.json", "consumed.txt")}
+                if p.name not in NOT_CAPTURED}
     assert restored == mtimes
 
 
@@ -85,7 +90,8 @@ def test_paths_a_symlinked_workspace_embeds_in_resolved_form_are_relocated(gaia_
     first.write(backend=True, point='backend = "dir:shared"\nupload_policy = "always"', embed_root=True,
                 binary_in_scratch=True)
     run(gaia_cli, pm, "run", first.build)
-    roots = Project.manifest(first.remote_objects()[0])["roots"]
+    [remote] = object_dirs(shared)
+    roots = read_manifest(remote)["roots"]
     assert roots["workspace"] == str(tmp_path / "ws-link") and roots["workspace:real"] == str(real)
     second = elsewhere(tmp_path, first, "plain-ws")
     run(gaia_cli, pm, "run", second.build)

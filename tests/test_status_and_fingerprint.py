@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
+import blake3
 import pytest
 from checkpoint_plugin import CounterConfig, CounterPlugin
 from counter_project import Project, run, status
+from hostile import pack_files, stored_entries
 
 from gaia_core import hookimpl
 from gaia_core.backends import Backend, BackendConfig
@@ -188,17 +189,36 @@ class HungBackend(Backend):
     config_model = HungConfig
     calls: list[str] = []
 
+    def _hang(self, call: str) -> BackendUnavailable:
+        HungBackend.calls.append(call)
+        return BackendUnavailable(f"{self.ref}: no answer within {self.probe_timeout:.0f}s")
+
     def exists(self, key: str) -> bool:
-        HungBackend.calls.append(f"exists {key}")
-        raise BackendUnavailable(f"{self.ref}: no answer within {self.probe_timeout:.0f}s")
+        raise self._hang(f"exists {key}")
 
     def download(self, key, dest, *, progress=None):  # type: ignore[no-untyped-def]
-        HungBackend.calls.append(f"download {key}")
-        raise BackendUnavailable(f"{self.ref}: stalled")
+        raise self._hang(f"download {key}")
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        raise self._hang(f"read_range {key}")
 
     def upload(self, key, source, *, progress=None):  # type: ignore[no-untyped-def]
-        HungBackend.calls.append(f"upload {key}")
-        raise BackendUnavailable(f"{self.ref}: stalled")
+        raise self._hang(f"upload {key}")
+
+    def publish(self, key, source):  # type: ignore[no-untyped-def]
+        raise self._hang(f"publish {key}")
+
+    def delete(self, key: str) -> None:
+        raise self._hang(f"delete {key}")
+
+    def list_entries(self, point_id: str):  # type: ignore[no-untyped-def]
+        raise self._hang(f"list_entries {point_id}")
+
+    def list_files(self, prefix: str):  # type: ignore[no-untyped-def]
+        raise self._hang(f"list_files {prefix}")
+
+    def list_dirs(self, prefix: str):  # type: ignore[no-untyped-def]
+        raise self._hang(f"list_dirs {prefix}")
 
 
 class HungPlugin:
@@ -224,14 +244,22 @@ def test_a_backend_that_timed_out_is_not_asked_again_in_the_same_run(gaia_cli, p
     assert project.builds() == 1
 
 
-def test_payload_names_derive_from_their_sha256(gaia_cli, pm, project):
-    project.write()
+def test_pack_names_derive_from_their_blake3(gaia_cli, pm, project):
+    project.shared.mkdir()
+    project.write(backend=True, point='backend = "dir:shared"\nupload_policy = "always"')
     run(gaia_cli, pm, "run", project.build)
     [obj] = project.objects()
     manifest = Project.manifest(obj)
-    payload = obj / manifest["payload"]["file"]
-    assert payload.name == f"payload-{hashlib.sha256(payload.read_bytes()).hexdigest()}.tar.zst"
-    assert manifest["payload"]["entries"] > 0 and manifest["payload"]["unpacked_size"] > 0
+    for store in (project.store, project.shared):  # the local packs, and those uploaded
+        packs = pack_files(store)
+        assert packs
+        for pack_id, pack in packs.items():
+            assert pack.name == f"{blake3.blake3(pack.read_bytes()).hexdigest()}.pack" == f"{pack_id}.pack"
+            assert pack.with_suffix(".idx").is_file()
+    tree = manifest["tree"]
+    assert tree["entries"] == len(stored_entries(project.store, manifest)) > 0
+    assert tree["size"] > 0 and tree["files"] > 0 and 0 < tree["packed"] <= sum(
+        p.stat().st_size for p in pack_files(project.store).values())
 
 
 @pytest.mark.parametrize("value", ["2", "maybe"])
