@@ -3,68 +3,22 @@
 Each test is a row of issue 18's table: FIFOs where objects should be (a run and status
 end, in bounded time, with a reason), links where directories should be (an upload, as
 root, writes nothing through them) and a link among the fingerprints (``gc --remote``
-deletes nothing outside the store). A FIFO that a broken gaia would wait on forever is
-opened for writing by a watchdog after a deadline, so a regression fails instead of
-hanging the suite.
+deletes nothing outside the store). FIFOs are made by :mod:`fifo_watchdog`, so a gaia
+that waits on one fails the test instead of hanging the suite.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from counter_project import Project, run
+from fifo_watchdog import WATCHDOG_S, watchdog  # noqa: F401  (a fixture)
 
 POINT = "base"
-#: far above what any of these runs takes; only a run that waits on a FIFO gets there
-WATCHDOG_S = 60.0
-
-
-class FifoWatchdog:
-    """Unblocks readers of the FIFOs it watches once ``WATCHDOG_S`` passed, and says so."""
-
-    def __init__(self) -> None:
-        self.fifos: list[Path] = []
-        self.fired: list[Path] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def make(self, path: Path) -> Path:
-        if path.exists() or path.is_symlink():
-            path.unlink()
-        os.mkfifo(path)
-        self.fifos.append(path)
-        if not self._thread.is_alive():
-            self._thread.start()
-        return path
-
-    def _watch(self) -> None:
-        deadline = time.monotonic() + WATCHDOG_S
-        while not self._stop.wait(0.2):
-            if time.monotonic() < deadline:
-                continue
-            for fifo in self.fifos:
-                try:  # succeeds only when a reader is blocked in open(); closing gives it EOF
-                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-                    self.fired.append(fifo)
-                except OSError:
-                    pass
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-@pytest.fixture
-def watchdog():
-    dog = FifoWatchdog()
-    yield dog
-    dog.stop()
-
-
 @pytest.fixture
 def producer(gaia_cli, pm, tmp_path: Path) -> Project:
     """A workspace that built, captured and uploaded its object to the shared store."""
