@@ -19,11 +19,18 @@ class Target:
     filesystem: a link inside one (``/usr/lib/...``) is read inside that rootfs, so it is
     neither a prerequisite outside the tree nor relocated. Links anywhere are stored and
     restored with their targets unchanged (links are data).
+
+    ``writes`` are glob patterns, relative to ``path``, of what later steps write into or
+    below: the tasks after a restore, the anchor's own next (incremental) run. A tree in
+    which one of them, or a directory above it, is a link that resolves outside ``path``
+    (as the host resolves it, also inside a rootfs dir) is refused as unsafe, at restore
+    (a miss, ``unsafe_tree:<name>/<path>``, the object discarded) and at capture.
     """
 
     name: str
     path: Path
     rootfs_dirs: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
 
 
 class Anchor:
