@@ -32,6 +32,17 @@ class Target:
     rootfs_dirs: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
 
+    def unsafe_writes(self) -> list[str]:
+        """Each path of ``writes`` that a link takes outside the tree at ``path``, as
+        ``<path>: <link> -> <where it points> leads outside the tree``; empty when none does.
+
+        The core asks this after a restore (of the staged tree) and before a capture; a
+        step of the anchor's plugin that changes links in the tree can ask it again.
+        """
+        from gaia_core.checkpoints.containment import escaping_writes, homes
+
+        return escaping_writes(self.path, self.writes, homes(self))
+
 
 class Anchor:
     """A task that checkpoints can attach to.

@@ -55,10 +55,10 @@ class UnsafePath(OSError):
 
 @dataclasses.dataclass(frozen=True)
 class Item:
-    """A regular file or a real directory, as :meth:`Root.listdir` sees it (``lstat``)."""
+    """A directory entry as ``lstat`` sees it (:meth:`Root.listdir`, :meth:`Root.entries`)."""
 
     name: str
-    #: ``"file"`` or ``"directory"``
+    #: :func:`kind_of` its mode: ``"file"``, ``"directory"``, ``"symbolic link"`` ...
     kind: str
     size: int
     mtime: float
@@ -248,9 +248,9 @@ class Root:
         info = self.lstat(rel)
         return None if info is None else kind_of(info.st_mode)
 
-    def listdir(self, rel: str | os.PathLike[str] = "") -> list[Item]:
-        """Regular files and real directories in ``rel``, by name; links, FIFOs, devices and
-        sockets are left out (never followed, never opened)."""
+    def entries(self, rel: str | os.PathLike[str] = "") -> list[Item]:
+        """Every entry in ``rel`` with its kind as ``lstat`` sees it (links, FIFOs, devices
+        included: listed, never followed or opened), by name."""
         fd = self._open_dir(parts_of(rel))
         try:
             items = []
@@ -259,11 +259,15 @@ class Root:
                     info = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # removed while we looked
-                if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
-                    items.append(Item(name, kind_of(info.st_mode), info.st_size, info.st_mtime))
+                items.append(Item(name, kind_of(info.st_mode), info.st_size, info.st_mtime))
             return items
         finally:
             os.close(fd)
+
+    def listdir(self, rel: str | os.PathLike[str] = "") -> list[Item]:
+        """Regular files and real directories in ``rel``, by name; links, FIFOs, devices and
+        sockets are left out (never followed, never opened)."""
+        return [item for item in self.entries(rel) if item.kind in ("file", "directory")]
 
     def walk_files(self, rel: str | os.PathLike[str] = "") -> Iterator[tuple[str, Item]]:
         """``(path relative to the root, item)`` of every regular file below ``rel``, sorted;
@@ -334,6 +338,24 @@ class Root:
                 os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
             except OSError as exc:
                 raise type(exc)(exc.errno, exc.strerror, self._where(dparts)) from None
+
+    def move_in(self, source: Path, rel: str | os.PathLike[str]) -> None:
+        """Rename ``source`` (an entry outside the root, itself: a link stays a link) to
+        ``rel``; the directory of ``rel`` must exist. Only ``rel``'s way is checked here."""
+        with self._parent(rel) as (fd, name, parts):
+            try:
+                os.replace(source, name, dst_dir_fd=fd)
+            except OSError as exc:
+                raise type(exc)(exc.errno, exc.strerror, self._where(parts)) from None
+
+    def move_out(self, rel: str | os.PathLike[str], dest: Path) -> None:
+        """Rename the entry ``rel`` (itself) to ``dest`` outside the root, replacing what is
+        there. Only ``rel``'s way is checked here."""
+        with self._parent(rel) as (fd, name, parts):
+            try:
+                os.replace(name, dest, src_dir_fd=fd)
+            except OSError as exc:
+                raise type(exc)(exc.errno, exc.strerror, self._where(parts)) from None
 
     def unlink(self, rel: str | os.PathLike[str], *, missing_ok: bool = True) -> None:
         """Remove the entry ``rel`` that is not a directory (a link goes, its target stays)."""

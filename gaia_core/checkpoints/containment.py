@@ -82,7 +82,7 @@ def check_targets(tree: Path, targets: Sequence[Target]) -> None:
 def check_in_place(targets: Sequence[Target]) -> None:
     """The same for targets in place (capture, before anything is published)."""
     for t in targets:
-        problems = escaping_writes(t.path, t.writes, homes(t))
+        problems = t.unsafe_writes()
         if problems:
             raise UnsafeTree(t.name, problems)
 
