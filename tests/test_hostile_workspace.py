@@ -105,3 +105,16 @@ def test_a_hand_written_swap_journal_naming_a_host_directory_is_dropped(gaia_cli
     assert snapshot(host_dir) == before
     assert f"dropped a swap journal {journal} that names paths outside" in result.output
     assert not journal.exists()
+
+
+def test_a_link_named_like_a_restore_staging_dir_is_never_followed(gaia_cli, pm, project, host_dir):
+    project.write()
+    run(gaia_cli, pm, "run", project.build)
+    shutil.rmtree(project.out)
+    os.symlink(host_dir, project.out.with_name(f".{project.out.name}{swap.STAGING_INFIX}evil"))
+    before = snapshot(host_dir)
+
+    run(gaia_cli, pm, "run", project.build)
+
+    assert snapshot(host_dir) == before
+    assert (project.out / "value.txt").read_text() == "a"

@@ -89,7 +89,12 @@ class DirBackend(Backend):
         exceptions pass unchanged; any other OSError is a failed ``operation``."""
         root_path = self.root
         try:
-            with Root(root_path) as root:
+            opened = Root(root_path)
+        except OSError as exc:
+            raise BackendUnavailable(f"{self.ref}: shared directory {root_path} is not available: "
+                                     f"{exc.strerror or exc}") from None
+        try:
+            with opened as root:
                 yield root
         except OSError as exc:
             if caller is not None and exc is caller.raised:
@@ -199,10 +204,17 @@ class DirBackend(Backend):
         with self._store("list", self._key(point_id)) as root:
             if root.kind(point_id) != "directory":
                 return entries  # nothing, or something that is not a point's directory
-            for path, item in root.walk_files(point_id):
-                if path.count("/") != 2:
-                    continue  # not <point>/<fingerprint>/<file>
-                entries.append(Entry(key=path, size=item.size, mtime=item.mtime, temporary=_is_temporary(item.name)))
+            for folder in root.listdir(point_id):
+                if folder.kind != "directory":
+                    continue
+                try:
+                    items = root.listdir(f"{point_id}/{folder.name}")
+                except (FileNotFoundError, UnsafePath):
+                    continue  # removed, or replaced by a link, while we looked
+                for item in items:
+                    if item.kind == "file":
+                        entries.append(Entry(key=f"{point_id}/{folder.name}/{item.name}", size=item.size,
+                                             mtime=item.mtime, temporary=_is_temporary(item.name)))
         return entries
 
 
