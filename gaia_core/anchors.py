@@ -19,11 +19,29 @@ class Target:
     filesystem: a link inside one (``/usr/lib/...``) is read inside that rootfs, so it is
     neither a prerequisite outside the tree nor relocated. Links anywhere are stored and
     restored with their targets unchanged (links are data).
+
+    ``writes`` are glob patterns, relative to ``path``, of what later steps write into or
+    below: the tasks after a restore, the anchor's own next (incremental) run. A tree in
+    which one of them, or a directory above it, is a link that resolves outside ``path``
+    (as the host resolves it, also inside a rootfs dir) is refused as unsafe, at restore
+    (a miss, ``unsafe_tree:<name>/<path>``, the object discarded) and at capture.
     """
 
     name: str
     path: Path
     rootfs_dirs: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+
+    def unsafe_writes(self) -> list[str]:
+        """Each path of ``writes`` that a link takes outside the tree at ``path``, as
+        ``<path>: <link> -> <where it points> leads outside the tree``; empty when none does.
+
+        The core asks this after a restore (of the staged tree) and before a capture; a
+        step of the anchor's plugin that changes links in the tree can ask it again.
+        """
+        from gaia_core.checkpoints.containment import escaping_writes, homes
+
+        return escaping_writes(self.path, self.writes, homes(self))
 
 
 class Anchor:

@@ -81,6 +81,13 @@ class BackendUnavailable(BackendError):
     """The remote did not answer in time, or refused the connection: skip it for this run."""
 
 
+class ObjectInvalid(CheckpointError):
+    """What a store holds under a key is no object: a FIFO, a device, a directory or a
+    symbolic link (on the way or at the end) where a file should be. Refused without
+    following or reading it, and treated like a corrupt object (a miss; replaced by the
+    next good upload)."""
+
+
 def exception_chain(
     exc: BaseException, wrapped: Callable[[BaseException], Iterable[object]] = lambda e: ()
 ) -> Iterator[BaseException]:

@@ -25,6 +25,7 @@ from gaia_core.checkpoints.fingerprint import (
     miss_reason,
 )
 from gaia_core.checkpoints.manifest import FORMAT_VERSION, now
+from gaia_core.checkpoints.portability import current_roots
 from gaia_core.checkpoints.store import LocalObject, Store, store_faults, warn
 from gaia_core.errors import BackendError, BackendUnavailable, CheckpointError
 
@@ -169,10 +170,14 @@ class Checkpoints:
             return "manifest names another fingerprint"
         if manifest.get("lineage") != lineage(point.anchor_task, fp):
             return "lineage mismatch"
-        anchor_targets = {t.name for t in self.anchor(point).targets()}
+        anchor = self.anchor(point)
+        anchor_targets = {t.name for t in anchor.targets()}
         names = {t["name"] for t in manifest.get("targets", [])}
         if names != anchor_targets:
             return f"targets {sorted(names)} differ from the anchor's {sorted(anchor_targets)}"
+        foreign = sorted(set(manifest.get("roots") or {}) - set(current_roots(anchor)))
+        if foreign:
+            return f"relocation roots {foreign} are not among the anchor's"
         return None
 
     def nearest(self, point: Point, fp: Fingerprint, manifests: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import posixpath
 import re
 import socket
 import sys
@@ -31,6 +32,8 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PAYLOAD_NAME = re.compile(r"^payload-[0-9a-f]{64}\.tar(\.zst)?$")
 _KINDS = {"text", "binary", "symlink"}
+#: a name an anchor gives a root, or that name with ``:real`` (its resolved form)
+_ROOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(:real)?$")
 
 
 def now() -> str:
@@ -140,6 +143,9 @@ def check_shape(data: Any, where: str) -> None:
     roots = data.get("roots")
     if not isinstance(roots, dict) or not all(isinstance(k, str) and _absolute(v) for k, v in roots.items()):
         raise bad("'roots' must map names to absolute paths")
+    for name, path in roots.items():
+        if not _ROOT_NAME.match(name) or path == "/" or posixpath.normpath(path) != path:
+            raise bad(f"relocation root {name[:100]!r} = {path[:200]!r} is not a normalised directory below '/'")
     prerequisites = data.get("prerequisites")
     if not isinstance(prerequisites, list) or not all(_absolute(p) for p in prerequisites):
         raise bad("'prerequisites' must be a list of absolute paths")

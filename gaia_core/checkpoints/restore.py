@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gaia_core.checkpoints import archive, swap
+from gaia_core.checkpoints import archive, containment, swap
 from gaia_core.checkpoints.engine import Checkpoints, Log
 from gaia_core.checkpoints.relocate import apply_relocation
 from gaia_core.checkpoints.units import human_size
@@ -77,6 +77,7 @@ def restore(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
             log(f"WARN: checkpoint:{point.id} restored {len(info.stripped_setid)} file(s) without their "
                 f"setuid/setgid bits: {shown}")
         _relocate(tree, portability, anchor, point, log)
+        containment.check_targets(tree, targets)  # UnsafeTree: later steps would write outside
         for t in targets:
             t.path.parent.mkdir(parents=True, exist_ok=True)
             swap.swap_in(tree / t.name, t.path)

@@ -12,6 +12,7 @@ import functools
 from typing import TYPE_CHECKING
 
 from gaia_core.checkpoints.archive import PayloadCorrupt, UnsafeArchive
+from gaia_core.checkpoints.containment import UnsafeTree
 from gaia_core.checkpoints.engine import Checkpoints
 from gaia_core.checkpoints.portability import assess
 from gaia_core.errors import BackendError, CheckpointError, TaskFailed
@@ -143,6 +144,11 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
             obj.size))
     except Cancelled:
         raise
+    except UnsafeTree as exc:
+        ctx.log(f"WARN: {tag} {exc}")
+        cp.store.discard(point.id, fp, str(exc))
+        _miss(ctx, cp, point, anchor, exc.reason, fp)
+        return
     except (CheckpointError, OSError) as exc:
         if isinstance(exc, (UnsafeArchive, PayloadCorrupt)):
             cp.store.discard(point.id, fp, str(exc))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gaia_buildroot.anchor import refuse_escaping_target_tree
 from gaia_buildroot.config import BuildrootConfig
 from gaia_buildroot.dotconfig import DotConfig, quote, unquote
 from gaia_buildroot.fsutil import clear_dir, copy_tree
@@ -91,6 +92,7 @@ def collect(ctx: TaskContext, cfg: BuildrootConfig) -> None:
         ctx.log(
             f"no target tree at {target} yet: make target-post-image applies the overlay"
         )
+    refuse_escaping_target_tree(build, layout)
     overlay: dict[str, str] = {}
     if layout.stage_root.is_dir():
         overlay["BR2_ROOTFS_OVERLAY"] = overlays_with_stage(layout)
