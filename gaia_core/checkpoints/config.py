@@ -293,6 +293,8 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
         read_only_source = f"{READ_ONLY_ENV}=1"
     elif model.read_only:
         read_only_source = f"read_only = true in {build.origin('checkpoints.read_only')}"
+    if model.enabled:
+        problems += _environment_problems(backend_configs, {p.backend for p in points if p.backend})
     settings = CheckpointSettings(
         enabled=model.enabled,
         trust_mode=model.trust_mode,
@@ -310,6 +312,15 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
         ),
     )
     return settings, problems
+
+
+def _environment_problems(configs: dict[str, tuple[type[Backend], BaseModel]], used: set[str]) -> list[str]:
+    """Malformed values in the variables the used backends read: config errors like any other."""
+    problems = []
+    for ref in sorted(used & set(configs)):
+        cls, config = configs[ref]
+        problems += [f"environment: {p}" for p in cls(ref.partition(":")[2], config).environment_problems()]
+    return problems
 
 
 def _parse_public_key(line: str, where: str):  # type: ignore[no-untyped-def]

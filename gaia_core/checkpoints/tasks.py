@@ -223,6 +223,9 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
                 f"backend={point.backend or 'none'})")
     elif cp.read_only:
         ctx.log(f"checkpoint:{point.id} kept locally: read-only ({cp.settings.read_only_source})")
+    elif blocked := cp.upload_blocked(point, obj.manifest):
+        ctx.log(f"WARN: checkpoint:{point.id} kept locally, not uploaded: {blocked}; set "
+                f"{cp.settings.signing_key_file_env or 'signing_key_file_env'} to a trusted signing key")
     else:
         _schedule_upload(ctx, cp, point, obj.fingerprint)
 
@@ -243,7 +246,8 @@ def _upload_local_hit(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) 
     """A checkpoint used from the local store reaches the backend too, unless it already has it."""
     if not point.backend or point.upload_policy == "off" or cp.read_only:
         return
-    if cp.store.get(point.id, fp) is None:
+    obj = cp.store.get(point.id, fp)
+    if obj is None or cp.upload_blocked(point, obj.manifest):
         return
     done = any(e.get("state") == "uploaded" and (e.get("fingerprint"), e.get("backend_ref")) == (fp, point.backend)
                for e in cp.store.read_queue())
