@@ -82,8 +82,12 @@ class Captured:
     cold: Run
 
 
+_WARN = re.compile(r"^(\[[^\]]+\] )?WARN: ")
+
+
 def warnings(result: Run) -> list[str]:
-    return [line for line in result.text.splitlines() if "WARN" in line]
+    """gaia's own warnings (``WARN: ...``, also inside a task's log), not Buildroot's output."""
+    return [line for line in result.text.splitlines() if _WARN.match(line)]
 
 
 def checkout(base: Path, name: str, build_toml: str) -> Path:
@@ -97,7 +101,9 @@ def checkout(base: Path, name: str, build_toml: str) -> Path:
     ws = base / name
     ws.mkdir(parents=True)
     (ws / "build.toml").write_text(build_toml)
-    src = load_build(ws / "build.toml").workspace.padded_dir("buildroot/src")
+    workspace = load_build(ws / "build.toml").workspace
+    src = workspace.padded_dir("buildroot/src")
+    workspace.link_padded_dir(ws / "build" / "buildroot" / "src", src)  # as buildroot.fetch does
     subprocess.run(["git", "clone", "-q", REPO, str(src)], check=True)
     subprocess.run(["git", "-C", str(src), "checkout", "-q", "--detach", VERSION], check=True)
     when = subprocess.run(["git", "-C", str(src), "log", "-1", "--format=%ct"], check=True,
@@ -122,7 +128,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory, measured: list[str]) -> I
         repo=REPO, version=VERSION, defconfig=DEFCONFIG, dl_dir=DL_DIR, post_image=post_image,
         public=(keys / f"{KEY}.public").read_text().strip(), remote=remote, point=POINT,
     )
-    ws = base / "w"  # short: the restores below go to a longer and a shorter path
+    ws = base / "ws-a"  # the restores below go to a longer and a shorter path
     ws.mkdir()
     (ws / "build.toml").write_text(build_toml)
     with pytest.MonkeyPatch.context() as env:
@@ -154,7 +160,7 @@ def test_the_out_dir_and_the_clone_are_padded_behind_the_known_links(captured: C
     assert warnings(captured.cold) == [], warnings(captured.cold)
 
 
-@pytest.mark.parametrize("name", ["w-checked-out-again-at-a-much-longer-path-of-a-ci-runner", "s"])
+@pytest.mark.parametrize("name", ["ws-a-checked-out-again-at-a-much-longer-path-of-a-ci-runner", "s"])
 def test_a_restore_at_another_path_rewrites_every_embedded_path(
     captured: Captured, measured: list[str], name: str
 ) -> None:

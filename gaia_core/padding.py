@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 from gaia_core.errors import ConfigError, TaskFailed
@@ -80,9 +81,12 @@ def link_padded_dir(link: Path, padded: Path, build_dir: Path) -> str | None:
     """Make ``link`` a relative symlink to ``padded`` (creating its parent).
 
     A link already right stays; a link into another padded directory of this build dir
-    (the workspace moved, or ``padded_length`` changed) is re-pointed, and a line saying so
-    is returned. Anything else at ``link`` (a directory, a file, a link elsewhere) is the
-    user's: refused with :class:`TaskFailed`, nothing is touched.
+    (the workspace moved, or ``padded_length`` changed) is re-pointed. A link that is gone
+    while its padded directory is there was removed by the user (``rm -rf
+    build/buildroot/output``, as one starts a Buildroot out dir over): the padded directory is
+    emptied too, so that removing the path users know keeps meaning what it always meant.
+    Those two return a line saying what happened. Anything else at ``link`` (a directory, a
+    file, a link elsewhere) is the user's: refused with :class:`TaskFailed`, nothing is touched.
     """
     real_parent = Path(os.path.realpath(link.parent))
     text = os.path.relpath(padded, real_parent)
@@ -105,9 +109,13 @@ def link_padded_dir(link: Path, padded: Path, build_dir: Path) -> str | None:
             f"{link} is {kind}, where gaia keeps a link to its padded directory {padded} "
             "(workspace.padded_length); move it away or delete it and run again"
         )
+    note = None
+    if padded.is_dir():
+        shutil.rmtree(padded)
+        note = f"{link} was removed: {padded} behind it is started over"
     link.parent.mkdir(parents=True, exist_ok=True)
     os.symlink(text, link)
-    return None
+    return note
 
 
 def _replace_link(link: Path, text: str) -> None:

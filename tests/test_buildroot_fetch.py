@@ -123,8 +123,8 @@ def test_a_pinned_tag_survives_an_unreachable_remote_but_a_branch_does_not(
 
 
 def test_src_dir_that_is_not_a_checkout_is_refused(build_file: Path):
-    src = load_build(build_file).workspace.padded_dir("buildroot/src")
-    src.mkdir(parents=True)
+    src, _ = run_fetch(build_file)
+    shutil.rmtree(src / ".git")
     (src / "precious").write_text("x")
     with pytest.raises(TaskFailed, match="exists but is not a git checkout"):
         run_fetch(build_file)
@@ -145,9 +145,10 @@ def test_the_clone_lives_in_a_padded_dir_behind_the_known_path(build_file: Path)
 def test_a_link_removed_or_left_by_another_padding_is_made_again(build_file: Path):
     known, _ = run_fetch(build_file)
     padded = known.resolve()
-    known.unlink()
-    run_fetch(build_file)
-    assert known.resolve() == padded
+    known.unlink()  # as `rm -rf build/buildroot/src` would: the clone is made again
+    _, lines = run_fetch(build_file)
+    assert known.resolve() == padded and (padded / ".git").is_dir()
+    assert any("was removed" in line for line in lines) and any("cloning" in line for line in lines), lines
     # padded_length changed (or the workspace moved): the old link is ours, re-pointed
     _, lines = run_fetch(build_file, "workspace.padded_length=200")
     assert len(str(known.resolve())) == 200

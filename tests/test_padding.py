@@ -69,9 +69,9 @@ def test_a_name_that_does_not_fit_names_the_key_to_raise(tmp_path: Path):
 def test_the_link_is_relative_and_survives_a_moved_workspace(tmp_path: Path):
     workspace = load_build(build_file(tmp_path / "ws")).workspace
     padded = workspace.padded_dir("tool/out")
-    padded.mkdir(parents=True)
     link = workspace.build_dir / "tool" / "out"
     assert workspace.link_padded_dir(link, padded) is None
+    padded.mkdir(parents=True)
     assert not os.path.isabs(os.readlink(link)) and link.resolve() == padded
     assert workspace.link_padded_dir(link, padded) is None  # already right: left alone
 
@@ -99,3 +99,16 @@ def test_anything_but_gaia_s_link_is_refused_and_left_alone(tmp_path: Path):
     with pytest.raises(TaskFailed, match="is a link to .*, not to gaia's padded directory"):
         workspace.link_padded_dir(link, padded)
     assert os.readlink(link) == str(tmp_path)
+
+
+def test_removing_the_link_starts_its_padded_dir_over(tmp_path: Path):
+    workspace = load_build(build_file(tmp_path / "ws")).workspace
+    padded = workspace.padded_dir("tool/out")
+    link = workspace.build_dir / "tool" / "out"
+    workspace.link_padded_dir(link, padded)
+    padded.mkdir(parents=True)
+    (link / "old-object.o").write_text("built before")
+    link.unlink()  # rm -rf build/tool/out: what users do to start an out dir over
+    note = workspace.link_padded_dir(link, padded)
+    assert note == f"{link} was removed: {padded} behind it is started over"
+    assert link.is_symlink() and not padded.exists()
