@@ -103,6 +103,20 @@ def test_cold_run_captures_and_warm_run_restores(gaia_cli, qs, parallel):
     assert qs.image_file("etc/added-after-capture") == "new stage file"
 
 
+def test_removing_the_out_dir_link_starts_the_out_dir_over_from_the_checkpoint(gaia_cli, qs):
+    gaia(gaia_cli, "run", qs.build)
+    compiled = qs.compile_log()
+    padded = qs.out.resolve()
+    assert status(gaia_cli, qs)["materialized"] is True
+    qs.out.unlink()  # rm -rf build/buildroot/output, as users start an out dir over
+    st = status(gaia_cli, qs)
+    assert st["materialized"] is False and st["reason"] == "hit"
+    again = gaia(gaia_cli, "run", qs.build)
+    assert f"{qs.out} was removed: {padded} behind it is started over" in again.output
+    assert "restored" in again.output and "already holds" not in again.output
+    assert qs.out.resolve() == padded and qs.compile_log() == compiled
+
+
 def test_after_restore_make_compiles_nothing(gaia_cli, qs):
     gaia(gaia_cli, "run", qs.build)
     compiled = qs.compile_log()

@@ -144,7 +144,8 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
             if p.backend:
                 try:
                     with cp.session(p.backend) as backend:
-                        row["remote"] = [{**o, "age": age(o["created_at"] or ""), "current": o["fingerprint"] == current}
+                        row["remote"] = [{**o, "age": age(o["created_at"] or ""),
+                                          "current": o["fingerprint"] == current}
                                          for o in remote_objects(cp, backend, p)]
                 except BackendError as exc:
                     row["remote_error"] = cp.redact(p.backend, str(exc))

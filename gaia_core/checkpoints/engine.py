@@ -236,6 +236,8 @@ class Checkpoints:
     def materialized(targets: list[Target], fp: str) -> bool:
         """Whether every target already holds the output of this fingerprint."""
         for t in targets:
+            if t.link is not None and not os.path.islink(t.link):
+                return False  # the user removed the path they know: the run starts it over
             try:
                 marker = json.loads((t.path / MARKER).read_bytes())
             except (OSError, ValueError):
