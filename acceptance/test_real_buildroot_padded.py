@@ -140,7 +140,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory, measured: list[str]) -> I
         embedded = manifest["embedded"]
         measured.append(
             f"padded: cold build in {ws} ({len(str(ws))} chars): {cold.seconds:.1f} s, "
-            f"{len(cold.package_steps)} package steps, build {cold.task_seconds('buildroot.build')} s; "
+            f"{len(cold.package_steps)} package steps; "
             f"payload {manifest['payload']['size'] / 2**20:.1f} MiB, {manifest['payload']['entries']} entries, "
             f"{len(embedded)} embed a root ({sum(e['kind'] == 'binary' for e in embedded)} binary)"
         )
