@@ -196,6 +196,18 @@ def test_a_named_but_unset_signing_variable_means_unsigned_with_a_warning(gaia_c
     assert "signature" not in Project.manifest(obj)
 
 
+def test_a_signing_variable_naming_no_file_is_a_config_error_in_every_command(gaia_cli, pm, project, keys,
+                                                                               monkeypatch, tmp_path):
+    project.write(checkpoints=signed_config(keys[1]))
+    monkeypatch.setenv("GAIA_TEST_SIGNING_KEY", str(tmp_path / "no-such.secret"))
+    for command in (["run"], ["plan"], ["checkpoints", "status"]):
+        result = run(gaia_cli, pm, *command, project.build, code=2)
+        assert ("environment: checkpoints.signing_key_file_env (env var 'GAIA_TEST_SIGNING_KEY') does not name "
+                "an existing file") in result.output
+    monkeypatch.setenv("GAIA_CHECKPOINTS_READ_ONLY", "1")  # a read-only run never signs: no problem
+    run(gaia_cli, pm, "checkpoints", "status", project.build)
+
+
 def test_a_secret_key_readable_by_others_is_not_used(gaia_cli, pm, project, signer_env):
     os.chmod(signer_env[0], 0o644)
     project.write(checkpoints=signed_config(signer_env[1]))
