@@ -115,7 +115,7 @@ def checkout(base: Path, name: str, build_toml: str) -> Path:
 
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory: pytest.TempPathFactory, measured: list[str]) -> Iterator[Captured]:
-    """A short workspace built cold, its checkpoint signed by a key every build file trusts."""
+    """A workspace built cold, its checkpoint signed by a key every build file trusts."""
     base = tmp_path_factory.mktemp("padded")
     keys, remote, tools = base / "keys", base / "remote", base / "tools"
     remote.mkdir()
