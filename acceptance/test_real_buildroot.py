@@ -309,7 +309,7 @@ def test_cold_build_captures_a_portable_checkpoint(world: World, measured: list[
     manifest = json.loads(world.manifest.read_text())
 
     assert manifest["roots"]["workspace"] == str(world.ws_a)
-    assert manifest["roots"]["buildroot.out_dir"] == str(out_dir(world.ws_a))
+    assert manifest["roots"]["buildroot.out_dir"] == str(out_dir(world.ws_a).resolve())  # the padded dir
     config = dotconfig(world.ws_a)
     if config.get("BR2_TOOLCHAIN_EXTERNAL_PREINSTALLED") == "y":
         toolchain_bin = config["BR2_TOOLCHAIN_EXTERNAL_PATH"].rstrip("/") + "/bin"
@@ -381,7 +381,7 @@ def test_restore_at_a_longer_path_relocates(world: World, measured: list[str]) -
     for rel in left:
         parts = rel.split("/")
         assert len(parts) >= 3 and parts[0] == "build", f"{rel} still names the old workspace"
-        assert f"left buildroot_out_dir/{rel} as captured" in restored.text, f"no warning about {rel}"
+        assert f"buildroot_out_dir/{rel}" in restored.text, f"{rel} kept as captured, unannounced"
 
     compilers = sorted((out_dir(ws) / "host" / "bin").glob("*-gcc"))
     assert compilers, "no host compiler wrapper"

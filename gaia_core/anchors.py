@@ -18,7 +18,9 @@ class Target:
     glob patterns, relative to ``path``, of directories that are a target system's root
     filesystem: a link inside one (``/usr/lib/...``) is read inside that rootfs, so it is
     neither a prerequisite outside the tree nor relocated. Links anywhere are stored and
-    restored with their targets unchanged (links are data).
+    restored with their targets unchanged (links are data). ``link`` is the path users know
+    when ``path`` is a padded directory behind it (:meth:`Workspace.link_padded_dir`): while
+    that link is gone the target counts as removed, as the next run will start it over.
 
     ``writes`` are glob patterns, relative to ``path``, of what later steps write into or
     below: the tasks after a restore, the anchor's own next (incremental) run. A tree in
@@ -31,6 +33,7 @@ class Target:
     path: Path
     rootfs_dirs: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
+    link: Path | None = None
 
     def unsafe_writes(self) -> list[str]:
         """Each path of ``writes`` that a link takes outside the tree at ``path``, as

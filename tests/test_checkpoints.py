@@ -139,7 +139,8 @@ def test_dir_backend_round_trip_restores_from_a_wiped_store(gaia_cli, pm, projec
     assert payload_name.startswith("payload-") and payload_name.endswith(".tar.zst")
     assert sorted(p.name for p in remote.iterdir()) == ["manifest.json", payload_name]
     listed = run(gaia_cli, pm, "checkpoints", "list", project.build, "--remote", "--json").json["points"][0]
-    assert listed["remote"] == [obj.name]
+    assert [item["fingerprint"] for item in listed["remote"]] == [obj.name]
+    assert listed["remote"][0]["signer"] == "unsigned" and listed["remote"][0]["current"] is True
 
     shutil.rmtree(project.store)
     shutil.rmtree(project.out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -293,6 +294,9 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
         read_only_source = f"{READ_ONLY_ENV}=1"
     elif model.read_only:
         read_only_source = f"read_only = true in {build.origin('checkpoints.read_only')}"
+    if model.enabled:
+        problems += _environment_problems(backend_configs, {p.backend for p in points if p.backend})
+        problems += _signing_key_problems(model.signing_key_file_env, read_only=bool(read_only_source))
     settings = CheckpointSettings(
         enabled=model.enabled,
         trust_mode=model.trust_mode,
@@ -310,6 +314,23 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
         ),
     )
     return settings, problems
+
+
+def _environment_problems(configs: dict[str, tuple[type[Backend], BaseModel]], used: set[str]) -> list[str]:
+    """Malformed values in the variables the used backends read: config errors like any other."""
+    problems = []
+    for ref in sorted(used & set(configs)):
+        cls, config = configs[ref]
+        problems += [f"environment: {p}" for p in cls(ref.partition(":")[2], config).environment_problems()]
+    return problems
+
+
+def _signing_key_problems(env: str | None, *, read_only: bool) -> list[str]:
+    """A signing key variable that is set must name a file (its content is judged at capture)."""
+    value = os.environ.get(env, "").strip() if env and not read_only else ""
+    if value and ("\0" in value or not Path(value).expanduser().is_file()):
+        return [f"environment: checkpoints.signing_key_file_env (env var '{env}') does not name an existing file"]
+    return []
 
 
 def _parse_public_key(line: str, where: str):  # type: ignore[no-untyped-def]

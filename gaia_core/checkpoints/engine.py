@@ -57,6 +57,7 @@ class Checkpoints:
         self.bad_remote: dict[tuple[str, str, str], str] = {}
         self._warned: set[str] = set()
         self._signing_key: SigningKey | None | bool = False  # False: not loaded yet
+        self._signing_problem: str | None = None
 
     @classmethod
     def of(cls, build: Build) -> Checkpoints:
@@ -130,23 +131,54 @@ class Checkpoints:
 
     def signing_key(self, log: Log) -> SigningKey | None:
         """The key captures are signed with; None (with one warning) when none is usable."""
+        key, problem = self._load_signing_key()
+        if problem and self.settings.signing_key_file_env and not self.read_only:
+            self.warn_once("signing", f"{problem}: checkpoints are captured unsigned", log)
+        return key
+
+    def _load_signing_key(self) -> tuple[SigningKey | None, str | None]:
+        """The signing key, or why there is none; loaded once, nothing printed."""
         if self._signing_key is False:
-            self._signing_key = None
+            self._signing_key, self._signing_problem = None, None
             env = self.settings.signing_key_file_env
-            if env and not self.read_only:
-                path = os.environ.get(env, "").strip()
-                if not path:
-                    self.warn_once("signing-unset", f"{env} is not set: checkpoints are captured unsigned", log)
-                else:
-                    from pathlib import Path
+            path = os.environ.get(env, "").strip() if env else ""
+            if not env:
+                self._signing_problem = "[checkpoints] signing_key_file_env is not set"
+            elif self.read_only:
+                self._signing_problem = f"read-only ({self.settings.read_only_source})"
+            elif not path:
+                self._signing_problem = f"{env} is not set"
+            else:
+                from pathlib import Path
 
-                    from gaia_core.checkpoints.signing import load_signing_key
+                from gaia_core.checkpoints.signing import load_signing_key
 
-                    try:
-                        self._signing_key = load_signing_key(Path(path).expanduser(), f"from {env}")
-                    except (CheckpointError, ValueError) as exc:
-                        self.warn_once("signing-bad", f"{exc}; checkpoints are captured unsigned", log)
-        return self._signing_key or None
+                try:
+                    self._signing_key = load_signing_key(Path(path).expanduser(), f"from {env}")
+                except (CheckpointError, ValueError) as exc:
+                    self._signing_problem = str(exc)
+        return self._signing_key or None, self._signing_problem
+
+    def upload_blocked(self, point: Point, manifest: dict[str, Any] | None = None) -> str | None:
+        """Why uploading would serve no consumer; None when an upload may go.
+
+        Under ``trust_mode = "verify"`` with ``trusted_public_keys`` set, every consumer that
+        trusts those keys refuses an unsigned object. ``manifest`` is the object's; None asks
+        about what a capture here would make.
+        """
+        if point.trust_mode != "verify" or not self.settings.trusted_keys:
+            return None
+        if manifest is not None:
+            if isinstance(manifest.get("signature"), dict):
+                return None
+            what = "the object is unsigned"
+        else:
+            key, problem = self._load_signing_key()
+            if key is not None:
+                return None
+            what = f"a capture here is unsigned ({problem})"
+        return (f"unsigned: {what} and trusted_public_keys is set, so no consumer that trusts those keys "
+                "could use it")
 
     # -- local state ----------------------------------------------------------------------
 
@@ -209,6 +241,8 @@ class Checkpoints:
     def materialized(targets: list[Target], fp: str) -> bool:
         """Whether every target already holds the output of this fingerprint."""
         for t in targets:
+            if t.link is not None and not os.path.islink(t.link):
+                return False  # the user removed the path they know: the run starts it over
             try:
                 marker = json.loads((t.path / MARKER).read_bytes())
             except (OSError, ValueError):

@@ -95,7 +95,8 @@ def _relocate(tree: Path, portability: Portability, anchor: Anchor, point: Point
         if anchor.relocation_required(member):
             raise CheckpointError(f"not_relocatable:{member} ({why})")
         log(f"WARN: checkpoint:{point.id} left {member} as captured: {why}")
-    for member in portability.kept:
-        log(f"WARN: checkpoint:{point.id} left {member} as captured: it names the old path and cannot be "
-            "rewritten here (only a rebuild of it reads it)")
+    if portability.kept:  # nothing for the user to do: no WARN
+        shown = ", ".join(portability.kept[:10]) + (" ..." if len(portability.kept) > 10 else "")
+        log(f"checkpoint:{point.id} kept {len(portability.kept)} file(s) as captured, naming the old path "
+            f"(the anchor says only a rebuild reads them): {shown}")
     log(f"checkpoint:{point.id} relocated {len(result.rewritten)} file(s) and link(s) to this workspace's paths")

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 _RESTORED = "checkpoints.restored"
 _TO_UPLOAD = "checkpoints.to_upload"
+#: point id -> (where, reason): the stored object of the fingerprint that cannot be used here
+_UNUSABLE = "checkpoints.unusable"
 
 
 class Cancelled(TaskFailed):
@@ -135,6 +137,7 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
         return
     portability = assess(obj.manifest, anchor)
     if not portability.usable:
+        _unusable_here(ctx, point, source, str(portability.problem))
         _miss(ctx, cp, point, anchor, str(portability.problem), fp)
         return
     try:
@@ -180,6 +183,7 @@ def _find(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> tuple[Loc
         return None, point.backend, exc.verdict.reason()
     except Unusable as exc:
         ctx.log(f"{tag} the object in {point.backend} cannot be used here: {exc.reason}")
+        _unusable_here(ctx, point, point.backend, exc.reason)
         return None, point.backend, exc.reason
     except (BackendError, CheckpointError, OSError) as exc:
         message = cp.redact(point.backend, str(exc))
@@ -192,6 +196,31 @@ def _find(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> tuple[Loc
         ctx.log(f"{tag} {fp[:12]} is not in {point.backend} either")
         return None, point.backend, None
     return obj, point.backend, None
+
+
+def _unusable_here(ctx: TaskContext, point: Point, where: str, reason: str) -> None:
+    ctx.state.data.setdefault(_UNUSABLE, {})[point.id] = (where, reason)
+
+
+def _report_unusable_here(ctx: TaskContext, point: Point, fp: str) -> None:
+    """The build ran because the stored object of this fingerprint cannot be used at this path;
+    the store keeps one object per fingerprint, so what was built here is not kept beside it."""
+    found = ctx.state.data.get(_UNUSABLE, {}).get(point.id)
+    if found is None or found[1] == "format_changed":  # an upload replaces an old-format object
+        return
+    where, reason = found
+    ctx.log(f"WARN: checkpoint:{point.id} {fp[:12]} in {where} cannot be used at this path ({reason}), and the "
+            "store holds one object per fingerprint: the tree built here is not stored beside it, so a fresh "
+            f"checkout here misses again{_remedy(reason)}")
+
+
+def _remedy(reason: str) -> str:
+    if reason.startswith("not_relocatable:"):
+        return ("; build the anchor's targets in padded directories (Workspace.padded_dir) or at a path no "
+                "longer than the captured one")
+    if reason.startswith("missing_prerequisite:"):
+        return f"; provide {reason.partition(':')[2]} here"
+    return ""
 
 
 def _mark_restored(ctx: TaskContext, point: Point, skipped: tuple[str, ...], fp: str, how: str) -> None:
@@ -221,6 +250,7 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
     except (CheckpointError, OSError) as exc:
         ctx.log(f"WARN: checkpoint:{point.id} capture failed: {exc}; the build goes on without a checkpoint")
         return
+    _report_unusable_here(ctx, point, obj.fingerprint)
     from gaia_core.checkpoints.lifecycle import apply_retention
 
     apply_retention(cp, point, ctx.log)
@@ -229,6 +259,9 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
                 f"backend={point.backend or 'none'})")
     elif cp.read_only:
         ctx.log(f"checkpoint:{point.id} kept locally: read-only ({cp.settings.read_only_source})")
+    elif blocked := cp.upload_blocked(point, obj.manifest):
+        ctx.log(f"WARN: checkpoint:{point.id} kept locally, not uploaded: {blocked}; set "
+                f"{cp.settings.signing_key_file_env or 'signing_key_file_env'} to a trusted signing key")
     else:
         _schedule_upload(ctx, cp, point, obj.fingerprint)
 
@@ -249,7 +282,8 @@ def _upload_local_hit(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) 
     """A checkpoint used from the local store reaches the backend too, unless it already has it."""
     if not point.backend or point.upload_policy == "off" or cp.read_only:
         return
-    if cp.store.get(point.id, fp) is None:
+    obj = cp.store.get(point.id, fp)
+    if obj is None or cp.upload_blocked(point, obj.manifest):
         return
     done = any(e.get("state") == "uploaded" and (e.get("fingerprint"), e.get("backend_ref")) == (fp, point.backend)
                for e in cp.store.read_queue())

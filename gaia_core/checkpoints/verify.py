@@ -46,7 +46,8 @@ def check_local(cp: Checkpoints, point: Point, obj: LocalObject) -> tuple[str, s
 
 
 def check_remote(cp: Checkpoints, backend: Any, point: Point, fp: str) -> tuple[str, str]:
-    """(``ok`` | ``untrusted`` | ``bad``, detail) of one object in a backend."""
+    """(``ok`` | ``untrusted`` | ``bad``, detail) of one object in a backend; the detail names
+    the signer whenever the manifest could be read."""
     where = f"{backend.ref}:{point.id}/{fp[:12]}"
     try:
         manifest = fetch_manifest(backend, point.id, fp, where)
@@ -69,7 +70,7 @@ def check_remote(cp: Checkpoints, backend: Any, point: Point, fp: str) -> tuple[
     if sha != manifest["payload"]["sha256"]:
         return "bad", "payload does not match the manifest's sha256"
     if verdict.state == "untrusted":
-        return "untrusted", verdict.why
+        return "untrusted", f"signer: {verdict.signer}; {verdict.why}"
     return "ok", f"signer: {verdict.signer}"
 
 
@@ -91,6 +92,7 @@ def verify_points(cp: Checkpoints, points: list[Point], *, remote: bool, repair:
             objects += _verify_backend(cp, point, local_good, repair, log)
     bad = [o for o in objects if o["state"] == "bad"]
     return {"objects": objects, "ok": sum(o["state"] == "ok" for o in objects), "bad": len(bad),
+            "untrusted": sum(o["state"] == "untrusted" for o in objects),
             "repaired": sum(bool(o.get("repaired")) for o in bad)}
 
 

@@ -103,13 +103,15 @@ class BuildrootAnchor(Anchor):
     restore_after = ("buildroot.fetch", "buildroot:target-prepared?")
 
     def targets(self) -> list[Target]:
-        out_dir = BuildrootLayout.of(self.build).out_dir
+        layout = BuildrootLayout.of(self.build)
+        link = next((link for link, padded in layout.links if padded == layout.out_dir), None)
         return [
             Target(
                 TARGET_NAME,
-                out_dir,
+                layout.out_dir,
                 rootfs_dirs=("target", "per-package/*/target"),
                 writes=WRITE_PATHS,
+                link=link,
             )
         ]
 

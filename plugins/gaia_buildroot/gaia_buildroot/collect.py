@@ -86,7 +86,8 @@ def collect(ctx: TaskContext, cfg: BuildrootConfig) -> None:
         except OSError as exc:
             raise TaskFailed(f"syncing the stage into {target}: {exc}") from None
         ctx.log(
-            f"stage overlay: {len(copied)} file(s) synced into {target}, {len(removed)} earlier one(s) removed"
+            f"stage overlay: {len(copied)} file(s) synced into {target}; {len(removed)} file(s) of the "
+            "last sync removed (no longer staged)"
         )
     else:
         ctx.log(

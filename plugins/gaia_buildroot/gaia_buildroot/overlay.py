@@ -243,9 +243,10 @@ def sync_overlay(
 ) -> tuple[list[str], list[str]]:
     """Undo the last sync recorded in ``record_file``, copy the stage in, record it.
 
-    Returns (removed, copied) stage paths.
+    Returns (removed, copied) stage paths: removed are those of the last sync that this one
+    did not put back (a file synced again is only copied).
     """
-    removed = undo_sync(target, record_file, backup_dir) if record_file else []
+    undone = undo_sync(target, record_file, backup_dir) if record_file else []
     record = (
         copy_stage(stage_root, target, backup_dir)
         if stage_root.is_dir()
@@ -253,4 +254,4 @@ def sync_overlay(
     )
     if record_file:
         record.write(record_file)
-    return removed, record.files
+    return sorted(set(undone) - set(record.files)), record.files
