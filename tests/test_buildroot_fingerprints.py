@@ -431,7 +431,7 @@ def overrides(build_file: Path, *sets: str):
 def test_editing_an_override_source_tree_changes_the_digest(tmp_path: Path):
     build_file = override_project(tmp_path, "local/overrides.mk")
     before = overrides(build_file)
-    assert set(before) == {"file", "srcdirs"} and before["srcdirs"]["HTOP"].startswith(
+    assert set(before) == {"file", "srcdirs"} and before["srcdirs"]["HTOP"]["sha256"].startswith(
         "sha256:"
     )
     assert overrides(build_file) == before

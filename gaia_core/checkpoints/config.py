@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from gaia_core.backends import Backend
     from gaia_core.build import Build
+    from gaia_core.plugins import Provided
 
 #: ``GAIA_CHECKPOINTS_READ_ONLY=1`` makes every run a read-only consumer (pull-request CI)
 READ_ONLY_ENV = "GAIA_CHECKPOINTS_READ_ONLY"
@@ -39,8 +40,20 @@ class PointModel(StrictModel):
     use_policy: UsePolicy | None = None
     upload_policy: UploadPolicy | None = None
     fingerprint_from: list[str] | None = None
+    #: globs of files in the input trees that the build never reads (``docs/**``, ``*.md``)
+    fingerprint_exclude: list[str] = Field(default_factory=list)
     backend: str | None = None
     trust_mode: TrustMode | None = None
+
+    @field_validator("fingerprint_exclude")
+    @classmethod
+    def _globs(cls, value: list[str]) -> list[str]:
+        from gaia_core.treedigest import exclude_problem
+
+        problems = [p for p in map(exclude_problem, value) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
 
 class CheckpointsModel(StrictModel):
@@ -97,6 +110,7 @@ class Point:
     trust_mode: str
     fingerprint_from: tuple[str, ...] | None
     backend: str | None  # "kind:name", resolved
+    fingerprint_exclude: tuple[str, ...] = ()
 
     @property
     def slug(self) -> str:
@@ -120,7 +134,7 @@ class CheckpointSettings:
     trust_mode: str
     queue_file: str | None
     points: list[Point]
-    backend_configs: dict[str, tuple[type[Backend], BaseModel]]  # "kind:name" -> (class, config)
+    backend_configs: dict[str, tuple[Provided, BaseModel]]  # "kind:name" -> (registered class, config)
     trusted_keys: dict[str, Ed25519PublicKey] = dataclasses.field(default_factory=dict)
     signing_key_file_env: str | None = None
     read_only: bool = False
@@ -129,8 +143,8 @@ class CheckpointSettings:
     retention: Retention = dataclasses.field(default_factory=Retention)
 
     def backend(self, ref: str) -> Backend:
-        cls, config = self.backend_configs[ref]
-        return cls(ref.partition(":")[2], config)
+        provided, config = self.backend_configs[ref]
+        return provided.make(ref.partition(":")[2], config)
 
 
 def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[int], list[str]]:
@@ -191,7 +205,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
         return None, problems
     origin = build.origin("checkpoints")
     registry = build.registry
-    backend_configs: dict[str, tuple[type[Backend], BaseModel]] = {}
+    backend_configs: dict[str, tuple[Provided, BaseModel]] = {}
     for kind, named in model.backends.items():
         provided = registry.backends.get(kind)
         if provided is None:
@@ -206,7 +220,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
                 problems.append(f"{build.origin(key)}: {key}: must be a table")
                 continue
             try:
-                backend_configs[f"{kind}:{name}"] = (provided.cls, provided.cls.config_model.model_validate(table))
+                backend_configs[f"{kind}:{name}"] = (provided, provided.cls.config_model.model_validate(table))
             except ValidationError as exc:
                 problems += render_validation_error(exc, key, provided.cls.config_model, build.origins, build.path)
 
@@ -267,6 +281,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             trust_mode=p.trust_mode or model.trust_mode,
             fingerprint_from=tuple(s.strip() for s in p.fingerprint_from) if p.fingerprint_from else None,
             backend=backend_ref,
+            fingerprint_exclude=tuple(g.strip() for g in p.fingerprint_exclude),
         ))
     queue_file = model.queue_file.strip() if model.queue_file and model.queue_file.strip() else None
     if queue_file is not None:
