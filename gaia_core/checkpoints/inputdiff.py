@@ -1,6 +1,6 @@
 """What differs between two sets of fingerprint inputs, leaf by leaf and file by file.
 
-Values are compared as dotted leaves (``buildroot.symbols.value.BR2_X``); a per-file tree
+Values are compared as dotted leaves (``buildroot.symbols.BR2_X``); a per-file tree
 digest is one leaf whose difference is the files added, removed and changed. An empty table
 on one side is no leaf of its own when the other side has keys under it, so adding the first
 symbol reads as that symbol, not also as ``symbols.value: {} -> "<absent>"``.
@@ -37,9 +37,18 @@ def flatten(value: Any, prefix: str) -> dict[str, Any]:
 
 
 def _leaves(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Every input's leaves; a config value with fingerprint sources gives the value's leaves
+    under its path and each source's under ``<path> (<kind>)``, ``(contents)`` when the kind
+    is the path: ``hello.source: "src"``, ``hello.source (hello.trees): 1 changed``."""
     flat: dict[str, Any] = {}
-    for key in inputs:
-        flat.update(flatten(inputs[key], key))
+    for key, value in inputs.items():
+        if isinstance(value, dict) and set(value) == {"value", "contents"} and isinstance(value["contents"], dict):
+            flat.update(flatten(value["value"], key))
+            for kind, digest in value["contents"].items():
+                label = "contents" if kind == key else kind
+                flat.update({f"{leaf} ({label})": v for leaf, v in flatten(digest, key).items()})
+        else:
+            flat.update(flatten(value, key))
     return flat
 
 
