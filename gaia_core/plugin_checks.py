@@ -100,17 +100,22 @@ ROLES = {
 }
 
 
+def class_name(cls: type) -> str:
+    """``Outer.Inner`` without the ``<locals>`` of a class made in a function."""
+    return cls.__qualname__.rsplit("<locals>.", 1)[-1]
+
+
 def registration_problems(role: Role, value: Any, origin: str, hook: str) -> list[str]:
     """Why ``value``, returned by ``hook``, is no class gaia can register as a ``role.what``."""
     base = role.base_class()
     where = f"{origin}: {hook}() returned"
     if not isinstance(value, type):
         if isinstance(value, base):
-            return [f"{where} an instance of {type(value).__qualname__}, not the class: return "
-                    f"{type(value).__qualname__} itself (gaia creates the instances)"]
+            return [f"{where} an instance of {class_name(type(value))}, not the class: return "
+                    f"{class_name(type(value))} itself (gaia creates the instances)"]
         return [f"{where} {value!r} ({type(value).__name__}), not a {role.what} class "
                 f"(a subclass of {base.__module__}.{base.__qualname__})"]
-    name = value.__qualname__
+    name = class_name(value)
     if not issubclass(value, base):
         return [f"{where} {name}, which is not a subclass of {base.__module__}.{base.__qualname__}"]
     problems = []
@@ -175,7 +180,7 @@ def make_guarded(cls: type, args: tuple[Any, ...], role: Role, origin: str) -> A
 
     A backend's I/O errors (``OSError``) pass unchanged, as the remote code degrades on them,
     and its messages are redacted with its own ``redact``."""
-    name = cls.__qualname__
+    name = class_name(cls)
     backend = role.what == "backend"
     passes: tuple[type[BaseException], ...] = (OSError,) if backend else ()
     instance = guarded(cls, origin, f"{name}()", passes=passes)(*args)
