@@ -89,7 +89,7 @@ class CommandBuild(Module):
         super().__init_subclass__(**kwargs)
         if "table" not in cls.__dict__:
             return
-        problems = declaration_problems(cls)
+        problems = _declaration_problems(cls)
         if problems:
             raise TypeError(f"{cls.__qualname__}: " + "; ".join(problems))
         cls.anchor = _anchor_class(cls)
@@ -134,8 +134,8 @@ class CommandBuild(Module):
                 done = sync_inputs(source, out / tree)
                 ctx.log(f"{tree}: {source} -> {out / tree}: " + ", ".join(f"{n} {k}" for k, n in done.items()))
         values = cls.placeholders(build)
-        cwd = Path(expand_text(cls.cwd, values))
-        env = {key: expand_text(value, values) for key, value in cls.env.items()}
+        cwd = Path(_expand_text(cls.cwd, values))
+        env = {key: _expand_text(value, values) for key, value in cls.env.items()}
         for argv in cls.commands:
             ctx.run_cmd(expand_argv(argv, values), cwd=cwd, env=env)
 
@@ -159,7 +159,7 @@ class CommandBuild(Module):
         ctx.log(f"{link} -> {out}")
 
 
-def expand_text(text: str, values: Mapping[str, Any]) -> str:
+def _expand_text(text: str, values: Mapping[str, Any]) -> str:
     return PLACEHOLDER.sub(lambda m: _as_text(values[m.group(1)]), text)
 
 
@@ -170,7 +170,7 @@ def expand_argv(argv: Sequence[str], values: Mapping[str, Any]) -> list[str]:
         if whole and isinstance(values[whole.group(1)], list):
             out += [_as_text(v) for v in values[whole.group(1)]]
         else:
-            out.append(expand_text(arg, values))
+            out.append(_expand_text(arg, values))
     return out
 
 
@@ -182,7 +182,7 @@ def _as_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def declaration_problems(cls: type[CommandBuild]) -> list[str]:
+def _declaration_problems(cls: type[CommandBuild]) -> list[str]:
     """What is wrong with a CommandBuild subclass, found when the plugin is imported."""
     fields = set(getattr(cls.config_model, "model_fields", {}))
     problems = []
