@@ -315,12 +315,7 @@ class Registry:
         hook = getattr(self.pm.hook, hook_name)
         for impl in hook.get_hookimpls():
             origin = self.pm._origin(impl.plugin_name)
-            try:
-                result = impl.function()
-            except GaiaError:
-                raise
-            except Exception as exc:
-                raise PluginError(f"{origin} failed in hook {hook_name}(): {type(exc).__name__}: {exc}") from exc
+            result = self._call(impl, hook_name)
             if result is None:
                 continue
             classes = result if isinstance(result, (list, tuple)) else [result]
@@ -339,12 +334,22 @@ class Registry:
                 out[key] = Provided(cls, impl.plugin_name, origin, hook_name)
         return dict(sorted(out.items()))
 
+    def _call(self, impl: Any, hook_name: str) -> Any:
+        """One registration hook implementation's result; an exception in it names the plugin."""
+        try:
+            return impl.function()
+        except GaiaError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{self.pm._origin(impl.plugin_name)} failed in hook {hook_name}(): "
+                              f"{type(exc).__name__}: {exc}") from exc
+
     def _collect_tables(self) -> dict[str, str]:
         """Top-level table -> the plugin that owns it (``gaia_register_config_tables``)."""
         out: dict[str, str] = {}
         module_tables = {table.split(".")[0]: p.plugin for table, p in self.modules.items()}
         for impl in self.pm.hook.gaia_register_config_tables.get_hookimpls():
-            result = impl.function()
+            result = self._call(impl, "gaia_register_config_tables")
             names = [result] if isinstance(result, str) else list(result or ())
             for name in names:
                 other = out.get(name) or module_tables.get(name)
