@@ -65,6 +65,9 @@ class Anchor:
     skips: ClassVar[tuple[str, ...]] = ()
     #: dependencies of the restore task (ids or tokens, ``?`` for optional)
     restore_after: ClassVar[tuple[str, ...]] = ()
+    #: globs of files in the input trees the task never reads, left out of every tree
+    #: digest (with the point's own ``fingerprint_exclude``)
+    fingerprint_exclude: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, build: Build):
         self.build = build

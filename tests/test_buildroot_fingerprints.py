@@ -440,7 +440,7 @@ def overrides(build_file: Path, *sets: str):
 def test_editing_an_override_source_tree_changes_the_digest(tmp_path: Path):
     build_file = override_project(tmp_path, "local/overrides.mk")
     before = overrides(build_file)
-    assert set(before) == {"file", "srcdirs"} and before["srcdirs"]["HTOP"].startswith(
+    assert set(before) == {"file", "srcdirs"} and before["srcdirs"]["HTOP"]["sha256"].startswith(
         "sha256:"
     )
     assert overrides(build_file) == before
@@ -516,3 +516,27 @@ def test_hash_tree_hashes_a_fifo_by_its_type_without_blocking(tmp_path: Path):
     os.mkfifo(tree / "pipe")
     after = hash_tree(tree)  # would block forever if it opened the fifo
     assert after != before and after == hash_tree(tree)
+
+
+def test_an_external_tree_in_git_counts_what_git_sees_and_names_the_file(project: Path):
+    from gaia_core.fingerprints import file_changes
+
+    ext = project.parent / "ext"
+    (ext / ".gitignore").write_text("*.orig\n")
+    for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        git(ext, *args)
+    [clean] = digest(ExternalTreesSource, project, "buildroot.external")
+    write(ext / "package" / "acme" / "acme.mk.orig", "left by patch(1)\n")
+    assert digest(ExternalTreesSource, project, "buildroot.external") == [clean]
+    write(ext / "package" / "acme" / "0001-fix.patch", "--- a\n+++ b\n")  # untracked: Buildroot applies it
+    [patched] = digest(ExternalTreesSource, project, "buildroot.external")
+    assert file_changes(clean, patched).added == ["package/acme/0001-fix.patch"]
+
+
+def test_the_points_fingerprint_exclude_reaches_the_external_tree(project: Path):
+    build = load_build(project)
+    source = ExternalTreesSource()
+    source.exclude = ("*.md",)
+    before = source.digest(build, "buildroot.external", build.get("buildroot.external"))
+    write(project.parent / "ext" / "README.md", "notes\n")
+    assert source.digest(build, "buildroot.external", build.get("buildroot.external")) == before

@@ -200,6 +200,17 @@ class HungBackend(Backend):
         HungBackend.calls.append(f"upload {key}")
         raise BackendUnavailable(f"{self.ref}: stalled")
 
+    def publish(self, key, source):  # type: ignore[no-untyped-def]
+        self.upload(key, source)
+
+    def delete(self, key):  # type: ignore[no-untyped-def]
+        HungBackend.calls.append(f"delete {key}")
+        raise BackendUnavailable(f"{self.ref}: stalled")
+
+    def list_entries(self, point_id):  # type: ignore[no-untyped-def]
+        HungBackend.calls.append(f"list {point_id}")
+        raise BackendUnavailable(f"{self.ref}: no answer within {self.probe_timeout:.0f}s")
+
 
 class HungPlugin:
     @hookimpl

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from gaia_core.backends import Backend
     from gaia_core.build import Build
+    from gaia_core.plugins import Provided
 
 #: ``GAIA_CHECKPOINTS_READ_ONLY=1`` makes every run a read-only consumer (pull-request CI)
 READ_ONLY_ENV = "GAIA_CHECKPOINTS_READ_ONLY"
@@ -40,8 +41,20 @@ class PointModel(StrictModel):
     use_policy: UsePolicy | None = None
     upload_policy: UploadPolicy | None = None
     fingerprint_from: list[str] | None = None
+    #: globs of files in the input trees that the build never reads (``docs/**``, ``*.md``)
+    fingerprint_exclude: list[str] = Field(default_factory=list)
     backend: str | None = None
     trust_mode: TrustMode | None = None
+
+    @field_validator("fingerprint_exclude")
+    @classmethod
+    def _globs(cls, value: list[str]) -> list[str]:
+        from gaia_core.treedigest import exclude_problem
+
+        problems = [p for p in map(exclude_problem, value) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
 
 class CheckpointsModel(StrictModel):
@@ -98,6 +111,7 @@ class Point:
     trust_mode: str
     fingerprint_from: tuple[str, ...] | None
     backend: str | None  # "kind:name", resolved
+    fingerprint_exclude: tuple[str, ...] = ()
 
     @property
     def slug(self) -> str:
@@ -121,7 +135,7 @@ class CheckpointSettings:
     trust_mode: str
     queue_file: str | None
     points: list[Point]
-    backend_configs: dict[str, tuple[type[Backend], BaseModel]]  # "kind:name" -> (class, config)
+    backend_configs: dict[str, tuple[Provided, BaseModel]]  # "kind:name" -> (registered class, config)
     trusted_keys: dict[str, Ed25519PublicKey] = dataclasses.field(default_factory=dict)
     signing_key_file_env: str | None = None
     read_only: bool = False
@@ -130,8 +144,8 @@ class CheckpointSettings:
     retention: Retention = dataclasses.field(default_factory=Retention)
 
     def backend(self, ref: str) -> Backend:
-        cls, config = self.backend_configs[ref]
-        return cls(ref.partition(":")[2], config)
+        provided, config = self.backend_configs[ref]
+        return provided.make(ref.partition(":")[2], config)
 
 
 def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[int], list[str]]:
@@ -192,7 +206,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
         return None, problems
     origin = build.origin("checkpoints")
     registry = build.registry
-    backend_configs: dict[str, tuple[type[Backend], BaseModel]] = {}
+    backend_configs: dict[str, tuple[Provided, BaseModel]] = {}
     for kind, named in model.backends.items():
         provided = registry.backends.get(kind)
         if provided is None:
@@ -207,7 +221,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
                 problems.append(f"{build.origin(key)}: {key}: must be a table")
                 continue
             try:
-                backend_configs[f"{kind}:{name}"] = (provided.cls, provided.cls.config_model.model_validate(table))
+                backend_configs[f"{kind}:{name}"] = (provided, provided.cls.config_model.model_validate(table))
             except ValidationError as exc:
                 problems += render_validation_error(exc, key, provided.cls.config_model, build.origins, build.path)
 
@@ -268,6 +282,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             trust_mode=p.trust_mode or model.trust_mode,
             fingerprint_from=tuple(s.strip() for s in p.fingerprint_from) if p.fingerprint_from else None,
             backend=backend_ref,
+            fingerprint_exclude=tuple(g.strip() for g in p.fingerprint_exclude),
         ))
     queue_file = model.queue_file.strip() if model.queue_file and model.queue_file.strip() else None
     if queue_file is not None:
@@ -316,12 +331,12 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
     return settings, problems
 
 
-def _environment_problems(configs: dict[str, tuple[type[Backend], BaseModel]], used: set[str]) -> list[str]:
+def _environment_problems(configs: dict[str, tuple[Provided, BaseModel]], used: set[str]) -> list[str]:
     """Malformed values in the variables the used backends read: config errors like any other."""
     problems = []
     for ref in sorted(used & set(configs)):
-        cls, config = configs[ref]
-        problems += [f"environment: {p}" for p in cls(ref.partition(":")[2], config).environment_problems()]
+        provided, config = configs[ref]
+        problems += [f"environment: {p}" for p in provided.make(ref.partition(":")[2], config).environment_problems()]
     return problems
 
 

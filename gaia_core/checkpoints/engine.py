@@ -82,7 +82,7 @@ class Checkpoints:
         raise CheckpointError(f"no checkpoint point '{point_id}'")
 
     def anchor(self, point: Point) -> Anchor:
-        return self.build.registry.anchors[point.anchor_task].cls(self.build)
+        return self.build.registry.anchors[point.anchor_task].make(self.build)
 
     def fingerprint(self, point: Point, *, fresh: bool = False) -> Fingerprint:
         """The point's fingerprint; ``fresh`` recomputes it (the restore task, after fetch)."""

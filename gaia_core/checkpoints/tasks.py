@@ -20,6 +20,7 @@ from gaia_core.errors import BackendError, CheckpointError, TaskFailed
 if TYPE_CHECKING:
     from gaia_core.anchors import Anchor
     from gaia_core.checkpoints.config import Point
+    from gaia_core.checkpoints.fingerprint import Fingerprint
     from gaia_core.checkpoints.store import LocalObject
     from gaia_core.run import TaskContext
 
@@ -240,6 +241,14 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
         ctx.log(f"checkpoint:{point.id} nothing to capture: the tree was {how}")
         return
     fp = cp.fingerprint(point)
+    changed = _inputs_changed_meanwhile(ctx, cp, point, anchor, fp)
+    if changed:
+        _forget(ctx, cp, anchor)
+        ctx.log(f"WARN: checkpoint:{point.id} not captured: its inputs changed while {point.anchor_task} ran "
+                f"({changed}), so no run would find this tree under the fingerprint it was built from. Keep the "
+                f"build out of its inputs (build in a copy or another directory), or leave what it writes out of "
+                f"the fingerprint (.gitignore, fingerprint_exclude)")
+        return
     try:
         from gaia_core.checkpoints.capture import capture
 
@@ -264,6 +273,22 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
                 f"{cp.settings.signing_key_file_env or 'signing_key_file_env'} to a trusted signing key")
     else:
         _schedule_upload(ctx, cp, point, obj.fingerprint)
+
+
+def _inputs_changed_meanwhile(ctx: TaskContext, cp: Checkpoints, point: Point, anchor: Anchor,
+                              before: Fingerprint) -> str | None:
+    """What differs between the inputs before the anchor ran and now (None when nothing does):
+    a build that writes into its inputs (automake regenerating ``configure``) or an edit made
+    during the build would file the tree under a fingerprint no run computes."""
+    from gaia_core.checkpoints.fingerprint import compute
+    from gaia_core.checkpoints.inputdiff import input_changes, summary
+
+    if not before.known:
+        return None
+    after = compute(ctx.build, point, anchor)
+    if not after.known or after.value == before.value:
+        return None
+    return summary(input_changes(before.inputs, after.inputs)) or "the fingerprint differs"
 
 
 def _schedule_upload(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> None:
