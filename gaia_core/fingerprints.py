@@ -7,10 +7,12 @@ of the contents, which joins the value in the fingerprint.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import os
 import stat
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -47,6 +49,57 @@ class FingerprintSource:
 
     def digest(self, build: Build, path: str, value: Any) -> Any:
         raise NotImplementedError
+
+
+class _InputTimes:
+    """The newest mtime among the files a fingerprint read (None: none was reported)."""
+
+    def __init__(self) -> None:
+        self.newest_ns: int | None = None
+
+    def note(self, mtime_ns: int) -> None:
+        if self.newest_ns is None or mtime_ns > self.newest_ns:
+            self.newest_ns = mtime_ns
+
+
+_INPUT_TIMES: contextvars.ContextVar[_InputTimes | None] = contextvars.ContextVar("gaia_input_times", default=None)
+
+
+@contextlib.contextmanager
+def _collect_input_times() -> Iterator[_InputTimes]:
+    """While a fingerprint is computed: the newest mtime of what its sources read.
+
+    A checkpoint tree is up to date for make against inputs no newer than the time it was
+    placed or built; an input written since (a checkout again, same content) is found here.
+    """
+    times = _InputTimes()
+    token = _INPUT_TIMES.set(times)
+    try:
+        yield times
+    finally:
+        _INPUT_TIMES.reset(token)
+
+
+def _note_mtime(mtime_ns: int) -> None:
+    times = _INPUT_TIMES.get()
+    if times is not None:
+        times.note(mtime_ns)
+
+
+def note_input(path: Path) -> None:
+    """Count ``path``'s modification time among the inputs of the fingerprint being computed.
+
+    ``hash_tree`` and ``hash_file`` do this for every entry they hash. Call it from a
+    source that reads an input another way (a git checkout known by its commit: its index
+    file, which git writes after the files of a checkout). Links are not followed; a
+    missing path and a call outside a fingerprint computation do nothing.
+    """
+    if _INPUT_TIMES.get() is None:
+        return
+    try:
+        _note_mtime(os.lstat(path).st_mtime_ns)
+    except OSError:
+        pass
 
 
 def hash_tree(root: Path, *, skip_dirs: Collection[str] = ()) -> str:
@@ -88,6 +141,7 @@ def hash_file(path: Path) -> str:
 
 def _hash_entry(h: Any, path: Path, rel: str) -> None:
     st = os.lstat(path)
+    _note_mtime(st.st_mtime_ns)
     h.update(f"{rel}\0{st.st_mode & 0o7777:o}\0".encode())
     if stat.S_ISLNK(st.st_mode):
         h.update(b"L" + os.readlink(path).encode() + b"\0")

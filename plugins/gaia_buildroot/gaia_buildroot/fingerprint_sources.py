@@ -15,10 +15,15 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gaia_buildroot.gitrepo import git_output, is_git_checkout, resolve_version
+from gaia_buildroot.gitrepo import (
+    git_output,
+    index_file,
+    is_git_checkout,
+    resolve_version,
+)
 from gaia_buildroot.package_overrides import digest_overrides
 from gaia_buildroot.source_tree import find_defconfig, require_source_tree
-from gaia_core.fingerprints import FingerprintSource, hash_file, hash_tree
+from gaia_core.fingerprints import FingerprintSource, hash_file, hash_tree, note_input
 
 if TYPE_CHECKING:
     from gaia_core.build import Build
@@ -85,6 +90,7 @@ class VersionSource(FingerprintSource):
             return "missing"
         if not is_git_checkout(src):
             return None  # a source_dir that is no checkout: SourceTreeSource hashes it
+        note_checkout(src)
         if isinstance(value, str):
             return resolve_version(src, value) or "missing"
         return git_output(src, "rev-parse", "HEAD")
@@ -115,10 +121,18 @@ class SourceTreeSource(FingerprintSource):
             return "missing"
         if not is_git_checkout(src):
             return hash_tree(src)
+        note_checkout(src)
         return {
             "head": git_output(src, "rev-parse", "HEAD"),
             "changes": _worktree_changes(src),
         }
+
+
+def note_checkout(src: Path) -> None:
+    """The checkout's files count as inputs by the time git last wrote them."""
+    index = index_file(src)
+    if index is not None:
+        note_input(index)
 
 
 def _worktree_changes(src: Path) -> str:
