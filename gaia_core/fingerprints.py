@@ -90,9 +90,9 @@ def note_input(path: Path) -> None:
     """Count ``path``'s modification time among the inputs of the fingerprint being computed.
 
     ``hash_tree`` and ``hash_file`` do this for every entry they hash. Call it from a
-    source that reads an input another way (a git checkout known by its commit: its index
-    file, which git writes after the files of a checkout). Links are not followed; a
-    missing path and a call outside a fingerprint computation do nothing.
+    source that reads an input another way (a git checkout known by its commit: its
+    directories, whose mtimes git sets when it creates their files anew). Links are not
+    followed; a missing path and a call outside a fingerprint computation do nothing.
     """
     if _INPUT_TIMES.get() is None:
         return

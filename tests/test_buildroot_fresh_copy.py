@@ -14,8 +14,9 @@ import tarfile
 import time
 from pathlib import Path
 
+from buildroot_repo import make_buildroot_repo
 from mtime_order import filesystem_now, mtimes, touch_all
-from test_buildroot_checkpoints import QUICKSTART, Quickstart, gaia
+from test_buildroot_checkpoints import QUICKSTART, Quickstart, gaia, make_quickstart
 
 EXTERNAL = """
 [buildroot]
@@ -112,3 +113,37 @@ def test_an_edited_fragment_misses_and_rebuilds_busybox_only(gaia_cli, tmp_path)
     assert qs.compile_log()[len(built):] == [
         "busybox 1.37.0 configure", "busybox 1.37.0 build", "busybox 1.37.0 install-target"]
     assert max(mtimes(qs.out).values()) <= filesystem_now(qs.out)
+
+
+def test_a_fragment_checked_out_again_in_place_rebuilds_nothing(gaia_cli, tmp_path):
+    """Same content, newer mtime, the tree in place: without gaia, collect's make would
+    configure and build busybox again."""
+    shared = tmp_path / "team-cache"
+    shared.mkdir()
+    qs = workspace(tmp_path / "ws", shared)
+    gaia(gaia_cli, "run", qs.build)
+    built = qs.compile_log()
+    time.sleep(0.01)
+    touch_all(qs.root / "br2-external")  # git checkout other-branch && git checkout -
+    result = gaia(gaia_cli, "run", qs.build)
+    assert "an input was written at" in result.output and "SKIP: buildroot.build" in result.output
+    assert qs.compile_log() == built
+    assert qs.post_image_runs() == 2  # the tree's times moved: collect ran, and made nothing
+
+
+def test_gaias_own_clone_made_again_in_place_rebuilds_nothing(gaia_cli, tmp_path):
+    """buildroot.fetch clones anew (the clone was removed): package/busybox/busybox.config is
+    newer than the tree in place; git's index, written last, tells the fingerprint."""
+    repo = make_buildroot_repo(tmp_path / "origin", tag="2025.11")
+    qs = make_quickstart(tmp_path / "ws")
+    layer = qs.root / "layers" / "buildroot.toml"
+    layer.write_text(f'[buildroot]\nrepo = "{repo}"\nversion = "2025.11"\ndefconfig = "gaia_qemu_defconfig"\n')
+    gaia(gaia_cli, "run", qs.build)
+    built = qs.compile_log()
+    shutil.rmtree(qs.root / "build" / "buildroot" / "src")
+    time.sleep(0.01)
+    result = gaia(gaia_cli, "run", qs.build)
+    assert "cloning" in result.output and "an input was written at" in result.output, result.output
+    assert qs.compile_log() == built
+    again = gaia(gaia_cli, "run", qs.build)
+    assert "an input was written" not in again.output

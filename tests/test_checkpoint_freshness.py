@@ -11,6 +11,7 @@ incremental build rebuilds that object only), and no mtime in the future.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -237,3 +238,25 @@ def test_a_changed_source_misses_and_make_rebuilds_only_what_it_decides(gaia_cli
     assert "restore miss (reason=inputs_changed:maker.src)" in output
     assert ws.compiled() == ["a.o", "b.o", "c.o", "prog", "b.o", "prog"]  # incremental: b.o and what needs it
     assert max(mtimes(ws.out).values()) <= filesystem_now(ws.out)
+
+
+def test_the_fingerprint_knows_the_newest_input_its_sources_read(tmp_path):
+    from gaia_core.fingerprints import _collect_input_times, hash_file, note_input
+
+    (tmp_path / "tree").mkdir()
+    for i, name in enumerate(["a", "b"]):
+        (tmp_path / "tree" / name).write_text(name)
+        os.utime(tmp_path / "tree" / name, ns=(1_600_000_000_000_000_000 + i,) * 2)
+    (tmp_path / "single").write_text("s")
+    os.utime(tmp_path / "single", ns=(1_500_000_000_000_000_000,) * 2)
+    os.utime(tmp_path / "tree", ns=(1_700_000_000_000_000_000,) * 2)  # directories are not hashed
+    note_input(tmp_path / "single")  # outside a computation: nothing to note into
+    with _collect_input_times() as times:
+        assert times.newest_ns is None
+        hash_file(tmp_path / "single")
+        assert times.newest_ns == 1_500_000_000_000_000_000
+        hash_tree(tmp_path / "tree")
+        assert times.newest_ns == 1_600_000_000_000_000_001
+        note_input(tmp_path / "tree")
+        note_input(tmp_path / "missing")
+        assert times.newest_ns == 1_700_000_000_000_000_000

@@ -11,16 +11,12 @@ guessing. A file that is simply not there gives the stable value ``"missing"``.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gaia_buildroot.gitrepo import (
-    git_output,
-    index_file,
-    is_git_checkout,
-    resolve_version,
-)
+from gaia_buildroot.gitrepo import git_output, is_git_checkout, resolve_version
 from gaia_buildroot.package_overrides import digest_overrides
 from gaia_buildroot.source_tree import find_defconfig, require_source_tree
 from gaia_core.fingerprints import FingerprintSource, hash_file, hash_tree, note_input
@@ -129,10 +125,15 @@ class SourceTreeSource(FingerprintSource):
 
 
 def note_checkout(src: Path) -> None:
-    """The checkout's files count as inputs by the time git last wrote them."""
-    index = index_file(src)
-    if index is not None:
-        note_input(index)
+    """A checkout known by its commit: its directories' mtimes stand for its files'.
+
+    git writes every file of a checkout anew (unlink, create), which sets its directory's
+    mtime, so a checkout made again with the same content shows in its newest directory.
+    (The index would show it too, but ``git status`` rewrites it on its own.)
+    """
+    for dirpath, dirnames, _files in os.walk(src):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        note_input(Path(dirpath))
 
 
 def _worktree_changes(src: Path) -> str:

@@ -46,11 +46,3 @@ def is_pinned(src: Path, version: str) -> bool:
 def is_git_checkout(src: Path) -> bool:
     return (src / ".git").exists()
 
-
-def index_file(src: Path) -> Path | None:
-    """The checkout's index, which git writes after the files of every checkout.
-
-    Its mtime stands for the checkout's files when the fingerprint knows them by commit
-    (a checkout again writes them anew, with the same content)."""
-    found = git_output(src, "rev-parse", "--path-format=absolute", "--git-path", "index")
-    return Path(found) if found else None
