@@ -10,9 +10,10 @@ the i-th of n distinct mtimes becomes ``now - (n - 1 - i) * step``. With a step 
 order survives filesystems that keep microseconds, 100,000 distinct times span 0.1 s, and
 nothing lies in the future.
 
-It never follows a link (``lstat``, ``utime(..., follow_symlinks=False)``, directories opened
-relative to their parent's descriptor) and holds 8 bytes per entry plus one sorted run of
-:data:`SORT_RUN` values at a time, not the tree's paths.
+It never follows a link (directories opened with ``O_NOFOLLOW``, each entry ``lstat``-ed and
+set with ``utime(..., follow_symlinks=False)`` relative to its directory's descriptor) and
+holds 8 bytes per entry plus one sorted run of :data:`SORT_RUN` values at a time, not the
+tree's paths.
 """
 
 from __future__ import annotations
@@ -104,11 +105,13 @@ def place_mtimes(roots: Sequence[Path], *, clock_dir: Path, not_before_ns: int |
     del values
     span = max(len(ranking) - 1, 0) * step_ns
     at_ns = filesystem_now_ns(clock_dir)
-    if not_before_ns is not None and at_ns - span <= not_before_ns:
-        wait_s = (not_before_ns + span + 1 - at_ns) / 1e9
-        if wait_s <= MAX_WAIT_S:
-            time.sleep(wait_s)
-            at_ns = max(filesystem_now_ns(clock_dir), not_before_ns + span + 1)
+    give_up = time.monotonic() + MAX_WAIT_S
+    while not_before_ns is not None and at_ns - span <= not_before_ns:
+        wait_s = max((not_before_ns + span + 1 - at_ns) / 1e9, 0.001)  # the clock may be coarse
+        if time.monotonic() + wait_s > give_up:
+            break
+        time.sleep(wait_s)
+        at_ns = filesystem_now_ns(clock_dir)
     placement = Placement(at_ns=at_ns, step_ns=step_ns, entries=entries, distinct=len(ranking), ranking=ranking)
     _apply(roots, placement, cancelled)
     return dataclasses.replace(placement, seconds=time.monotonic() - started)
@@ -192,12 +195,3 @@ def _entries(root: Path, cancelled: Callable[[], bool] | None) -> Iterator[tuple
         finally:
             os.close(dir_fd)
 
-
-def marker_placement(data: Any) -> dict[str, int] | None:
-    """The ``placed`` record of a marker's ``mtimes`` field, when it is well formed."""
-    if not isinstance(data, dict):
-        return None
-    keys = ("at_ns", "oldest_ns", "step_ns", "entries", "distinct")
-    if not all(isinstance(data.get(k), int) for k in keys):
-        return None
-    return {k: data[k] for k in keys}
