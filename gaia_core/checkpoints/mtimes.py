@@ -194,4 +194,3 @@ def _entries(root: Path, cancelled: Callable[[], bool] | None) -> Iterator[tuple
                     stack.append(os.path.join(directory, os.fsencode(name)))
         finally:
             os.close(dir_fd)
-
