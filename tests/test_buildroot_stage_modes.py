@@ -186,3 +186,15 @@ def test_directories_the_stage_passes_through_keep_the_targets_mode(tmp_path):
     (target / "root").mkdir(parents=True)
     (target / "root").chmod(0o700)
     assert modes_to_apply(stage, target) == [("root", 0o700), ("root/.ssh/keys", 0o600)]
+
+
+def test_the_stages_own_parent_directories_are_0755_whatever_the_umask(tmp_path):
+    from gaia_buildroot.stage import make_parents
+
+    old = os.umask(0o077)
+    try:
+        make_parents(tmp_path / "stage" / "root" / ".ssh" / "authorized_keys")
+    finally:
+        os.umask(old)
+    for rel in ("stage", "stage/root", "stage/root/.ssh"):
+        assert (tmp_path / rel).stat().st_mode & 0o7777 == 0o755, rel

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gaia_buildroot import collect_record
 from gaia_buildroot.config import BuildrootConfig
 from gaia_buildroot.dotconfig import DotConfig, quote, unquote
 from gaia_buildroot.fsutil import clear_dir, copy_tree
@@ -35,7 +36,6 @@ from gaia_buildroot.layout import (
     defconfig_name,
     jlevel,
 )
-from gaia_buildroot import collect_record
 from gaia_buildroot.overlay import sync_overlay
 from gaia_buildroot.post_image import image_files, record_outputs
 from gaia_buildroot.stage_modes import SCRIPT_FILE, modes_to_apply, write_post_build_script
