@@ -45,4 +45,3 @@ def is_pinned(src: Path, version: str) -> bool:
 
 def is_git_checkout(src: Path) -> bool:
     return (src / ".git").exists()
-
