@@ -14,6 +14,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from gaia_core.inputtimes import _collect_input_times, _note_mtime, note_input
 from gaia_core.treedigest import FileChanges, digest_files, digest_paths, file_changes, is_file_digest
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ def hash_file(path: Path) -> str:
 
 def _hash_entry(h: Any, path: Path, rel: str) -> None:
     st = os.lstat(path)
+    _note_mtime(st.st_mtime_ns)
     h.update(f"{rel}\0{st.st_mode & 0o7777:o}\0".encode())
     if stat.S_ISLNK(st.st_mode):
         h.update(b"L" + os.readlink(path).encode() + b"\0")

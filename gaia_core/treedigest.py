@@ -27,6 +27,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gaia_core.inputtimes import _note_mtime
+
 #: the ``format`` of a per-file digest value
 FORMAT = "gaia.files/1"
 #: bytes of each file's sha256 kept in the listing: a changed file goes unnamed with a
@@ -187,6 +189,7 @@ def entry_digest(path: str | os.PathLike[str], *, follow: bool = False) -> bytes
     """sha256 of one entry: its type, permission bits and content (a link: its target text,
     unless ``follow``; a fifo or device: its type only, never its blocking content)."""
     st = os.stat(path) if follow else os.lstat(path)
+    _note_mtime(st.st_mtime_ns)
     h = hashlib.sha256(f"{st.st_mode & 0o7777:o}\0".encode())
     if stat.S_ISLNK(st.st_mode):
         h.update(b"L" + os.fsencode(os.readlink(path)))

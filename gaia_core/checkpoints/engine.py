@@ -252,12 +252,14 @@ class Checkpoints:
         return bool(targets)
 
     @staticmethod
-    def write_markers(targets: list[Target], point: Point, fp: str, how: str) -> None:
+    def write_markers(targets: list[Target], point: Point, fp: str, how: str,
+                      extra: dict[str, Any] | None = None) -> None:
+        """``extra``: more fields (the tree's mtimes, :func:`.freshness.marker_fields`)."""
         with store_faults("writing the checkpoint marker"):
             for t in targets:
                 atomic.write_json(t.path / MARKER, {
                     "point": point.id, "anchor_task": point.anchor_task, "fingerprint": fp, "how": how,
-                    "at": now(),
+                    "at": now(), **(extra or {}),
                 })
 
     @staticmethod

@@ -16,7 +16,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from gaia_core.checkpoints.manifest import FORMAT_VERSION
-from gaia_core.fingerprints import InputPending
+from gaia_core.fingerprints import InputPending, _collect_input_times
 
 if TYPE_CHECKING:
     from gaia_core.anchors import Anchor
@@ -34,6 +34,9 @@ class Fingerprint:
     value: str | None
     inputs: dict[str, Any]
     pending: InputPending | None = None
+    #: the newest mtime among the input files the sources read (None: none reported); a
+    #: tree in place older than it is moved after it (:mod:`.freshness`)
+    newest_input_ns: int | None = None
 
     @property
     def known(self) -> bool:
@@ -110,11 +113,13 @@ def _digest(build: Build, provided: Any, path: str, value: Any, excludes: tuple[
 
 def compute(build: Build, point: Point, anchor: Anchor) -> Fingerprint:
     try:
-        inputs = selected_inputs(build, point, anchor)
+        with _collect_input_times() as times:
+            inputs = selected_inputs(build, point, anchor)
     except InputPending as pending:
         return Fingerprint(None, {}, pending)
     payload = {"anchor_task": point.anchor_task, "id": point.id, "selected": inputs}
-    return Fingerprint(hashlib.sha256(canonical_json(payload)).hexdigest(), inputs)
+    return Fingerprint(hashlib.sha256(canonical_json(payload)).hexdigest(), inputs,
+                       newest_input_ns=times.newest_ns)
 
 
 def lineage(anchor_task: str, fingerprint: str) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from gaia_core.checkpoints import archive, containment, swap
 from gaia_core.checkpoints.engine import Checkpoints, Log
+from gaia_core.checkpoints.freshness import place_restored
 from gaia_core.checkpoints.relocate import apply_relocation
 from gaia_core.checkpoints.units import human_size
 from gaia_core.errors import CheckpointError
@@ -78,12 +79,14 @@ def restore(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
                 f"setuid/setgid bits: {shown}")
         _relocate(tree, portability, anchor, point, log)
         containment.check_targets(tree, targets)  # UnsafeTree: later steps would write outside
+        # hook (issue 16): the last step on the staged tree; its result goes into the marker
+        mtimes = place_restored([tree / t.name for t in targets], staging, cp.fingerprint(point), point, log)
         for t in targets:
             t.path.parent.mkdir(parents=True, exist_ok=True)
             swap.swap_in(tree / t.name, t.path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    cp.write_markers(targets, point, obj.fingerprint, "restored")
+    cp.write_markers(targets, point, obj.fingerprint, "restored", extra=mtimes)
 
 
 def _relocate(tree: Path, portability: Portability, anchor: Anchor, point: Point, log: Log) -> None:

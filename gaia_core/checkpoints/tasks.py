@@ -128,6 +128,9 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
     except OSError as exc:
         ctx.log(f"WARN: could not tidy the checkpoint store: {exc}")
     if cp.materialized(targets, fp):
+        from gaia_core.checkpoints.freshness import keep_up_to_date
+
+        keep_up_to_date(cp, point, targets, fingerprint, ctx.log)  # hook (issue 16): inputs checked out again
         ctx.log(f"{tag} {', '.join(str(t.path) for t in targets)} already holds {fp[:12]}; nothing to restore")
         _mark_restored(ctx, point, anchor.skipped_tasks(), fp, "already in place")
         _upload_local_hit(ctx, cp, point, fp)
@@ -260,6 +263,10 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
         ctx.log(f"WARN: checkpoint:{point.id} capture failed: {exc}; the build goes on without a checkpoint")
         return
     _report_unusable_here(ctx, point, obj.fingerprint)
+    from gaia_core.checkpoints.freshness import captured_fields
+
+    # hook (issue 16): the marker says which inputs the built tree is up to date for
+    cp.write_markers(anchor.targets(), point, obj.fingerprint, "captured", extra=captured_fields(fp))
     from gaia_core.checkpoints.lifecycle import apply_retention
 
     apply_retention(cp, point, ctx.log)

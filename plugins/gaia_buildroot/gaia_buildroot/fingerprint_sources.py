@@ -12,13 +12,14 @@ guessing. A file that is simply not there gives the stable value ``"missing"``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gaia_buildroot.gitrepo import git_output, is_git_checkout, resolve_version
 from gaia_buildroot.package_overrides import digest_overrides
 from gaia_buildroot.source_tree import find_defconfig, require_source_tree
-from gaia_core.fingerprints import FingerprintSource, digest_files, digest_paths, hash_file
+from gaia_core.fingerprints import FingerprintSource, digest_files, digest_paths, hash_file, note_input
 from gaia_core.treedigest import exclude_matcher
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ class VersionSource(FingerprintSource):
             return "missing"
         if not is_git_checkout(src):
             return None  # a source_dir that is no checkout: SourceTreeSource hashes it
+        note_checkout(src)
         if isinstance(value, str):
             return resolve_version(src, value) or "missing"
         return git_output(src, "rev-parse", "HEAD")
@@ -117,10 +119,23 @@ class SourceTreeSource(FingerprintSource):
             return "missing"
         if not is_git_checkout(src):
             return digest_files(src, exclude=self.exclude)
+        note_checkout(src)
         return {
             "head": git_output(src, "rev-parse", "HEAD"),
             "changes": _worktree_changes(src, self.exclude),
         }
+
+
+def note_checkout(src: Path) -> None:
+    """A checkout known by its commit: its directories' mtimes stand for its files'.
+
+    git writes every file of a checkout anew (unlink, create), which sets its directory's
+    mtime, so a checkout made again with the same content shows in its newest directory.
+    (The index would show it too, but ``git status`` rewrites it on its own.)
+    """
+    for dirpath, dirnames, _files in os.walk(src):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        note_input(Path(dirpath))
 
 
 def _worktree_changes(src: Path, exclude: tuple[str, ...]) -> Any:
