@@ -8,7 +8,14 @@ Buildroot). Run it by hand, see ``docs/real-buildroot.md``::
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # the scenario files share test_real_buildroot's helpers
+    sys.path.insert(0, str(HERE))
 
 _MEASURED = pytest.StashKey[list[str]]()
 

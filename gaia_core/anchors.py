@@ -18,12 +18,33 @@ class Target:
     glob patterns, relative to ``path``, of directories that are a target system's root
     filesystem: a link inside one (``/usr/lib/...``) is read inside that rootfs, so it is
     neither a prerequisite outside the tree nor relocated. Links anywhere are stored and
-    restored with their targets unchanged (links are data).
+    restored with their targets unchanged (links are data). ``link`` is the path users know
+    when ``path`` is a padded directory behind it (:meth:`Workspace.link_padded_dir`): while
+    that link is gone the target counts as removed, as the next run will start it over.
+
+    ``writes`` are glob patterns, relative to ``path``, of what later steps write into or
+    below: the tasks after a restore, the anchor's own next (incremental) run. A tree in
+    which one of them, or a directory above it, is a link that resolves outside ``path``
+    (as the host resolves it, also inside a rootfs dir) is refused as unsafe, at restore
+    (a miss, ``unsafe_tree:<name>/<path>``, the object discarded) and at capture.
     """
 
     name: str
     path: Path
     rootfs_dirs: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    link: Path | None = None
+
+    def unsafe_writes(self) -> list[str]:
+        """Each path of ``writes`` that a link takes outside the tree at ``path``, as
+        ``<path>: <link> -> <where it points> leads outside the tree``; empty when none does.
+
+        The core asks this after a restore (of the staged tree) and before a capture; a
+        step of the anchor's plugin that changes links in the tree can ask it again.
+        """
+        from gaia_core.checkpoints.containment import escaping_writes, homes
+
+        return escaping_writes(self.path, self.writes, homes(self))
 
 
 class Anchor:
@@ -44,6 +65,9 @@ class Anchor:
     skips: ClassVar[tuple[str, ...]] = ()
     #: dependencies of the restore task (ids or tokens, ``?`` for optional)
     restore_after: ClassVar[tuple[str, ...]] = ()
+    #: globs of files in the input trees the task never reads, left out of every tree
+    #: digest (with the point's own ``fingerprint_exclude``)
+    fingerprint_exclude: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, build: Build):
         self.build = build

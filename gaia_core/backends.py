@@ -140,6 +140,17 @@ class Backend:
             return None
         return self.environ.get(env_name, "").strip() or None
 
+    def environment_problems(self) -> list[str]:
+        """Values read through ``*_env`` fields that are set but malformed, each naming the
+        config key and the variable, never the value.
+
+        gaia asks when it loads the build file, so a bad value fails every command with a
+        config error (exit 2) before anything runs. A variable that is not set is no problem
+        here: a build file stays valid on a machine that never talks to this backend, and
+        the backend says what is missing when it is used.
+        """
+        return []
+
     def secrets(self) -> list[str]:
         """Values that must never appear in output, logs or the upload queue."""
         return []

@@ -55,6 +55,23 @@ class PluginError(GaiaError):
     exit_code = ExitCode.PLUGIN_ERROR
 
 
+class PluginMethodError(GaiaError):
+    """An exception raised inside a plugin's code while gaia used it (exit 3).
+
+    The message names the plugin, its distribution and the method (``plugin 'cmake'
+    (gaia-cmake 1.0) failed in CMakeAnchor.targets(): KeyError: 'x'``); the original
+    exception is ``__cause__``, whose traceback ``gaia --debug`` prints.
+    """
+
+    exit_code = ExitCode.INTERNAL_ERROR
+
+    def __init__(self, plugin: str, method: str, error: BaseException, message: str | None = None):
+        self.plugin = plugin
+        self.method = method
+        self.error = error
+        super().__init__(f"{plugin} failed in {method}: {type(error).__name__}: {message or error}")
+
+
 class TaskFailed(GaiaError):
     """Raised inside a task to fail it with a message (no traceback)."""
 
@@ -79,6 +96,13 @@ class ObjectExists(BackendError):
 
 class BackendUnavailable(BackendError):
     """The remote did not answer in time, or refused the connection: skip it for this run."""
+
+
+class ObjectInvalid(CheckpointError):
+    """What a store holds under a key is no object: a FIFO, a device, a directory or a
+    symbolic link (on the way or at the end) where a file should be. Refused without
+    following or reading it, and treated like a corrupt object (a miss; replaced by the
+    next good upload)."""
 
 
 def exception_chain(

@@ -14,6 +14,9 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from gaia_core.inputtimes import _collect_input_times, _note_mtime, note_input
+from gaia_core.treedigest import FileChanges, digest_files, digest_paths, file_changes, is_file_digest
+
 if TYPE_CHECKING:
     from gaia_core.build import Build
 
@@ -39,11 +42,19 @@ class FingerprintSource:
     ``paths`` lists the dotted config paths it handles. :meth:`digest` gets the effective
     value at that path (validated, defaults applied, JSON types) and returns something
     JSON-serializable: None when nothing is behind it. Raise :class:`InputPending` when
-    the content will only exist after a planned task ran.
+    the content will only exist after a planned task ran. Hash a tree with
+    :func:`digest_files` and ``exclude=self.exclude``, so that ``--explain`` names the file
+    that changed and the point's ``fingerprint_exclude`` applies.
+
+    The digest is stored in clear in every manifest: never return a secret, or anything
+    derived from one that could be guessed.
     """
 
     kind: ClassVar[str]
     paths: ClassVar[tuple[str, ...]]
+    #: the globs of the point's ``fingerprint_exclude`` and the anchor's, set by the core on
+    #: each instance before :meth:`digest` is called
+    exclude: tuple[str, ...] = ()
 
     def digest(self, build: Build, path: str, value: Any) -> Any:
         raise NotImplementedError
@@ -88,6 +99,7 @@ def hash_file(path: Path) -> str:
 
 def _hash_entry(h: Any, path: Path, rel: str) -> None:
     st = os.lstat(path)
+    _note_mtime(st.st_mtime_ns)
     h.update(f"{rel}\0{st.st_mode & 0o7777:o}\0".encode())
     if stat.S_ISLNK(st.st_mode):
         h.update(b"L" + os.readlink(path).encode() + b"\0")
@@ -100,3 +112,10 @@ def _hash_entry(h: Any, path: Path, rel: str) -> None:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     h.update(b"\0")
+
+
+__all__ = [
+    "FileChanges", "FingerprintSource", "InputPending", "digest_files", "digest_paths", "file_changes", "hash_file",
+    "hash_tree",
+    "is_file_digest", "sha256_file",
+]

@@ -16,7 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from gaia_core.safefs import read_regular
+
 OWNER_FILE = ".gaia-owner.json"
+#: an owner record is a few hundred bytes; anything larger is not one
+MAX_OWNER_BYTES = 64 << 10
 
 
 def process_start(pid: int) -> int | None:
@@ -62,8 +66,10 @@ def write_owner(directory: Path, purpose: str = "") -> None:
 
 
 def read_owner(directory: Path) -> dict[str, Any] | None:
+    """The record in ``directory``; None when there is none, or something else is in its
+    place (a link is not followed, a FIFO not waited on)."""
     try:
-        data = json.loads((directory / OWNER_FILE).read_bytes())
+        data = json.loads(read_regular(directory / OWNER_FILE, MAX_OWNER_BYTES))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

@@ -154,7 +154,7 @@ def build_plan(build: Build) -> Plan:
     for table, provided in build.registry.modules.items():
         if table not in build.settings:
             continue
-        module = provided.cls()
+        module = provided.make()
         planned = list(module.plan(build, build.settings[table]) or [])
         for task in planned:
             if not task.module:

@@ -12,7 +12,7 @@ from typing import Any
 import pluggy
 
 from gaia_core import NAME, hookspecs
-from gaia_core.errors import PluginError
+from gaia_core.errors import GaiaError, PluginError
 
 #: built-in plugins (name -> module), registered through the same hooks as any other plugin
 DEFAULT_PLUGINS = {
@@ -143,11 +143,46 @@ class GaiaPluginManager(pluggy.PluginManager):
         super().__init__(NAME)
         self.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        #: installed plugins not loaded, by entry point name -> why (for ``gaia plugins``)
+        self.not_loaded: dict[str, str] = {}
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        """pluggy's register, refusing ``gaia_*`` functions gaia would never call, and making
+        an exception in a hook implementation name the plugin."""
+        from gaia_core.plugin_checks import hook_name_problems
+
+        label = name or self.get_canonical_name(plugin)
+        origin = self._origin(label)
+        hooks = sorted(n for n in dir(hookspecs) if n.startswith("gaia_"))
+        problems = hook_name_problems(plugin, origin, hooks,
+                                      lambda attr: self.parse_hookimpl_opts(plugin, attr) is not None)
+        if problems:
+            raise PluginError("; ".join(problems) + " (see docs/hooks.md)")
+        registered = super().register(plugin, name)
+        if registered is not None:
+            self._guard_hookimpls(plugin, origin)
+        return registered
+
+    def _origin(self, name: str) -> str:
+        from gaia_core.plugin_checks import describe
+
+        return describe(name, self.infos.get(name))
+
+    def _guard_hookimpls(self, plugin: Any, origin: str) -> None:
+        """Feature and CLI hook implementations raise a PluginMethodError naming the plugin."""
+        from gaia_core.plugin_checks import REGISTRATION_HOOKS, guarded
+
+        for caller in self.get_hookcallers(plugin) or []:
+            if caller.name in REGISTRATION_HOOKS:
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                    impl.function = guarded(impl.function, origin, f"hook {caller.name}()")  # type: ignore[misc]
 
     def register_module(self, module_name: str, info: PluginInfo) -> None:
         module = importlib.import_module(module_name)
-        self.register(module, name=info.name)
         self.infos[info.name] = info
+        self.register(module, name=info.name)
 
     def load_entrypoints(self) -> None:
         only = os.environ.get("GAIA_LOAD_PLUGINS")
@@ -163,8 +198,10 @@ class GaiaPluginManager(pluggy.PluginManager):
                 )
             seen[ep.name] = dist
             if ep.name in blocked or dist in blocked:
+                self.not_loaded[ep.name] = f"{dist}, disabled by GAIA_DISABLE_PLUGINS"
                 continue
             if allowed is not None and ep.name not in allowed and dist not in allowed:
+                self.not_loaded[ep.name] = f"{dist}, not in GAIA_LOAD_PLUGINS"
                 continue
             if self.get_plugin(ep.name) is not None:
                 continue
@@ -180,6 +217,7 @@ class GaiaPluginManager(pluggy.PluginManager):
                     f"{type(exc).__name__}: {exc} (disable it with GAIA_DISABLE_PLUGINS={ep.name}, "
                     f"or reinstall {dist})" + (f"; {mismatch}" if mismatch else "")
                 ) from exc
+            self.infos[ep.name] = info
             try:
                 self.register(plugin, name=ep.name)
             except pluggy.PluginValidationError as exc:
@@ -187,7 +225,18 @@ class GaiaPluginManager(pluggy.PluginManager):
                     f"plugin '{ep.name}' from distribution '{dist}' implements a hook wrongly: {exc} "
                     f"(see docs/hooks.md; disable it with GAIA_DISABLE_PLUGINS={ep.name})"
                 ) from exc
-            self.infos[ep.name] = info
+            except PluginError as exc:
+                raise PluginError(f"{exc}; disable it with GAIA_DISABLE_PLUGINS={ep.name}") from None
+        unknown = sorted((allowed or set()) - set(seen) - set(seen.values()))
+        if unknown:
+            from gaia_core.errors import ConfigError
+
+            installed = ", ".join(f"{n} ({d})" for n, d in sorted(seen.items())) or "none"
+            raise ConfigError(
+                f"environment: GAIA_LOAD_PLUGINS={only!r} names {', '.join(repr(n) for n in unknown)}, which "
+                f"is no installed plugin; installed plugins (entry point and distribution names both "
+                f"work): {installed}"
+            )
         try:
             self.check_pending()
         except pluggy.PluginValidationError as exc:
@@ -218,8 +267,24 @@ def _trace_after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
 
 @dataclasses.dataclass
 class Provided:
+    """A registered class and the plugin that registered it."""
+
     cls: Any
     plugin: str
+    #: ``plugin 'cmake' (gaia-cmake 1.0)``, for messages
+    origin: str = ""
+    #: the registration hook it came from
+    hook: str = ""
+
+    def make(self, *args: Any) -> Any:
+        """``cls(*args)``, whose documented methods raise a PluginMethodError naming the plugin
+        and the method instead of whatever went wrong inside them."""
+        from gaia_core.plugin_checks import ROLES, make_guarded
+
+        role = ROLES.get(self.hook)
+        if role is None:
+            return self.cls(*args)
+        return make_guarded(self.cls, args, role, self.origin or f"plugin '{self.plugin}'")
 
 
 class Registry:
@@ -227,43 +292,64 @@ class Registry:
 
     def __init__(self, pm: GaiaPluginManager):
         self.pm = pm
-        self.modules = self._collect("gaia_register_modules", "table", "module")
-        self.anchors = self._collect("gaia_register_anchors", "task", "anchor")
-        self.fingerprint_sources = self._collect("gaia_register_fingerprint_sources", "kind", "fingerprint source")
-        self.backends = self._collect("gaia_register_backends", "kind", "backend")
+        problems: list[str] = []
+        self.modules = self._collect("gaia_register_modules", problems)
+        self.anchors = self._collect("gaia_register_anchors", problems)
+        self.fingerprint_sources = self._collect("gaia_register_fingerprint_sources", problems)
+        self.backends = self._collect("gaia_register_backends", problems)
+        if problems:
+            raise PluginError(problems[0] if len(problems) == 1 else
+                              f"{len(problems)} plugin problems:\n" + "\n".join(f"  - {p}" for p in problems))
         self.config_tables = self._collect_tables()
-        self.sources_by_path: dict[str, list[Any]] = {}
+        #: config path -> the fingerprint sources that handle it
+        self.sources_by_path: dict[str, list[Provided]] = {}
         for provided in self.fingerprint_sources.values():
             for path in provided.cls.paths:
-                self.sources_by_path.setdefault(path, []).append(provided.cls)
+                self.sources_by_path.setdefault(path, []).append(provided)
 
-    def _collect(self, hook_name: str, key_attr: str, what: str) -> dict[str, Provided]:
+    def _collect(self, hook_name: str, problems: list[str]) -> dict[str, Provided]:
+        from gaia_core.plugin_checks import ROLES, registration_problems
+
+        role = ROLES[hook_name]
         out: dict[str, Provided] = {}
         hook = getattr(self.pm.hook, hook_name)
         for impl in hook.get_hookimpls():
-            result = impl.function()
+            origin = self.pm._origin(impl.plugin_name)
+            result = self._call(impl, hook_name)
             if result is None:
                 continue
             classes = result if isinstance(result, (list, tuple)) else [result]
             for cls in classes:
-                key = getattr(cls, key_attr, None)
-                if not key:
-                    raise PluginError(f"{what} class {cls.__qualname__} from plugin '{impl.plugin_name}' sets no '{key_attr}'")
+                found = registration_problems(role, cls, origin, hook_name)
+                if found:
+                    problems += found
+                    continue
+                key = getattr(cls, role.key)
                 if key in out:
                     other = out[key]
                     raise PluginError(
-                        f"{what} '{key}' is registered twice: by {other.cls.__qualname__} "
+                        f"{role.what} '{key}' is registered twice: by {other.cls.__qualname__} "
                         f"(plugin '{other.plugin}') and by {cls.__qualname__} (plugin '{impl.plugin_name}')"
                     )
-                out[key] = Provided(cls, impl.plugin_name)
+                out[key] = Provided(cls, impl.plugin_name, origin, hook_name)
         return dict(sorted(out.items()))
+
+    def _call(self, impl: Any, hook_name: str) -> Any:
+        """One registration hook implementation's result; an exception in it names the plugin."""
+        try:
+            return impl.function()
+        except GaiaError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{self.pm._origin(impl.plugin_name)} failed in hook {hook_name}(): "
+                              f"{type(exc).__name__}: {exc}") from exc
 
     def _collect_tables(self) -> dict[str, str]:
         """Top-level table -> the plugin that owns it (``gaia_register_config_tables``)."""
         out: dict[str, str] = {}
         module_tables = {table.split(".")[0]: p.plugin for table, p in self.modules.items()}
         for impl in self.pm.hook.gaia_register_config_tables.get_hookimpls():
-            result = impl.function()
+            result = self._call(impl, "gaia_register_config_tables")
             names = [result] if isinstance(result, str) else list(result or ())
             for name in names:
                 other = out.get(name) or module_tables.get(name)

@@ -347,6 +347,8 @@ class _Scheduler:
                     task.run(ctx)
             except GaiaError as exc:
                 error = str(exc) or type(exc).__name__
+                if exc.exit_code == ExitCode.INTERNAL_ERROR:  # a plugin's bug: its traceback helps
+                    log_file.write(traceback.format_exc())
             except BaseException as exc:  # a task bug must not kill the run silently
                 error = f"{type(exc).__name__}: {exc}"
                 log_file.write(traceback.format_exc())

@@ -596,6 +596,7 @@ def remote_fingerprints(document) -> set[str]:
             for key, value in node.items():
                 if key in ("remote_fingerprints", "remote") and point == POINT and isinstance(value, list):
                     found.update(v for v in value if isinstance(v, str))
+                    found.update(v["fingerprint"] for v in value if isinstance(v, dict) and "fingerprint" in v)
                 else:
                     walk(value, point)
         elif isinstance(node, list):

@@ -127,7 +127,8 @@ class CounterAnchor(Anchor):
     restore_after = ("counter:fetched?",)
 
     def targets(self) -> list[Target]:
-        return [Target("counter_out", out_dir(self.build))]
+        # what counter.build (when it runs again) and counter.consume write
+        return [Target("counter_out", out_dir(self.build), writes=("sub/*", "value.txt", "consumed.txt"))]
 
     def relocation_required(self, member: str) -> bool:
         return not member.startswith("counter_out/scratch/")

@@ -38,8 +38,9 @@ class Project:
         return sorted(p for p in base.iterdir()) if base.is_dir() else []
 
     def remote_objects(self) -> list[Path]:
-        base = self.shared / "base"
-        return sorted(p for p in base.iterdir() if (p / "manifest.json").exists()) if base.is_dir() else []
+        """The objects of point ``base`` in the shared store: fingerprint dirs holding a manifest."""
+        base = self.shared / "points" / "base"
+        return sorted(p for p in base.iterdir() if any(p.glob("manifest*.json"))) if base.is_dir() else []
 
     @staticmethod
     def manifest(obj: Path) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def test_cold_run_captures_and_warm_run_restores(gaia_cli, qs, parallel):
     assert not captured & gaias_own and not [p for p in captured if ".gaia-stage-overlay" in p]
     assert all((qs.out / name.partition("/")[2]).exists() for name in gaias_own)  # on disk, never captured
 
-    shutil.rmtree(qs.out)
+    shutil.rmtree(qs.out.resolve())  # the padded out dir behind the link
     qs.add_stage_file("/etc/added-after-capture", "new stage file")
     warm = gaia(gaia_cli, "run", qs.build, "--max-parallel", parallel)
     assert (
@@ -124,10 +124,24 @@ def test_cold_run_captures_and_warm_run_restores(gaia_cli, qs, parallel):
     assert qs.image_file("etc/added-after-capture") == "new stage file"
 
 
+def test_removing_the_out_dir_link_starts_the_out_dir_over_from_the_checkpoint(gaia_cli, qs):
+    gaia(gaia_cli, "run", qs.build)
+    compiled = qs.compile_log()
+    padded = qs.out.resolve()
+    assert status(gaia_cli, qs)["materialized"] is True
+    qs.out.unlink()  # rm -rf build/buildroot/output, as users start an out dir over
+    st = status(gaia_cli, qs)
+    assert st["materialized"] is False and st["reason"] == "hit"
+    again = gaia(gaia_cli, "run", qs.build)
+    assert f"{qs.out} was removed: {padded} behind it is started over" in again.output
+    assert "restored" in again.output and "already holds" not in again.output
+    assert qs.out.resolve() == padded and qs.compile_log() == compiled
+
+
 def test_after_restore_make_compiles_nothing(gaia_cli, qs):
     gaia(gaia_cli, "run", qs.build)
     compiled = qs.compile_log()
-    shutil.rmtree(qs.out)
+    shutil.rmtree(qs.out.resolve())  # the padded out dir behind the link
     gaia(gaia_cli, "run", qs.build)
     subprocess.run(
         [
@@ -262,7 +276,7 @@ def test_off_always_rebuilds(gaia_cli, tmp_path):
     qs = make_quickstart(tmp_path / "qs", point='use_policy = "off"')
     gaia(gaia_cli, "run", qs.build)
     first = len(qs.compile_log())
-    shutil.rmtree(qs.out)
+    shutil.rmtree(qs.out.resolve())  # the padded out dir behind the link
     gaia(gaia_cli, "run", qs.build)
     assert len(qs.compile_log()) == first  # a fresh out dir compiled everything again
     assert "restore skipped (use_policy=off)" in gaia(gaia_cli, "run", qs.build).output
@@ -322,7 +336,7 @@ def test_an_edit_in_an_override_source_tree_misses_and_rebuilds_that_package(
     assert qs.compile_log().count("busybox 1.37.0 build") == 1  # only htop was rebuilt
 
     # the checkpoint captured by that run holds the new build
-    shutil.rmtree(qs.out)
+    shutil.rmtree(qs.out.resolve())  # the padded out dir behind the link
     warm = gaia(gaia_cli, "run", qs.build, "--set", symbol)
     assert "SKIP: buildroot.build" in warm.output
     assert qs.image_file("usr/bin/htop") == "#!/bin/sh\necho edited\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -122,12 +123,57 @@ def test_a_pinned_tag_survives_an_unreachable_remote_but_a_branch_does_not(
 
 
 def test_src_dir_that_is_not_a_checkout_is_refused(build_file: Path):
-    src = build_file.parent / "build" / "buildroot" / "src"
-    src.mkdir(parents=True)
+    src, _ = run_fetch(build_file)
+    shutil.rmtree(src / ".git")
     (src / "precious").write_text("x")
     with pytest.raises(TaskFailed, match="exists but is not a git checkout"):
         run_fetch(build_file)
     assert (src / "precious").exists()
+
+
+def test_the_clone_lives_in_a_padded_dir_behind_the_known_path(build_file: Path):
+    build = load_build(build_file)
+    padded = build.workspace.padded_dir("buildroot/src")
+    known, _ = run_fetch(build_file)
+    assert len(str(padded)) == build.workspace.padded_length == 192
+    assert known.is_symlink() and not os.path.isabs(os.readlink(known))
+    assert known.resolve() == padded and (padded / ".git").exists()
+    out = build.workspace.build_dir / "buildroot" / "output"
+    assert out.resolve() == build.workspace.padded_dir("buildroot/output")
+
+
+def test_a_link_removed_or_left_by_another_padding_is_made_again(build_file: Path):
+    known, _ = run_fetch(build_file)
+    padded = known.resolve()
+    known.unlink()  # as `rm -rf build/buildroot/src` would: the clone is made again
+    _, lines = run_fetch(build_file)
+    assert known.resolve() == padded and (padded / ".git").is_dir()
+    assert any("was removed" in line for line in lines) and any("cloning" in line for line in lines), lines
+    # padded_length changed (or the workspace moved): the old link is ours, re-pointed
+    _, lines = run_fetch(build_file, "workspace.padded_length=200")
+    assert len(str(known.resolve())) == 200
+    assert any(f"{known} now points to" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("what", ["directory", "link elsewhere", "file"])
+def test_something_else_at_a_known_path_is_refused_untouched(build_file: Path, tmp_path: Path, what: str):
+    out = build_file.parent / "build" / "buildroot" / "output"
+    out.parent.mkdir(parents=True)
+    if what == "directory":
+        out.mkdir()
+        (out / ".config").write_text("an out dir of an older gaia\n")
+    elif what == "file":
+        out.write_text("x")
+    else:
+        (tmp_path / "mine").mkdir()
+        out.symlink_to(tmp_path / "mine")
+    with pytest.raises(TaskFailed, match=f"{out} is (a directory|a file|a link to)") as refused:
+        run_fetch(build_file)
+    assert "padded" in str(refused.value)
+    if what == "directory":
+        assert (out / ".config").read_text() == "an out dir of an older gaia\n"
+    elif what == "link elsewhere":
+        assert os.readlink(out) == str(tmp_path / "mine")
 
 
 def test_source_dir_is_used_as_is_without_git(tmp_path: Path):

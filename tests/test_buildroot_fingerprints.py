@@ -23,6 +23,7 @@ from gaia_buildroot.layout import buildroot_config
 
 from gaia_core.config.loader import load_build
 from gaia_core.fingerprints import InputPending
+from gaia_core.padding import DEFAULT_PADDED_LENGTH, padded_path
 from gaia_core.run import RunState, TaskContext
 from gaia_core.tasks import Task
 
@@ -288,7 +289,8 @@ def test_anchor_describes_the_out_dir_and_salts_with_no_path(project: Path):
     build = load_build(project)
     anchor = BuildrootAnchor(build)
     [target] = anchor.targets()
-    out_dir = project.parent / "build" / "buildroot" / "output"
+    out_dir = build.workspace.padded_dir("buildroot/output")
+    assert str(out_dir).startswith(str(project.parent / "build" / "padded") + "/")
     assert (target.name, target.path) == ("buildroot_out_dir", out_dir)
     assert target.rootfs_dirs == ("target", "per-package/*/target")
     # checkpoints are relocatable: no absolute path of the workspace in the fingerprint
@@ -311,11 +313,12 @@ def test_relocation_roots_name_every_directory_the_out_dir_can_embed(project: Pa
     )
     project.write_text(text)
     make_external(project.parent / "ext2")
-    roots = BuildrootAnchor(load_build(project)).relocation_roots()
+    build = load_build(project)
+    roots = BuildrootAnchor(build).relocation_roots()
     ws = project.parent
     assert roots == {
         "workspace": ws,
-        "buildroot.out_dir": ws / "build" / "buildroot" / "output",
+        "buildroot.out_dir": build.workspace.padded_dir("buildroot/output"),
         "buildroot.src_dir": ws / "tree",
         "buildroot.download_dir": Path("/srv/dl"),
         "buildroot.external.0": ws / "ext",
@@ -332,11 +335,15 @@ def test_a_root_reached_through_a_symlink_is_recorded_in_both_forms(tmp_path: Pa
         tmp_path / "ws" / "build.toml",
         '[buildroot]\ndefconfig = "gaia_qemu_defconfig"\n',
     )
-    roots = current_roots(BuildrootAnchor(load_build(build_file)), capture=True)
-    out = Path("build") / "buildroot" / "output"
-    assert roots["buildroot.out_dir"] == str(tmp_path / "ws" / out)
-    assert roots["buildroot.out_dir:real"] == str(tmp_path / "real" / out)
+    build = load_build(build_file)
+    roots = current_roots(BuildrootAnchor(build), capture=True)
+    assert roots["workspace"] == str(tmp_path / "ws")
     assert roots["workspace:real"] == str(tmp_path / "real")
+    # the padded out dir is computed from the resolved build dir: one form, of the padded length
+    padded = roots["buildroot.out_dir"]
+    assert padded.startswith(str(tmp_path / "real" / "build" / "padded") + "/")
+    assert len(padded) == build.workspace.padded_length
+    assert "buildroot.out_dir:real" not in roots
     assert "buildroot.download_dir:real" in roots
 
 
@@ -344,9 +351,11 @@ def test_relocation_roots_of_a_cloned_tree(tmp_path: Path):
     build_file = write(
         tmp_path / "build.toml", '[buildroot]\ndefconfig = "gaia_qemu_defconfig"\n'
     )
-    roots = BuildrootAnchor(load_build(build_file)).relocation_roots()
+    build = load_build(build_file)
+    roots = BuildrootAnchor(build).relocation_roots()
     assert all(path == Path(os.path.realpath(path)) for path in roots.values())
-    assert roots["buildroot.src_dir"] == tmp_path / "build" / "buildroot" / "src"
+    assert roots["buildroot.src_dir"] == build.workspace.padded_dir("buildroot/src")
+    assert len(str(roots["buildroot.src_dir"])) == len(str(roots["buildroot.out_dir"])) == 192
     assert (
         roots["buildroot.download_dir"]
         == tmp_path / "build" / ".cache" / "buildroot" / "dl"
@@ -431,7 +440,7 @@ def overrides(build_file: Path, *sets: str):
 def test_editing_an_override_source_tree_changes_the_digest(tmp_path: Path):
     build_file = override_project(tmp_path, "local/overrides.mk")
     before = overrides(build_file)
-    assert set(before) == {"file", "srcdirs"} and before["srcdirs"]["HTOP"].startswith(
+    assert set(before) == {"file", "srcdirs"} and before["srcdirs"]["HTOP"]["sha256"].startswith(
         "sha256:"
     )
     assert overrides(build_file) == before
@@ -463,13 +472,14 @@ def test_the_override_digest_holds_no_path_of_the_workspace(tmp_path: Path):
 def test_the_default_local_mk_in_the_out_dir_counts_by_the_trees_it_names(
     tmp_path: Path,
 ):
-    build_file = override_project(tmp_path, "build/buildroot/output/local.mk")
+    out = padded_path(tmp_path / "build", "buildroot/output", DEFAULT_PADDED_LENGTH)
+    build_file = override_project(tmp_path, str(out / "local.mk"))
     build_file.write_text(build_file.read_text().replace("symbols = ", "# symbols = "))
     digest = overrides(build_file)
     assert digest["file"] == "in the out dir" and "HTOP" in digest["srcdirs"]
     (tmp_path / "src" / "htop" / "htop").write_text("edited\n")
     assert overrides(build_file)["srcdirs"] != digest["srcdirs"]
-    (tmp_path / "build" / "buildroot" / "output" / "local.mk").unlink()
+    (out / "local.mk").unlink()
     assert overrides(build_file) is None  # no override file: nothing behind the setting
 
 
@@ -506,3 +516,27 @@ def test_hash_tree_hashes_a_fifo_by_its_type_without_blocking(tmp_path: Path):
     os.mkfifo(tree / "pipe")
     after = hash_tree(tree)  # would block forever if it opened the fifo
     assert after != before and after == hash_tree(tree)
+
+
+def test_an_external_tree_in_git_counts_what_git_sees_and_names_the_file(project: Path):
+    from gaia_core.fingerprints import file_changes
+
+    ext = project.parent / "ext"
+    (ext / ".gitignore").write_text("*.orig\n")
+    for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        git(ext, *args)
+    [clean] = digest(ExternalTreesSource, project, "buildroot.external")
+    write(ext / "package" / "acme" / "acme.mk.orig", "left by patch(1)\n")
+    assert digest(ExternalTreesSource, project, "buildroot.external") == [clean]
+    write(ext / "package" / "acme" / "0001-fix.patch", "--- a\n+++ b\n")  # untracked: Buildroot applies it
+    [patched] = digest(ExternalTreesSource, project, "buildroot.external")
+    assert file_changes(clean, patched).added == ["package/acme/0001-fix.patch"]
+
+
+def test_the_points_fingerprint_exclude_reaches_the_external_tree(project: Path):
+    build = load_build(project)
+    source = ExternalTreesSource()
+    source.exclude = ("*.md",)
+    before = source.digest(build, "buildroot.external", build.get("buildroot.external"))
+    write(project.parent / "ext" / "README.md", "notes\n")
+    assert source.digest(build, "buildroot.external", build.get("buildroot.external")) == before

@@ -120,7 +120,10 @@ def test_each_profile_image_carries_its_own_stage_from_one_build(
     assert released["etc/release-notes"] == b"release 1\n"
 
     # and back: the release's files leave the image again
-    run(gaia_cli, ws.root / "build.toml")
+    back = run(gaia_cli, ws.root / "build.toml")
+    # the log counts what the sync did: motd is synced again, only release-notes is removed
+    [line] = [line for line in back.output.splitlines() if "stage overlay:" in line]
+    assert line.endswith("; 1 file(s) of the last sync removed (no longer staged)"), line
     built = ws.image("build")
     assert built["etc/motd"] == motd and "etc/release-notes" not in built
     assert not (ws.out / "target" / "etc" / "release-notes").exists()

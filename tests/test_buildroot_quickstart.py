@@ -167,7 +167,7 @@ def test_restored_checkpoint_drops_a_stage_file_the_build_had_baked_in(
     assert gaia_cli("run", build_file).exit_code == 0  # renders the stage
 
     # a fresh out dir and a config change: build runs and captures
-    shutil.rmtree(out_dir)
+    shutil.rmtree(out_dir.resolve())
     rebuild = ["--set", "buildroot.symbols.TARGET_GENERIC_HOSTNAME='rebuilt'"]
     result = gaia_cli("run", build_file, *rebuild)
     assert result.exit_code == 0, result.output
@@ -179,7 +179,7 @@ def test_restored_checkpoint_drops_a_stage_file_the_build_had_baked_in(
             'dst = "/etc/gaia/build-info"', 'dst = "/etc/gaia/other"'
         )
     )
-    shutil.rmtree(out_dir)
+    shutil.rmtree(out_dir.resolve())
     result = gaia_cli("run", build_file, *rebuild)
     assert result.exit_code == 0, result.output
     assert "SKIP: buildroot.build" in result.output

@@ -249,6 +249,89 @@ def test_overlay_post_image_script_and_rootfs_tar(out: Path, tmp_path: Path) -> 
     assert (out / "build" / "fake-post-image.log").read_text() == f"post-image {images}\n"
 
 
+def external_tree(root: Path, name: str = "ACME") -> Path:
+    """A BR2_EXTERNAL tree holding a busybox config fragment."""
+    root.mkdir(parents=True)
+    (root / "external.desc").write_text(f"name: {name}\n")
+    (root / "Config.in").write_text("")
+    (root / "external.mk").write_text("")
+    (root / "busybox.fragment").write_text("CONFIG_HUSH=y\n")
+    return root
+
+
+def test_busybox_is_a_kconfig_package_with_its_config_in_the_tree_and_a_fragment_outside(
+    out: Path, tmp_path: Path
+) -> None:
+    ext = external_tree(tmp_path / "br2-external")
+    set_symbols(out, 'BR2_PACKAGE_BUSYBOX_CONFIG_FRAGMENT_FILES="$(BR2_EXTERNAL_ACME_PATH)/busybox.fragment"')
+    assert 'BR2_PACKAGE_BUSYBOX_CONFIG="package/busybox/busybox.config"' in config_lines(out)
+    make(out, "target-finalize", BR2_EXTERNAL=str(ext))
+    package = out / "build" / "busybox-1.37.0"
+    merged = (package / ".config").read_text()
+    assert merged == (BUILDROOT_TREE / "package" / "busybox" / "busybox.config").read_text() + "CONFIG_HUSH=y\n"
+    assert (package / ".stamp_dotconfig").stat().st_mtime_ns <= (package / ".stamp_configured").stat().st_mtime_ns
+    before = compile_log(out)
+    make(out, "target-finalize", BR2_EXTERNAL=str(ext))
+    assert compile_log(out) == before
+
+    os.utime(ext / "busybox.fragment")  # the fragment checked out again: newer than the stamps
+    make(out, "target-finalize", BR2_EXTERNAL=str(ext))
+    assert compile_log(out)[len(before):] == [f"busybox 1.37.0 {s}" for s in ("configure", "build", "install-target")]
+
+
+def test_the_config_file_in_the_tree_is_a_prerequisite_too(tmp_path: Path) -> None:
+    """A fresh clone of Buildroot: its package/busybox/busybox.config is newer than the stamps."""
+    tree = tmp_path / "tree"
+    shutil.copytree(BUILDROOT_TREE, tree)
+    out = tmp_path / "out"
+    run = lambda *args: subprocess.run(["make", "-C", str(tree), f"O={out}", *args],  # noqa: E731
+                                       capture_output=True, text=True, check=True)
+    run("gaia_qemu_defconfig")
+    run("target-finalize")
+    before = compile_log(out)
+    os.utime(tree / "package" / "busybox" / "busybox.config")
+    run("target-finalize")
+    assert compile_log(out)[len(before):] == [f"busybox 1.37.0 {s}" for s in ("configure", "build", "install-target")]
+
+
+def test_a_missing_fragment_fails_the_build(out: Path, tmp_path: Path) -> None:
+    set_symbols(out, f'BR2_PACKAGE_BUSYBOX_CONFIG_FRAGMENT_FILES="{tmp_path}/nowhere.fragment"')
+    result = make(out, "target-finalize", check=False)
+    assert result.returncode != 0
+    assert f"Kconfig file or fragment '{tmp_path}/nowhere.fragment' for 'busybox' does not exist" in result.stderr
+
+
+def test_overlays_are_copied_with_rsyncs_modes_and_before_post_build_scripts(out: Path, tmp_path: Path) -> None:
+    """system/system.mk: rsync -a --chmod=u=rwX,go=rX: a 0600 file arrives 0644, set-id bits stay."""
+    overlay = tmp_path / "overlay"
+    modes = {"etc/secret": 0o600, "etc/script": 0o700, "usr/bin/tool": 0o755, "usr/bin/su-like": 0o4750,
+             "etc/readonly": 0o444}
+    for rel, mode in modes.items():
+        (overlay / rel).parent.mkdir(parents=True, exist_ok=True)
+        (overlay / rel).write_text(rel)
+        (overlay / rel).chmod(mode)
+    (overlay / "etc" / "private").mkdir()
+    (overlay / "etc" / "private").chmod(0o700)
+    (overlay / "etc" / "backup~").write_text("excluded")
+    (overlay / ".empty").write_text("")
+    os.symlink("tool", overlay / "usr" / "bin" / "tool-link")
+    os.utime(overlay / "usr" / "bin" / "tool", ns=(1_600_000_000_123_456_789,) * 2)
+    script = tmp_path / "post-build.sh"
+    script.write_text('#!/bin/sh\nstat -c "%a" "$1/etc/secret" > "$1/../mode-seen-by-post-build"\n')
+    script.chmod(0o755)
+    set_symbols(out, f'BR2_ROOTFS_OVERLAY="{overlay}"', f'BR2_ROOTFS_POST_BUILD_SCRIPT="{script}"')
+    make(out, "target-finalize")
+    target = out / "target"
+    got = {rel: oct((target / rel).stat().st_mode & 0o7777) for rel in modes}
+    assert got == {"etc/secret": "0o644", "etc/script": "0o755", "usr/bin/tool": "0o755",
+                   "usr/bin/su-like": "0o4755", "etc/readonly": "0o644"}
+    assert oct((target / "etc" / "private").stat().st_mode & 0o7777) == "0o755"
+    assert not (target / "etc" / "backup~").exists() and not (target / ".empty").exists()
+    assert os.readlink(target / "usr" / "bin" / "tool-link") == "tool"
+    assert (target / "usr" / "bin" / "tool").stat().st_mtime_ns == 1_600_000_000_123_456_789
+    assert (out / "mode-seen-by-post-build").read_text() == "644\n"
+
+
 @pytest.mark.skipif(shutil.which("mke2fs") is None and not Path("/usr/sbin/mke2fs").exists(), reason="needs e2fsprogs")
 def test_rpi_defconfig_builds_an_ext4_image(tmp_path: Path) -> None:
     out = tmp_path / "out"

@@ -192,7 +192,8 @@ def test_dir_backend_round_trip_restores_from_a_wiped_store(gaia_cli, pm, projec
     for pack_id, pack in pack_files(project.shared).items():
         assert (pack.with_suffix(".idx")).is_file() and blake3.blake3(pack.read_bytes()).hexdigest() == pack_id
     listed = run(gaia_cli, pm, "checkpoints", "list", project.build, "--remote", "--json").json["points"][0]
-    assert listed["remote"] == [obj.name]
+    assert [item["fingerprint"] for item in listed["remote"]] == [obj.name]
+    assert listed["remote"][0]["signer"] == "unsigned" and listed["remote"][0]["current"] is True
 
     shutil.rmtree(project.store)
     shutil.rmtree(project.out)

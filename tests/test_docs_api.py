@@ -22,7 +22,8 @@ HEADING = re.compile(r"^### `(gaia_core(?:\.\w+)*)(?:\((.*)\))?`$", re.M)
 #: modules a plugin uses as a whole: each of their public classes and functions has a heading
 COMPLETE_MODULES = (
     "gaia_core.tasks", "gaia_core.anchors", "gaia_core.build", "gaia_core.fingerprints",
-    "gaia_core.backends", "gaia_core.errors", "gaia_core.atomic",
+    "gaia_core.backends", "gaia_core.errors", "gaia_core.atomic", "gaia_core.safefs", "gaia_core.command_build",
+    "gaia_core.padding",
 )
 
 

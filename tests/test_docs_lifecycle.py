@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 import pytest
+from mtime_order import filesystem_now, touch_all
 from pydantic import model_validator
 
 from gaia_core import hookimpl
@@ -23,6 +24,7 @@ from gaia_core.tasks import Module, StrictModel, Task
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "lifecycle.md").read_text()
 MARKER = ".gaia-checkpoint.json"
+RECEIPT = ".gaia-receipt.jsonl.zst"
 
 
 def say(text: str) -> None:
@@ -216,6 +218,8 @@ def test_the_runs_of_the_page(run, tmp_path):
     assert_in_order(doc_block("second run"), run())
     shutil.rmtree(tmp_path / "build" / "toolchain")
     assert_in_order(doc_block("target removed"), run())
+    touch_all(tmp_path / "src")
+    assert_in_order(doc_block("sources checked out again"), run())
     (tmp_path / "src" / "tool.sh").write_text("#!/bin/sh\necho 2.0\n")
     assert_in_order(doc_block("source changed"), run())
 
@@ -230,8 +234,10 @@ def test_the_marker_names_the_checkpoint_and_a_miss_removes_only_the_marker(run,
     run()
     target = tmp_path / "build" / "toolchain"
     marker = json.loads((target / MARKER).read_text())
-    assert set(marker) == {"point", "anchor_task", "fingerprint", "how", "at"}
+    assert set(marker) == {"point", "anchor_task", "fingerprint", "how", "at", "mtimes"}
     assert (marker["point"], marker["anchor_task"], marker["how"]) == ("toolchain", "toolchain.build", "captured")
+    newest_source = max(p.lstat().st_mtime_ns for p in (tmp_path / "src").rglob("*"))
+    assert marker["mtimes"] == {"placed": None, "inputs_ok_ns": newest_source}
 
     (target / "left-by-the-last-build.o").write_text("object")
     (tmp_path / "src" / "tool.sh").write_text("#!/bin/sh\necho 2.0\n")
@@ -253,7 +259,7 @@ def test_a_restore_replaces_the_target_as_a_whole(run, tmp_path):
     assert not [p for p in target.parent.iterdir() if ".gaia-restore-" in p.name]
 
 
-def test_a_restore_keeps_times_to_the_nanosecond_modes_links_and_hard_links(run, tmp_path):
+def test_a_restore_keeps_the_order_of_times_to_the_nanosecond_modes_links_and_hard_links(run, tmp_path):
     run()
     target = tmp_path / "build" / "toolchain"
     (target / "sub").mkdir()
@@ -273,14 +279,34 @@ def test_a_restore_keeps_times_to_the_nanosecond_modes_links_and_hard_links(run,
     output = run()
     assert "restored" in output, output
     after = {p: os.lstat(target / p) for p in before}
-    for p in ("sub", "sub/stamp", "link"):
-        assert after[p].st_mtime_ns == before[p].st_mtime_ns, p
-    assert after["sub/stamp"].st_mtime_ns == 1_600_000_000_123_456_789
+    placed = json.loads((target / MARKER).read_text())["mtimes"]["placed"]
+    # 1 ns apart before, one step apart now: the order survives, the times end at the restore
+    assert after["sub"].st_mtime_ns - after["sub/stamp"].st_mtime_ns == placed["step_ns"] == 1000
+    assert after["link"].st_mtime_ns < after["sub/stamp"].st_mtime_ns
+    assert placed["oldest_ns"] == after["link"].st_mtime_ns
+    # (the target dir itself got the marker after the placement)
+    assert max(os.lstat(p).st_mtime_ns for p in target.rglob("*") if p.name not in (MARKER, RECEIPT)) == \
+        placed["at_ns"]
+    assert placed["at_ns"] <= filesystem_now(target)
     assert oct(after["sub/stamp"].st_mode & 0o7777) == "0o640"
     assert os.readlink(target / "link") == "sub/stamp"
     assert os.readlink(target / "outside") == "/usr/bin/env"
     assert after["hard"].st_ino == after["sub/stamp"].st_ino
     assert after["sub/stamp"].st_uid == os.geteuid()
+
+
+def test_a_restore_is_newer_than_sources_written_just_before_it(run, tmp_path):
+    """The fresh clone: every input newer than the checkpoint, the restored tree newer still."""
+    run()
+    target = tmp_path / "build" / "toolchain"
+    shutil.rmtree(target)
+    touch_all(tmp_path / "src")
+    run()
+    newest_source = max(p.lstat().st_mtime_ns for p in (tmp_path / "src").rglob("*"))
+    marker = json.loads((target / MARKER).read_text())
+    assert marker["how"] == "restored"
+    assert marker["mtimes"]["inputs_ok_ns"] == marker["mtimes"]["placed"]["oldest_ns"] > newest_source
+    assert min(p.lstat().st_mtime_ns for p in target.rglob("*") if p.name != MARKER) > newest_source
 
 
 def test_a_link_out_of_the_tree_is_a_prerequisite(run, tmp_path, gaia_cli, gaia_core_pm):

@@ -1,6 +1,7 @@
 """docs/plugins.md shows real code: each block headed ``# <file>`` is an excerpt of that file
-of examples/plugins/gaia-toolchain (``...`` lines stand for skipped lines), and that plugin is
-installed, run and tested by tests/test_example_plugin.py.
+of examples/plugins/gaia-toolchain, and each headed ``# <plugin>/<file>`` of that file of
+examples/plugins/<plugin> (``...`` lines stand for skipped lines); those plugins are run and
+tested by tests/test_example_plugin.py and tests/test_example_autotools.py.
 """
 
 from __future__ import annotations
@@ -11,17 +12,30 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "examples" / "plugins" / "gaia-toolchain"
+EXAMPLES = REPO / "examples" / "plugins"
+EXAMPLE = EXAMPLES / "gaia-toolchain"
 DOC = (REPO / "docs" / "plugins.md").read_text()
 BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
 
 
+def named_file(header: str) -> Path | None:
+    """The example file a block's ``# <file>`` header names: in gaia-toolchain, else under
+    examples/plugins (``# gaia-autotools/gaia_autotools/plugin.py``)."""
+    if not header.startswith("# "):
+        return None
+    name = header[2:].strip()
+    for candidate in (EXAMPLE / name, EXAMPLES / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def file_blocks() -> list[tuple[str, str, str]]:
-    """(language, file, body) of every block whose first line names a file of the example."""
+    """(language, file, body) of every block whose first line names a file of an example."""
     found = []
     for language, body in BLOCK.findall(DOC):
         first, _, rest = body.partition("\n")
-        if first.startswith("# ") and (EXAMPLE / first[2:].strip()).is_file():
+        if named_file(first) is not None:
             found.append((language, first[2:].strip(), rest))
     return found
 
@@ -48,7 +62,15 @@ def test_every_python_block_is_an_excerpt_of_a_named_file():
 @pytest.mark.parametrize(("language", "name", "body"), file_blocks(), ids=[b[1] + f"#{i}" for i, b in
                                                                          enumerate(file_blocks())])
 def test_block_is_an_excerpt_of_the_example(language, name, body):
-    assert is_excerpt(body, (EXAMPLE / name).read_text()), f"docs/plugins.md shows code that is not in {name}:\n{body}"
+    path = named_file(f"# {name}")
+    assert path is not None and is_excerpt(body, path.read_text()), (
+        f"docs/plugins.md shows code that is not in {name}:\n{body}")
+
+
+def test_the_autotools_anchor_is_shown_whole():
+    shown = [body for _, name, body in file_blocks() if name == "gaia-autotools/gaia_autotools/plugin.py"]
+    source = (EXAMPLES / "gaia-autotools" / "gaia_autotools" / "plugin.py").read_text()
+    assert len(shown) == 1 and source.endswith(shown[0])  # everything but the module docstring
 
 
 def test_the_excerpt_check_notices_a_difference():

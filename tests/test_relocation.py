@@ -8,6 +8,7 @@ import shutil
 import pytest
 from counter_project import Project, run, status
 from hostile import object_dirs, read_manifest
+from mtime_order import filesystem_now, mtimes, ranks
 
 
 def captured(gaia_cli, pm, tmp_path, name: str, **options) -> Project:  # type: ignore[no-untyped-def]
@@ -42,24 +43,26 @@ def test_a_checkpoint_restores_in_a_workspace_at_another_path(gaia_cli, pm, tmp_
         assert str(first.root).encode() not in tool and tool.count(b"/") > 0
         assert os.fsencode(second.out).lstrip(b"/") in tool
     else:
-        assert str(first.root).encode() in tool  # cannot grow a binary: kept, with a warning
-        assert "left counter_out/scratch/tool.bin as captured" in result.output
+        assert str(first.root).encode() in tool  # cannot grow a binary: kept, said without a WARN
+        [kept] = [line for line in result.output.splitlines() if "as captured" in line]
+        assert "kept 1 file(s) as captured" in kept and kept.endswith("counter_out/scratch/tool.bin")
+        assert "WARN" not in kept
 
 
 #: gaia's marker and receipt of the tree, and what a later task wrote into it
 NOT_CAPTURED = (".gaia-checkpoint.json", ".gaia-receipt.jsonl.zst", "consumed.txt")
 
 
-def test_relocated_files_keep_their_mtimes_to_the_nanosecond(gaia_cli, pm, tmp_path):
+def test_relocated_files_keep_the_order_of_their_mtimes_to_the_nanosecond(gaia_cli, pm, tmp_path):
     first = captured(gaia_cli, pm, tmp_path, "ws-original")
-    mtimes = {p.relative_to(first.out): p.lstat().st_mtime_ns for p in first.out.rglob("*")
-              if p.name not in NOT_CAPTURED}
-    assert any(m % 1_000_000_000 for m in mtimes.values()), "the test tree needs sub-second mtimes"
+    skip = NOT_CAPTURED
+    before = mtimes(first.out, skip)
+    assert any(m % 1_000_000_000 for m in before.values()), "the test tree needs sub-second mtimes"
     second = elsewhere(tmp_path, first, "ws-moved")
     run(gaia_cli, pm, "run", second.build)
-    restored = {p.relative_to(second.out): p.lstat().st_mtime_ns for p in second.out.rglob("*")
-                if p.name not in NOT_CAPTURED}
-    assert restored == mtimes
+    after = mtimes(second.out, skip)
+    assert ranks(after) == ranks(before)
+    assert max(after.values()) <= filesystem_now(second.out)
 
 
 def test_a_binary_that_must_move_but_cannot_makes_the_checkpoint_unusable_there(gaia_cli, pm, tmp_path):
@@ -70,6 +73,21 @@ def test_a_binary_that_must_move_but_cannot_makes_the_checkpoint_unusable_there(
     result = run(gaia_cli, pm, "run", second.build)
     assert "not_relocatable:counter_out/sub/tool.bin" in result.output
     assert second.builds() == 1
+    # the store keeps one object per fingerprint: what was built here is not kept, and the run says why
+    [said] = [line for line in result.output.splitlines() if "cannot be used at this path" in line]
+    assert "in dir:shared cannot be used at this path (not_relocatable:counter_out/sub/tool.bin)" in said
+    assert "a fresh checkout here misses again" in said and "padded directories" in said
+
+
+def test_a_local_object_unusable_after_the_workspace_moved_says_why_it_is_not_replaced(gaia_cli, pm, tmp_path):
+    first = captured(gaia_cli, pm, tmp_path, "ws")
+    moved = Project(tmp_path / "ws-moved-to-a-longer-path", shared=first.shared)
+    first.root.rename(moved.root)  # its local store moves along
+    shutil.rmtree(moved.out)
+    result = run(gaia_cli, pm, "run", moved.build)
+    assert moved.builds() == 2, result.output  # built again: the local object cannot move here
+    assert "is already in the store" in result.output
+    assert "in local store cannot be used at this path (not_relocatable:counter_out/sub/tool.bin)" in result.output
 
 
 def test_a_restore_at_the_same_path_rewrites_nothing(gaia_cli, pm, tmp_path):

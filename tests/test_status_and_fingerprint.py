@@ -220,6 +220,17 @@ class HungBackend(Backend):
     def list_dirs(self, prefix: str):  # type: ignore[no-untyped-def]
         raise self._hang(f"list_dirs {prefix}")
 
+    def publish(self, key, source):  # type: ignore[no-untyped-def]
+        self.upload(key, source)
+
+    def delete(self, key):  # type: ignore[no-untyped-def]
+        HungBackend.calls.append(f"delete {key}")
+        raise BackendUnavailable(f"{self.ref}: stalled")
+
+    def list_entries(self, point_id):  # type: ignore[no-untyped-def]
+        HungBackend.calls.append(f"list {point_id}")
+        raise BackendUnavailable(f"{self.ref}: no answer within {self.probe_timeout:.0f}s")
+
 
 class HungPlugin:
     @hookimpl

@@ -3,6 +3,7 @@ and a run killed between the steps is completed or cleaned up by the next one.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from fifo_watchdog import watchdog  # noqa: F401  (a fixture)
 
 from gaia_core.checkpoints import swap
 from gaia_core.owner import write_owner
@@ -125,8 +127,6 @@ def test_recover_without_a_journal_does_nothing(tmp_path):
 
 
 def test_the_next_run_finishes_a_journaled_swap_and_removes_what_a_killed_restore_left(gaia_cli, pm, project):
-    import json
-
     from counter_project import run
 
     project.write()
@@ -138,3 +138,39 @@ def test_the_next_run_finishes_a_journaled_swap_and_removes_what_a_killed_restor
     result = run(gaia_cli, pm, "run", project.build)
     assert f"removed {leftover} left by an interrupted restore" in result.output
     assert not leftover.exists() and project.builds() == 1
+
+
+def test_a_journal_whose_staging_dir_is_a_link_is_dropped_and_nothing_is_removed(tmp_path):
+    final = tmp_path / "output"
+    make_tree(final, "current")
+    host = tmp_path / "host"
+    make_tree(host / "tree" / "output.old", "host data")
+    staging = tmp_path / f".output{swap.STAGING_INFIX}evil"
+    os.symlink(host, staging)
+    swap.journal_path(final).write_text(json.dumps(
+        {"final": str(final), "staged": str(staging / "tree" / "output"), "old": str(staging / "tree" / "output.old")}))
+
+    done = swap.recover(final)
+
+    assert done and done.startswith("dropped a swap journal") and "symbolic link" in done
+    assert (host / "tree" / "output.old" / "which").read_text() == "host data"
+    assert (final / "which").read_text() == "current"
+    assert not swap.journal_path(final).exists()
+
+
+@pytest.mark.parametrize("entry", ["../output.old", "tree/output.old", "/etc", ".output.gaia-restore-x/../../etc"])
+def test_a_journal_entry_outside_a_staging_dir_beside_the_target_is_refused(tmp_path, entry):
+    final = tmp_path / "output"
+    make_tree(final, "current")
+    value = entry if entry.startswith("/") else str(tmp_path / entry)
+    swap.journal_path(final).write_text(json.dumps({"staged": value, "old": value}))
+    assert "names paths outside" in (swap.recover(final) or "")
+    assert (final / "which").read_text() == "current"
+
+
+def test_a_fifo_in_place_of_the_journal_is_dropped_without_waiting(tmp_path, watchdog):
+    final = tmp_path / "output"
+    make_tree(final, "current")
+    watchdog.make(swap.journal_path(final))
+    assert swap.recover(final) == f"dropped an unreadable swap journal {swap.journal_path(final)}"
+    assert watchdog.fired == [] and not swap.journal_path(final).exists()

@@ -91,6 +91,15 @@ def replace_tree(project: Project, remote: Path, entries: list[Entry], contents:
     return forge(remote, base, craft_tree(project.shared, entries, contents, **lies), key=key, name=name)
 
 
+def publish_unsigned_and_wipe(gaia_cli, pm, project: Project, public: str) -> Path:  # type: ignore[no-untyped-def]
+    """An unsigned object in the backend (a writer without keys, or an attacker), then a build
+    file that trusts ``public``: uploads of unsigned objects stop once keys are trusted."""
+    remote = publish_and_wipe(gaia_cli, pm, project)
+    project.write(backend=True, point='backend = "dir:shared"\nupload_policy = "always"',
+                  checkpoints=signed_config(public))
+    return remote
+
+
 def assert_untouched(project: Project, host: Path) -> None:
     """The anchor ran again (the hostile tree was not used) and nothing reached the host."""
     assert project.builds() == 2
@@ -142,7 +151,7 @@ def test_signed_capture_restores_from_the_backend_and_shows_the_signer(gaia_cli,
 
 
 def test_unsigned_trojan_is_refused_when_keys_are_configured(gaia_cli, pm, project, keys, host):
-    remote = publish_and_wipe(gaia_cli, pm, project, checkpoints=signed_config(keys[1]))  # env unset: unsigned
+    remote = publish_unsigned_and_wipe(gaia_cli, pm, project, keys[1])  # env unset: unsigned
     assert slots(remote) == [UNSIGNED]
     replace_tree(project, remote, *trojan())
     st = status(gaia_cli, pm, project)
@@ -153,7 +162,7 @@ def test_unsigned_trojan_is_refused_when_keys_are_configured(gaia_cli, pm, proje
 
 
 def test_required_fails_on_an_untrusted_object(gaia_cli, pm, project, keys):
-    remote = publish_and_wipe(gaia_cli, pm, project, checkpoints=signed_config(keys[1]))
+    remote = publish_unsigned_and_wipe(gaia_cli, pm, project, keys[1])
     replace_tree(project, remote, *trojan())
     project.write(backend=True, point='backend = "dir:shared"\nuse_policy = "required"',
                   checkpoints=signed_config(keys[1]))
@@ -163,7 +172,7 @@ def test_required_fails_on_an_untrusted_object(gaia_cli, pm, project, keys):
 
 
 def test_an_object_signed_by_an_untrusted_key_is_refused(gaia_cli, pm, project, keys, host):
-    remote = publish_and_wipe(gaia_cli, pm, project, checkpoints=signed_config(keys[1]))
+    remote = publish_unsigned_and_wipe(gaia_cli, pm, project, keys[1])
     replace_tree(project, remote, *trojan(), key=generate("stranger"))
     assert slots(remote) == ["manifest.key.stranger.json"]
     st = status(gaia_cli, pm, project)
@@ -228,6 +237,18 @@ def test_a_named_but_unset_signing_variable_means_unsigned_with_a_warning(gaia_c
     assert "signature" not in Project.manifest(obj)
 
 
+def test_a_signing_variable_naming_no_file_is_a_config_error_in_every_command(gaia_cli, pm, project, keys,
+                                                                               monkeypatch, tmp_path):
+    project.write(checkpoints=signed_config(keys[1]))
+    monkeypatch.setenv("GAIA_TEST_SIGNING_KEY", str(tmp_path / "no-such.secret"))
+    for command in (["run"], ["plan"], ["checkpoints", "status"]):
+        result = run(gaia_cli, pm, *command, project.build, code=2)
+        assert ("environment: checkpoints.signing_key_file_env (env var 'GAIA_TEST_SIGNING_KEY') does not name "
+                "an existing file") in result.output
+    monkeypatch.setenv("GAIA_CHECKPOINTS_READ_ONLY", "1")  # a read-only run never signs: no problem
+    run(gaia_cli, pm, "checkpoints", "status", project.build)
+
+
 def test_a_secret_key_readable_by_others_is_not_used(gaia_cli, pm, project, signer_env):
     os.chmod(signer_env[0], 0o644)
     project.write(checkpoints=signed_config(signer_env[1]))
@@ -237,7 +258,7 @@ def test_a_secret_key_readable_by_others_is_not_used(gaia_cli, pm, project, sign
 
 
 def test_permissive_skips_the_signature_check_but_not_the_safety_checks(gaia_cli, pm, project, keys, host):
-    remote = publish_and_wipe(gaia_cli, pm, project, checkpoints=signed_config(keys[1]))
+    remote = publish_unsigned_and_wipe(gaia_cli, pm, project, keys[1])
     replace_tree(project, remote, [d("counter_out"), f("counter_out/../../escaped", b"x")], [b"x"], sort=False)
     project.write(backend=True, point='backend = "dir:shared"', checkpoints=signed_config(keys[1]) +
                   'trust_mode = "permissive"\n')
@@ -370,6 +391,68 @@ def test_verify_remote_reports_a_store_that_lies(gaia_cli, pm, project, host, li
         replace_tree(project, remote, entries, [b"a", b"x"], sort=not verbatim)
     report = run(gaia_cli, pm, "checkpoints", "verify", project.build, "--remote", "--json", code=1).json
     assert [o["state"] for o in report["objects"] if o["where"] == "remote"] == ["bad"]
+
+
+# -- status, list and verify tell the same truth ---------------------------------------------
+
+
+def test_status_list_and_verify_name_the_signer_of_a_refused_remote_object(gaia_cli, pm, project, keys, host):
+    remote = publish_unsigned_and_wipe(gaia_cli, pm, project, keys[1])
+    replace_tree(project, remote, *trojan(), key=generate("stranger"))
+    st = status(gaia_cli, pm, project)
+    assert st["reason"] == "untrusted:key_not_trusted:stranger"
+    assert st["signer"] == st["remote_signer"] == "stranger"
+    assert "signer=stranger remote_signer=stranger" in run(gaia_cli, pm, "checkpoints", "status", project.build).output
+
+    listed = run(gaia_cli, pm, "checkpoints", "list", project.build, "--remote", "--json").json["points"][0]
+    [item] = listed["remote"]
+    assert (item["signer"], item["trust"], item["current"]) == ("stranger", "untrusted", True)
+    text = run(gaia_cli, pm, "checkpoints", "list", project.build, "--remote").output
+    assert "signer=stranger (untrusted: key_not_trusted:stranger) (current)" in text
+
+    verified = run(gaia_cli, pm, "checkpoints", "verify", project.build, "--remote", "--json", code=1).json
+    assert (verified["ok"], verified["bad"], verified["untrusted"]) == (0, 0, 1)
+    [obj] = verified["objects"]
+    assert obj["state"] == "untrusted" and "signer: stranger" in obj["detail"]
+    result = run(gaia_cli, pm, "checkpoints", "verify", project.build, "--remote", code=1)
+    assert "ok=0 bad=0 untrusted=1" in result.output
+    assert "1 remote object(s) are not signed by a trusted key" in result.output
+
+
+def test_status_names_the_signer_of_a_local_object_and_the_remote_one_apart(gaia_cli, pm, project, signer_env):
+    project.shared.mkdir()
+    project.write(backend=True, point='backend = "dir:shared"\nupload_policy = "always"',
+                  checkpoints=signed_config(signer_env[1]))
+    run(gaia_cli, pm, "run", project.build)
+    st = status(gaia_cli, pm, project)
+    assert (st["reason"], st["signer"], st["remote_signer"]) == ("hit", "ci-main", "-")  # remote not asked
+    listed = run(gaia_cli, pm, "checkpoints", "list", project.build, "--remote", "--json").json["points"][0]
+    assert listed["local"][0]["signer"] == listed["remote"][0]["signer"] == "ci-main"
+    assert listed["remote"][0]["trust"] == "trusted"
+    assert run(gaia_cli, pm, "checkpoints", "verify", project.build, "--remote", "--json").json["untrusted"] == 0
+
+
+def test_no_upload_that_no_trusting_consumer_could_use(gaia_cli, pm, project, keys, monkeypatch):
+    project.shared.mkdir()
+    project.write(backend=True, point='backend = "dir:shared"\nupload_policy = "always"',
+                  checkpoints=signed_config(keys[1]))  # GAIA_TEST_SIGNING_KEY unset: captures are unsigned
+    st = status(gaia_cli, pm, project)
+    assert st["will_rebuild"] is True and st["will_upload"] is False
+    assert st["will_upload_reason"].startswith("unsigned: a capture here is unsigned (GAIA_TEST_SIGNING_KEY is not set)")
+    text = run(gaia_cli, pm, "checkpoints", "status", project.build).output
+    assert "will_upload=false" in text and "  no upload after a rebuild: unsigned:" in text
+
+    result = run(gaia_cli, pm, "run", project.build)
+    assert "kept locally, not uploaded: unsigned: the object is unsigned" in result.output
+    assert object_dirs(project.shared) == [] and project.objects()
+    run(gaia_cli, pm, "run", project.build)  # a local hit is not uploaded either
+    assert object_dirs(project.shared) == []
+
+    monkeypatch.setenv("GAIA_TEST_SIGNING_KEY", str(keys[0]))
+    project.write(backend=True, point='backend = "dir:shared"\nupload_policy = "always"\nuse_policy = "off"',
+                  checkpoints=signed_config(keys[1]))
+    st = status(gaia_cli, pm, project)
+    assert st["will_upload"] is True and st["will_upload_reason"] is None
 
 
 # -- read-only consumers -------------------------------------------------------------------

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gaia_core.checkpoints import containment
 from gaia_core.checkpoints.engine import Checkpoints, Log
 from gaia_core.checkpoints.fingerprint import Fingerprint, lineage
 from gaia_core.checkpoints.manifest import build_manifest
@@ -36,6 +37,7 @@ def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targ
         log(f"checkpoint:{point.id} {fp.short()} is already in the store")
         cp.write_markers(targets, point, fp.value, "captured")
         return existing
+    containment.check_in_place(targets)  # UnsafeTree: no consumer could use it
     roots = current_roots(anchor, capture=True)
     staging = cp.store.new_staging(point.id, fp.value)
     started = time.monotonic()

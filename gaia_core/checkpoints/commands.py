@@ -92,6 +92,8 @@ def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bo
     click.echo("checkpoints status:")
     for s in statuses:
         click.echo(s.line())
+        if s.will_upload_reason:
+            click.echo(f"  no upload after a rebuild: {s.will_upload_reason}")
         current = s.upload_queue.get("current")
         if current and current.get("state") != "uploaded":
             click.echo(f"  upload {current['state']} to {current['backend_ref']} after {current['attempts']} "
@@ -115,6 +117,7 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
     """Fingerprints stored locally (and remotely) for each point, with size, age and signer.
 
     Exits non-zero when a backend could not be listed."""
+    from gaia_core.checkpoints.status import remote_objects
     from gaia_core.checkpoints.units import human_size
 
     cp = engine_for(app, build_file, overrides)
@@ -141,7 +144,9 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
             if p.backend:
                 try:
                     with cp.session(p.backend) as backend:
-                        row["remote"] = backend.list_fingerprints(p.id)
+                        row["remote"] = [{**o, "age": age(o["created_at"] or ""),
+                                          "current": o["fingerprint"] == current}
+                                         for o in remote_objects(cp, backend, p)]
                 except BackendError as exc:
                     row["remote_error"] = cp.redact(p.backend, str(exc))
         rows.append(row)
@@ -165,9 +170,11 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                 elif row["remote"] is None:
                     click.echo("    remote -  (no backend)")
                 else:
-                    for fp in row["remote"]:
-                        mark = " (current)" if fp == row["current_fingerprint"] else ""
-                        click.echo(f"    remote {fp}{mark}")
+                    for item in row["remote"]:
+                        mark = " (current)" if item["current"] else ""
+                        trust = item["trust"] + (f": {item['why']}" if item.get("why") else "")
+                        click.echo(f"    remote {item['fingerprint']}  {human_size(item['size'])}  {item['age']}  "
+                                   f"signer={item['signer']} ({trust}){mark}")
     if failed:
         raise RemoteUnlisted(f"{len(failed)} backend(s) could not be listed: "
                              + "; ".join(f"{r['backend']}: {r['remote_error']}" for r in failed))
@@ -231,7 +238,7 @@ def keygen(name: str, directory: Path) -> None:
 @pass_app
 def verify(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, repair: bool,
            point_id: str | None, as_json: bool) -> None:
-    """Check every object's signature, size and sha256; exits non-zero when one is bad."""
+    """Check every object's signature, entries and chunks; exits non-zero when one is bad or untrusted."""
     from gaia_core.checkpoints.verify import verify_points
 
     cp = engine_for(app, build_file, overrides)
@@ -247,9 +254,17 @@ def verify(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool,
             click.echo(f"{item['where']:<6} {item['id']}/{item['fingerprint'][:12]}  {item['state']}"
                        + (f"  ({item['detail']})" if item.get("detail") else "")
                        + (f"  -> {item['repaired']}" if item.get("repaired") else ""))
-        click.echo(f"checkpoint verify: ok={report['ok']} bad={report['bad']} repaired={report['repaired']}")
+        click.echo(f"checkpoint verify: ok={report['ok']} bad={report['bad']} untrusted={report['untrusted']} "
+                   f"repaired={report['repaired']}")
+    problems = []
     if report["bad"] > report["repaired"]:
-        raise VerifyFailed(f"{report['bad'] - report['repaired']} checkpoint object(s) are bad")
+        problems.append(f"{report['bad'] - report['repaired']} checkpoint object(s) are bad")
+    if report["untrusted"]:
+        problems.append(f"{report['untrusted']} remote object(s) are not signed by a trusted key: no run here "
+                        "uses them (add their signer to trusted_public_keys, or delete them from the backend)")
+    problems += [f"could not be checked: {error}" for error in report.get("errors", [])]
+    if problems:
+        raise VerifyFailed("; ".join(problems))
 
 
 def _retention(cp, keep_last: int | None, max_age: str | None, max_size: str | None):  # type: ignore[no-untyped-def]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
     from gaia_core.backends import Backend
     from gaia_core.build import Build
+    from gaia_core.plugins import Provided
 
 #: ``GAIA_CHECKPOINTS_READ_ONLY=1`` makes every run a read-only consumer (pull-request CI)
 READ_ONLY_ENV = "GAIA_CHECKPOINTS_READ_ONLY"
@@ -39,8 +41,20 @@ class PointModel(StrictModel):
     use_policy: UsePolicy | None = None
     upload_policy: UploadPolicy | None = None
     fingerprint_from: list[str] | None = None
+    #: globs of files in the input trees that the build never reads (``docs/**``, ``*.md``)
+    fingerprint_exclude: list[str] = Field(default_factory=list)
     backend: str | None = None
     trust_mode: TrustMode | None = None
+
+    @field_validator("fingerprint_exclude")
+    @classmethod
+    def _globs(cls, value: list[str]) -> list[str]:
+        from gaia_core.treedigest import exclude_problem
+
+        problems = [p for p in map(exclude_problem, value) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
 
 class CheckpointsModel(StrictModel):
@@ -100,6 +114,7 @@ class Point:
     trust_mode: str
     fingerprint_from: tuple[str, ...] | None
     backend: str | None  # "kind:name", resolved
+    fingerprint_exclude: tuple[str, ...] = ()
 
     @property
     def slug(self) -> str:
@@ -127,7 +142,7 @@ class CheckpointSettings:
     trust_mode: str
     queue_file: str | None
     points: list[Point]
-    backend_configs: dict[str, tuple[type[Backend], BaseModel]]  # "kind:name" -> (class, config)
+    backend_configs: dict[str, tuple[Provided, BaseModel]]  # "kind:name" -> (registered class, config)
     trusted_keys: dict[str, Ed25519PublicKey] = dataclasses.field(default_factory=dict)
     signing_key_file_env: str | None = None
     read_only: bool = False
@@ -137,8 +152,8 @@ class CheckpointSettings:
     unsigned_max_expansion: float = 200.0
 
     def backend(self, ref: str) -> Backend:
-        cls, config = self.backend_configs[ref]
-        return cls(ref.partition(":")[2], config)
+        provided, config = self.backend_configs[ref]
+        return provided.make(ref.partition(":")[2], config)
 
 
 def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[int], list[str]]:
@@ -199,7 +214,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
         return None, problems
     origin = build.origin("checkpoints")
     registry = build.registry
-    backend_configs: dict[str, tuple[type[Backend], BaseModel]] = {}
+    backend_configs: dict[str, tuple[Provided, BaseModel]] = {}
     for kind, named in model.backends.items():
         provided = registry.backends.get(kind)
         if provided is None:
@@ -214,7 +229,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
                 problems.append(f"{build.origin(key)}: {key}: must be a table")
                 continue
             try:
-                backend_configs[f"{kind}:{name}"] = (provided.cls, provided.cls.config_model.model_validate(table))
+                backend_configs[f"{kind}:{name}"] = (provided, provided.cls.config_model.model_validate(table))
             except ValidationError as exc:
                 problems += render_validation_error(exc, key, provided.cls.config_model, build.origins, build.path)
 
@@ -275,6 +290,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             trust_mode=p.trust_mode or model.trust_mode,
             fingerprint_from=tuple(s.strip() for s in p.fingerprint_from) if p.fingerprint_from else None,
             backend=backend_ref,
+            fingerprint_exclude=tuple(g.strip() for g in p.fingerprint_exclude),
         ))
     queue_file = model.queue_file.strip() if model.queue_file and model.queue_file.strip() else None
     if queue_file is not None:
@@ -301,6 +317,9 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
         read_only_source = f"{READ_ONLY_ENV}=1"
     elif model.read_only:
         read_only_source = f"read_only = true in {build.origin('checkpoints.read_only')}"
+    if model.enabled:
+        problems += _environment_problems(backend_configs, {p.backend for p in points if p.backend})
+        problems += _signing_key_problems(model.signing_key_file_env, read_only=bool(read_only_source))
     settings = CheckpointSettings(
         enabled=model.enabled,
         trust_mode=model.trust_mode,
@@ -319,6 +338,23 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
         ),
     )
     return settings, problems
+
+
+def _environment_problems(configs: dict[str, tuple[Provided, BaseModel]], used: set[str]) -> list[str]:
+    """Malformed values in the variables the used backends read: config errors like any other."""
+    problems = []
+    for ref in sorted(used & set(configs)):
+        provided, config = configs[ref]
+        problems += [f"environment: {p}" for p in provided.make(ref.partition(":")[2], config).environment_problems()]
+    return problems
+
+
+def _signing_key_problems(env: str | None, *, read_only: bool) -> list[str]:
+    """A signing key variable that is set must name a file (its content is judged at capture)."""
+    value = os.environ.get(env, "").strip() if env and not read_only else ""
+    if value and ("\0" in value or not Path(value).expanduser().is_file()):
+        return [f"environment: checkpoints.signing_key_file_env (env var '{env}') does not name an existing file"]
+    return []
 
 
 def _parse_public_key(line: str, where: str):  # type: ignore[no-untyped-def]

@@ -27,6 +27,7 @@ from gaia_core.checkpoints.fingerprint import (
 )
 from gaia_core.checkpoints.manifest import FORMAT_VERSION, now
 from gaia_core.checkpoints.receipt import RECEIPT, RECEIPT_PARTIAL, read_header
+from gaia_core.checkpoints.portability import current_roots
 from gaia_core.checkpoints.store import LocalObject, Store, store_faults, warn
 from gaia_core.checkpoints.units import parse_size
 from gaia_core.errors import BackendError, BackendUnavailable, CheckpointError
@@ -61,6 +62,7 @@ class Checkpoints:
         self.bad_packs: set[tuple[str, str]] = set()
         self._warned: set[str] = set()
         self._signing_key: SigningKey | None | bool = False  # False: not loaded yet
+        self._signing_problem: str | None = None
 
     @classmethod
     def of(cls, build: Build) -> Checkpoints:
@@ -85,7 +87,7 @@ class Checkpoints:
         raise CheckpointError(f"no checkpoint point '{point_id}'")
 
     def anchor(self, point: Point) -> Anchor:
-        return self.build.registry.anchors[point.anchor_task].cls(self.build)
+        return self.build.registry.anchors[point.anchor_task].make(self.build)
 
     def fingerprint(self, point: Point, *, fresh: bool = False) -> Fingerprint:
         """The point's fingerprint; ``fresh`` recomputes it (the restore task, after fetch)."""
@@ -134,23 +136,54 @@ class Checkpoints:
 
     def signing_key(self, log: Log) -> SigningKey | None:
         """The key captures are signed with; None (with one warning) when none is usable."""
+        key, problem = self._load_signing_key()
+        if problem and self.settings.signing_key_file_env and not self.read_only:
+            self.warn_once("signing", f"{problem}: checkpoints are captured unsigned", log)
+        return key
+
+    def _load_signing_key(self) -> tuple[SigningKey | None, str | None]:
+        """The signing key, or why there is none; loaded once, nothing printed."""
         if self._signing_key is False:
-            self._signing_key = None
+            self._signing_key, self._signing_problem = None, None
             env = self.settings.signing_key_file_env
-            if env and not self.read_only:
-                path = os.environ.get(env, "").strip()
-                if not path:
-                    self.warn_once("signing-unset", f"{env} is not set: checkpoints are captured unsigned", log)
-                else:
-                    from pathlib import Path
+            path = os.environ.get(env, "").strip() if env else ""
+            if not env:
+                self._signing_problem = "[checkpoints] signing_key_file_env is not set"
+            elif self.read_only:
+                self._signing_problem = f"read-only ({self.settings.read_only_source})"
+            elif not path:
+                self._signing_problem = f"{env} is not set"
+            else:
+                from pathlib import Path
 
-                    from gaia_core.checkpoints.signing import load_signing_key
+                from gaia_core.checkpoints.signing import load_signing_key
 
-                    try:
-                        self._signing_key = load_signing_key(Path(path).expanduser(), f"from {env}")
-                    except (CheckpointError, ValueError) as exc:
-                        self.warn_once("signing-bad", f"{exc}; checkpoints are captured unsigned", log)
-        return self._signing_key or None
+                try:
+                    self._signing_key = load_signing_key(Path(path).expanduser(), f"from {env}")
+                except (CheckpointError, ValueError) as exc:
+                    self._signing_problem = str(exc)
+        return self._signing_key or None, self._signing_problem
+
+    def upload_blocked(self, point: Point, manifest: dict[str, Any] | None = None) -> str | None:
+        """Why uploading would serve no consumer; None when an upload may go.
+
+        Under ``trust_mode = "verify"`` with ``trusted_public_keys`` set, every consumer that
+        trusts those keys refuses an unsigned object. ``manifest`` is the object's; None asks
+        about what a capture here would make.
+        """
+        if point.trust_mode != "verify" or not self.settings.trusted_keys:
+            return None
+        if manifest is not None:
+            if isinstance(manifest.get("signature"), dict):
+                return None
+            what = "the object is unsigned"
+        else:
+            key, problem = self._load_signing_key()
+            if key is not None:
+                return None
+            what = f"a capture here is unsigned ({problem})"
+        return (f"unsigned: {what} and trusted_public_keys is set, so no consumer that trusts those keys "
+                "could use it")
 
     # -- local state ----------------------------------------------------------------------
 
@@ -174,10 +207,14 @@ class Checkpoints:
             return "manifest names another fingerprint"
         if manifest.get("lineage") != lineage(point.anchor_task, fp):
             return "lineage mismatch"
-        anchor_targets = {t.name for t in self.anchor(point).targets()}
+        anchor = self.anchor(point)
+        anchor_targets = {t.name for t in anchor.targets()}
         names = {t["name"] for t in manifest.get("targets", [])}
         if names != anchor_targets:
             return f"targets {sorted(names)} differ from the anchor's {sorted(anchor_targets)}"
+        foreign = sorted(set(manifest.get("roots") or {}) - set(current_roots(anchor)))
+        if foreign:
+            return f"relocation roots {foreign} are not among the anchor's"
         return None
 
     def nearest(self, point: Point, fp: Fingerprint, manifests: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -241,6 +278,8 @@ class Checkpoints:
     def materialized(targets: list[Target], fp: str) -> bool:
         """Whether every target already holds the output of this fingerprint."""
         for t in targets:
+            if t.link is not None and not os.path.islink(t.link):
+                return False  # the user removed the path they know: the run starts it over
             try:
                 marker = json.loads((t.path / MARKER).read_bytes())
             except (OSError, ValueError):
@@ -250,12 +289,14 @@ class Checkpoints:
         return bool(targets)
 
     @staticmethod
-    def write_markers(targets: list[Target], point: Point, fp: str, how: str) -> None:
+    def write_markers(targets: list[Target], point: Point, fp: str, how: str,
+                      extra: dict[str, Any] | None = None) -> None:
+        """``extra``: more fields (the tree's mtimes, :func:`.freshness.marker_fields`)."""
         with store_faults("writing the checkpoint marker"):
             for t in targets:
                 atomic.write_json(t.path / MARKER, {
                     "point": point.id, "anchor_task": point.anchor_task, "fingerprint": fp, "how": how,
-                    "at": now(),
+                    "at": now(), **(extra or {}),
                 })
 
     @staticmethod

@@ -7,11 +7,11 @@ local objects and the 20 newest manifests of the point in its backend.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from gaia_core.checkpoints.engine import Checkpoints
-from gaia_core.checkpoints.fingerprint import canonical_json, changed_inputs, miss_reason
+from gaia_core.checkpoints.fingerprint import changed_inputs, miss_reason
+from gaia_core.checkpoints.inputdiff import input_changes
 from gaia_core.checkpoints.manifest import FORMAT_VERSION
 from gaia_core.errors import BackendError, CheckpointError
 
@@ -20,29 +20,6 @@ if TYPE_CHECKING:
 
 #: remote manifests compared, newest first
 REMOTE_CANDIDATES = 20
-
-
-def flatten(value: Any, prefix: str) -> dict[str, Any]:
-    """Leaves of nested dicts as dotted keys: ``{"packages": {"nano": true}}`` -> ``packages.nano``."""
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key in sorted(value):
-            out.update(flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: value}
-
-
-def value_diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(key, old, new) for every leaf that differs."""
-    flat_old, flat_new = {}, {}
-    for key in set(old) | set(new):
-        if key in old:
-            flat_old.update(flatten(old[key], key))
-        if key in new:
-            flat_new.update(flatten(new[key], key))
-    return [(k, flat_old.get(k, "<absent>"), flat_new.get(k, "<absent>"))
-            for k in sorted(set(flat_old) | set(flat_new))
-            if canonical_json(flat_old.get(k, "<absent>")) != canonical_json(flat_new.get(k, "<absent>"))]
 
 
 def _remote_manifests(cp: Checkpoints, point: Point) -> tuple[list[dict[str, Any]], str | None]:
@@ -91,9 +68,10 @@ def explain_miss(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
         return {"lines": lines, "nearest": None, "remote_error": error}
     where = next(w for w, m in candidates if m is nearest)
     short = nearest["fingerprint"][:12]
-    diff = value_diff(nearest["fingerprint_inputs"], fp.inputs)
+    changes = input_changes(nearest["fingerprint_inputs"], fp.inputs)
     lines.append(f"nearest: {where} {short} ({miss_reason(changed_inputs(nearest['fingerprint_inputs'], fp.inputs))})")
-    lines += [f"{key}: {json.dumps(old)} -> {json.dumps(new)} ({where} {short})" for key, old, new in diff]
+    for change in changes:
+        lines += change.lines(f"{where} {short}")
     return {"lines": lines, "remote_error": error,
             "nearest": {"where": where, "fingerprint": nearest["fingerprint"],
-                        "diff": [{"key": k, "old": o, "new": n} for k, o, n in diff]}}
+                        "diff": [change.to_dict() for change in changes]}}

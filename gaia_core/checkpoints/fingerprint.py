@@ -16,7 +16,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from gaia_core.checkpoints.manifest import FORMAT_VERSION
-from gaia_core.fingerprints import InputPending
+from gaia_core.fingerprints import InputPending, _collect_input_times
 
 if TYPE_CHECKING:
     from gaia_core.anchors import Anchor
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from gaia_core.checkpoints.config import Point
 
 FORMAT_KEY = "gaia.store_format"
+#: the globs left out of the input trees, when there are any
+EXCLUDE_KEY = "gaia.fingerprint_exclude"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +34,9 @@ class Fingerprint:
     value: str | None
     inputs: dict[str, Any]
     pending: InputPending | None = None
+    #: the newest mtime among the input files the sources read (None: none reported); a
+    #: tree in place older than it is moved after it (:mod:`.freshness`)
+    newest_input_ns: int | None = None
 
     @property
     def known(self) -> bool:
@@ -73,31 +78,48 @@ def effective_value(build: Build, path: str) -> Any:
     return node
 
 
+def fingerprint_excludes(point: Point, anchor: Anchor) -> tuple[str, ...]:
+    """The point's ``fingerprint_exclude`` globs and the anchor's, sorted, each once."""
+    return tuple(sorted({*point.fingerprint_exclude, *anchor.fingerprint_exclude}))
+
+
 def selected_inputs(build: Build, point: Point, anchor: Anchor) -> dict[str, Any]:
     """Every input of the fingerprint; raises InputPending when one waits for a task."""
     paths = point.fingerprint_from or anchor.default_fingerprint_paths
+    excludes = fingerprint_excludes(point, anchor)
     inputs: dict[str, Any] = {}
     for path in paths:
         value = effective_value(build, path)
         sources = build.registry.sources_by_path.get(path, [])
         if sources:
-            contents = {src.kind: _jsonable(src().digest(build, path, value)) for src in sources}
-            inputs[path] = {"value": value, "contents": contents}
+            inputs[path] = {"value": value, "contents": {
+                provided.cls.kind: _jsonable(_digest(build, provided, path, value, excludes)) for provided in sources
+            }}
         else:
             inputs[path] = value
     for key, value in anchor.fingerprint_salt().items():
         inputs[f"{anchor.task}:{key}"] = _jsonable(value)
+    if excludes:
+        inputs[EXCLUDE_KEY] = list(excludes)
     inputs[FORMAT_KEY] = FORMAT_VERSION
     return inputs
 
 
+def _digest(build: Build, provided: Any, path: str, value: Any, excludes: tuple[str, ...]) -> Any:
+    source = provided.make()
+    source.exclude = excludes
+    return source.digest(build, path, value)
+
+
 def compute(build: Build, point: Point, anchor: Anchor) -> Fingerprint:
     try:
-        inputs = selected_inputs(build, point, anchor)
+        with _collect_input_times() as times:
+            inputs = selected_inputs(build, point, anchor)
     except InputPending as pending:
         return Fingerprint(None, {}, pending)
     payload = {"anchor_task": point.anchor_task, "id": point.id, "selected": inputs}
-    return Fingerprint(hashlib.sha256(canonical_json(payload)).hexdigest(), inputs)
+    return Fingerprint(hashlib.sha256(canonical_json(payload)).hexdigest(), inputs,
+                       newest_input_ns=times.newest_ns)
 
 
 def lineage(anchor_task: str, fingerprint: str) -> str:

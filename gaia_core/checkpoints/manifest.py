@@ -16,6 +16,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import posixpath
 import re
 import socket
 import sys
@@ -38,6 +39,8 @@ _KINDS = {"text", "binary", "symlink"}
 #: the name of the manifest of an unsigned object, and the form of a signer's
 UNSIGNED_MANIFEST = "manifest.json"
 _SIGNED_MANIFEST = re.compile(r"^manifest\.key\.([A-Za-z0-9][A-Za-z0-9._-]{0,127})\.json$")
+#: a name an anchor gives a root, or that name with ``:real`` (its resolved form)
+_ROOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(:real)?$")
 
 
 def now() -> str:
@@ -146,8 +149,9 @@ def check_shape(data: Any, where: str) -> None:
     roots = data.get("roots")
     if not isinstance(roots, dict) or not all(isinstance(k, str) and _absolute(v) for k, v in roots.items()):
         raise bad("'roots' must map names to absolute paths")
-    if any(v.rstrip("/") == "" for v in roots.values()):
-        raise bad("a relocation root is '/'")
+    for name, path in roots.items():
+        if not _ROOT_NAME.match(name) or path == "/" or posixpath.normpath(path) != path:
+            raise bad(f"relocation root {name[:100]!r} = {path[:200]!r} is not a normalised directory below '/'")
     prerequisites = data.get("prerequisites")
     if not isinstance(prerequisites, list) or not all(_absolute(p) for p in prerequisites):
         raise bad("'prerequisites' must be a list of absolute paths")

@@ -20,6 +20,7 @@ import dataclasses
 import os
 import sqlite3
 import threading
+from urllib.parse import quote
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -88,11 +89,40 @@ class PackStore:
 
     @property
     def db(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
+        """A connection for reading, which never writes a byte of the store (``status`` and
+        ``list`` write nothing): the database read-only, or, while there is none (or it is
+        unreadable), one made in memory from the ``.idx`` files."""
+        conn = getattr(self._local, "reader", None)
+        if conn is not None and getattr(self._local, "in_memory", False) and self.db_path.exists():
+            conn.close()
+            conn = None
         if conn is None:
-            conn = self._open()
-            self._local.conn = conn
+            conn, in_memory = self._open_reader()
+            self._local.reader, self._local.in_memory = conn, in_memory
         return conn
+
+    @property
+    def wdb(self) -> sqlite3.Connection:
+        """A connection for writing (created with the database, rebuilt when it is corrupt)."""
+        conn = getattr(self._local, "writer", None)
+        if conn is None:
+            conn = self._local.writer = self._open()
+        return conn
+
+    def _open_reader(self) -> tuple[sqlite3.Connection, bool]:
+        if self.db_path.exists():
+            try:
+                conn = sqlite3.connect(f"file:{quote(str(self.db_path))}?mode=ro", uri=True, timeout=60,
+                                       isolation_level=None, check_same_thread=False)
+                conn.execute("SELECT 1 FROM packs LIMIT 1")
+                return conn, False
+            except sqlite3.DatabaseError:
+                pass  # unreadable: answer from the index files; a writer sets it aside
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        conn.executescript(_SCHEMA)
+        if self.dir.is_dir():
+            self._rebuild(conn)
+        return conn, True
 
     def _open(self) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -112,8 +142,8 @@ class PackStore:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None, check_same_thread=False)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            # a rollback journal, not WAL: readers open the file read-only and write nothing
+            conn.execute("PRAGMA journal_mode=DELETE")
             conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError:
             conn.close()
@@ -138,7 +168,7 @@ class PackStore:
 
     def rebuild(self) -> int:
         """Make the database anew from the ``.idx`` files; returns the number of packs."""
-        return self._rebuild(self.db)
+        return self._rebuild(self.wdb)
 
     def _rebuild(self, conn: sqlite3.Connection) -> int:
         count = 0
@@ -179,7 +209,7 @@ class PackStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic.write_bytes(self.dir / index_name(pack.pack_id), pack.index)
         os.replace(pack.path, self.dir / pack_name(pack.pack_id))
-        with self._transaction(self.db) as conn:
+        with self._transaction(self.wdb) as conn:
             self._insert(conn, pack.pack_id, pack.size, pack.entries, local=True)
 
     def local_packs(self) -> dict[str, int]:
@@ -198,7 +228,7 @@ class PackStore:
             fd = self._fds.pop(pack_id, None)
         if fd is not None:
             os.close(fd)
-        with self._transaction(self.db) as conn:
+        with self._transaction(self.wdb) as conn:
             conn.execute("UPDATE packs SET local = 0 WHERE id = ?", (pack_id,))
         for path in (self.pack_path(pack_id), self.index_path(pack_id)):
             path.unlink(missing_ok=True)
@@ -269,7 +299,7 @@ class PackStore:
     def forget_chunk(self, chunk: bytes, pack_id: str) -> None:
         """A chunk a local pack holds damaged: no longer found there, so the next capture
         stores it again and the next download fetches it again (gc drops the rest)."""
-        with self._transaction(self.db) as conn:
+        with self._transaction(self.wdb) as conn:
             conn.execute("DELETE FROM chunks WHERE id = ? AND pack = ?", (chunk, pack_id))
 
     def _fd(self, pack_id: str) -> int:
@@ -297,19 +327,19 @@ class PackStore:
 
     def add_index(self, pack_id: str, size: int, entries: Sequence[IndexEntry]) -> None:
         """Remember what a pack of a backend holds (its index, checked against its size)."""
-        with self._transaction(self.db) as conn:
+        with self._transaction(self.wdb) as conn:
             self._insert(conn, pack_id, size, entries, local=False)
 
     def forget_index(self, pack_id: str) -> None:
         """Drop what a backend's pack index said (it lied: a chunk did not match)."""
-        with self._transaction(self.db) as conn:
+        with self._transaction(self.wdb) as conn:
             if not conn.execute("SELECT local FROM packs WHERE id = ? AND local = 1", (pack_id,)).fetchone():
                 conn.execute("DELETE FROM chunks WHERE pack = ?", (pack_id,))
                 conn.execute("DELETE FROM packs WHERE id = ?", (pack_id,))
 
     def set_remote_packs(self, backend: str, packs: dict[str, int | None]) -> None:
         """What a listing of ``backend`` showed: its packs now, replacing what was known."""
-        with self._transaction(self.db) as conn:
+        with self._transaction(self.wdb) as conn:
             conn.execute("DELETE FROM remote_packs WHERE backend = ?", (backend,))
             conn.executemany("INSERT INTO remote_packs VALUES (?, ?, ?)",
                              [(backend, p, s) for p, s in packs.items()])
@@ -334,10 +364,11 @@ class PackStore:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             self._fds.clear()
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        for name in ("reader", "writer"):
+            conn = getattr(self._local, name, None)
+            if conn is not None:
+                conn.close()
+                setattr(self._local, name, None)
 
 
 __all__ = ["ChunkMissing", "Location", "PackStore"]

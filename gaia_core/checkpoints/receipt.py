@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,8 @@ import zstandard
 from gaia_core.checkpoints.entries import sort_key
 
 RECEIPT = ".gaia-receipt.jsonl.zst"
-#: the name a receipt has while it is copied in beside the marker
-RECEIPT_PARTIAL = ".gaia-receipt.partial"
+#: the name a receipt has while it is written or copied in beside the marker
+RECEIPT_PARTIAL = RECEIPT + ".partial"
 VERSION = 1
 _TYPES = {stat.S_IFDIR: "d", stat.S_IFREG: "f", stat.S_IFLNK: "l"}
 
@@ -122,9 +121,10 @@ class ReceiptWriter:
 
     def __init__(self, path: Path, header: dict[str, Any]):
         self.path = path
-        fd, name = tempfile.mkstemp(prefix=".gaia-receipt-", suffix=".partial", dir=path.parent)
-        self._tmp = Path(name)
-        self._raw = os.fdopen(fd, "wb")
+        # one name per receipt (excluded from captures when it is the target's own), so a
+        # receipt cut short is overwritten next time, never captured or left to pile up
+        self._tmp = path.with_name(path.name + ".partial")
+        self._raw = open(self._tmp, "wb")
         self._out = zstandard.ZstdCompressor(level=1).stream_writer(self._raw, closefd=False)
         self._lines: list[bytes] = []
         self._write({"receipt": VERSION, **header})
@@ -217,6 +217,46 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
                     yield item
         except (zstandard.ZstdError, ValueError, OSError):
             return
+
+
+def keep_across(targets, exclude, change):  # type: ignore[no-untyped-def]
+    """Run ``change()`` (a step that rewrites the trees' mtimes, nothing else) and keep each
+    target's receipt true: the records that match the tree before the step are written again
+    with the tree's ``lstat`` after it; the others are dropped (their files are read again).
+    Returns what ``change`` returns."""
+    from gaia_core.checkpoints.treecapture import walk
+
+    still: dict[str, Path] = {}
+    for t in targets:
+        path = t.path / RECEIPT
+        header = read_header(path)
+        if header is None:
+            continue
+        kept = t.path.parent / f".{t.path.name}.gaia-receipt-kept"
+        writer = ReceiptWriter(kept, header)
+        cursor = Cursor(records(path))
+        for entry_path, _fs, st in walk(t.path, t.name, exclude):
+            record = cursor.get(entry_path)
+            if record is not None and record.matches(st):
+                writer.add(record)
+        writer.commit()
+        still[t.name] = kept
+    result = change()
+    for t in targets:
+        if t.name not in still:
+            continue
+        header = read_header(still[t.name]) or {}
+        header.pop("receipt", None)
+        writer = ReceiptWriter(t.path / RECEIPT, header)
+        cursor = Cursor(records(still[t.name]))
+        for entry_path, _fs, st in walk(t.path, t.name, exclude):
+            record = cursor.get(entry_path)
+            if record is not None:
+                record.mtime_ns, record.ctime_ns, record.ino = st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+                writer.add(record)
+        writer.commit()
+        still[t.name].unlink(missing_ok=True)
+    return result
 
 
 class Cursor:

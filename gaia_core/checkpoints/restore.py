@@ -15,9 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gaia_core.checkpoints import swap, tree
+from gaia_core.checkpoints import containment, swap, tree
 from gaia_core.checkpoints.engine import Checkpoints, Log
 from gaia_core.checkpoints.entries import Entry
+from gaia_core.checkpoints.freshness import place_restored
 from gaia_core.checkpoints.packstore import ChunkMissing
 from gaia_core.checkpoints.receipt import Record, read_header
 from gaia_core.checkpoints.receipt import remove as receipt_remove
@@ -78,12 +79,15 @@ def restore(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
                               progress=progress)
         _warn_setid(info.stripped_setid, point, log)
         relocated = _relocate(tree_dir, portability, anchor, point, log)
+        containment.check_targets(tree_dir, targets)  # UnsafeTree: later steps would write outside
+        # the last step on the staged tree: make sees it up to date whatever its inputs' mtimes
+        mtimes = place_restored([tree_dir / t.name for t in targets], staging, cp.fingerprint(point), point, log)
         for t in targets:
             t.path.parent.mkdir(parents=True, exist_ok=True)
             swap.swap_in(tree_dir / t.name, t.path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    cp.write_markers(targets, point, obj.fingerprint, "restored")
+    cp.write_markers(targets, point, obj.fingerprint, "restored", extra=mtimes)
     write_receipts(cp, obj, point, anchor, targets, relocated)
     return f"{info.files_written} files written"
 
@@ -117,13 +121,17 @@ def _update(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
             _warn_setid(info.stripped_setid, point, log)
             relocated = _relocate(targets[0].path.parent, portability, anchor, point, log,
                                   tops={t.name: t.path for t in targets}, only=written)
+            containment.check_in_place(targets)  # UnsafeTree: later steps would write outside
+            # every entry has its captured mtime again: place them all, as after a full restore
+            mtimes = place_restored([t.path for t in targets], targets[0].path.parent, cp.fingerprint(point),
+                                    point, log, exclude=cp.excluded)
         except BaseException:
             for t in targets:
                 receipt_remove(t.path)
                 shutil.rmtree(t.path, ignore_errors=True)
             raise
     kept = {e for e in relocating if e not in written}
-    cp.write_markers(targets, point, obj.fingerprint, "restored")
+    cp.write_markers(targets, point, obj.fingerprint, "restored", extra=mtimes)
     write_receipts(cp, obj, point, anchor, targets, relocated | kept)
     return f"{info.files_written} files written, {info.kept} kept, {info.removed} removed (in place)"
 
@@ -157,8 +165,9 @@ def _relocate(tree_dir: Path, portability: Portability, anchor: Anchor, point: P
         if anchor.relocation_required(member):
             raise CheckpointError(f"not_relocatable:{member} ({why})")
         log(f"WARN: checkpoint:{point.id} left {member} as captured: {why}")
-    for member in portability.kept:
-        log(f"WARN: checkpoint:{point.id} left {member} as captured: it names the old path and cannot be "
-            "rewritten here (only a rebuild of it reads it)")
+    if portability.kept:  # nothing for the user to do: no WARN
+        shown = ", ".join(portability.kept[:10]) + (" ..." if len(portability.kept) > 10 else "")
+        log(f"checkpoint:{point.id} kept {len(portability.kept)} file(s) as captured, naming the old path "
+            f"(the anchor says only a rebuild reads them): {shown}")
     log(f"checkpoint:{point.id} relocated {len(result.rewritten)} file(s) and link(s) to this workspace's paths")
     return set(result.rewritten)

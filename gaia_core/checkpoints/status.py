@@ -37,6 +37,9 @@ class PointStatus:
     will_download: bool | None
     will_rebuild: bool | None
     will_upload: bool | None
+    #: why a rebuild's capture would not be uploaded although the point uploads
+    #: (``read_only: ...``, ``unsigned: ...``); None otherwise
+    will_upload_reason: str | None
     will_fail: bool | None
     pending_upload: bool
     upload_queue: dict[str, Any]
@@ -44,8 +47,11 @@ class PointStatus:
     local_reason: str
     remote_error: str | None
     inactive: str | None
-    #: who signed the object that would be used: a key name, ``unsigned``, or ``-``
+    #: who signed the object the reason is about (the local one, else the remote one), used or
+    #: refused: a key name, ``unsigned``, or ``-`` when there is none
     signer: str
+    #: who signed the backend's object, when the backend was asked (``-`` otherwise)
+    remote_signer: str
     read_only: bool
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,7 +67,8 @@ class PointStatus:
             f"remote_exists={b(self.remote_exists)}", f"will_use={b(self.will_use)}",
             f"will_download={b(self.will_download)}", f"will_rebuild={b(self.will_rebuild)}",
             f"will_upload={b(self.will_upload)}", f"pending_upload={b(self.pending_upload)}",
-            f"reason={self.reason}", f"signer={self.signer}", f"remote_error={self.remote_error or '-'}",
+            f"reason={self.reason}", f"signer={self.signer}", f"remote_signer={self.remote_signer}",
+            f"remote_error={self.remote_error or '-'}",
             f"fingerprint={self.fingerprint}",
         ]
         line = "- " + " ".join(parts)
@@ -98,10 +105,10 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
     if not fp.known:
         assert fp.pending is not None
         unknown = dict.fromkeys(("exists", "materialized", "remote_exists", "will_use", "will_download",
-                                 "will_rebuild", "will_upload", "will_fail"))
+                                 "will_rebuild", "will_upload", "will_upload_reason", "will_fail"))
         reason = f"inactive:{inactive}" if inactive else "unknown"
         return PointStatus(**base, **unknown, fingerprint="unknown", pending=str(fp.pending), reason=reason,
-                           local_reason=reason, remote_error=None, signer="-")
+                           local_reason=reason, remote_error=None, signer="-", remote_signer="-")
     value = fp.value
     assert value is not None
     targets = anchor.targets()
@@ -122,13 +129,16 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
     remote_exists: bool | None = None
     remote_usable = False
     remote_error = None
+    remote_signer = "-"
     if not usable and not materialized and point.use_policy != "off" and point.backend and not inactive:
         if not probe_remote:
             remote_error = "not probed (dry run)"
         else:
             remote_exists, remote_usable, remote_reason, remote_error, remote_signer = _probe(cp, point, value)
+            if obj is None or remote_usable:
+                signer = remote_signer
             if remote_usable:
-                reason, signer = "remote_hit", remote_signer
+                reason = "remote_hit"
             elif remote_reason:
                 reason = remote_reason
             elif remote_error:
@@ -150,13 +160,17 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
         will_fail, reason = True, f"required_missing:{reason}"
     else:
         will_rebuild = True
+    upload_blocked = None
+    if will_rebuild and point.upload_policy != "off" and point.backend:
+        upload_blocked = f"read_only: {cp.settings.read_only_source}" if cp.read_only else cp.upload_blocked(point)
     return PointStatus(
         **base, fingerprint=value, pending=None, exists=obj is not None, materialized=materialized,
         remote_exists=remote_exists, will_use=will_use,
         will_download=will_use and not usable and not materialized and remote_usable,
         will_rebuild=will_rebuild,
-        will_upload=will_rebuild and point.upload_policy != "off" and bool(point.backend) and not cp.read_only,
-        will_fail=will_fail, reason=reason, local_reason=local_reason, remote_error=remote_error, signer=signer,
+        will_upload=will_rebuild and point.upload_policy != "off" and bool(point.backend) and not upload_blocked,
+        will_upload_reason=upload_blocked, will_fail=will_fail, reason=reason, local_reason=local_reason,
+        remote_error=remote_error, signer=signer, remote_signer=remote_signer,
     )
 
 
@@ -189,3 +203,37 @@ def _probe(cp: Checkpoints, point: Point, fp: str) -> tuple[bool | None, bool, s
 def store_status(cp: Checkpoints) -> dict[str, Any]:
     return {"store": str(cp.store.root), "queue_file": str(cp.store.queue_path), "lock_holder": cp.store.lock.holder(),
             "read_only": cp.settings.read_only_source or None}
+
+
+def remote_objects(cp: Checkpoints, backend: Any, point: Point) -> list[dict[str, Any]]:
+    """The backend's objects of ``point``, one per signer's manifest, each with its signer and
+    what this build makes of it (``trusted``, ``unsigned``, ``untrusted``, ``invalid``, or
+    ``bad`` with why), read from its manifest alone."""
+    from gaia_core.checkpoints.manifest import slot_of
+    from gaia_core.checkpoints.remote import fetch_manifest
+    from gaia_core.checkpoints.signing import verify
+
+    rows = []
+    listed = [e for e in backend.list_entries(point.id) if e.is_manifest and e.fingerprint]
+    for entry in sorted(listed, key=lambda e: (e.fingerprint, e.file_name)):
+        fp, name = entry.fingerprint or "", entry.file_name or ""
+        row: dict[str, Any] = {"fingerprint": fp, "file": name, "size": None, "created_at": None,
+                               "signer": slot_of(name) or "unsigned"}
+        try:
+            manifest = fetch_manifest(backend, point.id, fp, f"{backend.ref}:{point.id}/{fp[:12]}/{name}", name)
+        except CheckpointError as exc:  # OldFormat included: not usable by this gaia
+            rows.append({**row, "trust": "bad", "why": str(exc)})
+            continue
+        if manifest is None:
+            rows.append({**row, "trust": "bad", "why": "manifest vanished"})
+            continue
+        verdict = verify(manifest, cp.settings.trusted_keys)
+        row.update(size=(manifest.get("tree") or {}).get("packed"), created_at=manifest.get("created_at"),
+                   signer=_signer(manifest), trust=verdict.state, why=verdict.why)
+        problem = cp.manifest_problem(manifest, point, fp)
+        if problem:
+            row.update(trust="bad", why=problem)
+        elif slot_of(name) and slot_of(name) != _signer(manifest):
+            row.update(trust="invalid", why=f"bad_signature:{slot_of(name)}")
+        rows.append(row)
+    return rows

@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ from gaia_core.checkpoints.packs import FinishedPack
 from gaia_core.checkpoints.packstore import PackStore
 from gaia_core.errors import CheckpointError
 from gaia_core.owner import is_gone, read_owner, write_owner
+from gaia_core.safefs import Root, kind_of
 
 MANIFEST = "manifest.json"
 INDEX = "index.json"
@@ -131,15 +133,25 @@ class Store:
         return found
 
     def tmp_dir(self) -> Path:
-        with store_faults("creating the checkpoint store's tmp directory"):
-            tmp = self.root / "tmp"
-            tmp.mkdir(parents=True, exist_ok=True)
+        """``tmp/`` as a real directory of the store. Whatever else has its name (a link to
+        a directory elsewhere) is not gaia's: it is removed, never followed or written."""
+        tmp = self.root / "tmp"
+        try:
+            found = os.lstat(tmp).st_mode
+        except FileNotFoundError:
+            found = None
+        if found is not None and not stat.S_ISDIR(found):
+            warn(f"checkpoint store {tmp} is a {kind_of(found)}, not a directory; replacing it with one "
+                 "(what it points to is left alone)")
+            tmp.unlink()
+        tmp.mkdir(parents=True, exist_ok=True)
+        if not stat.S_ISDIR(os.lstat(tmp).st_mode):
+            raise CheckpointError(f"checkpoint store {tmp} is not a directory")
         return tmp
 
     def new_staging(self, point_id: str, fingerprint: str) -> Path:
         with store_faults("creating a staging directory in the checkpoint store"):
-            tmp = self.root / "tmp"
-            tmp.mkdir(parents=True, exist_ok=True)
+            tmp = self.tmp_dir()
             staging = Path(tempfile.mkdtemp(prefix=f"{point_id}-{fingerprint[:12]}-", dir=tmp))
             write_owner(staging, f"staging {point_id}/{fingerprint[:12]}")
         return staging
@@ -169,8 +181,7 @@ class Store:
             return
         with store_faults(f"discarding checkpoint {point_id}/{fingerprint[:12]}"):
             with self.lock.held(f"discard {point_id}/{fingerprint[:12]}"):
-                trash = self.root / "tmp" / f"discarded-{point_id}-{fingerprint[:12]}-{time.time_ns()}"
-                trash.parent.mkdir(parents=True, exist_ok=True)
+                trash = self.tmp_dir() / f"discarded-{point_id}-{fingerprint[:12]}-{time.time_ns()}"
                 os.rename(path, trash)
                 self._index_remove(point_id, fingerprint)
         shutil.rmtree(trash, ignore_errors=True)
@@ -212,30 +223,40 @@ class Store:
         return True
 
     def litter(self) -> list[Path]:
-        """Temporary directories whose owner is gone (or that never recorded one, after an hour)."""
+        """Temporary directories whose owner is gone (or that never recorded one, after an hour).
+
+        Only what ``tmp/`` itself holds: a ``tmp`` that is a link is never listed through."""
         tmp = self.root / "tmp"
-        if not tmp.is_dir():
+        try:
+            if not stat.S_ISDIR(os.lstat(tmp).st_mode):
+                return []
+            children = sorted(tmp.iterdir())
+        except OSError:
             return []
         found = []
-        for child in sorted(tmp.iterdir()):
-            owner = read_owner(child) if child.is_dir() else None
+        for child in children:
             try:
-                age = time.time() - child.lstat().st_mtime
+                info = child.lstat()
             except OSError:
                 continue
+            owner = read_owner(child) if stat.S_ISDIR(info.st_mode) else None
+            age = time.time() - info.st_mtime
             if owner is not None and is_gone(owner) or owner is None and age > UNOWNED_GRACE or child.name.startswith("discarded-"):
                 found.append(child)
         return found
 
     def reclaim_tmp(self) -> list[Path]:
-        """Remove litter; returns what it removed."""
-        removed = []
-        for child in self.litter():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
-            removed.append(child)
+        """Remove litter; returns what it removed. Nothing is followed: a link in ``tmp/``
+        goes, what it points to stays."""
+        removed: list[Path] = []
+        litter = self.litter()
+        if not litter:
+            return removed
+        with Root(self.root) as root:
+            for child in litter:
+                with contextlib.suppress(OSError):
+                    root.rmtree(f"tmp/{child.name}")
+                    removed.append(child)
         return removed
 
     # -- index ------------------------------------------------------------------------

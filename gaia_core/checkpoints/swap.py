@@ -8,16 +8,17 @@ completes (or rolls back) what a killed one left.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
 import json
 import os
-import shutil
 from pathlib import Path
 
 from gaia_core import atomic
 from gaia_core.owner import OWNER_FILE, is_gone, read_owner
+from gaia_core.safefs import Root, UnsafePath, read_regular
 
 RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -26,6 +27,8 @@ _renameat2 = getattr(_libc, "renameat2", None)
 #: names beside a target: the restore's staging dir (it also receives the old tree) and the journal
 STAGING_INFIX = ".gaia-restore-"
 JOURNAL_SUFFIX = ".gaia-swap.json"
+#: a journal holds three paths; anything larger is not one
+MAX_JOURNAL_BYTES = 64 << 10
 
 
 def exchange(a: Path, b: Path) -> bool:
@@ -61,31 +64,70 @@ def swap_in(staged: Path, final: Path) -> None:
 
 
 def recover(final: Path) -> str | None:
-    """Finish a journaled swap a killed run left at ``final``; say what was done, if anything."""
+    """Finish a journaled swap a killed run left at ``final``; say what was done, if anything.
+
+    The journal is hostile input (anyone who can write the workspace can write one): its
+    paths must lie in a restore staging directory beside ``final``, reached without a
+    link, or it is dropped and nothing it names is touched.
+    """
     journal = journal_path(final)
     try:
-        data = json.loads(journal.read_bytes())
-        staged, old = Path(data["staged"]), Path(data["old"])
+        data = json.loads(read_regular(journal, MAX_JOURNAL_BYTES))
+        staged, old = _entry(final, data["staged"]), _entry(final, data["old"])
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError):
-        journal.unlink(missing_ok=True)
+        _drop(journal)
         return f"dropped an unreadable swap journal {journal}"
-    if not os.path.lexists(final):
-        if os.path.lexists(staged):
-            os.rename(staged, final)  # the new tree was complete: finish the swap
+    if staged is None or old is None:
+        _drop(journal)
+        return f"dropped a swap journal {journal} that names paths outside the restore staging directories beside {final}"
+    try:
+        with Root(final.parent) as beside:
+            done = _finish(beside, final, staged, old)
+    except UnsafePath as exc:
+        _drop(journal)
+        return f"dropped a swap journal {journal}: {exc.filename} {exc.strerror}"
+    journal.unlink(missing_ok=True)
+    return done
+
+
+def _finish(beside: Root, final: Path, staged: str, old: str) -> str:
+    new_tree, old_tree = beside.lstat(staged), beside.lstat(old)  # a link on the way: UnsafePath
+    if beside.lstat(final.name) is None:
+        if new_tree is not None:
+            beside.replace(staged, final.name)  # the new tree was complete: finish the swap
             done = f"completed an interrupted swap into {final}"
-        elif os.path.lexists(old):
-            os.rename(old, final)
+        elif old_tree is not None:
+            beside.replace(old, final.name)
             done = f"rolled back an interrupted swap of {final}"
         else:
             done = f"found neither tree of an interrupted swap of {final}"
     else:
         done = f"cleaned up after an interrupted swap into {final}"
-    if os.path.lexists(old):
-        shutil.rmtree(old, ignore_errors=True)
-    journal.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        beside.rmtree(old)
     return done
+
+
+def _entry(final: Path, value: object) -> str | None:
+    """``value`` relative to ``final``'s directory when it names ``<staging>/tree/<name>`` of a
+    restore staging directory beside ``final`` (what :func:`swap_in` journals); else None."""
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        return None
+    parts = value.split("/")
+    base = str(final.parent).rstrip("/").split("/")
+    rel = parts[len(base):]
+    if parts[: len(base)] != base or len(rel) != 3 or rel[1] != "tree":
+        return None
+    if not rel[0].startswith(f".{final.name}{STAGING_INFIX}") or any(p in ("", ".", "..") for p in rel):
+        return None
+    return "/".join(rel)
+
+
+def _drop(journal: Path) -> None:
+    with contextlib.suppress(OSError):
+        journal.unlink()
 
 
 def leftovers(final: Path) -> list[Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
+from gaia_core.checkpoints.containment import UnsafeTree
 from gaia_core.checkpoints.engine import Checkpoints
 from gaia_core.checkpoints.entries import EntriesCorrupt, UnsafeEntry
 from gaia_core.checkpoints.packs import ChunkCorrupt
@@ -21,6 +22,7 @@ from gaia_core.errors import BackendError, CheckpointError, TaskFailed
 if TYPE_CHECKING:
     from gaia_core.anchors import Anchor
     from gaia_core.checkpoints.config import Point
+    from gaia_core.checkpoints.fingerprint import Fingerprint
     from gaia_core.checkpoints.store import LocalObject
     from gaia_core.run import TaskContext
 
@@ -28,6 +30,8 @@ _RESTORED = "checkpoints.restored"
 #: what makes a local object unusable for good (it is discarded, and fetched or built again)
 BAD_OBJECT = (UnsafeEntry, EntriesCorrupt, ChunkCorrupt, ChunkMissing)
 _TO_UPLOAD = "checkpoints.to_upload"
+#: point id -> (where, reason): the stored object of the fingerprint that cannot be used here
+_UNUSABLE = "checkpoints.unusable"
 
 
 class Cancelled(TaskFailed):
@@ -128,6 +132,9 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
     except OSError as exc:
         ctx.log(f"WARN: could not tidy the checkpoint store: {exc}")
     if cp.materialized(targets, fp):
+        from gaia_core.checkpoints.freshness import keep_up_to_date
+
+        keep_up_to_date(cp, point, targets, fingerprint, ctx.log)  # inputs checked out again: placed past them
         ctx.log(f"{tag} {', '.join(str(t.path) for t in targets)} already holds {fp[:12]}; nothing to restore")
         _mark_restored(ctx, point, anchor.skipped_tasks(), fp, "already in place")
         _upload_local_hit(ctx, cp, point, fp)
@@ -138,6 +145,7 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
         return
     portability = assess(obj.manifest, anchor)
     if not portability.usable:
+        _unusable_here(ctx, point, source, str(portability.problem))
         _miss(ctx, cp, point, anchor, str(portability.problem), fp)
         return
     try:
@@ -147,6 +155,11 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
                       progress_for(ctx, f"restore {point.id}")(obj.unpacked_size))
     except Cancelled:
         raise
+    except UnsafeTree as exc:
+        ctx.log(f"WARN: {tag} {exc}")
+        cp.store.discard(point.id, fp, str(exc))
+        _miss(ctx, cp, point, anchor, exc.reason, fp)
+        return
     except (CheckpointError, OSError) as exc:
         if isinstance(exc, BAD_OBJECT):
             cp.store.discard(point.id, fp, str(exc))
@@ -178,6 +191,7 @@ def _find(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> tuple[Loc
         return None, point.backend, exc.verdict.reason()
     except Unusable as exc:
         ctx.log(f"{tag} the object in {point.backend} cannot be used here: {exc.reason}")
+        _unusable_here(ctx, point, point.backend, exc.reason)
         return None, point.backend, exc.reason
     except (BackendError, CheckpointError, OSError) as exc:
         message = cp.redact(point.backend, str(exc))
@@ -190,6 +204,31 @@ def _find(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> tuple[Loc
         ctx.log(f"{tag} {fp[:12]} is not in {point.backend} either")
         return None, point.backend, None
     return obj, point.backend, None
+
+
+def _unusable_here(ctx: TaskContext, point: Point, where: str, reason: str) -> None:
+    ctx.state.data.setdefault(_UNUSABLE, {})[point.id] = (where, reason)
+
+
+def _report_unusable_here(ctx: TaskContext, point: Point, fp: str) -> None:
+    """The build ran because the stored object of this fingerprint cannot be used at this path;
+    the store keeps one object per fingerprint, so what was built here is not kept beside it."""
+    found = ctx.state.data.get(_UNUSABLE, {}).get(point.id)
+    if found is None or found[1] == "format_changed":  # an upload replaces an old-format object
+        return
+    where, reason = found
+    ctx.log(f"WARN: checkpoint:{point.id} {fp[:12]} in {where} cannot be used at this path ({reason}), and the "
+            "store holds one object per fingerprint: the tree built here is not stored beside it, so a fresh "
+            f"checkout here misses again{_remedy(reason)}")
+
+
+def _remedy(reason: str) -> str:
+    if reason.startswith("not_relocatable:"):
+        return ("; build the anchor's targets in padded directories (Workspace.padded_dir) or at a path no "
+                "longer than the captured one")
+    if reason.startswith("missing_prerequisite:"):
+        return f"; provide {reason.partition(':')[2]} here"
+    return ""
 
 
 def _mark_restored(ctx: TaskContext, point: Point, skipped: tuple[str, ...], fp: str, how: str) -> None:
@@ -209,6 +248,14 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
         ctx.log(f"checkpoint:{point.id} nothing to capture: the tree was {how}")
         return
     fp = cp.fingerprint(point)
+    changed = _inputs_changed_meanwhile(ctx, cp, point, anchor, fp)
+    if changed:
+        _forget(ctx, cp, anchor)
+        ctx.log(f"WARN: checkpoint:{point.id} not captured: its inputs changed while {point.anchor_task} ran "
+                f"({changed}), so no run would find this tree under the fingerprint it was built from. Keep the "
+                f"build out of its inputs (build in a copy or another directory), or leave what it writes out of "
+                f"the fingerprint (.gitignore, fingerprint_exclude)")
+        return
     try:
         from gaia_core.checkpoints.capture import capture
 
@@ -219,6 +266,11 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
     except (CheckpointError, OSError) as exc:
         ctx.log(f"WARN: checkpoint:{point.id} capture failed: {exc}; the build goes on without a checkpoint")
         return
+    _report_unusable_here(ctx, point, obj.fingerprint)
+    from gaia_core.checkpoints.freshness import captured_fields
+
+    # hook (issue 16): the marker says which inputs the built tree is up to date for
+    cp.write_markers(anchor.targets(), point, obj.fingerprint, "captured", extra=captured_fields(fp))
     from gaia_core.checkpoints.lifecycle import apply_retention
 
     apply_retention(cp, point, ctx.log)
@@ -227,8 +279,27 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
                 f"backend={point.backend or 'none'})")
     elif cp.read_only:
         ctx.log(f"checkpoint:{point.id} kept locally: read-only ({cp.settings.read_only_source})")
+    elif blocked := cp.upload_blocked(point, obj.manifest):
+        ctx.log(f"WARN: checkpoint:{point.id} kept locally, not uploaded: {blocked}; set "
+                f"{cp.settings.signing_key_file_env or 'signing_key_file_env'} to a trusted signing key")
     else:
         _schedule_upload(ctx, cp, point, obj.fingerprint)
+
+
+def _inputs_changed_meanwhile(ctx: TaskContext, cp: Checkpoints, point: Point, anchor: Anchor,
+                              before: Fingerprint) -> str | None:
+    """What differs between the inputs before the anchor ran and now (None when nothing does):
+    a build that writes into its inputs (automake regenerating ``configure``) or an edit made
+    during the build would file the tree under a fingerprint no run computes."""
+    from gaia_core.checkpoints.fingerprint import compute
+    from gaia_core.checkpoints.inputdiff import input_changes, summary
+
+    if not before.known:
+        return None
+    after = compute(ctx.build, point, anchor)
+    if not after.known or after.value == before.value:
+        return None
+    return summary(input_changes(before.inputs, after.inputs)) or "the fingerprint differs"
 
 
 def _schedule_upload(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> None:
@@ -248,7 +319,7 @@ def _upload_local_hit(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) 
     if not point.backend or point.upload_policy == "off" or cp.read_only:
         return
     obj = cp.store.get(point.id, fp)
-    if obj is None:
+    if obj is None or cp.upload_blocked(point, obj.manifest):
         return
     done = any(e.get("state") == "uploaded" and (e.get("fingerprint"), e.get("backend_ref")) == (fp, point.backend)
                for e in cp.store.read_queue())

@@ -99,8 +99,8 @@ def check_remote(cp: Checkpoints, backend: Any, point: Point, fp: str, name: str
     except CheckpointError as exc:
         return "bad", str(exc)
     if verdict.state == "untrusted":
-        return "untrusted", f"{verdict.why} ({chunks} chunks checked)"
-    return "ok", f"{chunks} chunks checked; signer: {verdict.signer}"
+        return "untrusted", f"signer: {verdict.signer}; {verdict.why} ({chunks} chunks checked)"
+    return "ok", f"signer: {verdict.signer}; {chunks} chunks checked"
 
 
 def verify_points(cp: Checkpoints, points: list[Point], *, remote: bool, repair: bool, log: Log) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import click
 
 from gaia_core import __version__
 from gaia_core.cli.common import App
-from gaia_core.errors import ExitCode, GaiaError, PluginError
+from gaia_core.errors import ExitCode, GaiaError, PluginError, PluginMethodError
 
 if TYPE_CHECKING:
     from gaia_core.plugins import GaiaPluginManager
@@ -25,6 +25,13 @@ class GaiaGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except PluginMethodError as exc:
+            debug = getattr(ctx.obj, "debug", False)
+            if debug:
+                click.echo("".join(traceback.format_exception(exc.error)), err=True, nl=False)
+            hint = "" if debug else " (run with --debug for the traceback)"
+            click.echo(f"error: {exc}{hint}", err=True)
+            ctx.exit(int(exc.exit_code))
         except GaiaError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(int(exc.exit_code))
@@ -63,6 +70,8 @@ def make_cli(pm: GaiaPluginManager) -> click.Group:
         cli.add_command(command)
     try:
         pm.hook.gaia_register_commands(cli=cli)
+    except PluginMethodError as exc:  # while the command line is built: a plugin that fails to load
+        raise PluginError(str(exc)) from exc
     except GaiaError:
         raise
     except Exception as exc:

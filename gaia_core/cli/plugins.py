@@ -28,9 +28,11 @@ def plugins_cmd(app: App, as_json: bool, show_all: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    if not rows:
+    if not rows and not app.pm.not_loaded:
         click.echo("no plugins installed (built-ins: gaia plugins --all)")
         return
+    if not rows:
+        click.echo("no plugins loaded (built-ins: gaia plugins --all)")
     for row in rows:
         origin = f"{row['distribution']} {row['version']}" if row["distribution"] else "not from a distribution"
         click.echo(f"{row['name']} ({origin}) {row['module']}")
@@ -43,6 +45,8 @@ def plugins_cmd(app: App, as_json: bool, show_all: bool) -> None:
                 click.echo(f"  {what}: {', '.join(keys)}")
         if row["tables"]:
             click.echo(f"  tables: {', '.join(row['tables'])}")
+    for name, why in sorted(app.pm.not_loaded.items()):
+        click.echo(f"{name} ({why}): installed, not loaded")
 
 
 def describe_plugins(app: App) -> list[dict[str, Any]]:

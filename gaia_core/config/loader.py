@@ -78,11 +78,16 @@ def _workspace(doc: dict[str, Any], origins: Origins, path: Path, problems: list
         problems += render_validation_error(exc, "workspace", WorkspaceModel, origins, path)
         return fallback
     try:
-        return Workspace.from_model(model, base_dir)
+        workspace = Workspace.from_model(model, base_dir)
     except ConfigError as exc:
         where = _origin(origins, "workspace", path)
         problems += [f"{where}: {p}" for p in exc.problems]
         return fallback
+    padding_problem = workspace.padding_problem()
+    if padding_problem:
+        where = _origin(origins, "workspace.padded_length", path)
+        problems.append(f"{where}: workspace.padded_length: {padding_problem}")
+    return workspace
 
 
 # -- top level --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from gaia_core import padding
 from gaia_core.errors import ConfigError
 from gaia_core.tasks import StrictModel
 
@@ -23,6 +24,10 @@ class WorkspaceModel(StrictModel):
     #: the local checkpoint store; outside build_dir so cleaning a build keeps it if wanted
     checkpoints_dir: str = "@build/checkpoints"
     paths: dict[str, str] = Field(default_factory=dict)
+    #: the length of every padded directory's absolute path (see :mod:`gaia_core.padding`)
+    padded_length: int = Field(
+        padding.DEFAULT_PADDED_LENGTH, ge=padding.MIN_PADDED_LENGTH, le=padding.MAX_PADDED_LENGTH
+    )
 
 
 @dataclasses.dataclass
@@ -32,6 +37,7 @@ class Workspace:
     out_dir: Path
     checkpoints_dir: Path
     aliases: dict[str, Path]
+    padded_length: int = padding.DEFAULT_PADDED_LENGTH
 
     @classmethod
     def from_model(cls, model: WorkspaceModel, base_dir: Path) -> Workspace:
@@ -49,9 +55,24 @@ class Workspace:
                     f"{', '.join(BUILTIN_ALIASES)}"
                 )
             aliases[name] = _absolute(Path(value), root)
-        ws = cls(root, build_dir, out_dir, root, aliases)
+        ws = cls(root, build_dir, out_dir, root, aliases, model.padded_length)
         ws.checkpoints_dir = ws.resolve(model.checkpoints_dir)
         return ws
+
+    def padding_problem(self) -> str | None:
+        """Why the build dir is too deep for ``padded_length`` (the loader reports it)."""
+        return padding.room_problem(self.build_dir, self.padded_length)
+
+    def padded_dir(self, name: str) -> Path:
+        """``<build_dir>/padded/<padding>/<name>``: an absolute path of exactly
+        ``padded_length`` characters wherever the workspace is, for a directory whose tree
+        embeds its own path (a restore elsewhere then rewrites binaries at equal length)."""
+        return padding.padded_path(self.build_dir, name, self.padded_length)
+
+    def link_padded_dir(self, link: Path, padded: Path) -> str | None:
+        """Keep the path users know (``link``) as a relative link to ``padded``; see
+        :func:`gaia_core.padding.link_padded_dir`."""
+        return padding.link_padded_dir(link, padded, self.build_dir)
 
     def resolve(self, value: str | Path) -> Path:
         """``@alias/rest`` -> alias dir + rest; absolute as is; else relative to the root."""

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gaia_buildroot.layout import BuildrootLayout, buildroot_config
+from gaia_buildroot.layout import (
+    SYNC_BACKUP_DIR,
+    SYNC_MANIFEST_FILE,
+    BuildrootLayout,
+    buildroot_config,
+)
+from gaia_buildroot.post_image import RECORD_FILE
 from gaia_core.anchors import Anchor, Target
+from gaia_core.errors import TaskFailed
+
+if TYPE_CHECKING:
+    from gaia_core.build import Build
 
 TARGET_NAME = "buildroot_out_dir"
 
@@ -30,6 +41,59 @@ DEFAULT_FINGERPRINT_PATHS = (
 )
 
 
+#: What target-finalize writes or cleans in the target tree, and the directories packages
+#: install into. Buildroot's Makefile: usr/lib/os-release and the etc/os-release link, the
+#: rm -rf and find of usr/include, usr/share, usr/lib, lib, usr/libexec, `touch usr`;
+#: skeleton-init-common: hostname, hosts, issue, shadow, shells, passwd, the bin/sh link;
+#: busybox and skeleton-init-sysv: inittab.
+FINALIZE_WRITES = (
+    "bin",
+    "bin/sh",
+    "etc",
+    "etc/hostname",
+    "etc/hosts",
+    "etc/inittab",
+    "etc/issue",
+    "etc/os-release",
+    "etc/passwd",
+    "etc/shadow",
+    "etc/shells",
+    "lib",
+    "sbin",
+    "usr",
+    "usr/bin",
+    "usr/include",
+    "usr/lib",
+    "usr/lib/os-release",
+    "usr/libexec",
+    "usr/sbin",
+    "usr/share",
+)
+
+#: What later steps write into, relative to the out dir: make (the next build, collect's
+#: target-post-image, a package rebuild), gaia's stage sync and its backups. A restored
+#: out dir in which one of these, or a directory above it, links outside is refused.
+WRITE_PATHS = (
+    "*",  # also .config, Makefile, .br2-external.*: make writes them
+    "target",
+    "images",
+    "images/*",
+    "build",
+    "build/*",
+    "host",
+    "host/*",
+    "staging",
+    "per-package",
+    "per-package/*",
+    "per-package/*/host",
+    "per-package/*/target",
+    SYNC_BACKUP_DIR,
+    SYNC_MANIFEST_FILE,
+    RECORD_FILE,
+    *(f"target/{path}" for path in FINALIZE_WRITES),
+)
+
+
 class BuildrootAnchor(Anchor):
     """A restore hit skips configure and build; collect still applies the current stage."""
 
@@ -39,12 +103,15 @@ class BuildrootAnchor(Anchor):
     restore_after = ("buildroot.fetch", "buildroot:target-prepared?")
 
     def targets(self) -> list[Target]:
-        out_dir = BuildrootLayout.of(self.build).out_dir
+        layout = BuildrootLayout.of(self.build)
+        link = next((link for link, padded in layout.links if padded == layout.out_dir), None)
         return [
             Target(
                 TARGET_NAME,
-                out_dir,
+                layout.out_dir,
                 rootfs_dirs=("target", "per-package/*/target"),
+                writes=WRITE_PATHS,
+                link=link,
             )
         ]
 
@@ -84,6 +151,19 @@ class BuildrootAnchor(Anchor):
 
     def relocation_required(self, member: str) -> bool:
         return relocation_required(member)
+
+
+def refuse_escaping_target_tree(build: Build, layout: BuildrootLayout) -> None:
+    """Fail before ``make`` runs when a link in ``target/`` would take finalize's writes
+    outside the out dir. Checked at restore for the whole out dir; here again for
+    ``target/`` because undoing a stage sync moves backed-up links back into it."""
+    target = BuildrootAnchor(build).targets()[0]
+    own = tuple(p for p in target.writes if p == "target" or p.startswith("target/"))
+    problems = dataclasses.replace(target, writes=own).unsafe_writes()
+    if problems:
+        shown = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+        raise TaskFailed(f"{layout.target_dir} holds links that would make Buildroot write outside "
+                         f"{layout.out_dir}: {shown}; remove the out dir and build again")
 
 
 def relocation_required(member: str) -> bool:

@@ -1,8 +1,8 @@
 """``buildroot.collect``: current stage into the target tree, images, manifest.
 
-It always runs in full, also after a checkpoint restore skipped configure and build: the
-stage is synced into ``<out>/target`` (undoing the previous sync), ``make
-target-post-image`` makes the images, and they are copied to ``<run dir>/images``.
+It runs also after a checkpoint restore skipped configure and build: the stage is synced
+into ``<out>/target`` (undoing the previous sync), ``make target-post-image`` makes the
+images, and they are copied to ``<run dir>/images``.
 
 ``target-post-image`` runs ``target-finalize`` again, whose steps rewrite parts of the
 target tree (``/etc/hostname``, ``os-release``, the user's overlays, post-build scripts).
@@ -10,12 +10,20 @@ The stage root therefore also goes to that one ``make`` call as the last
 ``BR2_ROOTFS_OVERLAY`` (a command-line variable, never written into ``.config``), so that
 Buildroot copies it after its own steps and before the post-build scripts, as it does
 with any overlay: the stage wins, as it did when it was the overlay of the build.
+Buildroot's overlay copy normalises modes (``rsync --chmod=u=rwX,go=rX``), so the same
+call appends gaia's own post-build script (:mod:`.stage_modes`) that puts the stage's
+modes back, after every other script.
+
+When nothing changed since the last collect of this build file (:mod:`.collect_record`),
+the make call and the copy are skipped and the images stay as they are.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gaia_buildroot import collect_record
+from gaia_buildroot.anchor import refuse_escaping_target_tree
 from gaia_buildroot.config import BuildrootConfig
 from gaia_buildroot.dotconfig import DotConfig, quote, unquote
 from gaia_buildroot.fsutil import clear_dir, copy_tree
@@ -31,6 +39,7 @@ from gaia_buildroot.layout import (
 )
 from gaia_buildroot.overlay import sync_overlay
 from gaia_buildroot.post_image import image_files, record_outputs
+from gaia_buildroot.stage_modes import SCRIPT_FILE, modes_to_apply, write_post_build_script
 from gaia_core.errors import TaskFailed
 
 if TYPE_CHECKING:
@@ -52,16 +61,34 @@ def check_out_dir(layout: BuildrootLayout) -> None:
         )
 
 
+def _append(layout: BuildrootLayout, symbol: str, path: str, what: str) -> str:
+    """``symbol`` for ``target-post-image``: the ``.config``'s words, then ``path``."""
+    if any(c.isspace() or c == '"' for c in path):
+        raise TaskFailed(f"{what} {path} contains a space or a quote; Buildroot cannot use it as one")
+    configured = DotConfig.read(layout.out_dir / ".config").get(symbol)
+    words = unquote(configured).split() if configured not in (None, "n") else []
+    return quote(" ".join([*words, path]))
+
+
 def overlays_with_stage(layout: BuildrootLayout) -> str:
     """BR2_ROOTFS_OVERLAY for ``target-post-image``: the ``.config``'s overlays, then the stage."""
-    stage = str(layout.stage_root)
-    if any(c.isspace() or c == '"' for c in stage):
-        raise TaskFailed(
-            f"the stage root {stage} contains a space or a quote; Buildroot cannot use it as an overlay"
-        )
-    configured = DotConfig.read(layout.out_dir / ".config").get("BR2_ROOTFS_OVERLAY")
-    overlays = unquote(configured).split() if configured not in (None, "n") else []
-    return quote(" ".join([*overlays, stage]))
+    return _append(layout, "BR2_ROOTFS_OVERLAY", str(layout.stage_root), "the stage root")
+
+
+def post_build_scripts_with_modes(layout: BuildrootLayout) -> str:
+    """BR2_ROOTFS_POST_BUILD_SCRIPT: the ``.config``'s scripts, then gaia's stage modes script."""
+    script = layout.stage_root.parent / SCRIPT_FILE
+    return _append(layout, "BR2_ROOTFS_POST_BUILD_SCRIPT", str(script), "the stage modes script")
+
+
+def make_variables(layout: BuildrootLayout) -> dict[str, str]:
+    """The command-line variables of collect's make call (none without a stage)."""
+    if not layout.stage_root.is_dir():
+        return {}
+    return {
+        "BR2_ROOTFS_OVERLAY": overlays_with_stage(layout),
+        "BR2_ROOTFS_POST_BUILD_SCRIPT": post_build_scripts_with_modes(layout),
+    }
 
 
 def collect(ctx: TaskContext, cfg: BuildrootConfig) -> None:
@@ -73,7 +100,19 @@ def collect(ctx: TaskContext, cfg: BuildrootConfig) -> None:
     build = ctx.build
     layout = BuildrootLayout.of(build, cfg)
     check_out_dir(layout)
+    variables = make_variables(layout)
+    env = layout.make_env(jlevel(cfg))
+    argv = layout.make("target-post-image", **variables)
+    inputs = collect_record.inputs_digest(layout, argv, env)
+    if collect_record.unchanged(build, layout, inputs):
+        ctx.log(
+            "nothing changed since the last collect (checkpoint, stage, make call, target tree, "
+            f"images): make target-post-image skipped, {images_dir(build)} kept"
+        )
+        return
+    collect_record.forget(build)
     target = layout.target_dir
+    modes = modes_to_apply(layout.stage_root, target) if variables else []
     if target.is_dir():
         try:
             removed, copied = sync_overlay(
@@ -85,19 +124,18 @@ def collect(ctx: TaskContext, cfg: BuildrootConfig) -> None:
         except OSError as exc:
             raise TaskFailed(f"syncing the stage into {target}: {exc}") from None
         ctx.log(
-            f"stage overlay: {len(copied)} file(s) synced into {target}, {len(removed)} earlier one(s) removed"
+            f"stage overlay: {len(copied)} file(s) synced into {target}; {len(removed)} file(s) of the "
+            "last sync removed (no longer staged)"
         )
     else:
         ctx.log(
             f"no target tree at {target} yet: make target-post-image applies the overlay"
         )
-    overlay: dict[str, str] = {}
-    if layout.stage_root.is_dir():
-        overlay["BR2_ROOTFS_OVERLAY"] = overlays_with_stage(layout)
+    refuse_escaping_target_tree(build, layout)
+    if variables:
+        write_post_build_script(layout.stage_root.parent, modes)
     before = image_files(layout.out_dir / "images")
-    ctx.run_cmd(
-        layout.make("target-post-image", **overlay), env=layout.make_env(jlevel(cfg))
-    )
+    ctx.run_cmd(argv, env=env)
     record_outputs(layout.out_dir, before)
 
     source = layout.out_dir / "images"
@@ -127,3 +165,4 @@ def collect(ctx: TaskContext, cfg: BuildrootConfig) -> None:
             )
         )
     ctx.log(f"collected {len(files)} image file(s) into {dest}; manifest {manifest}")
+    collect_record.save(build, layout, inputs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gaia_buildroot.anchor import refuse_escaping_target_tree
 from gaia_buildroot.config import BuildrootConfig
 from gaia_buildroot.layout import (
     SYNC_BACKUP_DIR,
@@ -46,6 +47,7 @@ def build(ctx: TaskContext, cfg: BuildrootConfig) -> None:
         )
     env = layout.make_env(jlevel(cfg))
     undo_last_collect(ctx, layout)
+    refuse_escaping_target_tree(ctx.build, layout)
     srcdirs = (digest_overrides(ctx.build) or {}).get("srcdirs", {})
     clean_stale_overrides(ctx, layout, srcdirs, env)
     ctx.run_cmd(layout.make("target-finalize"), env=env)

@@ -33,9 +33,16 @@ def check_image_path(value: str, what: str) -> str:
 
 
 def check_mode(value: int | None) -> int | None:
+    """A mode the image can have: gaia and Buildroot copy the stage as the building user,
+    so the owner must be able to read it (every other bit, set-id ones too, reaches the image)."""
     if value is not None and not 0 <= value <= 0o7777:
         raise ValueError(
             f"mode must be between 0 and 0o7777 (write 0o644 or 420), got {value}"
+        )
+    if value is not None and not value & 0o400:
+        raise ValueError(
+            f"mode 0o{value:o} gives the owner no read permission: the stage is copied into the "
+            f"image as the building user, who could not read it; add u+r (e.g. 0o{value | 0o400:o})"
         )
     return value
 

@@ -16,7 +16,7 @@ from gaia_buildroot.gitrepo import (
     resolve_commit,
     resolve_version,
 )
-from gaia_buildroot.layout import BuildrootLayout
+from gaia_buildroot.layout import BuildrootLayout, link_known_paths
 from gaia_buildroot.source_tree import record_fetched
 from gaia_core.errors import TaskFailed
 
@@ -37,6 +37,7 @@ def fetch(ctx: TaskContext, cfg: BuildrootConfig) -> None:
         )
         return
     layout = BuildrootLayout.of(ctx.build, cfg)
+    link_known_paths(ctx, layout)
     src = layout.src_dir
     if not layout.uses_git:
         if not (src / "Makefile").is_file():

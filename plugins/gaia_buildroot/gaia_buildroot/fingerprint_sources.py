@@ -2,7 +2,9 @@
 
 ``defconfig = "x_defconfig"`` or ``external = ["br2-external"]`` say nothing about the
 files behind them; these sources make an edit to those files change the fingerprint of
-the ``buildroot.build`` checkpoint. What lives in gaia's clone of Buildroot is read only
+the ``buildroot.build`` checkpoint. Trees are digested per file (``--explain`` names the
+file), as git sees them in a work tree: a file ``.gitignore`` names is no input, an
+untracked patch is (Buildroot applies it), and the point's ``fingerprint_exclude`` applies. What lives in gaia's clone of Buildroot is read only
 once it is the tree the build will use: before ``buildroot.fetch`` brought it there, the
 sources raise :class:`InputPending` (see :mod:`gaia_buildroot.source_tree`) instead of
 guessing. A file that is simply not there gives the stable value ``"missing"``.
@@ -10,15 +12,15 @@ guessing. A file that is simply not there gives the stable value ``"missing"``.
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gaia_buildroot.gitrepo import git_output, is_git_checkout, resolve_version
 from gaia_buildroot.package_overrides import digest_overrides
 from gaia_buildroot.source_tree import find_defconfig, require_source_tree
-from gaia_core.fingerprints import FingerprintSource, hash_file, hash_tree
+from gaia_core.fingerprints import FingerprintSource, digest_files, digest_paths, hash_file, note_input
+from gaia_core.treedigest import exclude_matcher
 
 if TYPE_CHECKING:
     from gaia_core.build import Build
@@ -43,7 +45,7 @@ class ExternalTreesSource(FingerprintSource):
         if not isinstance(value, list):
             return None
         return [
-            hash_tree(build.workspace.resolve(entry))
+            digest_files(build.workspace.resolve(entry), exclude=self.exclude)
             for entry in value
             if isinstance(entry, str)
         ]
@@ -55,7 +57,7 @@ class RpiOverlaySource(FingerprintSource):
 
     def digest(self, build: Build, path: str, value: Any) -> Any:
         return (
-            hash_tree(build.workspace.resolve(value))
+            digest_files(build.workspace.resolve(value), exclude=self.exclude)
             if isinstance(value, str)
             else None
         )
@@ -85,6 +87,7 @@ class VersionSource(FingerprintSource):
             return "missing"
         if not is_git_checkout(src):
             return None  # a source_dir that is no checkout: SourceTreeSource hashes it
+        note_checkout(src)
         if isinstance(value, str):
             return resolve_version(src, value) or "missing"
         return git_output(src, "rev-parse", "HEAD")
@@ -98,11 +101,12 @@ class PackageOverrideSource(FingerprintSource):
     paths = ("buildroot.symbols",)
 
     def digest(self, build: Build, path: str, value: Any) -> Any:
-        return digest_overrides(build)
+        return digest_overrides(build, exclude=self.exclude)
 
 
 class SourceTreeSource(FingerprintSource):
-    """``source_dir`` is used as is: its commit plus local edits, or its whole content."""
+    """``source_dir`` is used as is: its commit plus the files that differ from it, or its
+    whole content."""
 
     kind = "buildroot.source_dir"
     paths = ("buildroot.source_dir",)
@@ -114,31 +118,34 @@ class SourceTreeSource(FingerprintSource):
         if not src.is_dir():
             return "missing"
         if not is_git_checkout(src):
-            return hash_tree(src)
+            return digest_files(src, exclude=self.exclude)
+        note_checkout(src)
         return {
             "head": git_output(src, "rev-parse", "HEAD"),
-            "changes": _worktree_changes(src),
+            "changes": _worktree_changes(src, self.exclude),
         }
 
 
-def _worktree_changes(src: Path) -> str:
-    """sha256 of the uncommitted changes (tracked diff and untracked file contents)."""
-    h = hashlib.sha256()
-    with subprocess.Popen(
-        ["git", "-C", str(src), "diff", "HEAD", "--binary"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-    ) as proc:
-        assert proc.stdout is not None
-        for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):
-            h.update(chunk)
-    untracked = (
-        git_output(src, "ls-files", "--others", "--exclude-standard", "-z") or ""
-    )
-    for name in sorted(n for n in untracked.split("\0") if n):
-        h.update(name.encode() + b"\0" + hash_file(src / name).encode() + b"\0")
-    return "sha256:" + h.hexdigest()
+def note_checkout(src: Path) -> None:
+    """A checkout known by its commit: its directories' mtimes stand for its files'.
+
+    git writes every file of a checkout anew (unlink, create), which sets its directory's
+    mtime, so a checkout made again with the same content shows in its newest directory.
+    (The index would show it too, but ``git status`` rewrites it on its own.)
+    """
+    for dirpath, dirnames, _files in os.walk(src):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        note_input(Path(dirpath))
+
+
+def _worktree_changes(src: Path, exclude: tuple[str, ...]) -> Any:
+    """The per-file digest of what differs from HEAD: edited, deleted and untracked files
+    (not the ignored ones)."""
+    edited = git_output(src, "diff", "HEAD", "--name-only", "-z") or ""
+    untracked = git_output(src, "ls-files", "--others", "--exclude-standard", "-z") or ""
+    excluded = exclude_matcher(exclude)
+    names = {n for n in (edited + "\0" + untracked).split("\0") if n and not excluded(n)}
+    return digest_paths(src, names)
 
 
 SOURCES = [

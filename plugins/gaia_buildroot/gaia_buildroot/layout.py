@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gaia_buildroot.config import BuildrootConfig, RpiConfig
+from gaia_core.errors import ConfigError
 
 if TYPE_CHECKING:
     from gaia_core.build import Build
+    from gaia_core.run import TaskContext
 
 #: written into the Buildroot out dir by configure; a different value means "not ours / too old".
 #: 2: the stage is no longer BR2_ROOTFS_OVERLAY, and what collect copies into target/ can
@@ -61,24 +63,27 @@ class BuildrootLayout:
     #: False when ``source_dir`` names a tree used as is
     uses_git: bool
     repo: str
+    #: (the configured path users know, the padded directory it links to)
+    links: tuple[tuple[Path, Path], ...] = ()
 
     @classmethod
     def of(cls, build: Build, cfg: BuildrootConfig | None = None) -> BuildrootLayout:
         cfg = cfg or buildroot_config(build)
         resolve = build.workspace.resolve
-        src = (
-            resolve(cfg.source_dir)
-            if cfg.source_dir is not None
-            else resolve(cfg.src_dir)
-        )
+        links: list[tuple[Path, Path]] = []
+        if cfg.source_dir is not None:
+            src = resolve(cfg.source_dir)
+        else:
+            src = chosen_dir(build, "src_dir", cfg.src_dir, links)
         return cls(
             src_dir=src,
-            out_dir=resolve(cfg.br_output_dir),
+            out_dir=chosen_dir(build, "br_output_dir", cfg.br_output_dir, links),
             stage_root=stage_root(build),
             download_dir=resolve(cfg.download_dir),
             externals=tuple(resolve(e) for e in cfg.external),
             uses_git=cfg.source_dir is None,
             repo=resolve_repo(build, cfg.repo),
+            links=tuple(links),
         )
 
     def make_env(self, jlevel: int | None = None) -> dict[str, str]:
@@ -106,6 +111,38 @@ class BuildrootLayout:
     @property
     def target_dir(self) -> Path:
         return self.out_dir / "target"
+
+
+def chosen_dir(build: Build, key: str, configured: str, links: list[tuple[Path, Path]]) -> Path:
+    """The directory gaia builds in for ``buildroot.<key>``.
+
+    Inside the build dir (the defaults ``@build/buildroot/output`` and ``src``) it is a padded
+    directory, and the configured path becomes a link to it (appended to ``links``), so
+    that a checkpoint restores anywhere with every embedded path rewritten; elsewhere it is
+    the configured directory itself.
+    """
+    workspace = build.workspace
+    path = workspace.resolve(configured)
+    try:
+        name = path.relative_to(workspace.build_dir).as_posix()
+    except ValueError:
+        return path
+    if name == ".":
+        return path
+    try:
+        padded = workspace.padded_dir(name)
+    except ValueError as exc:
+        raise ConfigError(f"{build.origin(f'buildroot.{key}')}: buildroot.{key}: {exc}") from None
+    links.append((path, padded))
+    return padded
+
+
+def link_known_paths(ctx: TaskContext, layout: BuildrootLayout) -> None:
+    """(Re)make the links from the configured paths to the padded directories, every run."""
+    for link, padded in layout.links:
+        note = ctx.build.workspace.link_padded_dir(link, padded)
+        if note:
+            ctx.log(note)
 
 
 def resolve_repo(build: Build, repo: str) -> str:

@@ -6,18 +6,31 @@ Undoing the sync puts the target back as Buildroot built it: ``buildroot.build``
 that before it builds, so that the checkpoint captured right after holds nothing of any
 build file's stage, and ``buildroot.collect`` does it before it syncs, so that a file
 dropped from the config disappears from the image, also in a restored tree.
+
+The out dir may come from a checkpoint, so the record and the backup directory are data:
+the record is read without following a link or waiting on a FIFO, the backup directory
+must be a real directory in the out dir (a link in its place is removed, never followed,
+so no host file is moved into the target and nothing is written outside the out dir), and
+the target tree is never synced through a link.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from gaia_buildroot.fsutil import resolve_in_root
 from gaia_core.atomic import write_json
+from gaia_core.safefs import Root, read_regular
+
+#: a record lists the stage's files; anything larger is not one
+MAX_RECORD_BYTES = 64 << 20
 
 
 @dataclasses.dataclass
@@ -29,11 +42,11 @@ class SyncRecord:
 
     @classmethod
     def read(cls, path: Path | None) -> SyncRecord:
-        if path is None or not path.is_file():
+        if path is None:
             return cls()
         try:
-            data = json.loads(path.read_text())
-        except ValueError:
+            data = json.loads(read_regular(path, MAX_RECORD_BYTES))
+        except (OSError, ValueError):
             return cls()
         if not isinstance(data, dict):
             return cls()
@@ -78,6 +91,8 @@ def undo_sync(
 
     Returns the stage paths removed. The record and the backups are gone afterwards.
     """
+    if target.is_symlink():
+        return []  # not a tree the stage was ever synced into
     record = SyncRecord.read(record_file)
     removed = []
     for rel in record.files:
@@ -100,21 +115,48 @@ def undo_sync(
     return sorted(removed)
 
 
+def _backups(backup_dir: Path, *, create: bool) -> Root | None:
+    """The backup directory, reached without a link; whatever else has its name (a link to
+    a host directory) is removed first. None when there is none and ``create`` is False."""
+    try:
+        mode: int | None = os.lstat(backup_dir).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISDIR(mode):
+        backup_dir.unlink()
+        mode = None
+    if mode is None and not create:
+        return None
+    with Root(backup_dir.parent) as beside:
+        return beside.subdir(backup_dir.name, create=True)
+
+
 def _restore_backups(target: Path, backup_dir: Path) -> None:
-    if not backup_dir.is_dir():
+    backups = _backups(backup_dir, create=False)
+    if backups is None:
         return
-    for dirpath, dirnames, filenames in os.walk(backup_dir):
-        here = Path(dirpath)
-        for name in filenames + [d for d in dirnames if (here / d).is_symlink()]:
-            rel = (here / name).relative_to(backup_dir).as_posix()
+    with backups:
+        for rel in _kept(backups, ""):
             dest = _in_target(target, rel)
             if dest.is_dir() and not dest.is_symlink():
                 continue  # a directory took its place since: leave both alone
             if dest.is_symlink() or dest.exists():
                 dest.unlink()
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(here / name, dest)
-    shutil.rmtree(backup_dir)
+            backups.move_out(rel, dest)
+    with Root(backup_dir.parent) as beside:
+        beside.rmtree(backup_dir.name)
+
+
+def _kept(backups: Root, rel: str) -> Iterator[str]:
+    """Every entry below ``rel`` that is not a directory (files, links), real directories
+    entered, links never followed."""
+    for item in backups.entries(rel):
+        path = f"{rel}/{item.name}" if rel else item.name
+        if item.kind == "directory":
+            yield from _kept(backups, path)
+        else:
+            yield path
 
 
 class _Copier:
@@ -145,11 +187,15 @@ class _Copier:
         if self.backup_dir is None or dest in self.written:
             dest.unlink()
             return
-        keep = self.backup_dir / dest.relative_to(self.target)
-        keep.parent.mkdir(parents=True, exist_ok=True)
-        if keep.is_symlink() or keep.exists():
-            keep.unlink()
-        shutil.move(dest, keep)
+        keep = dest.relative_to(self.target).as_posix()
+        backups = _backups(self.backup_dir, create=True)
+        assert backups is not None
+        with backups:
+            folder = keep.rpartition("/")[0]
+            if folder:
+                backups.makedirs(folder)
+            backups.rmtree(keep)
+            backups.move_in(dest, keep)
 
     def copy_file(self, src: Path, dest_dir: Path, rel: str) -> None:
         dest = dest_dir / src.name
@@ -171,6 +217,8 @@ def copy_stage(
     stage_root: Path, target: Path, backup_dir: Path | None = None
 ) -> SyncRecord:
     """Copy the stage into the target like ``rsync -a --keep-dirlinks`` (links kept as links)."""
+    if target.is_symlink():
+        raise OSError(errno.ELOOP, "is a symbolic link; the stage is never synced through one", str(target))
     copier = _Copier(target, backup_dir)
     for dirpath, dirnames, filenames in os.walk(stage_root):
         here = Path(dirpath)
@@ -195,9 +243,10 @@ def sync_overlay(
 ) -> tuple[list[str], list[str]]:
     """Undo the last sync recorded in ``record_file``, copy the stage in, record it.
 
-    Returns (removed, copied) stage paths.
+    Returns (removed, copied) stage paths: removed are those of the last sync that this one
+    did not put back (a file synced again is only copied).
     """
-    removed = undo_sync(target, record_file, backup_dir) if record_file else []
+    undone = undo_sync(target, record_file, backup_dir) if record_file else []
     record = (
         copy_stage(stage_root, target, backup_dir)
         if stage_root.is_dir()
@@ -205,4 +254,4 @@ def sync_overlay(
     )
     if record_file:
         record.write(record_file)
-    return removed, record.files
+    return sorted(set(undone) - set(record.files)), record.files

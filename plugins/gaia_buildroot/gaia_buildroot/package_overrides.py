@@ -24,7 +24,7 @@ from gaia_buildroot.dotconfig import DotConfig, requested_symbols, symbol_name, 
 from gaia_buildroot.layout import BuildrootLayout, buildroot_config, defconfig_name
 from gaia_buildroot.source_tree import find_defconfig, require_source_tree
 from gaia_core.atomic import write_json
-from gaia_core.fingerprints import hash_tree
+from gaia_core.fingerprints import digest_files
 
 if TYPE_CHECKING:
     from gaia_core.build import Build
@@ -91,9 +91,12 @@ def make_path(raw: str, layout: BuildrootLayout) -> Path:
     return Path(os.path.normpath(layout.src_dir / expanded))
 
 
-def hash_source_tree(root: Path) -> str:
-    """Names, modes, link targets and contents, VCS dirs left out like Buildroot's rsync does."""
-    return hash_tree(root, skip_dirs=VCS_DIRS) if root.is_dir() else "missing"
+def hash_source_tree(root: Path, exclude: tuple[str, ...] = ()) -> Any:
+    """Per file, every file but the VCS dirs, as Buildroot's rsync copies them (ignored files
+    too: a build product in the tree is copied and may be used)."""
+    if not root.is_dir():
+        return "missing"
+    return digest_files(root, exclude=exclude, git_aware=False, skip_dirs=VCS_DIRS)
 
 
 def _without_roots(line: str, roots: list[tuple[str, str]]) -> str:
@@ -102,7 +105,7 @@ def _without_roots(line: str, roots: list[tuple[str, str]]) -> str:
     return line
 
 
-def digest_overrides(build: Build) -> dict[str, Any] | None:
+def digest_overrides(build: Build, exclude: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """``{"file": ..., "srcdirs": {PKG: digest}}``; None when no override file exists."""
     from gaia_buildroot.anchor import BuildrootAnchor
 
@@ -123,13 +126,13 @@ def digest_overrides(build: Build) -> dict[str, Any] | None:
         key=lambda item: len(item[1]),
         reverse=True,
     )
-    srcdirs: dict[str, str] = {}
+    srcdirs: dict[str, Any] = {}
     lines = []
     for line in path.read_text(errors="surrogateescape").splitlines():
         match = _SRCDIR_LINE.match(line)
         if match:
             package, value = match.groups()
-            srcdirs[package] = hash_source_tree(make_path(value, layout))
+            srcdirs[package] = hash_source_tree(make_path(value, layout), exclude)
             lines.append(f"{package}_OVERRIDE_SRCDIR = <{package}>")
         else:
             lines.append(_without_roots(line, roots))

@@ -24,3 +24,10 @@ def gaia_register_fingerprint_sources():  # type: ignore[no-untyped-def]
     from gaia_buildroot.fingerprint_sources import SOURCES
 
     return SOURCES
+
+
+@hookimpl
+def gaia_validate_config(build):  # type: ignore[no-untyped-def]
+    from gaia_buildroot.stage import mode_problems
+
+    return mode_problems(build)

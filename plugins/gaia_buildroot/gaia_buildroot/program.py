@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from gaia_buildroot.config import ProgramConfig
 from gaia_buildroot.layout import stage_root
-from gaia_buildroot.stage import image_path, install_into_stage
+from gaia_buildroot.stage import image_path, install_into_stage, mode_problem
 from gaia_core.errors import TaskFailed
 
 if TYPE_CHECKING:
@@ -55,6 +55,9 @@ def install_program(ctx: TaskContext, name: str, cfg: ProgramConfig) -> None:
         raise TaskFailed(
             f"program.{name}: install sources not found (did the build produce them?): {', '.join(missing)}"
         )
+    modes = [problem for src, dst, mode in plan if (problem := mode_problem(src, dst, mode))]
+    if modes:
+        raise TaskFailed(f"program.{name}: install modes that cannot reach the image: {'; '.join(modes)}")
     for src, dst, mode in plan:
         install_into_stage(src, image_path(root, dst), mode)
         ctx.log(f"{src} -> {dst}" + (f" mode {mode:o}" if mode is not None else ""))

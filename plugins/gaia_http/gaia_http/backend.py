@@ -77,6 +77,23 @@ class HttpBackend(Backend):
                 raise BackendError(f"{where} {problem}") from None
         return self._base
 
+    def environment_problems(self) -> list[str]:
+        problems = []
+        where = f"checkpoints.backends.http.{self.name}"
+        if not self.config.base_url.strip() and self.env_value("base_url_env"):
+            try:
+                self.base()
+            except BackendError as exc:
+                problems.append(str(exc))
+        token = self.env_value("token_env")
+        if token and (any(ch.isspace() for ch in token) or not token.isprintable()):
+            problems.append(f"{where}.token_env (env var '{self.config.token_env}') holds whitespace or "
+                            "control characters")
+        ca_bundle = self.env_value("ca_bundle_env")
+        if ca_bundle and not self.config.ca_bundle.strip() and ("\0" in ca_bundle or not Path(ca_bundle).is_file()):
+            problems.append(f"{where}.ca_bundle_env (env var '{self.config.ca_bundle_env}') does not name a file")
+        return problems
+
     def secrets(self) -> list[str]:
         found = [self.setting("token") or ""]
         try:

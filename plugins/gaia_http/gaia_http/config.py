@@ -2,7 +2,8 @@
 
 Literal values are checked here, so the loader reports a malformed one as
 ``<file>: checkpoints.backends.http.<name>.<key>: <problem>``; values read from the
-environment are checked the same way when the backend is used.
+environment are checked the same way when the build file is loaded, if they are set (a
+malformed one is a config error naming the variable), and read when the backend is used.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from gaia_s3.session import (
     S3Settings,
     Tuning,
     credential_values,
+    environment_problems,
     make_client,
     make_session,
     make_transfer_config,
@@ -105,6 +106,9 @@ class S3Backend(Backend):
 
     def _client_within(self, deadline: Deadline) -> Any:
         return self._client_for(deadline.cap(self.connect_timeout), deadline.cap(self.stall_timeout))
+
+    def environment_problems(self) -> list[str]:
+        return environment_problems(self)
 
     def secrets(self) -> list[str]:
         values = list(credential_values(self._credentials))

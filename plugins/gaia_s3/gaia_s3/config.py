@@ -1,9 +1,9 @@
 """``[checkpoints.backends.s3.<name>]``: the seed's fields plus gaia's time budget.
 
 Literal values are checked here (the loader names the file and key of a malformed one);
-values named by ``*_env`` fields are read and checked when the backend is used, so a
-missing variable fails the transfer that needs it, not the loading of a build file that
-may never touch the remote.
+a value named by a ``*_env`` field is checked when the build file is loaded too, if it is
+set (``environment_problems``: a malformed one is a config error); a missing variable fails
+the transfer that needs it, not the loading of a build file that may never touch the remote.
 """
 
 from __future__ import annotations

@@ -108,6 +108,28 @@ def _existing_file(backend: Backend, env_field: str) -> str | None:
     return str(Path(value).expanduser())
 
 
+def environment_problems(backend: Backend) -> list[str]:
+    """Every malformed value the ``*_env`` fields read (an unset variable is no problem here)."""
+    problems = []
+    for field in CHECKS:
+        literal = getattr(backend.config, field, None)
+        if isinstance(literal, str) and literal.strip():
+            continue  # checked by the config model
+        try:
+            _checked(backend, field)
+        except BackendError as exc:
+            problems.append(str(exc))
+    for env_field in ("aws_shared_credentials_file_env", "aws_config_file_env", "aws_ca_bundle_env"):
+        try:
+            _existing_file(backend, env_field)
+        except BackendError as exc:
+            problems.append(str(exc))
+    key_id, secret = backend.env_value("aws_access_key_id_env"), backend.env_value("aws_secret_access_key_env")
+    if (key_id or secret or backend.env_value("aws_session_token_env")) and not (key_id and secret):
+        problems.append(_partial_credentials(backend, key_id, secret))
+    return problems
+
+
 def _partial_credentials(backend: Backend, key_id: str | None, secret: str | None) -> str:
     where = f"checkpoints.backends.{backend.kind}.{backend.name}"
     missing = "aws_access_key_id_env" if not key_id else "aws_secret_access_key_env"

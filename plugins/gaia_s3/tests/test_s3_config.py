@@ -160,3 +160,21 @@ def test_client_takes_mapped_keys_token_timeouts_and_path_style() -> None:
 )
 def test_fingerprints_come_only_from_manifest_keys(key: str, expected: str | None) -> None:
     assert _fingerprint_of(key, "p/id/") == expected
+
+
+def test_malformed_values_from_the_environment_are_all_environment_problems(tmp_path: Path) -> None:
+    environ = {"B": "no spaces please", "E": "ftp://host", "R": "eu_west!", "C": str(tmp_path / "none"),
+               "K": KEY_ID}
+    problems = backend(environ, bucket_env="B", endpoint_url_env="E", region_env="R",
+                       aws_config_file_env="C", aws_access_key_id_env="K").environment_problems()
+    where = "checkpoints.backends.s3.cache."
+    assert [p.split(" (env var")[0] for p in problems[:4]] == [
+        f"{where}bucket_env", f"{where}region_env", f"{where}endpoint_url_env", f"{where}aws_config_file_env"]
+    assert "explicit credentials need both" in problems[4] and len(problems) == 5
+    assert KEY_ID not in " ".join(problems)
+
+
+def test_unset_or_good_variables_are_no_environment_problem() -> None:
+    assert backend({}, bucket_env="B", endpoint_url_env="E").environment_problems() == []
+    good = {"B": "cache", "E": "http://127.0.0.1:9000"}
+    assert backend(good, bucket_env="B", endpoint_url_env="E").environment_problems() == []

@@ -37,7 +37,7 @@ from gaia_core.retry import (
     run_caller_aware,
     temporary_of,
 )
-from gaia_ssh.config import SSHConfig, SSHSettings, key_name, resolve
+from gaia_ssh.config import SSHConfig, SSHSettings, environment_problems, key_name, resolve
 
 if TYPE_CHECKING:
     import paramiko
@@ -81,6 +81,9 @@ class SSHBackend(Backend):
         if self._settings is None:
             self._settings = resolve(self)
         return self._settings
+
+    def environment_problems(self) -> list[str]:
+        return environment_problems(self)
 
     def secrets(self) -> list[str]:
         passphrase = self.env_value("identity_passphrase_env")

@@ -1,9 +1,10 @@
 """The ``[checkpoints.backends.ssh.<name>]`` table and its resolution at use time.
 
 Literal values are checked when the build file is loaded (the loader names the file and
-key of a malformed one); values named by ``*_env`` fields are read and checked when the
-backend is first used, and a bad one names the variable, so a build file stays valid on
-a machine that never talks to the remote.
+key of a malformed one). Values named by ``*_env`` fields are checked at load too when they
+are set (``environment_problems``: a malformed one is a config error naming the variable),
+and read when the backend is first used, so a build file whose variables are unset stays
+valid on a machine that never talks to the remote.
 """
 
 from __future__ import annotations
@@ -179,6 +180,28 @@ def existing_file(backend: Backend, field: str) -> Path | None:
     if not path.is_file():
         raise BackendError(f"{where}: no such file: {path}")
     return path
+
+
+def environment_problems(backend: Backend) -> list[str]:
+    """Every malformed value the ``*_env`` fields read (an unset variable is no problem here)."""
+    config: SSHConfig = backend.config  # type: ignore[assignment]
+    problems = []
+    target = backend.env_value("target_env")
+    if target and not (config.target or "").strip():
+        try:
+            parse_target(target)
+        except TargetProblem as problem:
+            problems.append(f"{key_name(backend, 'target')} (from env var '{config.target_env}') {problem}")
+    checks = [lambda: parse_port(backend)]
+    for field in ("identity_file", "known_hosts_file"):
+        if not (getattr(config, field) or "").strip():
+            checks.append(lambda field=field: existing_file(backend, field))
+    for check in checks:
+        try:
+            check()
+        except BackendError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def resolve(backend: Backend) -> SSHSettings:

@@ -81,3 +81,13 @@ def test_the_loader_reports_file_and_key_of_a_malformed_target(gaia_cli, gaia_pm
     assert result.exit_code == 2, result.output
     assert f"{build}: checkpoints.backends.ssh.x.target: " in result.stderr
     assert f"{build}: checkpoints.backends.ssh.x.port: " in result.stderr
+
+
+def test_malformed_values_from_the_environment_are_all_environment_problems(tmp_path: Path) -> None:
+    environ = {"T": "no-colon-here", "P": "99999", "I": str(tmp_path / "missing-key")}
+    problems = SSHBackend("box", SSHConfig(target_env="T", port_env="P", identity_file_env="I"),
+                          environ=environ).environment_problems()
+    assert [p.split(" (")[0] for p in problems] == [
+        "checkpoints.backends.ssh.box.target", "checkpoints.backends.ssh.box.port_env",
+        "checkpoints.backends.ssh.box.identity_file_env"]
+    assert SSHBackend("box", SSHConfig(target_env="T", port_env="P"), environ={}).environment_problems() == []

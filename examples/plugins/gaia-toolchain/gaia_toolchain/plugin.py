@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from gaia_core import hookimpl
 from gaia_core.anchors import Anchor, Target
 from gaia_core.build import Build
-from gaia_core.fingerprints import FingerprintSource, hash_tree
+from gaia_core.fingerprints import FingerprintSource, digest_files
 from gaia_core.run import TaskContext
 from gaia_core.tasks import Module, StrictModel, Task
 
@@ -74,8 +75,8 @@ class ToolchainSources(FingerprintSource):
     kind = "toolchain-sources"
     paths = ("toolchain.source",)
 
-    def digest(self, build: Build, path: str, value: str | None) -> str | None:
-        return hash_tree(build.workspace.resolve(value)) if value is not None else None
+    def digest(self, build: Build, path: str, value: str | None) -> Any:
+        return digest_files(build.workspace.resolve(value), exclude=self.exclude) if value is not None else None
 
 
 @hookimpl

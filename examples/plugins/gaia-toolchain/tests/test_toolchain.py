@@ -66,3 +66,5 @@ def test_editing_a_source_is_a_miss_that_names_it(gaia_cli, project, tmp_path):
     status = gaia_cli("checkpoints", "status", project, "--json")
     assert status.exit_code == 0, status.output
     assert status.json["points"][0]["reason"] == "inputs_changed:toolchain.source"
+    explain = gaia_cli("checkpoints", "status", project, "--explain")
+    assert "changed: tool.sh" in explain.output  # the file, not two hashes

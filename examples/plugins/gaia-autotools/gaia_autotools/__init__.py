@@ -1,0 +1,1 @@
+"""gaia-autotools: any autoconf/automake project as a checkpointable [autotools] build."""

@@ -1,0 +1,262 @@
+"""A restored tree is up to date for make wherever it lands, for an anchor that knows
+nothing about it: ``[maker]`` below compiles sources that live outside its out dir with a
+real ``make`` (like an autotools plugin), and writes no code for mtimes.
+
+Checked: a fresh workspace at another path whose every source is newer than the checkpoint
+(0 objects rebuilt), a source checked out again with the same content while the tree is in
+place (gaia moves the tree's mtimes after it), a changed source (a miss, and the
+incremental build rebuilds that object only), and no mtime in the future.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mtime_order import filesystem_now, mtimes, ranks, touch_all
+
+from gaia_core import hookimpl
+from gaia_core.anchors import Anchor, Target
+from gaia_core.fingerprints import FingerprintSource, hash_tree
+from gaia_core.plugins import get_plugin_manager
+from gaia_core.tasks import Module, StrictModel, Task
+
+MAKEFILE = """\
+SRC ?= src
+OBJS := $(patsubst $(SRC)/%.c,%.o,$(wildcard $(SRC)/*.c))
+all: prog
+%.o: $(SRC)/%.c $(SRC)/config.h
+\tcp $< $@
+\techo $@ >> compile.log
+prog: $(OBJS)
+\tcat $^ > $@
+\techo $@ >> compile.log
+"""
+
+
+class MakerConfig(StrictModel):
+    src: str = "src"
+
+
+def out_dir(build) -> Path:  # type: ignore[no-untyped-def]
+    return build.workspace.build_dir / "maker-out"
+
+
+def make_argv(build) -> list[str]:  # type: ignore[no-untyped-def]
+    src = build.workspace.resolve(build.settings["maker"].src)
+    return ["make", "-s", "-C", str(out_dir(build)), "-f", str(src / "Makefile"), f"SRC={src}"]
+
+
+def build_maker(ctx) -> None:  # type: ignore[no-untyped-def]
+    out_dir(ctx.build).mkdir(parents=True, exist_ok=True)
+    ctx.run_cmd(make_argv(ctx.build))
+
+
+class MakerModule(Module):
+    table = "maker"
+    config_model = MakerConfig
+
+    def plan(self, build, settings):  # type: ignore[no-untyped-def]
+        return [Task("maker.build", run=build_maker, after=["core.init"], provides=["maker:built"])]
+
+
+class MakerSources(FingerprintSource):
+    kind = "maker.src"
+    paths = ("maker.src",)
+
+    def digest(self, build, path, value):  # type: ignore[no-untyped-def]
+        return hash_tree(build.workspace.resolve(value))
+
+
+class MakerAnchor(Anchor):
+    task = "maker.build"
+    default_fingerprint_paths = ("maker.src",)
+
+    def targets(self) -> list[Target]:
+        return [Target("maker_out", out_dir(self.build))]
+
+
+class MakerPlugin:
+    @hookimpl
+    def gaia_register_modules(self):  # type: ignore[no-untyped-def]
+        return [MakerModule]
+
+    @hookimpl
+    def gaia_register_anchors(self):  # type: ignore[no-untyped-def]
+        return [MakerAnchor]
+
+    @hookimpl
+    def gaia_register_fingerprint_sources(self):  # type: ignore[no-untyped-def]
+        return [MakerSources]
+
+
+BUILD = """\
+[maker]
+
+[checkpoints]
+enabled = true
+
+[checkpoints.backends.dir.team]
+path = "{shared}"
+
+[[checkpoints.points]]
+id = "maker"
+anchor_task = "maker.build"
+backend = "dir:team"
+upload_policy = "always"
+"""
+
+
+class Workspace:
+    def __init__(self, root: Path, shared: Path):
+        self.root = root
+        self.build = root / "build.toml"
+        self.src = root / "src"
+        self.out = root / "build" / "maker-out"
+        if not root.exists():
+            self.src.mkdir(parents=True)
+            self.build.write_text(BUILD.format(shared=shared))
+            (self.src / "Makefile").write_text(MAKEFILE)
+            (self.src / "config.h").write_text("#define N 1\n")
+            for name in ("a", "b", "c"):
+                (self.src / f"{name}.c").write_text(f"int {name};\n")
+
+    def compiled(self) -> list[str]:
+        log = self.out / "compile.log"
+        return log.read_text().split() if log.exists() else []
+
+    def make_is_up_to_date(self) -> bool:
+        """``make -q``: exit 0 when make would run nothing."""
+        argv = [a for a in make_argv_for(self) if a != "-s"]
+        return subprocess.run([*argv, "-q"], capture_output=True).returncode == 0
+
+    def marker(self) -> dict:
+        return json.loads((self.out / ".gaia-checkpoint.json").read_text())
+
+
+def make_argv_for(ws: Workspace) -> list[str]:
+    return ["make", "-s", "-C", str(ws.out), "-f", str(ws.src / "Makefile"), f"SRC={ws.src}"]
+
+
+@pytest.fixture
+def pm():
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(MakerPlugin(), name="maker")
+    return pm
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Path:
+    path = tmp_path / "team-cache"
+    path.mkdir()
+    return path
+
+
+def gaia_run(gaia_cli, pm, ws: Workspace) -> str:  # type: ignore[no-untyped-def]
+    result = gaia_cli("run", ws.build, pm=pm)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_fresh_workspace_whose_sources_are_newer_restores_up_to_date(gaia_cli, pm, tmp_path, shared):
+    first = Workspace(tmp_path / "home" / "laptop", shared)
+    gaia_run(gaia_cli, pm, first)
+    assert first.compiled() == ["a.o", "b.o", "c.o", "prog"]
+    captured = mtimes(first.out)
+
+    time.sleep(0.05)
+    second = Workspace(tmp_path / "ci" / "runner-checkout", shared)  # a fresh clone: every file new
+    shutil.copy(first.src / "Makefile", second.src / "Makefile")
+    touch_all(second.src)
+    first.root.rename(tmp_path / "parked")  # nothing may come from the first workspace
+    newest_source = max(mtimes(second.src).values())
+    assert newest_source > max(captured.values())
+
+    output = gaia_run(gaia_cli, pm, second)
+    assert "restored" in output and "SKIP: maker.build" in output, output
+    assert second.make_is_up_to_date(), "make would rebuild the restored tree"
+    subprocess.run(make_argv_for(second), check=True)
+    assert second.compiled() == ["a.o", "b.o", "c.o", "prog"]  # the log came with the tree; nothing added
+    restored = mtimes(second.out)
+    assert ranks({k: v for k, v in restored.items() if k != "."}) == \
+        ranks({k: v for k, v in captured.items() if k != "."})
+    assert min(restored.values()) > newest_source
+    assert max(restored.values()) <= filesystem_now(second.out)  # nothing in the future
+    placed = second.marker()["mtimes"]["placed"]
+    assert placed["entries"] == len(captured) and placed["at_ns"] <= filesystem_now(second.out)
+    assert second.marker()["mtimes"]["inputs_ok_ns"] == placed["oldest_ns"]
+
+
+def test_without_the_step_that_workspace_would_rebuild(gaia_cli, pm, tmp_path, shared):
+    """The scenario above is a real one: the captured times are older than the new sources."""
+    first = Workspace(tmp_path / "laptop", shared)
+    gaia_run(gaia_cli, pm, first)
+    copy = tmp_path / "copy-keeping-mtimes"
+    shutil.copytree(first.out, copy, symlinks=True)  # what a restore kept before: cp -a
+    touch_all(first.src)
+    argv = ["make", "-C", str(copy), "-f", str(first.src / "Makefile"), f"SRC={first.src}", "-q"]
+    assert subprocess.run(argv, capture_output=True).returncode != 0
+
+
+def test_a_source_checked_out_again_in_place_moves_the_tree_after_it(gaia_cli, pm, tmp_path, shared):
+    ws = Workspace(tmp_path / "ws", shared)
+    gaia_run(gaia_cli, pm, ws)
+    assert ws.marker()["mtimes"] == {"placed": None, "inputs_ok_ns": max(mtimes(ws.src).values())}
+    quiet = gaia_run(gaia_cli, pm, ws)
+    assert "already holds" in quiet and "an input was written" not in quiet  # nothing to do: nothing done
+
+    before = mtimes(ws.out)
+    time.sleep(0.01)
+    touch_all(ws.src)  # git checkout other-branch && git checkout -: same content, new mtimes
+    assert not ws.make_is_up_to_date()
+    output = gaia_run(gaia_cli, pm, ws)
+    assert "already holds" in output and "SKIP: maker.build" in output
+    assert "an input was written at" in output and "after this tree was made" in output
+    assert ws.make_is_up_to_date()
+    after = mtimes(ws.out)
+    assert ranks({k: v for k, v in after.items() if k != "."}) == ranks({k: v for k, v in before.items() if k != "."})
+    assert min(after.values()) > max(mtimes(ws.src).values())
+    assert ws.marker()["how"] == "captured" and ws.marker()["mtimes"]["placed"]["entries"] == len(before)
+    again = gaia_run(gaia_cli, pm, ws)
+    assert "an input was written" not in again
+
+
+def test_a_changed_source_misses_and_make_rebuilds_only_what_it_decides(gaia_cli, pm, tmp_path, shared):
+    ws = Workspace(tmp_path / "ws", shared)
+    gaia_run(gaia_cli, pm, ws)
+    shutil.rmtree(ws.out)
+    gaia_run(gaia_cli, pm, ws)  # restored: placed at the time of this restore
+    assert ws.marker()["how"] == "restored"
+    time.sleep(0.01)
+    (ws.src / "b.c").write_text("int b = 2;\n")
+    output = gaia_run(gaia_cli, pm, ws)
+    assert "restore miss (reason=inputs_changed:maker.src)" in output
+    assert ws.compiled() == ["a.o", "b.o", "c.o", "prog", "b.o", "prog"]  # incremental: b.o and what needs it
+    assert max(mtimes(ws.out).values()) <= filesystem_now(ws.out)
+
+
+def test_the_fingerprint_knows_the_newest_input_its_sources_read(tmp_path):
+    from gaia_core.fingerprints import _collect_input_times, hash_file, note_input
+
+    (tmp_path / "tree").mkdir()
+    for i, name in enumerate(["a", "b"]):
+        (tmp_path / "tree" / name).write_text(name)
+        os.utime(tmp_path / "tree" / name, ns=(1_600_000_000_000_000_000 + i,) * 2)
+    (tmp_path / "single").write_text("s")
+    os.utime(tmp_path / "single", ns=(1_500_000_000_000_000_000,) * 2)
+    os.utime(tmp_path / "tree", ns=(1_700_000_000_000_000_000,) * 2)  # directories are not hashed
+    note_input(tmp_path / "single")  # outside a computation: nothing to note into
+    with _collect_input_times() as times:
+        assert times.newest_ns is None
+        hash_file(tmp_path / "single")
+        assert times.newest_ns == 1_500_000_000_000_000_000
+        hash_tree(tmp_path / "tree")
+        assert times.newest_ns == 1_600_000_000_000_000_001
+        note_input(tmp_path / "tree")
+        note_input(tmp_path / "missing")
+        assert times.newest_ns == 1_700_000_000_000_000_000
