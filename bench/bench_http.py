@@ -9,6 +9,8 @@ that disk writeback does not drown the clients' difference):
 
   upload:   HttpBackend.upload()   (PUT to a temporary name + MOVE)  vs  curl -T
   download: HttpBackend.download() (streamed into a file)            vs  curl -o
+  ranged:   read_range() in 16 MiB ranges over 4 backends in threads,
+            as the core reads a pack back (bench/ranged.py)          vs  curl -o
 
 The timed section of each side is one whole transfer including its TCP connect (curl's
 also includes its process start); the backend child imports requests and builds its
@@ -33,24 +35,32 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "integration"))
+sys.path.insert(0, str(REPO / "bench"))
 
 THROUGHPUT_TARGET = 0.8
 MEMORY_TARGET_MB = 200
 KEY_DIR = "bench/0123456789abcdef"
+#: gaia's operations, each against curl's of the same direction
+OPS = {"upload": "upload", "download": "download", "ranged": "download"}
 
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 from gaia_http.backend import HttpBackend
 from gaia_http.config import HttpConfig
-mode, base_url, token, key, path = sys.argv[1:6]
-backend = HttpBackend("bench", HttpConfig(base_url=base_url, token_env="T"), environ={"T": token})
+mode, base_url, token, key, path, size, bench_dir = sys.argv[1:8]
+sys.path.insert(0, bench_dir)
+from ranged import read_in_ranges
+make = lambda: HttpBackend("bench", HttpConfig(base_url=base_url, token_env="T"), environ={"T": token})
+backend = make()
 # imports requests and builds the Session (no network): a gaia run pays this once, not
 # per transfer; connecting stays inside the timed section, as it does for curl
 backend.session()
 start = time.perf_counter()
 if mode == "upload":
     backend.upload(key, Path(path))
+elif mode == "ranged":
+    read_in_ranges(make, key, int(size), Path(path))
 else:
     with open(path, "wb") as out:
         backend.download(key, out)
@@ -79,9 +89,10 @@ def write_payload(path: Path, size: int) -> None:
             out.write(os.urandom(min(block, size - offset)))
 
 
-def run_backend(mode: str, base_url: str, token: str, key: str, path: Path) -> dict:
+def run_backend(mode: str, base_url: str, token: str, key: str, path: Path, size: int = 0) -> dict:
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, base_url, token, key, str(path)], capture_output=True, text=True, check=False
+        [sys.executable, "-c", CHILD, mode, base_url, token, key, str(path), str(size), str(REPO / "bench")],
+        capture_output=True, text=True, check=False,
     )
     if result.returncode != 0:
         raise SystemExit(f"backend {mode} failed:\n{result.stderr[-2000:]}")
@@ -104,6 +115,9 @@ def main() -> None:
     parser.add_argument("--dir", help="work directory (default: /dev/shm when it has room, else the temp dir)")
     args = parser.parse_args()
 
+    from ranged import KEY
+
+    from gaia_core.fingerprints import sha256_file
     from servers.http import NginxServer
 
     size = args.size_mb << 20
@@ -121,34 +135,38 @@ def main() -> None:
             payload = work / "payload.bin"
             print(f"writing a {args.size_mb} MiB incompressible payload ...", flush=True)
             write_payload(payload, size)
+            expected = sha256_file(payload)
             base_url = f"{server.url}/store"
-            key = f"{KEY_DIR}/payload.tar.zst"
             curl_url = f"{base_url}/{KEY_DIR}/curl-payload"
-            best = {"curl upload": float("inf"), "gaia upload": float("inf"), "curl download": float("inf"), "gaia download": float("inf")}
-            peaks = {"upload": 0.0, "download": 0.0}
+            best = dict.fromkeys(("curl upload", "gaia upload", "curl download", "gaia download", "gaia ranged"),
+                                 float("inf"))
+            peaks = dict.fromkeys(OPS, 0.0)
             for _ in range(args.runs):
                 best["curl upload"] = min(best["curl upload"], run_curl("upload", curl_url, token, payload))
-                result = run_backend("upload", base_url, token, key, payload)
+                result = run_backend("upload", base_url, token, KEY, payload)
                 best["gaia upload"] = min(best["gaia upload"], result["seconds"])
                 peaks["upload"] = max(peaks["upload"], result["peak_mb"])
 
                 curl_copy, gaia_copy = work / "curl-copy", work / "gaia-copy"
                 best["curl download"] = min(best["curl download"], run_curl("download", curl_url, token, curl_copy))
-                result = run_backend("download", base_url, token, key, gaia_copy)
-                best["gaia download"] = min(best["gaia download"], result["seconds"])
-                peaks["download"] = max(peaks["download"], result["peak_mb"])
-                if gaia_copy.stat().st_size != size or curl_copy.stat().st_size != size:
-                    raise SystemExit("a download has the wrong size")
+                for op in ("download", "ranged"):
+                    result = run_backend(op, base_url, token, KEY, gaia_copy, size)
+                    best[f"gaia {op}"] = min(best[f"gaia {op}"], result["seconds"])
+                    peaks[op] = max(peaks[op], result["peak_mb"])
+                    if sha256_file(gaia_copy) != expected:
+                        raise SystemExit(f"the gaia {op} copy differs from the payload")
+                    gaia_copy.unlink()
+                if curl_copy.stat().st_size != size:
+                    raise SystemExit("the curl download has the wrong size")
                 curl_copy.unlink()
-                gaia_copy.unlink()
         finally:
             server.stop()
 
     mb = size / 1e6
     print(f"\nHTTP backend vs curl, {args.size_mb} MiB over loopback (nginx WebDAV), best of {args.runs}")
     ok = True
-    for op in ("upload", "download"):
-        curl_rate, gaia_rate = mb / best[f"curl {op}"], mb / best[f"gaia {op}"]
+    for op, curl_op in OPS.items():
+        curl_rate, gaia_rate = mb / best[f"curl {curl_op}"], mb / best[f"gaia {op}"]
         ratio = gaia_rate / curl_rate
         fast = ratio >= THROUGHPUT_TARGET
         small = peaks[op] < MEMORY_TARGET_MB

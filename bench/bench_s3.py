@@ -1,5 +1,10 @@
 """Benchmark: the S3 backend against a single boto3 upload_file/download_file, same server, same run.
 
+gaia's side is timed three ways: ``upload()`` and ``download()`` of the whole object, and
+``ranged``: the object read back as the core reads a pack, with ``read_range`` in 16 MiB
+ranges over 4 backend instances in threads (bench/ranged.py), against the same baseline
+download.
+
     /work/venv/bin/python bench/bench_s3.py            # 1 GiB payload
     /work/venv/bin/python bench/bench_s3.py --size-mb 64
 
@@ -23,13 +28,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "integration"))
 
+sys.path.insert(0, str(REPO / "bench"))
+
 from contract import write_file  # noqa: E402  (incompressible payload, 1 MiB blocks)
+from ranged import KEY as PACK_KEY  # noqa: E402
+from ranged import read_in_ranges  # noqa: E402
 
 from gaia_core.fingerprints import sha256_file  # noqa: E402
 
 RATIO_TARGET = 0.8
 RSS_TARGET_MB = 200
-KEY = "bench/{who}/payload.tar.zst"
+KEYS = {"baseline": "bench/baseline.pack", "gaia": PACK_KEY}
+#: gaia's operations, each against the baseline's of the same direction
+OPS = {"upload": "upload", "download": "download", "ranged": "download"}
 
 
 def main() -> int:
@@ -48,21 +59,21 @@ def main() -> int:
         try:
             env = {**os.environ, "BENCH_S3": json.dumps(server_info(server))}
             results = {}
-            for op in ("upload", "download"):
-                for who in ("baseline", "gaia"):
+            for op, baseline_op in OPS.items():
+                for who in ("baseline", "gaia") if op == baseline_op else ("gaia",):
                     runs = [child(who, op, payload, work, env) for _ in range(args.repeat)]
                     results[op, who] = min(runs, key=lambda r: r["seconds"])
-                    if op == "download":
+                    if op != "upload":
                         got = sha256_file(Path(results[op, who]["path"]))
-                        assert got == expected, f"{who} download is corrupt"
+                        assert got == expected, f"{who} {op} is corrupt"
         finally:
             server.close()
 
     size_mb = args.size_mb * (1 << 20) / 1e6
     print(f"S3 backend vs boto3 (one upload_file/download_file), {args.size_mb} MiB over loopback to moto")
     ok = True
-    for op in ("upload", "download"):
-        base, ours = results[op, "baseline"], results[op, "gaia"]
+    for op, baseline_op in OPS.items():
+        base, ours = results[baseline_op, "baseline"], results[op, "gaia"]
         base_speed, our_speed = size_mb / base["seconds"], size_mb / ours["seconds"]
         ratio = our_speed / base_speed
         rss_mb = ours["maxrss_kb"] / 1024
@@ -100,7 +111,7 @@ def child(who: str, op: str, payload: Path, work: Path, env: dict) -> dict:
 def run_child(who: str, op: str, payload: str, target: str) -> None:
     """In a fresh process: one transfer, timed, then its peak RSS."""
     info = json.loads(os.environ["BENCH_S3"])
-    key = KEY.format(who=who)
+    key = KEYS[who]
     if who == "baseline":
         import boto3
         from botocore.config import Config
@@ -140,6 +151,9 @@ def run_child(who: str, op: str, payload: str, target: str) -> None:
         started = time.perf_counter()
         if op == "upload":
             backend.upload(key, Path(payload))
+        elif op == "ranged":
+            size = Path(payload).stat().st_size
+            read_in_ranges(lambda: S3Backend("bench", config, environ=environ), key, size, Path(target))
         else:
             with open(target, "wb") as dest:
                 backend.download(key, dest)

@@ -10,7 +10,9 @@ hurts both the same way. Every backend transfer runs in a child process that doe
 only that transfer, and the child's peak RSS is the memory that is reported. The timed
 section of each side is one whole transfer including connecting and the SSH handshake;
 the backend child imports paramiko before the clock starts (a gaia process does that
-once for all its transfers).
+once for all its transfers). ``ranged`` is the object read back as the core reads a
+pack, with ``read_range`` in 16 MiB ranges over 4 backends (4 SSH connections) in
+threads (bench/ranged.py), against the scp download.
 Targets: throughput >= 0.8x scp, peak RSS < 200 MB.
 """
 
@@ -28,14 +30,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "integration"))
+sys.path.insert(0, str(REPO / "bench"))
 
 from contract import write_file  # noqa: E402  (incompressible payload, 1 MiB blocks)
+from ranged import KEY, read_in_ranges  # noqa: E402
 
 from gaia_core.fingerprints import sha256_file  # noqa: E402
 
 THROUGHPUT_TARGET = 0.8
 PEAK_RSS_TARGET_MB = 200
-KEY = "bench/0123456789abcdef/payload.tar.zst"
+#: the backend's directions, each against scp's of the same direction
+BASELINE = {"up": "up", "down": "down", "ranged": "down"}
 
 
 # -- the child: one backend transfer, nothing else ------------------------------------
@@ -54,6 +59,9 @@ def child(spec: dict) -> None:
     started = time.perf_counter()
     if spec["op"] == "upload":
         backend.upload(KEY, Path(spec["path"]))
+    elif spec["op"] == "ranged":
+        make = lambda: SSHBackend("bench", SSHConfig(**spec["config"]))  # noqa: E731
+        read_in_ranges(make, KEY, spec["size"], Path(spec["path"]))
     else:
         with open(spec["path"], "wb") as dest:
             backend.download(KEY, dest)
@@ -69,8 +77,8 @@ def cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_backend(op: str, path: Path, config: dict) -> dict:
-    spec = json.dumps({"op": op, "path": str(path), "config": config})
+def run_backend(op: str, path: Path, config: dict, size: int = 0) -> dict:
+    spec = json.dumps({"op": op, "path": str(path), "config": config, "size": size})
     out = subprocess.run([sys.executable, __file__, "--child", spec], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -128,14 +136,14 @@ def bench(server, work: Path, options) -> int:
         "known_hosts_file": str(server.known_hosts),
     }
     target = f"{server.user}@{server.host}"
-    best = {k: float("inf") for k in ("scp_up", "scp_down", "gaia_up", "gaia_down")}
-    peaks = {"gaia_up": 0.0, "gaia_down": 0.0}
+    best = {k: float("inf") for k in ("scp_up", "scp_down", "gaia_up", "gaia_down", "gaia_ranged")}
+    peaks = {"gaia_up": 0.0, "gaia_down": 0.0, "gaia_ranged": 0.0}
     cpu = {k: float("inf") for k in best}
 
     for round_no in range(options.rounds):
         order = ["scp", "gaia"] if round_no % 2 == 0 else ["gaia", "scp"]
         for tool in order:
-            for direction in ("up", "down"):
+            for direction in ("up", "down", "ranged") if tool == "gaia" else ("up", "down"):
                 copy = work / f"{tool}-down"
                 if tool == "scp" and direction == "up":
                     seconds, used = run_scp([str(payload), f"{target}:{remote_scp}"], server)
@@ -143,12 +151,13 @@ def bench(server, work: Path, options) -> int:
                     seconds, used = run_scp([f"{target}:{remote_scp}", str(copy)], server)
                 else:
                     path = payload if direction == "up" else copy
-                    result = run_backend("upload" if direction == "up" else "download", path, config)
+                    op = {"up": "upload", "down": "download", "ranged": "ranged"}[direction]
+                    result = run_backend(op, path, config, size_mb << 20)
                     seconds, used = result["seconds"], result["cpu"]
                     peaks[f"gaia_{direction}"] = max(peaks[f"gaia_{direction}"], result["peak_rss_mb"])
                 best[f"{tool}_{direction}"] = min(best[f"{tool}_{direction}"], seconds)
                 cpu[f"{tool}_{direction}"] = min(cpu[f"{tool}_{direction}"], used)
-                if direction == "down":
+                if direction != "up":
                     if sha256_file(copy) != expected:
                         print(f"FAIL: the {tool} download differs from the payload")
                         return 1
@@ -161,24 +170,24 @@ def bench(server, work: Path, options) -> int:
 
     ok = True
     print(f"\nSSH backend vs OpenSSH scp, {size_mb} MiB over loopback, best of {options.rounds}:")
-    for direction in ("up", "down"):
+    for direction, baseline in BASELINE.items():
         gaia_rate = size_mb / best[f"gaia_{direction}"]
-        scp_rate = size_mb / best[f"scp_{direction}"]
+        scp_rate = size_mb / best[f"scp_{baseline}"]
         ratio = gaia_rate / scp_rate
         peak = peaks[f"gaia_{direction}"]
         rate_ok = ratio >= THROUGHPUT_TARGET
         peak_ok = peak < PEAK_RSS_TARGET_MB
         ok &= rate_ok and peak_ok
-        name = "upload" if direction == "up" else "download"
+        name = {"up": "upload", "down": "download", "ranged": "ranged"}[direction]
         print(
             f"  {name:8}  gaia {gaia_rate:7.1f} MB/s  scp {scp_rate:7.1f} MB/s  ratio {ratio:4.2f}x "
             f"[{'PASS' if rate_ok else 'MISS'} >= {THROUGHPUT_TARGET}x]  "
             f"peak RSS {peak:6.1f} MB [{'PASS' if peak_ok else 'MISS'} < {PEAK_RSS_TARGET_MB} MB]"
         )
     print("  client CPU seconds (less sensitive to a busy machine than wall time):")
-    for direction in ("up", "down"):
-        name = "upload" if direction == "up" else "download"
-        print(f"  {name:8}  gaia {cpu[f'gaia_{direction}']:6.2f} s  scp+ssh {cpu[f'scp_{direction}']:6.2f} s")
+    for direction, baseline in BASELINE.items():
+        name = {"up": "upload", "down": "download", "ranged": "ranged"}[direction]
+        print(f"  {name:8}  gaia {cpu[f'gaia_{direction}']:6.2f} s  scp+ssh {cpu[f'scp_{baseline}']:6.2f} s")
     return 0 if ok else 1
 
 

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from contract import PAYLOAD, POINT, fingerprint, write_file
+from contract import POINT, fingerprint, pack, write_file
 from servers.misbehaving import DOWN, UP, ConnectCounter, SilentServer, StallingProxy, refusing_port
 
-from gaia_core.backends import MANIFEST, Backend, object_key
+from gaia_core.backends import MANIFEST, PACKS, POINTS, Backend, object_key
 from gaia_core.errors import BackendUnavailable
 
 #: shortened timeouts: every bound below is a function of these
@@ -100,17 +100,22 @@ class DeadlineContract:
         with SilentServer() as silent, aimed_backend(silent.address, **FAST) as backend:
             elapsed, _ = fails_unavailable(lambda: backend.exists(object_key(POINT, fingerprint(1), MANIFEST)))
             assert elapsed <= probe_bound(FAST), f"exists took {elapsed:.1f}s"
-            elapsed, _ = fails_unavailable(lambda: backend.list_entries(POINT))
-            assert elapsed <= probe_bound(FAST), f"list_entries took {elapsed:.1f}s"
+            for name, listing in (("list_entries", lambda: backend.list_entries(POINT)),
+                                  ("list_files", lambda: backend.list_files(PACKS)),
+                                  ("list_dirs", lambda: backend.list_dirs(POINTS))):
+                elapsed, _ = fails_unavailable(listing)
+                assert elapsed <= probe_bound(FAST), f"{name} took {elapsed:.1f}s"
 
     def test_a_silent_server_fails_transfers_within_two_stalls(self, aimed_backend, tmp_path: Path) -> None:
-        payload = write_file(tmp_path / PAYLOAD, 1 << 20)
-        key = object_key(POINT, fingerprint(2), PAYLOAD)
+        payload = write_file(tmp_path / "pack", 1 << 20)
+        key = pack(2)
         with SilentServer() as silent, aimed_backend(silent.address, **FAST) as backend:
             elapsed, _ = fails_unavailable(lambda: backend.upload(key, payload))
             assert elapsed <= transfer_bound(FAST), f"upload took {elapsed:.1f}s"
             elapsed, _ = fails_unavailable(lambda: download_into(backend, key, tmp_path / "down"))
             assert elapsed <= transfer_bound(FAST), f"download took {elapsed:.1f}s"
+            elapsed, _ = fails_unavailable(lambda: backend.read_range(key, 0, 1 << 20))
+            assert elapsed <= transfer_bound(FAST), f"read_range took {elapsed:.1f}s"
 
     @pytest.mark.slow
     def test_a_silent_server_fails_a_probe_within_the_default_probe_timeout(self, aimed_backend) -> None:
@@ -122,8 +127,8 @@ class DeadlineContract:
     # -- a port that refuses -----------------------------------------------------------
 
     def test_a_refused_connection_is_tried_twice_at_most(self, aimed_backend, monkeypatch, tmp_path: Path) -> None:
-        payload = write_file(tmp_path / PAYLOAD, 1000)
-        key = object_key(POINT, fingerprint(4), PAYLOAD)
+        payload = write_file(tmp_path / "pack", 1000)
+        key = pack(4)
         with refusing_port() as port, aimed_backend(("127.0.0.1", port), **FAST) as backend:
             counter = ConnectCounter(monkeypatch, port)
             for name, call in (
@@ -131,6 +136,8 @@ class DeadlineContract:
                 ("list_entries", lambda: backend.list_entries(POINT)),
                 ("upload", lambda: backend.upload(key, payload)),
                 ("download", lambda: download_into(backend, key, tmp_path / "down")),
+                ("read_range", lambda: backend.read_range(key, 0, 100)),
+                ("list_files", lambda: backend.list_files(PACKS)),
             ):
                 counter.count = 0
                 elapsed, _ = fails_unavailable(call)
@@ -142,8 +149,8 @@ class DeadlineContract:
     def test_a_download_stalled_mid_body_fails_within_two_stalls(
         self, backend: Backend, aimed_backend, upstream, tmp_path: Path
     ) -> None:
-        key = object_key(POINT, fingerprint(5), PAYLOAD)
-        backend.upload(key, write_file(tmp_path / PAYLOAD, PAYLOAD_SIZE))
+        key = pack(5)
+        backend.upload(key, write_file(tmp_path / "pack", PAYLOAD_SIZE))
         moved: list[int] = []
         with StallingProxy(upstream, direction=DOWN, after=STALL_AFTER) as proxy, aimed_backend(proxy.address, **FAST) as stalled:
             elapsed, _ = fails_unavailable(lambda: download_into(stalled, key, tmp_path / "down", moved))
@@ -151,11 +158,37 @@ class DeadlineContract:
         assert 0 < sum(moved) < 2 * PAYLOAD_SIZE, "the stall was not in the middle of the body"
         assert proxy.relayed[DOWN] >= STALL_AFTER
 
+    def test_a_ranged_read_stalled_mid_body_fails_within_two_stalls(
+        self, backend: Backend, aimed_backend, upstream, tmp_path: Path
+    ) -> None:
+        key = pack(9)
+        backend.upload(key, write_file(tmp_path / "pack", PAYLOAD_SIZE))
+        with StallingProxy(upstream, direction=DOWN, after=STALL_AFTER) as proxy, aimed_backend(proxy.address, **FAST) as stalled:
+            elapsed, _ = fails_unavailable(lambda: stalled.read_range(key, 1 << 20, PAYLOAD_SIZE - (1 << 20)))
+        assert elapsed <= transfer_bound(FAST), f"read_range took {elapsed:.1f}s"
+        assert proxy.relayed[DOWN] >= STALL_AFTER
+
+    def test_a_ranged_read_stalled_once_is_read_again_whole(
+        self, backend: Backend, aimed_backend, upstream, tmp_path: Path
+    ) -> None:
+        key = pack(10)
+        source = write_file(tmp_path / "pack", PAYLOAD_SIZE)
+        backend.upload(key, source)
+        with (
+            StallingProxy(upstream, direction=DOWN, after=STALL_AFTER, stalls=1) as proxy,
+            aimed_backend(proxy.address, **FAST) as flaky,
+        ):
+            started = time.monotonic()
+            got = flaky.read_range(key, 1 << 20, PAYLOAD_SIZE)
+            elapsed = time.monotonic() - started
+        assert bytes(got) == source.read_bytes()[1 << 20 :], "the retry did not read the range again cleanly"
+        assert elapsed <= transfer_bound(FAST)
+
     def test_a_download_stalled_once_starts_over_into_a_writer_that_can_restart(
         self, backend: Backend, aimed_backend, upstream, tmp_path: Path
     ) -> None:
-        key = object_key(POINT, fingerprint(7), PAYLOAD)
-        source = write_file(tmp_path / PAYLOAD, PAYLOAD_SIZE)
+        key = pack(7)
+        source = write_file(tmp_path / "pack", PAYLOAD_SIZE)
         backend.upload(key, source)
         dest = RestartOnlyWriter()
         with (
@@ -172,8 +205,8 @@ class DeadlineContract:
     def test_a_download_stalled_into_a_writer_that_cannot_restart_is_not_retried(
         self, backend: Backend, aimed_backend, upstream, tmp_path: Path
     ) -> None:
-        key = object_key(POINT, fingerprint(8), PAYLOAD)
-        backend.upload(key, write_file(tmp_path / PAYLOAD, PAYLOAD_SIZE))
+        key = pack(8)
+        backend.upload(key, write_file(tmp_path / "pack", PAYLOAD_SIZE))
         dest = AppendOnlyWriter()
         with (
             StallingProxy(upstream, direction=DOWN, after=STALL_AFTER, stalls=1) as proxy,
@@ -184,8 +217,8 @@ class DeadlineContract:
         assert elapsed <= FAST["stall_timeout"] + FAST["connect_timeout"] + MARGIN_S
 
     def test_an_upload_stalled_mid_body_fails_within_two_stalls(self, aimed_backend, upstream, tmp_path: Path) -> None:
-        payload = write_file(tmp_path / PAYLOAD, PAYLOAD_SIZE)
-        key = object_key(POINT, fingerprint(6), PAYLOAD)
+        payload = write_file(tmp_path / "pack", PAYLOAD_SIZE)
+        key = pack(6)
         moved: list[int] = []
         with StallingProxy(upstream, direction=UP, after=STALL_AFTER) as proxy, aimed_backend(proxy.address, **FAST) as stalled:
             elapsed, _ = fails_unavailable(lambda: stalled.upload(key, payload, progress=moved.append))

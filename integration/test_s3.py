@@ -10,7 +10,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from contract import HOUR_S, POINT, BackendContract, download_to, fingerprint, upload_object, write_file
+from contract import (
+    HOUR_S,
+    POINT,
+    BackendContract,
+    MeteredContract,
+    download_to,
+    fingerprint,
+    pack,
+    upload_object,
+    write_file,
+)
 from deadlines import FAST, STALL_AFTER, DeadlineContract, fails_unavailable, transfer_bound
 from gaia_s3.backend import S3Backend
 from gaia_s3.config import S3Config
@@ -18,7 +28,7 @@ from gaia_s3.session import MiB, Tuning
 from servers.misbehaving import UP, StallingProxy
 from servers.s3 import ENV_FIELDS, MotoServer, S3Server, backend_table, start_s3_server, unique_prefix
 
-from gaia_core.backends import MANIFEST, object_key
+from gaia_core.backends import MANIFEST, PACKS, POINTS, object_key
 from gaia_core.errors import BackendError, ObjectNotFound
 
 pytestmark = pytest.mark.remote
@@ -80,6 +90,14 @@ def backend_config(server: S3Server, prefix: str):
 
 
 @pytest.fixture
+def backend_config_at(server: S3Server, prefix: str):
+    def at(address: tuple[str, int]) -> tuple[str, dict[str, str]]:
+        return backend_table("it"), {**server.env(prefix), "GAIA_IT_S3_ENDPOINT": f"http://{address[0]}:{address[1]}"}
+
+    return at
+
+
+@pytest.fixture
 def backend_factory(server: S3Server, prefix: str):
     return lambda: make_backend(server.env(prefix))
 
@@ -107,7 +125,7 @@ def litter(backend: S3Backend):
     return leave
 
 
-class TestS3Contract(BackendContract):
+class TestS3Contract(BackendContract, MeteredContract):
     pass
 
 
@@ -154,17 +172,25 @@ def test_listing_follows_pagination(server: S3Server, prefix: str, tmp_path: Pat
         for fp in complete:
             upload_object(paged, tmp_path, fp, size=10)
         upload_object(paged, tmp_path, fingerprint(99), manifest=False, size=10)
-        # 11 keys, 2 per page: every page must be read
+        # 5 manifests, 12 packs and indexes, 2 per page: every page must be read
         assert paged.list_fingerprints(POINT) == complete
+        assert len(paged.list_entries(POINT)) == 5
+        assert len(paged.list_files(PACKS)) == 12
+        for n in range(5):
+            other = tmp_path / "other"
+            other.write_text("{}")
+            paged.publish(f"{POINTS}/point-{n}/{fingerprint(n)}/{MANIFEST}", other)
+        assert paged.list_dirs(POINTS) == sorted([POINT, *(f"point-{n}" for n in range(5))])
 
 
 def test_keys_live_under_the_trimmed_prefix(server: S3Server, prefix: str, tmp_path: Path) -> None:
     env = server.env(f"/{prefix}/")
     with make_backend(env) as backend:
-        upload_object(backend, tmp_path, fingerprint(1), size=10)
+        files = upload_object(backend, tmp_path, fingerprint(1), size=10)
     listed = server.client().list_objects_v2(Bucket=server.bucket, Prefix=f"{prefix}/")
     keys = sorted(item["Key"] for item in listed.get("Contents", []))
-    assert keys == [f"{prefix}/{POINT}/{fingerprint(1)}/{name}" for name in (MANIFEST, "payload.tar.zst")]
+    assert keys == sorted(f"{prefix}/{key}" for key in files)
+    assert f"{prefix}/{POINTS}/{POINT}/{fingerprint(1)}/{MANIFEST}" in keys
 
 
 def test_large_payload_goes_up_in_parts(server: S3Server, prefix: str, tmp_path: Path) -> None:
@@ -198,9 +224,10 @@ def test_download_into_a_non_seekable_stream(backend: S3Backend, tmp_path: Path)
             return len(data)
 
     pipe = Pipe()
-    backend.download(object_key(POINT, fingerprint(2), "payload.tar.zst"), pipe)
-    assert pipe.size == files["payload.tar.zst"].stat().st_size
-    assert pipe.digest.hexdigest() == _sha(files["payload.tar.zst"])
+    key = pack(int(fingerprint(2)[:8], 16))
+    backend.download(key, pipe)
+    assert pipe.size == files[key].stat().st_size
+    assert pipe.digest.hexdigest() == _sha(files[key])
     with pytest.raises(ObjectNotFound):
         backend.download(object_key(POINT, fingerprint(3), MANIFEST), Pipe())
 
@@ -213,6 +240,9 @@ def test_a_missing_bucket_is_an_error_not_a_miss(server: S3Server, prefix: str, 
             lambda: backend.exists(key),
             lambda: download_to(backend, key, tmp_path / "down"),
             lambda: backend.list_fingerprints(POINT),
+            lambda: backend.list_files(PACKS),
+            lambda: backend.list_dirs(POINTS),
+            lambda: backend.read_range(pack(1), 0, 10),
             lambda: backend.upload(key, write_file(tmp_path / "up", 10)),
         ):
             with pytest.raises(BackendError) as info:
@@ -292,6 +322,17 @@ def test_upload_of_a_missing_local_file_is_a_backend_error(backend: S3Backend, t
     with pytest.raises(BackendError) as info:
         backend.upload("p/f/payload.tar", tmp_path / "nope")
     assert "upload" in str(info.value)
+
+
+def test_a_large_pack_is_read_in_ranges_of_one_multipart_object(server: S3Server, prefix: str, tmp_path: Path) -> None:
+    """Ranges across the parts of a multipart object come back whole."""
+    tuning = Tuning(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    payload = write_file(tmp_path / "payload", 12 * MiB)
+    data = payload.read_bytes()
+    with make_backend(server.env(prefix), tuning) as backend:
+        backend.upload(pack(1), payload)
+        for offset, length in ((5 * MiB - 10, 20), (0, 12 * MiB), (11 * MiB, 2 * MiB)):
+            assert bytes(backend.read_range(pack(1), offset, length)) == data[offset : offset + length]
 
 
 def _sha(path: Path) -> str:

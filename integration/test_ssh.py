@@ -13,8 +13,10 @@ import pytest
 from contract import (
     POINT,
     BackendContract,
+    MeteredContract,
     download_to,
     fingerprint,
+    pack,
     upload_object,
     write_file,
 )
@@ -24,7 +26,7 @@ from gaia_ssh.backend import SSHBackend
 from gaia_ssh.config import SSHConfig
 from servers.ssh import SSHServer, keygen, public_key, start_ssh_server
 
-from gaia_core.backends import MANIFEST, object_key
+from gaia_core.backends import MANIFEST, PACKS, object_key
 from gaia_core.errors import BackendError, ObjectNotFound
 
 pytestmark = pytest.mark.remote
@@ -87,17 +89,37 @@ def bad_credentials_backend(server: SSHServer, root: str):
         yield bad
 
 
-@pytest.fixture
-def backend_config(server: SSHServer, root: str):
-    table = (
+def config_table(server: SSHServer) -> str:
+    """The ``[checkpoints.backends.ssh.itest]`` table; target, port and known_hosts come
+    through their ``*_env`` variables."""
+    return (
         "[checkpoints.backends.ssh.itest]\n"
         f'target_env = "{TARGET_ENV}"\n'
         f'port_env = "{PORT_ENV}"\n'
         f'identity_file = "{server.client_key}"\n'
         f'known_hosts_file_env = "{KNOWN_HOSTS_ENV}"\n'
     )
+
+
+@pytest.fixture
+def backend_config(server: SSHServer, root: str):
     env = {TARGET_ENV: server.target(root), PORT_ENV: str(server.port), KNOWN_HOSTS_ENV: str(server.known_hosts)}
-    return table, env
+    return config_table(server), env
+
+
+@pytest.fixture
+def backend_config_at(server: SSHServer, root: str, tmp_path: Path):
+    """The table of :func:`backend_config`, at another address whose known_hosts entry is
+    the real server's key."""
+
+    def at(address: tuple[str, int]) -> tuple[str, dict[str, str]]:
+        host_key = server.known_hosts.read_text().split(None, 1)[1]
+        known_hosts = tmp_path / f"known_hosts-{address[1]}"
+        known_hosts.write_text(f"[{address[0]}]:{address[1]} {host_key}")
+        target = server.target(root).replace(server.host, address[0], 1)
+        return config_table(server), {TARGET_ENV: target, PORT_ENV: str(address[1]), KNOWN_HOSTS_ENV: str(known_hosts)}
+
+    return at
 
 
 @pytest.fixture
@@ -121,7 +143,7 @@ def litter(backend: SSHBackend):
     return leave
 
 
-class TestSSHContract(BackendContract):
+class TestSSHContract(BackendContract, MeteredContract):
     pass
 
 
@@ -256,8 +278,10 @@ def remote_dir_entries(backend: SSHBackend, key: str) -> list[str]:
 
 def test_upload_creates_missing_parents_and_leaves_no_temporary_file(backend: SSHBackend, tmp_path: Path):
     fp = fingerprint(5)
-    upload_object(backend, tmp_path, fp)
-    assert sorted(remote_dir_entries(backend, object_key(POINT, fp, MANIFEST))) == [MANIFEST, PAYLOAD]
+    files = upload_object(backend, tmp_path, fp)
+    assert remote_dir_entries(backend, object_key(POINT, fp, MANIFEST)) == [MANIFEST]
+    packs = sorted(key.rsplit("/", 1)[1] for key in files if key.startswith(PACKS))
+    assert sorted(remote_dir_entries(backend, pack(1))) == packs
 
 
 def test_a_failed_upload_never_shows_a_partial_object(
@@ -283,8 +307,8 @@ def test_a_failed_upload_never_shows_a_partial_object(
             self.sent += len(chunk)
             return chunk
 
-    def put_then_fail(sftp, source_file, remote, limits):
-        return real_put(sftp, FailingHalfway(source_file), remote, limits)
+    def put_then_fail(sftp, source_file, remote, limits, *rest):
+        return real_put(sftp, FailingHalfway(source_file), remote, limits, *rest)
 
     monkeypatch.setattr(transfer, "put", put_then_fail)
     with pytest.raises(BackendError):
@@ -364,7 +388,13 @@ def test_short_reads_and_small_requests_still_copy_every_byte(
         key = object_key(POINT, fingerprint(11), PAYLOAD)
         backend.upload(key, source)
         assert download_to(backend, key, tmp_path / "down").read_bytes() == source.read_bytes()
-    assert any(offset % request_size for offset in asked), "sshd did not shorten any read; the test no longer covers short reads"
+        assert any(offset % request_size for offset in asked), "sshd did not shorten any read; the test no longer covers short reads"
+        asked.clear()
+        data = source.read_bytes()
+        assert bytes(backend.read_range(key, 12_345, 1_500_000)) == data[12_345 : 1_512_345]
+        assert bytes(backend.read_range(key, 1_900_000, 500_000)) == data[1_900_000:]
+    assert asked and min(asked) == 12_345, "a ranged read must start at its offset"
+    assert any((offset - 12_345) % request_size for offset in asked), "no ranged read came back short"
 
 
 def test_a_download_that_fails_midway_leaves_a_working_session(backend: SSHBackend, tmp_path: Path):
@@ -386,6 +416,29 @@ def test_a_download_that_fails_midway_leaves_a_working_session(backend: SSHBacke
     assert info.value is full
     assert backend.exists(key)
     assert download_to(backend, key, tmp_path / "down").read_bytes() == source.read_bytes()
+
+
+def test_a_ranged_read_that_fails_midway_leaves_a_working_session(
+    backend: SSHBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A ranged read stopped with READs in flight: their replies are never taken for the
+    answers of the next request."""
+    source = write_file(tmp_path / PAYLOAD, 6 << 20)
+    backend.upload(pack(1), source)
+
+    class Broken(OSError):
+        pass
+
+    def failing_write(self, piece):
+        raise Broken("the buffer went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(transfer._IntoBuffer, "write", failing_write)
+        with pytest.raises(BackendError):
+            backend.read_range(pack(1), 1 << 20, 4 << 20)
+    assert backend.exists(pack(1))
+    assert bytes(backend.read_range(pack(1), 1 << 20, 4 << 20)) == source.read_bytes()[1 << 20 : 5 << 20]
+    assert [e.key for e in backend.list_files(PACKS)] == [pack(1)]
 
 
 def test_the_server_states_its_request_limits(backend: SSHBackend):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -111,12 +112,18 @@ class Transfers:
         self._sessions.close()
 
     @contextlib.contextmanager
-    def _pool(self) -> Iterator[concurrent.futures.ThreadPoolExecutor]:
-        pool = concurrent.futures.ThreadPoolExecutor(self.parallel, thread_name_prefix="gaia-transfer")
+    def _pool(self) -> Iterator[_Workers]:
+        pool = _Workers(self.parallel)
         try:
             yield pool
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:
+            # a failure or a cancellation (SIGTERM): stop waiting for what is in flight;
+            # closing the backends ends the socket calls that can be ended (SSH), and the
+            # daemon workers never keep the process alive
+            pool.shutdown(wait=False)
+            self._sessions.close()
+            raise
+        pool.shutdown(wait=True)
 
     # -- the backend's packs ----------------------------------------------------------
 
@@ -317,7 +324,59 @@ def _request(pack: str, items: list[tuple[bytes, Location]], wanted: Mapping[byt
     return _Request(pack, lo, hi - lo, tuple((chunk, location, wanted[chunk]) for chunk, location in items))
 
 
-def _ordered(pool: concurrent.futures.ThreadPoolExecutor, func, items, ahead: int):  # type: ignore[no-untyped-def]
+class _Workers:
+    """``count`` daemon threads that run submitted calls. Not a ThreadPoolExecutor: its
+    workers are joined when the interpreter exits, so a transfer frozen on a dead server
+    would hold a cancelled run for a stall timeout or more."""
+
+    def __init__(self, count: int):
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        #: calls submitted and not done (done ones are dropped: they hold their results)
+        self._futures: set[concurrent.futures.Future] = set()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._work, name="gaia-transfer", daemon=True) for _ in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, func, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(func(*args))
+                except BaseException as exc:  # noqa: BLE001 -- handed to the waiting thread
+                    future.set_exception(exc)
+
+    def submit(self, func, *args) -> concurrent.futures.Future:  # type: ignore[no-untyped-def]
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+        self._calls.put((future, func, args))
+        return future
+
+    def _forget(self, future: concurrent.futures.Future) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def map(self, func, items):  # type: ignore[no-untyped-def]
+        return [future.result() for future in [self.submit(func, item) for item in items]]
+
+    def shutdown(self, *, wait: bool) -> None:
+        """Let the workers end; without ``wait``, calls not yet started never start."""
+        if not wait:
+            with self._lock:
+                pending = list(self._futures)
+            for future in pending:
+                future.cancel()
+        for _ in self._threads:
+            self._calls.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
+def _ordered(pool: _Workers, func, items, ahead: int):  # type: ignore[no-untyped-def]
     """``func`` over ``items`` on the pool, results in order, at most ``ahead`` in flight
     (so memory stays bounded)."""
     pending: list[concurrent.futures.Future] = []

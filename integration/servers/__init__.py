@@ -2,10 +2,13 @@
 
 server_set.py decides which; compose.py, images.py and containers.py run the Docker
 services; s3.py, ssh.py and http.py offer each backend's server in both forms.
+list_contract.py is the HTTP store of the ``?list=1`` contract (in process, both sets),
+misbehaving.py servers that hang or stall, metering.py a relay that counts what moves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
 import time
@@ -36,6 +39,14 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0, *, 
         time.sleep(0.05)
     state = "accept" if up else "refuse"
     raise TimeoutError(f"{host}:{port} did not {state} connections within {timeout:.0f}s")
+
+
+def cut(sockets: list[socket.socket]) -> None:
+    """End connections now, whatever state they are in (both directions shut, then closed)."""
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
 
 
 def docker_engine_available(timeout: float = 2.0) -> bool:

@@ -1,13 +1,17 @@
-"""The ``http`` backend: objects at ``<base_url>/<id>/<fingerprint>/<file>``.
+"""The ``http`` backend: objects at ``<base_url>/<key>`` (``points/<id>/<fingerprint>/<file>``,
+``packs/<pack id>.pack`` and ``.idx``).
 
 Works with any server that does PUT/GET/HEAD on file URLs. Uploads go to a temporary
 name (``<file>.tmp-<host>-<pid>-<random>``) and are renamed with WebDAV ``MOVE``, so
 readers never see a partial object; a create-only publish moves with ``Overwrite: F``,
 which a WebDAV server refuses with 412 when the name exists. A server without MOVE
 (405/501) gets a direct PUT instead (conditional, ``If-None-Match: *``, for a publish),
-remembered for the session. Listing uses the original's ``GET <base>/<id>/?list=1`` JSON
-contract, or a stock nginx ``autoindex_format json`` directory listing, which also shows
-sizes, mtimes and the temporaries of killed uploads.
+remembered for the session. A listing is ``GET <base>/<dir>/?list=1``: the contract's
+``{"entries": [...]}`` (gaia's extension of the original's fingerprint list, for any
+directory) or a stock nginx ``autoindex_format json`` listing, both with sizes, mtimes and
+the temporaries of killed uploads (:mod:`.listing`). A ranged read asks for ``Range`` and
+takes a 206 of exactly that range; from a server that ignores ``Range`` (a 200 with the
+whole body) it keeps the range and stops reading there.
 
 Every operation is one call of :func:`gaia_core.retry.retrying`: probes and listings
 within ``probe_timeout`` in total, transfers bounded by ``stall_timeout`` per stall.
@@ -16,11 +20,12 @@ within ``probe_timeout`` in total, transfers bounded by ``stall_timeout`` per st
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TypeVar
 
-from gaia_core.backends import Backend, Entry, Progress
+from gaia_core.backends import MANIFEST, POINTS, Backend, Entry, Progress
 from gaia_core.errors import BackendError, BackendUnavailable, ObjectExists, ObjectNotFound
 from gaia_core.retry import (
     CallerCode,
@@ -44,10 +49,14 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: an upload larger than this first checks, with an empty object, that the server does MOVE
+MOVE_PROBE_ABOVE = 1 << 20
 #: a listing bigger than this is refused (hostile or misconfigured server)
 MAX_LISTING_BYTES = 8 * 1024 * 1024
 _NOT_FOUND = (404, 410)
 _AUTH_FAILED = (401, 403)
+#: ``bytes <first>-<last>/<size or *>``
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(?:\d+|\*)$")
 
 
 class HttpBackend(Backend):
@@ -61,6 +70,8 @@ class HttpBackend(Backend):
         self._base: BaseUrl | None = None
         #: False once the server answered MOVE with 405/501
         self.move_supported = True
+        #: True once a MOVE succeeded
+        self._move_confirmed = False
 
     # -- settings ---------------------------------------------------------------------
 
@@ -202,7 +213,35 @@ class HttpBackend(Backend):
     def list_entries(self, point_id: str) -> list[Entry]:
         if not is_safe_segment(point_id):
             raise BackendError(f"refusing unsafe point id {point_id!r}")
-        return self._run(lambda deadline: self._list_once(point_id, deadline), probe=True)
+        return self._run(lambda deadline: self._entries_once(point_id, deadline), probe=True)
+
+    def list_files(self, prefix: str) -> list[Entry]:
+        directory = prefix.strip("/")
+
+        def attempt(deadline: Deadline) -> list[Entry]:
+            listing = self._directory_listing(directory, deadline, need_files=True)
+            return [] if listing is None else _files_of(directory, listing)
+
+        return self._run(attempt, probe=True)
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        directory = prefix.strip("/")
+
+        def attempt(deadline: Deadline) -> list[str]:
+            listing = self._directory_listing(directory, deadline, need_files=True)
+            return [] if listing is None else listing.names
+
+        return self._run(attempt, probe=True)
+
+    def read_range(self, key: str, offset: int, length: int) -> bytearray:
+        if offset < 0 or length < 0:
+            raise ValueError(f"a range needs a non-negative offset and length, not {offset}, {length}")
+        if length == 0:
+            if not self.exists(key):
+                raise ObjectNotFound(self._message("ranged read", key, "not found"))
+            return bytearray()
+        url = self.base().url(key)
+        return self._run(lambda deadline: self._read_range_once(key, url, offset, length, deadline), probe=False)
 
     # -- upload -----------------------------------------------------------------------
 
@@ -212,12 +251,24 @@ class HttpBackend(Backend):
         return run_caller_aware(lambda: self._run(attempt, probe=False, on_retry=on_retry), caller)
 
     def _upload_once(self, key: str, source: Path, deadline: Deadline, caller: CallerCode) -> None:
+        if self.move_supported and not self._move_confirmed and _size_of(source) > MOVE_PROBE_ABOVE:
+            self._probe_move(key, deadline)
         if self.move_supported:
             temp_key = _temporary_key(key)
             self._put(key, temp_key, source, deadline, caller)
             if self._move(key, temp_key, deadline, overwrite=True):
                 return
         self._put(key, key, source, deadline, caller)
+
+    def _probe_move(self, key: str, deadline: Deadline) -> None:
+        """Learn whether the server does MOVE with an empty temporary object, before a
+        large body goes to a temporary name that a server without MOVE could not rename
+        (each backend instance, one per transfer thread, learns it once)."""
+        probe_key, moved_key = _temporary_key(key), _temporary_key(key)
+        self._put(key, probe_key, Path(os.devnull), deadline, CallerCode())  # an empty body
+        if self._move(moved_key, probe_key, deadline, overwrite=True):
+            self._delete_quietly(moved_key, deadline)
+            self._move_confirmed = True
 
     def _publish_once(self, key: str, source: Path, deadline: Deadline) -> None:
         if self.move_supported:
@@ -291,6 +342,7 @@ class HttpBackend(Backend):
         with self._request("MOVE", operation, key, url, deadline, headers=headers, allow_redirects=False) as response:
             status = response.status_code
             if 200 <= status < 300:
+                self._move_confirmed = True
                 return True
         self._delete_quietly(temp_key, deadline)
         if status in (405, 501):
@@ -317,8 +369,8 @@ class HttpBackend(Backend):
             listing = self._directory_listing(directory, deadline)
             if listing is None:
                 return
-            for item in listing.items:
-                if not item.is_directory and temporary_of(name, item.name) and is_litter(item.mtime):
+            for item in listing.files:
+                if temporary_of(name, item.name) and is_litter(item.mtime):
                     self._delete_quietly(f"{directory}/{item.name}", deadline)
         except (BackendError, Retryable):
             pass
@@ -369,47 +421,97 @@ class HttpBackend(Backend):
             raise BackendError(self._message("download", key, "invalid Content-Length"))
         return int(value)
 
+    def _read_range_once(self, key: str, url: str, offset: int, length: int, deadline: Deadline) -> bytearray:
+        """One ranged GET into a buffer of at most ``length`` bytes."""
+        import http.client
+
+        import urllib3.exceptions
+
+        from gaia_http.session import classify, transport_reason
+
+        headers = {"Accept-Encoding": "identity", "Range": f"bytes={offset}-{offset + length - 1}"}
+        with self._request("GET", "ranged read", key, url, deadline, headers=headers, stream=True) as response:
+            status = response.status_code
+            if status in _NOT_FOUND:
+                raise ObjectNotFound(self._message("ranged read", key, f"not found (HTTP {status})"))
+            if status == 416:
+                return bytearray()  # the object ends before the range starts
+            if status not in (200, 206):
+                self._fail("ranged read", key, response)
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise BackendError(self._message("ranged read", key, f"server sent Content-Encoding {encoding[:20]!r}"))
+            skip, size = self._range_in_answer(response, key, offset, length)
+            # a 200 of unknown length may end anywhere: the object is just shorter
+            exact = response.status_code == 206 or "Content-Length" in response.headers
+            try:
+                return _read_into(response, skip, size, exact=exact)
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+                reason = transport_reason(exc, self.connect_timeout, self.stall_timeout)
+                error = BackendUnavailable(self._message("ranged read", key, reason))
+                raise Retryable(error, classify(exc) or Failure.TRANSIENT) from None
+            except _ShortBody as short:
+                error = BackendError(self._message("ranged read", key, f"short body: {short}"))
+                raise Retryable(error, Failure.TRANSIENT) from None
+
+    def _range_in_answer(self, response: requests.Response, key: str, offset: int, length: int) -> tuple[int, int]:
+        """(bytes to skip, bytes to keep) of the body: a 206 holds exactly the range (or
+        its part before the object ends); a 200 is the whole object, from which the range
+        is cut while it streams past."""
+        declared = self._content_length(response, key)
+        if response.status_code == 200:
+            total = offset + length if declared is None else declared
+            return offset, max(0, min(length, total - offset))
+        content_type = response.headers.get("Content-Type", "").lower()
+        found = _CONTENT_RANGE.match(response.headers.get("Content-Range", "").strip())
+        if content_type.startswith("multipart/") or found is None:
+            raise BackendError(self._message("ranged read", key, "HTTP 206 without a single Content-Range"))
+        first, last = int(found.group(1)), int(found.group(2))
+        if first != offset or last < first or last >= offset + length or (
+            declared is not None and declared != last - first + 1
+        ):
+            raise BackendError(self._message(
+                "ranged read", key, f"asked for bytes {offset}-{offset + length - 1}, got {first}-{last}"))
+        return 0, last - first + 1
+
     # -- listing ----------------------------------------------------------------------
 
-    def _list_once(self, point_id: str, deadline: Deadline) -> list[Entry]:
-        listing = self._directory_listing(point_id, deadline, contract=True)
+    def _entries_once(self, point_id: str, deadline: Deadline) -> list[Entry]:
+        point_dir = f"{POINTS}/{point_id}"
+        listing = self._directory_listing(point_dir, deadline)
         if listing is None:
             return []
         if listing.complete:
-            # the ?list=1 contract names complete objects only: their manifests
-            return [Entry(key=f"{point_id}/{fp}/manifest.json", size=None, mtime=None) for fp in listing.names]
+            # the original contract names complete objects only: their manifests
+            return [Entry(key=f"{point_dir}/{fp}/{MANIFEST}", size=None, mtime=None) for fp in listing.names]
         entries = []
         for folder in listing.names:
-            inner = self._directory_listing(f"{point_id}/{folder}", deadline)
-            for item in inner.items if inner is not None else []:
-                if not item.is_directory:
-                    entries.append(
-                        Entry(
-                            key=f"{point_id}/{folder}/{item.name}",
-                            size=item.size,
-                            mtime=item.mtime,
-                            temporary=is_temporary(item.name),
-                        )
-                    )
+            directory = f"{point_dir}/{folder}"
+            inner = self._directory_listing(directory, deadline, need_files=True)
+            entries += [] if inner is None else _files_of(directory, inner)
         return entries
 
-    def _directory_listing(self, path: str, deadline: Deadline, *, contract: bool = False) -> Listing | None:
-        """The listing of directory ``path``; None when it does not exist (or, outside
-        the ``?list=1`` contract, when the server lists no directories)."""
-        url = self.base().url(path, directory=True) + ("?list=1" if contract else "")
+    def _directory_listing(self, path: str, deadline: Deadline, *, need_files: bool = False) -> Listing | None:
+        """The listing of directory ``path`` (``GET <path>/?list=1``); None when it does
+        not exist. With ``need_files``, a server that answers with the original contract's
+        fingerprint list (which names no files) is an error."""
+        url = self.base().url(path, directory=True) + "?list=1"
         headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
         with self._request("GET", "list", path, url, deadline, headers=headers, stream=True) as response:
-            if response.status_code in _NOT_FOUND or (not contract and response.status_code in (403, 405)):
+            if response.status_code in _NOT_FOUND:
                 return None
             if not 200 <= response.status_code < 300:
                 self._fail("list", path, response)
             body = self._read_bounded(response, path)
         try:
-            return parse_listing(body)
+            listing = parse_listing(body)
         except ListingFormatError as exc:
-            if not contract:
-                return None
             raise BackendError(self._message("list", path, str(exc))) from None
+        if need_files and listing.complete:
+            raise BackendError(self._message(
+                "list", path, "the server's ?list=1 answer is a fingerprint list, which names no files; "
+                "gaia needs the {\"entries\": [...]} listing of any directory (see the gaia-http README)"))
+        return listing
 
     def _read_bounded(self, response: requests.Response, path: str) -> bytes:
         import urllib3.exceptions
@@ -478,6 +580,68 @@ class HttpBackend(Backend):
         except BackendError:
             where = self.ref
         return self.redact(f"HTTP {operation} of {key} at {where} failed: {reason}")
+
+
+def _size_of(source: Path) -> int:
+    try:
+        return source.stat().st_size
+    except OSError:
+        return 0  # the upload itself reports the file it cannot read
+
+
+def _files_of(directory: str, listing: Listing) -> list[Entry]:
+    return [
+        Entry(key=f"{directory}/{item.name}", size=item.size, mtime=item.mtime, temporary=is_temporary(item.name))
+        for item in listing.files
+    ]
+
+
+class _ShortBody(Exception):
+    """A body that ended before the bytes its headers promised."""
+
+
+def _read_into(response: requests.Response, skip: int, size: int, *, exact: bool) -> bytearray:
+    """``size`` bytes of the body after ``skip`` bytes, read straight into one buffer of
+    that size (what is skipped goes through a small scratch buffer); the rest of the body
+    is left unread, and closing the response then drops the connection. A body that ends
+    first is :class:`_ShortBody` when ``exact``, else the bytes there were."""
+    import http.client
+
+    from gaia_http.session import RECV_CHUNK
+
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    filled = 0
+    inner = getattr(response.raw, "_fp", None)
+    if isinstance(inner, http.client.HTTPResponse):
+        scratch = memoryview(bytearray(min(skip, RECV_CHUNK)))
+        while skip and size:
+            count = inner.readinto(scratch[: min(skip, len(scratch))])
+            if not count:
+                break
+            skip -= count
+        while filled < size and not skip:
+            count = inner.readinto(view[filled : filled + RECV_CHUNK])
+            if not count:
+                break
+            filled += count
+    else:  # another urllib3 layout: its public, copying API
+        position = 0
+        for piece in response.raw.stream(RECV_CHUNK, decode_content=False) if size else ():
+            start = max(0, skip - position)
+            position += len(piece)
+            take = min(len(piece) - start, size - filled)
+            if take > 0:
+                view[filled : filled + take] = piece[start : start + take]
+                filled += take
+            if filled == size:
+                break
+    if filled < size:
+        if exact:
+            raise _ShortBody(f"{filled} of {size} bytes")
+        view.release()
+        del buffer[filled:]
+    return buffer
 
 
 def _temporary_key(key: str) -> str:

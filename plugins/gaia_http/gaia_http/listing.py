@@ -1,4 +1,13 @@
-"""Reading a directory listing: the original's ``?list=1`` contract or nginx autoindex JSON.
+"""Reading a directory listing: the ``?list=1`` contract or nginx autoindex JSON.
+
+Three shapes answer ``GET <dir>/?list=1``:
+
+- the original contract, for a point directory only: ``["<fp>", ...]`` or
+  ``{"fingerprints": [...]}``, the fingerprints whose manifest exists (nothing else);
+- gaia's extension of it, for any directory: ``{"entries": [{"name": ..., "type":
+  "file" | "directory", "size": <bytes>, "mtime": <seconds since the epoch>}, ...]}``;
+- nginx's ``autoindex_format json``, which stock nginx sends whatever the query: the same
+  entries as a bare array, with ``mtime`` as an HTTP date.
 
 Listings come from the remote and are hostile input: only well-formed, single-segment
 names survive.
@@ -20,7 +29,7 @@ class ListingFormatError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Item:
-    """One entry of an autoindex listing."""
+    """One entry of a directory listing (autoindex, or the contract's ``entries``)."""
 
     name: str
     is_directory: bool
@@ -31,13 +40,17 @@ class Item:
 
 @dataclasses.dataclass
 class Listing:
-    #: fingerprints (``?list=1``) or directory names (autoindex)
+    #: fingerprints (the original contract) or directory names (a directory listing)
     names: list[str]
-    #: True when the server vouches that every name holds a manifest (``?list=1``);
-    #: directory listings only say a directory exists, so each must still be looked into
+    #: True for the original contract: the server vouches that every name holds a
+    #: manifest, and names nothing else (no files, sizes or temporaries)
     complete: bool
-    #: every entry of an autoindex listing, files included
+    #: every entry of a directory listing, files included
     items: list[Item] = dataclasses.field(default_factory=list)
+
+    @property
+    def files(self) -> list[Item]:
+        return [item for item in self.items if not item.is_directory]
 
 
 def parse_listing(body: bytes) -> Listing:
@@ -45,6 +58,12 @@ def parse_listing(body: bytes) -> Listing:
         data: Any = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ListingFormatError("listing is not JSON") from exc
+    if data == []:
+        return Listing([], complete=False)  # an empty directory, in either shape
+    if isinstance(data, dict) and "entries" in data:
+        if not (isinstance(data["entries"], list) and all(_is_autoindex_entry(item) for item in data["entries"])):
+            raise ListingFormatError("'entries' must be an array of {\"name\": ..., \"type\": ...} objects")
+        return _directory(data["entries"])
     if isinstance(data, dict) and isinstance(data.get("fingerprints"), list):
         data = data["fingerprints"]
         if not all(isinstance(item, str) for item in data):
@@ -52,13 +71,17 @@ def parse_listing(body: bytes) -> Listing:
     if isinstance(data, list) and all(isinstance(item, str) for item in data):
         return Listing(_clean(data), complete=True)
     if isinstance(data, list) and all(_is_autoindex_entry(item) for item in data):
-        items = [_item(entry) for entry in data if is_safe_segment(entry["name"].strip())]
-        dirs = [item.name for item in items if item.is_directory]
-        return Listing(sorted(set(dirs)), complete=False, items=items)
+        return _directory(data)
     raise ListingFormatError(
         "listing is neither an array of fingerprints, {\"fingerprints\": [...]}, "
-        "nor an nginx autoindex_format json listing"
+        "{\"entries\": [...]}, nor an nginx autoindex_format json listing"
     )
+
+
+def _directory(entries: list[dict[str, Any]]) -> Listing:
+    items = [_item(entry) for entry in entries if is_safe_segment(entry["name"].strip())]
+    dirs = [item.name for item in items if item.is_directory]
+    return Listing(sorted(set(dirs)), complete=False, items=items)
 
 
 def _is_autoindex_entry(item: Any) -> bool:
@@ -76,7 +99,10 @@ def _item(entry: dict[str, Any]) -> Item:
 
 
 def _http_date(value: Any) -> float | None:
-    """nginx writes ``"Wed, 01 Jan 2025 00:00:00 GMT"``; anything else is unknown."""
+    """nginx writes ``"Wed, 01 Jan 2025 00:00:00 GMT"``, the contract seconds since the
+    epoch; anything else is unknown."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) if 0 <= value < 1e11 else None
     if not isinstance(value, str):
         return None
     try:

@@ -1,12 +1,15 @@
 """The ``s3`` backend: checkpoints in an S3 bucket (or an S3-compatible store).
 
-Objects live at ``[<prefix>/]<point id>/<fingerprint>/<file>``. Uploads go through
+Objects live at ``[<prefix>/]points/<point id>/<fingerprint>/<manifest file>`` and
+``[<prefix>/]packs/<pack id>.pack`` (and ``.idx``). Uploads go through
 s3transfer (multipart above a threshold, a few threads, reading parts straight from the
 file), so memory stays bounded; S3 makes an object visible only when its PutObject or
 CompleteMultipartUpload succeeds, so readers never see a partial one. A create-only
 publish is a PutObject with ``If-None-Match: *``, which S3 refuses with 412 when the key
 exists. The temporaries of S3 are incomplete multipart uploads: listed with
 ``ListMultipartUploads`` (as ``<key>#upload=<id>``) and aborted when untouched for an hour.
+A ranged read is one ``GetObject`` with a ``Range`` header, read into a buffer of the
+range's size.
 
 Every operation is one call of :func:`gaia_core.retry.retrying`; botocore and s3transfer
 retry nothing themselves.
@@ -15,6 +18,7 @@ retry nothing themselves.
 from __future__ import annotations
 
 import datetime
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -24,9 +28,10 @@ from typing import Any, BinaryIO, ClassVar, TypeVar
 
 from pydantic import BaseModel
 
-from gaia_core.backends import MANIFEST, Backend, Entry, Progress
+from gaia_core.backends import POINTS, Backend, Entry, Progress
 from gaia_core.errors import BackendError, BackendUnavailable, ObjectExists, ObjectNotFound
 from gaia_core.retry import CallerCode, Deadline, Retryable, is_litter, retrying, run_caller_aware
+from gaia_core.retry import Failure as RetryFailure
 from gaia_s3.config import S3Config
 from gaia_s3.errors import analyse
 from gaia_s3.session import (
@@ -44,6 +49,8 @@ T = TypeVar("T")
 STREAM_CHUNK = 1 << 20
 #: how a temporary (an incomplete multipart upload) is named in listings: ``<key>#upload=<id>``
 UPLOAD_MARK = "#upload="
+#: ``bytes <first>-<last>/<size or *>``
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(?:\d+|\*)$")
 #: clients kept for distinct (connect, stall) timeouts of partly spent probe budgets
 _CLIENTS_KEPT = 4
 
@@ -255,22 +262,99 @@ class S3Backend(Backend):
 
         self._run(attempt, probe=False)
 
+    def read_range(self, key: str, offset: int, length: int) -> bytearray:
+        """One ranged GET read into a buffer of ``length`` bytes at most; a store that
+        ignores ``Range`` (a 200 with the whole object) is read up to the range's end and
+        cut off there, so memory never holds more than the range."""
+        if offset < 0 or length < 0:
+            raise ValueError(f"a range needs a non-negative offset and length, not {offset}, {length}")
+        name = self.object_name(key)
+        if length == 0:
+            if not self.exists(key):
+                raise ObjectNotFound(self.redact(f"S3 object s3://{self.settings.bucket}/{name} does not exist"))
+            return bytearray()
+
+        def attempt(deadline: Deadline) -> bytearray:
+            try:
+                response = self.client.get_object(
+                    Bucket=self.settings.bucket, Key=name, Range=f"bytes={offset}-{offset + length - 1}"
+                )
+            except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
+                failure = analyse(exc)
+                if failure.key_not_found:
+                    self._confirm_bucket(self.client)
+                    raise ObjectNotFound(
+                        self.redact(f"S3 object s3://{self.settings.bucket}/{name} does not exist")
+                    ) from None
+                if failure.range_not_satisfiable:
+                    return bytearray()  # the object ends before the range starts
+                raise self._retryable("ranged read of", name, exc) from None
+            body = response["Body"]
+            try:
+                skip, size = _range_in_answer(response, offset, length)
+                return _read_into(body, skip, size)
+            except _BadRange as problem:
+                raise BackendError(self.redact(f"S3 ranged read of s3://{self.settings.bucket}/{name} "
+                                               f"failed{self._at()}: {problem}")) from None
+            except _ShortBody as problem:
+                error = BackendUnavailable(self.redact(f"S3 ranged read of s3://{self.settings.bucket}/{name} "
+                                                       f"failed{self._at()}: {problem}"))
+                raise Retryable(error, RetryFailure.TRANSIENT) from None
+            except Exception as exc:  # noqa: BLE001 -- a failure mid-body is a BackendError
+                raise self._retryable("ranged read of", name, exc) from None
+            finally:
+                body.close()
+
+        return self._run(attempt, probe=False)
+
     def list_entries(self, point_id: str) -> list[Entry]:
-        list_prefix = self.object_name(f"{point_id}/")
+        """Objects and incomplete uploads two levels below ``points/<point_id>/``."""
+        list_prefix = self.object_name(f"{POINTS}/{_checked_segments(point_id)}/")
+        return self._list(list_prefix, depth=2)
+
+    def list_files(self, prefix: str) -> list[Entry]:
+        return self._list(self.object_name(f"{_checked_segments(prefix)}/"), depth=1)
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        list_prefix = self.object_name(f"{_checked_segments(prefix)}/")
+
+        def attempt(deadline: Deadline) -> list[str]:
+            client = self._client_within(deadline)
+            try:
+                pages = self._pages(client, list_prefix, delimiter=True)
+                found = {
+                    item["Prefix"][len(list_prefix) :].rstrip("/")
+                    for page in pages
+                    for item in page.get("CommonPrefixes", []) or []
+                    if item.get("Prefix", "").startswith(list_prefix)
+                }
+            except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
+                raise self._retryable("list", list_prefix, exc) from None
+            return sorted(name for name in found if _safe_segment(name))
+
+        return self._run(attempt, probe=True)
+
+    def _list(self, list_prefix: str, *, depth: int) -> list[Entry]:
+        """Objects and incomplete uploads ``depth`` path segments below ``list_prefix``,
+        all pages and every upload's parts within one probe budget."""
+        strip = len(self.settings.prefix)
 
         def attempt(deadline: Deadline) -> list[Entry]:
             client = self._client_within(deadline)
             try:
+                pages = self._pages(client, list_prefix, delimiter=depth == 1)
                 entries = [
-                    Entry(key=item["Key"][len(self.settings.prefix) :], size=item.get("Size"), mtime=_epoch(item.get("LastModified")))
-                    for item in self._objects(client, list_prefix)
-                    if _in_a_fingerprint(item.get("Key", ""), list_prefix)
+                    Entry(key=item["Key"][strip:], size=item.get("Size"), mtime=_epoch(item.get("LastModified")))
+                    for page in pages
+                    for item in page.get("Contents", []) or []
+                    if _below(item.get("Key", ""), list_prefix, depth)
                 ]
                 for upload in self._uploads(client, list_prefix):
-                    key = upload["Key"][len(self.settings.prefix) :]
+                    if not _below(upload["Key"], list_prefix, depth):
+                        continue
                     entries.append(
                         Entry(
-                            key=f"{key}{UPLOAD_MARK}{upload['UploadId']}",
+                            key=f"{upload['Key'][strip:]}{UPLOAD_MARK}{upload['UploadId']}",
                             size=None,
                             mtime=self._last_activity(client, upload),
                             temporary=True,
@@ -284,15 +368,21 @@ class S3Backend(Backend):
 
     def list_fingerprints(self, point_id: str) -> list[str]:
         """Only the objects are listed (incomplete uploads never hold a manifest)."""
-        list_prefix = self.object_name(f"{point_id}/")
+        list_prefix = self.object_name(f"{POINTS}/{_checked_segments(point_id)}/")
+        strip = len(self.settings.prefix)
 
         def attempt(deadline: Deadline) -> list[str]:
             client = self._client_within(deadline)
             try:
-                found = {_fingerprint_of(item.get("Key", ""), list_prefix) for item in self._objects(client, list_prefix)}
+                objects = [
+                    Entry(key=item["Key"][strip:], size=item.get("Size"), mtime=None)
+                    for page in self._pages(client, list_prefix, delimiter=False)
+                    for item in page.get("Contents", []) or []
+                    if _below(item.get("Key", ""), list_prefix, 2)
+                ]
             except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
                 raise self._retryable("list", list_prefix, exc) from None
-            return sorted(fp for fp in found if fp)
+            return sorted({e.fingerprint for e in objects if e.is_manifest and e.fingerprint})
 
         return self._run(attempt, probe=True)
 
@@ -304,12 +394,18 @@ class S3Backend(Backend):
 
     # -- listings ---------------------------------------------------------------------
 
-    def _objects(self, client: Any, list_prefix: str) -> list[dict[str, Any]]:
+    def _pages(self, client: Any, list_prefix: str, *, delimiter: bool) -> list[dict[str, Any]]:
+        """Every page of ``ListObjectsV2`` under ``list_prefix`` (with ``Delimiter="/"``:
+        the files directly in it, and its sub-directories as ``CommonPrefixes``)."""
         paginator = client.get_paginator("list_objects_v2")
+        options: dict[str, Any] = {"Delimiter": "/"} if delimiter else {}
         pages = paginator.paginate(
-            Bucket=self.settings.bucket, Prefix=list_prefix, PaginationConfig={"PageSize": self.tuning.list_page_size}
+            Bucket=self.settings.bucket,
+            Prefix=list_prefix,
+            PaginationConfig={"PageSize": self.tuning.list_page_size},
+            **options,
         )
-        return [item for page in pages for item in page.get("Contents", []) or []]
+        return list(pages)
 
     def _uploads(self, client: Any, prefix: str) -> list[dict[str, Any]]:
         paginator = client.get_paginator("list_multipart_uploads")
@@ -423,19 +519,68 @@ def _rounded(connect_timeout: float, stall_timeout: float) -> tuple[float, float
     return round(connect_timeout, 1), round(stall_timeout, 1)
 
 
-def _fingerprint_of(key: str, list_prefix: str) -> str | None:
-    """``<prefix><id>/<fp>/manifest.json`` -> ``<fp>``; anything else -> None."""
-    if not key.startswith(list_prefix):
-        return None
-    parts = key[len(list_prefix) :].split("/")
-    if len(parts) == 2 and parts[1] == MANIFEST and parts[0] not in ("", ".", ".."):
-        return parts[0]
-    return None
+def _safe_segment(part: str) -> bool:
+    return part not in ("", ".", "..")
 
 
-def _in_a_fingerprint(key: str, list_prefix: str) -> bool:
+def _checked_segments(prefix: str) -> str:
+    """``prefix`` without outer slashes, refused when a segment could climb out."""
+    trimmed = prefix.strip("/")
+    if not all(_safe_segment(part) for part in trimmed.split("/")):
+        raise BackendError(f"refusing unsafe S3 key prefix {prefix!r}")
+    return trimmed
+
+
+def _below(key: str, list_prefix: str, depth: int) -> bool:
+    """Whether ``key`` lies exactly ``depth`` segments below ``list_prefix``."""
     parts = key[len(list_prefix) :].split("/") if key.startswith(list_prefix) else []
-    return len(parts) == 2 and all(part not in ("", ".", "..") for part in parts)
+    return len(parts) == depth and all(_safe_segment(part) for part in parts)
+
+
+class _BadRange(Exception):
+    """The answer to a ranged GET is not the range asked for."""
+
+
+class _ShortBody(Exception):
+    """The body of a ranged GET ended before the bytes its headers promised."""
+
+
+def _range_in_answer(response: dict[str, Any], offset: int, length: int) -> tuple[int, int]:
+    """(bytes to skip, bytes to keep) of a ranged GET's body: a 206 holds the range itself,
+    a 200 (``Range`` ignored) the whole object, of which the range is cut out."""
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    content_length = response.get("ContentLength")
+    if status == 200:
+        total = content_length if isinstance(content_length, int) else offset + length
+        return offset, max(0, min(length, total - offset))
+    found = _CONTENT_RANGE.match(str(response.get("ContentRange") or ""))
+    if status != 206 or found is None:
+        raise _BadRange(f"answered HTTP {status} with Content-Range {str(response.get('ContentRange'))[:40]!r}")
+    first, last = int(found.group(1)), int(found.group(2))
+    if first != offset or last < first or last >= offset + length:
+        raise _BadRange(f"asked for bytes {offset}-{offset + length - 1}, got {first}-{last}")
+    return 0, last - first + 1
+
+
+def _read_into(body: Any, skip: int, size: int) -> bytearray:
+    """``size`` bytes of ``body`` after ``skip`` bytes, read into one buffer of that size
+    (no second copy); a body that ends early raises."""
+    if skip:
+        scratch = memoryview(bytearray(min(skip, STREAM_CHUNK)))
+        while skip:
+            count = body.readinto(scratch[: min(skip, len(scratch))])
+            if not count:
+                raise _ShortBody("the body ended before the range")
+            skip -= count
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < size:
+        count = body.readinto(view[filled : filled + STREAM_CHUNK])
+        if not count:
+            raise _ShortBody(f"the body ended after {filled} of {size} bytes")
+        filled += count
+    return buffer
 
 
 def _epoch(value: Any) -> float | None:

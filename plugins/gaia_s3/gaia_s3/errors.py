@@ -19,6 +19,8 @@ BUCKET_NOT_FOUND = frozenset({"NoSuchBucket"})
 #: a create-only put found the key (412), or an abort found no such multipart upload
 PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
 NO_SUCH_UPLOAD = frozenset({"NoSuchUpload"})
+#: a ranged GET that starts at or past the end of the object
+RANGE_NOT_SATISFIABLE = frozenset({"InvalidRange", "416"})
 #: answers another attempt may fix: throttling, a server's own timeout, a conditional
 #: write that raced another (AWS asks to retry those)
 TRANSIENT_CODES = frozenset(
@@ -54,6 +56,10 @@ class Failure:
     @property
     def no_such_upload(self) -> bool:
         return self.code in NO_SUCH_UPLOAD
+
+    @property
+    def range_not_satisfiable(self) -> bool:
+        return self.code in RANGE_NOT_SATISFIABLE or self.status == 416
 
     def render(self) -> str:
         if self.code and self.status and self.code != str(self.status):
@@ -93,6 +99,7 @@ def transport_retry(exc: BaseException) -> Retry | None:
         ConnectionClosedError,
         ConnectTimeoutError,
         EndpointConnectionError,
+        IncompleteReadError,
         ReadTimeoutError,
         ResponseStreamingError,
         SSLError,
@@ -107,7 +114,8 @@ def transport_retry(exc: BaseException) -> Retry | None:
         return Retry.STALLED
     if any(isinstance(item, EndpointConnectionError) for item in chain):
         return Retry.REFUSED  # no connection: DNS, unreachable network
-    if any(isinstance(item, ConnectionClosedError | ResponseStreamingError | ConnectionError) for item in chain):
+    if any(isinstance(item, ConnectionClosedError | ResponseStreamingError | IncompleteReadError | ConnectionError)
+           for item in chain):
         return Retry.TRANSIENT
     return None
 

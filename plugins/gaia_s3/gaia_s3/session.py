@@ -8,12 +8,15 @@ Clients never retry (``total_max_attempts = 1``) and s3transfer never retries a
 download (``num_download_attempts = 1``): gaia's own loop owns every retry, inside the
 operation's budget. A client's timeouts are fixed when it is made, so a probe whose
 budget is partly spent gets a client made for what is left (cheap: the service model is
-cached by the session).
+cached by the session). The service model itself is loaded once per process: every
+session shares one botocore data loader, so the backend instances of parallel transfers
+(one per worker thread) cost a client each, not a parsed S3 model each (~13 MB).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +27,10 @@ if TYPE_CHECKING:
     from gaia_core.backends import Backend
 
 MiB = 1 << 20
+
+#: the botocore data loader (service models, endpoints) every session of this process shares
+_loader: Any = None
+_loader_lock = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +157,8 @@ def make_session(settings: S3Settings) -> Any:
         core.set_config_variable("credentials_file", settings.shared_credentials_file)
     if settings.config_file:
         core.set_config_variable("config_file", settings.config_file)
+    # after the files: making the first loader reads the config (its data_path)
+    _share_loader(core)
     session = boto3.Session(
         botocore_session=core,
         profile_name=settings.profile,
@@ -159,6 +168,17 @@ def make_session(settings: S3Settings) -> Any:
         aws_session_token=settings.session_token,
     )
     return session
+
+
+def _share_loader(core: Any) -> None:
+    """Give ``core`` the process's data loader (the first session's): the models it loads
+    are read-only and cached, so one parse serves every backend instance."""
+    global _loader
+    with _loader_lock:
+        if _loader is None:
+            _loader = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", _loader)
 
 
 def make_client(session: Any, settings: S3Settings, tuning: Tuning, *, connect_timeout: float, stall_timeout: float) -> Any:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from gaia_s3.backend import S3Backend, _fingerprint_of
+from gaia_s3.backend import S3Backend, _below
 from gaia_s3.config import S3Config
 from gaia_s3.session import S3Settings
 from pydantic import ValidationError
@@ -147,19 +147,19 @@ def test_client_takes_mapped_keys_token_timeouts_and_path_style() -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "expected"),
+    ("key", "depth", "expected"),
     [
-        ("p/id/fp1/manifest.json", "fp1"),
-        ("p/id/fp1/payload.tar.zst", None),
-        ("p/id/fp1/sub/manifest.json", None),
-        ("p/id/manifest.json", None),
-        ("p/id//manifest.json", None),
-        ("p/id/../manifest.json", None),
-        ("p/idx/fp1/manifest.json", None),
+        ("p/id/fp1/manifest.json", 2, True),
+        ("p/id/fp1/sub/manifest.json", 2, False),
+        ("p/id/manifest.json", 2, False),
+        ("p/id/manifest.json", 1, True),
+        ("p/id//manifest.json", 2, False),
+        ("p/id/../manifest.json", 2, False),
+        ("p/idx/fp1/manifest.json", 2, False),
     ],
 )
-def test_fingerprints_come_only_from_manifest_keys(key: str, expected: str | None) -> None:
-    assert _fingerprint_of(key, "p/id/") == expected
+def test_listed_keys_lie_exactly_that_deep_below_the_prefix(key: str, depth: int, expected: bool) -> None:
+    assert _below(key, "p/id/", depth) is expected
 
 
 def test_malformed_values_from_the_environment_are_all_environment_problems(tmp_path: Path) -> None:
@@ -178,3 +178,15 @@ def test_unset_or_good_variables_are_no_environment_problem() -> None:
     assert backend({}, bucket_env="B", endpoint_url_env="E").environment_problems() == []
     good = {"B": "cache", "E": "http://127.0.0.1:9000"}
     assert backend(good, bucket_env="B", endpoint_url_env="E").environment_problems() == []
+
+
+def test_backend_instances_share_one_loaded_service_model() -> None:
+    """The core runs one backend instance per transfer thread: each must not parse the S3
+    model again."""
+    environ = {"K": KEY_ID, "S": SECRET}
+    config = S3Config(bucket="b", region="eu-west-1", endpoint_url="http://127.0.0.1:9",
+                      aws_access_key_id_env="K", aws_secret_access_key_env="S")
+    first, second = S3Backend("a", config, environ=environ), S3Backend("b", config, environ=environ)
+    assert first.client is not second.client
+    loaders = [backend._session._session.get_component("data_loader") for backend in (first, second)]
+    assert loaders[0] is loaders[1]

@@ -1,4 +1,5 @@
-"""The ``ssh`` backend: objects under a base directory on an SFTP server.
+"""The ``ssh`` backend: objects under a base directory on an SFTP server
+(``<base>/points/<id>/<fingerprint>/<file>``, ``<base>/packs/<pack id>.pack`` and ``.idx``).
 
 paramiko is imported only when a connection is opened, so listing plugins or validating
 a build file never loads it. One connection is kept per backend instance and reopened
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from gaia_core.backends import Backend, Entry, Progress
+from gaia_core.backends import POINTS, Backend, Entry, Progress
 from gaia_core.errors import BackendError, BackendUnavailable, ObjectExists, ObjectNotFound
 from gaia_core.retry import (
     CallerCode,
@@ -391,25 +392,47 @@ class SSHBackend(Backend):
 
         self._operate("delete of", path, work, probe=False)
 
+    def read_range(self, key: str, offset: int, length: int) -> bytearray:
+        """Pipelined READs of just the range, from an open handle, under the stall guard."""
+        from gaia_ssh import transfer
+
+        if offset < 0 or length < 0:
+            raise ValueError(f"a range needs a non-negative offset and length, not {offset}, {length}")
+        path = self.remote_path(key)
+
+        def work(sftp: paramiko.SFTPClient) -> bytearray:
+            try:
+                with StallGuard(sftp, self.stall_timeout) as guard:
+                    return transfer.read_range(sftp, path, offset, length, self._limits, guard.touch)
+            except FileNotFoundError:
+                raise ObjectNotFound(f"{self.ref}: {path} not found on {self.settings.address}") from None
+
+        return self._operate("ranged read of", path, work, probe=False)
+
     def list_entries(self, point_id: str) -> list[Entry]:
-        directory = self.remote_path(point_id)
+        point_dir = f"{POINTS}/{point_id}"
+        directory = self.remote_path(point_dir)
 
         def work(sftp: paramiko.SFTPClient) -> list[Entry]:
             entries = []
             for folder in _listdir(sftp, directory):
-                if folder.filename.startswith(".") or not stat.S_ISDIR(folder.st_mode or 0):
-                    continue
-                for item in _listdir(sftp, posixpath.join(directory, folder.filename)):
-                    if stat.S_ISREG(item.st_mode or 0):
-                        entries.append(
-                            Entry(
-                                key=f"{point_id}/{folder.filename}/{item.filename}",
-                                size=item.st_size,
-                                mtime=float(item.st_mtime) if item.st_mtime is not None else None,
-                                temporary=is_temporary(item.filename),
-                            )
-                        )
+                if _is_listed_dir(folder):
+                    inner = posixpath.join(directory, folder.filename)
+                    entries += _files(_listdir(sftp, inner), f"{point_dir}/{folder.filename}")
             return entries
+
+        return self._operate("list", directory, work, probe=True)
+
+    def list_files(self, prefix: str) -> list[Entry]:
+        key = prefix.strip("/")
+        directory = self.remote_path(key)
+        return self._operate("list", directory, lambda sftp: _files(_listdir(sftp, directory), key), probe=True)
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        directory = self.remote_path(prefix.strip("/"))
+
+        def work(sftp: paramiko.SFTPClient) -> list[str]:
+            return sorted(item.filename for item in _listdir(sftp, directory) if _is_listed_dir(item))
 
         return self._operate("list", directory, work, probe=True)
 
@@ -469,6 +492,24 @@ class StallGuard:
         self._thread.join()
         if self.fired and exc is not None:
             raise _Stalled(f"no data moved for {self._seconds:g}s") from exc
+
+
+def _is_listed_dir(item: Any) -> bool:
+    return not item.filename.startswith(".") and stat.S_ISDIR(item.st_mode or 0)
+
+
+def _files(items: list[Any], key_prefix: str) -> list[Entry]:
+    """The regular files of a directory listing, as entries under ``key_prefix``."""
+    return [
+        Entry(
+            key=f"{key_prefix}/{item.filename}",
+            size=item.st_size,
+            mtime=float(item.st_mtime) if item.st_mtime is not None else None,
+            temporary=is_temporary(item.filename),
+        )
+        for item in items
+        if stat.S_ISREG(item.st_mode or 0)
+    ]
 
 
 def _listdir(sftp: paramiko.SFTPClient, directory: str) -> list[Any]:

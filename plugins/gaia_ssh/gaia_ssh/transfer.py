@@ -319,10 +319,36 @@ def get(
     size = sftp.stat(remote).st_size or 0
     with sftp.open(remote, "rb") as handle:
         try:
-            return _Download(sftp, handle.handle, size, dest, limits.read, progress, activity).run()
+            writer = _BatchWriter(dest, progress)
+            return _Download(sftp, handle.handle, 0, size, writer, limits.read, activity).run()
         except BaseException:
             sftp.get_channel().close()
             raise
+
+
+def read_range(
+    sftp: paramiko.SFTPClient,
+    remote: str,
+    offset: int,
+    length: int,
+    limits: Limits,
+    activity: Callable[[], None] | None = None,
+) -> bytearray:
+    """``length`` bytes of ``remote`` from ``offset`` (fewer where the file ends first),
+    read with the same pipelined requests as :func:`get` straight into one buffer of the
+    range's size."""
+    with sftp.open(remote, "rb") as handle:
+        size = handle.stat().st_size or 0
+        end = min(offset + length, size)
+        buffer = bytearray(max(0, end - offset))
+        if not buffer:
+            return buffer
+        try:
+            _Download(sftp, handle.handle, offset, end, _IntoBuffer(buffer), limits.read, activity).run()
+        except BaseException:
+            sftp.get_channel().close()
+            raise
+        return buffer
 
 
 _HEADER = struct.Struct(">IBI")  # SFTP packet length, type, request id
@@ -395,18 +421,37 @@ class _BatchWriter:
             self.progress(len(data))
 
 
+class _IntoBuffer:
+    """The destination of a ranged read: consecutive pieces copied into one buffer."""
+
+    def __init__(self, buffer: bytearray):
+        self.view = memoryview(buffer)
+        self.filled = 0
+
+    def write(self, piece: memoryview | bytes) -> None:
+        size = len(piece)
+        if self.filled + size > len(self.view):
+            raise OSError("the SFTP server sent more than the range asked for")
+        self.view[self.filled : self.filled + size] = piece
+        self.filled += size
+
+    def flush(self) -> None:
+        self.view.release()
+
+
 class _Download:
-    """One pipelined download; replies may come in any order and any length up to the
-    one asked for (a short one gets a follow-up request for the rest)."""
+    """One pipelined read of bytes ``start`` to ``size`` of a file; replies may come in
+    any order and any length up to the one asked for (a short one gets a follow-up
+    request for the rest). ``writer`` gets the bytes in order, then ``flush()``."""
 
     def __init__(
         self,
         sftp: paramiko.SFTPClient,
         handle: bytes,
+        start: int,
         size: int,
-        dest: BinaryIO,
+        writer: _BatchWriter | _IntoBuffer,
         request_size: int,
-        progress: Progress | None = None,
         activity: Callable[[], None] | None = None,
     ):
         self.activity = activity or (lambda: None)
@@ -417,12 +462,13 @@ class _Download:
         self.request_size = request_size
         self.window = in_flight(request_size)
         self.reader = _ReplyReader(self.channel)
-        self.writer = _BatchWriter(dest, progress)
+        self.writer = writer
         self.outstanding: dict[int, tuple[int, int]] = {}  # request id -> (offset, length)
         self.refetch: collections.deque[tuple[int, int]] = collections.deque()  # short reads' rest
         self.parked: dict[int, bytes] = {}  # offset -> data that arrived ahead of its turn
-        self.requested = 0  # offset up to which reads have been asked for
-        self.written = 0  # offset of the next byte the destination needs
+        self.requested = start  # offset up to which reads have been asked for
+        self.written = start  # offset of the next byte the destination needs
+        self.start = start
 
     def run(self) -> int:
         while self.written < self.size:
@@ -430,7 +476,7 @@ class _Download:
                 self._request_more()
             self._receive()
         self.writer.flush()
-        return self.written
+        return self.written - self.start
 
     def _request_more(self) -> None:
         batch = []
