@@ -236,14 +236,14 @@ class Backend:
         within ``probe_timeout``; empty when there is no such directory."""
         raise NotImplementedError
 
-    def read_range(self, key: str, offset: int, length: int) -> bytes:
+    def read_range(self, key: str, offset: int, length: int) -> bytes | bytearray:
         """``length`` bytes of ``key`` from ``offset`` (a ranged read of a pack), under the
         stall budget; :class:`ObjectNotFound` when ``key`` is missing, a short answer when
         the object ends first. This default reads from the start and keeps the range;
         backends override it with a ranged request."""
         sink = _RangeSink(offset, length)
         self.download(key, sink)  # type: ignore[arg-type]
-        return bytes(sink.data)
+        return sink.data
 
     def list_fingerprints(self, point_id: str) -> list[str]:
         """Fingerprints under ``point_id`` that hold a manifest (complete objects), sorted."""

@@ -200,10 +200,10 @@ class DirBackend(Backend):
         with self._store("delete", self._key(key)) as root:
             root.rmtree(key)
 
-    def read_range(self, key: str, offset: int, length: int) -> bytes:
+    def read_range(self, key: str, offset: int, length: int) -> bytearray:
         sink = bytearray()
         self._copy_out(key, CallerCode(_Collect(sink)), offset, length)
-        return bytes(sink)
+        return sink
 
     def list_entries(self, point_id: str) -> list[Entry]:
         entries: list[Entry] = []

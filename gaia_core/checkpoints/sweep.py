@@ -200,20 +200,29 @@ def sweep_remote(cp: Checkpoints, backend: Backend, *, grace: float, dry_run: bo
                         report.broken.append(f"{backend.ref} {point_id}/{fp[:12]}/{name}: {exc}")
                     else:
                         raise
-            ages = {e.key.rpartition("/")[2]: e.mtime for e in backend.list_files(PACKS)}
+            files = {e.key.rpartition("/")[2]: e for e in backend.list_files(PACKS) if not e.temporary}
             now = time.time()
             for pack, (live, _live_bytes) in marks.pack_usage(listed).items():
                 if live:
                     continue
-                mtime = ages.get(pack_name(pack))
+                mtime = files[pack_name(pack)].mtime if pack_name(pack) in files else None
                 if mtime is None or now - mtime < grace:
                     report.kept_young += 1
                     continue
                 report.removed.append(pack)
                 report.freed += listed.get(pack) or 0
-                if not dry_run:
-                    backend.delete(pack_key(pack_name(pack)))
+                if not dry_run:  # the index first: a pack without one is never read
                     backend.delete(pack_key(index_name(pack)))
+                    backend.delete(pack_key(pack_name(pack)))
+            for name, entry in sorted(files.items()):  # half of an upload a kill cut short
+                stem, _, ext = name.rpartition(".")
+                partner = f"{stem}.idx" if ext == "pack" else f"{stem}.pack"
+                if ext in ("pack", "idx") and partner not in files and entry.mtime is not None \
+                        and now - entry.mtime >= grace:
+                    report.removed.append(stem)
+                    report.freed += entry.size or 0
+                    if not dry_run:
+                        backend.delete(entry.key)
         finally:
             marks.close()
     if report.removed:

@@ -47,6 +47,8 @@ WHOLE_PACK_SHARE = 0.9
 RANGE_GAP = 64 << 10
 #: the most bytes one ranged request asks for
 RANGE_MAX = 16 << 20
+#: the most bytes of ranges fetched, or packs sent, at once (memory stays bounded whatever ``parallel``)
+MAX_IN_FLIGHT = 256 << 20
 #: an index larger than this is refused before it is read
 MAX_INDEX_BYTES = 64 << 20
 
@@ -110,6 +112,11 @@ class Transfers:
 
     def close(self) -> None:
         self._sessions.close()
+
+    @property
+    def _ahead(self) -> int:
+        """Requests in flight: enough to keep every stream busy, at most MAX_IN_FLIGHT bytes."""
+        return max(1, min(2 * self.parallel, MAX_IN_FLIGHT // RANGE_MAX))
 
     @contextlib.contextmanager
     def _pool(self) -> Iterator[_Workers]:
@@ -179,7 +186,7 @@ class Transfers:
         writer: PackWriter | None = None
         try:
             with self._pool() as pool:
-                for frames in _ordered(pool, self._fetch_one, requests, 2 * self.parallel):
+                for frames in _ordered(pool, self._fetch_one, requests, self._ahead):
                     for chunk, frame, plen in frames:
                         moved += len(frame)
                         if progress is not None:
@@ -208,11 +215,12 @@ class Transfers:
 
     def _fetch_one(self, request: _Request) -> list[tuple[bytes, bytes, int]]:
         where = f"{self.ref}: pack {request.pack[:16]}"
-        data = self._sessions.get().read_range(pack_key(pack_name(request.pack)), request.offset, request.length)
+        data = memoryview(self._sessions.get().read_range(pack_key(pack_name(request.pack)), request.offset,
+                                                          request.length))
         frames = []
         for chunk, location, plen in request.chunks:
             start = location.offset - request.offset
-            frame = data[start:start + location.clen]
+            frame = data[start:start + location.clen]  # a view: the range is copied once, below
             try:
                 open_frame(frame, chunk, plen, where)
             except CheckpointError:
@@ -248,7 +256,7 @@ class Transfers:
             uploads = [(self.packs.pack_path(p), self.packs.index_path(p).read_bytes(), p) for p in whole]
             for pack in self._repack(rest, located, Path(scratch)):
                 uploads.append((pack.path, pack.index, pack.pack_id))
-            for size in _ordered(pool, self._send_one, uploads, 2 * self.parallel):
+            for size in _ordered(pool, self._send_one, uploads, self._ahead):
                 sent += size
                 if progress is not None:
                     progress(size)
