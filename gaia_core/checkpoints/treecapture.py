@@ -385,6 +385,10 @@ def capture_tree(targets: Sequence[Target], packs: PackStore, staging: Path, *,
                                 and not reuse.relocated:
                             item.reuse = reuse
                         elif entry.size > chunking.SMALL_FILE:
+                            # tasks must reach the pool in walk order: a large file's worker
+                            # waits for the walk to read its chunks, so an earlier file's task
+                            # queued behind it would never run
+                            batch.submit()
                             item.stream = queue.Queue(4)
                             item.future = pool.submit(reader.read, fs_path, item.name, st, item.stream)
                             inflight += chunking.SMALL_FILE
