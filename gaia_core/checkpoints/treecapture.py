@@ -36,9 +36,11 @@ from gaia_core.errors import CheckpointError
 #: files, and bytes of small files, in flight between the walk and the packs
 WINDOW = 256
 INFLIGHT_BYTES = 64 << 20
+#: chunks of a large file cut ahead of the walk (their compression runs in parallel)
+STREAM_CHUNKS = 8
 #: small files read by one worker task
 BATCH_FILES, BATCH_BYTES = 128, 4 << 20
-_WORKERS = max(2, min(8, os.cpu_count() or 2))
+_WORKERS = max(4, min(8, 2 * (os.cpu_count() or 2)))
 _NO_ROOTS: Mapping[str, Path] = {}
 
 
@@ -187,6 +189,8 @@ class _Reader:
         self._local = threading.local()
         #: set when the capture fails: workers streaming a large file stop waiting for it
         self.cancelled = threading.Event()
+        #: compresses the chunks of large files (never waits for anything: no deadlock)
+        self.compressors = concurrent.futures.ThreadPoolExecutor(_WORKERS, thread_name_prefix="gaia-compress")
 
     def _scanner(self) -> FileScanner | None:
         if not hasattr(self._local, "scanner"):
@@ -199,6 +203,10 @@ class _Reader:
             return None
         known = self.packs.locate([chunk]).get(chunk)
         return known if known is not None else compress(data)
+
+    def _compressing(self, chunk: bytes, data: bytes) -> concurrent.futures.Future:
+        """:meth:`_stored` on the compression pool."""
+        return self.compressors.submit(self._stored, chunk, data)
 
     def read(self, path: bytes, name: bytes, st: os.stat_result, stream: queue.Queue | None = None) -> _FileData:
         """A small file's content, or (``stream`` given) a large file's chunks put into ``stream``
@@ -217,12 +225,13 @@ class _Reader:
                     if scanner is not None:
                         scanner.feed(data, total >= st.st_size)
                     chunk = chunking.chunk_id(data)
-                    piece = (chunk, len(data), self._stored(chunk, data))
                     if hasher is not None and stream is not None:
                         hasher.update(data)
-                        self._put(stream, piece)
+                        # a large file's chunks compress on the other workers meanwhile: one
+                        # file of hundreds of MiB must not hold one core while the rest wait
+                        self._put(stream, (chunk, len(data), self._compressing(chunk, data)))
                     else:
-                        chunks.append(piece)
+                        chunks.append((chunk, len(data), self._stored(chunk, data)))
                 _check_size(name, total, st)
                 digest = hasher.digest() if hasher is not None else (chunks[0][0] if chunks else b"")
                 return _FileData(digest, chunks, *_found(scanner))
@@ -389,7 +398,7 @@ def capture_tree(targets: Sequence[Target], packs: PackStore, staging: Path, *,
                             # waits for the walk to read its chunks, so an earlier file's task
                             # queued behind it would never run
                             batch.submit()
-                            item.stream = queue.Queue(4)
+                            item.stream = queue.Queue(STREAM_CHUNKS)
                             item.future = pool.submit(reader.read, fs_path, item.name, st, item.stream)
                             inflight += chunking.SMALL_FILE
                         else:
@@ -417,11 +426,13 @@ def capture_tree(targets: Sequence[Target], packs: PackStore, staging: Path, *,
     except BaseException:
         reader.cancelled.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        reader.compressors.shutdown(wait=True, cancel_futures=True)
         packer.discard()
         for out in receipt_writers:
             out.discard()
         raise
     pool.shutdown(wait=True)
+    reader.compressors.shutdown(wait=True)
     return TreeInfo(
         entries=checker.entries, files=counts["files"], size=counts["size"],
         packed=sum(packer.referenced.values()), chunks=len(packer.referenced), new_bytes=packer.new_bytes,
@@ -482,7 +493,7 @@ def _finish(item: _Pending, packer: _Packer, reader: _Reader, progress: Callable
             return
         # a chunk the receipt names left the local store (gc): read the file after all
         item.index = None
-        item.stream = queue.Queue(4) if entry.size > chunking.SMALL_FILE else None
+        item.stream = queue.Queue(STREAM_CHUNKS) if entry.size > chunking.SMALL_FILE else None
         item.future = _now(reader.read, item.path, item.name, os.lstat(item.path), item.stream)
     if item.future is None:
         return
@@ -491,6 +502,8 @@ def _finish(item: _Pending, packer: _Packer, reader: _Reader, progress: Callable
     data: _FileData = result[item.index] if item.index is not None else result  # type: ignore[index,assignment]
     pieces = iter(item.stream.get, _END) if item.stream is not None else data.chunks
     for chunk, plen, stored in pieces:
+        if isinstance(stored, concurrent.futures.Future):
+            stored = stored.result()
         packer.reference(chunk, plen, stored)
         chunk_list.append((chunk, plen))
         if progress is not None:
