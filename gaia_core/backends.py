@@ -20,6 +20,13 @@ off or counted inside the budget): an idempotent request is retried with backoff
 its budget, a refused connection at most once, a stalled transfer once. A backend that
 ran out of time raises :class:`~gaia_core.errors.BackendUnavailable`, and the core skips
 it for the rest of the run.
+
+Settings from the environment: a ``*_env`` field names a variable. When that variable is
+unset (or empty) the backend is unavailable, with a reason naming the variable: it never
+falls back to another store (a default endpoint, another bucket). A variable that is set
+but malformed is a configuration error (:meth:`Backend.environment_problems`). The
+variables of the ``credential_fields``, and the library's own ``credential_variables``,
+are kept out of the build commands' environment.
 """
 
 from __future__ import annotations
@@ -30,9 +37,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gaia_core.errors import BackendError
+from gaia_core.errors import BackendError, BackendUnavailable
 from gaia_core.tasks import StrictModel
 
 MANIFEST = "manifest.json"
@@ -48,6 +56,35 @@ class BackendConfig(StrictModel):
     connect_timeout: float = Field(5.0, gt=0, le=3600)
     stall_timeout: float = Field(30.0, gt=0, le=3600)
     probe_timeout: float = Field(10.0, gt=0, le=3600)
+
+    @classmethod
+    def table_problems(cls, table: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """``(field, problem)`` for rules between fields (a bucket or its ``*_env`` twin
+        is needed; a key id needs its secret), read from the raw table so that they are
+        reported together with every problem of a single field. Default: none."""
+        return []
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_problem_at_once(cls, data: Any, handler: Any) -> Any:
+        rules = cls.table_problems(data) if isinstance(data, Mapping) else []
+        found = [InitErrorDetails(type=PydanticCustomError("backend_table", problem), loc=(field,), input=None)
+                 for field, problem in rules]
+        try:
+            model = handler(data)
+        except ValidationError as exc:
+            if not found:
+                raise
+            raise ValidationError.from_exception_data(exc.title, [*exc.errors(), *found]) from None
+        if found:
+            raise ValidationError.from_exception_data(cls.__name__, found)
+        return model
+
+
+def is_set(table: Mapping[str, Any], *fields: str) -> bool:
+    """Whether ``table`` gives any of ``fields`` a value (a non-blank string, or any other)."""
+    return any(not (table.get(f) is None or isinstance(table.get(f), str) and not table.get(f).strip())
+               for f in fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +117,13 @@ class Backend:
     kind: ClassVar[str]
     #: pydantic model of one backend table (``extra="forbid"``)
     config_model: ClassVar[type[BaseModel]]
+    #: the ``*_env`` fields whose variables hold credentials (keys, tokens, passwords,
+    #: passphrases, or the files holding them): build commands never see those variables
+    credential_fields: ClassVar[tuple[str, ...]] = ()
+    #: variables the backend's library reads credentials from by itself (its standard
+    #: chain, such as ``AWS_SECRET_ACCESS_KEY``): withheld from build commands too while a
+    #: backend of this kind is configured
+    credential_variables: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, config: BaseModel, environ: Mapping[str, str] | None = None):
         self.name = name
@@ -93,29 +137,52 @@ class Backend:
     # -- settings ---------------------------------------------------------------------
 
     def setting(self, field: str, *, required: bool = False) -> str | None:
-        """The literal ``field`` if set, else the variable named by ``<field>_env``."""
+        """The literal ``field`` if set, else the variable named by ``<field>_env``.
+
+        A ``<field>_env`` that names an unset (or empty) variable raises
+        :class:`BackendUnavailable` naming it: no default stands in for it.
+        """
         literal = getattr(self.config, field, None)
         if isinstance(literal, str) and literal.strip():
             return literal.strip()
         if literal is not None and not isinstance(literal, str):
             return str(literal)
-        env_name = getattr(self.config, f"{field}_env", None)
-        if env_name:
-            value = self.environ.get(env_name, "").strip()
-            if value:
-                return value
+        if getattr(self.config, f"{field}_env", None):
+            return self.env_value(f"{field}_env")
         if required:
-            where = f"checkpoints.backends.{self.kind}.{self.name}.{field}"
-            hint = f" (also checked env var '{env_name}')" if env_name else ""
-            raise BackendError(f"{where} is empty{hint}")
+            raise BackendError(f"{self.key(field)} is not set (nor {field}_env)")
         return None
 
     def env_value(self, env_field: str) -> str | None:
-        """The value of the variable named by the ``*_env`` field ``env_field``."""
+        """The value of the variable named by the ``*_env`` field ``env_field``; None when
+        the field is not configured. An unset or empty variable raises
+        :class:`BackendUnavailable`."""
         env_name = getattr(self.config, env_field, None)
         if not env_name:
             return None
-        return self.environ.get(env_name, "").strip() or None
+        value = self.environ.get(env_name, "").strip()
+        if not value:
+            raise BackendUnavailable(f"{self.key(env_field)}: env var '{env_name}' is not set")
+        return value
+
+    def variable(self, env_field: str) -> str | None:
+        """Like :meth:`env_value`, but None for an unset variable too (for :meth:`secrets`)."""
+        env_name = getattr(self.config, env_field, None)
+        return (self.environ.get(env_name, "").strip() or None) if env_name else None
+
+    def key(self, field: str) -> str:
+        """The dotted config key of ``field``, for messages."""
+        return f"checkpoints.backends.{self.kind}.{self.name}.{field}"
+
+    def environment_problems(self) -> list[str]:
+        """Set but malformed values of the variables the ``*_env`` fields name, one line
+        each (``<dotted key> (env var 'NAME') <what is wrong>``), never quoting a value.
+
+        gaia calls it when it loads a build file: each problem is a configuration error
+        (exit 2). An unset variable is no problem here (the backend is unavailable when
+        used). The default finds none.
+        """
+        return []
 
     def secrets(self) -> list[str]:
         """Values that must never appear in output, logs or the upload queue."""
@@ -181,6 +248,22 @@ class Backend:
         """
         raise NotImplementedError
 
+    def read_small(self, key: str, limit: int) -> bytes:
+        """The bytes of the small object ``key`` (a manifest), within ``probe_timeout`` in
+        total, retries included; :class:`ObjectNotFound` when it is missing.
+
+        At most ``limit + 1`` bytes are read: a result longer than ``limit`` means the
+        object is larger, and the caller refuses it. The default streams through
+        :meth:`download` (bounded by the stall timeout, not the probe budget); a backend
+        with a network below overrides it.
+        """
+        sink = _Bounded(limit)
+        try:
+            self.download(key, sink)
+        except _Full:
+            pass
+        return bytes(sink.data)
+
     def delete(self, key: str) -> None:
         """Remove ``key``; a key that does not exist is not an error."""
         raise NotImplementedError
@@ -206,3 +289,30 @@ class Backend:
 
 def object_key(point_id: str, fingerprint: str, file_name: str) -> str:
     return f"{point_id}/{fingerprint}/{file_name}"
+
+
+class _Full(Exception):
+    """The object holds more than a small read wants: stop the download."""
+
+
+class _Bounded:
+    """A download destination that keeps at most ``limit + 1`` bytes, then stops it."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.data = bytearray()
+
+    def write(self, chunk: Any) -> int:
+        self.data += bytes(chunk)[: self.limit + 1 - len(self.data)]
+        if len(self.data) > self.limit:
+            raise _Full()
+        return len(chunk)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if (offset, whence) != (0, 0):
+            raise OSError("only a restart from the beginning is supported")
+        return 0
+
+    def truncate(self, size: int | None = None) -> int:
+        del self.data[:]
+        return 0

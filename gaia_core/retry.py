@@ -139,6 +139,12 @@ def retrying(
         retries += 1
 
 
+def probe_timed_out(seconds: float) -> str:
+    """The words of every backend for a probe (``exists``, a listing, ``read_small``) whose
+    ``probe_timeout`` ran out: the budget is named, never the socket timeout inside it."""
+    return f"no answer within {seconds:g}s (probe_timeout, retries included)"
+
+
 def rewind(dest: Any) -> bool:
     """``dest.seek(0); dest.truncate()``: whether a download may start over into ``dest``."""
     try:

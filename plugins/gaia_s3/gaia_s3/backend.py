@@ -9,7 +9,8 @@ exists. The temporaries of S3 are incomplete multipart uploads: listed with
 ``ListMultipartUploads`` (as ``<key>#upload=<id>``) and aborted when untouched for an hour.
 
 Every operation is one call of :func:`gaia_core.retry.retrying`; botocore and s3transfer
-retry nothing themselves.
+retry nothing themselves. No redirect is followed (:func:`gaia_s3.errors.refuse_redirects`):
+a 3xx answer is an error naming its status and the host it points at.
 """
 
 from __future__ import annotations
@@ -25,14 +26,24 @@ from typing import Any, BinaryIO, ClassVar, TypeVar
 from pydantic import BaseModel
 
 from gaia_core.backends import MANIFEST, Backend, Entry, Progress
-from gaia_core.errors import BackendError, BackendUnavailable, ObjectExists, ObjectNotFound
-from gaia_core.retry import CallerCode, Deadline, Retryable, is_litter, retrying, run_caller_aware
+from gaia_core.errors import BackendError, BackendUnavailable, ConfigError, ObjectExists, ObjectNotFound
+from gaia_core.retry import (
+    CallerCode,
+    Deadline,
+    Failure,
+    Retryable,
+    is_litter,
+    probe_timed_out,
+    retrying,
+    run_caller_aware,
+)
 from gaia_s3.config import S3Config
 from gaia_s3.errors import analyse
 from gaia_s3.session import (
     S3Settings,
     Tuning,
     credential_values,
+    environment_problems,
     make_client,
     make_session,
     make_transfer_config,
@@ -50,6 +61,26 @@ _CLIENTS_KEPT = 4
 class S3Backend(Backend):
     kind: ClassVar[str] = "s3"
     config_model: ClassVar[type[BaseModel]] = S3Config
+    credential_fields: ClassVar[tuple[str, ...]] = (
+        "aws_access_key_id_env",
+        "aws_secret_access_key_env",
+        "aws_session_token_env",
+        "aws_shared_credentials_file_env",
+        "aws_config_file_env",
+    )
+    #: what boto3's default chain reads secrets from (names of profiles, regions and
+    #: config files are no secrets and stay)
+    credential_variables: ClassVar[tuple[str, ...]] = (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    )
 
     def __init__(
         self, name: str, config: BaseModel, environ: Mapping[str, str] | None = None, tuning: Tuning | None = None
@@ -108,19 +139,19 @@ class S3Backend(Backend):
 
     def secrets(self) -> list[str]:
         values = list(credential_values(self._credentials))
-        try:
-            values += self.settings.secrets()
-        except BackendError:
-            for field in ("aws_access_key_id_env", "aws_secret_access_key_env", "aws_session_token_env"):
-                value = self.env_value(field)
-                if value:
-                    values.append(value)
+        for field in ("aws_access_key_id_env", "aws_secret_access_key_env", "aws_session_token_env"):
+            value = self.variable(field)
+            if value:
+                values.append(value)
         return values
+
+    def environment_problems(self) -> list[str]:
+        return environment_problems(self)
 
     def describe(self) -> str:
         try:
             settings = self.settings
-        except BackendError:
+        except (BackendError, ConfigError):
             return f"{self.ref} (bucket from ${self.config.bucket_env or '?'})"
         where = f"s3://{settings.bucket}/{settings.prefix}"
         if settings.endpoint_url:
@@ -150,21 +181,28 @@ class S3Backend(Backend):
                 if analyse(exc).key_not_found:
                     self._confirm_bucket(client)
                     return False
-                raise self._retryable("probe", name, exc) from None
+                raise self._retryable("probe", name, exc, probe=True) from None
             return True
 
         return self._run(attempt, probe=True)
 
-    def upload(self, key: str, source: Path, *, progress: Progress | None = None) -> None:
-        from boto3.s3.transfer import create_transfer_manager
+    def _transfer_manager(self) -> Any:
+        """s3transfer on daemon threads (:mod:`gaia_s3.executor`): a frozen transfer never
+        holds up the end of a run stopped by a signal."""
+        from s3transfer.manager import TransferManager
 
+        from gaia_s3.executor import DaemonExecutor
+
+        return TransferManager(self.client, make_transfer_config(self.tuning), executor_cls=DaemonExecutor)
+
+    def upload(self, key: str, source: Path, *, progress: Progress | None = None) -> None:
         name = self.object_name(key)
         caller = CallerCode(progress=progress)
 
         def attempt(deadline: Deadline) -> None:
             subscribers = [_ProgressSubscriber(caller)] if caller.wants_progress else None
             try:
-                with create_transfer_manager(self.client, make_transfer_config(self.tuning)) as manager:
+                with self._transfer_manager() as manager:
                     manager.upload(str(source), self.settings.bucket, name, subscribers=subscribers).result()
             except Exception as exc:  # noqa: BLE001 -- any failure of a transfer is a BackendError
                 if caller.raised is not None:
@@ -218,10 +256,8 @@ class S3Backend(Backend):
         run_caller_aware(lambda: self._run(attempt, probe=False, on_retry=caller.start_over), caller)
 
     def _download_concurrently(self, name: str, dest: BinaryIO, caller: CallerCode) -> None:
-        from boto3.s3.transfer import create_transfer_manager
-
         subscribers = [_ProgressSubscriber(caller)] if caller.wants_progress else None
-        with create_transfer_manager(self.client, make_transfer_config(self.tuning)) as manager:
+        with self._transfer_manager() as manager:
             manager.download(self.settings.bucket, name, _GuardedFile(dest, caller), subscribers=subscribers).result()
 
     def _download_streaming(self, name: str, caller: CallerCode) -> None:
@@ -233,6 +269,36 @@ class S3Backend(Backend):
                 caller.progress(len(chunk))
         finally:
             body.close()
+
+    def read_small(self, key: str, limit: int) -> bytes:
+        name = self.object_name(key)
+
+        def attempt(deadline: Deadline) -> bytes:
+            client = self._client_within(deadline)
+            data = bytearray()
+            try:
+                body = client.get_object(Bucket=self.settings.bucket, Key=name)["Body"]
+                try:
+                    while len(data) <= limit and (chunk := body.read(min(STREAM_CHUNK, limit + 1 - len(data)))):
+                        data += chunk
+                        if deadline.expired:
+                            raise BackendUnavailable(self.redact(
+                                f"S3 read s3://{self.settings.bucket}/{name} failed{self._at()}: "
+                                f"{probe_timed_out(self.probe_timeout)}"))
+                finally:
+                    body.close()
+            except BackendError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
+                if analyse(exc).key_not_found:
+                    self._confirm_bucket(client)
+                    raise ObjectNotFound(
+                        self.redact(f"S3 object s3://{self.settings.bucket}/{name} does not exist")
+                    ) from None
+                raise self._retryable("read", name, exc, probe=True) from None
+            return bytes(data)
+
+        return self._run(attempt, probe=True)
 
     def delete(self, key: str) -> None:
         name, _, upload_id = self.object_name(key).partition(UPLOAD_MARK)
@@ -273,7 +339,7 @@ class S3Backend(Backend):
                         )
                     )
             except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
-                raise self._retryable("list", list_prefix, exc) from None
+                raise self._retryable("list", list_prefix, exc, probe=True) from None
             return entries
 
         return self._run(attempt, probe=True)
@@ -287,7 +353,7 @@ class S3Backend(Backend):
             try:
                 found = {_fingerprint_of(item.get("Key", ""), list_prefix) for item in self._objects(client, list_prefix)}
             except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
-                raise self._retryable("list", list_prefix, exc) from None
+                raise self._retryable("list", list_prefix, exc, probe=True) from None
             return sorted(fp for fp in found if fp)
 
         return self._run(attempt, probe=True)
@@ -353,22 +419,25 @@ class S3Backend(Backend):
             raise self._retryable("check bucket", None, exc) from None
         self._bucket_confirmed = True
 
-    def _retryable(self, operation: str, name: str | None, exc: BaseException) -> Retryable | BackendError:
+    def _retryable(
+        self, operation: str, name: str | None, exc: BaseException, *, probe: bool = False
+    ) -> Retryable | BackendError:
         """The error to raise for ``exc``: wrapped in :class:`Retryable` when another
-        attempt may help."""
+        attempt may help. A timeout of a ``probe`` is named after the probe's budget."""
         failure = analyse(exc)
-        error = self._error(operation, name, exc)
+        error = self._error(operation, name, exc, probe=probe)
         if failure.unavailable:
             error = BackendUnavailable(str(error))
         return Retryable(error, failure.retry) if failure.retry is not None else error
 
-    def _error(self, operation: str, name: str | None, exc: BaseException) -> BackendError:
+    def _error(self, operation: str, name: str | None, exc: BaseException, *, probe: bool = False) -> BackendError:
         failure = analyse(exc)
         bucket = self._settings.bucket if self._settings else "?"
         if failure.bucket_not_found:
             return BackendError(self.redact(f"S3 {operation} failed: bucket '{bucket}' does not exist{self._at()}"))
         target = f"s3://{bucket}/{name}" if name is not None else f"bucket '{bucket}'"
-        return BackendError(self.redact(f"S3 {operation} {target} failed{self._at()}: {failure.render()}"))
+        reason = probe_timed_out(self.probe_timeout) if probe and failure.retry is Failure.STALLED else failure.render()
+        return BackendError(self.redact(f"S3 {operation} {target} failed{self._at()}: {reason}"))
 
     def _at(self) -> str:
         endpoint = self._settings.endpoint_url if self._settings else None
