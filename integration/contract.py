@@ -461,18 +461,19 @@ class BackendContract:
         server.stop()
         try:
             status = gaia(["checkpoints", "status", str(build_file), "--json"], run_env, project)
-            assert status.returncode == 0, status.stdout + status.stderr
+            assert status.returncode == 5, status.stdout + status.stderr
             point = json.loads(status.stdout)["points"][0]
             assert point["reason"] == "remote_probe_error" and point["remote_error"], point
-            assert point["will_rebuild"] is True
+            assert point["remote_unavailable"] is True and point["will_rebuild"] is True
+            ref = point["backend"]
+            assert status.stderr.count(f"error: backend {ref} is unavailable: ") == 1, status.stderr
 
             run = gaia(["run", str(build_file)], run_env, project)
             output = run.stdout + run.stderr
             assert run.returncode == 0, output
+            assert f"backend {ref} is unavailable: " in output, output
             assert "building instead" in output and "queued for retry" in output, output
-            still_down = gaia(["checkpoints", "retry", str(build_file)], run_env, project)
-            assert still_down.returncode == 1, still_down.stdout + still_down.stderr
-            output += still_down.stdout + still_down.stderr
+            output += unavailable_everywhere(build_file, run_env, project, ref)
         finally:
             server.start()
 
@@ -531,6 +532,23 @@ class BackendContract:
 
 
 # -- helpers of the end-to-end test ----------------------------------------------------
+
+
+def unavailable_everywhere(build_file: Path, env: dict[str, str], project: Path, ref: str) -> str:
+    """Every command that needs the stopped backend exits 5 and says why exactly once, in
+    the same words; the output of them all."""
+    other = ["--set", 'buildroot.symbols.TARGET_GENERIC_HOSTNAME="not-built-here"']  # not local: status, pull ask
+    output = ""
+    for command in (["status", *other], ["list", "--remote"], ["verify", "--remote"], ["gc", "--remote"], ["push"],
+                    ["retry"], ["pull", *other]):
+        done = gaia(["checkpoints", command[0], str(build_file), *command[1:]], env, project)
+        text = done.stdout + done.stderr
+        assert done.returncode == 5, f"{command}: exit {done.returncode}\n{text}"
+        assert text.count(f"backend {ref} is unavailable: ") == 1, f"{command}: the reason is not said once\n{text}"
+        assert "bad" not in done.stdout.replace("bad=0", ""), f"{command}: an unavailable backend is no bad object"
+        output += text
+    return output
+
 
 
 def copy_quickstart(dest: Path) -> Path:

@@ -15,13 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from gaia_core.backends import MANIFEST, Backend, object_key
-from gaia_core.checkpoints.engine import Checkpoints, Log
+from gaia_core.checkpoints.engine import Checkpoints, Log, unavailable
 from gaia_core.checkpoints.manifest import MAX_MANIFEST_BYTES, OldFormat, check_shape, payload_file_name
 from gaia_core.checkpoints.portability import assess
 from gaia_core.checkpoints.signing import Verdict, verify
@@ -88,18 +87,18 @@ class LimitedWriter:
 
 
 def fetch_manifest(backend: Backend, point_id: str, fp: str, where: str) -> dict[str, Any] | None:
-    """The remote manifest, shape-checked; None when the backend has none."""
-    with tempfile.TemporaryFile() as f:
-        try:
-            backend.download(object_key(point_id, fp, MANIFEST), LimitedWriter(f, MAX_MANIFEST_BYTES,
-                                                                               f"remote manifest {where}"))
-        except ObjectNotFound:
-            return None
-        f.seek(0)
-        try:
-            manifest = json.loads(f.read())
-        except ValueError as exc:
-            raise CheckpointError(f"remote manifest {where} is not JSON: {exc}") from None
+    """The remote manifest, shape-checked; None when the backend has none. A small read
+    under the probe budget: a silent server costs ``probe_timeout``, not a transfer's."""
+    try:
+        data = backend.read_small(object_key(point_id, fp, MANIFEST), MAX_MANIFEST_BYTES)
+    except ObjectNotFound:
+        return None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise TooLarge(f"remote manifest {where} is larger than {MAX_MANIFEST_BYTES} bytes; refused")
+    try:
+        manifest = json.loads(data)
+    except ValueError as exc:
+        raise CheckpointError(f"remote manifest {where} is not JSON: {exc}") from None
     check_shape(manifest, where)
     return manifest
 
@@ -224,11 +223,17 @@ def upload(cp: Checkpoints, point_id: str, fp: str, ref: str, anchor_task: str, 
                 _send(cp, backend, point, obj, state, log, progress_factory)
     except (BackendError, CheckpointError, OSError) as exc:
         message = cp.redact(ref, str(exc))
+        reason = unavailable(ref, cp.unavailable[ref]) if ref in cp.unavailable else message
         cp.store.update_queue(point_id, fp, ref, anchor_task, state="failed", attempted=True,
-                              last_error=message[:500])
-        log(f"WARN: checkpoint:{point_id} upload via {ref} failed: {message} (queued for retry)")
+                              last_error=reason[:500])
+        what = f"not uploaded: {message}" if isinstance(exc, BackendError) else f"upload via {ref} failed: {message}"
+        log(f"WARN: checkpoint:{point_id} {what} (queued for retry)")
         return False
-    cp.store.update_queue(point_id, fp, ref, anchor_task, state="uploaded", attempted=True, last_error=None)
+    try:
+        cp.store.update_queue(point_id, fp, ref, anchor_task, state="uploaded", attempted=True, last_error=None)
+    except CheckpointError as exc:
+        log(f"WARN: checkpoint:{point_id} {fp[:12]} is uploaded to {ref}, but the upload queue could not record it: "
+            f"{exc}; `gaia checkpoints retry` will find it there")
     return True
 
 

@@ -44,6 +44,8 @@ class PointStatus:
     reason: str
     local_reason: str
     remote_error: str | None
+    #: the backend could not be used (``remote_error`` says why; the command exits 5)
+    remote_unavailable: bool
     inactive: str | None
     #: who signed the object that would be used: a key name, ``unsigned``, or ``-``
     signer: str
@@ -62,7 +64,8 @@ class PointStatus:
             f"remote_exists={b(self.remote_exists)}", f"will_use={b(self.will_use)}",
             f"will_download={b(self.will_download)}", f"will_rebuild={b(self.will_rebuild)}",
             f"will_upload={b(self.will_upload)}", f"pending_upload={b(self.pending_upload)}",
-            f"reason={self.reason}", f"signer={self.signer}", f"remote_error={self.remote_error or '-'}",
+            f"reason={self.reason}", f"signer={self.signer}",
+            f"remote_error={'unavailable' if self.remote_unavailable else self.remote_error or '-'}",
             f"fingerprint={self.fingerprint}",
         ]
         line = "- " + " ".join(parts)
@@ -102,7 +105,7 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
                                  "will_rebuild", "will_upload", "will_fail"))
         reason = f"inactive:{inactive}" if inactive else "unknown"
         return PointStatus(**base, **unknown, fingerprint="unknown", pending=str(fp.pending), reason=reason,
-                           local_reason=reason, remote_error=None, signer="-")
+                           local_reason=reason, remote_error=None, remote_unavailable=False, signer="-")
     value = fp.value
     assert value is not None
     targets = anchor.targets()
@@ -123,11 +126,13 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
     remote_exists: bool | None = None
     remote_usable = False
     remote_error = None
+    remote_unavailable = False
     if not usable and not materialized and point.use_policy != "off" and point.backend and not inactive:
         if not probe_remote:
             remote_error = "not probed (dry run)"
         else:
             remote_exists, remote_usable, remote_reason, remote_error, remote_signer = _probe(cp, point, value)
+            remote_unavailable = point.backend in cp.unavailable
             if remote_usable:
                 reason, signer = "remote_hit", remote_signer
             elif remote_reason:
@@ -157,7 +162,8 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
         will_download=will_use and not usable and not materialized and remote_usable,
         will_rebuild=will_rebuild,
         will_upload=will_rebuild and point.upload_policy != "off" and bool(point.backend) and not cp.read_only,
-        will_fail=will_fail, reason=reason, local_reason=local_reason, remote_error=remote_error, signer=signer,
+        will_fail=will_fail, reason=reason, local_reason=local_reason, remote_error=remote_error,
+        remote_unavailable=remote_unavailable, signer=signer,
     )
 
 

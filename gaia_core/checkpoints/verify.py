@@ -91,7 +91,7 @@ def verify_points(cp: Checkpoints, points: list[Point], *, remote: bool, repair:
             objects += _verify_backend(cp, point, local_good, repair, log)
     bad = [o for o in objects if o["state"] == "bad"]
     return {"objects": objects, "ok": sum(o["state"] == "ok" for o in objects), "bad": len(bad),
-            "repaired": sum(bool(o.get("repaired")) for o in bad)}
+            "repaired": sum(bool(o.get("repaired")) for o in bad), "unavailable": dict(cp.unavailable)}
 
 
 def _refetch(cp: Checkpoints, point: Point, fp: str, log: Log) -> str | None:
@@ -99,7 +99,10 @@ def _refetch(cp: Checkpoints, point: Point, fp: str, log: Log) -> str | None:
         return None
     try:
         obj = download(cp, point, fp, log)
-    except (BackendError, CheckpointError, OSError) as exc:
+    except BackendError:
+        log(f"WARN: checkpoint:{point.id} {fp[:12]} could not be fetched again: backend {point.backend} is unavailable")
+        return None
+    except (CheckpointError, OSError) as exc:
         log(f"WARN: checkpoint:{point.id} {fp[:12]} could not be fetched again: {cp.redact(point.backend, str(exc))}")
         return None
     return f"fetched again from {point.backend}" if obj else None
@@ -114,10 +117,8 @@ def _verify_backend(cp: Checkpoints, point: Point, local_good: set[str], repair:
             for fp in backend.list_fingerprints(point.id):
                 state, detail = check_remote(cp, backend, point, fp)
                 items.append({"where": "remote", "id": point.id, "fingerprint": fp, "state": state, "detail": detail})
-    except BackendError as exc:
-        items.append({"where": "remote", "id": point.id, "fingerprint": "-" * 12, "state": "bad",
-                      "detail": f"{ref} could not be checked: {cp.redact(ref, str(exc))}"})
-        return items
+    except BackendError:
+        return items  # an unavailable backend holds no bad object: the command says why and exits 5
     for item in items:
         if item["state"] == "bad" and repair and item["fingerprint"] in local_good:
             cp.bad_remote[(ref, point.id, item["fingerprint"])] = item["detail"]
