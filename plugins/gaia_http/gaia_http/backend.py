@@ -525,7 +525,8 @@ class HttpBackend(Backend):
 
         status = response.status_code
         if 300 <= status < 400:
-            self._fail_redirect(operation, key, response, "a write follows no redirect")
+            self._fail_redirect(operation, key, response,
+                                "a write follows no redirect" if response.is_redirect else "nothing to follow")
         if status in _AUTH_FAILED:
             reason = f"authentication failed (HTTP {status}); check token / token_env"
         elif status == 413:

@@ -101,7 +101,10 @@ def refuse_redirects(response: Any = None, **kwargs: Any) -> None:
         return
     headers = http.headers or {}
     error = (parsed or {}).get("Error", {}) or {}
-    location = _host_of(headers.get("Location")) or _host_of(error.get("Endpoint"), bare=True)
+    location = headers.get("Location")
+    if isinstance(location, str) and location.strip():
+        location = urllib.parse.urljoin(str(getattr(http, "url", "") or ""), location.strip())
+    location = _host_of(location) or _host_of(error.get("Endpoint"), bare=True)
     region = headers.get("x-amz-bucket-region") or error.get("Region")
     raise Redirected(http.status_code, location, clean(str(region)) if region else None)
 
