@@ -46,7 +46,8 @@ from gaia_core.tasks import StrictModel
 MANIFEST = "manifest.json"
 
 #: called with the number of bytes that moved since the last call; it may raise (e.g. to
-#: cancel), and the backend lets that exception through unchanged, without a retry
+#: cancel), and the backend lets that exception through unchanged, without a retry. A
+#: backend may call it with 0 while a transfer waits, so that a frozen one can be cancelled
 Progress = Callable[[int], None]
 
 

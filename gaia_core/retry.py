@@ -203,6 +203,14 @@ class CallerCode:
         with self._lock:
             self._run(self._progress, count)
 
+    def heartbeat(self) -> None:
+        """``progress(0)`` while a transfer waits, so that the caller may cancel it even when
+        no byte moves (a frozen server); nothing when the caller gave no callback."""
+        if self._progress is None:
+            return
+        with self._lock:
+            self._run(self._progress, 0)
+
     @property
     def wants_progress(self) -> bool:
         return self._progress is not None

@@ -3,7 +3,9 @@
 - :class:`SilentServer` accepts TCP connections and never sends a byte (nor reads one).
 - :class:`StallingProxy` relays to a real server (nginx, moto, sshd) and, once a
   connection has carried ``after`` bytes in one direction, stops relaying that direction
-  while keeping the connection open: a transfer frozen mid-body.
+  while keeping the connection open: a transfer frozen mid-body. With ``answer_after_up``
+  it relays every request and freezes the answer to one that carried that many bytes up:
+  an upload whose body went through and whose answer never comes.
 - :class:`RedirectingServer` answers HTTP requests with redirects: to itself (a loop), a
   chain of them on the same origin that ends in a real answer, or to another host.
 - :func:`refusing_port` holds a port that refuses connections (bound, never listening).
@@ -97,12 +99,15 @@ class StallingProxy(_Listener):
     everything). ``relayed[direction]`` is the total that went through.
     """
 
-    def __init__(self, upstream: tuple[str, int], *, direction: str, after: int, stalls: int | None = None):
+    def __init__(self, upstream: tuple[str, int], *, direction: str, after: int, stalls: int | None = None,
+                 answer_after_up: int | None = None):
         assert direction in (UP, DOWN)
+        assert answer_after_up is None or direction == DOWN
         self.upstream = upstream
         self.direction = direction
         self.after = after
         self.stalls = stalls
+        self.answer_after_up = answer_after_up
         self.relayed = {UP: 0, DOWN: 0}
         super().__init__()
 
@@ -115,25 +120,36 @@ class StallingProxy(_Listener):
         server.settimeout(None)
         self._track(server)
         stalls = self.stalls is None or self.accepted <= self.stalls
+        carried = {UP: 0, DOWN: 0}  # this connection's bytes
         for source, target, direction in ((conn, server, UP), (server, conn, DOWN)):
             limit = self.after if direction == self.direction and stalls else None
-            threading.Thread(target=self._pump, args=(source, target, direction, limit), daemon=True).start()
+            threading.Thread(target=self._pump, args=(source, target, direction, limit, carried), daemon=True).start()
 
-    def _pump(self, source: socket.socket, target: socket.socket, direction: str, limit: int | None) -> None:
-        passed = 0
+    def _frozen(self, direction: str, limit: int | None, carried: dict[str, int]) -> bool:
+        if limit is None:
+            return False
+        if self.answer_after_up is not None:
+            return direction == DOWN and carried[UP] >= self.answer_after_up
+        return carried[direction] >= limit
+
+    def _pump(self, source: socket.socket, target: socket.socket, direction: str, limit: int | None,
+              carried: dict[str, int]) -> None:
         try:
             while not self._stopped.is_set():
-                if limit is not None and passed >= limit:
+                if self._frozen(direction, limit, carried):
                     self._stopped.wait()  # frozen: read nothing more, send nothing more
                     return
-                want = 65536 if limit is None else min(65536, limit - passed)
+                want = 65536 if limit is None or self.answer_after_up is not None else min(65536, limit - carried[direction])
                 data = source.recv(want)
                 if not data:
                     with contextlib.suppress(OSError):
                         target.shutdown(socket.SHUT_WR)
                     return
+                if self._frozen(direction, limit, carried):  # the answer to a large upload: withheld
+                    self._stopped.wait()
+                    return
                 target.sendall(data)
-                passed += len(data)
+                carried[direction] += len(data)
                 self.relayed[direction] += len(data)
         except OSError:
             return  # either side went away: the test is over or the client gave up

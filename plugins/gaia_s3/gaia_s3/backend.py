@@ -15,11 +15,12 @@ a 3xx answer is an error naming its status and the host it points at.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, TypeVar
 
@@ -56,6 +57,8 @@ STREAM_CHUNK = 1 << 20
 UPLOAD_MARK = "#upload="
 #: clients kept for distinct (connect, stall) timeouts of partly spent probe budgets
 _CLIENTS_KEPT = 4
+#: seconds between two looks at a transfer in flight (each a heartbeat to the caller)
+WAIT_TICK = 0.1
 
 
 class S3Backend(Backend):
@@ -186,14 +189,26 @@ class S3Backend(Backend):
 
         return self._run(attempt, probe=True)
 
-    def _transfer_manager(self) -> Any:
-        """s3transfer on daemon threads (:mod:`gaia_s3.executor`): a frozen transfer never
-        holds up the end of a run stopped by a signal."""
+    @contextlib.contextmanager
+    def _transfers(self, caller: CallerCode) -> Iterator[Any]:
+        """An s3transfer manager on daemon threads (:mod:`gaia_s3.executor`). When the
+        caller cancels (its progress callback raised), the transfer is shut down in the
+        background instead of waited for: a worker may sit in a frozen socket call until the
+        stall timeout, and a run stopped by a signal must end now."""
         from s3transfer.manager import TransferManager
 
         from gaia_s3.executor import DaemonExecutor
 
-        return TransferManager(self.client, make_transfer_config(self.tuning), executor_cls=DaemonExecutor)
+        manager = TransferManager(self.client, make_transfer_config(self.tuning), executor_cls=DaemonExecutor)
+        try:
+            yield manager
+        except BaseException as exc:
+            if caller.raised is None:
+                manager.shutdown(True, str(exc))
+            else:
+                threading.Thread(target=manager.shutdown, args=(True, "cancelled"), daemon=True).start()
+            raise
+        manager.shutdown()
 
     def upload(self, key: str, source: Path, *, progress: Progress | None = None) -> None:
         name = self.object_name(key)
@@ -202,8 +217,8 @@ class S3Backend(Backend):
         def attempt(deadline: Deadline) -> None:
             subscribers = [_ProgressSubscriber(caller)] if caller.wants_progress else None
             try:
-                with self._transfer_manager() as manager:
-                    manager.upload(str(source), self.settings.bucket, name, subscribers=subscribers).result()
+                with self._transfers(caller) as manager:
+                    _wait(manager.upload(str(source), self.settings.bucket, name, subscribers=subscribers), caller)
             except Exception as exc:  # noqa: BLE001 -- any failure of a transfer is a BackendError
                 if caller.raised is not None:
                     raise
@@ -257,8 +272,9 @@ class S3Backend(Backend):
 
     def _download_concurrently(self, name: str, dest: BinaryIO, caller: CallerCode) -> None:
         subscribers = [_ProgressSubscriber(caller)] if caller.wants_progress else None
-        with self._transfer_manager() as manager:
-            manager.download(self.settings.bucket, name, _GuardedFile(dest, caller), subscribers=subscribers).result()
+        with self._transfers(caller) as manager:
+            _wait(manager.download(self.settings.bucket, name, _GuardedFile(dest, caller), subscribers=subscribers),
+                  caller)
 
     def _download_streaming(self, name: str, caller: CallerCode) -> None:
         response = self.client.get_object(Bucket=self.settings.bucket, Key=name)
@@ -482,6 +498,16 @@ class _GuardedFile:
 
     def flush(self) -> None:
         self._dest.flush()
+
+
+def _wait(future: Any, caller: CallerCode) -> Any:
+    """The result of an s3transfer future, waited for on this thread with a heartbeat to the
+    caller's progress callback every :data:`WAIT_TICK` seconds, so that a cancellation
+    (Ctrl-C, SIGTERM) ends the wait even while the transfer is frozen."""
+    while not future.done():
+        time.sleep(WAIT_TICK)
+        caller.heartbeat()
+    return future.result()
 
 
 def _rounded(connect_timeout: float, stall_timeout: float) -> tuple[float, float]:
