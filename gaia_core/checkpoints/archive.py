@@ -100,9 +100,7 @@ class _HashingWriter:
         try:
             self._dest.write(data)
         except OSError as error:
-            raise CheckpointError(
-                f"writing the checkpoint payload failed: {error}"
-            ) from error
+            raise self._failed(error) from error
         self.size += len(data)
         return len(data)
 
@@ -110,9 +108,13 @@ class _HashingWriter:
         try:
             self._dest.flush()
         except OSError as error:
-            raise CheckpointError(
-                f"writing the checkpoint payload failed: {error}"
-            ) from error
+            raise self._failed(error) from error
+
+    def _failed(self, error: OSError) -> CheckpointError:
+        """A short write names the file (a full disk's message says which one)."""
+        name = getattr(self._dest, "name", None)
+        where = f" {name}" if isinstance(name, str) else ""
+        return CheckpointError(f"writing the checkpoint payload{where} failed: {error.strerror or error}")
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()

@@ -29,7 +29,7 @@ def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targ
     existing = cp.local_object(point, fp.value)
     if existing is not None:
         log(f"checkpoint:{point.id} {fp.short()} is already in the store")
-        cp.write_markers(targets, point, fp.value, "captured")
+        _mark(cp, targets, point, fp, log)
         return existing
     roots = current_roots(anchor, capture=True)
     staging = cp.store.new_staging(point.id, fp.value)
@@ -55,8 +55,20 @@ def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targ
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    cp.write_markers(targets, point, fp.value, "captured")
     signed = f"signed by {key.name}" if key is not None else "unsigned"
     log(f"checkpoint:{point.id} captured {fp.short()} ({human_size(info.size)}, {info.entries} entries, "
         f"{signed}) in {time.monotonic() - started:.1f}s")
+    _mark(cp, targets, point, fp, log)
     return obj
+
+
+def _mark(cp: Checkpoints, targets: list[Target], point: Point, fp: Fingerprint, log: Log) -> None:
+    """The markers of a stored object; one that cannot be written (a full disk) costs only
+    the next run's shortcut: it restores the object over the tree instead."""
+    from gaia_core.errors import CheckpointError
+
+    assert fp.value is not None
+    try:
+        cp.write_markers(targets, point, fp.value, "captured")
+    except CheckpointError as exc:
+        log(f"WARN: checkpoint:{point.id} {fp.short()} is stored, but {exc}; the next run restores it over the tree")

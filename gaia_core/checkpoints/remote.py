@@ -67,7 +67,12 @@ class LimitedWriter:
             raise TooLarge(f"{self.what} is larger than the {self.limit} bytes its manifest allows; "
                            "download stopped")
         self.sha.update(data)
-        self.dest.write(data)
+        try:
+            self.dest.write(data)
+        except OSError as exc:  # a full disk: say which file, and that the download stopped
+            name = getattr(self.dest, "name", None)
+            where = f" into {name}" if isinstance(name, str) else ""
+            raise CheckpointError(f"writing {self.what}{where} failed: {exc.strerror or exc}; download stopped") from None
         self.size += n
         if self.progress is not None:
             self.progress(n)
