@@ -84,8 +84,11 @@ class BackendConfig(StrictModel):
 
 def is_set(table: Mapping[str, Any], *fields: str) -> bool:
     """Whether ``table`` gives any of ``fields`` a value (a non-blank string, or any other)."""
-    return any(not (table.get(f) is None or isinstance(table.get(f), str) and not table.get(f).strip())
-               for f in fields)
+
+    def given(value: Any) -> bool:
+        return value is not None and not (isinstance(value, str) and not value.strip())
+
+    return any(given(table.get(field)) for field in fields)
 
 
 @dataclasses.dataclass(frozen=True)

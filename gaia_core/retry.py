@@ -59,6 +59,12 @@ class Deadline:
     def expired(self) -> bool:
         return self.remaining() <= 0.0
 
+    @property
+    def spent(self) -> bool:
+        """Less than an attempt's minimum is left: a timeout now is the budget's own (name
+        it with :func:`probe_timed_out`), not the socket timeout that happened to fire."""
+        return self.remaining() < MIN_ATTEMPT_S
+
 
 class Failure(enum.Enum):
     """Why an attempt failed, which decides whether another one is worth it."""
@@ -141,7 +147,8 @@ def retrying(
 
 def probe_timed_out(seconds: float) -> str:
     """The words of every backend for a probe (``exists``, a listing, ``read_small``) whose
-    ``probe_timeout`` ran out: the budget is named, never the socket timeout inside it."""
+    ``probe_timeout`` ran out (``deadline.spent``): the budget is named, never the socket
+    timeout that fired at its end."""
     return f"no answer within {seconds:g}s (probe_timeout, retries included)"
 
 

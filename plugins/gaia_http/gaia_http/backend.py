@@ -469,8 +469,8 @@ class HttpBackend(Backend):
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             failure = classify(exc) or Failure.TRANSIENT
             reason = transport_reason(exc, self.connect_timeout, self.stall_timeout)
-            if failure is Failure.STALLED and deadline.seconds is not None:
-                reason = probe_timed_out(deadline.seconds)
+            if failure is Failure.STALLED and deadline.spent:
+                reason = probe_timed_out(self.probe_timeout)
             raise Retryable(BackendUnavailable(self._message(operation, key, reason)), failure) from None
         return bytes(body)
 
@@ -513,8 +513,8 @@ class HttpBackend(Backend):
                 raise  # the caller's progress callback raised: run_caller_aware re-raises it
             failure = classify(exc)
             reason = transport_reason(exc, *timeouts)
-            if deadline.seconds is not None and failure is Failure.STALLED:
-                reason = probe_timed_out(deadline.seconds)
+            if failure is Failure.STALLED and deadline.spent:
+                reason = probe_timed_out(self.probe_timeout)
             message = self._message(operation, key, reason)
             if failure is None:
                 raise BackendError(message) from None

@@ -184,7 +184,7 @@ class S3Backend(Backend):
                 if analyse(exc).key_not_found:
                     self._confirm_bucket(client)
                     return False
-                raise self._retryable("probe", name, exc, probe=True) from None
+                raise self._retryable("probe", name, exc, deadline) from None
             return True
 
         return self._run(attempt, probe=True)
@@ -311,7 +311,7 @@ class S3Backend(Backend):
                     raise ObjectNotFound(
                         self.redact(f"S3 object s3://{self.settings.bucket}/{name} does not exist")
                     ) from None
-                raise self._retryable("read", name, exc, probe=True) from None
+                raise self._retryable("read", name, exc, deadline) from None
             return bytes(data)
 
         return self._run(attempt, probe=True)
@@ -355,7 +355,7 @@ class S3Backend(Backend):
                         )
                     )
             except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
-                raise self._retryable("list", list_prefix, exc, probe=True) from None
+                raise self._retryable("list", list_prefix, exc, deadline) from None
             return entries
 
         return self._run(attempt, probe=True)
@@ -369,7 +369,7 @@ class S3Backend(Backend):
             try:
                 found = {_fingerprint_of(item.get("Key", ""), list_prefix) for item in self._objects(client, list_prefix)}
             except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
-                raise self._retryable("list", list_prefix, exc, probe=True) from None
+                raise self._retryable("list", list_prefix, exc, deadline) from None
             return sorted(fp for fp in found if fp)
 
         return self._run(attempt, probe=True)
@@ -436,23 +436,25 @@ class S3Backend(Backend):
         self._bucket_confirmed = True
 
     def _retryable(
-        self, operation: str, name: str | None, exc: BaseException, *, probe: bool = False
+        self, operation: str, name: str | None, exc: BaseException, deadline: Deadline | None = None
     ) -> Retryable | BackendError:
         """The error to raise for ``exc``: wrapped in :class:`Retryable` when another
-        attempt may help. A timeout of a ``probe`` is named after the probe's budget."""
+        attempt may help. A timeout at the end of a probe's ``deadline`` is named after it."""
         failure = analyse(exc)
-        error = self._error(operation, name, exc, probe=probe)
+        error = self._error(operation, name, exc, deadline)
         if failure.unavailable:
             error = BackendUnavailable(str(error))
         return Retryable(error, failure.retry) if failure.retry is not None else error
 
-    def _error(self, operation: str, name: str | None, exc: BaseException, *, probe: bool = False) -> BackendError:
+    def _error(self, operation: str, name: str | None, exc: BaseException, deadline: Deadline | None = None
+               ) -> BackendError:
         failure = analyse(exc)
         bucket = self._settings.bucket if self._settings else "?"
         if failure.bucket_not_found:
             return BackendError(self.redact(f"S3 {operation} failed: bucket '{bucket}' does not exist{self._at()}"))
         target = f"s3://{bucket}/{name}" if name is not None else f"bucket '{bucket}'"
-        reason = probe_timed_out(self.probe_timeout) if probe and failure.retry is Failure.STALLED else failure.render()
+        spent = deadline is not None and deadline.spent and failure.retry is Failure.STALLED
+        reason = probe_timed_out(self.probe_timeout) if spent else failure.render()
         return BackendError(self.redact(f"S3 {operation} {target} failed{self._at()}: {reason}"))
 
     def _at(self) -> str:

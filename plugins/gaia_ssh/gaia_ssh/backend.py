@@ -240,7 +240,7 @@ class SSHBackend(Backend):
                     if self._connection_broken():
                         self.close()
                     raise
-                raise self._failure(operation, path, exc, probe=probe) from None
+                raise self._failure(operation, path, exc, deadline) from None
 
         deadline = Deadline(self.probe_timeout if probe else None)
         return run_caller_aware(lambda: retrying(attempt, deadline=deadline, on_retry=on_retry), caller)
@@ -254,9 +254,10 @@ class SSHBackend(Backend):
             or self._sftp.get_channel().closed
         )
 
-    def _failure(self, operation: str, path: str, exc: BaseException, *, probe: bool = False) -> Retryable | BackendError:
+    def _failure(self, operation: str, path: str, exc: BaseException, deadline: Deadline | None = None
+                 ) -> Retryable | BackendError:
         """The error for ``exc``, wrapped in :class:`Retryable` when another attempt may
-        help. A timeout of a ``probe`` is named after the probe's budget."""
+        help. A timeout at the end of a probe's ``deadline`` is named after it."""
         import paramiko
 
         from gaia_ssh import hostkeys
@@ -278,7 +279,8 @@ class SSHBackend(Backend):
             self.close()
         else:
             kind = None  # an SFTP status on a live session (permission denied, ...)
-        reason = probe_timed_out(self.probe_timeout) if probe and kind is Failure.STALLED else self._reason(exc)
+        spent = deadline is not None and deadline.spent and kind is Failure.STALLED
+        reason = probe_timed_out(self.probe_timeout) if spent else self._reason(exc)
         message = f"{self.ref}: {operation} {self.settings.address}:{path} failed: {self.redact(reason)}"
         if kind is None:
             return BackendError(message)
