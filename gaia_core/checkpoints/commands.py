@@ -267,7 +267,8 @@ def verify(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool,
                        + (f"  ({item['detail']})" if item.get("detail") else "")
                        + (f"  -> {item['repaired']}" if item.get("repaired") else ""))
         click.echo(f"checkpoint verify: ok={report['ok']} bad={report['bad']} repaired={report['repaired']}")
-    bad = f"{report['bad'] - report['repaired']} checkpoint object(s) are bad" if report["bad"] > report["repaired"] else ""
+    still_bad = report["bad"] - report["repaired"]
+    bad = f"{still_bad} checkpoint object(s) are bad" if still_bad > 0 else ""
     check_backends(cp, also=bad)
     if bad:
         raise VerifyFailed(bad)

@@ -145,7 +145,11 @@ class CheckpointSettings:
         return cls(ref.partition(":")[2], config)
 
 
-def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[tuple[int, PointModel, set[str]]], list[str]]:
+#: a point's index, its fields that are valid on their own, and the keys that are not
+CheckedPoint = tuple[int, "PointModel", set[str]]
+
+
+def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[CheckedPoint], list[str]]:
     """Validate field by field and point by point, so that one bad value hides no other.
 
     Each point comes with its index and the keys whose values were dropped as invalid
@@ -168,7 +172,7 @@ def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[tupl
         except ValidationError as exc:
             problems += render_validation_error(exc, "checkpoints", CheckpointsModel, build.origins, build.path)
     points_raw = raw.get("points", [])
-    points: list[tuple[int, PointModel, set[str]]] = []
+    points: list[CheckedPoint] = []
     if not isinstance(points_raw, list):
         problems.append(f"{origin}: checkpoints.points: must be an array of tables ([[checkpoints.points]])")
         points_raw = []
@@ -243,7 +247,8 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             backend_configs[f"{kind}:{name}"] = (provided.cls, config)
             # a variable that is set must be well-formed (an unset one makes the backend
             # unavailable when it is used, so a job without the secrets still builds)
-            problems += [f"{build.origin(key)}: {problem}" for problem in provided.cls(name, config).environment_problems()]
+            found = provided.cls(name, config).environment_problems()
+            problems += [f"{build.origin(key)}: {problem}" for problem in found]
 
     points: list[Point] = []
     seen_ids: set[str] = set()

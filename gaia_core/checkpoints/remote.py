@@ -72,7 +72,8 @@ class LimitedWriter:
         except OSError as exc:  # a full disk: say which file, and that the download stopped
             name = getattr(self.dest, "name", None)
             where = f" into {name}" if isinstance(name, str) else ""
-            raise CheckpointError(f"writing {self.what}{where} failed: {exc.strerror or exc}; download stopped") from None
+            raise CheckpointError(
+                f"writing {self.what}{where} failed: {exc.strerror or exc}; download stopped") from None
         self.size += n
         if self.progress is not None:
             self.progress(n)

@@ -139,7 +139,8 @@ class StallingProxy(_Listener):
                 if self._frozen(direction, limit, carried):
                     self._stopped.wait()  # frozen: read nothing more, send nothing more
                     return
-                want = 65536 if limit is None or self.answer_after_up is not None else min(65536, limit - carried[direction])
+                bounded = limit is not None and self.answer_after_up is None
+                want = min(65536, limit - carried[direction]) if bounded else 65536
                 data = source.recv(want)
                 if not data:
                     with contextlib.suppress(OSError):
@@ -155,6 +156,10 @@ class StallingProxy(_Listener):
             return  # either side went away: the test is over or the client gave up
 
 
+#: what a RedirectingServer answers to (method, path): (status, Location or None, body)
+Answer = Callable[[str, str], tuple[int, str | None, bytes]]
+
+
 class RedirectingServer(_Listener):
     """An HTTP/1.1 server whose answers are redirects.
 
@@ -164,7 +169,7 @@ class RedirectingServer(_Listener):
     ``(method, path)`` of every request, in order.
     """
 
-    def __init__(self, answer: Callable[[str, str], tuple[int, str | None, bytes]], host: str = HOST):
+    def __init__(self, answer: Answer, host: str = HOST):
         self.answer = answer
         self.requests: list[tuple[str, str]] = []
         super().__init__(host)
@@ -209,17 +214,17 @@ class RedirectingServer(_Listener):
             return
 
 
-def redirect_loop(status: int = 301) -> Callable[[str, str], tuple[int, str | None, bytes]]:
+def redirect_loop(status: int = 301) -> Answer:
     """Every request is sent back to its own path: a loop that never ends."""
     return lambda method, path: (status, path, b"")
 
 
-def redirect_to(url: str, status: int = 302) -> Callable[[str, str], tuple[int, str | None, bytes]]:
+def redirect_to(url: str, status: int = 302) -> Answer:
     """Every request is sent to ``url`` + its path (another host, say)."""
     return lambda method, path: (status, url + path, b"")
 
 
-def redirect_chain(hops: int, body: Callable[[str], bytes], status: int = 302) -> Callable[..., tuple[int, str | None, bytes]]:
+def redirect_chain(hops: int, body: Callable[[str], bytes], status: int = 302) -> Answer:
     """``/hops-<n>/<rest>`` redirects to ``/hops-<n-1>/<rest>`` (relative location), and
     ``/hops-0/<rest>`` answers 200 with ``body(rest)``: a client starting at
     ``/hops-<hops>/`` follows ``hops`` redirects on one origin."""

@@ -207,7 +207,9 @@ class HttpBackend(Backend):
 
         def attempt(deadline: Deadline) -> bytes:
             headers = {"Accept-Encoding": "identity"}
-            with self._request("GET", "read", key, url, deadline, headers=headers, stream=True, follow=True) as response:
+            with self._request(
+                "GET", "read", key, url, deadline, headers=headers, stream=True, follow=True
+            ) as response:
                 if response.status_code in _NOT_FOUND:
                     raise ObjectNotFound(self._message("read", key, f"not found (HTTP {response.status_code})"))
                 if response.status_code != 200:

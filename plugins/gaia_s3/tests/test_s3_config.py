@@ -75,10 +75,9 @@ def test_a_variable_that_is_not_set_makes_the_backend_unavailable_naming_it(fiel
     no key the developer's own credentials."""
     existing = str(tmp_path / "file")
     Path(existing).write_text("")
-    environ = {var: existing if field.startswith(("aws_ca", "aws_config", "aws_shared")) else "x" for var in FULL.values()}
-    environ.update({"B": "b", "R": "eu-west-1", "E": "http://127.0.0.1:9"})
-    for other in ("CF", "CC", "CA"):
-        environ[other] = existing
+    environ = dict.fromkeys(FULL.values(), "x")
+    environ.update({"B": "b", "R": "eu-west-1", "E": "http://127.0.0.1:9", "CF": existing, "CC": existing,
+                    "CA": existing})
     del environ[FULL[field]]
     environ["EMPTY"] = " "
     for name in (FULL[field], "EMPTY"):

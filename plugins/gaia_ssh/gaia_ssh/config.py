@@ -57,7 +57,8 @@ class SSHConfig(BackendConfig):
     @classmethod
     def table_problems(cls, table: Mapping[str, Any]) -> list[tuple[str, str]]:
         if not is_set(table, "target", "target_env"):
-            return [("target", "no target: set target = \"[user@]host:/path\", or target_env to the variable holding it")]
+            return [("target", "no target: set target = \"[user@]host:/path\", or target_env to the variable "
+                               "holding it")]
         return []
 
     @model_validator(mode="before")
