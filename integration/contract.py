@@ -202,6 +202,19 @@ class BackendContract:
         with pytest.raises(ObjectNotFound):
             download_to(backend, object_key(POINT, fp, MANIFEST), tmp_path / "missing2")
 
+    def test_read_small_reads_a_manifest_and_tells_a_larger_object_by_its_length(
+        self, backend: Backend, tmp_path: Path
+    ) -> None:
+        fp = fingerprint(31)
+        files = upload_object(backend, tmp_path, fp, size=10)
+        key = object_key(POINT, fp, MANIFEST)
+        manifest = files[MANIFEST].read_bytes()
+        assert backend.read_small(key, 1 << 20) == manifest
+        assert backend.read_small(key, len(manifest)) == manifest
+        assert backend.read_small(key, 5) == manifest[:6]  # limit + 1 bytes: larger than the limit
+        with pytest.raises(ObjectNotFound):
+            backend.read_small(object_key(POINT, fingerprint(32), MANIFEST), 100)
+
     # -- failures ----------------------------------------------------------------------
 
     def test_wrong_credentials_fail_without_leaking_the_secret(
