@@ -20,6 +20,13 @@ off or counted inside the budget): an idempotent request is retried with backoff
 its budget, a refused connection at most once, a stalled transfer once. A backend that
 ran out of time raises :class:`~gaia_core.errors.BackendUnavailable`, and the core skips
 it for the rest of the run.
+
+Settings from the environment: a ``*_env`` field names a variable. When that variable is
+unset (or empty) the backend is unavailable, with a reason naming the variable: it never
+falls back to another store (a default endpoint, another bucket). A variable that is set
+but malformed is a configuration error (:meth:`Backend.environment_problems`). The
+variables of the ``credential_fields``, and the library's own ``credential_variables``,
+are kept out of the build commands' environment.
 """
 
 from __future__ import annotations
@@ -30,9 +37,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gaia_core.errors import BackendError
+from gaia_core.errors import BackendError, BackendUnavailable
 from gaia_core.tasks import StrictModel
 
 MANIFEST = "manifest.json"
@@ -41,7 +49,8 @@ POINTS = "points"
 PACKS = "packs"
 
 #: called with the number of bytes that moved since the last call; it may raise (e.g. to
-#: cancel), and the backend lets that exception through unchanged, without a retry
+#: cancel), and the backend lets that exception through unchanged, without a retry. A
+#: backend may call it with 0 while a transfer waits, so that a frozen one can be cancelled
 Progress = Callable[[int], None]
 
 
@@ -65,6 +74,38 @@ class BackendConfig(StrictModel):
         if not 8 << 20 <= size <= 5 << 30:
             raise ValueError("must be between 8MiB and 5GiB")
         return value
+
+    @classmethod
+    def table_problems(cls, table: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """``(field, problem)`` for rules between fields (a bucket or its ``*_env`` twin
+        is needed; a key id needs its secret), read from the raw table so that they are
+        reported together with every problem of a single field. Default: none."""
+        return []
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_problem_at_once(cls, data: Any, handler: Any) -> Any:
+        rules = cls.table_problems(data) if isinstance(data, Mapping) else []
+        found = [InitErrorDetails(type=PydanticCustomError("backend_table", problem), loc=(field,), input=None)
+                 for field, problem in rules]
+        try:
+            model = handler(data)
+        except ValidationError as exc:
+            if not found:
+                raise
+            raise ValidationError.from_exception_data(exc.title, [*exc.errors(), *found]) from None
+        if found:
+            raise ValidationError.from_exception_data(cls.__name__, found)
+        return model
+
+
+def is_set(table: Mapping[str, Any], *fields: str) -> bool:
+    """Whether ``table`` gives any of ``fields`` a value (a non-blank string, or any other)."""
+
+    def given(value: Any) -> bool:
+        return value is not None and not (isinstance(value, str) and not value.strip())
+
+    return any(given(table.get(field)) for field in fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +144,13 @@ class Backend:
     kind: ClassVar[str]
     #: pydantic model of one backend table (``extra="forbid"``)
     config_model: ClassVar[type[BaseModel]]
+    #: the ``*_env`` fields whose variables hold credentials (keys, tokens, passwords,
+    #: passphrases, or the files holding them): build commands never see those variables
+    credential_fields: ClassVar[tuple[str, ...]] = ()
+    #: variables the backend's library reads credentials from by itself (its standard
+    #: chain, such as ``AWS_SECRET_ACCESS_KEY``): withheld from build commands too while a
+    #: backend of this kind is configured
+    credential_variables: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, config: BaseModel, environ: Mapping[str, str] | None = None):
         self.name = name
@@ -116,38 +164,50 @@ class Backend:
     # -- settings ---------------------------------------------------------------------
 
     def setting(self, field: str, *, required: bool = False) -> str | None:
-        """The literal ``field`` if set, else the variable named by ``<field>_env``."""
+        """The literal ``field`` if set, else the variable named by ``<field>_env``.
+
+        A ``<field>_env`` that names an unset (or empty) variable raises
+        :class:`BackendUnavailable` naming it: no default stands in for it.
+        """
         literal = getattr(self.config, field, None)
         if isinstance(literal, str) and literal.strip():
             return literal.strip()
         if literal is not None and not isinstance(literal, str):
             return str(literal)
-        env_name = getattr(self.config, f"{field}_env", None)
-        if env_name:
-            value = self.environ.get(env_name, "").strip()
-            if value:
-                return value
+        if getattr(self.config, f"{field}_env", None):
+            return self.env_value(f"{field}_env")
         if required:
-            where = f"checkpoints.backends.{self.kind}.{self.name}.{field}"
-            hint = f" (also checked env var '{env_name}')" if env_name else ""
-            raise BackendError(f"{where} is empty{hint}")
+            raise BackendError(f"{self.key(field)} is not set (nor {field}_env)")
         return None
 
     def env_value(self, env_field: str) -> str | None:
-        """The value of the variable named by the ``*_env`` field ``env_field``."""
+        """The value of the variable named by the ``*_env`` field ``env_field``; None when
+        the field is not configured. An unset or empty variable raises
+        :class:`BackendUnavailable`."""
         env_name = getattr(self.config, env_field, None)
         if not env_name:
             return None
-        return self.environ.get(env_name, "").strip() or None
+        value = self.environ.get(env_name, "").strip()
+        if not value:
+            raise BackendUnavailable(f"{self.key(env_field)}: env var '{env_name}' is not set")
+        return value
+
+    def variable(self, env_field: str) -> str | None:
+        """Like :meth:`env_value`, but None for an unset variable too (for :meth:`secrets`)."""
+        env_name = getattr(self.config, env_field, None)
+        return (self.environ.get(env_name, "").strip() or None) if env_name else None
+
+    def key(self, field: str) -> str:
+        """The dotted config key of ``field``, for messages."""
+        return f"checkpoints.backends.{self.kind}.{self.name}.{field}"
 
     def environment_problems(self) -> list[str]:
-        """Values read through ``*_env`` fields that are set but malformed, each naming the
-        config key and the variable, never the value.
+        """Set but malformed values of the variables the ``*_env`` fields name, one line
+        each (``<dotted key> (env var 'NAME') <what is wrong>``), never quoting a value.
 
-        gaia asks when it loads the build file, so a bad value fails every command with a
-        config error (exit 2) before anything runs. A variable that is not set is no problem
-        here: a build file stays valid on a machine that never talks to this backend, and
-        the backend says what is missing when it is used.
+        gaia calls it when it loads a build file: each problem is a configuration error
+        (exit 2). An unset variable is no problem here (the backend is unavailable when
+        used). The default finds none.
         """
         return []
 
@@ -214,6 +274,22 @@ class Backend:
         (``dest.seek(0); dest.truncate()``).
         """
         raise NotImplementedError
+
+    def read_small(self, key: str, limit: int) -> bytes:
+        """The bytes of the small object ``key`` (a manifest), within ``probe_timeout`` in
+        total, retries included; :class:`ObjectNotFound` when it is missing.
+
+        At most ``limit + 1`` bytes are read: a result longer than ``limit`` means the
+        object is larger, and the caller refuses it. The default streams through
+        :meth:`download` (bounded by the stall timeout, not the probe budget); a backend
+        with a network below overrides it.
+        """
+        sink = _Bounded(limit)
+        try:
+            self.download(key, sink)
+        except _Full:
+            pass
+        return bytes(sink.data)
 
     def delete(self, key: str) -> None:
         """Remove ``key``; a key that does not exist is not an error."""
@@ -301,3 +377,30 @@ def pack_key(file_name: str) -> str:
 def legacy_object_key(point_id: str, fingerprint: str, file_name: str) -> str:
     """Where store format 3 kept an object's files (a hit there is ``format_changed``)."""
     return f"{point_id}/{fingerprint}/{file_name}"
+
+
+class _Full(Exception):
+    """The object holds more than a small read wants: stop the download."""
+
+
+class _Bounded:
+    """A download destination that keeps at most ``limit + 1`` bytes, then stops it."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.data = bytearray()
+
+    def write(self, chunk: Any) -> int:
+        self.data += bytes(chunk)[: self.limit + 1 - len(self.data)]
+        if len(self.data) > self.limit:
+            raise _Full()
+        return len(chunk)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if (offset, whence) != (0, 0):
+            raise OSError("only a restart from the beginning is supported")
+        return 0
+
+    def truncate(self, size: int | None = None) -> int:
+        del self.data[:]
+        return 0

@@ -133,6 +133,21 @@ def gaia_run_preamble(build: Build, dry_run: bool) -> Sequence[str] | None:
     """
 
 
+@_spec
+def gaia_secret_env_vars(build: Build) -> Sequence[str] | None:
+    """Return the names of environment variables that hold this plugin's secrets.
+
+    ``gaia run`` removes them from the environment of every command a task runs
+    (``TaskContext.run_cmd``, ``TaskContext.command_env``), so that a build script cannot
+    read them; a task that passes one in ``env`` explicitly still hands it on. The
+    checkpoint feature returns the variables its backends' credential fields name, the
+    standard variables of their libraries and ``signing_key_file_env``'s variable, minus
+    ``[checkpoints] pass_env``.
+
+    .. versionadded:: 0.2
+    """
+
+
 # ----- CLI -------------------------------------------------------------------------------
 
 

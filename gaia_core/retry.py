@@ -59,6 +59,12 @@ class Deadline:
     def expired(self) -> bool:
         return self.remaining() <= 0.0
 
+    @property
+    def spent(self) -> bool:
+        """Less than an attempt's minimum is left: a timeout now is the budget's own (name
+        it with :func:`probe_timed_out`), not the socket timeout that happened to fire."""
+        return self.remaining() < MIN_ATTEMPT_S
+
 
 class Failure(enum.Enum):
     """Why an attempt failed, which decides whether another one is worth it."""
@@ -139,6 +145,13 @@ def retrying(
         retries += 1
 
 
+def probe_timed_out(seconds: float) -> str:
+    """The words of every backend for a probe (``exists``, a listing, ``read_small``) whose
+    ``probe_timeout`` ran out (``deadline.spent``): the budget is named, never the socket
+    timeout that fired at its end."""
+    return f"no answer within {seconds:g}s (probe_timeout, retries included)"
+
+
 def rewind(dest: Any) -> bool:
     """``dest.seek(0); dest.truncate()``: whether a download may start over into ``dest``."""
     try:
@@ -196,6 +209,14 @@ class CallerCode:
             return
         with self._lock:
             self._run(self._progress, count)
+
+    def heartbeat(self) -> None:
+        """``progress(0)`` while a transfer waits, so that the caller may cancel it even when
+        no byte moves (a frozen server); nothing when the caller gave no callback."""
+        if self._progress is None:
+            return
+        with self._lock:
+            self._run(self._progress, 0)
 
     @property
     def wants_progress(self) -> bool:

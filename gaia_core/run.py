@@ -4,6 +4,10 @@ Every task writes ``<run dir>/logs/<task id>.log``. A task's commands run in the
 process group, so Ctrl-C (SIGINT) or SIGTERM can stop the whole subtree: the run sets
 ``state.cancel``, every running command's group gets SIGTERM then SIGKILL, no new task
 starts and the run ends as interrupted.
+
+Commands inherit gaia's environment minus the variables that hold gaia's own secrets
+(``gaia_secret_env_vars``: a remote store's credentials, the signing key's path): a
+package's build script must not be able to read the store's write credentials.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class RunState:
     cancel_signal: int | None = None
     #: ``--quiet``: tasks show no progress of long transfers
     quiet: bool = False
+    #: variables kept out of every command's environment (``gaia_secret_env_vars``)
+    withheld_env: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -125,8 +131,9 @@ class TaskContext:
     ) -> None:
         """Run a command, streaming its output; a non-zero exit raises :class:`TaskFailed`.
 
-        ``env`` is merged over the current environment. stdin is /dev/null. The command
-        runs in its own process group, killed when the run is cancelled.
+        ``env`` is merged over :meth:`command_env` (the current environment without
+        gaia's secrets). stdin is /dev/null. The command runs in its own process group,
+        killed when the run is cancelled.
         """
         args = [os.fspath(a) for a in argv]
         shown = shlex.join(args)
@@ -135,9 +142,7 @@ class TaskContext:
             return
         if self.state.cancel.is_set():
             raise TaskFailed("cancelled")
-        full_env = dict(os.environ)
-        if env:
-            full_env.update({k: os.fspath(v) if isinstance(v, os.PathLike) else str(v) for k, v in env.items()})
+        full_env = self.command_env(env)
         try:
             proc = subprocess.Popen(
                 args,
@@ -175,6 +180,15 @@ class TaskContext:
         if returncode != 0:
             how = f"exit {returncode}" if returncode > 0 else f"killed by {_signal_name(-returncode)}"
             raise TaskFailed(f"command failed ({how}): {shown}")
+
+    def command_env(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of a command: gaia's own without the withheld variables
+        (``state.withheld_env``), with ``env`` merged over it. For a task that must start
+        a process itself."""
+        full_env = {k: v for k, v in os.environ.items() if k not in self.state.withheld_env}
+        if env:
+            full_env.update({k: os.fspath(v) if isinstance(v, os.PathLike) else str(v) for k, v in env.items()})
+        return full_env
 
     def _watch_cancel(self, proc: subprocess.Popen[bytes], finished: threading.Event) -> None:
         while not finished.wait(0.1):
@@ -246,11 +260,18 @@ def execute(
     """Run ``plan``; ``max_parallel`` tasks at a time (0 = CPU count). Never raises for a task failure."""
     echo = _locked(echo or _print)
     state = state or RunState()
+    state.withheld_env = state.withheld_env | secret_variables(build)
     if dry_run:
         return _dry_run(plan, echo)
     workers = max_parallel if max_parallel > 0 else (os.cpu_count() or 1)
     with _cancel_on_signals(state):
         return _Scheduler(plan, build, state, echo, workers).run()
+
+
+def secret_variables(build: Build) -> frozenset[str]:
+    """The variables every plugin's ``gaia_secret_env_vars`` names for this build."""
+    found = build.registry.pm.hook.gaia_secret_env_vars(build=build)
+    return frozenset(name for names in found for name in names or ())
 
 
 def _dry_run(plan: Plan, echo: Echo) -> RunResult:

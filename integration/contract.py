@@ -393,6 +393,19 @@ class BackendContract:
         with pytest.raises(ObjectNotFound):
             download_to(backend, object_key(POINT, fp, MANIFEST), tmp_path / "missing2")
 
+    def test_read_small_reads_a_manifest_and_tells_a_larger_object_by_its_length(
+        self, backend: Backend, tmp_path: Path
+    ) -> None:
+        fp = fingerprint(31)
+        files = upload_object(backend, tmp_path, fp, size=10)
+        key = object_key(POINT, fp, MANIFEST)
+        manifest = files[MANIFEST].read_bytes()
+        assert backend.read_small(key, 1 << 20) == manifest
+        assert backend.read_small(key, len(manifest)) == manifest
+        assert backend.read_small(key, 5) == manifest[:6]  # limit + 1 bytes: larger than the limit
+        with pytest.raises(ObjectNotFound):
+            backend.read_small(object_key(POINT, fingerprint(32), MANIFEST), 100)
+
     # -- failures ----------------------------------------------------------------------
 
     def test_wrong_credentials_fail_without_leaking_the_secret(
@@ -641,18 +654,19 @@ class BackendContract:
         server.stop()
         try:
             status = gaia(["checkpoints", "status", str(build_file), "--json"], run_env, project)
-            assert status.returncode == 0, status.stdout + status.stderr
+            assert status.returncode == 5, status.stdout + status.stderr
             point = json.loads(status.stdout)["points"][0]
             assert point["reason"] == "remote_probe_error" and point["remote_error"], point
-            assert point["will_rebuild"] is True
+            assert point["remote_unavailable"] is True and point["will_rebuild"] is True
+            ref = point["backend"]
+            assert status.stderr.count(f"error: backend {ref} is unavailable: ") == 1, status.stderr
 
             run = gaia(["run", str(build_file)], run_env, project)
             output = run.stdout + run.stderr
             assert run.returncode == 0, output
+            assert f"backend {ref} is unavailable: " in output, output
             assert "building instead" in output and "queued for retry" in output, output
-            still_down = gaia(["checkpoints", "retry", str(build_file)], run_env, project)
-            assert still_down.returncode == 1, still_down.stdout + still_down.stderr
-            output += still_down.stdout + still_down.stderr
+            output += unavailable_everywhere(build_file, run_env, project, ref)
         finally:
             server.start()
 
@@ -854,6 +868,23 @@ def with_tree_plugin(pm):  # type: ignore[no-untyped-def]
     """The installed plugins (the backends) plus the ``[tree]`` anchor."""
     pm.register(TreePlugin(), name="tree")
     return pm
+
+
+def unavailable_everywhere(build_file: Path, env: dict[str, str], project: Path, ref: str) -> str:
+    """Every command that needs the stopped backend exits 5 and says why exactly once, in
+    the same words; the output of them all."""
+    other = ["--set", 'buildroot.symbols.TARGET_GENERIC_HOSTNAME="not-built-here"']  # not local: status, pull ask
+    output = ""
+    for command in (["status", *other], ["list", "--remote"], ["verify", "--remote"], ["gc", "--remote"], ["push"],
+                    ["retry"], ["pull", *other]):
+        done = gaia(["checkpoints", command[0], str(build_file), *command[1:]], env, project)
+        text = done.stdout + done.stderr
+        assert done.returncode == 5, f"{command}: exit {done.returncode}\n{text}"
+        assert text.count(f"backend {ref} is unavailable: ") == 1, f"{command}: the reason is not said once\n{text}"
+        assert "bad" not in done.stdout.replace("bad=0", ""), f"{command}: an unavailable backend is no bad object"
+        output += text
+    return output
+
 
 
 def copy_quickstart(dest: Path) -> Path:

@@ -35,6 +35,7 @@ from gaia_http.config import HttpConfig
 from servers.http import STATIC_CONFIG, compose_config, start_http_server
 from servers.list_contract import ContractHandler, ContractServer
 from servers.metering import UP, MeteringProxy
+from servers.misbehaving import OTHER_HOST, RedirectingServer, redirect_chain, redirect_loop, redirect_to
 
 from gaia_core.backends import MANIFEST, PACKS, POINTS, object_dir, object_key
 from gaia_core.errors import BackendError, BackendUnavailable, ObjectNotFound
@@ -49,8 +50,11 @@ FAST = {"backoff": 0.05, "connect_timeout": 2.0, "stall_timeout": 5.0}
 
 
 def make_backend(base_url: str, token: str | None, **fields) -> HttpBackend:
+    """A backend on ``base_url``; with no ``token`` it names no token variable (a named but
+    unset one makes the backend unavailable)."""
     environ = {TOKEN_ENV: token} if token else {}
-    config = HttpConfig.model_validate({"base_url": base_url, "token_env": TOKEN_ENV, **FAST, **fields})
+    auth = {"token_env": TOKEN_ENV} if token else {}
+    config = HttpConfig.model_validate({"base_url": base_url, **auth, **FAST, **fields})
     return HttpBackend("it", config, environ=environ)
 
 
@@ -548,27 +552,73 @@ def test_put_answered_503_is_retried_by_reopening_the_file(contract_server_of, t
     assert server.handler.left == 0
 
 
-def test_token_is_not_forwarded_on_a_redirect_to_another_server(serve, contract_server_of) -> None:
-    server = contract_server_of(token=None)
-    (server.root / "f").write_bytes(b"hello")
+# -- redirects: at most 5, on the base URL's origin while holding a token ---------------
 
-    class Redirect(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
 
-        def do_GET(self) -> None:
-            self.send_response(302)
-            self.send_header("Location", f"{server.url}/f")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+def body_of(rest: str) -> bytes:
+    return f"object {rest}".encode()
 
-        do_HEAD = do_GET
 
-    redirector = serve(Redirect)
-    backend = make_backend(redirector.url, "tok-not-for-others")
-    assert backend.exists("p/f/manifest.json") is True  # the other server holds /f
-    seen = [auth for _, _, auth in server.requests_seen]
-    assert seen and all(auth is None for auth in seen)
+def read_everything(backend: HttpBackend, key: str) -> list[bytes]:
+    """What exists, read_small and download see of ``key``."""
+    assert backend.exists(key)
+    out = io.BytesIO()
+    backend.download(key, out)
+    return [backend.read_small(key, 1000), out.getvalue()]
+
+
+@pytest.mark.parametrize("token", ["tok-" + uuid.uuid4().hex, None], ids=["token", "anonymous"])
+def test_reads_follow_five_redirects_on_the_same_origin(token) -> None:
+    key = object_key(POINT, fingerprint(500), MANIFEST)
+    with RedirectingServer(redirect_chain(5, body_of)) as server:
+        backend = make_backend(f"{server.url}/hops-5/cache", token)
+        assert read_everything(backend, key) == [body_of(f"cache/{key}")] * 2
+        assert len(server.requests) == 3 * 6  # each read: five redirects and the answer
+
+
+@pytest.mark.parametrize(("answer", "status"), [(redirect_chain(6, body_of), 302), (redirect_loop(301), 301),
+                                               (redirect_loop(308), 308)], ids=["six-hops", "loop-301", "loop-308"])
+def test_a_sixth_redirect_or_a_loop_is_an_error_naming_status_and_host(answer, status: int, tmp_path: Path) -> None:
+    key = object_key(POINT, fingerprint(501), MANIFEST)
+    with RedirectingServer(answer) as server:
+        backend = make_backend(f"{server.url}/hops-6/cache", "tok-" + uuid.uuid4().hex)
+        for call in (lambda: backend.exists(key), lambda: backend.read_small(key, 1000),
+                     lambda: backend.download(key, io.BytesIO()), lambda: backend.list_entries(POINT)):
+            before = len(server.requests)
+            with pytest.raises(BackendError) as info:
+                call()
+            message = str(info.value)
+            assert f"HTTP {status}, a redirect to {server.host}:{server.port}, not followed (more than 5 redirects)" \
+                in message
+            assert len(server.requests) - before == 6, server.requests[before:]
+
+
+def test_a_redirect_to_another_host_is_not_followed_while_holding_a_token(tmp_path: Path) -> None:
+    key = object_key(POINT, fingerprint(502), MANIFEST)
+    token = "tok-" + uuid.uuid4().hex
+    with RedirectingServer(redirect_chain(0, body_of), host=OTHER_HOST) as other, \
+            RedirectingServer(redirect_to(f"{other.url}/hops-0")) as server:
+        with_token = make_backend(f"{server.url}/cache", token)
+        for call in (lambda: with_token.exists(key), lambda: with_token.read_small(key, 1000),
+                     lambda: with_token.download(key, io.BytesIO())):
+            with pytest.raises(BackendError) as info:
+                call()
+            assert f"HTTP 302, a redirect to {other.host}:{other.port}, not followed" in str(info.value)
+            assert token not in str(info.value)
+        assert other.requests == [], "the token's requests reached another host"
+        # without credentials nothing is at stake: the redirect is followed
+        assert read_everything(make_backend(f"{server.url}/cache", None), key) == [body_of(f"cache/{key}")] * 2
+        assert len(other.requests) == 3
+
+
+def test_a_write_follows_no_redirect(tmp_path: Path) -> None:
+    with RedirectingServer(redirect_loop(307)) as server:
+        backend = make_backend(f"{server.url}/cache", "tok-" + uuid.uuid4().hex)
+        with pytest.raises(BackendError) as info:
+            backend.upload(object_key(POINT, fingerprint(503), "payload.tar.zst"), write_file(tmp_path / "p", 1000))
+        assert f"HTTP 307, a redirect to {server.host}:{server.port}, not followed (a write follows no redirect)" \
+            in str(info.value)
+        assert [method for method, _ in server.requests] == ["PUT"]
 
 
 def test_wrong_token_message_never_contains_the_token(contract_server_of, tmp_path: Path) -> None:

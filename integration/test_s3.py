@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from contract import (
     HOUR_S,
+    PAYLOAD,
     POINT,
     BackendContract,
     MeteredContract,
@@ -25,7 +26,7 @@ from deadlines import FAST, STALL_AFTER, DeadlineContract, fails_unavailable, tr
 from gaia_s3.backend import S3Backend
 from gaia_s3.config import S3Config
 from gaia_s3.session import MiB, Tuning
-from servers.misbehaving import UP, StallingProxy
+from servers.misbehaving import OTHER_HOST, UP, RedirectingServer, StallingProxy, redirect_loop, redirect_to
 from servers.s3 import ENV_FIELDS, MotoServer, S3Server, backend_table, start_s3_server, unique_prefix
 
 from gaia_core.backends import MANIFEST, PACKS, POINTS, object_key
@@ -161,6 +162,47 @@ def test_a_multipart_upload_stalled_mid_part_fails_within_two_stalls(aimed_backe
         elapsed, _ = fails_unavailable(lambda: stalled.upload("p/f/payload.tar.zst", payload, progress=moved.append))
     assert elapsed <= transfer_bound(FAST), f"multipart upload took {elapsed:.1f}s"
     assert sum(moved) > 0
+
+
+# -- redirects: botocore's region redirector recursed into RecursionError -------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 307])
+def test_a_redirect_is_an_error_naming_status_and_host_never_a_recursion(aimed_backend, tmp_path: Path,
+                                                                        status: int) -> None:
+    """An S3 endpoint that answers every request with a redirect to itself: each operation
+    ends at the first answer (no request is signed again for a location the build file does
+    not name), with the status and the location's host, after one request."""
+    key = object_key(POINT, fingerprint(40), MANIFEST)
+    payload = write_file(tmp_path / "payload", 1000)
+    with RedirectingServer(redirect_loop(status)) as server, aimed_backend(server.address, **FAST) as backend:
+        for name, call in (
+            ("exists", lambda: backend.exists(key)),
+            ("list_entries", lambda: backend.list_entries(POINT)),
+            ("read_small", lambda: backend.read_small(key, 1000)),
+            ("download", lambda: download_to(backend, key, tmp_path / "down")),
+            ("upload", lambda: backend.upload(key, payload)),
+            ("publish", lambda: backend.publish(key, payload)),
+        ):
+            before = len(server.requests)
+            with pytest.raises(BackendError) as info:
+                call()
+            assert not isinstance(info.value, ObjectNotFound), name
+            message = str(info.value)
+            assert f"HTTP {status}: a redirect to {server.host}:{server.port}, which gaia does not follow" in message, \
+                f"{name}: {message}"
+            assert len(server.requests) - before == 1, f"{name}: {server.requests[before:]}"
+
+
+def test_a_redirect_to_another_host_sends_it_nothing(aimed_backend, tmp_path: Path) -> None:
+    with (
+        RedirectingServer(redirect_loop(), host=OTHER_HOST) as other,
+        RedirectingServer(redirect_to(other.url, 307)) as server,
+        aimed_backend(server.address, **FAST) as backend,
+    ):
+        with pytest.raises(BackendError, match=rf"HTTP 307: a redirect to {other.host}:{other.port}, "):
+            backend.upload(PAYLOAD, write_file(tmp_path / "payload", 1000))
+        assert other.requests == [], "a signed request reached another host"
 
 
 # -- S3 specifics ----------------------------------------------------------------------

@@ -246,7 +246,7 @@ def test_failed_upload_is_queued_and_retry_replays_it(gaia_cli, pm, project):
     st = status(gaia_cli, pm, project)
     assert st["pending_upload"] is True and st["upload_queue"]["current"]["state"] == "failed"
     assert "not available" in st["upload_queue"]["current"]["last_error"]
-    failed = run(gaia_cli, pm, "checkpoints", "retry", project.build, code=1)
+    failed = run(gaia_cli, pm, "checkpoints", "retry", project.build, code=5)
     assert "failed=1" in failed.output
     project.shared.mkdir()  # the backend comes back
     ok = run(gaia_cli, pm, "checkpoints", "retry", project.build, "--json")
@@ -257,11 +257,12 @@ def test_failed_upload_is_queued_and_retry_replays_it(gaia_cli, pm, project):
 
 def test_backend_down_falls_back_to_building(gaia_cli, pm, project):
     project.write(backend=True, point='backend = "dir:shared"')
-    st = status(gaia_cli, pm, project)
+    checked = run(gaia_cli, pm, "checkpoints", "status", project.build, "--json", code=5)
+    st = json.loads(checked.stdout)["points"][0]
     assert st["reason"] == "remote_probe_error" and "not available" in st["remote_error"]
-    assert st["will_rebuild"] is True
+    assert st["remote_unavailable"] is True and st["will_rebuild"] is True
     result = run(gaia_cli, pm, "run", project.build)
-    assert "remote fetch via dir:shared failed" in result.output
+    assert "backend dir:shared is unavailable: " in result.output and "building instead" in result.output
     assert project.builds() == 1
 
 

@@ -163,7 +163,7 @@ def test_status_and_list_write_nothing_even_with_a_corrupt_queue(gaia_cli, pm, p
 def test_list_remote_exits_non_zero_when_a_backend_cannot_be_listed(gaia_cli, pm, project):
     project.write(backend=True, point='backend = "dir:shared"')  # the shared dir does not exist
     result = run(gaia_cli, pm, "checkpoints", "list", project.build, "--remote", code=5)
-    assert "could not be listed" in result.output
+    assert "error: backend dir:shared is unavailable: " in result.output
     listed = run(gaia_cli, pm, "checkpoints", "list", project.build, "--remote", "--json", code=5)
     row = json.loads(listed.stdout)["points"][0]
     assert "is not available" in row["remote_error"]

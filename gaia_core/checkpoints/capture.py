@@ -35,7 +35,7 @@ def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targ
     existing = cp.local_object(point, fp.value)
     if existing is not None:
         log(f"checkpoint:{point.id} {fp.short()} is already in the store")
-        cp.write_markers(targets, point, fp.value, "captured")
+        _mark(cp, targets, point, fp, log)
         return existing
     containment.check_in_place(targets)  # UnsafeTree: no consumer could use it
     roots = current_roots(anchor, capture=True)
@@ -58,8 +58,7 @@ def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targ
         if key is not None:
             manifest = sign(manifest, key)
         obj = cp.store.publish(point.id, fp.value, manifest, info.packs)
-        cp.write_markers(targets, point, fp.value, "captured")
-        for target in targets:
+        for target in targets:  # the receipt describes the tree, whatever its marker says
             install(info.receipts[target.name], target.path / RECEIPT)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -67,4 +66,17 @@ def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targ
     log(f"checkpoint:{point.id} captured {fp.short()} ({info.entries} entries, {human_size(info.size)}; "
         f"{human_size(info.new_bytes)} new in {len(info.packs)} pack(s) of {human_size(info.packed)}, "
         f"{signed}) in {time.monotonic() - started:.1f}s")
+    _mark(cp, targets, point, fp, log)
     return obj
+
+
+def _mark(cp: Checkpoints, targets: list[Target], point: Point, fp: Fingerprint, log: Log) -> None:
+    """The markers of a stored object; one that cannot be written (a full disk) costs only
+    the next run's shortcut: it restores the object over the tree instead."""
+    from gaia_core.errors import CheckpointError
+
+    assert fp.value is not None
+    try:
+        cp.write_markers(targets, point, fp.value, "captured")
+    except CheckpointError as exc:
+        log(f"WARN: checkpoint:{point.id} {fp.short()} is stored, but {exc}; the next run restores it over the tree")

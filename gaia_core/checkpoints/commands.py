@@ -3,6 +3,9 @@
 The work is done in :mod:`.status`, :mod:`.verify`, :mod:`.lifecycle` and :mod:`.remote`;
 this module parses options and renders. Queries (status, list) read only; commands that
 write say so in their help.
+
+One contract for a backend that cannot be used, in every command that needs one: the
+command does what it can, says why once, and exits 5 (:class:`BackendsUnavailable`).
 """
 
 from __future__ import annotations
@@ -22,8 +25,23 @@ class UploadsFailed(GaiaError):
     exit_code = ExitCode.FAILED
 
 
-class RemoteUnlisted(GaiaError):
+class BackendsUnavailable(GaiaError):
+    """A backend the command needed could not be used (exit 5), whatever else failed too."""
+
     exit_code = ExitCode.BACKEND_UNAVAILABLE
+
+
+def check_backends(cp, *, reasons_shown: bool = False, also: str = "") -> None:  # type: ignore[no-untyped-def]
+    """Exit 5 when a backend could not be used: each one named once, with its reason
+    unless the command's output above gave it (``reasons_shown``); ``also`` says what
+    else went wrong."""
+    from gaia_core.checkpoints.engine import unavailable
+
+    if not cp.unavailable:
+        return
+    lines = [f"backend {ref} is unavailable (see above)" if reasons_shown else unavailable(ref, reason)
+             for ref, reason in cp.unavailable.items()]
+    raise BackendsUnavailable("\n".join(lines + ([also] if also else [])))
 
 
 class VerifyFailed(GaiaError):
@@ -85,6 +103,7 @@ def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bo
     if as_json:
         rows = [{**s.to_dict(), **({"explain": explanations[s.id]} if explain else {})} for s in statuses]
         echo_json({**store, "points": rows})
+        check_backends(cp)
         return
     if not statuses:
         click.echo("checkpoints: none configured")
@@ -104,6 +123,7 @@ def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bo
         click.echo(f"read-only: nothing is uploaded or signed ({store['read_only']})")
     if store["lock_holder"]:
         click.echo(f"store lock held by {describe_holder(store['lock_holder'])}")
+    check_backends(cp)
 
 
 @checkpoints.command(name="list")
@@ -150,7 +170,6 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                 except BackendError as exc:
                     row["remote_error"] = cp.redact(p.backend, str(exc))
         rows.append(row)
-    failed = [row for row in rows if row.get("remote_error")]
     if as_json:
         echo_json({"store": str(cp.store.root), "points": rows})
     elif not rows:
@@ -166,7 +185,7 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                            f"signer={item['signer']}{mark}")
             if remote:
                 if row["remote_error"]:
-                    click.echo(f"    remote error: {row['remote_error']}")
+                    click.echo(f"    remote -  (backend {row['backend']} unavailable)")
                 elif row["remote"] is None:
                     click.echo("    remote -  (no backend)")
                 else:
@@ -175,9 +194,7 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                         trust = item["trust"] + (f": {item['why']}" if item.get("why") else "")
                         click.echo(f"    remote {item['fingerprint']}  {human_size(item['size'])}  {item['age']}  "
                                    f"signer={item['signer']} ({trust}){mark}")
-    if failed:
-        raise RemoteUnlisted(f"{len(failed)} backend(s) could not be listed: "
-                             + "; ".join(f"{r['backend']}: {r['remote_error']}" for r in failed))
+    check_backends(cp)
 
 
 @checkpoints.command()
@@ -209,8 +226,10 @@ def retry(app: App, build_file: Path, overrides: tuple[str, ...], max_: int | No
         echo_json(summary)
     else:
         click.echo(f"checkpoint retry: attempted={len(todo)} uploaded={uploaded} failed={failed}")
+    still = f"{failed} checkpoint upload(s) still failing; see `gaia checkpoints status`"
+    check_backends(cp, reasons_shown=True, also=still if failed else "")
     if failed:
-        raise UploadsFailed(f"{failed} checkpoint upload(s) still failing; see `gaia checkpoints status`")
+        raise UploadsFailed(still)
 
 
 @checkpoints.command()
@@ -262,7 +281,7 @@ def verify(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool,
     if report["untrusted"]:
         problems.append(f"{report['untrusted']} remote object(s) are not signed by a trusted key: no run here "
                         "uses them (add their signer to trusted_public_keys, or delete them from the backend)")
-    problems += [f"could not be checked: {error}" for error in report.get("errors", [])]
+    check_backends(cp, also="; ".join(problems))
     if problems:
         raise VerifyFailed("; ".join(problems))
 
@@ -338,12 +357,9 @@ def gc(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, poi
                            f"{human_size(obj['size'])}  {state}")
             for item in part["litter"]:
                 click.echo(f"{'litter':<12} {item}  {verb}")
-            for error in part.get("errors", []):
-                click.echo(f"error: {error}", err=True)
             click.echo(f"checkpoint gc ({where}): {verb} {sum(not o['kept'] for o in part['objects'])} object(s), "
                        f"{human_size(part['freed'])}; {len(part['litter'])} litter item(s)")
-    if remote and report["remote"]["errors"]:
-        raise RemoteUnlisted("; ".join(report["remote"]["errors"]))
+    check_backends(cp)
 
 
 @checkpoints.command()
@@ -370,8 +386,10 @@ def push(app: App, build_file: Path, overrides: tuple[str, ...], point_id: str |
         for row in report["results"]:
             state = "pushed" if row["pushed"] else f"not pushed: {row['why']}"
             click.echo(f"{row['id']}/{(row['fingerprint'] or 'unknown')[:12]}  {state}")
+    failed = f"{report['failed']} push(es) failed; they are queued for `gaia checkpoints retry`"
+    check_backends(cp, reasons_shown=True, also=failed if report["failed"] else "")
     if report["failed"]:
-        raise UploadsFailed(f"{report['failed']} push(es) failed; they are queued for `gaia checkpoints retry`")
+        raise UploadsFailed(failed)
 
 
 @checkpoints.command()
@@ -395,8 +413,10 @@ def pull(app: App, build_file: Path, overrides: tuple[str, ...], point_id: str |
         for row in report["results"]:
             state = "pulled" if row["pulled"] and not row.get("why") else (row.get("why") or "pulled")
             click.echo(f"{row['id']}/{row['fingerprint'][:12]}  {state}")
+    failed = f"{report['failed']} point(s) could not be pulled"
+    check_backends(cp, reasons_shown=True, also=failed if report["failed"] else "")
     if report["failed"]:
-        raise PullFailed(f"{report['failed']} point(s) could not be pulled")
+        raise PullFailed(failed)
 
 
 def age(created_at: str) -> str:

@@ -68,6 +68,9 @@ class CheckpointsModel(StrictModel):
     trusted_public_keys: list[str] = Field(default_factory=list)
     #: the variable holding the path of the secret key file that signs captures
     signing_key_file_env: str | None = None
+    #: variables build commands may see although they hold a backend's credentials (or
+    #: name the signing key): gaia withholds those from every command unless listed here
+    pass_env: list[str] = Field(default_factory=list)
     #: restore from backends, never write to one, never sign (untrusted CI jobs)
     read_only: bool = False
     #: an object from a backend that no trusted key signed may unpack to at most this many
@@ -83,6 +86,14 @@ class CheckpointsModel(StrictModel):
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not _ENV_NAME.match(value):
             raise ValueError("must be the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*)")
+        return value
+
+    @field_validator("pass_env")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        bad = [i for i, name in enumerate(value) if not _ENV_NAME.match(name)]
+        if bad:
+            raise ValueError(f"entries {bad} are not names of environment variables ([A-Za-z_][A-Za-z0-9_]*)")
         return value
 
     @field_validator("max_age")
@@ -150,14 +161,23 @@ class CheckpointSettings:
     read_only_source: str = ""
     retention: Retention = dataclasses.field(default_factory=Retention)
     unsigned_max_expansion: float = 200.0
+    pass_env: tuple[str, ...] = ()
 
     def backend(self, ref: str) -> Backend:
         provided, config = self.backend_configs[ref]
         return provided.make(ref.partition(":")[2], config)
 
 
-def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[int], list[str]]:
-    """Validate field by field and point by point, so that one bad value hides no other."""
+#: a point's index, its fields that are valid on their own, and the keys that are not
+CheckedPoint = tuple[int, "PointModel", set[str]]
+
+
+def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[CheckedPoint], list[str]]:
+    """Validate field by field and point by point, so that one bad value hides no other.
+
+    Each point comes with its index and the keys whose values were dropped as invalid
+    (empty for a valid point): an invalid point keeps the fields that are valid on their
+    own, so that its other problems are found too."""
     raw = build.get("checkpoints")
     if raw is None:
         return CheckpointsModel(), [], []
@@ -175,19 +195,33 @@ def _model_or_problems(build: Build) -> tuple[CheckpointsModel | None, list[int]
         except ValidationError as exc:
             problems += render_validation_error(exc, "checkpoints", CheckpointsModel, build.origins, build.path)
     points_raw = raw.get("points", [])
-    points: list[PointModel] = []
-    indices: list[int] = []
+    points: list[CheckedPoint] = []
     if not isinstance(points_raw, list):
         problems.append(f"{origin}: checkpoints.points: must be an array of tables ([[checkpoints.points]])")
         points_raw = []
     for i, item in enumerate(points_raw):
         try:
-            points.append(PointModel.model_validate(item))
-            indices.append(i)
+            points.append((i, PointModel.model_validate(item), set()))
         except ValidationError as exc:
             problems += render_validation_error(exc, f"checkpoints.points[{i}]", PointModel, build.origins, build.path)
-    model = CheckpointsModel.model_validate(good).model_copy(update={"points": points})
-    return model, indices, problems
+            if isinstance(item, dict):
+                points.append((i, *_valid_fields(item)))
+    model = CheckpointsModel.model_validate(good).model_copy(update={"points": [p for _, p, bad in points if not bad]})
+    return model, points, problems
+
+
+def _valid_fields(item: dict[str, Any]) -> tuple[PointModel, set[str]]:
+    """The fields of a point table that are valid on their own (the others None), and
+    the keys that are not (unknown or missing ones included)."""
+    placeholder = {"id": "_", "anchor_task": "_"}
+    kept: dict[str, Any] = dict.fromkeys(PointModel.model_fields)
+    dropped = {"id", "anchor_task"} - set(item)
+    for key, value in item.items():
+        try:
+            kept[key] = getattr(PointModel.model_validate({**placeholder, key: value}), key)
+        except ValidationError:
+            dropped.add(key)
+    return PointModel.model_construct(**kept), dropped
 
 
 def resolve_backend_ref(ref: str, configured: dict[str, dict[str, Any]]) -> tuple[str | None, str | None]:
@@ -209,7 +243,7 @@ def resolve_backend_ref(ref: str, configured: dict[str, dict[str, Any]]) -> tupl
 
 
 def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, list[str]]:
-    model, indices, problems = _model_or_problems(build)
+    model, checked_points, problems = _model_or_problems(build)
     if model is None:
         return None, problems
     origin = build.origin("checkpoints")
@@ -229,25 +263,33 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
                 problems.append(f"{build.origin(key)}: {key}: must be a table")
                 continue
             try:
-                backend_configs[f"{kind}:{name}"] = (provided, provided.cls.config_model.model_validate(table))
+                config = provided.cls.config_model.model_validate(table)
             except ValidationError as exc:
                 problems += render_validation_error(exc, key, provided.cls.config_model, build.origins, build.path)
+                continue
+            backend_configs[f"{kind}:{name}"] = (provided, config)
+            # a variable that is set must be well-formed (an unset one makes the backend
+            # unavailable when it is used, so a job without the secrets still builds)
+            found = provided.make(name, config).environment_problems()
+            problems += [f"{build.origin(key)}: {problem}" for problem in found]
 
     points: list[Point] = []
     seen_ids: set[str] = set()
     seen_anchors: dict[str, str] = {}
-    for i, p in zip(indices, model.points):
+    for i, p, dropped in checked_points:
         key = f"checkpoints.points[{i}]"
-        if not _ID.match(p.id):
+        if p.id is not None and not _ID.match(p.id):
             problems.append(
                 f"{origin}: {key}.id: '{p.id}' is not a valid id (letters, digits, '.', '_', '-'; "
                 "starting with a letter or digit; at most 128 characters)"
             )
-        elif p.id in seen_ids:
+        elif p.id is not None and p.id in seen_ids:
             problems.append(f"{origin}: {key}.id: duplicate checkpoint id '{p.id}'")
         seen_ids.add(p.id)
-        anchor = p.anchor_task.strip()
-        if anchor not in registry.anchors:
+        anchor = (p.anchor_task or "").strip()
+        if p.anchor_task is None:
+            pass  # missing or invalid: reported by the model
+        elif anchor not in registry.anchors:
             known = ", ".join(registry.anchors) or "none"
             problems.append(
                 f"{origin}: {key}.anchor_task: no installed plugin registers anchor '{anchor}' "
@@ -276,12 +318,14 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             if problem:
                 problems.append(f"{origin}: {key}.backend: {problem}")
         upload = p.upload_policy or model.default_upload_policy
-        if upload != "off" and not (p.backend and p.backend.strip()):
+        if upload != "off" and not (p.backend and p.backend.strip()) and not {"backend", "upload_policy"} & dropped:
             source = "upload_policy" if p.upload_policy else "default_upload_policy"
             problems.append(
                 f"{origin}: {key}: upload_policy '{upload}' (from {source}) needs a backend; "
                 "set backend = \"kind:name\" or upload_policy = \"off\""
             )
+        if dropped:
+            continue
         points.append(Point(
             id=p.id,
             anchor_task=anchor,
@@ -318,7 +362,6 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
     elif model.read_only:
         read_only_source = f"read_only = true in {build.origin('checkpoints.read_only')}"
     if model.enabled:
-        problems += _environment_problems(backend_configs, {p.backend for p in points if p.backend})
         problems += _signing_key_problems(model.signing_key_file_env, read_only=bool(read_only_source))
     settings = CheckpointSettings(
         enabled=model.enabled,
@@ -336,17 +379,9 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             max_age=parse_duration(model.max_age) if model.max_age else None,
             max_size=parse_size(model.max_size) if model.max_size else None,
         ),
+        pass_env=tuple(model.pass_env),
     )
     return settings, problems
-
-
-def _environment_problems(configs: dict[str, tuple[Provided, BaseModel]], used: set[str]) -> list[str]:
-    """Malformed values in the variables the used backends read: config errors like any other."""
-    problems = []
-    for ref in sorted(used & set(configs)):
-        provided, config = configs[ref]
-        problems += [f"environment: {p}" for p in provided.make(ref.partition(":")[2], config).environment_problems()]
-    return problems
 
 
 def _signing_key_problems(env: str | None, *, read_only: bool) -> list[str]:
@@ -378,6 +413,20 @@ def _fingerprint_path_problem(build: Build, path: str) -> str | None:
     if not names_a_field(model, rest):
         return f"'{path}' names no field of [{table}]"
     return None
+
+
+def secret_variables(settings: CheckpointSettings) -> set[str]:
+    """Variables that hold the checkpoints' secrets: what the credential fields of every
+    configured backend name, their libraries' own credential variables, and the signing
+    key's variable, minus ``pass_env``. Build commands never see them."""
+    names: set[str] = set()
+    for cls, config in settings.backend_configs.values():
+        names.update(cls.credential_variables)
+        names.update(name for name in (getattr(config, f, None) for f in cls.credential_fields)
+                     if isinstance(name, str) and name)
+    if settings.signing_key_file_env:
+        names.add(settings.signing_key_file_env)
+    return names - set(settings.pass_env)
 
 
 def validate_checkpoints(build: Build) -> list[str]:

@@ -30,7 +30,7 @@ from gaia_core.checkpoints.receipt import RECEIPT, RECEIPT_PARTIAL, read_header
 from gaia_core.checkpoints.portability import current_roots
 from gaia_core.checkpoints.store import LocalObject, Store, store_faults, warn
 from gaia_core.checkpoints.units import parse_size
-from gaia_core.errors import BackendError, BackendUnavailable, CheckpointError
+from gaia_core.errors import BackendError, BackendUnavailable, CheckpointError, ObjectExists, ObjectNotFound
 
 if TYPE_CHECKING:
     from gaia_core.anchors import Anchor, Target
@@ -46,6 +46,11 @@ Log = Callable[[str], None]
 _ENGINES: weakref.WeakKeyDictionary[Any, Checkpoints] = weakref.WeakKeyDictionary()
 
 
+def unavailable(ref: str, reason: str) -> str:
+    """The one wording of a backend that could not be used, in every command and in runs."""
+    return f"backend {ref} is unavailable: {reason}"
+
+
 class Checkpoints:
     def __init__(self, build: Build):
         self.build = build
@@ -55,6 +60,8 @@ class Checkpoints:
         self._fingerprints: dict[str, Fingerprint] = {}
         #: backend ref -> why it is skipped for the rest of this run
         self.down: dict[str, str] = {}
+        #: backend ref -> why it could not be used (a command that needed it exits 5)
+        self.unavailable: dict[str, str] = {}
         #: (backend ref, point id, fingerprint, manifest file) -> why the object in that slot is
         #: bad (an upload into that slot replaces it)
         self.bad_remote: dict[tuple[str, str, str, str], str] = {}
@@ -114,18 +121,22 @@ class Checkpoints:
 
     @contextlib.contextmanager
     def session(self, ref: str) -> Iterator[Backend]:
-        """A connected backend; one that timed out or refused is skipped for the rest of the run."""
+        """A connected backend. Its failures are worded by :func:`unavailable` and kept in
+        ``self.unavailable``; one that timed out or refused is skipped for the rest of the run."""
         if ref in self.down:
-            raise BackendUnavailable(f"{ref} is skipped for the rest of this run: {self.down[ref]}")
+            raise BackendUnavailable(f"{unavailable(ref, self.down[ref])} (skipped for the rest of this run)")
         backend = self.backend(ref)
         try:
             with backend:
                 yield backend
-        except BackendUnavailable as exc:
-            self.down[ref] = backend.redact(str(exc))
-            raise BackendUnavailable(backend.redact(str(exc))) from None
-        except BackendError as exc:
+        except (ObjectNotFound, ObjectExists) as exc:  # answers, not failures
             raise type(exc)(backend.redact(str(exc))) from None
+        except BackendError as exc:
+            reason = backend.redact(str(exc)).removeprefix(f"{ref}: ")
+            self.unavailable.setdefault(ref, reason)
+            if isinstance(exc, BackendUnavailable):
+                self.down[ref] = reason
+            raise type(exc)(unavailable(ref, reason)) from None
 
     def redact(self, ref: str | None, message: str) -> str:
         if ref and ref in self.settings.backend_configs:

@@ -47,6 +47,15 @@ def gaia_run_preamble(build: Build, dry_run: bool) -> list[str]:
 
 
 @hookimpl
+def gaia_secret_env_vars(build: Build) -> list[str]:
+    from gaia_core.checkpoints import config
+
+    if not build.has(TABLE):
+        return []
+    return sorted(config.secret_variables(config.checkpoint_settings(build)))
+
+
+@hookimpl
 def gaia_register_commands(cli: click.Group) -> None:
     from gaia_core.checkpoints.commands import checkpoints
 

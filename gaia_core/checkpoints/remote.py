@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from gaia_core.backends import Backend, legacy_object_key, object_dir, object_key
 from gaia_core.checkpoints import tree
-from gaia_core.checkpoints.engine import Checkpoints, Log
+from gaia_core.checkpoints.engine import Checkpoints, Log, unavailable
+from gaia_core.checkpoints.entries import EntriesCorrupt, UnsafeEntry
 from gaia_core.checkpoints.manifest import (
     MAX_MANIFEST_BYTES,
     UNSIGNED_MANIFEST,
@@ -37,7 +38,6 @@ from gaia_core.checkpoints.manifest import (
     signer_of,
     slot_of,
 )
-from gaia_core.checkpoints.entries import EntriesCorrupt, UnsafeEntry
 from gaia_core.checkpoints.packs import ChunkCorrupt
 from gaia_core.checkpoints.packstore import PackStore
 from gaia_core.checkpoints.portability import assess
@@ -89,7 +89,13 @@ class LimitedWriter:
         if self.size + n > self.limit:
             raise TooLarge(f"{self.what} is larger than the {self.limit} bytes allowed; download stopped")
         self.sha.update(data)
-        self.dest.write(data)
+        try:
+            self.dest.write(data)
+        except OSError as exc:  # a full disk: say which file, and that the download stopped
+            name = getattr(self.dest, "name", None)
+            where = f" into {name}" if isinstance(name, str) else ""
+            raise CheckpointError(
+                f"writing {self.what}{where} failed: {exc.strerror or exc}; download stopped") from None
         self.size += n
         if self.progress is not None:
             self.progress(n)
@@ -119,18 +125,19 @@ class Found:
 
 def fetch_manifest(backend: Backend, point_id: str, fp: str, where: str,
                    name: str = UNSIGNED_MANIFEST) -> dict[str, Any] | None:
-    """One remote manifest, shape-checked; None when the backend has none under that name."""
-    with tempfile.TemporaryFile() as f:
-        try:
-            backend.download(object_key(point_id, fp, name), LimitedWriter(f, MAX_MANIFEST_BYTES,
-                                                                           f"remote manifest {where}"))
-        except ObjectNotFound:
-            return None
-        f.seek(0)
-        try:
-            manifest = json.loads(f.read())
-        except ValueError as exc:
-            raise CheckpointError(f"remote manifest {where} is not JSON: {exc}") from None
+    """One remote manifest, shape-checked; None when the backend has none under that name. A
+    small read under the probe budget: a silent server costs ``probe_timeout``, not a
+    transfer's."""
+    try:
+        data = backend.read_small(object_key(point_id, fp, name), MAX_MANIFEST_BYTES)
+    except ObjectNotFound:
+        return None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise TooLarge(f"remote manifest {where} is larger than {MAX_MANIFEST_BYTES} bytes; refused")
+    try:
+        manifest = json.loads(data)
+    except ValueError as exc:
+        raise CheckpointError(f"remote manifest {where} is not JSON: {exc}") from None
     check_shape(manifest, where)
     return manifest
 
@@ -333,11 +340,17 @@ def upload(cp: Checkpoints, point_id: str, fp: str, ref: str, anchor_task: str, 
             _send(cp, backend, point, obj, remote_state(cp, backend, point, obj), log, progress_factory)
     except (BackendError, CheckpointError, OSError) as exc:
         message = cp.redact(ref, str(exc))
+        reason = unavailable(ref, cp.unavailable[ref]) if ref in cp.unavailable else message
         cp.store.update_queue(point_id, fp, ref, anchor_task, state="failed", attempted=True,
-                              last_error=message[:500])
-        log(f"WARN: checkpoint:{point_id} upload via {ref} failed: {message} (queued for retry)")
+                              last_error=reason[:500])
+        what = f"not uploaded: {message}" if isinstance(exc, BackendError) else f"upload via {ref} failed: {message}"
+        log(f"WARN: checkpoint:{point_id} {what} (queued for retry)")
         return False
-    cp.store.update_queue(point_id, fp, ref, anchor_task, state="uploaded", attempted=True, last_error=None)
+    try:
+        cp.store.update_queue(point_id, fp, ref, anchor_task, state="uploaded", attempted=True, last_error=None)
+    except CheckpointError as exc:
+        log(f"WARN: checkpoint:{point_id} {fp[:12]} is uploaded to {ref}, but the upload queue could not record it: "
+            f"{exc}; `gaia checkpoints retry` will find it there")
     return True
 
 

@@ -14,7 +14,7 @@ def run_preamble(build: Build, *, dry_run: bool) -> list[str]:
     A dry run does not contact remotes. The engine is the run's own, so a backend found
     down here is skipped by the tasks too.
     """
-    from gaia_core.checkpoints.engine import Checkpoints
+    from gaia_core.checkpoints.engine import Checkpoints, unavailable
     from gaia_core.checkpoints.lock import describe_holder
     from gaia_core.checkpoints.status import point_status
 
@@ -23,6 +23,7 @@ def run_preamble(build: Build, *, dry_run: bool) -> list[str]:
         return []
     lines = ["checkpoints status:"]
     lines += [point_status(cp, p, probe_remote=not dry_run).line() for p in cp.points]
+    lines += [f"  {unavailable(ref, reason)}" for ref, reason in cp.unavailable.items()]
     if cp.read_only:
         lines.append(f"  read-only: nothing is uploaded or signed ({cp.settings.read_only_source})")
     holder = cp.store.lock.holder()

@@ -46,6 +46,8 @@ class PointStatus:
     reason: str
     local_reason: str
     remote_error: str | None
+    #: the backend could not be used (``remote_error`` says why; the command exits 5)
+    remote_unavailable: bool
     inactive: str | None
     #: who signed the object the reason is about (the local one, else the remote one), used or
     #: refused: a key name, ``unsigned``, or ``-`` when there is none
@@ -68,7 +70,7 @@ class PointStatus:
             f"will_download={b(self.will_download)}", f"will_rebuild={b(self.will_rebuild)}",
             f"will_upload={b(self.will_upload)}", f"pending_upload={b(self.pending_upload)}",
             f"reason={self.reason}", f"signer={self.signer}", f"remote_signer={self.remote_signer}",
-            f"remote_error={self.remote_error or '-'}",
+            f"remote_error={'unavailable' if self.remote_unavailable else self.remote_error or '-'}",
             f"fingerprint={self.fingerprint}",
         ]
         line = "- " + " ".join(parts)
@@ -108,7 +110,8 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
                                  "will_rebuild", "will_upload", "will_upload_reason", "will_fail"))
         reason = f"inactive:{inactive}" if inactive else "unknown"
         return PointStatus(**base, **unknown, fingerprint="unknown", pending=str(fp.pending), reason=reason,
-                           local_reason=reason, remote_error=None, signer="-", remote_signer="-")
+                           local_reason=reason, remote_error=None, remote_unavailable=False, signer="-",
+                           remote_signer="-")
     value = fp.value
     assert value is not None
     targets = anchor.targets()
@@ -130,11 +133,13 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
     remote_usable = False
     remote_error = None
     remote_signer = "-"
+    remote_unavailable = False
     if not usable and not materialized and point.use_policy != "off" and point.backend and not inactive:
         if not probe_remote:
             remote_error = "not probed (dry run)"
         else:
             remote_exists, remote_usable, remote_reason, remote_error, remote_signer = _probe(cp, point, value)
+            remote_unavailable = point.backend in cp.unavailable
             if obj is None or remote_usable:
                 signer = remote_signer
             if remote_usable:
@@ -170,7 +175,7 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
         will_rebuild=will_rebuild,
         will_upload=will_rebuild and point.upload_policy != "off" and bool(point.backend) and not upload_blocked,
         will_upload_reason=upload_blocked, will_fail=will_fail, reason=reason, local_reason=local_reason,
-        remote_error=remote_error, signer=signer, remote_signer=remote_signer,
+        remote_error=remote_error, remote_unavailable=remote_unavailable, signer=signer, remote_signer=remote_signer,
     )
 
 

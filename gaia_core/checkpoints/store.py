@@ -168,7 +168,10 @@ class Store:
                 if not (final / MANIFEST).is_file():
                     final.mkdir(parents=True, exist_ok=True)
                     atomic.write_json(final / MANIFEST, manifest)
-                self._index_add(point_id, fingerprint, manifest)
+                try:
+                    self._index_add(point_id, fingerprint, manifest)
+                except OSError as exc:  # the object is in place: only the index is stale
+                    self._index_dropped(exc)
         obj = self.get(point_id, fingerprint)
         if obj is None:
             raise CheckpointError(f"checkpoint {point_id}/{fingerprint} vanished right after publishing")
@@ -287,6 +290,14 @@ class Store:
                 for obj in reversed(self.objects(point_dir.name)):
                     _index_entry(index, point_dir.name, obj.fingerprint, obj.manifest)
         return index
+
+    def _index_dropped(self, exc: OSError) -> None:
+        """The index could not be written (a full disk): remove the stale one, which readers
+        then rebuild from the objects, and say so; the object itself is stored."""
+        with contextlib.suppress(OSError):
+            self.index_path.unlink()
+        warn(f"the checkpoint is stored, but the index {exc.filename or self.index_path} could not be updated "
+             f"({exc.strerror or exc}); it is rebuilt from the objects when next read")
 
     def _index_add(self, point_id: str, fingerprint: str, manifest: dict[str, Any]) -> None:
         index = self.read_index()

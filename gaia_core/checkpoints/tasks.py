@@ -195,10 +195,11 @@ def _find(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> tuple[Loc
         return None, point.backend, exc.reason
     except (BackendError, CheckpointError, OSError) as exc:
         message = cp.redact(point.backend, str(exc))
+        if not isinstance(exc, BackendError):
+            message = f"remote fetch via {point.backend} failed: {message}"
         if point.use_policy == "required":
-            raise TaskFailed(f"required checkpoint '{point.id}' download via {point.backend} failed: "
-                             f"{message}") from None
-        ctx.log(f"WARN: {tag} remote fetch via {point.backend} failed: {message}; building instead")
+            raise TaskFailed(f"required checkpoint '{point.id}': {message}") from None
+        ctx.log(f"WARN: {tag} {message}; building instead")
         return None, point.backend, f"remote_error:{type(exc).__name__}"
     if obj is None:
         ctx.log(f"{tag} {fp[:12]} is not in {point.backend} either")
@@ -333,7 +334,7 @@ def _upload_local_hit(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) 
             there = backend.exists(object_key(point.id, fp, manifest_name(signer_of(obj.manifest))))
     except BackendError as exc:
         there = False
-        ctx.log(f"WARN: checkpoint:{point.id} could not ask {point.backend} for {fp[:12]}: "
+        ctx.log(f"WARN: checkpoint:{point.id} could not ask whether {fp[:12]} is there: "
                 f"{cp.redact(point.backend, str(exc))}")
     if there:
         ctx.log(f"checkpoint:{point.id} {fp[:12]} is already in {point.backend}")

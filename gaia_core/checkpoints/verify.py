@@ -105,7 +105,6 @@ def check_remote(cp: Checkpoints, backend: Any, point: Point, fp: str, name: str
 
 def verify_points(cp: Checkpoints, points: list[Point], *, remote: bool, repair: bool, log: Log) -> dict[str, Any]:
     objects: list[dict[str, Any]] = []
-    errors: list[str] = []
     for point in points:
         local_good: set[str] = set()
         for obj in cp.store.objects(point.id):
@@ -119,15 +118,12 @@ def verify_points(cp: Checkpoints, points: list[Point], *, remote: bool, repair:
                 item["repaired"] = _refetch(cp, point, obj.fingerprint, log)
             objects.append(item)
         if remote and point.backend:
-            found, error = _verify_backend(cp, point, local_good, repair, log)
-            objects += found
-            if error:
-                errors.append(error)
+            objects += _verify_backend(cp, point, local_good, repair, log)
     bad = [o for o in objects if o["state"] == "bad"]
     untrusted = [o for o in objects if o["state"] == "untrusted"]
     return {"objects": objects, "ok": sum(o["state"] == "ok" for o in objects), "bad": len(bad),
             "untrusted": len(untrusted), "repaired": sum(bool(o.get("repaired")) for o in bad + untrusted),
-            "errors": errors}
+            "unavailable": dict(cp.unavailable)}
 
 
 def _signer(manifest: dict[str, Any]) -> str:
@@ -140,15 +136,18 @@ def _refetch(cp: Checkpoints, point: Point, fp: str, log: Log) -> str | None:
         return None
     try:
         obj = download(cp, point, fp, log)
-    except (BackendError, CheckpointError, OSError) as exc:
+    except BackendError:
+        log(f"WARN: checkpoint:{point.id} {fp[:12]} could not be fetched again: backend {point.backend} is unavailable")
+        return None
+    except (CheckpointError, OSError) as exc:
         log(f"WARN: checkpoint:{point.id} {fp[:12]} could not be fetched again: {cp.redact(point.backend, str(exc))}")
         return None
     return f"fetched again from {point.backend}" if obj else None
 
 
 def _verify_backend(cp: Checkpoints, point: Point, local_good: set[str], repair: bool,
-                    log: Log) -> tuple[list[dict[str, Any]], str | None]:
-    """The objects of the point's backend, checked; and why the backend could not be, if so."""
+                    log: Log) -> list[dict[str, Any]]:
+    """The objects of the point's backend, one per signer's manifest, checked."""
     assert point.backend
     ref = point.backend
     items: list[dict[str, Any]] = []
@@ -162,15 +161,15 @@ def _verify_backend(cp: Checkpoints, point: Point, local_good: set[str], repair:
                     state, detail = check_remote(cp, backend, point, fp, name)
                     items.append({"where": "remote", "id": point.id, "fingerprint": fp, "state": state,
                                   "detail": detail, "signer": slot_of(name) or "unsigned", "file": name})
-    except BackendError as exc:
-        return items, f"{ref}: {cp.redact(ref, str(exc))}"
+    except BackendError:
+        return items  # an unavailable backend holds no bad object: the command says why and exits 5
     for item in items:
         mine = item["file"] == _own_slot(cp, item["fingerprint"], point)
         if item["state"] == "bad" and repair and mine and item["fingerprint"] in local_good:
             cp.bad_remote[(ref, point.id, item["fingerprint"], item["file"])] = item["detail"]
             if upload(cp, point.id, item["fingerprint"], ref, point.anchor_task, log):
                 item["repaired"] = "replaced from the local store"
-    return items, None
+    return items
 
 
 def _own_slot(cp: Checkpoints, fp: str, point: Point) -> str | None:

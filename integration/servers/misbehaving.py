@@ -3,7 +3,11 @@
 - :class:`SilentServer` accepts TCP connections and never sends a byte (nor reads one).
 - :class:`StallingProxy` relays to a real server (nginx, moto, sshd) and, once a
   connection has carried ``after`` bytes in one direction, stops relaying that direction
-  while keeping the connection open: a transfer frozen mid-body.
+  while keeping the connection open: a transfer frozen mid-body. With ``answer_after_up``
+  it relays every request and freezes the answer to one that carried that many bytes up:
+  an upload whose body went through and whose answer never comes.
+- :class:`RedirectingServer` answers HTTP requests with redirects: to itself (a loop), a
+  chain of them on the same origin that ends in a real answer, or to another host.
 - :func:`refusing_port` holds a port that refuses connections (bound, never listening).
 - :class:`ConnectCounter` counts the connection attempts this process makes to a port
   (it wraps ``socket.connect``; the connections themselves are real).
@@ -12,11 +16,14 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 HOST = "127.0.0.1"
+#: another loopback host: a different origin than HOST, still on loopback
+OTHER_HOST = "127.0.0.2"
 #: the proxy stops relaying client -> server ("up") or server -> client ("down")
 UP, DOWN = "up", "down"
 
@@ -24,8 +31,9 @@ UP, DOWN = "up", "down"
 class _Listener:
     """A loopback listener whose accepted connections a subclass handles in threads."""
 
-    def __init__(self) -> None:
-        self._socket = socket.create_server((HOST, 0), backlog=64)
+    def __init__(self, host: str = HOST) -> None:
+        self.host = host
+        self._socket = socket.create_server((host, 0), backlog=64)
         self._socket.settimeout(0.2)
         self.port: int = self._socket.getsockname()[1]
         self._open: set[socket.socket] = set()
@@ -37,7 +45,7 @@ class _Listener:
 
     @property
     def address(self) -> tuple[str, int]:
-        return HOST, self.port
+        return self.host, self.port
 
     def _track(self, sock: socket.socket) -> None:
         with self._lock:
@@ -91,12 +99,15 @@ class StallingProxy(_Listener):
     everything). ``relayed[direction]`` is the total that went through.
     """
 
-    def __init__(self, upstream: tuple[str, int], *, direction: str, after: int, stalls: int | None = None):
+    def __init__(self, upstream: tuple[str, int], *, direction: str, after: int, stalls: int | None = None,
+                 answer_after_up: int | None = None):
         assert direction in (UP, DOWN)
+        assert answer_after_up is None or direction == DOWN
         self.upstream = upstream
         self.direction = direction
         self.after = after
         self.stalls = stalls
+        self.answer_after_up = answer_after_up
         self.relayed = {UP: 0, DOWN: 0}
         super().__init__()
 
@@ -109,28 +120,125 @@ class StallingProxy(_Listener):
         server.settimeout(None)
         self._track(server)
         stalls = self.stalls is None or self.accepted <= self.stalls
+        carried = {UP: 0, DOWN: 0}  # this connection's bytes
         for source, target, direction in ((conn, server, UP), (server, conn, DOWN)):
             limit = self.after if direction == self.direction and stalls else None
-            threading.Thread(target=self._pump, args=(source, target, direction, limit), daemon=True).start()
+            threading.Thread(target=self._pump, args=(source, target, direction, limit, carried), daemon=True).start()
 
-    def _pump(self, source: socket.socket, target: socket.socket, direction: str, limit: int | None) -> None:
-        passed = 0
+    def _frozen(self, direction: str, limit: int | None, carried: dict[str, int]) -> bool:
+        if limit is None:
+            return False
+        if self.answer_after_up is not None:
+            return direction == DOWN and carried[UP] >= self.answer_after_up
+        return carried[direction] >= limit
+
+    def _pump(self, source: socket.socket, target: socket.socket, direction: str, limit: int | None,
+              carried: dict[str, int]) -> None:
         try:
             while not self._stopped.is_set():
-                if limit is not None and passed >= limit:
+                if self._frozen(direction, limit, carried):
                     self._stopped.wait()  # frozen: read nothing more, send nothing more
                     return
-                want = 65536 if limit is None else min(65536, limit - passed)
+                bounded = limit is not None and self.answer_after_up is None
+                want = min(65536, limit - carried[direction]) if bounded else 65536
                 data = source.recv(want)
                 if not data:
                     with contextlib.suppress(OSError):
                         target.shutdown(socket.SHUT_WR)
                     return
+                if self._frozen(direction, limit, carried):  # the answer to a large upload: withheld
+                    self._stopped.wait()
+                    return
                 target.sendall(data)
-                passed += len(data)
+                carried[direction] += len(data)
                 self.relayed[direction] += len(data)
         except OSError:
             return  # either side went away: the test is over or the client gave up
+
+
+#: what a RedirectingServer answers to (method, path): (status, Location or None, body)
+Answer = Callable[[str, str], tuple[int, str | None, bytes]]
+
+
+class RedirectingServer(_Listener):
+    """An HTTP/1.1 server whose answers are redirects.
+
+    ``answer(method, path)`` returns ``(status, location or None, body)`` per request; the
+    helpers below make the usual ones. Request bodies are read (by Content-Length) before
+    the answer, so a client sending one sees the status, not a reset. ``requests`` lists
+    ``(method, path)`` of every request, in order.
+    """
+
+    def __init__(self, answer: Answer, host: str = HOST):
+        self.answer = answer
+        self.requests: list[tuple[str, str]] = []
+        super().__init__(host)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def handle(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        buffer = b""
+        try:
+            while not self._stopped.is_set():
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                request_line, *header_lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = request_line.split(" ", 2)
+                headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+                length = int(headers.get("content-length", "0") or 0)
+                if headers.get("expect", "").lower() == "100-continue":
+                    conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                while len(buffer) < length:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                buffer = buffer[length:]
+                self.requests.append((method, path))
+                status, location, body = self.answer(method, path)
+                lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Redirect'}", f"Content-Length: {len(body)}"]
+                if location is not None:
+                    lines.append(f"Location: {location}")
+                conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if method == "HEAD" else body))
+        except OSError:
+            return
+
+
+def redirect_loop(status: int = 301) -> Answer:
+    """Every request is sent back to its own path: a loop that never ends."""
+    return lambda method, path: (status, path, b"")
+
+
+def redirect_to(url: str, status: int = 302) -> Answer:
+    """Every request is sent to ``url`` + its path (another host, say)."""
+    return lambda method, path: (status, url + path, b"")
+
+
+def redirect_chain(hops: int, body: Callable[[str], bytes], status: int = 302) -> Answer:
+    """``/hops-<n>/<rest>`` redirects to ``/hops-<n-1>/<rest>`` (relative location), and
+    ``/hops-0/<rest>`` answers 200 with ``body(rest)``: a client starting at
+    ``/hops-<hops>/`` follows ``hops`` redirects on one origin."""
+
+    def answer(method: str, path: str) -> tuple[int, str | None, bytes]:
+        match = re.match(r"^/hops-(\d+)/(.*)$", path)
+        if match is None:
+            return 404, None, b""
+        left, rest = int(match.group(1)), match.group(2)
+        if left == 0:
+            return 200, None, body(rest)
+        return status, f"/hops-{left - 1}/{rest}", b""
+
+    return answer
 
 
 @contextlib.contextmanager

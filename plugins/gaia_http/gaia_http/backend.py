@@ -15,6 +15,11 @@ whole body) it keeps the range and stops reading there.
 
 Every operation is one call of :func:`gaia_core.retry.retrying`: probes and listings
 within ``probe_timeout`` in total, transfers bounded by ``stall_timeout`` per stall.
+
+Redirects: a read (HEAD, GET) follows at most 5; while the backend holds credentials (a
+token, or a password in the base URL) only within the base URL's origin (scheme, host and
+port), so a redirect never takes them elsewhere. A write follows none. Any other redirect
+is an error naming its status and the host it points at.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TypeVar
 
 from gaia_core.backends import MANIFEST, POINTS, Backend, Entry, Progress
-from gaia_core.errors import BackendError, BackendUnavailable, ObjectExists, ObjectNotFound
+from gaia_core.errors import BackendError, BackendUnavailable, ConfigError, ObjectExists, ObjectNotFound
 from gaia_core.retry import (
     CallerCode,
     Deadline,
@@ -35,6 +40,7 @@ from gaia_core.retry import (
     RetryPolicy,
     is_litter,
     is_temporary,
+    probe_timed_out,
     retrying,
     run_caller_aware,
     temporary_name,
@@ -53,6 +59,9 @@ T = TypeVar("T")
 MOVE_PROBE_ABOVE = 1 << 20
 #: a listing bigger than this is refused (hostile or misconfigured server)
 MAX_LISTING_BYTES = 8 * 1024 * 1024
+#: redirects a read (HEAD, GET) follows at most, within the base URL's origin while the
+#: backend holds credentials; writes follow none
+MAX_REDIRECTS = 5
 _NOT_FOUND = (404, 410)
 _AUTH_FAILED = (401, 403)
 #: ``bytes <first>-<last>/<size or *>``
@@ -62,6 +71,8 @@ _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(?:\d+|\*)$")
 class HttpBackend(Backend):
     kind = "http"
     config_model = HttpConfig
+    #: the token, and the base URL, which may carry a password (basic auth)
+    credential_fields = ("token_env", "base_url_env")
     config: HttpConfig
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -72,51 +83,55 @@ class HttpBackend(Backend):
         self.move_supported = True
         #: True once a MOVE succeeded
         self._move_confirmed = False
+        #: whether requests carry a token or a password (then redirects stay on the origin)
+        self.credentials = False
 
     # -- settings ---------------------------------------------------------------------
 
     def base(self) -> BaseUrl:
         if self._base is None:
+            self._check_environment()
             raw = self.setting("base_url", required=True)
             assert raw is not None
-            try:
-                self._base = BaseUrl(raw)
-            except UrlProblem as problem:
-                where = f"checkpoints.backends.http.{self.name}.base_url"
-                if not self.config.base_url.strip():
-                    where = f"{where}_env (env var '{self.config.base_url_env}')"
-                raise BackendError(f"{where} {problem}") from None
+            self._base = BaseUrl(raw)  # checked: by the model, or by environment_problems
         return self._base
 
     def environment_problems(self) -> list[str]:
         problems = []
-        where = f"checkpoints.backends.http.{self.name}"
-        if not self.config.base_url.strip() and self.env_value("base_url_env"):
+        if not self.config.base_url.strip() and (raw := self.variable("base_url_env")):
             try:
-                self.base()
-            except BackendError as exc:
-                problems.append(str(exc))
-        token = self.env_value("token_env")
+                BaseUrl(raw)
+            except UrlProblem as problem:
+                problems.append(f"{self._where('base_url_env')} {problem}")
+        token = self.variable("token_env")
         if token and (any(ch.isspace() for ch in token) or not token.isprintable()):
-            problems.append(f"{where}.token_env (env var '{self.config.token_env}') holds whitespace or "
-                            "control characters")
-        ca_bundle = self.env_value("ca_bundle_env")
-        if ca_bundle and not self.config.ca_bundle.strip() and ("\0" in ca_bundle or not Path(ca_bundle).is_file()):
-            problems.append(f"{where}.ca_bundle_env (env var '{self.config.ca_bundle_env}') does not name a file")
+            problems.append(f"{self._where('token_env')} contains whitespace or control characters")
+        if not self.config.ca_bundle and (bundle := self.variable("ca_bundle_env")):
+            if "\0" in bundle or not Path(bundle).is_file():
+                problems.append(f"{self._where('ca_bundle_env')} does not name an existing file")
         return problems
 
+    def _where(self, env_field: str) -> str:
+        return f"{self.key(env_field)} (env var '{getattr(self.config, env_field)}')"
+
+    def _check_environment(self) -> None:
+        problems = self.environment_problems()
+        if problems:
+            raise ConfigError(problems)
+
     def secrets(self) -> list[str]:
-        found = [self.setting("token") or ""]
+        found = [self.variable("token_env") or ""]
+        raw = self.config.base_url.strip() or self.variable("base_url_env")
         try:
-            found.append(self.base().password)
-        except BackendError:
+            found.append(BaseUrl(raw).password if raw else "")
+        except UrlProblem:
             pass
         return [s for s in found if s]
 
     def describe(self) -> str:
         try:
             return f"{self.ref} ({self.base().display})"
-        except BackendError:
+        except (BackendError, ConfigError):
             return self.ref
 
     def session(self) -> requests.Session:
@@ -130,8 +145,6 @@ class HttpBackend(Backend):
         base = self.base()
         token = self.setting("token")
         where = f"checkpoints.backends.http.{self.name}"
-        if token and (any(ch.isspace() for ch in token) or not token.isprintable()):
-            raise BackendError(f"{where}.token contains whitespace or control characters")
         has_credentials = bool(token or base.password)
         if has_credentials and base.scheme == "http" and not base.is_loopback() and not self.config.allow_insecure_token:
             raise BackendError(
@@ -147,6 +160,7 @@ class HttpBackend(Backend):
         if ca_bundle and ("\0" in ca_bundle or not Path(ca_bundle).is_file()):
             raise BackendError(f"{where}.ca_bundle {ca_bundle!r} is not a file")
         self._session = make_session(auth=auth, verify=ca_bundle or True, stall_timeout=self.stall_timeout)
+        self.credentials = has_credentials
         return self._session
 
     def close(self) -> None:
@@ -173,7 +187,7 @@ class HttpBackend(Backend):
         return self._run(lambda deadline: self._exists_once(key, url, deadline), probe=True)
 
     def _exists_once(self, key: str, url: str, deadline: Deadline) -> bool:
-        with self._request("HEAD", "probe", key, url, deadline, allow_redirects=True) as response:
+        with self._request("HEAD", "probe", key, url, deadline, follow=True) as response:
             if response.status_code in _NOT_FOUND:
                 return False
             if 200 <= response.status_code < 300:
@@ -199,11 +213,27 @@ class HttpBackend(Backend):
         # a retry starts over into dest (seek(0), truncate()), or there is none
         self._run_transfer(attempt, caller, on_retry=caller.start_over)
 
+    def read_small(self, key: str, limit: int) -> bytes:
+        url = self.base().url(key)
+
+        def attempt(deadline: Deadline) -> bytes:
+            headers = {"Accept-Encoding": "identity"}
+            with self._request(
+                "GET", "read", key, url, deadline, headers=headers, stream=True, follow=True
+            ) as response:
+                if response.status_code in _NOT_FOUND:
+                    raise ObjectNotFound(self._message("read", key, f"not found (HTTP {response.status_code})"))
+                if response.status_code != 200:
+                    self._fail("read", key, response)
+                return self._read_bounded("read", key, response, deadline, limit=limit)
+
+        return self._run(attempt, probe=True)
+
     def delete(self, key: str) -> None:
         url = self.base().url(key)
 
         def attempt(deadline: Deadline) -> None:
-            with self._request("DELETE", "delete", key, url, deadline, allow_redirects=False) as response:
+            with self._request("DELETE", "delete", key, url, deadline) as response:
                 if 200 <= response.status_code < 300 or response.status_code in _NOT_FOUND:
                     return
                 self._fail("delete", key, response)
@@ -304,7 +334,7 @@ class HttpBackend(Backend):
                 data = FileBody(body, size, caller.progress if caller.wants_progress else None) if size else b""
                 response = self._request(
                     "PUT", operation, key, self.base().url(target_key), deadline,
-                    caller=caller, data=data, headers=headers, allow_redirects=False,
+                    caller=caller, data=data, headers=headers,
                 )  # fmt: skip
             with response:
                 if 200 <= response.status_code < 300:
@@ -323,7 +353,7 @@ class HttpBackend(Backend):
         urls = [self.base().root + "/"]
         urls += [self.base().url("/".join(parts[: i + 1]), directory=True) for i in range(len(parts))]
         for url in urls:
-            with self._request("MKCOL", "upload", key, url, deadline, allow_redirects=False) as response:
+            with self._request("MKCOL", "upload", key, url, deadline) as response:
                 # 405: the collection already exists
                 if not (200 <= response.status_code < 300 or response.status_code == 405):
                     self._fail("upload (MKCOL)", key, response)
@@ -339,7 +369,7 @@ class HttpBackend(Backend):
         operation = "upload" if overwrite else "publish"
         headers = {"Destination": self.base().url(key), "Overwrite": "T" if overwrite else "F"}
         url = self.base().url(temp_key)
-        with self._request("MOVE", operation, key, url, deadline, headers=headers, allow_redirects=False) as response:
+        with self._request("MOVE", operation, key, url, deadline, headers=headers) as response:
             status = response.status_code
             if 200 <= status < 300:
                 self._move_confirmed = True
@@ -355,7 +385,7 @@ class HttpBackend(Backend):
     def _delete_quietly(self, key: str, deadline: Deadline) -> None:
         """Best-effort removal of a temporary object of ours."""
         try:
-            self._request("DELETE", "cleanup", key, self.base().url(key), deadline, allow_redirects=False).close()
+            self._request("DELETE", "cleanup", key, self.base().url(key), deadline).close()
         except (BackendError, Retryable):
             pass
 
@@ -386,7 +416,9 @@ class HttpBackend(Backend):
         from gaia_http.session import classify, transport_reason
 
         headers = {"Accept-Encoding": "identity"}
-        with self._request("GET", "download", key, self.base().url(key), deadline, headers=headers, stream=True) as response:
+        with self._request(
+            "GET", "download", key, self.base().url(key), deadline, headers=headers, stream=True, follow=True
+        ) as response:
             if response.status_code in _NOT_FOUND:
                 raise ObjectNotFound(self._message("download", key, f"not found (HTTP {response.status_code})"))
             if response.status_code != 200:
@@ -497,12 +529,12 @@ class HttpBackend(Backend):
         fingerprint list (which names no files) is an error."""
         url = self.base().url(path, directory=True) + "?list=1"
         headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
-        with self._request("GET", "list", path, url, deadline, headers=headers, stream=True) as response:
+        with self._request("GET", "list", path, url, deadline, headers=headers, stream=True, follow=True) as response:
             if response.status_code in _NOT_FOUND:
                 return None
             if not 200 <= response.status_code < 300:
                 self._fail("list", path, response)
-            body = self._read_bounded(response, path)
+            body = self._read_bounded("list", path, response, deadline)
         try:
             listing = parse_listing(body)
         except ListingFormatError as exc:
@@ -513,45 +545,81 @@ class HttpBackend(Backend):
                 "gaia needs the {\"entries\": [...]} listing of any directory (see the gaia-http README)"))
         return listing
 
-    def _read_bounded(self, response: requests.Response, path: str) -> bytes:
+    def _read_bounded(
+        self, operation: str, key: str, response: requests.Response, deadline: Deadline, *, limit: int | None = None
+    ) -> bytes:
+        """The body, bounded in size and by ``deadline``. Without ``limit`` (a listing) a
+        body past :data:`MAX_LISTING_BYTES` is an error; with it, reading stops after
+        ``limit + 1`` bytes, which tell the caller that the object is larger."""
         import urllib3.exceptions
 
         from gaia_http.session import classify, transport_reason
 
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
-            raise BackendError(self._message("list", path, f"server sent Content-Encoding {encoding[:20]!r}"))
+            raise BackendError(self._message(operation, key, f"server sent Content-Encoding {encoding[:20]!r}"))
+        cap = MAX_LISTING_BYTES if limit is None else limit + 1
         body = bytearray()
         try:
             for chunk in response.raw.stream(64 * 1024, decode_content=False):
                 body += chunk
-                if len(body) > MAX_LISTING_BYTES:
-                    raise BackendError(self._message("list", path, f"listing larger than {MAX_LISTING_BYTES} bytes"))
+                if len(body) >= cap and limit is not None:
+                    return bytes(body[:cap])
+                if len(body) > cap:
+                    raise BackendError(self._message(operation, key, f"listing larger than {MAX_LISTING_BYTES} bytes"))
+                if deadline.expired:
+                    error = BackendUnavailable(self._message(operation, key, probe_timed_out(self.probe_timeout)))
+                    raise Retryable(error, Failure.STALLED)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            failure = classify(exc) or Failure.TRANSIENT
             reason = transport_reason(exc, self.connect_timeout, self.stall_timeout)
-            error = BackendUnavailable(self._message("list", path, reason))
-            raise Retryable(error, classify(exc) or Failure.TRANSIENT) from None
+            if failure is Failure.STALLED and deadline.spent:
+                reason = probe_timed_out(self.probe_timeout)
+            raise Retryable(BackendUnavailable(self._message(operation, key, reason)), failure) from None
         return bytes(body)
 
     # -- plumbing ---------------------------------------------------------------------
 
     def _request(
-        self, method: str, operation: str, key: str, url: str, deadline: Deadline, *, caller: CallerCode | None = None, **kwargs: Any
+        self, method: str, operation: str, key: str, url: str, deadline: Deadline, *, caller: CallerCode | None = None,
+        follow: bool = False, **kwargs: Any
     ) -> requests.Response:
-        """One request with the deadline's share of the timeouts; transport failures
-        become :class:`Retryable` (or a final error when no attempt can help)."""
+        """One request with the deadline's share of the timeouts, following the redirects
+        a read may follow (``follow``); transport failures become :class:`Retryable` (or a
+        final error when no attempt can help)."""
+        for hops in range(MAX_REDIRECTS + 1):
+            response = self._send(method, operation, key, url, deadline, caller, kwargs)
+            if not (follow and response.is_redirect):
+                return response
+            with response:
+                target = _redirect_target(url, response)
+                if hops == MAX_REDIRECTS:
+                    self._fail_redirect(operation, key, response, f"more than {MAX_REDIRECTS} redirects")
+                if self.credentials and _origin(target) != _origin(url):
+                    self._fail_redirect(operation, key, response, "gaia sends its credentials to the base URL's "
+                                        "origin only")
+            url = target
+        raise AssertionError("unreachable")
+
+    def _send(
+        self, method: str, operation: str, key: str, url: str, deadline: Deadline, caller: CallerCode | None,
+        kwargs: dict[str, Any],
+    ) -> requests.Response:
         import requests
 
         from gaia_http.session import classify, transport_reason
 
         timeouts = (deadline.cap(self.connect_timeout), deadline.cap(self.stall_timeout))
         try:
-            return self.session().request(method, url, timeout=timeouts, **kwargs)
+            return self.session().request(method, url, timeout=timeouts, allow_redirects=False, **kwargs)
         except (requests.exceptions.RequestException, OSError) as exc:
             if caller is not None and caller.raised is not None:
                 raise  # the caller's progress callback raised: run_caller_aware re-raises it
             failure = classify(exc)
-            message = self._message(operation, key, transport_reason(exc, *timeouts))
+            reason = transport_reason(exc, *timeouts)
+            if failure is Failure.STALLED and deadline.spent:
+                reason = probe_timed_out(self.probe_timeout)
+            message = self._message(operation, key, reason)
             if failure is None:
                 raise BackendError(message) from None
             raise Retryable(BackendUnavailable(message), failure) from None
@@ -560,12 +628,13 @@ class HttpBackend(Backend):
         from gaia_http.session import RETRY_STATUSES, UNAVAILABLE_STATUSES
 
         status = response.status_code
+        if 300 <= status < 400:
+            self._fail_redirect(operation, key, response,
+                                "a write follows no redirect" if response.is_redirect else "nothing to follow")
         if status in _AUTH_FAILED:
             reason = f"authentication failed (HTTP {status}); check token / token_env"
         elif status == 413:
             reason = "HTTP 413: the server refuses a body this large (nginx: client_max_body_size 0)"
-        elif 300 <= status < 400:
-            reason = f"unexpected redirect (HTTP {status}); point base_url at the final location"
         else:
             reason = f"HTTP {status}"
         message = self._message(operation, key, reason)
@@ -573,6 +642,14 @@ class HttpBackend(Backend):
             error_class = BackendUnavailable if status in UNAVAILABLE_STATUSES else BackendError
             raise Retryable(error_class(message), Failure.TRANSIENT)
         raise BackendError(message)
+
+    def _fail_redirect(self, operation: str, key: str, response: requests.Response, why: str) -> NoReturn:
+        location = response.headers.get("Location")
+        host = _host(_redirect_target(response.url or self.base().root, response)) if location else None
+        where = f"a redirect to {host}" if host else "a redirect without a usable location"
+        raise BackendError(self._message(
+            operation, key, f"HTTP {response.status_code}, {where}, not followed ({why}); point base_url at the "
+                            "final location"))
 
     def _message(self, operation: str, key: str, reason: str) -> str:
         try:
@@ -642,6 +719,34 @@ def _read_into(response: requests.Response, skip: int, size: int, *, exact: bool
         view.release()
         del buffer[filled:]
     return buffer
+
+
+def _redirect_target(url: str, response: requests.Response) -> str:
+    """The absolute URL a redirect points at (relative locations resolved against ``url``)."""
+    import urllib.parse
+
+    return urllib.parse.urljoin(url, response.headers.get("Location", "").strip())
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _host(url: str) -> str | None:
+    """``host:port`` of ``url`` for messages (no user info, path or query)."""
+    scheme, host, port = _origin(url)
+    if not host:
+        return None
+    shown = f"[{host}]" if ":" in host else host
+    return "".join(ch for ch in f"{shown}:{port}" if ch.isprintable())[:100]
 
 
 def _temporary_key(key: str) -> str:

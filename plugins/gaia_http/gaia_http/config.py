@@ -2,17 +2,18 @@
 
 Literal values are checked here, so the loader reports a malformed one as
 ``<file>: checkpoints.backends.http.<name>.<key>: <problem>``; values read from the
-environment are checked the same way when the build file is loaded, if they are set (a
-malformed one is a config error naming the variable), and read when the backend is used.
+environment are checked the same way when gaia loads the build file (if they are set; an
+unset one makes the backend unavailable when it is used).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from gaia_core.backends import BackendConfig
+from gaia_core.backends import BackendConfig, is_set
 from gaia_http.urls import BaseUrl, UrlProblem
 
 #: the name of an environment variable (or empty: not used)
@@ -46,6 +47,12 @@ class HttpConfig(BackendConfig):
     retries: int = Field(default=2, ge=0, le=20)
     #: first pause in seconds between attempts, doubled on every retry
     backoff: float = Field(default=0.25, ge=0, le=60)
+
+    @classmethod
+    def table_problems(cls, table: Mapping[str, Any]) -> list[tuple[str, str]]:
+        if not is_set(table, "base_url", "base_url_env"):
+            return [("base_url", "no base URL: set base_url, or base_url_env to the variable holding it")]
+        return []
 
     @model_validator(mode="before")
     @classmethod

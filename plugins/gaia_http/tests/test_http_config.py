@@ -7,7 +7,7 @@ import pytest
 from gaia_http.backend import HttpBackend
 from gaia_http.config import HttpConfig
 
-from gaia_core.errors import BackendError
+from gaia_core.errors import BackendError, BackendUnavailable, ConfigError
 
 TOKEN = "s3cr3t-token-value"
 
@@ -21,18 +21,27 @@ def test_unknown_keys_are_errors() -> None:
         HttpConfig.model_validate({"base_url": "http://x", "tokn_env": "T"})
 
 
+URL = {"base_url": "https://h"}
+
+
 def test_timeouts_accept_integers_and_must_be_positive() -> None:
-    assert HttpConfig.model_validate({"connect_timeout": 2, "stall_timeout": 30}).connect_timeout == 2.0
+    assert HttpConfig.model_validate({**URL, "connect_timeout": 2, "stall_timeout": 30}).connect_timeout == 2.0
     for field in ("connect_timeout", "stall_timeout", "probe_timeout", "read_timeout"):
         with pytest.raises(pydantic.ValidationError):
-            HttpConfig.model_validate({field: 0})
+            HttpConfig.model_validate({**URL, field: 0})
 
 
 def test_read_timeout_is_the_former_name_of_the_stall_timeout() -> None:
-    assert HttpConfig.model_validate({"read_timeout": 7}).stall_timeout == 7.0
-    assert HttpConfig.model_validate({}).stall_timeout == 30.0
+    assert HttpConfig.model_validate({**URL, "read_timeout": 7}).stall_timeout == 7.0
+    assert HttpConfig.model_validate(URL).stall_timeout == 30.0
     with pytest.raises(pydantic.ValidationError, match="former name of stall_timeout"):
-        HttpConfig.model_validate({"read_timeout": 7, "stall_timeout": 8})
+        HttpConfig.model_validate({**URL, "read_timeout": 7, "stall_timeout": 8})
+
+
+def test_a_table_without_a_base_url_is_refused_with_its_other_problems() -> None:
+    with pytest.raises(pydantic.ValidationError) as info:
+        HttpConfig.model_validate({"retries": -1})
+    assert sorted(e["loc"][0] for e in info.value.errors()) == ["base_url", "retries"]
 
 
 def test_literal_base_url_wins_over_env_and_trailing_slash_is_trimmed() -> None:
@@ -47,16 +56,21 @@ def test_base_url_from_env_is_read_at_use_time() -> None:
     assert backend.base().url("p/f/x") == "https://env.example/root/p/f/x"
 
 
-def test_missing_base_url_names_the_key_and_the_variable() -> None:
-    with pytest.raises(BackendError, match=r"checkpoints\.backends\.http\.cache\.base_url.*'GAIA_URL'"):
-        make(base_url_env="GAIA_URL").exists("p/f/manifest.json")
+@pytest.mark.parametrize("field", ["base_url_env", "token_env", "ca_bundle_env"])
+def test_a_variable_that_is_not_set_makes_the_backend_unavailable_naming_it(field: str) -> None:
+    """Never a fallback: no token is no anonymous access, no CA bundle not the system's."""
+    fields = {"base_url_env": "U", "token_env": "T", "ca_bundle_env": "C", field: "GAIA_UNSET"}
+    environ = {"U": "https://h/root", "T": TOKEN, "C": __file__}
+    with pytest.raises(BackendUnavailable) as info:
+        make(environ, **fields).exists("p/f/manifest.json")
+    assert str(info.value) == f"checkpoints.backends.http.cache.{field}: env var 'GAIA_UNSET' is not set"
 
 
 @pytest.mark.parametrize("url", ["ftp://host/x", "host/x", "http:///x", "https://h/x?q=1"])
 def test_base_url_must_be_http_or_https_with_a_host(url: str) -> None:
     with pytest.raises(pydantic.ValidationError, match="base_url"):
         make(base_url=url)
-    with pytest.raises(BackendError, match=r"base_url_env \(env var 'URL'\)"):
+    with pytest.raises(ConfigError, match=r"base_url_env \(env var 'URL'\)"):
         make({"URL": url}, base_url_env="URL").base()
 
 
@@ -97,14 +111,14 @@ def test_plain_http_without_credentials_is_fine() -> None:
 
 def test_token_with_whitespace_is_refused_without_echoing_it() -> None:
     backend = make({"TOK": "abcd\nInjected: yes"}, base_url="https://h", token_env="TOK")
-    with pytest.raises(BackendError, match="whitespace") as info:
+    with pytest.raises(ConfigError, match="whitespace") as info:
         backend.session()
     assert "Injected" not in str(info.value)
 
 
 def test_missing_ca_bundle_file_is_an_error(tmp_path) -> None:
     backend = make({"CA": str(tmp_path / "nope.pem")}, base_url="https://h", ca_bundle_env="CA")
-    with pytest.raises(BackendError, match="ca_bundle"):
+    with pytest.raises(ConfigError, match="ca_bundle_env"):
         backend.session()
 
 
@@ -127,9 +141,9 @@ def test_describe_and_messages_never_show_user_info() -> None:
     assert "user" not in backend.base().url("p/f/x")
 
 
-def test_secrets_do_not_raise_when_nothing_is_configured() -> None:
-    assert make().secrets() == []
-    assert make().describe() == "http:cache"
+def test_secrets_do_not_raise_when_nothing_is_set() -> None:
+    assert make(base_url_env="URL", token_env="TOK").secrets() == []
+    assert make(base_url_env="URL").describe() == "http:cache"
 
 
 def test_bearer_auth_repr_hides_the_token() -> None:
@@ -141,7 +155,7 @@ def test_bearer_auth_repr_hides_the_token() -> None:
 @pytest.mark.parametrize(("field", "value"), [("token", TOKEN), ("base_url", "https://user:pw-secret@h/root")])
 def test_secrets_written_into_the_build_file_are_refused_without_echoing_them(field: str, value: str) -> None:
     with pytest.raises(pydantic.ValidationError) as info:
-        HttpConfig.model_validate({field: value})
+        HttpConfig.model_validate({**URL, field: value})
     [error] = info.value.errors()
     assert "_env" in error["msg"]  # gaia shows the message, never the input value
     assert "pw-secret" not in error["msg"] and TOKEN not in error["msg"]

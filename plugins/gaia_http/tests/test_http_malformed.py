@@ -10,7 +10,7 @@ import pytest
 from gaia_http.backend import HttpBackend
 from gaia_http.config import HttpConfig
 
-from gaia_core.errors import BackendError
+from gaia_core.errors import ConfigError
 
 SECRET = "pw-secret-4711"
 
@@ -48,11 +48,12 @@ def test_a_malformed_base_url_from_the_environment_names_the_variable(url: str) 
     backend = make({"URL": url}, base_url_env="URL")
     for call in (backend.describe, backend.secrets):
         call()  # never raise: they are used to render errors
-    with pytest.raises(BackendError) as info:
+    [problem] = backend.environment_problems()
+    with pytest.raises(ConfigError) as info:
         backend.exists("p/f/manifest.json")
-    message = str(info.value)
-    assert "checkpoints.backends.http.cache.base_url_env (env var 'URL')" in message
-    assert SECRET not in message
+    assert info.value.problems == [problem]
+    assert problem.startswith("checkpoints.backends.http.cache.base_url_env (env var 'URL') ")
+    assert SECRET not in problem
 
 
 @pytest.mark.parametrize(
@@ -72,13 +73,13 @@ def test_a_malformed_base_url_from_the_environment_names_the_variable(url: str) 
 )
 def test_malformed_values_are_validation_errors_of_their_key(fields: dict, key: str) -> None:
     with pytest.raises(pydantic.ValidationError) as info:
-        HttpConfig.model_validate(fields)
+        HttpConfig.model_validate({"base_url": "https://h", **fields})
     assert [error["loc"] for error in info.value.errors()] == [(key,)]
 
 
-def test_a_ca_bundle_from_the_environment_with_a_nul_is_a_backend_error() -> None:
+def test_a_ca_bundle_from_the_environment_with_a_nul_is_a_config_error() -> None:
     backend = make({"CA": "/etc/\x00ca.pem"}, base_url="https://h", ca_bundle_env="CA")
-    with pytest.raises(BackendError, match="ca_bundle"):
+    with pytest.raises(ConfigError, match="ca_bundle_env"):
         backend.session()
 
 

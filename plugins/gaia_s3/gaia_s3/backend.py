@@ -12,26 +12,36 @@ A ranged read is one ``GetObject`` with a ``Range`` header, read into a buffer o
 range's size.
 
 Every operation is one call of :func:`gaia_core.retry.retrying`; botocore and s3transfer
-retry nothing themselves.
+retry nothing themselves. No redirect is followed (:func:`gaia_s3.errors.refuse_redirects`):
+a 3xx answer is an error naming its status and the host it points at.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, TypeVar
 
 from pydantic import BaseModel
 
 from gaia_core.backends import POINTS, Backend, Entry, Progress
-from gaia_core.errors import BackendError, BackendUnavailable, ObjectExists, ObjectNotFound
-from gaia_core.retry import CallerCode, Deadline, Retryable, is_litter, retrying, run_caller_aware
-from gaia_core.retry import Failure as RetryFailure
+from gaia_core.errors import BackendError, BackendUnavailable, ConfigError, ObjectExists, ObjectNotFound
+from gaia_core.retry import (
+    CallerCode,
+    Deadline,
+    Failure,
+    Retryable,
+    is_litter,
+    probe_timed_out,
+    retrying,
+    run_caller_aware,
+)
 from gaia_s3.config import S3Config
 from gaia_s3.errors import analyse
 from gaia_s3.session import (
@@ -53,11 +63,33 @@ UPLOAD_MARK = "#upload="
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(?:\d+|\*)$")
 #: clients kept for distinct (connect, stall) timeouts of partly spent probe budgets
 _CLIENTS_KEPT = 4
+#: seconds between two looks at a transfer in flight (each a heartbeat to the caller)
+WAIT_TICK = 0.1
 
 
 class S3Backend(Backend):
     kind: ClassVar[str] = "s3"
     config_model: ClassVar[type[BaseModel]] = S3Config
+    credential_fields: ClassVar[tuple[str, ...]] = (
+        "aws_access_key_id_env",
+        "aws_secret_access_key_env",
+        "aws_session_token_env",
+        "aws_shared_credentials_file_env",
+        "aws_config_file_env",
+    )
+    #: what boto3's default chain reads secrets from (names of profiles, regions and
+    #: config files are no secrets and stay)
+    credential_variables: ClassVar[tuple[str, ...]] = (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    )
 
     def __init__(
         self, name: str, config: BaseModel, environ: Mapping[str, str] | None = None, tuning: Tuning | None = None
@@ -114,24 +146,21 @@ class S3Backend(Backend):
     def _client_within(self, deadline: Deadline) -> Any:
         return self._client_for(deadline.cap(self.connect_timeout), deadline.cap(self.stall_timeout))
 
-    def environment_problems(self) -> list[str]:
-        return environment_problems(self)
-
     def secrets(self) -> list[str]:
         values = list(credential_values(self._credentials))
-        try:
-            values += self.settings.secrets()
-        except BackendError:
-            for field in ("aws_access_key_id_env", "aws_secret_access_key_env", "aws_session_token_env"):
-                value = self.env_value(field)
-                if value:
-                    values.append(value)
+        for field in ("aws_access_key_id_env", "aws_secret_access_key_env", "aws_session_token_env"):
+            value = self.variable(field)
+            if value:
+                values.append(value)
         return values
+
+    def environment_problems(self) -> list[str]:
+        return environment_problems(self)
 
     def describe(self) -> str:
         try:
             settings = self.settings
-        except BackendError:
+        except (BackendError, ConfigError):
             return f"{self.ref} (bucket from ${self.config.bucket_env or '?'})"
         where = f"s3://{settings.bucket}/{settings.prefix}"
         if settings.endpoint_url:
@@ -161,22 +190,41 @@ class S3Backend(Backend):
                 if analyse(exc).key_not_found:
                     self._confirm_bucket(client)
                     return False
-                raise self._retryable("probe", name, exc) from None
+                raise self._retryable("probe", name, exc, deadline) from None
             return True
 
         return self._run(attempt, probe=True)
 
-    def upload(self, key: str, source: Path, *, progress: Progress | None = None) -> None:
-        from boto3.s3.transfer import create_transfer_manager
+    @contextlib.contextmanager
+    def _transfers(self, caller: CallerCode) -> Iterator[Any]:
+        """An s3transfer manager on daemon threads (:mod:`gaia_s3.executor`). When the
+        caller cancels (its progress callback raised), the transfer is shut down in the
+        background instead of waited for: a worker may sit in a frozen socket call until the
+        stall timeout, and a run stopped by a signal must end now."""
+        from s3transfer.manager import TransferManager
 
+        from gaia_s3.executor import DaemonExecutor
+
+        manager = TransferManager(self.client, make_transfer_config(self.tuning), executor_cls=DaemonExecutor)
+        try:
+            yield manager
+        except BaseException as exc:
+            if caller.raised is None:
+                manager.shutdown(True, str(exc))
+            else:
+                threading.Thread(target=manager.shutdown, args=(True, "cancelled"), daemon=True).start()
+            raise
+        manager.shutdown()
+
+    def upload(self, key: str, source: Path, *, progress: Progress | None = None) -> None:
         name = self.object_name(key)
         caller = CallerCode(progress=progress)
 
         def attempt(deadline: Deadline) -> None:
             subscribers = [_ProgressSubscriber(caller)] if caller.wants_progress else None
             try:
-                with create_transfer_manager(self.client, make_transfer_config(self.tuning)) as manager:
-                    manager.upload(str(source), self.settings.bucket, name, subscribers=subscribers).result()
+                with self._transfers(caller) as manager:
+                    _wait(manager.upload(str(source), self.settings.bucket, name, subscribers=subscribers), caller)
             except Exception as exc:  # noqa: BLE001 -- any failure of a transfer is a BackendError
                 if caller.raised is not None:
                     raise
@@ -229,11 +277,10 @@ class S3Backend(Backend):
         run_caller_aware(lambda: self._run(attempt, probe=False, on_retry=caller.start_over), caller)
 
     def _download_concurrently(self, name: str, dest: BinaryIO, caller: CallerCode) -> None:
-        from boto3.s3.transfer import create_transfer_manager
-
         subscribers = [_ProgressSubscriber(caller)] if caller.wants_progress else None
-        with create_transfer_manager(self.client, make_transfer_config(self.tuning)) as manager:
-            manager.download(self.settings.bucket, name, _GuardedFile(dest, caller), subscribers=subscribers).result()
+        with self._transfers(caller) as manager:
+            _wait(manager.download(self.settings.bucket, name, _GuardedFile(dest, caller), subscribers=subscribers),
+                  caller)
 
     def _download_streaming(self, name: str, caller: CallerCode) -> None:
         response = self.client.get_object(Bucket=self.settings.bucket, Key=name)
@@ -244,6 +291,36 @@ class S3Backend(Backend):
                 caller.progress(len(chunk))
         finally:
             body.close()
+
+    def read_small(self, key: str, limit: int) -> bytes:
+        name = self.object_name(key)
+
+        def attempt(deadline: Deadline) -> bytes:
+            client = self._client_within(deadline)
+            data = bytearray()
+            try:
+                body = client.get_object(Bucket=self.settings.bucket, Key=name)["Body"]
+                try:
+                    while len(data) <= limit and (chunk := body.read(min(STREAM_CHUNK, limit + 1 - len(data)))):
+                        data += chunk
+                        if deadline.expired:
+                            raise BackendUnavailable(self.redact(
+                                f"S3 read s3://{self.settings.bucket}/{name} failed{self._at()}: "
+                                f"{probe_timed_out(self.probe_timeout)}"))
+                finally:
+                    body.close()
+            except BackendError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
+                if analyse(exc).key_not_found:
+                    self._confirm_bucket(client)
+                    raise ObjectNotFound(
+                        self.redact(f"S3 object s3://{self.settings.bucket}/{name} does not exist")
+                    ) from None
+                raise self._retryable("read", name, exc, deadline) from None
+            return bytes(data)
+
+        return self._run(attempt, probe=True)
 
     def delete(self, key: str) -> None:
         name, _, upload_id = self.object_name(key).partition(UPLOAD_MARK)
@@ -299,7 +376,7 @@ class S3Backend(Backend):
             except _ShortBody as problem:
                 error = BackendUnavailable(self.redact(f"S3 ranged read of s3://{self.settings.bucket}/{name} "
                                                        f"failed{self._at()}: {problem}"))
-                raise Retryable(error, RetryFailure.TRANSIENT) from None
+                raise Retryable(error, Failure.TRANSIENT) from None
             except Exception as exc:  # noqa: BLE001 -- a failure mid-body is a BackendError
                 raise self._retryable("ranged read of", name, exc) from None
             finally:
@@ -329,7 +406,7 @@ class S3Backend(Backend):
                     if item.get("Prefix", "").startswith(list_prefix)
                 }
             except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
-                raise self._retryable("list", list_prefix, exc) from None
+                raise self._retryable("list", list_prefix, exc, deadline) from None
             return sorted(name for name in found if _safe_segment(name))
 
         return self._run(attempt, probe=True)
@@ -361,7 +438,7 @@ class S3Backend(Backend):
                         )
                     )
             except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
-                raise self._retryable("list", list_prefix, exc) from None
+                raise self._retryable("list", list_prefix, exc, deadline) from None
             return entries
 
         return self._run(attempt, probe=True)
@@ -381,7 +458,7 @@ class S3Backend(Backend):
                     if _below(item.get("Key", ""), list_prefix, 2)
                 ]
             except Exception as exc:  # noqa: BLE001 -- any failure of a request is a BackendError
-                raise self._retryable("list", list_prefix, exc) from None
+                raise self._retryable("list", list_prefix, exc, deadline) from None
             return sorted({e.fingerprint for e in objects if e.is_manifest and e.fingerprint})
 
         return self._run(attempt, probe=True)
@@ -453,22 +530,27 @@ class S3Backend(Backend):
             raise self._retryable("check bucket", None, exc) from None
         self._bucket_confirmed = True
 
-    def _retryable(self, operation: str, name: str | None, exc: BaseException) -> Retryable | BackendError:
+    def _retryable(
+        self, operation: str, name: str | None, exc: BaseException, deadline: Deadline | None = None
+    ) -> Retryable | BackendError:
         """The error to raise for ``exc``: wrapped in :class:`Retryable` when another
-        attempt may help."""
+        attempt may help. A timeout at the end of a probe's ``deadline`` is named after it."""
         failure = analyse(exc)
-        error = self._error(operation, name, exc)
+        error = self._error(operation, name, exc, deadline)
         if failure.unavailable:
             error = BackendUnavailable(str(error))
         return Retryable(error, failure.retry) if failure.retry is not None else error
 
-    def _error(self, operation: str, name: str | None, exc: BaseException) -> BackendError:
+    def _error(self, operation: str, name: str | None, exc: BaseException, deadline: Deadline | None = None
+               ) -> BackendError:
         failure = analyse(exc)
         bucket = self._settings.bucket if self._settings else "?"
         if failure.bucket_not_found:
             return BackendError(self.redact(f"S3 {operation} failed: bucket '{bucket}' does not exist{self._at()}"))
         target = f"s3://{bucket}/{name}" if name is not None else f"bucket '{bucket}'"
-        return BackendError(self.redact(f"S3 {operation} {target} failed{self._at()}: {failure.render()}"))
+        spent = deadline is not None and deadline.spent and failure.retry is Failure.STALLED
+        reason = probe_timed_out(self.probe_timeout) if spent else failure.render()
+        return BackendError(self.redact(f"S3 {operation} {target} failed{self._at()}: {reason}"))
 
     def _at(self) -> str:
         endpoint = self._settings.endpoint_url if self._settings else None
@@ -513,6 +595,16 @@ class _GuardedFile:
 
     def flush(self) -> None:
         self._dest.flush()
+
+
+def _wait(future: Any, caller: CallerCode) -> Any:
+    """The result of an s3transfer future, waited for on this thread with a heartbeat to the
+    caller's progress callback every :data:`WAIT_TICK` seconds, so that a cancellation
+    (Ctrl-C, SIGTERM) ends the wait even while the transfer is frozen."""
+    while not future.done():
+        time.sleep(WAIT_TICK)
+        caller.heartbeat()
+    return future.result()
 
 
 def _rounded(connect_timeout: float, stall_timeout: float) -> tuple[float, float]:

@@ -8,7 +8,9 @@ a message (which the backend then redacts).
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 from collections.abc import Iterator
+from typing import Any
 
 from gaia_core.errors import exception_chain
 from gaia_core.retry import Failure as Retry
@@ -73,11 +75,68 @@ class Failure:
         return head or self.detail or "unknown error"
 
 
+class Redirected(Exception):
+    """The endpoint answered with a redirect, which gaia never follows for S3."""
+
+    def __init__(self, status: int, location: str | None, region: str | None):
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        #: the host the answer points at (its Location, or the endpoint S3 names), if any
+        self.location = location
+        #: the bucket's region, when S3 says
+        self.region = region
+
+    def describe(self) -> str:
+        where = f"a redirect to {self.location}" if self.location else "a redirect without a location"
+        hint = f"; the bucket is in region '{self.region}': set region" if self.region else \
+            "; set endpoint_url to the final location"
+        return f"{where}, which gaia does not follow (each S3 request is signed for the configured endpoint){hint}"
+
+
+def refuse_redirects(response: Any = None, **kwargs: Any) -> None:
+    """A ``needs-retry.s3`` handler registered first: any 3xx answer ends the request.
+
+    botocore's own S3 region redirector would re-send a signed request to whichever
+    region or host the answer names, and asks the bucket's region with a HEAD through the
+    same client, which a server answering 3xx to everything turns into endless recursion.
+    """
+    if response is None or response[0] is None:
+        return
+    http, parsed = response
+    if not 300 <= http.status_code < 400 or http.status_code == 304:
+        return
+    headers = http.headers or {}
+    error = (parsed or {}).get("Error", {}) or {}
+    location = headers.get("Location")
+    if isinstance(location, str) and location.strip():
+        location = urllib.parse.urljoin(str(getattr(http, "url", "") or ""), location.strip())
+    location = _host_of(location) or _host_of(error.get("Endpoint"), bare=True)
+    region = headers.get("x-amz-bucket-region") or error.get("Region")
+    raise Redirected(http.status_code, location, clean(str(region)) if region else None)
+
+
+def _host_of(value: Any, *, bare: bool = False) -> str | None:
+    """``host[:port]`` of a URL (or of a bare host name, as S3's ``Endpoint`` element)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip() if not bare or "//" in value else f"//{value.strip()}"
+    try:
+        parts = urllib.parse.urlsplit(text)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host:
+        return None
+    return clean(f"{host}:{port}" if port else host)
+
+
 def analyse(exc: BaseException) -> Failure:
     """The code, status and a short description of ``exc`` or of the error it wraps."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     exc = _unwrap(exc)
+    if isinstance(exc, Redirected):
+        return Failure(str(exc.status), exc.status, exc.describe())
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {}) or {}
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -156,7 +215,7 @@ def _unwrap(exc: BaseException) -> BaseException:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, (ClientError, BotoCoreError)):
+        if isinstance(current, (ClientError, BotoCoreError, Redirected)):
             return current
         last = getattr(current, "last_exception", None)  # RetriesExceededError
         current = last if isinstance(last, BaseException) else (current.__cause__ or current.__context__)

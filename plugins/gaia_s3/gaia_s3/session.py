@@ -2,7 +2,10 @@
 
 The ``*_env`` credential fields map onto a boto3 Session of our own, never onto
 ``os.environ``: other code in the process (and child processes) keeps its own AWS
-configuration. Anything left unset falls back to boto3's default chain.
+configuration. Credentials (and the region) left out of the config come from boto3's
+default chain; the endpoint never does: botocore's ``AWS_ENDPOINT_URL*`` variables and
+``endpoint_url`` in AWS config files are ignored, so an unset ``endpoint_url`` means AWS
+itself and nothing else.
 
 Clients never retry (``total_max_attempts = 1``) and s3transfer never retries a
 download (``num_download_attempts = 1``): gaia's own loop owns every retry, inside the
@@ -20,7 +23,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gaia_core.errors import BackendError
+from gaia_core.errors import ConfigError
+from gaia_s3.errors import refuse_redirects
 from gaia_s3.values import CHECKS
 
 if TYPE_CHECKING:
@@ -64,85 +68,62 @@ class S3Settings:
 
     @classmethod
     def resolve(cls, backend: Backend) -> S3Settings:
-        """Read the literal fields and the variables named by the ``*_env`` fields, now."""
-        access_key_id = backend.env_value("aws_access_key_id_env")
-        secret_access_key = backend.env_value("aws_secret_access_key_env")
-        session_token = backend.env_value("aws_session_token_env")
-        if (access_key_id or secret_access_key or session_token) and not (access_key_id and secret_access_key):
-            raise BackendError(_partial_credentials(backend, access_key_id, secret_access_key))
-        prefix = (_checked(backend, "prefix") or "").strip("/")
+        """Read the literal fields and the variables named by the ``*_env`` fields, now.
+
+        A malformed value raises :class:`ConfigError`; a named variable that is unset
+        raises :class:`~gaia_core.errors.BackendUnavailable` naming it."""
+        problems = environment_problems(backend)
+        if problems:
+            raise ConfigError(problems)
+        prefix = (backend.setting("prefix") or "").strip("/")
+        bucket = backend.setting("bucket", required=True)
+        assert bucket is not None
         return cls(
-            bucket=_checked(backend, "bucket", required=True),
+            bucket=bucket,
             prefix=f"{prefix}/" if prefix else "",
-            region=_checked(backend, "region"),
-            endpoint_url=_checked(backend, "endpoint_url"),
-            profile=_checked(backend, "profile"),
-            access_key_id=access_key_id,
-            secret_access_key=secret_access_key,
-            session_token=session_token,
-            shared_credentials_file=_existing_file(backend, "aws_shared_credentials_file_env"),
-            config_file=_existing_file(backend, "aws_config_file_env"),
-            ca_bundle=_existing_file(backend, "aws_ca_bundle_env"),
+            region=backend.setting("region"),
+            endpoint_url=backend.setting("endpoint_url"),
+            profile=backend.setting("profile"),
+            access_key_id=backend.env_value("aws_access_key_id_env"),
+            secret_access_key=backend.env_value("aws_secret_access_key_env"),
+            session_token=backend.env_value("aws_session_token_env"),
+            shared_credentials_file=_path(backend.env_value("aws_shared_credentials_file_env")),
+            config_file=_path(backend.env_value("aws_config_file_env")),
+            ca_bundle=_path(backend.env_value("aws_ca_bundle_env")),
         )
 
     def secrets(self) -> list[str]:
         return [s for s in (self.access_key_id, self.secret_access_key, self.session_token) if s]
 
 
-def _checked(backend: Backend, field: str, *, required: bool = False) -> str | None:
-    """``backend.setting(field)``, checked like a literal; a bad value names its variable."""
-    value = backend.setting(field, required=required)
-    if value is None:
-        return None
-    problem = CHECKS[field](value)
-    if problem:
-        where = f"checkpoints.backends.{backend.kind}.{backend.name}.{field}"
-        literal = getattr(backend.config, field, None)
-        if not (isinstance(literal, str) and literal.strip()):
-            where = f"{where}_env (env var '{getattr(backend.config, f'{field}_env', None)}')"
-        raise BackendError(f"{where} {problem}")
-    return value
-
-
-def _existing_file(backend: Backend, env_field: str) -> str | None:
-    """A file named by a variable: a typo must not silently mean "no credentials"."""
-    value = backend.env_value(env_field)
-    if value is None:
-        return None
-    where = f"checkpoints.backends.{backend.kind}.{backend.name}.{env_field} (env var '{getattr(backend.config, env_field)}')"
-    if "\0" in value or not Path(value).expanduser().is_file():
-        raise BackendError(f"{where} does not name an existing file")
-    return str(Path(value).expanduser())
+#: ``*_env`` fields that name a file, which must exist when the variable is set
+FILE_FIELDS = ("aws_shared_credentials_file_env", "aws_config_file_env", "aws_ca_bundle_env")
 
 
 def environment_problems(backend: Backend) -> list[str]:
-    """Every malformed value the ``*_env`` fields read (an unset variable is no problem here)."""
+    """Set but malformed values of the variables of the ``*_env`` fields, each naming the
+    key and the variable (never the value): a typo must not silently mean "no credentials"
+    or another store."""
     problems = []
-    for field in CHECKS:
+    for field, check in CHECKS.items():
         literal = getattr(backend.config, field, None)
-        if isinstance(literal, str) and literal.strip():
-            continue  # checked by the config model
-        try:
-            _checked(backend, field)
-        except BackendError as exc:
-            problems.append(str(exc))
-    for env_field in ("aws_shared_credentials_file_env", "aws_config_file_env", "aws_ca_bundle_env"):
-        try:
-            _existing_file(backend, env_field)
-        except BackendError as exc:
-            problems.append(str(exc))
-    key_id, secret = backend.env_value("aws_access_key_id_env"), backend.env_value("aws_secret_access_key_env")
-    if (key_id or secret or backend.env_value("aws_session_token_env")) and not (key_id and secret):
-        problems.append(_partial_credentials(backend, key_id, secret))
+        value = None if isinstance(literal, str) and literal.strip() else backend.variable(f"{field}_env")
+        problem = check(value) if value is not None else None
+        if problem:
+            problems.append(f"{_where(backend, f'{field}_env')} {problem}")
+    for env_field in FILE_FIELDS:
+        value = backend.variable(env_field)
+        if value is not None and ("\0" in value or not Path(value).expanduser().is_file()):
+            problems.append(f"{_where(backend, env_field)} does not name an existing file")
     return problems
 
 
-def _partial_credentials(backend: Backend, key_id: str | None, secret: str | None) -> str:
-    where = f"checkpoints.backends.{backend.kind}.{backend.name}"
-    missing = "aws_access_key_id_env" if not key_id else "aws_secret_access_key_env"
-    env_name = getattr(backend.config, missing, None)
-    source = f"env var '{env_name}' is empty" if env_name else "it is not set"
-    return f"{where}: explicit credentials need both an access key id and a secret key, but {missing}: {source}"
+def _where(backend: Backend, env_field: str) -> str:
+    return f"{backend.key(env_field)} (env var '{getattr(backend.config, env_field)}')"
+
+
+def _path(value: str | None) -> str | None:
+    return None if value is None else str(Path(value).expanduser())
 
 
 def make_session(settings: S3Settings) -> Any:
@@ -198,6 +179,8 @@ def make_client(session: Any, settings: S3Settings, tuning: Tuning, *, connect_t
         # reject the newer default; the core verifies a sha256 of every payload anyway.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
+        # the endpoint is what the build file says, never AWS_ENDPOINT_URL* or a config file's
+        ignore_configured_endpoint_urls=True,
     )
     client = session.client(
         "s3",
@@ -205,6 +188,7 @@ def make_client(session: Any, settings: S3Settings, tuning: Tuning, *, connect_t
         verify=settings.ca_bundle or None,
         config=config,
     )
+    client.meta.events.register_first("needs-retry.s3", refuse_redirects)
     return client
 
 

@@ -11,7 +11,7 @@ from gaia_s3.config import S3Config
 from gaia_s3.session import S3Settings
 from pydantic import ValidationError
 
-from gaia_core.errors import BackendError
+from gaia_core.errors import BackendUnavailable
 
 KEY_ID = "AKIAEXAMPLEKEYID1234"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -69,16 +69,47 @@ def test_no_prefix_means_keys_at_the_bucket_root() -> None:
     assert b.object_name("id/fp/payload.tar.zst") == "id/fp/payload.tar.zst"
 
 
-def test_a_missing_bucket_names_the_key_and_the_variable() -> None:
-    with pytest.raises(BackendError, match=r"checkpoints\.backends\.s3\.cache\.bucket is empty .*'GAIA_BUCKET'"):
-        S3Settings.resolve(backend({}, bucket_env="GAIA_BUCKET"))
+@pytest.mark.parametrize("field", [f for f in FULL if f != "bucket_env"] + ["bucket_env"])
+def test_a_variable_that_is_not_set_makes_the_backend_unavailable_naming_it(field: str, tmp_path: Path) -> None:
+    """Never a fallback: no endpoint_url means AWS itself, no prefix the bucket's root,
+    no key the developer's own credentials."""
+    existing = str(tmp_path / "file")
+    Path(existing).write_text("")
+    environ = dict.fromkeys(FULL.values(), "x")
+    environ.update({"B": "b", "R": "eu-west-1", "E": "http://127.0.0.1:9", "CF": existing, "CC": existing,
+                    "CA": existing})
+    del environ[FULL[field]]
+    environ["EMPTY"] = " "
+    for name in (FULL[field], "EMPTY"):
+        b = backend(environ, **{**FULL, field: name})
+        with pytest.raises(BackendUnavailable) as info:
+            b.exists("p/f/manifest.json")
+        assert str(info.value) == f"checkpoints.backends.s3.cache.{field}: env var '{name}' is not set"
 
 
-def test_half_a_key_pair_is_an_error_naming_the_empty_variable() -> None:
-    b = backend({"B": "b", "K": KEY_ID}, bucket_env="B", aws_access_key_id_env="K", aws_secret_access_key_env="S")
-    with pytest.raises(BackendError) as info:
-        S3Settings.resolve(b)
-    assert "'S'" in str(info.value) and KEY_ID not in str(info.value)
+def test_half_a_key_pair_is_refused_when_the_table_is_read() -> None:
+    for fields in ({"aws_access_key_id_env": "K"}, {"aws_secret_access_key_env": "S"}, {"aws_session_token_env": "T"}):
+        with pytest.raises(ValidationError) as info:
+            S3Config(bucket="b", **fields)
+        [error] = info.value.errors()
+        assert "set both" in error["msg"] or "needs aws_access_key_id_env" in error["msg"]
+
+
+def test_a_table_without_a_bucket_is_refused_with_its_other_problems() -> None:
+    with pytest.raises(ValidationError) as info:
+        S3Config.model_validate({"region": "eu west", "aws_access_key_id_env": "K", "stall_timeout": 0})
+    assert sorted(e["loc"][0] for e in info.value.errors()) == [
+        "aws_secret_access_key_env", "bucket", "region", "stall_timeout"]
+
+
+def test_the_endpoint_comes_from_the_build_file_only(monkeypatch) -> None:
+    """botocore would take AWS_ENDPOINT_URL_S3 (or a config file's endpoint_url) when the
+    build file names none: another store, which gaia never falls back to."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    b = backend({"K": KEY_ID, "S": SECRET}, bucket="b", region="eu-west-1", aws_access_key_id_env="K",
+                aws_secret_access_key_env="S")
+    assert b.client.meta.endpoint_url == "https://s3.eu-west-1.amazonaws.com"
 
 
 def test_secrets_are_reported_and_redacted() -> None:
@@ -94,7 +125,7 @@ def test_secrets_are_reported_and_redacted() -> None:
 
 
 def test_secrets_are_known_even_when_the_settings_are_incomplete() -> None:
-    b = backend({"S": SECRET}, bucket_env="B", aws_secret_access_key_env="S")
+    b = backend({"S": SECRET}, bucket_env="B", aws_access_key_id_env="K", aws_secret_access_key_env="S")
     assert SECRET in b.secrets()
 
 

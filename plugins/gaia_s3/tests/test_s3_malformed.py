@@ -10,7 +10,7 @@ import pytest
 from gaia_s3.backend import S3Backend
 from gaia_s3.config import S3Config
 
-from gaia_core.errors import BackendError
+from gaia_core.errors import ConfigError
 
 SECRET = "pw-secret-4711"
 
@@ -50,11 +50,12 @@ def test_a_malformed_value_from_the_environment_names_the_variable(field: str, v
     fields = {"bucket": "b", f"{field}_env": "VALUE"} if field != "bucket" else {"bucket_env": "VALUE"}
     backend = S3Backend("cache", S3Config.model_validate(fields), environ={"VALUE": value})
     backend.describe()  # never raises: it is used to render errors
-    with pytest.raises(BackendError) as info:
+    [problem] = backend.environment_problems()
+    with pytest.raises(ConfigError) as info:
         backend.exists("p/f/manifest.json")
-    message = str(info.value)
-    assert f"checkpoints.backends.s3.cache.{field}_env (env var 'VALUE')" in message
-    assert SECRET not in message
+    assert info.value.problems == [problem]
+    assert problem.startswith(f"checkpoints.backends.s3.cache.{field}_env (env var 'VALUE') ")
+    assert SECRET not in problem
 
 
 @pytest.mark.parametrize(
@@ -76,7 +77,7 @@ def test_malformed_settings_are_validation_errors_of_their_key(fields: dict, key
 @pytest.mark.parametrize("field", ["aws_ca_bundle_env", "aws_shared_credentials_file_env", "aws_config_file_env"])
 def test_a_file_variable_that_names_no_file_is_an_error_naming_it(field: str, tmp_path: Path) -> None:
     backend = S3Backend("cache", S3Config(bucket="b", **{field: "FILE"}), environ={"FILE": str(tmp_path / "missing")})
-    with pytest.raises(BackendError, match=rf"{field} \(env var 'FILE'\) does not name an existing file"):
+    with pytest.raises(ConfigError, match=rf"{field} \(env var 'FILE'\) does not name an existing file"):
         backend.exists("p/f/manifest.json")
 
 

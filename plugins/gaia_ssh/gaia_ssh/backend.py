@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from gaia_core.backends import POINTS, Backend, Entry, Progress
-from gaia_core.errors import BackendError, BackendUnavailable, ObjectExists, ObjectNotFound
+from gaia_core.errors import BackendError, BackendUnavailable, ConfigError, ObjectExists, ObjectNotFound
 from gaia_core.retry import (
     CallerCode,
     Deadline,
@@ -34,6 +34,7 @@ from gaia_core.retry import (
     Retryable,
     is_litter,
     is_temporary,
+    probe_timed_out,
     retrying,
     run_caller_aware,
     temporary_of,
@@ -63,6 +64,10 @@ class SSHBackend(Backend):
 
     kind = "ssh"
     config_model = SSHConfig
+    #: the key's passphrase, and where the private key is
+    credential_fields = ("identity_passphrase_env", "identity_file_env")
+    #: the agent paramiko uses (allow_agent): a build script could sign with its keys
+    credential_variables = ("SSH_AUTH_SOCK",)
 
     def __init__(self, name: str, config: SSHConfig, environ=None):
         super().__init__(name, config, environ)
@@ -83,17 +88,17 @@ class SSHBackend(Backend):
             self._settings = resolve(self)
         return self._settings
 
+    def secrets(self) -> list[str]:
+        passphrase = self.variable("identity_passphrase_env")
+        return [passphrase] if passphrase else []
+
     def environment_problems(self) -> list[str]:
         return environment_problems(self)
-
-    def secrets(self) -> list[str]:
-        passphrase = self.env_value("identity_passphrase_env")
-        return [passphrase] if passphrase else []
 
     def describe(self) -> str:
         try:
             settings = self.settings
-        except BackendError:
+        except (BackendError, ConfigError):
             return self.ref
         return f"{self.ref} (sftp://{settings.address}{'' if settings.base.startswith('/') else '/~/'}{settings.base})"
 
@@ -236,7 +241,7 @@ class SSHBackend(Backend):
                     if self._connection_broken():
                         self.close()
                     raise
-                raise self._failure(operation, path, exc) from None
+                raise self._failure(operation, path, exc, deadline) from None
 
         deadline = Deadline(self.probe_timeout if probe else None)
         return run_caller_aware(lambda: retrying(attempt, deadline=deadline, on_retry=on_retry), caller)
@@ -250,8 +255,10 @@ class SSHBackend(Backend):
             or self._sftp.get_channel().closed
         )
 
-    def _failure(self, operation: str, path: str, exc: BaseException) -> Retryable | BackendError:
-        """The error for ``exc``, wrapped in :class:`Retryable` when another attempt may help."""
+    def _failure(self, operation: str, path: str, exc: BaseException, deadline: Deadline | None = None
+                 ) -> Retryable | BackendError:
+        """The error for ``exc``, wrapped in :class:`Retryable` when another attempt may
+        help. A timeout at the end of a probe's ``deadline`` is named after it."""
         import paramiko
 
         from gaia_ssh import hostkeys
@@ -273,7 +280,9 @@ class SSHBackend(Backend):
             self.close()
         else:
             kind = None  # an SFTP status on a live session (permission denied, ...)
-        message = f"{self.ref}: {operation} {self.settings.address}:{path} failed: {self.redact(self._reason(exc))}"
+        spent = deadline is not None and deadline.spent and kind is Failure.STALLED
+        reason = probe_timed_out(self.probe_timeout) if spent else self._reason(exc)
+        message = f"{self.ref}: {operation} {self.settings.address}:{path} failed: {self.redact(reason)}"
         if kind is None:
             return BackendError(message)
         return Retryable(BackendUnavailable(message), kind)
@@ -382,6 +391,18 @@ class SSHBackend(Backend):
 
         # a retry starts over into dest (seek(0), truncate()), or there is none
         self._operate("download of", path, work, probe=False, caller=caller, on_retry=caller.start_over)
+
+    def read_small(self, key: str, limit: int) -> bytes:
+        path = self.remote_path(key)
+
+        def work(sftp: paramiko.SFTPClient) -> bytes:
+            try:
+                with sftp.open(path, "rb") as remote:
+                    return bytes(remote.read(limit + 1))
+            except FileNotFoundError:
+                raise ObjectNotFound(f"{self.ref}: {path} not found on {self.settings.address}") from None
+
+        return self._operate("read of", path, work, probe=True)
 
     def delete(self, key: str) -> None:
         path = self.remote_path(key)

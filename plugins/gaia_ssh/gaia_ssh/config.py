@@ -1,10 +1,10 @@
 """The ``[checkpoints.backends.ssh.<name>]`` table and its resolution at use time.
 
 Literal values are checked when the build file is loaded (the loader names the file and
-key of a malformed one). Values named by ``*_env`` fields are checked at load too when they
-are set (``environment_problems``: a malformed one is a config error naming the variable),
-and read when the backend is first used, so a build file whose variables are unset stays
-valid on a machine that never talks to the remote.
+key of a malformed one), and so are values named by ``*_env`` fields when their variables
+are set (:func:`environment_problems`, naming the variable). An unset variable makes the
+backend unavailable when it is used, so a build file stays valid on a machine that never
+talks to the remote.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from gaia_core.backends import BackendConfig
-from gaia_core.errors import BackendError
+from gaia_core.backends import BackendConfig, is_set
+from gaia_core.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
     from gaia_core.backends import Backend
@@ -52,6 +53,13 @@ class SSHConfig(BackendConfig):
     #: seconds without a byte moving before an SFTP request or transfer fails
     #: (``io_timeout`` is its former name)
     stall_timeout: float = Field(default=30.0, gt=0, le=3600, validation_alias=AliasChoices("stall_timeout", "io_timeout"))
+
+    @classmethod
+    def table_problems(cls, table: Mapping[str, Any]) -> list[tuple[str, str]]:
+        if not is_set(table, "target", "target_env"):
+            return [("target", "no target: set target = \"[user@]host:/path\", or target_env to the variable "
+                               "holding it")]
+        return []
 
     @model_validator(mode="before")
     @classmethod
@@ -150,77 +158,69 @@ def _check_host(host: str) -> None:
         raise TargetProblem("the host is not a valid host name")
 
 
-def parse_port(backend: Backend) -> int:
-    literal = getattr(backend.config, "port", None)
-    if literal is not None:
-        return literal
-    raw = backend.env_value("port_env")
-    if raw is None:
-        return DEFAULT_PORT
-    try:
-        port = int(raw, 10)
-        if not 1 <= port <= 65535:
-            raise ValueError(f"{port} is outside 1..65535")
-    except ValueError as exc:
-        env_name = backend.config.port_env
-        raise BackendError(f"{key_name(backend, 'port_env')} (env var '{env_name}') parse failed: {exc}") from None
+def _port(raw: str) -> int:
+    port = int(raw, 10)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{port} is outside 1..65535")
     return port
+
+
+def _where(backend: Backend, env_field: str) -> str:
+    return f"{key_name(backend, env_field)} (env var '{getattr(backend.config, env_field)}')"
+
+
+def environment_problems(backend: Backend) -> list[str]:
+    """Set but malformed values of the variables the ``*_env`` fields name, each naming
+    the key and the variable."""
+    config: SSHConfig = backend.config  # type: ignore[assignment]
+    problems = []
+    if not (config.target or "").strip() and (target := backend.variable("target_env")):
+        try:
+            parse_target(target)
+        except TargetProblem as problem:
+            problems.append(f"{_where(backend, 'target_env')} {problem}")
+    if config.port is None and (port := backend.variable("port_env")):
+        try:
+            _port(port)
+        except ValueError as exc:
+            problems.append(f"{_where(backend, 'port_env')} parse failed: {exc}")
+    for field in ("identity_file", "known_hosts_file"):
+        value = None if (getattr(config, field) or "").strip() else backend.variable(f"{field}_env")
+        if value is None:
+            continue
+        if "\0" in value:
+            problems.append(f"{_where(backend, field + '_env')} must not contain a NUL character")
+        elif not Path(value).expanduser().is_file():
+            problems.append(f"{_where(backend, field + '_env')}: no such file: {Path(value).expanduser()}")
+    return problems
 
 
 def existing_file(backend: Backend, field: str) -> Path | None:
     value = backend.setting(field)
     if value is None:
         return None
-    where = key_name(backend, field)
-    if not (getattr(backend.config, field, None) or "").strip():
-        where = f"{key_name(backend, field + '_env')} (env var '{getattr(backend.config, field + '_env')}')"
-    if "\0" in value:
-        raise BackendError(f"{where} must not contain a NUL character")
     path = Path(value).expanduser()
-    if not path.is_file():
-        raise BackendError(f"{where}: no such file: {path}")
+    if not path.is_file():  # a literal path (one from the environment was checked already)
+        raise BackendError(f"{key_name(backend, field)}: no such file: {path}")
     return path
 
 
-def environment_problems(backend: Backend) -> list[str]:
-    """Every malformed value the ``*_env`` fields read (an unset variable is no problem here)."""
-    config: SSHConfig = backend.config  # type: ignore[assignment]
-    problems = []
-    target = backend.env_value("target_env")
-    if target and not (config.target or "").strip():
-        try:
-            parse_target(target)
-        except TargetProblem as problem:
-            problems.append(f"{key_name(backend, 'target')} (from env var '{config.target_env}') {problem}")
-    checks = [lambda: parse_port(backend)]
-    for field in ("identity_file", "known_hosts_file"):
-        if not (getattr(config, field) or "").strip():
-            checks.append(lambda field=field: existing_file(backend, field))
-    for check in checks:
-        try:
-            check()
-        except BackendError as exc:
-            problems.append(str(exc))
-    return problems
-
-
 def resolve(backend: Backend) -> SSHSettings:
-    """Read every value now; errors name the config key (and env var) at fault."""
+    """Read every value now: a malformed one raises :class:`ConfigError`, an unset
+    variable :class:`~gaia_core.errors.BackendUnavailable`, each naming key and variable."""
+    problems = environment_problems(backend)
+    if problems:
+        raise ConfigError(problems)
     config: SSHConfig = backend.config  # type: ignore[assignment]
     target = backend.setting("target", required=True)
     assert target is not None
-    where = key_name(backend, "target")
-    if not (config.target or "").strip():
-        where += f" (from env var '{config.target_env}')"
-    try:
-        user, host, base = parse_target(target)
-    except TargetProblem as problem:
-        raise BackendError(f"{where} {problem}") from None
+    user, host, base = parse_target(target)  # checked: by the model, or just above
+    port = config.port if config.port is not None else backend.env_value("port_env")
     return SSHSettings(
         user=user,
         host=host,
         base=base,
-        port=parse_port(backend),
+        port=DEFAULT_PORT if port is None else int(port),
         identity_file=existing_file(backend, "identity_file"),
         passphrase=backend.env_value("identity_passphrase_env"),
         known_hosts_file=existing_file(backend, "known_hosts_file"),

@@ -9,7 +9,7 @@ import pytest
 from gaia_ssh.backend import SSHBackend
 from gaia_ssh.config import SSHConfig, parse_target
 
-from gaia_core.errors import BackendError
+from gaia_core.errors import BackendError, BackendUnavailable, ConfigError
 
 PASSPHRASE = "correct-horse-battery"
 
@@ -22,15 +22,21 @@ def test_unknown_keys_and_bad_types_are_errors() -> None:
     with pytest.raises(pydantic.ValidationError):
         SSHConfig.model_validate({"target": "h:/p", "hostname": "h"})
     with pytest.raises(pydantic.ValidationError):
-        SSHConfig.model_validate({"port": "22"})
+        SSHConfig.model_validate({"target": "h:/p", "port": "22"})
     with pytest.raises(pydantic.ValidationError):
-        SSHConfig.model_validate({"port": 70000})
+        SSHConfig.model_validate({"target": "h:/p", "port": 70000})
     with pytest.raises(pydantic.ValidationError):
-        SSHConfig.model_validate({"io_timeout": 0})
+        SSHConfig.model_validate({"target": "h:/p", "io_timeout": 0})
+
+
+def test_a_table_without_a_target_is_refused_with_its_other_problems() -> None:
+    with pytest.raises(pydantic.ValidationError) as info:
+        SSHConfig.model_validate({"port": 0})
+    assert sorted(e["loc"][0] for e in info.value.errors()) == ["port", "target"]
 
 
 def test_strict_host_key_checking_defaults_on() -> None:
-    assert SSHConfig().strict_host_key_checking is True
+    assert SSHConfig(target="h:/p").strict_host_key_checking is True
 
 
 @pytest.mark.parametrize(
@@ -53,7 +59,7 @@ def test_bad_targets_name_the_key(value: str) -> None:
     with pytest.raises(pydantic.ValidationError, match=r"must be '\[user@\]host:/path'"):
         make(target=value)
     with pytest.raises(
-        BackendError, match=r"^checkpoints\.backends\.ssh\.box\.target \(from env var 'T'\) must be '\[user@\]host:/path'"
+        ConfigError, match=r"^checkpoints\.backends\.ssh\.box\.target_env \(env var 'T'\) must be '\[user@\]host:/path'"
     ):
         _ = make({"T": value}, target_env="T").settings
 
@@ -63,24 +69,31 @@ def test_target_from_env_is_read_at_use_time_and_named_in_errors() -> None:
     backend = make(environ, target_env="SSH_TARGET")
     environ["SSH_TARGET"] = "u@h:/srv/checkpoints"
     assert (backend.settings.user, backend.settings.host, backend.settings.base) == ("u", "h", "/srv/checkpoints")
-    with pytest.raises(BackendError, match="env var 'SSH_TARGET'"):
+    with pytest.raises(ConfigError, match="env var 'SSH_TARGET'"):
         _ = make({"SSH_TARGET": "nocolon"}, target_env="SSH_TARGET").settings
 
 
-def test_missing_target_names_key_and_env_var() -> None:
-    with pytest.raises(BackendError, match=r"checkpoints\.backends\.ssh\.box\.target is empty.*'SSH_TARGET'"):
-        _ = make(target_env="SSH_TARGET").settings
+@pytest.mark.parametrize("field", ["target_env", "port_env", "identity_file_env", "identity_passphrase_env",
+                                   "known_hosts_file_env"])
+def test_a_variable_that_is_not_set_makes_the_backend_unavailable_naming_it(field: str) -> None:
+    """Never a fallback: no port_env is not port 22, no identity file not the agent's keys."""
+    fields = {"target_env": "T", "port_env": "P", "identity_file_env": "I", "identity_passphrase_env": "W",
+              "known_hosts_file_env": "K", field: "GAIA_UNSET"}
+    environ = {"T": "u@h:/srv", "P": "2222", "I": __file__, "W": PASSPHRASE, "K": __file__}
+    with pytest.raises(BackendUnavailable) as info:
+        make(environ, **fields).exists("p/f/manifest.json")
+    assert str(info.value) == f"checkpoints.backends.ssh.box.{field}: env var 'GAIA_UNSET' is not set"
 
 
 def test_literal_port_wins_over_port_env() -> None:
     assert make({"P": "2222"}, target="h:/p", port=2200, port_env="P").settings.port == 2200
     assert make({"P": "2222"}, target="h:/p", port_env="P").settings.port == 2222
-    assert make({}, target="h:/p", port_env="P").settings.port == 22
+    assert make({}, target="h:/p").settings.port == 22
 
 
 @pytest.mark.parametrize("raw", ["ssh", "70000", "0", "22.5"])
 def test_port_env_parse_errors_name_the_key(raw: str) -> None:
-    with pytest.raises(BackendError, match=r"checkpoints\.backends\.ssh\.box\.port_env \(env var 'P'\) parse failed"):
+    with pytest.raises(ConfigError, match=r"checkpoints\.backends\.ssh\.box\.port_env \(env var 'P'\) parse failed"):
         _ = make({"P": raw}, target="h:/p", port_env="P").settings
 
 
@@ -116,4 +129,4 @@ def test_the_passphrase_is_a_secret_and_is_redacted() -> None:
 
 def test_describe_names_the_remote_without_secrets() -> None:
     assert make(target="u@h:/srv", port=2222).describe() == "ssh:box (sftp://u@h:2222/srv)"
-    assert make().describe() == "ssh:box"  # unresolvable: still says which backend
+    assert make(target_env="T").describe() == "ssh:box"  # unresolvable: still says which backend

@@ -10,7 +10,7 @@ import pytest
 from gaia_ssh.backend import SSHBackend
 from gaia_ssh.config import SSHConfig
 
-from gaia_core.errors import BackendError
+from gaia_core.errors import BackendUnavailable, ConfigError
 
 MALFORMED_TARGETS = ["no-colon", "u@:/path", "u@[::1/path", "u@[zz]:/path", "ho st:/path", "u@a..b:/p", "bad user@h:/p", "h\x01:/p"]
 
@@ -26,7 +26,7 @@ def test_a_malformed_literal_target_is_a_validation_error_of_that_key(target: st
 def test_a_malformed_target_from_the_environment_names_the_variable(target: str) -> None:
     backend = SSHBackend("box", SSHConfig(target_env="T"), environ={"T": target})
     assert backend.describe() == "ssh:box"
-    with pytest.raises(BackendError, match=r"checkpoints\.backends\.ssh\.box\.target \(from env var 'T'\)"):
+    with pytest.raises(ConfigError, match=r"checkpoints\.backends\.ssh\.box\.target_env \(env var 'T'\)"):
         backend.exists("p/f/manifest.json")
 
 
@@ -52,25 +52,26 @@ def test_malformed_values_are_validation_errors_of_their_key(fields: dict, key: 
 
 
 def test_io_timeout_is_the_former_name_of_the_stall_timeout() -> None:
-    assert SSHConfig.model_validate({"io_timeout": 7}).stall_timeout == 7.0
+    assert SSHConfig.model_validate({"target": "h:/p", "io_timeout": 7}).stall_timeout == 7.0
     with pytest.raises(pydantic.ValidationError, match="former name of stall_timeout"):
-        SSHConfig.model_validate({"io_timeout": 7, "stall_timeout": 8})
+        SSHConfig.model_validate({"target": "h:/p", "io_timeout": 7, "stall_timeout": 8})
 
 
 @pytest.mark.parametrize("raw", ["ssh", "0", "65536", "", " 22x"])
 def test_a_malformed_port_from_the_environment_names_the_variable(raw: str) -> None:
     backend = SSHBackend("box", SSHConfig(target="h:/p", port_env="P"), environ={"P": raw})
     if not raw.strip():
-        assert backend.settings.port == 22  # an empty variable means "not set"
+        with pytest.raises(BackendUnavailable, match="env var 'P'"):  # an empty variable is not set
+            backend.exists("p/f/manifest.json")
         return
-    with pytest.raises(BackendError, match=r"ssh\.box\.port_env \(env var 'P'\)"):
+    with pytest.raises(ConfigError, match=r"ssh\.box\.port_env \(env var 'P'\)"):
         backend.exists("p/f/manifest.json")
 
 
 @pytest.mark.parametrize("field", ["identity_file", "known_hosts_file"])
 def test_a_file_from_the_environment_with_a_nul_names_the_variable(field: str) -> None:
     backend = SSHBackend("box", SSHConfig(target="h:/p", **{f"{field}_env": "F"}), environ={"F": "/a\x00b"})
-    with pytest.raises(BackendError, match=rf"ssh\.box\.{field}_env \(env var 'F'\) must not contain a NUL"):
+    with pytest.raises(ConfigError, match=rf"ssh\.box\.{field}_env \(env var 'F'\) must not contain a NUL"):
         backend.exists("p/f/manifest.json")
 
 
