@@ -40,7 +40,7 @@ from typing import Any, BinaryIO, ClassVar
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gaia_core.errors import BackendError, BackendUnavailable
+from gaia_core.errors import BackendError, BackendUnavailable, CheckpointError
 from gaia_core.tasks import StrictModel
 
 MANIFEST = "manifest.json"
@@ -379,8 +379,9 @@ def legacy_object_key(point_id: str, fingerprint: str, file_name: str) -> str:
     return f"{point_id}/{fingerprint}/{file_name}"
 
 
-class _Full(Exception):
-    """The object holds more than a small read wants: stop the download."""
+class _Full(CheckpointError):
+    """The object holds more than a small read wants: stop the download (gaia's own error:
+    a plugin's download lets it through unchanged)."""
 
 
 class _Bounded:

@@ -399,7 +399,7 @@ class BackendContract:
         fp = fingerprint(31)
         files = upload_object(backend, tmp_path, fp, size=10)
         key = object_key(POINT, fp, MANIFEST)
-        manifest = files[MANIFEST].read_bytes()
+        manifest = files[key].read_bytes()
         assert backend.read_small(key, 1 << 20) == manifest
         assert backend.read_small(key, len(manifest)) == manifest
         assert backend.read_small(key, 5) == manifest[:6]  # limit + 1 bytes: larger than the limit

@@ -420,7 +420,8 @@ def secret_variables(settings: CheckpointSettings) -> set[str]:
     configured backend name, their libraries' own credential variables, and the signing
     key's variable, minus ``pass_env``. Build commands never see them."""
     names: set[str] = set()
-    for cls, config in settings.backend_configs.values():
+    for provided, config in settings.backend_configs.values():
+        cls = provided.cls
         names.update(cls.credential_variables)
         names.update(name for name in (getattr(config, f, None) for f in cls.credential_fields)
                      if isinstance(name, str) and name)

@@ -144,8 +144,8 @@ class PackWriter:
         entry = IndexEntry(chunk, self.size, len(frame), plen)
         try:
             self._file.write(frame)
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, str(self._path)) from None
+        except OSError as exc:  # a full disk: say which file
+            raise CheckpointError(f"writing the checkpoint pack {self._path} failed: {exc.strerror or exc}") from None
         self._hash.update(frame)
         self.size += len(frame)
         self.entries.append(entry)
@@ -162,7 +162,7 @@ class PackWriter:
             os.replace(self._path, final)
         except OSError as exc:
             self.discard()
-            raise OSError(exc.errno, exc.strerror, str(self._path)) from None
+            raise CheckpointError(f"writing the checkpoint pack {self._path} failed: {exc.strerror or exc}") from None
         return FinishedPack(pack_id, final, encode_index(self.entries), self.size, self.entries)
 
     def discard(self) -> None:

@@ -106,7 +106,10 @@ class PackStore:
         """A connection for writing (created with the database, rebuilt when it is corrupt)."""
         conn = getattr(self._local, "writer", None)
         if conn is None:
-            conn = self._local.writer = self._open()
+            try:
+                conn = self._local.writer = self._open()
+            except sqlite3.OperationalError as exc:  # a full disk, a read-only store
+                raise CheckpointError(f"opening the chunk index {self.db_path} failed: {exc}") from None
         return conn
 
     def _open_reader(self) -> tuple[sqlite3.Connection, bool]:
@@ -158,13 +161,16 @@ class PackStore:
 
     @contextlib.contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:  # a full disk, a read-only store
+            raise CheckpointError(f"updating the chunk index {self.db_path} failed: {exc}") from None
 
     def rebuild(self) -> int:
         """Make the database anew from the ``.idx`` files; returns the number of packs."""

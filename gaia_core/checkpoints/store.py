@@ -52,8 +52,8 @@ def store_faults(what: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        where = f" {exc.filename}" if exc.filename else ""
-        raise CheckpointError(f"{what} failed:{where}: {exc.strerror or exc}") from None
+        where = f" {exc.filename}:" if exc.filename else ""
+        raise CheckpointError(f"{what} failed:{where} {exc.strerror or exc}") from None
 
 
 @dataclasses.dataclass

@@ -133,5 +133,5 @@ def test_every_command_refuses_a_malformed_url_in_the_environment_with_exit_2(
     result = gaia_cli(*command[:1], *command[1:], str(build), pm=gaia_pm,
                       env={"GAIA_TEST_CACHE_URL": f"http://u:{SECRET}@[::1/cp"})
     assert result.exit_code == 2, result.output
-    assert "environment: checkpoints.backends.http.x.base_url_env (env var 'GAIA_TEST_CACHE_URL')" in result.stderr
+    assert "checkpoints.backends.http.x.base_url_env (env var 'GAIA_TEST_CACHE_URL') is not a valid URL" in result.stderr
     assert SECRET not in result.stderr + result.output and "Traceback" not in result.stderr

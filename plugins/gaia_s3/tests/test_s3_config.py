@@ -194,15 +194,13 @@ def test_listed_keys_lie_exactly_that_deep_below_the_prefix(key: str, depth: int
 
 
 def test_malformed_values_from_the_environment_are_all_environment_problems(tmp_path: Path) -> None:
-    environ = {"B": "no spaces please", "E": "ftp://host", "R": "eu_west!", "C": str(tmp_path / "none"),
-               "K": KEY_ID}
+    # (a key id without its secret is refused with the table, before any variable is read)
+    environ = {"B": "no spaces please", "E": "ftp://host", "R": "eu_west!", "C": str(tmp_path / "none")}
     problems = backend(environ, bucket_env="B", endpoint_url_env="E", region_env="R",
-                       aws_config_file_env="C", aws_access_key_id_env="K").environment_problems()
+                       aws_config_file_env="C").environment_problems()
     where = "checkpoints.backends.s3.cache."
-    assert [p.split(" (env var")[0] for p in problems[:4]] == [
-        f"{where}bucket_env", f"{where}region_env", f"{where}endpoint_url_env", f"{where}aws_config_file_env"]
-    assert "explicit credentials need both" in problems[4] and len(problems) == 5
-    assert KEY_ID not in " ".join(problems)
+    assert sorted(p.split(" (env var")[0] for p in problems) == sorted([
+        f"{where}bucket_env", f"{where}region_env", f"{where}endpoint_url_env", f"{where}aws_config_file_env"])
 
 
 def test_unset_or_good_variables_are_no_environment_problem() -> None:

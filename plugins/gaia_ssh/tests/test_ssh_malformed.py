@@ -89,6 +89,6 @@ def test_malformed_values_from_the_environment_are_all_environment_problems(tmp_
     problems = SSHBackend("box", SSHConfig(target_env="T", port_env="P", identity_file_env="I"),
                           environ=environ).environment_problems()
     assert [p.split(" (")[0] for p in problems] == [
-        "checkpoints.backends.ssh.box.target", "checkpoints.backends.ssh.box.port_env",
+        "checkpoints.backends.ssh.box.target_env", "checkpoints.backends.ssh.box.port_env",
         "checkpoints.backends.ssh.box.identity_file_env"]
     assert SSHBackend("box", SSHConfig(target_env="T", port_env="P"), environ={}).environment_problems() == []
