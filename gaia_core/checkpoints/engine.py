@@ -277,6 +277,11 @@ class Checkpoints:
             found[t.name] = t.path / RECEIPT if header and header.get("roots") == roots else None
         return found
 
+    def writable_tiers(self, point: Point) -> list[str]:
+        """The point's backends this run may write to, in the point's order (none when the
+        run is read-only)."""
+        return [] if self.read_only else list(point.backends)
+
     def pack_limit(self, point: Point) -> int:
         """The largest pack this point's stores take (``max_object_size``), at most the default."""
         from gaia_core.checkpoints.packs import DEFAULT_PACK_LIMIT
