@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from gaia_core.checkpoints import tree
 from gaia_core.checkpoints.chunking import chunk_id
 from gaia_core.checkpoints.packs import ChunkCorrupt, IndexEntry, decode_index, encode_index, index_name, pack_name
 from gaia_core.checkpoints.transfer import RANGE_GAP, RemoteIncomplete, Transfers
+from gaia_core.errors import BackendError
 from gaia_core.retry import temporary_name
 
 
@@ -235,6 +237,35 @@ def test_send_keeps_uploaded_packs_within_the_backends_limit(tmp_path, stores, r
         transfers.close()
     sizes = [p.stat().st_size for p in remote.packs().values()]
     assert len(sizes) >= 4 and max(sizes) <= 8 << 20
+
+
+def test_after_a_failed_pack_upload_no_other_pack_upload_starts(tmp_path, stores, remote, monkeypatch):
+    # a call started after the failure would go on sending (a backend retrying a refused
+    # connection) after the run gave up, and a retry would then count it twice
+    out = tmp_path / "out"
+    build(out, files=30, size=900_000)
+    a = stores("a")
+    info = a.capture([Target("out", out)], pack_limit=4 << 20)
+    assert len(info.packs) >= 4
+    started: list[str] = []
+
+    def refused(self, key, source, *, progress=None):
+        if key.endswith(".pack"):
+            started.append(key)
+            if len(started) == 1:  # the next pack is already queued
+                raise BackendError("connection refused")
+        return DirBackend.upload(self, key, source, progress=progress)
+
+    monkeypatch.setattr(RecordingDir, "upload", refused)
+    transfers = remote.transfers(a, parallel=1)
+    try:
+        transfers.sync_index()
+        with pytest.raises(BackendError, match="refused"):
+            transfers.send(set(needed(a, manifest_of(info, ["out"]))))
+    finally:
+        transfers.close()
+    time.sleep(0.2)  # a worker that took the next pack would have started it by now
+    assert len(started) == 1, started
 
 
 # -- download -------------------------------------------------------------------------------

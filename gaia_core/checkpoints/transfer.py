@@ -335,9 +335,12 @@ def _request(pack: str, items: list[tuple[bytes, Location]], wanted: Mapping[byt
 class _Workers:
     """``count`` daemon threads that run submitted calls. Not a ThreadPoolExecutor: its
     workers are joined when the interpreter exits, so a transfer frozen on a dead server
-    would hold a cancelled run for a stall timeout or more."""
+    would hold a cancelled run for a stall timeout or more. After one call fails no other
+    one starts: what waits would only be thrown away, and a call started while the backend
+    retries could go on sending after the run gave up."""
 
     def __init__(self, count: int):
+        self._failure: BaseException | None = None
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
         #: calls submitted and not done (done ones are dropped: they hold their results)
         self._futures: set[concurrent.futures.Future] = set()
@@ -349,11 +352,16 @@ class _Workers:
     def _work(self) -> None:
         while (item := self._calls.get()) is not None:
             future, func, args = item
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(func(*args))
-                except BaseException as exc:  # noqa: BLE001 -- handed to the waiting thread
-                    future.set_exception(exc)
+            if not future.set_running_or_notify_cancel():
+                continue
+            if self._failure is not None:
+                future.set_exception(self._failure)
+                continue
+            try:
+                future.set_result(func(*args))
+            except BaseException as exc:  # noqa: BLE001 -- handed to the waiting thread
+                self._failure = exc
+                future.set_exception(exc)
 
     def submit(self, func, *args) -> concurrent.futures.Future:  # type: ignore[no-untyped-def]
         future: concurrent.futures.Future = concurrent.futures.Future()
