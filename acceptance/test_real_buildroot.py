@@ -192,32 +192,37 @@ def new_checkout(base: Path, name: str, src: Path) -> Path:
     return ws
 
 
-def payload_members(manifest_path: Path) -> dict[str, tarfile.TarInfo]:
-    manifest = json.loads(manifest_path.read_text())
-    payload = manifest_path.parent / manifest["payload"]["file"]
-    with payload.open("rb") as fh:
-        if manifest["payload"]["compression"] == "zstd":
-            import zstandard
+def _packs_of(manifest_path: Path):  # type: ignore[no-untyped-def]
+    """The local store's chunks (``<store>/points/<id>/<fp>/manifest.json``)."""
+    from gaia_core.checkpoints.packstore import PackStore
 
-            stream = zstandard.ZstdDecompressor().stream_reader(fh)
-        else:
-            stream = fh
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            return {member.name: member for member in tar}
+    return PackStore(manifest_path.parents[3])
+
+
+def payload_members(manifest_path: Path) -> dict:
+    """Path -> entry of every entry a format-4 object lists (read and checked as restore does)."""
+    from gaia_core.checkpoints import tree
+
+    manifest = json.loads(manifest_path.read_text())
+    packs = _packs_of(manifest_path)
+    try:
+        return {entry.path: entry for entry in tree.entries(packs, manifest)}
+    finally:
+        packs.close()
 
 
 def payload_file(manifest_path: Path, name: str) -> bytes | None:
-    manifest = json.loads(manifest_path.read_text())
-    payload = manifest_path.parent / manifest["payload"]["file"]
-    import zstandard
-
-    with payload.open("rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as stream:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                if member.name == name:
-                    extracted = tar.extractfile(member)
-                    return extracted.read() if extracted else None
-    return None
+    """The content of the file ``name`` of the object, from its chunks."""
+    entry = payload_members(manifest_path).get(name)
+    if entry is None or entry.type != "f":
+        return None
+    packs = _packs_of(manifest_path)
+    try:
+        wanted = entry.chunk_list()
+        located = packs.locate([c for c, _ in wanted])
+        return b"".join(packs.read(c, located[c], n) for c, n in wanted)
+    finally:
+        packs.close()
 
 
 def files_naming(tree: Path, old: str) -> list[str]:
@@ -330,7 +335,7 @@ def test_cold_build_captures_a_portable_checkpoint(world: World, measured: list[
     assert "buildroot.build:host.system" in manifest["fingerprint_inputs"]
 
     members = payload_members(world.manifest)
-    assert len(members) == manifest["payload"]["entries"]
+    assert len(members) == manifest["tree"]["entries"]
     assert "buildroot_out_dir/images/rootfs.tar" not in members
     motd = "buildroot_out_dir/target/etc/motd"
     if motd in members:
@@ -339,8 +344,9 @@ def test_cold_build_captures_a_portable_checkpoint(world: World, measured: list[
 
     kinds = {k: sum(1 for v in embedded.values() if v == k) for k in sorted(set(embedded.values()))}
     measured.append(
-        f"1 manifest: {manifest['payload']['size'] / 2**20:.1f} MiB compressed, "
-        f"{manifest['payload']['unpacked_size'] / 2**20:.1f} MiB unpacked, {manifest['payload']['entries']} entries; "
+        f"1 manifest: {manifest['tree']['packed'] / 2**20:.1f} MiB packed, "
+        f"{manifest['tree']['size'] / 2**20:.1f} MiB of files, {manifest['tree']['entries']} entries in "
+        f"{manifest['tree']['chunks']} chunks; "
         f"roots {sorted(manifest['roots'])}; prerequisites {manifest['prerequisites']}; embedded {kinds}: "
         + ", ".join(f"{p.removeprefix('buildroot_out_dir/')} ({k})" for p, k in sorted(embedded.items()))
     )

@@ -91,25 +91,12 @@ def warnings(result: Run) -> list[str]:
 
 
 def checkout(base: Path, name: str, build_toml: str) -> Path:
-    """A fresh checkout of the build file, with its Buildroot clone made beforehand.
-
-    The clone is where gaia will use it, with every file dated at the commit's time, as a
-    CI cache brings it back: a fresh clone's newer ``package/busybox/busybox.config`` would
-    make make redo busybox, which is issue 16 (restored trees up to date whatever the mtimes
-    of their inputs), not relocation. Drop this step once that has landed.
-    """
+    """A fresh checkout of the build file: gaia clones Buildroot itself, so every source
+    file is newer than the checkpoint (a CI runner; issue 16 keeps the restored tree up to
+    date for make all the same)."""
     ws = base / name
     ws.mkdir(parents=True)
     (ws / "build.toml").write_text(build_toml)
-    workspace = load_build(ws / "build.toml").workspace
-    src = workspace.padded_dir("buildroot/src")
-    workspace.link_padded_dir(ws / "build" / "buildroot" / "src", src)  # as buildroot.fetch does
-    subprocess.run(["git", "clone", "-q", REPO, str(src)], check=True)
-    subprocess.run(["git", "-C", str(src), "checkout", "-q", "--detach", VERSION], check=True)
-    when = subprocess.run(["git", "-C", str(src), "log", "-1", "--format=%ct"], check=True,
-                          capture_output=True, text=True).stdout.strip()
-    subprocess.run(["find", str(src), "-path", str(src / ".git"), "-prune", "-o", "-exec", "touch", "-h",
-                    "-d", f"@{when}", "{}", "+"], check=True)
     return ws
 
 
@@ -141,7 +128,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory, measured: list[str]) -> I
         measured.append(
             f"padded: cold build in {ws} ({len(str(ws))} chars): {cold.seconds:.1f} s, "
             f"{len(cold.package_steps)} package steps; "
-            f"payload {manifest['payload']['size'] / 2**20:.1f} MiB, {manifest['payload']['entries']} entries, "
+            f"packed {manifest['tree']['packed'] / 2**20:.1f} MiB, {manifest['tree']['entries']} entries, "
             f"{len(embedded)} embed a root ({sum(e['kind'] == 'binary' for e in embedded)} binary)"
         )
         yield Captured(base, ws, build_toml, manifest, cold)

@@ -853,7 +853,9 @@ class MeteredContract:
         print(f"cut after {len(present)} of {len(final)} packs; the retry sent {moved[UP]} B for {missing} B of packs")
         assert missing > 0, "the cut upload had sent everything"
         assert moved[UP] <= 1.05 * missing + (256 << 10), (
-            f"the retry sent {moved[UP]} bytes; only {missing} bytes of packs were missing")
+            f"the retry sent {moved[UP]} bytes; only {missing} bytes of packs were missing (complete after the "
+            f"cut: {sorted(present)}; at the end: {sorted(final)})\ncut:\n{cut.output[-3000:]}\n"
+            f"retry:\n{retried.output[-3000:]}")
 
         consumer = TreeProject(tmp_path / "consumer", *backend_config_at(upstream))
         consumer.write(source, "1")
