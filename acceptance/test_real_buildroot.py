@@ -62,7 +62,7 @@ RELEASE_MOTD = "Welcome to the RELEASE image (gaia acceptance).\n"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: ``>>> host-skeleton  Extracting``; the finalize lines (``>>>   Finalizing ...``) are no steps
 _PACKAGE_STEP = re.compile(r">>> (?! )\S")
-_CAPTURED = re.compile(r"captured ([0-9a-f]{12}) \(([^,]+), (\d+) entries")
+_CAPTURED = re.compile(r"captured ([0-9a-f]{12}) \((\d+) entries, ([^;]+);")
 
 BUILD_TOML = """\
 [buildroot]
@@ -307,8 +307,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, measured: list[str]) -> Worl
     manifest = ws_a / "build" / "checkpoints" / "points" / POINT / fingerprint / "manifest.json"
     measured.append(
         f"1 cold build: {cold.seconds:.1f} s, {len(cold.package_steps)} package steps, "
-        f"build {cold.task_seconds('buildroot.build')} s, capture {captured.group(2)} "
-        f"({captured.group(3)} entries) in {cold.task_seconds('checkpoints.capture.buildroot-build')} s, "
+        f"build {cold.task_seconds('buildroot.build')} s, capture {captured.group(3)} "
+        f"({captured.group(2)} entries) in {cold.task_seconds('checkpoints.capture.buildroot-build')} s, "
         f"fingerprint {fingerprint[:12]}; status before fetch: fingerprint=unknown ({before['pending']})"
     )
     return World(base, ws_a, remote, cold, fingerprint, manifest)

@@ -9,8 +9,11 @@ times each, from the start to the end of the file), plus a Buildroot-like
 ``staging`` symlink into the tree and hard links. It captures the tree once with its
 relocation roots, then takes the median of N alternating runs of:
 
-  same path:    extract() into a staging dir + plan_relocation() (nothing to do)
-  another path: extract() into a staging dir + plan_relocation() + apply_relocation()
+  same path:    write_tree() into a staging dir + plan_relocation() (nothing to do)
+  another path: write_tree() into a staging dir + plan_relocation() + apply_relocation()
+
+(store format 4: the tree captured once into a local pack store, every chunk checked
+against its id and every entry against the safety rules on the way out)
 
 and prints the ratio with PASS/MISS against the target (<= 1.10x), plus CPU-time ratios
 (process + children), which stay meaningful when other work shares the machine.
@@ -30,8 +33,11 @@ import time
 from pathlib import Path
 
 from gaia_core.anchors import Target
-from gaia_core.checkpoints.archive import capture, extract
+from gaia_core.checkpoints import tree
+from gaia_core.checkpoints.packstore import PackStore
 from gaia_core.checkpoints.relocate import apply_relocation, plan_relocation
+from gaia_core.checkpoints.treecapture import capture_tree
+from gaia_core.checkpoints.treewrite import write_tree
 
 TARGET = 1.10
 #: of every 200 files, one text file and one binary embed the root: 1%
@@ -107,15 +113,22 @@ def main() -> int:
             files = sum(len(names) for _, _, names in os.walk(out))
             size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
         roots = {"workspace": old_ws, "out": out}
-        payload = work / "payload.tar.zst"
-        with open(payload, "wb") as dest:
-            info = capture([Target("out", out)], dest, roots=roots)
+        store = work / "store"
+        shutil.rmtree(store, ignore_errors=True)
+        packs = PackStore(store)
+        staging_dir = work / "capture-staging"
+        shutil.rmtree(staging_dir, ignore_errors=True)
+        staging_dir.mkdir()
+        info = capture_tree([Target("out", out)], packs, staging_dir, roots=roots)
+        for pack in info.packs:
+            packs.add(pack)
+        manifest = {"tree": info.tree(), "targets": [{"name": "out"}]}
         kinds = {}
         for record in info.embedded:
             kinds[record["kind"]] = kinds.get(record["kind"], 0) + 1
         print(
             f"tree: {size / 2**20:.0f} MiB, {files} files, {info.entries} entries; "
-            f"payload {info.size / 2**20:.0f} MiB; embed a root: {kinds}; "
+            f"packed {info.packed / 2**20:.0f} MiB; embed a root: {kinds}; "
             f"{os.cpu_count()} CPUs"
         )
         old = {name: str(path) for name, path in roots.items()}
@@ -132,12 +145,7 @@ def main() -> int:
             ws, new_roots = places[label]
             ws.mkdir(exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".out.restore-", dir=ws))
-            with open(payload, "rb") as source:
-                extract(
-                    source, staging, [Target("out", ws / "out")], compression="zstd",
-                    expected_sha256=info.sha256, expected_size=info.size,
-                    max_unpacked=info.unpacked_size, max_entries=info.entries,
-                )  # fmt: skip
+            write_tree(tree.entries(packs, manifest), staging, packs)
             plan = plan_relocation(info.embedded, old, new_roots)
             if not plan.empty:
                 result = apply_relocation(staging, plan)
