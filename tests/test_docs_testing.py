@@ -80,7 +80,7 @@ def test_the_standalone_example_runs_in_a_bare_directory(tmp_path):
     (tmp_path / name).write_text(code)
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", name],
-        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"{code.count(chr(10) + 'def test_')} passed" in run.stdout
