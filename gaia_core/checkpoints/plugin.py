@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import click
 
     from gaia_core.build import Build
+    from gaia_core.outcomes import Outcome
+    from gaia_core.run import RunResult, RunState
     from gaia_core.tasks import Task
 
 TABLE = "checkpoints"
@@ -44,6 +46,17 @@ def gaia_run_preamble(build: Build, dry_run: bool) -> list[str]:
     from gaia_core.checkpoints.report import run_preamble
 
     return run_preamble(build, dry_run=dry_run)
+
+
+@hookimpl
+def gaia_run_finished(build: Build, state: RunState, result: RunResult) -> list[Outcome]:
+    import click
+
+    from gaia_core.checkpoints.recording import finish_run
+
+    if not build.has(TABLE):
+        return []
+    return finish_run(build, state, result, lambda message: click.echo(message, err=True))
 
 
 @hookimpl
