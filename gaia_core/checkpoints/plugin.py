@@ -70,6 +70,7 @@ def gaia_secret_env_vars(build: Build) -> list[str]:
 
 @hookimpl
 def gaia_register_commands(cli: click.Group) -> None:
+    from gaia_core.checkpoints import insight_commands  # noqa: F401 -- adds stats and report to the group
     from gaia_core.checkpoints.commands import checkpoints
 
     cli.add_command(checkpoints)

@@ -144,15 +144,18 @@ class Cache:
 
 @dataclasses.dataclass
 class Refresh:
+    #: the records fetched (not yet in the cache before)
+    records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     fetched: int = 0
     #: records (or objects) that were not valid
     ignored: int = 0
     days_listed: int = 0
 
 
-def refresh(cp: Checkpoints, ref: str, since: float) -> Refresh:
-    """Fetch the records of ``ref`` from ``since`` on that the cache lacks. Raises
-    BackendError (worded by the engine) when the tier cannot be used."""
+def refresh(cp: Checkpoints, ref: str, since: float, *, keep: bool = True) -> Refresh:
+    """Fetch the records of ``ref`` from ``since`` on that the cache lacks, and cache them
+    (without ``keep``, a query that writes nothing, only return them). Raises BackendError
+    (worded by the engine) when the tier cannot be used."""
     cache = Cache(cp.store.root, ref)
     report = Refresh()
     final = cache.final_days()
@@ -169,12 +172,15 @@ def refresh(cp: Checkpoints, ref: str, since: float) -> Refresh:
                       and e.key.rpartition("/")[2] not in known]
             fetched = _fetch_all(cp, backend, [e.key for e in wanted], [e.size for e in wanted])
             for _name, records, ignored in fetched:
+                report.records += records
                 report.fetched += len(records)
                 report.ignored += ignored
-            cache.add(day, [(name, records) for name, records, _ in fetched])
+            if keep:
+                cache.add(day, [(name, records) for name, records, _ in fetched])
             if now > day_end(day) + FINAL_AFTER:
                 newly_final.add(day)
-        cache.mark_final(newly_final)
+        if keep:
+            cache.mark_final(newly_final)
     return report
 
 
