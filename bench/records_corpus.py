@@ -7,7 +7,7 @@ on debian-12, read-only like pull-request jobs). The base OS's inputs change eve
 or three days (a package bump, a defconfig symbol, a new external tree file); the first
 runner to see a new fingerprint misses, builds for 25 to 45 minutes, captures and
 uploads, and the others then hit it in the shared tier and afterwards in their own store.
-A weekly gc of the shared tier removes objects nobody used for 5 days, so an older
+A weekly gc of the shared tier removes objects nobody used for 2 days, so an older
 branch's fingerprint misses again (an eviction). A few pull-request jobs find an object
 signed by a key their build does not trust (refused). Every record passes
 ``check_record`` and is published as the real runs publish them: one object per run
@@ -43,8 +43,10 @@ def _fp(*parts: object) -> str:
     return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
 
 
-def hosts() -> list[dict[str, Any]]:
-    found = [{"name": f"ci-runner-{i:02d}", "system": "debian-12-x86_64", "ci": True} for i in range(1, 17)]
+def hosts(me: str = "ci-runner-01") -> list[dict[str, Any]]:
+    """The team; ``me`` names the first runner (the machine a report is made on)."""
+    found = [{"name": me if i == 1 else f"ci-runner-{i:02d}", "system": "debian-12-x86_64", "ci": True}
+             for i in range(1, 17)]
     found += [{"name": "laptop-ana", "system": "debian-13-x86_64", "ci": False},
               {"name": "laptop-ben", "system": "debian-13-x86_64", "ci": False},
               {"name": "laptop-chen", "system": "debian-12-x86_64", "ci": False},
@@ -52,8 +54,9 @@ def hosts() -> list[dict[str, Any]]:
     return found
 
 
-def simulate(days: int = 30, seed: int = 7, end: float | None = None, tier: str = "s3:cache") -> list[dict[str, Any]]:
-    """Records of every run, oldest first; ``tier`` names the shared store."""
+def simulate(days: int = 30, seed: int = 7, end: float | None = None, tier: str = "s3:cache",
+             me: str = "ci-runner-01") -> list[dict[str, Any]]:
+    """Records of every run, oldest first; ``tier`` names the shared store, ``me`` the first runner."""
     rng = random.Random(seed)
     end = time.time() if end is None else end
     start = end - days * 86400
@@ -65,7 +68,8 @@ def simulate(days: int = 30, seed: int = 7, end: float | None = None, tier: str 
         n += 1
         versions.append((t, n, f"inputs_changed:{rng.choice(CHANGED)}"))
     runs = []
-    for host in hosts():
+    team = hosts(me)
+    for host in team:
         day = start
         while day < end:
             weekday = datetime.fromtimestamp(day, UTC).weekday() < 5
@@ -76,22 +80,27 @@ def simulate(days: int = 30, seed: int = 7, end: float | None = None, tier: str 
             day += 86400
     runs.sort(key=lambda item: item[0])
     shared: dict[str, float] = {}  # fingerprint -> last use in the shared tier
-    local: dict[str, dict[str, float]] = {h["name"]: {} for h in hosts()}
-    shared_bytes, local_bytes = 9 * GIB, {h["name"]: 0 for h in hosts()}
+    local: dict[str, dict[str, float]] = {h["name"]: {} for h in team}
+    shared_bytes, local_bytes = 9 * GIB, {h["name"]: 0 for h in team}
     last_gc = start
     records = []
     for moment, host in runs:
         if moment > end:
             continue
         if moment - last_gc > 7 * 86400:  # the weekly gc of the shared tier, by last use
-            gone = [fp for fp, used in shared.items() if moment - used > 5 * 86400]
+            gone = [fp for fp, used in shared.items() if moment - used > 2 * 86400]
             for fp in gone:
                 del shared[fp]
             shared_bytes -= len(gone) * 180 * MIB
             last_gc = moment
         current = [v for v in versions if v[0] <= moment]
-        # most runs build the newest inputs; some build a release branch a few versions old
+        # most runs build the newest inputs; some a release branch a few versions old, and a
+        # third of CI's runs a pull request's branch, whose change only its own runs build
         version = current[-1] if rng.random() > 0.12 or len(current) < 4 else rng.choice(current[-5:-2])
+        branch = rng.randrange(1, 400) if host["ci"] and rng.random() < 0.3 else 0
+        if branch:
+            version = (version[0], f"{version[1]}-pr{branch % 40 + int(moment // 86400 // 3) * 40}",
+                       f"inputs_changed:{CHANGED[branch % len(CHANGED)]}")
         fp = _fp("base-os", version[1], host["system"])
         objects = local[host["name"]]
         record: dict[str, Any] = {
@@ -108,6 +117,7 @@ def simulate(days: int = 30, seed: int = 7, end: float | None = None, tier: str 
                 round(build_time, 1)}
         untrusted = not host["ci"] and host["system"] == "debian-12-x86_64" and rng.random() < 0.08
         if fp in objects:
+            objects[fp] = moment
             restore = rng.uniform(12, 30)
             record.update(decision="hit", reason="hit", tier="local", object=made,
                           seconds={"restore": round(restore, 2)}, saved_seconds=round(build_time - restore, 1))
@@ -123,10 +133,11 @@ def simulate(days: int = 30, seed: int = 7, end: float | None = None, tier: str 
                           seconds={"restore": round(restore, 2), "download": round(restore * 0.7, 2)},
                           saved_seconds=round(build_time - restore, 1))
             objects[fp] = moment
-            local_bytes[host["name"]] += moved
+            local_bytes[host["name"]] += int(rng.uniform(150, 250) * MIB)  # the chunks it lacked
             shared[fp] = moment
+            _keep_last(objects, local_bytes, host["name"])
         else:
-            known = any(_fp("base-os", v[1], host["system"]) == fp for v in current[:-1]) and version != current[-1]
+            known = any(_fp("base-os", v[1], host["system"]) == fp for v in current[:-1]) and version not in current[-1:]
             reason = "remote_missing" if known else (version[2] if objects else "missing")
             if not host["ci"] and host["system"] != "debian-12-x86_64" and not objects:
                 reason = "inputs_changed:buildroot.build:host.system"
@@ -144,6 +155,7 @@ def simulate(days: int = 30, seed: int = 7, end: float | None = None, tier: str 
                                    **({"upload": round(rng.uniform(20, 60), 2)} if upload else {})})
             objects[fp] = moment
             local_bytes[host["name"]] += captured
+            _keep_last(objects, local_bytes, host["name"])
             if upload:
                 shared[fp] = moment
                 shared_bytes += captured
@@ -152,6 +164,13 @@ def simulate(days: int = 30, seed: int = 7, end: float | None = None, tier: str 
         assert checked is not None, record
         records.append(checked)
     return records
+
+
+def _keep_last(objects: dict[str, float], sizes: dict[str, int], host: str, keep: int = 6) -> None:
+    """The local store's retention (``keep_last``), by last use."""
+    while len(objects) > keep:
+        del objects[min(objects, key=objects.__getitem__)]
+        sizes[host] -= 200 * MIB
 
 
 def publish(records: list[dict[str, Any]], store: Path) -> int:

@@ -64,7 +64,7 @@ def _md(text: object) -> str:
 
 
 def _time_cell(outcome: Outcome) -> str:
-    steps = [f"{step} {format_elapsed(s)}" for step, s in outcome.seconds.items() if s >= 0.05]
+    steps = [f"{step} {format_elapsed(s)}" for step, s in outcome.seconds.items()]
     return ", ".join(steps) or "-"
 
 

@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gaia_core.checkpoints.shared import day_of
+from gaia_core.checkpoints.stats import tier_samples
 from gaia_core.checkpoints.svgchart import bar_chart, e, line_chart
-from gaia_core.checkpoints.units import human_size
+from gaia_core.checkpoints.units import human_duration, human_size
 from gaia_core.outcomes import HITS
-from gaia_core.run import format_elapsed
 
 #: misses listed in the table of recent misses
-RECENT_MISSES = 30
+RECENT_MISSES = 15
 
 _STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"DejaVu Sans",sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -34,9 +34,10 @@ header p{margin:4px 0 0;color:#c9cfdb}main{padding:18px 28px;max-width:1100px}
 .card b{display:block;font-size:22px}.card span{color:#5b6476;font-size:12px}
 section{background:#fff;border:1px solid #dfe3ea;border-radius:8px;padding:12px 18px;margin:14px 0}
 h2{font-size:16px;margin:2px 0 10px}table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eceef2;vertical-align:top}
+th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eceef2;vertical-align:top;white-space:nowrap}
+td.wrap{white-space:normal}
 th{cursor:pointer;color:#5b6476;font-weight:600;white-space:nowrap}td.num{text-align:right}
-td.explain{color:#3d4556;max-width:420px;overflow-wrap:anywhere}.tag{font-size:11px;padding:1px 6px;
+td.explain{color:#3d4556;max-width:420px;overflow-wrap:anywhere;white-space:normal}.tag{font-size:11px;padding:1px 6px;
 border-radius:8px;background:#fde8e8;color:#a02020}.empty{color:#5b6476}
 .chart text{font-size:11px;fill:#5b6476}.chart .grid{stroke:#eceef2}.bar{fill:#4c78a8}.bar.saved{fill:#54a24b}
 .line{fill:none;stroke-width:2}.s0{stroke:#4c78a8;fill:#4c78a8}.s1{stroke:#f58518;fill:#f58518}
@@ -101,14 +102,14 @@ def _per_day(records: list[dict[str, Any]], days: list[str]) -> dict[str, Any]:
             "saved": [saved[d] / 3600 for d in days]}
 
 
-def _sizes_per_day(records: list[dict[str, Any]], days: list[str],
-                   now_sizes: dict[str, int | None]) -> dict[str, list[float | None]]:
+def _sizes_per_day(records: list[dict[str, Any]], days: list[str], now_sizes: dict[str, int | None],
+                   local_host: str | None) -> dict[str, list[float | None]]:
     """Per tier, its size at the end of each day as the records saw it (carried over days
     without a sample); today's point is the size measured now when there is one."""
     last: dict[str, dict[str, int]] = collections.defaultdict(dict)
-    for r in records:
-        for tier, size in r["stored"].items():
-            last[tier][day_of(r["t"])] = size
+    for tier, samples in tier_samples(records, local_host).items():
+        for t, size in samples:
+            last[tier][day_of(t)] = size
     series: dict[str, list[float | None]] = {}
     for tier in dict.fromkeys([*last, *(t for t, s in now_sizes.items() if s is not None)]):
         known: float | None = None
@@ -148,20 +149,21 @@ def _when(at: str) -> str:
 
 
 def render(stats: dict[str, Any], records: list[dict[str, Any]], *, title: str, since: float,
-           tier_sizes: dict[str, int | None]) -> str:
-    """The page; ``records``: those of the window, oldest first (each with ``t``)."""
+           tier_sizes: dict[str, int | None], local_host: str | None = None) -> str:
+    """The page; ``records``: those of the window, oldest first (each with ``t``);
+    ``local_host``: the machine whose local store ``tier_sizes`` measured."""
     days = _days(since, stats["until"])
     daily = _per_day(records, days)
-    sizes = _sizes_per_day(records, days, tier_sizes)
+    sizes = _sizes_per_day(records, days, tier_sizes, local_host)
     evicted = {(r["at"], r["host"], r["point"]) for r in stats["evicted"]}
     misses = [r for r in records if r["decision"] in ("miss", "refused")][-RECENT_MISSES:][::-1]
     miss_rows = [[_td(_when(r["at"]), sort=r["t"]), _td(r["host"]["name"]), _td(r["point"]), _td(r["decision"]),
-                  _td(r["reason"]), _td(r["explain"] or "-", cls="explain"),
+                  _td(r["reason"], cls="wrap"), _td(r["explain"] or "-", cls="explain"),
                   "<td>" + ('<span class="tag">evicted</span>' if (r["at"], r["host"]["name"], r["point"]) in evicted
                             else "") + "</td>"] for r in misses]
     host_rows = [[_td(name), _td(h["system"]), _td(h["runs"], sort=h["runs"], cls="num"),
                   _td(_percent(h["hit_rate"]), sort=h["hit_rate"] or 0, cls="num"),
-                  _td(format_elapsed(h["saved_seconds"]), sort=h["saved_seconds"], cls="num"),
+                  _td(human_duration(h["saved_seconds"]), sort=h["saved_seconds"], cls="num"),
                   _td(_when(h["last_seen"] or ""))] for name, h in stats["hosts"].items()]
     slow_rows = [[_td(f"{r['seconds']:.1f}s", sort=r["seconds"], cls="num"), _td(r["point"]), _td(r["host"]),
                   _td(r["tier"] or "-"), _td(_when(r["at"]))] for r in stats["slowest_restores"]]
@@ -169,10 +171,10 @@ def render(stats: dict[str, Any], records: list[dict[str, Any]], *, title: str, 
                    _td(_percent(p["hit_rate"]), sort=p["hit_rate"] or 0, cls="num"),
                    _td(p["remote_hits"], sort=p["remote_hits"], cls="num"),
                    _td(p["misses"], sort=p["misses"], cls="num"), _td(p["evicted_misses"], cls="num"),
-                   _td(format_elapsed(p["saved_seconds"]), sort=p["saved_seconds"], cls="num")]
+                   _td(human_duration(p["saved_seconds"]), sort=p["saved_seconds"], cls="num")]
                   for pid, p in stats["points"].items()]
     tiers = ", ".join(f"{t} {human_size(v['bytes'])}" for t, v in stats["tiers"].items() if v["bytes"] is not None)
-    cards = [("hit rate", _percent(stats["hit_rate"])), ("time saved", format_elapsed(stats["saved_seconds"])),
+    cards = [("hit rate", _percent(stats["hit_rate"])), ("build time saved", human_duration(stats["saved_seconds"])),
              ("runs", str(stats["runs"])), ("misses", f"{stats['misses']} ({len(stats['evicted'])} evicted)"),
              ("hosts", str(stats["hosts_seen"]))]
     period = f"{day_of(since)} to {day_of(stats['until'])}"
@@ -181,7 +183,7 @@ def render(stats: dict[str, Any], records: list[dict[str, Any]], *, title: str, 
                            tooltip=lambda _n, day, v: f"{day}: {v:.0f}% of "
                                                       f"{daily['runs'][days.index(day)]} runs hit")
     saved_chart = bar_chart("time saved per day", days, daily["saved"], y_format=lambda v: f"{v:.1f}h",
-                            tooltip=lambda day, v: f"{day}: {format_elapsed(v * 3600)} saved")
+                            tooltip=lambda day, v: f"{day}: {human_duration(v * 3600)} saved")
     size_chart = line_chart("store size per tier", days, sizes, y_format=_mib,
                             tooltip=lambda tier, day, v: f"{tier} on {day}: {_mib(v)}")
     return f"""<!doctype html>

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from gaia_core.checkpoints.commands import check_backends, checkpoints, echo_json, engine_for, selected_points
+from gaia_core.checkpoints.commands import age, check_backends, checkpoints, echo_json, engine_for, selected_points
 from gaia_core.cli.common import App, build_file_options, pass_app
 
 
@@ -31,13 +31,15 @@ def _collect(app: App, build_file: Path, overrides: tuple[str, ...], point_id: s
              remote: bool) -> tuple[Any, float, Any, dict[str, Any], dict[str, int | None]]:
     from gaia_core.checkpoints import stats
     from gaia_core.checkpoints.history import gather, store_sizes, tiers_of
+    from gaia_core.hostinfo import host_name
 
     start = _window(since)
     cp = engine_for(app, build_file, overrides)
     points = selected_points(cp, build_file, point_id)
     history = gather(cp, points, remote=remote)  # all of it: an eviction looks back before the window
     sizes = store_sizes(cp, tiers_of(points), remote=remote)
-    result = stats.compute(history.records, since=start, point_ids=[p.id for p in points], tier_sizes=sizes)
+    result = stats.compute(history.records, since=start, point_ids=[p.id for p in points], tier_sizes=sizes,
+                           local_host=host_name())
     result["ignored"] = history.ignored
     return cp, start, history, result, sizes
 
@@ -63,19 +65,18 @@ def stats(app: App, build_file: Path, overrides: tuple[str, ...], since: str, re
 
 
 def render_text(result: dict[str, Any], since: str) -> list[str]:
-    from gaia_core.checkpoints.units import human_size
-    from gaia_core.run import format_elapsed
+    from gaia_core.checkpoints.units import human_duration, human_size
 
     def rate(value: float | None) -> str:
         return "-" if value is None else f"{value * 100:.0f}%"
 
     lines = [f"checkpoints stats (last {since}): {result['runs']} runs on {result['hosts_seen']} host(s), "
-             f"hit rate {rate(result['hit_rate'])}, about {format_elapsed(result['saved_seconds'])} of build time "
+             f"hit rate {rate(result['hit_rate'])}, about {human_duration(result['saved_seconds'])} of build time "
              f"saved"]
     for pid, p in result["points"].items():
         lines.append(f"- point {pid}: {p['runs']} runs, {p['hits']} hits ({rate(p['hit_rate'])}; "
                      f"{p['remote_hits']} from a remote), {p['misses']} misses, {p['refused']} refused, "
-                     f"saved {format_elapsed(p['saved_seconds'])}")
+                     f"saved {human_duration(p['saved_seconds'])}")
         for reason, n in p["misses_by_reason"].items():
             lines.append(f"    miss {reason}: {n}")
         for reason, n in p["refused_by_reason"].items():
@@ -88,7 +89,7 @@ def render_text(result: dict[str, Any], since: str) -> list[str]:
         width = max(len(h) for h in result["hosts"])
         for name, h in result["hosts"].items():
             lines.append(f"  {name:<{width}}  {h['system']}  {h['runs']} runs  {rate(h['hit_rate'])} hits  "
-                         f"last {h['last_seen']}")
+                         f"last run {age(h['last_seen'] or '')}")
     lines.append("stored:")
     for tier, t in result["tiers"].items():
         now = human_size(t["bytes"]) if t["bytes"] is not None else "unknown (--remote measures it)"
@@ -98,7 +99,7 @@ def render_text(result: dict[str, Any], since: str) -> list[str]:
     if result["slowest_restores"]:
         lines.append("slowest restores:")
         for r in result["slowest_restores"]:
-            lines.append(f"  {r['seconds']:.1f}s  {r['point']}  {r['host']}  {r['tier']}  {r['at']}")
+            lines.append(f"  {r['seconds']:.1f}s  {r['point']}  {r['host']}  {r['tier']}  {age(r['at'])}")
     if result["ignored"]:
         lines.append(f"{result['ignored']} record(s) were malformed and ignored")
     return lines
@@ -118,10 +119,11 @@ def report(app: App, build_file: Path, overrides: tuple[str, ...], output: Path,
     time saved, store size per tier, recent misses with their explanation, and the hosts."""
     from gaia_core import atomic
     from gaia_core.checkpoints.htmlreport import render
+    from gaia_core.hostinfo import host_name
 
     cp, start, history, result, sizes = _collect(app, build_file, overrides, point_id, since, remote)
     page = render(result, [r for r in history.records if r["t"] >= start],
-                  title=f"gaia checkpoints: {build_file.name}", since=start, tier_sizes=sizes)
+                  title=f"gaia checkpoints: {build_file.name}", since=start, tier_sizes=sizes, local_host=host_name())
     try:
         atomic.write_bytes(output, page.encode())
     except OSError as exc:

@@ -16,7 +16,7 @@ import collections
 import time
 from typing import Any
 
-from gaia_core.checkpoints.records import WORKSPACE
+from gaia_core.checkpoints.records import LOCAL, WORKSPACE
 from gaia_core.outcomes import HITS
 
 #: restores listed as the slowest
@@ -74,13 +74,22 @@ def evicted(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return found
 
 
-def tier_growth(records: list[dict[str, Any]], now_sizes: dict[str, int | None]) -> dict[str, dict[str, Any]]:
-    """Per tier: the bytes stored as the window's first and last records saw them, now
-    (when measured), and the growth over the window."""
+def tier_samples(records: list[dict[str, Any]], local_host: str | None) -> dict[str, list[tuple[float, int]]]:
+    """Per tier, (time, bytes) as each record saw it; the ``local`` store is each host's own,
+    so only ``local_host``'s records say what this machine's holds."""
     samples: dict[str, list[tuple[float, int]]] = collections.defaultdict(list)
     for record in records:
         for tier, size in record["stored"].items():
-            samples[tier].append((record["t"], size))
+            if tier != LOCAL or record["host"]["name"] == local_host:
+                samples[tier].append((record["t"], size))
+    return samples
+
+
+def tier_growth(records: list[dict[str, Any]], now_sizes: dict[str, int | None],
+                local_host: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per tier: the bytes stored as the window's first and last records saw them, now
+    (when measured), and the growth over the window."""
+    samples = tier_samples(records, local_host)
     out = {}
     for tier in dict.fromkeys([*now_sizes, *samples]):
         seen = samples.get(tier, [])
@@ -94,8 +103,9 @@ def tier_growth(records: list[dict[str, Any]], now_sizes: dict[str, int | None])
 
 
 def compute(records: list[dict[str, Any]], *, since: float, point_ids: list[str],
-            tier_sizes: dict[str, int | None] | None = None) -> dict[str, Any]:
-    """The stats of the records from ``since`` on (``records``: every record, oldest first)."""
+            tier_sizes: dict[str, int | None] | None = None, local_host: str | None = None) -> dict[str, Any]:
+    """The stats of the records from ``since`` on (``records``: every record, oldest first;
+    ``local_host``: the machine whose local store ``tier_sizes`` measured)."""
     window = [r for r in records if r["t"] >= since and r["decision"] != "inactive"]
     points = {pid: _counts() for pid in point_ids}
     hosts: dict[str, dict[str, Any]] = {}
@@ -123,7 +133,7 @@ def compute(records: list[dict[str, Any]], *, since: float, point_ids: list[str]
         "points": points, "hosts": dict(sorted(hosts.items())), "misses_by_reason": dict(reasons.most_common()),
         "evicted": [_brief(r) for r in gone],
         "slowest_restores": [_brief(r) for r in restores[:SLOWEST]],
-        "tiers": tier_growth(window, tier_sizes or {}),
+        "tiers": tier_growth(window, tier_sizes or {}, local_host),
     }
 
 
@@ -140,4 +150,4 @@ def _brief(record: dict[str, Any]) -> dict[str, Any]:
             "tier": record["tier"], "seconds": record["seconds"].get("restore"), "explain": record["explain"]}
 
 
-__all__ = ["SLOWEST", "compute", "evicted", "tier_growth"]
+__all__ = ["SLOWEST", "compute", "evicted", "tier_growth", "tier_samples"]

@@ -86,8 +86,8 @@ def line_chart(label: str, labels: Sequence[str], series: dict[str, Sequence[flo
             if value is not None:
                 body.append(f'<circle class="dot s{n % 6}" cx="{LEFT + (i + 0.5) * slot:.1f}" cy="{y(value):.1f}" '
                             f'r="3" data-value="{value:g}"><title>{e(tooltip(name, labels[i], value))}</title></circle>')
-        body.append(f'<g class="legend"><rect class="key s{n % 6}" x="{LEFT + 8 + n * 150}" y="{TOP - 12}" '
-                    f'width="10" height="10"/><text x="{LEFT + 22 + n * 150}" y="{TOP - 3}">{e(name[:20])}</text></g>')
+        body.append(f'<g class="legend"><rect class="key s{n % 6}" x="{LEFT + n * 150}" y="4" '
+                    f'width="10" height="10"/><text x="{LEFT + 14 + n * 150}" y="13">{e(name[:20])}</text></g>')
     body += _x_labels(labels, lambda i: LEFT + (i + 0.5) * slot)
     return _svg(label, body)
 
