@@ -18,28 +18,16 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 TARGET_SECONDS = 1.0
 
+from bench_status import gaia, timed  # noqa: E402
 from records_corpus import hosts, publish, simulate  # noqa: E402
-
-
-def gaia(*args: str) -> list[str]:
-    exe = Path(sys.executable).with_name("gaia")
-    return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "gaia_core.cli", *args]
-
-
-def timed(argv: list[str]) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
 
 
 def project(tmp: Path) -> Path:

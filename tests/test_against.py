@@ -5,49 +5,21 @@ on the quickstart's Buildroot test tree and the counter project."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from counter_project import Project, run
+from team_quickstart import gaia, team_quickstart
 
 from gaia_core.checkpoints import recording
-
-QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart"
-TEAM = """
-[checkpoints]
-enabled = true
-share_records = true
-
-[checkpoints.backends.dir.team]
-path = "{shared}"
-
-[[checkpoints.points]]
-id = "base-os"
-anchor_task = "buildroot.build"
-backend = "dir:team"
-upload_policy = "always"
-"""
-
-
-def quickstart(dest: Path, shared: Path) -> Path:
-    shutil.copytree(QUICKSTART, dest, symlinks=True, ignore=shutil.ignore_patterns("build", "out"))
-    (dest / "layers" / "checkpoints.toml").write_text(TEAM.format(shared=shared))
-    return dest / "build.toml"
-
-
-def gaia(gaia_cli, *args, code: int = 0):  # type: ignore[no-untyped-def]
-    result = gaia_cli(*[str(a) for a in args])
-    assert result.exit_code == code, result.output
-    return result
 
 
 def test_against_a_host_names_the_file_that_differs(gaia_cli, tmp_path, monkeypatch):
     shared = tmp_path / "team"
     shared.mkdir()
-    ci = quickstart(tmp_path / "ci", shared)
+    ci = team_quickstart(tmp_path / "ci", shared)
     with monkeypatch.context() as m:
         m.setattr(recording, "host_name", lambda: "ci-runner-7")
         gaia(gaia_cli, "run", ci)  # CI builds, uploads, and shares its record
-    laptop = quickstart(tmp_path / "laptop", shared)
+    laptop = team_quickstart(tmp_path / "laptop", shared)
     defconfig = laptop.parent / "buildroot-tree" / "configs" / "gaia_qemu_defconfig"
     defconfig.write_text(defconfig.read_text() + "# tried something\n")
     text = gaia(gaia_cli, "checkpoints", "status", laptop, "--against", "ci-runner-7").output

@@ -3,11 +3,10 @@ bounded journal written atomically, shared through the stores and read as untrus
 
 from __future__ import annotations
 
-import json
 import multiprocessing
-import os
 import shutil
 import socket
+from pathlib import Path
 
 import pytest
 from counter_project import Project, run
@@ -48,7 +47,7 @@ def test_each_run_records_each_point_decision_tier_bytes_and_seconds(gaia_cli, p
         assert r["host"] == {"name": socket.gethostname(), "system": host_system()}
         assert r["point"] == "base" and r["anchor"] == "counter.build" and r["result"] == "ok"
         assert r["stored"]["local"] > 0
-        assert set(r["inputs"]) == set(json.loads(json.dumps(r["inputs"])))
+        assert "counter.value" in r["inputs"] and all(len(d) == 16 for d in r["inputs"].values())
     assert len({r["run"] for r in (miss, hit, in_place, changed)}) == 4
     assert len({r["id"] for r in (miss, hit, in_place, changed)}) == 4
 
@@ -134,7 +133,7 @@ def sample_record() -> dict:  # type: ignore[type-arg]
 
 def _append_many(root: str, worker: int) -> None:
     record = sample_record()
-    journal = Journal(__import__("pathlib").Path(root))
+    journal = Journal(Path(root))
     for i in range(50):
         journal.append([{**record, "id": f"{worker:08x}{i:024x}", "explain": "x" * 900}] * 3)
 
@@ -195,4 +194,3 @@ def test_no_secret_reaches_a_record(gaia_cli, pm, project, monkeypatch):
     run(gaia_cli, pm, "run", project.build)
     text = b"".join(p.read_bytes() for p in Journal(project.store).files())
     assert secret.encode() not in text and b"counter.value" in text
-    assert os.environ.get("GAIA_SIGNING_KEY") is None

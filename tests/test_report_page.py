@@ -11,45 +11,18 @@ from pathlib import Path
 
 import pytest
 from browser import render
+from team_quickstart import team_quickstart
 
 from gaia_core.checkpoints import recording
 
-QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart"
-TEAM = """
-[checkpoints]
-enabled = true
-share_records = true
-
-[checkpoints.backends.dir.team]
-path = "{shared}"
-
-[[checkpoints.points]]
-id = "base-os"
-anchor_task = "buildroot.build"
-backend = "dir:team"
-upload_policy = "always"
-"""
 EVIL_HOST = "<script>document.title='pwned'</script>"
 EVIL_REASON = 'inputs_changed:<img src=x onerror="alert(1)">'
-
-
-def quickstart(dest: Path, shared: Path) -> Path:
-    shutil.copytree(QUICKSTART, dest, symlinks=True, ignore=shutil.ignore_patterns("build", "out"))
-    (dest / "layers" / "checkpoints.toml").write_text(TEAM.format(shared=shared))
-    return dest / "build.toml"
-
-
-def gaia(gaia_cli, *args, code: int = 0):  # type: ignore[no-untyped-def]
-    result = gaia_cli(*[str(a) for a in args])
-    assert result.exit_code == code, result.output
-    return result
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     """Runs on two machines (a miss, a hit, a miss after an edit; a remote hit), a forged
     record in the tier, and the report of it all."""
-    from gaia_core.testing import gaia_cli as _unused  # noqa: F401 -- the fixture's module
     from click.testing import CliRunner
 
     from gaia_core.cli import make_cli
@@ -64,8 +37,8 @@ def page(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
 
     shared = tmp / "team"
     shared.mkdir()
-    ci = quickstart(tmp / "ci", shared)
-    laptop = quickstart(tmp / "laptop", shared)
+    ci = team_quickstart(tmp / "ci", shared)
+    laptop = team_quickstart(tmp / "laptop", shared)
     mp = pytest.MonkeyPatch()
     try:
         mp.setattr(recording, "host_name", lambda: "ci-runner-1")
