@@ -194,3 +194,9 @@ def test_no_secret_reaches_a_record(gaia_cli, pm, project, monkeypatch):
     run(gaia_cli, pm, "run", project.build)
     text = b"".join(p.read_bytes() for p in Journal(project.store).files())
     assert secret.encode() not in text and b"counter.value" in text
+
+
+def test_share_records_must_be_a_boolean(gaia_cli, pm, project):
+    project.write(value="a", checkpoints='share_records = "yes"')
+    result = gaia_cli("run", project.build, pm=pm)
+    assert result.exit_code == 2 and "checkpoints.share_records" in result.output

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from gaia_core.checkpoints.fingerprint import canonical_json
 from gaia_core.checkpoints.inputdiff import ABSENT, Change
+from gaia_core.errors import CheckpointError
 from gaia_core.outcomes import HITS, Outcome
 
 if TYPE_CHECKING:
@@ -172,12 +173,15 @@ def explain_against_local(cp: Checkpoints, point: Point) -> str:
     from gaia_core.checkpoints.manifest import FORMAT_VERSION
 
     fp = cp.fingerprint(point)
-    manifests = [o.manifest for o in cp.store.objects(point.id)
-                 if o.fingerprint != fp.value and o.manifest.get("format") == FORMAT_VERSION]
-    nearest = cp.nearest(point, fp, manifests)
-    if nearest is None:
+    try:  # an explanation, never a reason for the restore task to fail
+        manifests = [o.manifest for o in cp.store.objects(point.id)
+                     if o.fingerprint != fp.value and o.manifest.get("format") == FORMAT_VERSION]
+        nearest = cp.nearest(point, fp, manifests)
+        if nearest is None:
+            return ""
+        return explain(input_changes(nearest["fingerprint_inputs"], fp.inputs))
+    except (CheckpointError, OSError, ValueError, TypeError, AttributeError):
         return ""
-    return explain(input_changes(nearest["fingerprint_inputs"], fp.inputs))
 
 
 def make_record(tally: Tally, point: Point, *, run_id: str, host: dict[str, str], result: str,
