@@ -134,3 +134,38 @@ def test_json_shape_per_point(gaia_cli, pm, project, since):
     run(gaia_cli, pm, "run", project.build)
     base = stats(gaia_cli, pm, project, "--since", since)["points"]["base"]
     assert {"runs", "hits", "misses", "misses_by_reason"} <= set(base)
+
+
+def engine(pm, project: Project):  # type: ignore[no-untyped-def]
+    from gaia_core.checkpoints.engine import Checkpoints
+    from gaia_core.config.loader import load_build
+    from gaia_core.plugins import Registry
+
+    return Checkpoints(load_build(project.build, (), registry=Registry(pm)))
+
+
+def test_a_day_listed_after_it_was_over_is_not_listed_again(gaia_cli, pm, project, tmp_path):
+    from gaia_core.checkpoints.shared import refresh
+
+    other = machines(project, tmp_path)
+    run(gaia_cli, pm, "run", other.build)
+    [today] = (project.shared / "records").iterdir()
+    old = project.shared / "records" / (datetime.now(UTC) - timedelta(days=3)).strftime("%Y-%m-%d")
+    today.rename(old)
+    cp = engine(pm, project)
+    first = refresh(cp, "dir:shared", 0.0)
+    assert (first.fetched, first.days_listed) == (1, 1)
+    [published] = old.iterdir()
+    shutil.copy(published, old / ("9" * 32 + ".json"))  # a late writer with a wrong clock
+    again = refresh(cp, "dir:shared", 0.0)
+    assert (again.fetched, again.days_listed) == (0, 0)
+
+
+def test_the_cache_keeps_a_bounded_number_of_days(tmp_path):
+    from gaia_core.checkpoints.shared import Cache
+
+    cache = Cache(tmp_path, "dir:shared")
+    for day in ("2020-01-01", "2024-06-01", "2025-01-01"):
+        cache.add(day, [(f"{'1' * 32}.json", [])])
+    cache.prune("2024-06-01")
+    assert cache.days() == ["2024-06-01", "2025-01-01"]

@@ -36,7 +36,8 @@ def _collect(app: App, build_file: Path, overrides: tuple[str, ...], point_id: s
     start = _window(since)
     cp = engine_for(app, build_file, overrides)
     points = selected_points(cp, build_file, point_id)
-    history = gather(cp, points, remote=remote)  # all of it: an eviction looks back before the window
+    # an eviction looks back before the period: the object may be older than it
+    history = gather(cp, points, since=start - stats.LOOKBACK, remote=remote)
     sizes = store_sizes(cp, tiers_of(points), remote=remote)
     result = stats.compute(history.records, since=start, point_ids=[p.id for p in points], tier_sizes=sizes,
                            local_host=host_name())

@@ -45,6 +45,8 @@ MAX_RECORDS_PER_OBJECT = 1000
 FINAL_AFTER = 6 * 3600.0
 #: small reads in flight at once while a cache fills
 FETCH_PARALLEL = 8
+#: days of fetched records a cache keeps (it stays bounded; the tiers keep theirs)
+CACHE_DAYS = 400
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NAME = re.compile(r"^[0-9a-f]{32}\.json$")
 
@@ -128,6 +130,12 @@ class Cache:
     def days(self) -> list[str]:
         return sorted(p.stem for p in self.dir.glob("*.jsonl") if _DAY.match(p.stem))
 
+    def prune(self, before: str) -> None:
+        """Forget the days before ``before`` (``YYYY-MM-DD``)."""
+        for day in self.days():
+            if day < before:
+                self._day_file(day).unlink(missing_ok=True)
+
     def read(self, since_day: str = "") -> list[dict[str, Any]]:
         """The cached records of the days from ``since_day`` on (checked again: the cache is
         a file like any other)."""
@@ -181,6 +189,7 @@ def refresh(cp: Checkpoints, ref: str, since: float, *, keep: bool = True) -> Re
                 newly_final.add(day)
         if keep:
             cache.mark_final(newly_final)
+            cache.prune(day_of(now - CACHE_DAYS * 86400))
     return report
 
 
@@ -243,5 +252,5 @@ def publish(cp: Checkpoints, records: list[dict[str, Any]], run_id: str, log: Lo
     return done
 
 
-__all__ = ["FINAL_AFTER", "MAX_OBJECT_BYTES", "MAX_RECORDS_PER_OBJECT", "PREFIX", "Cache", "Refresh", "day_of",
+__all__ = ["CACHE_DAYS", "FINAL_AFTER", "MAX_OBJECT_BYTES", "MAX_RECORDS_PER_OBJECT", "PREFIX", "Cache", "Refresh", "day_of",
            "decode", "publish", "record_key", "refresh"]

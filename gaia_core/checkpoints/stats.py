@@ -21,6 +21,8 @@ from gaia_core.outcomes import HITS
 
 #: restores listed as the slowest
 SLOWEST = 5
+#: how far before the period the records are read, to tell a miss of an evicted object
+LOOKBACK = 30 * 86400.0
 
 
 def _rate(hits: int, runs: int) -> float | None:
@@ -150,4 +152,4 @@ def _brief(record: dict[str, Any]) -> dict[str, Any]:
             "tier": record["tier"], "seconds": record["seconds"].get("restore"), "explain": record["explain"]}
 
 
-__all__ = ["SLOWEST", "compute", "evicted", "tier_growth", "tier_samples"]
+__all__ = ["LOOKBACK", "SLOWEST", "compute", "evicted", "tier_growth", "tier_samples"]
