@@ -81,7 +81,9 @@ def simulate(days: int = 30, seed: int = 7, end: float | None = None, tier: str 
     runs.sort(key=lambda item: item[0])
     shared: dict[str, float] = {}  # fingerprint -> last use in the shared tier
     local: dict[str, dict[str, float]] = {h["name"]: {} for h in team}
-    shared_bytes, local_bytes = 9 * GIB, {h["name"]: 0 for h in team}
+    shared_bytes = 9 * GIB  # the objects of earlier months that stay
+    shared_sizes: dict[str, int] = {}  # fingerprint -> the bytes its upload added
+    held: dict[str, dict[str, int]] = {h["name"]: {} for h in team}  # host -> fingerprint -> bytes it added
     last_gc = start
     records = []
     for moment, host in runs:
@@ -91,7 +93,7 @@ def simulate(days: int = 30, seed: int = 7, end: float | None = None, tier: str 
             gone = [fp for fp, used in shared.items() if moment - used > 2 * 86400]
             for fp in gone:
                 del shared[fp]
-            shared_bytes -= len(gone) * 180 * MIB
+                shared_bytes -= shared_sizes.pop(fp, 0)
             last_gc = moment
         current = [v for v in versions if v[0] <= moment]
         # most runs build the newest inputs; some a release branch a few versions old, and a
@@ -133,9 +135,9 @@ def simulate(days: int = 30, seed: int = 7, end: float | None = None, tier: str 
                           seconds={"restore": round(restore, 2), "download": round(restore * 0.7, 2)},
                           saved_seconds=round(build_time - restore, 1))
             objects[fp] = moment
-            local_bytes[host["name"]] += int(rng.uniform(150, 250) * MIB)  # the chunks it lacked
+            held[host["name"]][fp] = int(rng.uniform(150, 250) * MIB)  # the chunks it lacked
             shared[fp] = moment
-            _keep_last(objects, local_bytes, host["name"])
+            _keep_last(objects, held[host["name"]])
         else:
             known = any(_fp("base-os", v[1], host["system"]) == fp for v in current[:-1]) and version not in current[-1:]
             reason = "remote_missing" if known else (version[2] if objects else "missing")
@@ -154,23 +156,26 @@ def simulate(days: int = 30, seed: int = 7, end: float | None = None, tier: str 
                           seconds={"restore": round(rng.uniform(0.5, 3), 2), "capture": round(rng.uniform(30, 70), 2),
                                    **({"upload": round(rng.uniform(20, 60), 2)} if upload else {})})
             objects[fp] = moment
-            local_bytes[host["name"]] += captured
-            _keep_last(objects, local_bytes, host["name"])
+            held[host["name"]][fp] = captured
+            _keep_last(objects, held[host["name"]])
             if upload:
                 shared[fp] = moment
+                shared_sizes[fp] = captured
                 shared_bytes += captured
-        record["stored"] = {"local": local_bytes[host["name"]], **({tier: shared_bytes} if host["ci"] else {})}
+        local_bytes = 2 * GIB + sum(held[host["name"]].values())  # what every object shares, and their own
+        record["stored"] = {"local": local_bytes, **({tier: shared_bytes} if host["ci"] else {})}
         checked = check_record(record)
         assert checked is not None, record
         records.append(checked)
     return records
 
 
-def _keep_last(objects: dict[str, float], sizes: dict[str, int], host: str, keep: int = 6) -> None:
+def _keep_last(objects: dict[str, float], sizes: dict[str, int], keep: int = 6) -> None:
     """The local store's retention (``keep_last``), by last use."""
     while len(objects) > keep:
-        del objects[min(objects, key=objects.__getitem__)]
-        sizes[host] -= 200 * MIB
+        oldest = min(objects, key=objects.__getitem__)
+        del objects[oldest]
+        sizes.pop(oldest, None)
 
 
 def publish(records: list[dict[str, Any]], store: Path) -> int:

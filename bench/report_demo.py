@@ -41,8 +41,9 @@ def main() -> int:
     parser.add_argument("--size", default="1200,2500", help="the browser window, WIDTH,HEIGHT")
     args = parser.parse_args()
     me = host_name()
-    records = [{**r, "t": epoch(r["at"])} for r in simulate(days=30, me=me)]
-    since = time.time() - 30 * 86400
+    end = time.time() // 86400 * 86400  # the month up to last midnight (UTC): no day half over
+    records = [{**r, "t": epoch(r["at"])} for r in simulate(days=30, me=me, end=end)]
+    since = end - 30 * 86400
     result = stats.compute(records, since=since, point_ids=[POINT], tier_sizes={}, local_host=me)
     atomic.write_bytes(args.out, render(result, records, title="gaia checkpoints: build.toml", since=since,
                                         tier_sizes={}, local_host=me).encode())
