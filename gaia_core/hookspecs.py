@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from gaia_core.backends import Backend
     from gaia_core.build import Build
     from gaia_core.fingerprints import FingerprintSource
+    from gaia_core.outcomes import Outcome
+    from gaia_core.run import RunResult, RunState
     from gaia_core.tasks import Module, Task
 
 _spec = pluggy.HookspecMarker("gaia")
@@ -128,6 +130,24 @@ def gaia_run_preamble(build: Build, dry_run: bool) -> Sequence[str] | None:
     """Return lines ``gaia run`` prints before the first task starts.
 
     :param dry_run: the run will execute nothing; do not contact remote services.
+
+    .. versionadded:: 0.2
+    """
+
+
+@_spec
+def gaia_run_finished(build: Build, state: RunState, result: RunResult) -> Sequence[Outcome] | None:
+    """Return what this plugin's feature decided in the run that just ended, one
+    :class:`gaia_core.outcomes.Outcome` per unit (the checkpoints plugin: one per point).
+
+    Called once after the last task of a real run (not a dry run), whether it succeeded,
+    failed or was interrupted, still under the workspace run lock. ``state`` is the run's
+    :class:`gaia_core.run.RunState` (``state.task_seconds`` says how long each task ran);
+    ``result`` its :class:`gaia_core.run.RunResult`. The outcomes go into
+    ``result.outcomes``, from which ``gaia run --summary-file`` and ``--metrics-file``
+    are written. The checkpoints plugin appends its run records to the store's journal
+    here (and publishes them when ``share_records`` is on). An exception is reported as
+    a warning and costs the run nothing.
 
     .. versionadded:: 0.2
     """

@@ -32,6 +32,7 @@ from gaia_core.errors import ExitCode, GaiaError, TaskFailed
 
 if TYPE_CHECKING:
     from gaia_core.build import Build
+    from gaia_core.outcomes import Outcome
     from gaia_core.plan import Plan
     from gaia_core.tasks import Task
 
@@ -77,6 +78,8 @@ class RunState:
     quiet: bool = False
     #: variables kept out of every command's environment (``gaia_secret_env_vars``)
     withheld_env: frozenset[str] = frozenset()
+    #: task id -> seconds it ran (set when it ends, before its dependents start)
+    task_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -233,6 +236,8 @@ class RunResult:
     dry_run: bool = False
     #: SIGTERM ends a run with 143, Ctrl-C with 130
     signal: int | None = None
+    #: what features decided (``gaia_run_finished``): one per checkpoint point
+    outcomes: list[Outcome] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -265,7 +270,19 @@ def execute(
         return _dry_run(plan, echo)
     workers = max_parallel if max_parallel > 0 else (os.cpu_count() or 1)
     with _cancel_on_signals(state):
-        return _Scheduler(plan, build, state, echo, workers).run()
+        result = _Scheduler(plan, build, state, echo, workers).run()
+    result.outcomes = run_finished(build, state, result, echo)
+    return result
+
+
+def run_finished(build: Build, state: RunState, result: RunResult, echo: Echo) -> list[Outcome]:
+    """Every plugin's ``gaia_run_finished``; a failing one is a warning, never the run's failure."""
+    try:
+        found = build.registry.pm.hook.gaia_run_finished(build=build, state=state, result=result)
+    except Exception as exc:  # records and summaries are worth less than the run they describe
+        echo(f"WARN: recording the run failed: {exc}")
+        return []
+    return [outcome for outcomes in found for outcome in outcomes or ()]
 
 
 def secret_variables(build: Build) -> frozenset[str]:
@@ -374,6 +391,7 @@ class _Scheduler:
                 error = f"{type(exc).__name__}: {exc}"
                 log_file.write(traceback.format_exc())
             elapsed = time.monotonic() - t0
+            self.state.task_seconds[task.id] = elapsed
             log_file.write(
                 f"{'FAIL' if error else 'DONE'} ({format_elapsed(elapsed)}){': ' + error if error else ''}\n"
             )

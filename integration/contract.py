@@ -722,6 +722,25 @@ class BackendContract:
         assert pushed.returncode == 0 and "pushed" in pushed.stdout, pushed.stdout + pushed.stderr
         assert "is already in" in pushed.stdout + pushed.stderr
 
+    def test_run_records_are_shared_through_the_backend(self, backend: Backend, backend_config,
+                                                        tmp_path: Path) -> None:
+        """Two machines share their run records through the backend (one object per run under
+        records/<day>/); stats --remote on the first sees both runs, the second's a remote hit."""
+        share = ["--set", "checkpoints.share_records=true"]
+        first, build_one, run_env = quickstart_with(backend_config, tmp_path / "one", "always")
+        second, build_two, _ = quickstart_with(backend_config, tmp_path / "two", "always")
+        for project, build_file in ((first, build_one), (second, build_two)):
+            run = gaia(["run", str(build_file), *share], run_env, project)
+            assert run.returncode == 0, run.stdout + run.stderr
+        [day] = backend.list_dirs("records")
+        assert len([e for e in backend.list_files(f"records/{day}") if not e.temporary]) == 2
+        stats = gaia(["checkpoints", "stats", str(build_one), "--remote", "--json", *share], run_env, first)
+        assert stats.returncode == 0, stats.stdout + stats.stderr
+        result = json.loads(stats.stdout)
+        point = result["points"][POINT]
+        assert (point["runs"], point["hits"], point["remote_hits"], point["misses"]) == (2, 1, 1, 1), point
+        assert result["tiers"][backend_ref(backend_config[0])]["bytes"] > 0, result["tiers"]
+
     # -- end to end through the core: store format 4 ---------------------------------------
 
     @pytest.fixture

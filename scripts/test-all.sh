@@ -19,6 +19,8 @@ bash integration/install-servers.sh
 # the gaia-autotools example builds a real autoconf/automake project (tests/test_example_autotools.py)
 command -v autoreconf >/dev/null 2>&1 && command -v automake >/dev/null 2>&1 || \
     sh integration/apt-install.sh autoconf automake make gcc libc6-dev
+# the report page is tested in a real browser, headless and offline (tests/test_report_page.py)
+command -v chromium >/dev/null 2>&1 || sh integration/apt-install.sh chromium
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e . -e plugins/gaia_buildroot -e plugins/gaia_s3 -e plugins/gaia_http \

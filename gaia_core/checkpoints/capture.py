@@ -30,10 +30,14 @@ if TYPE_CHECKING:
 
 
 def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targets: list[Target], log: Log,
-            progress: Progress | None = None) -> LocalObject:
+            progress: Progress | None = None, *, build_seconds: float | None = None) -> LocalObject:
+    """``build_seconds``: how long the anchor ran, signed into the manifest (what a hit saves)."""
+    from gaia_core.checkpoints.records import object_fields
+
     assert fp.value is not None
     existing = cp.local_object(point, fp.value)
     if existing is not None:
+        cp.tally(point.id).object = object_fields(existing.manifest)
         log(f"checkpoint:{point.id} {fp.short()} is already in the store")
         _mark(cp, targets, point, fp, log)
         return existing
@@ -52,7 +56,7 @@ def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targ
             point_id=point.id, anchor_task=point.anchor_task, fingerprint=fp.value,
             lineage=lineage(point.anchor_task, fp.value), trust_mode=point.trust_mode, inputs=fp.inputs,
             targets=[t.name for t in targets], tree=info.tree(), roots=roots, embedded=info.embedded,
-            prerequisites=info.external_links,
+            prerequisites=info.external_links, build_seconds=build_seconds,
         )
         key = cp.signing_key(log)
         if key is not None:
@@ -62,6 +66,9 @@ def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targ
             install(info.receipts[target.name], target.path / RECEIPT)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    tally = cp.tally(point.id)  # hook (issue 22): what the run's record says of the capture
+    tally.object, tally.captured = object_fields(obj.manifest), tally.captured + info.new_bytes
+    tally.spent("capture", time.monotonic() - started)
     signed = f"signed by {key.name}" if key is not None else "unsigned"
     log(f"checkpoint:{point.id} captured {fp.short()} ({info.entries} entries, {human_size(info.size)}; "
         f"{human_size(info.new_bytes)} new in {len(info.packs)} pack(s) of {human_size(info.packed)}, "

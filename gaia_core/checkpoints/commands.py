@@ -84,10 +84,13 @@ def echo_json(data: object) -> None:
 @build_file_options
 @click.option("--no-remote", is_flag=True, help="Do not probe remote backends.")
 @click.option("--explain", is_flag=True, help="Explain a miss input by input, against local and remote objects.")
+@click.option("--against", default=None, metavar="HOST|FINGERPRINT",
+              help="Explain against what another host last had (from the run records) or a given object "
+                   "(a fingerprint or a unique prefix of one); implies --explain.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bool, explain: bool,
-           as_json: bool) -> None:
+           against: str | None, as_json: bool) -> None:
     """What each checkpoint point will do on the next run, and why (reads only)."""
     from gaia_core.checkpoints.lock import describe_holder
     from gaia_core.checkpoints.status import point_status, store_status
@@ -95,7 +98,12 @@ def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bo
     cp = engine_for(app, build_file, overrides)
     statuses = [point_status(cp, p, probe_remote=not no_remote) for p in cp.points]
     explanations = {}
-    if explain:
+    explain = explain or against is not None
+    if against is not None:
+        from gaia_core.checkpoints.against import explain_against
+
+        explanations = {s.id: explain_against(cp, cp.point(s.id), against, remote=not no_remote) for s in statuses}
+    elif explain:
         from gaia_core.checkpoints.explain import explain_miss
 
         explanations = {s.id: explain_miss(cp, cp.point(s.id), probe_remote=not no_remote) for s in statuses}
@@ -312,9 +320,11 @@ def _progress(what: str, quiet: bool):  # type: ignore[no-untyped-def]
 @click.option("--remote", is_flag=True, help="Also collect in each point's backend.")
 @click.option("--id", "point_id", default=None, help="Only this checkpoint point.")
 @click.option("--keep-last", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Keep the N newest objects of each point (the current one among them).")
-@click.option("--max-age", default=None, metavar="AGE", help="Remove objects created more than AGE ago (30d, 12h).")
-@click.option("--max-size", default=None, metavar="SIZE", help="Remove the oldest until the rest fit (50GiB).")
+              help="Keep the N most recently used objects of each point (the current one among them).")
+@click.option("--max-age", default=None, metavar="AGE",
+              help="Remove objects no run used for AGE (30d, 12h); created, where no use is recorded.")
+@click.option("--max-size", default=None, metavar="SIZE",
+              help="Remove the least recently used until the rest fit (50GiB).")
 @click.option("--grace", default="1h", show_default=True, metavar="AGE",
               help="Never remove a remote object younger than this (readers may be downloading it).")
 @click.option("--dry-run", is_flag=True, help="List what would go and the bytes it frees; remove nothing.")
@@ -323,10 +333,13 @@ def _progress(what: str, quiet: bool):  # type: ignore[no-untyped-def]
 def gc(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, point_id: str | None,
        keep_last: int | None, max_age: str | None, max_size: str | None, grace: str, dry_run: bool,
        as_json: bool) -> None:
-    """Remove old objects of this build's points, and the litter of killed transfers (writes).
+    """Remove the least recently used objects of this build's points, and the litter of killed
+    transfers (writes).
 
-    Never the current fingerprint of a point, a local object a concurrent run holds, or a
-    remote object younger than --grace. Without rules, the [checkpoints] retention applies."""
+    Last use comes from the run records (the store's and, with --remote, what the tiers
+    share); creation time where none is known. Never the current fingerprint of a point, a
+    local object a concurrent run holds, or a remote object younger than --grace. Without
+    rules, the [checkpoints] retention applies."""
     from gaia_core.checkpoints.lifecycle import gc_local, gc_remote
     from gaia_core.checkpoints.units import human_size, parse_duration
 
@@ -353,8 +366,9 @@ def gc(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, poi
                 continue
             for obj in part["objects"]:
                 state = f"kept ({obj['kept']})" if obj["kept"] else verb
+                used = f"used {_ago(obj['last_used'])}" if obj["last_used"] else "no recorded use"
                 click.echo(f"{obj['where']:<12} {obj['point']}/{obj['fingerprint'][:12]}  "
-                           f"{human_size(obj['size'])}  {state}")
+                           f"{human_size(obj['size'])}  {used}  {state}")
             for item in part["litter"]:
                 click.echo(f"{'litter':<12} {item}  {verb}")
             click.echo(f"checkpoint gc ({where}): {verb} {sum(not o['kept'] for o in part['objects'])} object(s), "
@@ -419,14 +433,18 @@ def pull(app: App, build_file: Path, overrides: tuple[str, ...], point_id: str |
         raise PullFailed(failed)
 
 
+def _ago(moment: float) -> str:
+    seconds = time.time() - moment
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{max(0, int(seconds))}s ago"
+
+
 def age(created_at: str) -> str:
     from datetime import datetime
 
     try:
-        seconds = time.time() - datetime.fromisoformat(created_at).timestamp()
+        return _ago(datetime.fromisoformat(created_at).timestamp())
     except ValueError:
         return "?"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit} ago"
-    return f"{int(seconds)}s ago"

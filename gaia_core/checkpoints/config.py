@@ -80,6 +80,9 @@ class CheckpointsModel(StrictModel):
     keep_last: int | None = Field(None, ge=1)
     max_age: str | None = None
     max_size: str | None = None
+    #: publish each run's records to every writable tier of its points (``records/``), so
+    #: that stats, the report and gc's last use see the whole team's runs
+    share_records: bool = False
 
     @field_validator("signing_key_file_env")
     @classmethod
@@ -162,6 +165,7 @@ class CheckpointSettings:
     retention: Retention = dataclasses.field(default_factory=Retention)
     unsigned_max_expansion: float = 200.0
     pass_env: tuple[str, ...] = ()
+    share_records: bool = False
 
     def backend(self, ref: str) -> Backend:
         provided, config = self.backend_configs[ref]
@@ -380,6 +384,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             max_size=parse_size(model.max_size) if model.max_size else None,
         ),
         pass_env=tuple(model.pass_env),
+        share_records=model.share_records,
     )
     return settings, problems
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from gaia_core.anchors import Anchor, Target
     from gaia_core.backends import Backend
     from gaia_core.build import Build
+    from gaia_core.checkpoints.records import Tally
     from gaia_core.checkpoints.signing import SigningKey
 
 #: written into each target after a capture or restore; left out of checkpoints
@@ -70,6 +71,8 @@ class Checkpoints:
         self._warned: set[str] = set()
         self._signing_key: SigningKey | None | bool = False  # False: not loaded yet
         self._signing_problem: str | None = None
+        #: point id -> what this run's tasks noted about it (its record, when the run ends)
+        self.tallies: dict[str, Tally] = {}
 
     @classmethod
     def of(cls, build: Build) -> Checkpoints:
@@ -92,6 +95,12 @@ class Checkpoints:
             if p.id == point_id:
                 return p
         raise CheckpointError(f"no checkpoint point '{point_id}'")
+
+    def tally(self, point_id: str) -> Tally:
+        """What this run noted about a point so far (:mod:`.records`)."""
+        from gaia_core.checkpoints.records import Tally
+
+        return self.tallies.setdefault(point_id, Tally())
 
     def anchor(self, point: Point) -> Anchor:
         return self.build.registry.anchors[point.anchor_task].make(self.build)

@@ -1,6 +1,9 @@
 """Keeping stores in bounds and moving objects between them: gc, push and pull.
 
-gc chooses among the objects of the given build file's points only, and never deletes the
+gc chooses among the objects of the given build file's points only, by last use: the run
+records (this store's journal and the records its tiers share) say when a run on any host
+last restored an object or found it in place; an object no record names counts from its
+creation. It never deletes the
 current fingerprint of a point, a local object a concurrent run holds, or an object in a
 backend younger than the grace period (a reader on another machine may be downloading
 it). Then it sweeps packs by reachability: the chunks of every manifest that stays (of
@@ -43,6 +46,13 @@ class Candidate:
     current: bool = False
     #: why it stays (empty when it goes)
     kept: str = ""
+    #: when a run last used it (epoch seconds; None when no record says)
+    last_used: float | None = None
+
+    @property
+    def recency(self) -> float:
+        """What retention orders by: the last use, else the creation."""
+        return max(self.created, self.last_used or 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -56,10 +66,11 @@ def _epoch(created_at: str | None, fallback: float | None = None) -> float:
 
 
 def choose(objects: list[Candidate], retention: Retention, now: float) -> None:
-    """Mark what stays (``kept`` says why). An object goes when it is beyond ``keep_last`` of
-    its point or older than ``max_age``; then the oldest go until the rest fit ``max_size``.
-    The current fingerprint, and objects already marked (the grace period), always stay."""
-    objects.sort(key=lambda o: o.created, reverse=True)
+    """Mark what stays (``kept`` says why). An object goes when it is beyond the ``keep_last``
+    most recently used of its point or unused for ``max_age``; then the least recently used go
+    until the rest fit ``max_size``. The current fingerprint, and objects already marked (the
+    grace period), always stay."""
+    objects.sort(key=lambda o: o.recency, reverse=True)
     for obj in objects:
         if obj.current:
             obj.kept = "current fingerprint"
@@ -76,7 +87,7 @@ def choose(objects: list[Candidate], retention: Retention, now: float) -> None:
             if seen[obj.point] > retention.keep_last:
                 doomed.add(id(obj))
     if retention.max_age is not None:
-        doomed |= {id(o) for o in objects if not o.current and now - o.created > retention.max_age}
+        doomed |= {id(o) for o in objects if not o.current and now - o.recency > retention.max_age}
     if retention.max_size is not None:
         total = 0
         for obj in objects:
@@ -92,9 +103,18 @@ def choose(objects: list[Candidate], retention: Retention, now: float) -> None:
                                                       else "no retention rule")
 
 
+def _last_uses(cp: Checkpoints, points: list[Point], *, remote: bool) -> dict[tuple[str, str], float]:
+    """(point, fingerprint) -> last use, from every record this build can see (``remote``:
+    the tiers' shared records brought up to date first)."""
+    from gaia_core.checkpoints.history import gather, last_uses
+
+    return last_uses(gather(cp, points, remote=remote).records)
+
+
 def gc_local(cp: Checkpoints, points: list[Point], retention: Retention, *, dry_run: bool, log: Log,
              grace: float = DEFAULT_GRACE) -> dict[str, Any]:
     now = time.time()
+    used = _last_uses(cp, points, remote=False) if retention.any else {}
     candidates: list[Candidate] = []
     objects = {}
     for point in points:
@@ -102,7 +122,8 @@ def gc_local(cp: Checkpoints, points: list[Point], retention: Retention, *, dry_
         for i, obj in enumerate(cp.store.objects(point.id)):  # newest first
             created = _epoch(obj.manifest.get("created_at"), obj.path.stat().st_mtime)
             size = int((obj.manifest.get("tree") or {}).get("packed") or 0)
-            c = Candidate("local", point.id, obj.fingerprint, created, size, current=obj.fingerprint == current)
+            c = Candidate("local", point.id, obj.fingerprint, created, size, current=obj.fingerprint == current,
+                          last_used=used.get((point.id, obj.fingerprint)))
             if current is None and i == 0:
                 c.kept = "newest (the current fingerprint is not known yet)"
             candidates.append(c)
@@ -135,6 +156,7 @@ def gc_remote(cp: Checkpoints, points: list[Point], retention: Retention, *, gra
     from gaia_core.checkpoints.sweep import sweep_remote
 
     now = time.time()
+    used = _last_uses(cp, points, remote=True) if retention.any else {}
     report: dict[str, Any] = {"objects": [], "freed": 0, "litter": [], "errors": [], "backends": {}}
     by_backend: dict[str, list[Point]] = {}
     for point in points:
@@ -164,7 +186,7 @@ def gc_remote(cp: Checkpoints, points: list[Point], retention: Retention, *, gra
                             manifest = None
                         size = int(((manifest or {}).get("tree") or {}).get("packed") or 0)
                         c = Candidate(ref, point.id, fp, _epoch((manifest or {}).get("created_at"), newest.mtime),
-                                      size, current=fp == current)
+                                      size, current=fp == current, last_used=used.get((point.id, fp)))
                         if any(e.mtime is None or now - e.mtime < grace for e in manifests):
                             c.kept = f"younger than the grace period ({grace:.0f}s)"
                         candidates.append(c)

@@ -77,10 +77,12 @@ class OldFormat(CheckpointError):
 
 def build_manifest(*, point_id: str, anchor_task: str, fingerprint: str, lineage: str, trust_mode: str,
                    inputs: dict[str, Any], targets: list[str], tree: dict[str, Any], roots: dict[str, str],
-                   embedded: list[dict[str, Any]], prerequisites: list[str]) -> dict[str, Any]:
+                   embedded: list[dict[str, Any]], prerequisites: list[str],
+                   build_seconds: float | None = None) -> dict[str, Any]:
+    """``build_seconds``: how long the anchor ran (the time a hit on this object saves)."""
     from gaia_core import __version__
 
-    return {
+    manifest = {
         "version": FORMAT_VERSION,
         "format": FORMAT_VERSION,
         "id": point_id,
@@ -98,6 +100,9 @@ def build_manifest(*, point_id: str, anchor_task: str, fingerprint: str, lineage
         "gaia_version": __version__,
         "producer": _producer(),
     }
+    if build_seconds is not None:
+        manifest["build_seconds"] = round(build_seconds, 3)
+    return manifest
 
 
 def _producer() -> dict[str, Any]:

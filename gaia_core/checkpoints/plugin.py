@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import click
 
     from gaia_core.build import Build
+    from gaia_core.outcomes import Outcome
+    from gaia_core.run import RunResult, RunState
     from gaia_core.tasks import Task
 
 TABLE = "checkpoints"
@@ -47,6 +49,17 @@ def gaia_run_preamble(build: Build, dry_run: bool) -> list[str]:
 
 
 @hookimpl
+def gaia_run_finished(build: Build, state: RunState, result: RunResult) -> list[Outcome]:
+    import click
+
+    from gaia_core.checkpoints.recording import finish_run
+
+    if not build.has(TABLE):
+        return []
+    return finish_run(build, state, result, lambda message: click.echo(message, err=True))
+
+
+@hookimpl
 def gaia_secret_env_vars(build: Build) -> list[str]:
     from gaia_core.checkpoints import config
 
@@ -57,6 +70,7 @@ def gaia_secret_env_vars(build: Build) -> list[str]:
 
 @hookimpl
 def gaia_register_commands(cli: click.Group) -> None:
+    from gaia_core.checkpoints import insight_commands  # noqa: F401 -- adds stats and report to the group
     from gaia_core.checkpoints.commands import checkpoints
 
     cli.add_command(checkpoints)

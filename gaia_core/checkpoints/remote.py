@@ -281,6 +281,7 @@ def download(cp: Checkpoints, point: Point, fp: str, log: Log,
         finally:
             transfers.close()
     obj = cp.store.publish(point.id, fp, manifest, [])
+    _tally_transfer(cp, point, ref, "download", moved, time.monotonic() - started)
     log(f"checkpoint:{point.id} downloaded {fp[:12]} via {ref} ({human_size(moved)} of "
         f"{human_size(manifest['tree']['packed'])} moved in {time.monotonic() - started:.1f}s, "
         f"signer: {verdict.signer})")
@@ -376,6 +377,7 @@ def _send(cp: Checkpoints, backend: Backend, point: Point, obj: LocalObject, sta
                                   "uploaded (a concurrent gc?); try again")
     finally:
         transfers.close()
+    _tally_transfer(cp, point, backend.ref, "upload", sent, time.monotonic() - started)
     if state in ("same", "other"):
         by = "" if state == "same" else " (from another producer; kept)"
         extra = f"; sent {human_size(sent)} of chunks it lacked" if sent else ""
@@ -393,6 +395,17 @@ def _send(cp: Checkpoints, backend: Backend, point: Point, obj: LocalObject, sta
         return
     log(f"checkpoint:{point.id} uploaded {obj.fingerprint[:12]} via {backend.ref} ({human_size(sent)} of "
         f"{human_size(obj.size)} sent in {time.monotonic() - started:.1f}s)")
+
+
+def _tally_transfer(cp: Checkpoints, point: Point, ref: str, step: str, moved: int, seconds: float) -> None:
+    """Hook (issue 22): bytes and seconds of a transfer, and the tier's size as last listed."""
+    tally = cp.tally(point.id)
+    tally.spent(step, seconds)
+    if step == "download":
+        tally.downloaded += moved
+    else:
+        tally.uploaded += moved
+    tally.stored[ref] = sum(size or 0 for size in cp.store.packs.remote_pack_sizes(ref).values())
 
 
 @contextlib.contextmanager

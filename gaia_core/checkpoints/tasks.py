@@ -17,6 +17,7 @@ from gaia_core.checkpoints.entries import EntriesCorrupt, UnsafeEntry
 from gaia_core.checkpoints.packs import ChunkCorrupt
 from gaia_core.checkpoints.packstore import ChunkMissing
 from gaia_core.checkpoints.portability import assess
+from gaia_core.checkpoints.records import LOCAL, WORKSPACE
 from gaia_core.errors import BackendError, CheckpointError, TaskFailed
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ BAD_OBJECT = (UnsafeEntry, EntriesCorrupt, ChunkCorrupt, ChunkMissing)
 _TO_UPLOAD = "checkpoints.to_upload"
 #: point id -> (where, reason): the stored object of the fingerprint that cannot be used here
 _UNUSABLE = "checkpoints.unusable"
+#: where ``_find`` says a local object came from
+LOCAL_STORE = "local store"
 
 
 class Cancelled(TaskFailed):
@@ -49,7 +52,10 @@ def degrading(step: str):  # type: ignore[no-untyped-def]
             except TaskFailed:
                 raise
             except (CheckpointError, OSError) as exc:
-                point = Checkpoints.of(ctx.build).point(args[0]) if args else None
+                cp = Checkpoints.of(ctx.build)
+                point = cp.point(args[0]) if args else None
+                if point is not None and step == "restore":
+                    cp.tally(point.id).decide("miss", f"store_fault:{type(exc).__name__}")
                 if point is not None and step == "restore" and point.use_policy == "required":
                     raise TaskFailed(f"required checkpoint '{point.id}': {exc}") from None
                 what = f"checkpoint:{point.id}" if point else "checkpoints"
@@ -84,12 +90,17 @@ def _active(ctx: TaskContext, point_id: str, step: str) -> tuple[Checkpoints, Po
     anchor = cp.anchor(point)
     inactive = anchor.inactive_reason()
     if inactive:
+        if step == "restore":
+            cp.tally(point.id).decide("inactive", inactive)
         ctx.log(f"checkpoint {step} skipped for {point.anchor_task} ({inactive})")
         return None
     return cp, point, anchor
 
 
 def _miss(ctx: TaskContext, cp: Checkpoints, point: Point, anchor: Anchor, reason: str, fp: str) -> None:
+    from gaia_core.checkpoints.records import explain_against_local
+
+    cp.tally(point.id).decide("miss", reason, why=explain_against_local(cp, point))  # a refusal stands
     if point.use_policy == "required":
         raise TaskFailed(
             f"required checkpoint '{point.id}' for {point.anchor_task} is not available "
@@ -119,9 +130,12 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
                          "before the restore ran")
     fp = fingerprint.value
     assert fp is not None
+    tally = cp.tally(point.id)
+    tally.begin(fp, fingerprint.inputs)
     targets = anchor.targets()
     tag = f"checkpoint:{point.id}"
     if point.use_policy == "off":
+        tally.decide("miss", "policy_off")
         _forget(ctx, cp, anchor)
         ctx.log(f"{tag} restore skipped (use_policy=off); {point.anchor_task} will run and be captured")
         return
@@ -135,6 +149,8 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
         from gaia_core.checkpoints.freshness import keep_up_to_date
 
         keep_up_to_date(cp, point, targets, fingerprint, ctx.log)  # inputs checked out again: placed past them
+        in_store = cp.store.get(point.id, fp, quiet=True)
+        tally.decide("hit", "hit", tier=WORKSPACE, manifest=in_store.manifest if in_store else None)
         ctx.log(f"{tag} {', '.join(str(t.path) for t in targets)} already holds {fp[:12]}; nothing to restore")
         _mark_restored(ctx, point, anchor.skipped_tasks(), fp, "already in place")
         _upload_local_hit(ctx, cp, point, fp)
@@ -143,8 +159,10 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
     if obj is None:
         _miss(ctx, cp, point, anchor, reason or cp.miss_reason(point, fingerprint), fp)
         return
+    tier = LOCAL if source == LOCAL_STORE else source
     portability = assess(obj.manifest, anchor)
     if not portability.usable:
+        tally.decide("refused", str(portability.problem), tier=tier)
         _unusable_here(ctx, point, source, str(portability.problem))
         _miss(ctx, cp, point, anchor, str(portability.problem), fp)
         return
@@ -156,21 +174,26 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
     except Cancelled:
         raise
     except UnsafeTree as exc:
+        tally.decide("refused", exc.reason, tier=tier)
         ctx.log(f"WARN: {tag} {exc}")
         cp.store.discard(point.id, fp, str(exc))
         _miss(ctx, cp, point, anchor, exc.reason, fp)
         return
     except (CheckpointError, OSError) as exc:
         if isinstance(exc, BAD_OBJECT):
+            tally.decide("refused", f"corrupt:{type(exc).__name__}", tier=tier)
             cp.store.discard(point.id, fp, str(exc))
+        tally.decide("miss", f"restore_failed:{type(exc).__name__}", tier=tier)
         if point.use_policy == "required":
             raise TaskFailed(f"required checkpoint '{point.id}' could not be restored: {exc}") from None
         _forget(ctx, cp, anchor)
         ctx.log(f"WARN: {tag} could not be restored: {exc}; building instead")
         return
+    decision = "hit" if tier == LOCAL else "remote_hit"
+    tally.decide(decision, decision, tier=tier, manifest=obj.manifest)
     ctx.log(f"{tag} restored {fp[:12]} from {source} ({how})")
     _mark_restored(ctx, point, anchor.skipped_tasks(), fp, f"restored from {source}")
-    if source == "local store":
+    if source == LOCAL_STORE:
         _upload_local_hit(ctx, cp, point, fp)
 
 
@@ -180,16 +203,19 @@ def _find(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> tuple[Loc
 
     obj = cp.local_object(point, fp)
     if obj is not None or not point.backend:
-        return obj, "local store", None
+        return obj, LOCAL_STORE, None
     tag = f"checkpoint:{point.id}"
     try:
         obj = download(cp, point, fp, ctx.log, progress_for(ctx, f"download {point.id}"))
     except Cancelled:
         raise
     except Untrusted as exc:
+        cp.tally(point.id).decide("refused", exc.verdict.reason(), tier=point.backend)
         ctx.log(f"WARN: {tag} the object in {point.backend} is not used: {exc.verdict.reason()}")
         return None, point.backend, exc.verdict.reason()
     except Unusable as exc:
+        cp.tally(point.id).decide("miss" if exc.reason == "format_changed" else "refused", exc.reason,
+                                  tier=point.backend)
         ctx.log(f"{tag} the object in {point.backend} cannot be used here: {exc.reason}")
         _unusable_here(ctx, point, point.backend, exc.reason)
         return None, point.backend, exc.reason
@@ -197,6 +223,7 @@ def _find(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> tuple[Loc
         message = cp.redact(point.backend, str(exc))
         if not isinstance(exc, BackendError):
             message = f"remote fetch via {point.backend} failed: {message}"
+        cp.tally(point.id).decide("miss", f"remote_error:{type(exc).__name__}", tier=point.backend)
         if point.use_policy == "required":
             raise TaskFailed(f"required checkpoint '{point.id}': {message}") from None
         ctx.log(f"WARN: {tag} {message}; building instead")
@@ -261,7 +288,7 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
         from gaia_core.checkpoints.capture import capture
 
         obj = capture(cp, point, fp, anchor, anchor.targets(), ctx.log, progress_for(ctx, f"capture {point.id}")(
-            None))
+            None), build_seconds=ctx.state.task_seconds.get(point.anchor_task))
     except Cancelled:
         raise
     except (CheckpointError, OSError) as exc:

@@ -27,6 +27,16 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _BYTES[(match.group(2) or "B").lower()])
 
 
+def human_duration(seconds: float) -> str:
+    """A total of time for people: ``42s``, ``7m05s``, ``3.5 h``, ``12.3 days``."""
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
 def human_size(n: float | None) -> str:
     if n is None:
         return "?"

@@ -50,11 +50,16 @@ def plan_cmd(app: App, build_file: Path, overrides: tuple[str, ...], as_json: bo
 )
 @click.option("--no-wait", is_flag=True, help="Stop at once when another run holds the workspace.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or progress lines.")
+@click.option("--summary-file", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
+              help="Append a Markdown table of each checkpoint's decision to PATH (\"$GITHUB_STEP_SUMMARY\").")
+@click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
+              help="Write the run's checkpoint metrics to PATH as OpenMetrics text (replaced at once; for a "
+                   "node-exporter textfile collector, name it *.prom).")
 @pass_app
 @click.pass_context
 def run_cmd(
     ctx: click.Context, app: App, build_file: Path, overrides: tuple[str, ...], dry_run: bool, max_parallel: int,
-    no_wait: bool, quiet: bool,
+    no_wait: bool, quiet: bool, summary_file: Path | None, metrics_file: Path | None,
 ) -> None:
     """Run every task of the build (one run per workspace at a time)."""
     from gaia_core import __version__
@@ -73,12 +78,34 @@ def run_cmd(
                 click.echo(line)
         result = execute(plan, build, dry_run=dry_run, max_parallel=max_parallel, echo=click.echo,
                          state=RunState(quiet=quiet))
+    if not dry_run:
+        _write_ci_files(result, build, summary_file, metrics_file)
     if result.interrupted:
         click.echo("error: interrupted; running commands were stopped", err=True)
     elif not result.ok:
         first = next(iter(result.errors))
         click.echo(f"error: task '{first}' failed: {result.errors[first]}", err=True)
     ctx.exit(int(result.exit_code))
+
+
+def _write_ci_files(result, build, summary_file: Path | None, metrics_file: Path | None) -> None:  # type: ignore[no-untyped-def]
+    """The CI step summary and the metrics of the run; a file that cannot be written is a
+    warning (the run's own outcome stands)."""
+    from gaia_core.outcomes import append_summary, markdown_table, openmetrics, write_metrics
+
+    status = "interrupted" if result.interrupted else ("ok" if result.ok else "failed")
+    writes = []
+    if summary_file is not None:
+        writes.append((summary_file, lambda: append_summary(summary_file, markdown_table(
+            result.outcomes, title=f"gaia run {build.path.name}", status=status, elapsed=result.elapsed))))
+    if metrics_file is not None:
+        writes.append((metrics_file, lambda: write_metrics(metrics_file, openmetrics(
+            result.outcomes, ok=result.ok, elapsed=result.elapsed))))
+    for path, write in writes:
+        try:
+            write()
+        except OSError as exc:
+            click.echo(f"WARN: could not write {path}: {exc.strerror or exc}", err=True)
 
 
 @click.command("resolve")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ from gaia_buildroot.layout import (
 from gaia_buildroot.post_image import RECORD_FILE
 from gaia_core.anchors import Anchor, Target
 from gaia_core.errors import TaskFailed
+from gaia_core.hostinfo import host_system
 
 if TYPE_CHECKING:
     from gaia_core.build import Build
@@ -182,13 +182,3 @@ def relocation_required(member: str) -> bool:
     return not (len(rel) >= 3 and rel[0] == "build")
 
 
-def host_system() -> str:
-    """``<os id>-<version id>-<machine>``, e.g. ``debian-12-x86_64``."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            key, _, value = line.partition("=")
-            fields[key] = value.strip().strip('"')
-    except OSError:
-        pass
-    return f"{fields.get('ID', platform.system().lower())}-{fields.get('VERSION_ID', '?')}-{platform.machine()}"
