@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gaia_core.backends import Backend
     from gaia_core.build import Build
     from gaia_core.fingerprints import FingerprintSource
+    from gaia_core.run import RunResult
     from gaia_core.tasks import Module, Task
 
 _spec = pluggy.HookspecMarker("gaia")
@@ -130,6 +131,22 @@ def gaia_run_preamble(build: Build, dry_run: bool) -> Sequence[str] | None:
     :param dry_run: the run will execute nothing; do not contact remote services.
 
     .. versionadded:: 0.2
+    """
+
+
+@_spec
+def gaia_run_finished(build: Build, result: RunResult) -> Sequence[str] | None:
+    """Return lines ``gaia run`` prints after the last task, before it exits.
+
+    :param result: what the run did: ``result.statuses``, ``result.ok``,
+        ``result.interrupted`` (a signal stopped it: finish nothing, return quickly).
+
+    Called once, after the run summary, while the workspace run lock is still held; never
+    for a dry run. Work a plugin left running in the background (the checkpoints plugin's
+    copies of restored objects into faster tiers) is finished here, within a bound the
+    plugin says.
+
+    .. versionadded:: 0.3
     """
 
 

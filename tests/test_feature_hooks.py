@@ -120,7 +120,7 @@ def test_checkpoints_is_a_builtin_plugin_listed_with_all(gaia_cli, gaia_core_pm)
     assert checkpoints["tables"] == ["checkpoints"]
     assert set(checkpoints["hooks"]) == {
         "gaia_register_config_tables", "gaia_validate_config", "gaia_extend_plan", "gaia_run_preamble",
-        "gaia_secret_env_vars", "gaia_register_commands",
+        "gaia_secret_env_vars", "gaia_register_commands", "gaia_run_finished",
     }
 
 

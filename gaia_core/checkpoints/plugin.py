@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import click
 
     from gaia_core.build import Build
+    from gaia_core.run import RunResult
     from gaia_core.tasks import Task
 
 TABLE = "checkpoints"
@@ -44,6 +45,13 @@ def gaia_run_preamble(build: Build, dry_run: bool) -> list[str]:
     from gaia_core.checkpoints.report import run_preamble
 
     return run_preamble(build, dry_run=dry_run)
+
+
+@hookimpl
+def gaia_run_finished(build: Build, result: RunResult) -> list[str]:
+    from gaia_core.checkpoints.report import run_finished
+
+    return run_finished(build, result)
 
 
 @hookimpl

@@ -50,11 +50,14 @@ def plan_cmd(app: App, build_file: Path, overrides: tuple[str, ...], as_json: bo
 )
 @click.option("--no-wait", is_flag=True, help="Stop at once when another run holds the workspace.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or progress lines.")
+@click.option("--offline", is_flag=True,
+              help="Use no network: checkpoints come from the local store and mounted dir tiers only, and "
+                   "uploads are queued (GAIA_OFFLINE=1 does the same).")
 @pass_app
 @click.pass_context
 def run_cmd(
     ctx: click.Context, app: App, build_file: Path, overrides: tuple[str, ...], dry_run: bool, max_parallel: int,
-    no_wait: bool, quiet: bool,
+    no_wait: bool, quiet: bool, offline: bool,
 ) -> None:
     """Run every task of the build (one run per workspace at a time)."""
     from gaia_core import __version__
@@ -64,6 +67,7 @@ def run_cmd(
 
     click.echo(f"gaia {__version__}")
     build = app.load_build(build_file, overrides)
+    build.offline = offline
     plan = build_plan(build)
     lock = contextlib.nullcontext() if dry_run else run_lock(build.workspace.build_dir, wait=not no_wait,
                                                              echo=click.echo)
@@ -73,6 +77,10 @@ def run_cmd(
                 click.echo(line)
         result = execute(plan, build, dry_run=dry_run, max_parallel=max_parallel, echo=click.echo,
                          state=RunState(quiet=quiet))
+        if not dry_run:
+            for lines in build.registry.pm.hook.gaia_run_finished(build=build, result=result):
+                for line in lines or ():
+                    click.echo(line)
     if result.interrupted:
         click.echo("error: interrupted; running commands were stopped", err=True)
     elif not result.ok:
