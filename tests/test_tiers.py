@@ -460,3 +460,56 @@ def test_gc_works_tier_by_tier_and_a_dry_run_says_what_each_would_free(gaia_cli,
     assert len(objects_in(tmp_path, "cloud")) == 1 and len(project.objects()) == 1
     bad = run(gaia_cli, tier_pm, "checkpoints", "gc", project.build, "--tier", "office", code=2)
     assert "backend 'office' is no tier of these points" in bad.output
+
+
+# -- trust per object ---------------------------------------------------------------------
+
+
+def test_trust_holds_per_object_whatever_tier_serves_it(gaia_cli, tier_pm, tmp_path, monkeypatch):
+    """The runner holds an unsigned object (anyone who can write the runner's disk can put
+    one there), the cloud one signed by the trusted key: the runner's is refused, the cloud's
+    restored, and the backfill publishes it in its signer's slot beside the other."""
+    run(gaia_cli, tier_pm, "checkpoints", "keygen", "ci-main", "--dir", tmp_path / "keys")
+    public = (tmp_path / "keys" / "ci-main.public").read_text().strip()
+    trusted = f'trusted_public_keys = ["{public}"]\nsigning_key_file_env = "GAIA_TEST_SIGNING_KEY"'
+    tiers = {"runner": "dir", "cloud": "dir"}
+    produce(gaia_cli, tier_pm, tmp_path, tiers, ["runner"])  # unsigned: no keys configured
+    monkeypatch.setenv("GAIA_TEST_SIGNING_KEY", str(tmp_path / "keys" / "ci-main.secret"))
+    signer = fresh(tmp_path, "signer")
+    write(signer, tiers, ["cloud"], stores=tmp_path, checkpoints=trusted)
+    run(gaia_cli, tier_pm, "run", signer.build)
+    monkeypatch.delenv("GAIA_TEST_SIGNING_KEY")
+    [fp] = objects_in(tmp_path, "runner")
+    assert objects_in(tmp_path, "cloud") == [fp]
+
+    consumer = fresh(tmp_path, "consumer")
+    write(consumer, tiers, ["runner", "cloud"], stores=tmp_path, checkpoints=trusted)
+    st = status(gaia_cli, tier_pm, consumer)
+    assert [(t["state"], t["reason"]) for t in st["tiers"]] == [("untrusted", "untrusted:unsigned"), ("hit", None)]
+    out = run(gaia_cli, tier_pm, "run", consumer.build).output
+    assert "the object in dir:runner is not used: untrusted:unsigned" in out and "via dir:cloud" in out, out
+    assert "signer: ci-main" in out and consumer.builds() == 0
+    slots = sorted(p.name for p in (tier_dir(tmp_path, "runner") / "points" / "base" / fp).iterdir())
+    assert slots == ["manifest.json", "manifest.key.ci-main.json"]
+
+    last = fresh(tmp_path, "last")
+    write(last, tiers, ["runner", "cloud"], stores=tmp_path, checkpoints=trusted)
+    assert "via dir:runner" in run(gaia_cli, tier_pm, "run", last.build).output
+
+
+def test_commands_that_talk_to_the_stores_contact_a_tier_remembered_down(gaia_cli, tier_pm, tmp_path):
+    """status says what the next run does, so it skips the tier; list, retry, push, pull,
+    verify and gc exist to talk to it, so they ask it, and the memory follows the answer."""
+    tiers = {"office": "netdir", "cloud": "dir"}
+    NetDirBackend.down.add("office")
+    project = fresh(tmp_path, "ws")
+    write(project, tiers, ["office", "cloud"], stores=tmp_path)
+    run(gaia_cli, tier_pm, "run", project.build)
+    assert queue(project)["netdir:office"] == "failed" and DownTiers().read()
+    NetDirBackend.down.clear()
+    calls = NetDirBackend.calls["office"]
+    st = run(gaia_cli, tier_pm, "checkpoints", "status", project.build, "--json").json["points"][0]
+    assert st["tiers"][0]["down_until"] and NetDirBackend.calls["office"] == calls
+    retried = run(gaia_cli, tier_pm, "checkpoints", "retry", project.build, "--json").json
+    assert retried["uploaded"] == 1 and NetDirBackend.calls["office"] > calls
+    assert DownTiers().read() == {} and len(objects_in(tmp_path, "office")) == 1

@@ -57,13 +57,21 @@ def checkpoints() -> None:
     """Inspect, verify and move checkpoints; replay failed uploads."""
 
 
-def engine_for(app: App, build_file: Path, overrides: tuple[str, ...]):  # type: ignore[no-untyped-def]
+def engine_for(app: App, build_file: Path, overrides: tuple[str, ...], *,  # type: ignore[no-untyped-def]
+               contact_down: bool = True):
+    """The engine of a command. ``contact_down``: the command exists to talk to the stores
+    (list, retry, verify, gc, push, pull), so it contacts tiers a run found down too (and
+    the memory follows what they answer); ``status`` says what the next run will do, and a
+    run skips them."""
     from gaia_core.checkpoints.engine import Checkpoints
     from gaia_core.plan import build_plan
 
     build = app.load_build(build_file, overrides)
     build_plan(build)  # the same validation `gaia run` does (anchors planned, deps resolve)
-    return Checkpoints(build)
+    cp = Checkpoints(build)
+    if contact_down:
+        cp.contact_down_tiers()
+    return cp
 
 
 def selected_points(cp, build_file: Path, point_id: str | None):  # type: ignore[no-untyped-def]
@@ -96,9 +104,7 @@ def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bo
     from gaia_core.checkpoints.lock import describe_holder
     from gaia_core.checkpoints.status import point_status, store_status
 
-    cp = engine_for(app, build_file, overrides)
-    if recheck:
-        cp.forget_down_tiers()
+    cp = engine_for(app, build_file, overrides, contact_down=recheck)
     statuses = [point_status(cp, p, probe_remote=not no_remote, every_tier=True) for p in cp.points]
     explanations = {}
     if explain:
@@ -184,6 +190,7 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                                                "current": o["fingerprint"] == current}
                                               for o in remote_objects(cp, backend, p)]
                     except NotUsedOffline as exc:
+                        row.setdefault("remote_offline", []).append(ref)
                         row["remote_errors"][ref] = str(exc)
                     except BackendError as exc:
                         row["remote_errors"][ref] = cp.redact(ref, str(exc))
@@ -204,7 +211,8 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                            f"signer={item['signer']}{mark}")
             if remote:
                 for ref in row.get("remote_errors") or {}:
-                    click.echo(f"    remote -  (backend {ref} unavailable)")
+                    why = "not used offline" if ref in row.get("remote_offline", []) else "unavailable"
+                    click.echo(f"    remote -  (backend {ref} {why})")
                 if row["remote"] is None:
                     click.echo("    remote -  (no backend)")
                 for item in row["remote"] or []:

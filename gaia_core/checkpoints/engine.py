@@ -236,9 +236,10 @@ class Checkpoints:
             self._answered_refs.add(ref)
         self.down_tiers.mark_up(where)
 
-    def forget_down_tiers(self) -> None:
-        """Contact the tiers an earlier run found down, in this command (``status --recheck``):
-        the memory of those that answer goes, those that fail again are remembered anew."""
+    def contact_down_tiers(self) -> None:
+        """Contact the tiers an earlier run found down, in this command (``retry``, ``push``,
+        ``status --recheck``, ...): the memory of those that answer goes, those that fail
+        again are remembered anew."""
         self._memory = {}  # nothing remembered: every tier is contacted
 
     def down_until(self, ref: str) -> float | None:
