@@ -146,7 +146,7 @@ def gaia_run_finished(build: Build, result: RunResult) -> Sequence[str] | None:
     copies of restored objects into faster tiers) is finished here, within a bound the
     plugin says.
 
-    .. versionadded:: 0.3
+    .. versionadded:: 0.2
     """
 
 

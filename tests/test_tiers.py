@@ -7,9 +7,10 @@ same behaviour against real servers (integration/test_tiers_*.py)."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -35,8 +36,8 @@ def tier_dir(root: Path, name: str) -> Path:
     return root / "stores" / name
 
 
-def write(project: Project, tiers: Tiers, chain: list[str] | None, *, stores: Path, value: str = "a",
-          upload: str = "always", checkpoints: str = "", point: str = "", **counter) -> None:  # type: ignore[no-untyped-def]
+def write(project: Project, tiers: Tiers, chain: list[str] | None, *, stores: Path,  # type: ignore[no-untyped-def]
+          value: str = "a", upload: str = "always", checkpoints: str = "", point: str = "", **counter) -> None:
     """A build whose point has the tiers ``chain`` (None: no ``backends`` key) over the
     stores in ``stores``."""
     tables = ""
@@ -71,7 +72,8 @@ def fresh(tmp_path: Path, name: str) -> Project:
     return Project(tmp_path / name)
 
 
-def produce(gaia_cli, pm, tmp_path: Path, tiers: Tiers, chain: list[str], **kw) -> Project:  # type: ignore[no-untyped-def]
+def produce(gaia_cli, pm, tmp_path: Path, tiers: Tiers, chain: list[str],  # type: ignore[no-untyped-def]
+            **kw) -> Project:
     producer = fresh(tmp_path, "producer")
     write(producer, tiers, chain, stores=tmp_path, **kw)
     run(gaia_cli, pm, "run", producer.build)
@@ -90,7 +92,8 @@ def test_a_chain_and_its_problems_are_all_reported_with_their_keys(gaia_cli, tie
     assert [t["ref"] for t in st["tiers"]] == ["dir:runner", "dir:cloud"]
 
     text = project.build.read_text()
-    text = text.replace('backends = ["runner", "cloud"]', 'backends = ["runner", "nowhere", "runner"]\nbackend = "cloud"')
+    text = text.replace('backends = ["runner", "cloud"]',
+                        'backends = ["runner", "nowhere", "runner"]\nbackend = "cloud"')
     text = text.replace("enabled = true\n", 'enabled = true\ndefault_backends = ["gone"]\ndown_for = "soon"\n', 1)
     project.build.write_text(text)
     err = run(gaia_cli, tier_pm, "checkpoints", "status", project.build, code=2).output
@@ -370,15 +373,14 @@ def test_the_memory_of_down_tiers_lives_per_user_and_host_and_survives_corruptio
     assert set(later.read()) == {"cloud-url"}, "expired entries are dropped when the file changes"
 
 
-def _mark(path: str, n: int) -> None:
-    DownTiers(Path(path)).mark_down(f"http:t{n}", f"where-{n}", "timed out", 600)
-
-
 def test_concurrent_runs_lose_no_entry_of_the_memory(tmp_path):
+    """Sixteen processes mark a tier each at the same time: every entry is kept."""
     path = tmp_path / "down-tiers.json"
-    with multiprocessing.get_context("fork").Pool(8) as pool:
-        pool.starmap(_mark, [(str(path), n) for n in range(40)])
-    assert set(DownTiers(path).read()) == {f"where-{n}" for n in range(40)}
+    code = ("import sys; from pathlib import Path; from gaia_core.checkpoints.downtiers import DownTiers; "
+            "n = sys.argv[2]; DownTiers(Path(sys.argv[1])).mark_down(f'http:t{n}', f'where-{n}', 'timed out', 600)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(n)]) for n in range(16)]
+    assert [p.wait(timeout=60) for p in procs] == [0] * 16
+    assert set(DownTiers(path).read()) == {f"where-{n}" for n in range(16)}
 
 
 # -- offline -----------------------------------------------------------------------------

@@ -78,7 +78,8 @@ class DirBackend(Backend):
             raise BackendError(f"{where} (from env var '{self.config.path_env}') {problem}")
         root = Path(raw).expanduser()
         if not root.is_dir():
-            raise UnavailableHere(f"{self.ref}: shared directory {root} is not available (mount it, or create it for a new store)")
+            raise UnavailableHere(f"{self.ref}: shared directory {root} is not available "
+                                  "(mount it, or create it for a new store)")
         return root
 
     def describe(self) -> str:

@@ -101,7 +101,7 @@ class Checkpoints:
         self._signing_key: SigningKey | None | bool = False  # False: not loaded yet
         self._signing_problem: str | None = None
         #: why the run uses no store that needs the network (``--offline``, ``GAIA_OFFLINE=1``); empty: online
-        self.offline_source = "--offline" if getattr(build, "offline", False) else self.settings.offline_source
+        self.offline_source = "--offline" if build.offline else self.settings.offline_source
         #: backend ref -> the memory of its being down: found so by an earlier run (and so not
         #: contacted) or by this one
         self.down_entries: dict[str, Down] = {}

@@ -46,7 +46,8 @@ def render(port: int, cache_dir: str, office_token: str, cloud_token: str, upstr
                  .replace("https://cloud.example.com", upstream))
 
 
-def start_office(workdir: Path, *, office_token: str, cloud_token: str, upstream: tuple[str, int]):  # type: ignore[no-untyped-def]
+def start_office(workdir: Path, *, office_token: str, cloud_token: str,  # type: ignore[no-untyped-def]
+                 upstream: tuple[str, int]):
     """The office nginx, caching ``upstream`` (``host, port`` of the cloud store), started."""
     cache_dir = CACHE_IN_CONTAINER if use_docker() else str(workdir / "cache")
     url = f"http://{upstream[0]}:{upstream[1]}"
