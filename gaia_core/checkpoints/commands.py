@@ -40,7 +40,7 @@ def check_backends(cp, *, reasons_shown: bool = False, also: str = "") -> None: 
     if not cp.unavailable:
         return
     lines = [f"backend {ref} is unavailable (see above)" if reasons_shown else unavailable(ref, reason)
-             for ref, reason in cp.unavailable.items()]
+             for ref, reason in list(cp.unavailable.items())]
     raise BackendsUnavailable("\n".join(lines + ([also] if also else [])))
 
 

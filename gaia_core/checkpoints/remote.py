@@ -178,7 +178,7 @@ def find(cp: Checkpoints, backend: Backend, point: Point, fp: str) -> tuple[Foun
                 if found is not None:
                     seen.append(found)
     if not seen:
-        refused = [why for (r, p, f, _name), why in cp.bad_remote.items() if (r, p, f) == (ref, point.id, fp)]
+        refused = [why for (r, p, f, _name), why in list(cp.bad_remote.items()) if (r, p, f) == (ref, point.id, fp)]
         if refused:  # only objects nobody can use: say why, rather than that there is none
             raise CheckpointError(f"remote checkpoint {ref}:{point.id}/{fp[:12]} refused: {refused[0]}")
         if backend.exists(legacy_object_key(point.id, fp, _LEGACY_MANIFEST)):

@@ -26,7 +26,7 @@ def run_preamble(build: Build, *, dry_run: bool) -> list[str]:
     for p in cp.points:
         status = point_status(cp, p, probe_remote=not dry_run)
         lines += [status.line(), *status.tier_lines()]
-    lines += [f"  {unavailable(ref, reason)}" for ref, reason in cp.unavailable.items()]
+    lines += [f"  {unavailable(ref, reason)}" for ref, reason in list(cp.unavailable.items())]
     if cp.offline:
         lines.append(offline_notice(cp))
     if cp.read_only:
