@@ -40,7 +40,7 @@ from typing import Any, BinaryIO, ClassVar
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gaia_core.errors import BackendError, BackendUnavailable, CheckpointError
+from gaia_core.errors import BackendError, CheckpointError, UnavailableHere
 from gaia_core.tasks import StrictModel
 
 MANIFEST = "manifest.json"
@@ -64,6 +64,9 @@ class BackendConfig(StrictModel):
     max_object_size: str = "256MiB"
     #: transfers that run at once (packs, ranges of packs)
     parallel: int = Field(4, ge=1, le=64)
+    #: gaia reads from this store and never writes to it (a proxy cache, a public mirror,
+    #: credentials that can only read): no upload, backfill or gc, in any build file
+    read_only: bool = False
 
     @field_validator("max_object_size")
     @classmethod
@@ -151,6 +154,9 @@ class Backend:
     #: chain, such as ``AWS_SECRET_ACCESS_KEY``): withheld from build commands too while a
     #: backend of this kind is configured
     credential_variables: ClassVar[tuple[str, ...]] = ()
+    #: whether the store is reached over the network; ``gaia run --offline`` uses only the
+    #: stores that are not (the built-in ``dir`` backend: a mounted directory)
+    needs_network: ClassVar[bool] = True
 
     def __init__(self, name: str, config: BaseModel, environ: Mapping[str, str] | None = None):
         self.name = name
@@ -167,7 +173,7 @@ class Backend:
         """The literal ``field`` if set, else the variable named by ``<field>_env``.
 
         A ``<field>_env`` that names an unset (or empty) variable raises
-        :class:`BackendUnavailable` naming it: no default stands in for it.
+        :class:`~gaia_core.errors.UnavailableHere` naming it: no default stands in for it.
         """
         literal = getattr(self.config, field, None)
         if isinstance(literal, str) and literal.strip():
@@ -183,13 +189,13 @@ class Backend:
     def env_value(self, env_field: str) -> str | None:
         """The value of the variable named by the ``*_env`` field ``env_field``; None when
         the field is not configured. An unset or empty variable raises
-        :class:`BackendUnavailable`."""
+        :class:`~gaia_core.errors.UnavailableHere` (a kind of ``BackendUnavailable``)."""
         env_name = getattr(self.config, env_field, None)
         if not env_name:
             return None
         value = self.environ.get(env_name, "").strip()
         if not value:
-            raise BackendUnavailable(f"{self.key(env_field)}: env var '{env_name}' is not set")
+            raise UnavailableHere(f"{self.key(env_field)}: env var '{env_name}' is not set")
         return value
 
     def variable(self, env_field: str) -> str | None:

@@ -29,6 +29,9 @@ class Build:
     registry: Registry
     #: validated settings of each active module, by table
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: ``gaia run --offline``: features use no network (the checkpoints plugin reads only the
+    #: local store and mounted ``dir`` tiers; ``GAIA_OFFLINE=1`` means the same to it)
+    offline: bool = False
 
     def get(self, dotted: str, default: Any = None) -> Any:
         """The value at a dotted path, or ``default`` when any segment is missing."""

@@ -95,7 +95,17 @@ class ObjectExists(BackendError):
 
 
 class BackendUnavailable(BackendError):
-    """The remote did not answer in time, or refused the connection: skip it for this run."""
+    """The remote did not answer in time, or refused the connection: skip it for this run.
+
+    A store tier that raised it is also remembered as down for a while (on disk, per host
+    and user), so that the next runs do not wait for it again; :class:`UnavailableHere`
+    is not remembered."""
+
+
+class UnavailableHere(BackendUnavailable):
+    """The backend cannot be used in this environment, which costs no time to find out: an
+    ``*_env`` variable is unset, a ``dir`` store is not mounted. Skipped for this run, never
+    remembered as a dead tier (the next job may have the variable or the mount)."""
 
 
 class ObjectInvalid(CheckpointError):

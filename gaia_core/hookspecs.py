@@ -149,6 +149,11 @@ def gaia_run_finished(build: Build, state: RunState, result: RunResult) -> Seque
     here (and publishes them when ``share_records`` is on). An exception is reported as
     a warning and costs the run nothing.
 
+    Finish here, within a bound you document, what your plugin left running in the
+    background: the checkpoints plugin first waits for its backfills (copies of restored
+    objects into faster tiers, at most ``[checkpoints] backfill_timeout``, nothing when
+    ``result.interrupted``) and prints what they did.
+
     .. versionadded:: 0.2
     """
 

@@ -11,7 +11,9 @@ Fixtures:
   the click result with ``.json`` parsed from stdout.
 - ``write_build``: ``write_build("build.toml", text_or_dict)`` writes a TOML file
   under ``tmp_path`` and returns its path.
-- every test runs without ``GAIA_*`` environment variables.
+- every test runs without ``GAIA_*`` environment variables, and with ``XDG_CACHE_HOME`` in a
+  directory of its own (gaia remembers store tiers it found down there: no test sees
+  another's, nor the developer's).
 
 The ``[demo]`` module turns a table into tasks, so executor behaviour can be tested
 from TOML alone::
@@ -112,10 +114,11 @@ class DemoPlugin:
 
 
 @pytest.fixture(autouse=True)
-def _gaia_clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def _gaia_clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     for name in list(os.environ):
         if name.startswith("GAIA_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from servers.http import STATIC_CONFIG, compose_config, start_http_server
 from servers.list_contract import ContractHandler, ContractServer
 from servers.metering import UP, MeteringProxy
 from servers.misbehaving import OTHER_HOST, RedirectingServer, redirect_chain, redirect_loop, redirect_to
+from tiers_contract import TierContract
 
 from gaia_core.backends import MANIFEST, PACKS, POINTS, object_dir, object_key
 from gaia_core.errors import BackendError, BackendUnavailable, ObjectNotFound
@@ -133,6 +134,10 @@ def litter(backend: HttpBackend):
 
 
 class TestHttpContract(BackendContract, MeteredContract):
+    pass
+
+
+class TestHttpTiers(TierContract):
     pass
 
 

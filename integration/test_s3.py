@@ -28,6 +28,7 @@ from gaia_s3.config import S3Config
 from gaia_s3.session import MiB, Tuning
 from servers.misbehaving import OTHER_HOST, UP, RedirectingServer, StallingProxy, redirect_loop, redirect_to
 from servers.s3 import ENV_FIELDS, MotoServer, S3Server, backend_table, start_s3_server, unique_prefix
+from tiers_contract import TierContract
 
 from gaia_core.backends import MANIFEST, PACKS, POINTS, object_key
 from gaia_core.errors import BackendError, ObjectNotFound
@@ -127,6 +128,10 @@ def litter(backend: S3Backend):
 
 
 class TestS3Contract(BackendContract, MeteredContract):
+    pass
+
+
+class TestS3Tiers(TierContract):
     pass
 
 

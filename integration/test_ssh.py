@@ -25,6 +25,7 @@ from gaia_ssh import transfer
 from gaia_ssh.backend import SSHBackend
 from gaia_ssh.config import SSHConfig
 from servers.ssh import SSHServer, keygen, public_key, start_ssh_server
+from tiers_contract import TierContract
 
 from gaia_core.backends import MANIFEST, PACKS, object_key
 from gaia_core.errors import BackendError, ObjectNotFound
@@ -144,6 +145,10 @@ def litter(backend: SSHBackend):
 
 
 class TestSSHContract(BackendContract, MeteredContract):
+    pass
+
+
+class TestSSHTiers(TierContract):
     pass
 
 

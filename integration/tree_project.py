@@ -5,6 +5,7 @@ backend under test, and the CLI run in-process with the tree plugin registered."
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tomllib
@@ -65,11 +66,17 @@ def remote_index_bytes(backend: Backend) -> int:
 class TreeProject:
     """A workspace whose ``[tree]`` anchor is checkpointed to the backend of ``table``."""
 
-    def __init__(self, root: Path, table: str, env: dict[str, str], *, backend_options: str = ""):
+    def __init__(self, root: Path, table: str, env: dict[str, str], *, backend_options: str = "",
+                 chain: list[str] | None = None, checkpoints: str = ""):
+        """``chain``: the point's tiers (``backends``), every one of them in ``table``; without
+        it, ``table`` holds one backend and the point names it (``backend``). ``checkpoints``:
+        more ``[checkpoints]`` keys."""
         self.root = root
         self.table = table
         self.env = env
         self.backend_options = backend_options
+        self.chain = chain
+        self.checkpoints = checkpoints
         self.build = root / "build.toml"
         self.store = root / "build" / "checkpoints"
         self.out = root / "build" / "tree-out"
@@ -82,10 +89,11 @@ class TreeProject:
         return f"{kind}:{name}"
 
     def write(self, source: Path, version: str) -> None:
+        tiers = f"backends = {json.dumps(self.chain)}" if self.chain is not None else f'backend = "{self.ref}"'
         self.build.write_text(
             f'[tree]\nsource = "{source}"\nversion = "{version}"\n\n'
-            "[checkpoints]\nenabled = true\n\n"
-            f'[[checkpoints.points]]\nid = "{POINT}"\nanchor_task = "tree.build"\nbackend = "{self.ref}"\n'
+            f"[checkpoints]\nenabled = true\n{self.checkpoints}\n"
+            f'[[checkpoints.points]]\nid = "{POINT}"\nanchor_task = "tree.build"\n{tiers}\n'
             'upload_policy = "always"\n\n'
             f"{self.table.strip()}\n{self.backend_options}"
         )

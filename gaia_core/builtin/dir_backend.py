@@ -30,10 +30,10 @@ from gaia_core import hookimpl
 from gaia_core.backends import POINTS, Backend, BackendConfig, Entry, Progress
 from gaia_core.errors import (
     BackendError,
-    BackendUnavailable,
     ObjectExists,
     ObjectInvalid,
     ObjectNotFound,
+    UnavailableHere,
 )
 from gaia_core.retry import CallerCode, is_litter, is_temporary, temporary_name, temporary_of
 from gaia_core.safefs import Root, UnsafePath, parts_of
@@ -67,6 +67,7 @@ class DirConfig(BackendConfig):
 class DirBackend(Backend):
     kind = "dir"
     config_model = DirConfig
+    needs_network = False
 
     @property
     def root(self) -> Path:
@@ -77,7 +78,8 @@ class DirBackend(Backend):
             raise BackendError(f"{where} (from env var '{self.config.path_env}') {problem}")
         root = Path(raw).expanduser()
         if not root.is_dir():
-            raise BackendUnavailable(f"{self.ref}: shared directory {root} is not available (mount it, or create it for a new store)")
+            raise UnavailableHere(f"{self.ref}: shared directory {root} is not available "
+                                  "(mount it, or create it for a new store)")
         return root
 
     def describe(self) -> str:
@@ -92,7 +94,7 @@ class DirBackend(Backend):
         try:
             opened = Root(root_path)
         except OSError as exc:
-            raise BackendUnavailable(f"{self.ref}: shared directory {root_path} is not available: "
+            raise UnavailableHere(f"{self.ref}: shared directory {root_path} is not available: "
                                      f"{exc.strerror or exc}") from None
         try:
             with opened as root:

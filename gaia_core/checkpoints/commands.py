@@ -40,7 +40,7 @@ def check_backends(cp, *, reasons_shown: bool = False, also: str = "") -> None: 
     if not cp.unavailable:
         return
     lines = [f"backend {ref} is unavailable (see above)" if reasons_shown else unavailable(ref, reason)
-             for ref, reason in cp.unavailable.items()]
+             for ref, reason in list(cp.unavailable.items())]
     raise BackendsUnavailable("\n".join(lines + ([also] if also else [])))
 
 
@@ -57,13 +57,21 @@ def checkpoints() -> None:
     """Inspect, verify and move checkpoints; replay failed uploads."""
 
 
-def engine_for(app: App, build_file: Path, overrides: tuple[str, ...]):  # type: ignore[no-untyped-def]
+def engine_for(app: App, build_file: Path, overrides: tuple[str, ...], *,  # type: ignore[no-untyped-def]
+               contact_down: bool = True):
+    """The engine of a command. ``contact_down``: the command exists to talk to the stores
+    (list, retry, verify, gc, push, pull), so it contacts tiers a run found down too (and
+    the memory follows what they answer); ``status`` says what the next run will do, and a
+    run skips them."""
     from gaia_core.checkpoints.engine import Checkpoints
     from gaia_core.plan import build_plan
 
     build = app.load_build(build_file, overrides)
     build_plan(build)  # the same validation `gaia run` does (anchors planned, deps resolve)
-    return Checkpoints(build)
+    cp = Checkpoints(build)
+    if contact_down:
+        cp.contact_down_tiers()
+    return cp
 
 
 def selected_points(cp, build_file: Path, point_id: str | None):  # type: ignore[no-untyped-def]
@@ -87,16 +95,20 @@ def echo_json(data: object) -> None:
 @click.option("--against", default=None, metavar="HOST|FINGERPRINT",
               help="Explain against what another host last had (from the run records) or a given object "
                    "(a fingerprint or a unique prefix of one); implies --explain.")
+@click.option("--recheck", is_flag=True,
+              help="Contact tiers an earlier run found down too (and forget it when they answer).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bool, explain: bool,
-           against: str | None, as_json: bool) -> None:
-    """What each checkpoint point will do on the next run, and why (reads only)."""
+           against: str | None, recheck: bool, as_json: bool) -> None:
+    """What each checkpoint point will do on the next run, and why (reads the store only).
+
+    Every tier of a point is asked, and waited for (at most its probe budget)."""
     from gaia_core.checkpoints.lock import describe_holder
     from gaia_core.checkpoints.status import point_status, store_status
 
-    cp = engine_for(app, build_file, overrides)
-    statuses = [point_status(cp, p, probe_remote=not no_remote) for p in cp.points]
+    cp = engine_for(app, build_file, overrides, contact_down=recheck)
+    statuses = [point_status(cp, p, probe_remote=not no_remote, every_tier=True) for p in cp.points]
     explanations = {}
     explain = explain or against is not None
     if against is not None:
@@ -119,6 +131,8 @@ def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bo
     click.echo("checkpoints status:")
     for s in statuses:
         click.echo(s.line())
+        for line in s.tier_lines():
+            click.echo(line)
         if s.will_upload_reason:
             click.echo(f"  no upload after a rebuild: {s.will_upload_reason}")
         current = s.upload_queue.get("current")
@@ -129,6 +143,10 @@ def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bo
             click.echo(f"  {line}")
     if store["read_only"]:
         click.echo(f"read-only: nothing is uploaded or signed ({store['read_only']})")
+    if cp.offline:
+        from gaia_core.checkpoints.engine import offline_notice
+
+        click.echo(offline_notice(cp).strip())
     if store["lock_holder"]:
         click.echo(f"store lock held by {describe_holder(store['lock_holder'])}")
     check_backends(cp)
@@ -136,15 +154,16 @@ def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bo
 
 @checkpoints.command(name="list")
 @build_file_options
-@click.option("--remote", is_flag=True, help="Also list the fingerprints in each point's backend.")
+@click.option("--remote", is_flag=True, help="Also list the fingerprints in each tier of each point.")
 @click.option("--id", "point_id", default=None, help="Only this checkpoint point.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, point_id: str | None,
           as_json: bool) -> None:
-    """Fingerprints stored locally (and remotely) for each point, with size, age and signer.
+    """Fingerprints stored locally (and in each tier) for each point, with size, age and signer.
 
     Exits non-zero when a backend could not be listed."""
+    from gaia_core.checkpoints.engine import NotUsedOffline
     from gaia_core.checkpoints.status import remote_objects
     from gaia_core.checkpoints.units import human_size
 
@@ -164,19 +183,26 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                 "signer": signature.get("key") if isinstance(signature, dict) else "unsigned",
             })
         row: dict[str, Any] = {
-            "id": p.id, "anchor": p.anchor_task, "backend": p.backend, "current_fingerprint": current or "unknown",
+            "id": p.id, "anchor": p.anchor_task, "backend": p.backends[0] if p.backends else None,
+            "backends": list(p.backends), "current_fingerprint": current or "unknown",
             "local_latest": (index["points"].get(p.id) or {}).get("latest_fingerprint"), "local": local,
         }
         if remote:
-            row["remote"], row["remote_error"] = None, None
-            if p.backend:
-                try:
-                    with cp.session(p.backend) as backend:
-                        row["remote"] = [{**o, "age": age(o["created_at"] or ""),
-                                          "current": o["fingerprint"] == current}
-                                         for o in remote_objects(cp, backend, p)]
-                except BackendError as exc:
-                    row["remote_error"] = cp.redact(p.backend, str(exc))
+            row["remote"], row["remote_error"], row["remote_errors"] = None, None, {}
+            if p.backends:
+                row["remote"] = []
+                for ref in p.backends:
+                    try:
+                        with cp.session(ref) as backend:
+                            row["remote"] += [{**o, "tier": ref, "age": age(o["created_at"] or ""),
+                                               "current": o["fingerprint"] == current}
+                                              for o in remote_objects(cp, backend, p)]
+                    except NotUsedOffline as exc:
+                        row.setdefault("remote_offline", []).append(ref)
+                        row["remote_errors"][ref] = str(exc)
+                    except BackendError as exc:
+                        row["remote_errors"][ref] = cp.redact(ref, str(exc))
+                row["remote_error"] = "; ".join(row["remote_errors"].values()) or None
         rows.append(row)
     if as_json:
         echo_json({"store": str(cp.store.root), "points": rows})
@@ -185,23 +211,24 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
     else:
         click.echo("checkpoints list:")
         for row in rows:
-            click.echo(f"- id={row['id']} anchor={row['anchor']} backend={row['backend'] or '-'} "
+            click.echo(f"- id={row['id']} anchor={row['anchor']} backends={','.join(row['backends']) or '-'} "
                        f"current_fingerprint={row['current_fingerprint']} local_count={len(row['local'])}")
             for item in row["local"]:
                 mark = " (current)" if item["current"] else ""
                 click.echo(f"    local  {item['fingerprint']}  {human_size(item['size'])}  {item['age']}  "
                            f"signer={item['signer']}{mark}")
             if remote:
-                if row["remote_error"]:
-                    click.echo(f"    remote -  (backend {row['backend']} unavailable)")
-                elif row["remote"] is None:
+                for ref in row.get("remote_errors") or {}:
+                    why = "not used offline" if ref in row.get("remote_offline", []) else "unavailable"
+                    click.echo(f"    remote -  (backend {ref} {why})")
+                if row["remote"] is None:
                     click.echo("    remote -  (no backend)")
-                else:
-                    for item in row["remote"]:
-                        mark = " (current)" if item["current"] else ""
-                        trust = item["trust"] + (f": {item['why']}" if item.get("why") else "")
-                        click.echo(f"    remote {item['fingerprint']}  {human_size(item['size'])}  {item['age']}  "
-                                   f"signer={item['signer']} ({trust}){mark}")
+                for item in row["remote"] or []:
+                    mark = " (current)" if item["current"] else ""
+                    trust = item["trust"] + (f": {item['why']}" if item.get("why") else "")
+                    tier = f"  tier={item['tier']}" if len(row["backends"]) > 1 else ""
+                    click.echo(f"    remote {item['fingerprint']}  {human_size(item['size'])}  {item['age']}  "
+                               f"signer={item['signer']} ({trust}){mark}{tier}")
     check_backends(cp)
 
 
@@ -218,6 +245,11 @@ def retry(app: App, build_file: Path, overrides: tuple[str, ...], max_: int | No
     if cp.read_only:
         raise ConfigError(f"checkpoints are read-only here ({cp.settings.read_only_source}); nothing is uploaded")
     todo = cp.store.pending_uploads()
+    left_offline = [e for e in todo if cp.offline and _needs_network(cp, e["backend_ref"])]
+    todo = [e for e in todo if e not in left_offline]
+    if left_offline:
+        click.echo(f"offline ({cp.offline_source}): {len(left_offline)} upload(s) to tiers that need the network "
+                   "stay queued", err=as_json)
     if max_ is not None:
         todo = todo[:max_]
     uploaded = failed = 0
@@ -317,7 +349,9 @@ def _progress(what: str, quiet: bool):  # type: ignore[no-untyped-def]
 
 @checkpoints.command()
 @build_file_options
-@click.option("--remote", is_flag=True, help="Also collect in each point's backend.")
+@click.option("--remote", is_flag=True, help="Also collect in every tier of each point, tier by tier.")
+@click.option("--tier", "tier_names", multiple=True, metavar="NAME",
+              help="Collect only in this tier (kind:name, a unique name, or 'local'); repeatable.")
 @click.option("--id", "point_id", default=None, help="Only this checkpoint point.")
 @click.option("--keep-last", type=click.IntRange(min=1), default=None, metavar="N",
               help="Keep the N most recently used objects of each point (the current one among them).")
@@ -330,21 +364,25 @@ def _progress(what: str, quiet: bool):  # type: ignore[no-untyped-def]
 @click.option("--dry-run", is_flag=True, help="List what would go and the bytes it frees; remove nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
-def gc(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, point_id: str | None,
-       keep_last: int | None, max_age: str | None, max_size: str | None, grace: str, dry_run: bool,
-       as_json: bool) -> None:
+def gc(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, tier_names: tuple[str, ...],
+       point_id: str | None, keep_last: int | None, max_age: str | None, max_size: str | None, grace: str,
+       dry_run: bool, as_json: bool) -> None:
     """Remove the least recently used objects of this build's points, and the litter of killed
     transfers (writes).
 
-    Last use comes from the run records (the store's and, with --remote, what the tiers
-    share); creation time where none is known. Never the current fingerprint of a point, a
-    local object a concurrent run holds, or a remote object younger than --grace. Without
+    The local store, and with --remote every tier of the points, one after the other
+    (--tier picks some); --dry-run says what each would free. Last use comes from the run
+    records (the store's and, with --remote, what the tiers share); creation time where none
+    is known. Never the current fingerprint of a point, a local object a concurrent run
+    holds, a remote object younger than --grace, or anything in a read-only tier. Without
     rules, the [checkpoints] retention applies."""
     from gaia_core.checkpoints.lifecycle import gc_local, gc_remote
     from gaia_core.checkpoints.units import human_size, parse_duration
 
     cp = engine_for(app, build_file, overrides)
-    if remote and cp.read_only:
+    points = selected_points(cp, build_file, point_id)
+    local, tiers = _gc_tiers(cp, points, tier_names, remote)
+    if tiers and cp.read_only:
         raise ConfigError(f"gc --remote deletes from backends, and checkpoints are read-only here "
                           f"({cp.settings.read_only_source})")
     try:
@@ -352,18 +390,19 @@ def gc(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, poi
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--grace") from None
     rules = _retention(cp, keep_last, max_age, max_size)
-    points = selected_points(cp, build_file, point_id)
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
-    report = {"dry_run": dry_run, "local": gc_local(cp, points, rules, dry_run=dry_run, log=log, grace=grace_s)}
-    if remote:
-        report["remote"] = gc_remote(cp, points, rules, grace=grace_s, dry_run=dry_run, log=log)
+    report: dict[str, Any] = {"dry_run": dry_run, "tiers": {}}
+    if local:
+        report["local"] = gc_local(cp, points, rules, dry_run=dry_run, log=log, grace=grace_s)
+        report["tiers"]["local"] = {key: report["local"][key] for key in ("objects", "freed", "litter")}
+    if tiers:
+        report["remote"] = gc_remote(cp, points, rules, grace=grace_s, dry_run=dry_run, log=log, tiers=tiers)
+        report["tiers"].update(report["remote"].pop("tiers"))
     if as_json:
         echo_json(report)
     else:
         verb = "would remove" if dry_run else "removed"
-        for where, part in report.items():
-            if where == "dry_run":
-                continue
+        for where, part in report["tiers"].items():
             for obj in part["objects"]:
                 state = f"kept ({obj['kept']})" if obj["kept"] else verb
                 used = f"used {_ago(obj['last_used'])}" if obj["last_used"] else "no recorded use"
@@ -371,9 +410,41 @@ def gc(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, poi
                            f"{human_size(obj['size'])}  {used}  {state}")
             for item in part["litter"]:
                 click.echo(f"{'litter':<12} {item}  {verb}")
-            click.echo(f"checkpoint gc ({where}): {verb} {sum(not o['kept'] for o in part['objects'])} object(s), "
-                       f"{human_size(part['freed'])}; {len(part['litter'])} litter item(s)")
+            if part.get("skipped"):
+                click.echo(f"checkpoint gc ({where}): skipped, {part['skipped']}")
+            elif part.get("error"):
+                said = where in cp.unavailable  # check_backends says why, once
+                click.echo(f"checkpoint gc ({where}): not collected" + ("" if said else f", {part['error']}"))
+            else:
+                click.echo(f"checkpoint gc ({where}): {verb} {sum(not o['kept'] for o in part['objects'])} "
+                           f"object(s), {'would free' if dry_run else 'freed'} {human_size(part['freed'])}; "
+                           f"{len(part['litter'])} litter item(s)")
     check_backends(cp)
+
+
+def _gc_tiers(cp, points, names: tuple[str, ...],  # type: ignore[no-untyped-def]
+              remote: bool) -> tuple[bool, list[str]]:
+    """Whether gc collects the local store, and which tiers (in the points' order)."""
+    from gaia_core.checkpoints.config import resolve_backend_ref
+
+    chain = list(dict.fromkeys(ref for p in points for ref in p.backends))
+    if not names:
+        return True, chain if remote else []
+    configured: dict[str, dict[str, Any]] = {}
+    for ref in chain:
+        kind, _, name = ref.partition(":")
+        configured.setdefault(kind, {})[name] = {}
+    local, picked = False, []
+    for name in names:
+        if name.strip() == "local":
+            local = True
+            continue
+        ref, problem = resolve_backend_ref(name, configured)
+        if problem:
+            raise click.BadParameter(f"{problem.replace('is not configured', 'is no tier of these points')} "
+                                     "('local' is the local store)", param_hint="--tier")
+        picked.append(ref)
+    return local, [ref for ref in chain if ref in picked]
 
 
 @checkpoints.command()
@@ -385,7 +456,7 @@ def gc(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, poi
 @pass_app
 def push(app: App, build_file: Path, overrides: tuple[str, ...], point_id: str | None, everything: bool,
          quiet: bool, as_json: bool) -> None:
-    """Upload local objects the backend lacks (the current fingerprint by default) (writes)."""
+    """Upload local objects to every writable tier that lacks them (the current fingerprint by default) (writes)."""
     from gaia_core.checkpoints.lifecycle import push as push_objects
 
     cp = engine_for(app, build_file, overrides)
@@ -399,7 +470,7 @@ def push(app: App, build_file: Path, overrides: tuple[str, ...], point_id: str |
     else:
         for row in report["results"]:
             state = "pushed" if row["pushed"] else f"not pushed: {row['why']}"
-            click.echo(f"{row['id']}/{(row['fingerprint'] or 'unknown')[:12]}  {state}")
+            click.echo(f"{row['id']}/{(row['fingerprint'] or 'unknown')[:12]}  {row['tier'] or '-'}  {state}")
     failed = f"{report['failed']} push(es) failed; they are queued for `gaia checkpoints retry`"
     check_backends(cp, reasons_shown=True, also=failed if report["failed"] else "")
     if report["failed"]:
@@ -414,7 +485,9 @@ def push(app: App, build_file: Path, overrides: tuple[str, ...], point_id: str |
 @pass_app
 def pull(app: App, build_file: Path, overrides: tuple[str, ...], point_id: str | None, quiet: bool,
          as_json: bool) -> None:
-    """Download the current fingerprint of each point into the local store, without building."""
+    """Download the current fingerprint of each point into the local store, without building.
+
+    From the first tier that has it; the writable tiers before that one get a copy too."""
     from gaia_core.checkpoints.lifecycle import pull as pull_objects
 
     cp = engine_for(app, build_file, overrides)
@@ -439,6 +512,10 @@ def _ago(moment: float) -> str:
         if seconds >= size:
             return f"{int(seconds // size)}{unit} ago"
     return f"{max(0, int(seconds))}s ago"
+
+
+def _needs_network(cp, ref: str) -> bool:  # type: ignore[no-untyped-def]
+    return ref in cp.settings.backend_configs and cp.backend(ref).needs_network
 
 
 def age(created_at: str) -> str:

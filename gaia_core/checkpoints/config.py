@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 #: ``GAIA_CHECKPOINTS_READ_ONLY=1`` makes every run a read-only consumer (pull-request CI)
 READ_ONLY_ENV = "GAIA_CHECKPOINTS_READ_ONLY"
+#: ``GAIA_OFFLINE=1`` is ``gaia run --offline`` for every command: only the local store and
+#: the stores that need no network (mounted ``dir`` tiers) are used; uploads are queued
+OFFLINE_ENV = "GAIA_OFFLINE"
+_FLAG_VALUES = {"": False, "0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 UsePolicy = Literal["auto", "off", "required"]
@@ -43,7 +47,10 @@ class PointModel(StrictModel):
     fingerprint_from: list[str] | None = None
     #: globs of files in the input trees that the build never reads (``docs/**``, ``*.md``)
     fingerprint_exclude: list[str] = Field(default_factory=list)
+    #: the seed's single store; ``backends`` names a chain of them
     backend: str | None = None
+    #: the point's store tiers, fastest first (``["dir:runner", "http:office", "s3:cloud"]``)
+    backends: list[str] | None = None
     trust_mode: TrustMode | None = None
 
     @field_validator("fingerprint_exclude")
@@ -83,6 +90,13 @@ class CheckpointsModel(StrictModel):
     #: publish each run's records to every writable tier of its points (``records/``), so
     #: that stats, the report and gc's last use see the whole team's runs
     share_records: bool = False
+    #: the tiers of every point that names neither ``backend`` nor ``backends``
+    default_backends: list[str] = Field(default_factory=list)
+    #: how long a tier that timed out or refused is skipped by later runs on this host
+    #: (``0s``: not remembered past the run)
+    down_for: str = "10m"
+    #: how long a run waits, before it exits, for the copies of hits into faster tiers
+    backfill_timeout: str = "10m"
 
     @field_validator("signing_key_file_env")
     @classmethod
@@ -99,7 +113,7 @@ class CheckpointsModel(StrictModel):
             raise ValueError(f"entries {bad} are not names of environment variables ([A-Za-z_][A-Za-z0-9_]*)")
         return value
 
-    @field_validator("max_age")
+    @field_validator("max_age", "down_for", "backfill_timeout")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:
@@ -127,16 +141,13 @@ class Point:
     upload_policy: str
     trust_mode: str
     fingerprint_from: tuple[str, ...] | None
-    backend: str | None  # "kind:name", resolved
+    #: the store tiers, "kind:name" each, resolved, fastest first (empty: local store only)
+    backends: tuple[str, ...] = ()
     fingerprint_exclude: tuple[str, ...] = ()
 
     @property
     def slug(self) -> str:
         return self.anchor_task.replace(".", "-")
-
-    @property
-    def backends(self) -> tuple[str, ...]:
-        return (self.backend,) if self.backend else ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,10 +177,20 @@ class CheckpointSettings:
     unsigned_max_expansion: float = 200.0
     pass_env: tuple[str, ...] = ()
     share_records: bool = False
+    #: seconds a tier found down stays skipped on this host (0: for the run only)
+    down_for: float = 600.0
+    #: seconds a run waits for its backfills before it exits
+    backfill_timeout: float = 600.0
+    #: why every command is offline (``GAIA_OFFLINE=1``), empty when it is not
+    offline_source: str = ""
 
     def backend(self, ref: str) -> Backend:
         provided, config = self.backend_configs[ref]
         return provided.make(ref.partition(":")[2], config)
+
+    def tier_read_only(self, ref: str) -> bool:
+        """Whether the backend table of ``ref`` says ``read_only = true``."""
+        return _read_only(self.backend_configs, ref)
 
 
 #: a point's index, its fields that are valid on their own, and the keys that are not
@@ -277,6 +298,8 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             found = provided.make(name, config).environment_problems()
             problems += [f"{build.origin(key)}: {problem}" for problem in found]
 
+    default_tiers, default_problems = _resolve_chain(model.default_backends, model.backends, "default_backends")
+    problems += [f"{build.origin('checkpoints.default_backends')}: checkpoints.{p}" for p in default_problems]
     points: list[Point] = []
     seen_ids: set[str] = set()
     seen_anchors: dict[str, str] = {}
@@ -316,19 +339,22 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
                 problem = _fingerprint_path_problem(build, path.strip())
                 if problem:
                     problems.append(f"{origin}: {key}.fingerprint_from[{j}]: {problem}")
-        backend_ref = None
-        if p.backend is not None and p.backend.strip():
-            backend_ref, problem = resolve_backend_ref(p.backend, model.backends)
-            if problem:
-                problems.append(f"{origin}: {key}.backend: {problem}")
+        tiers, tier_problems = _point_tiers(p, model, default_tiers, backend_configs)
+        problems += [f"{origin}: {key}.{problem}" for problem in tier_problems]
         upload = p.upload_policy or model.default_upload_policy
-        if upload != "off" and not (p.backend and p.backend.strip()) and not {"backend", "upload_policy"} & dropped:
+        if upload != "off" and not {"backend", "backends", "upload_policy"} & dropped and not tier_problems:
             source = "upload_policy" if p.upload_policy else "default_upload_policy"
-            problems.append(
-                f"{origin}: {key}: upload_policy '{upload}' (from {source}) needs a backend; "
-                "set backend = \"kind:name\" or upload_policy = \"off\""
-            )
-        if dropped:
+            if not tiers:
+                problems.append(
+                    f"{origin}: {key}: upload_policy '{upload}' (from {source}) needs a backend; "
+                    "set backend = \"kind:name\" (or backends = [...]) or upload_policy = \"off\""
+                )
+            elif all(_read_only(backend_configs, ref) for ref in tiers):
+                problems.append(
+                    f"{origin}: {key}: upload_policy '{upload}' (from {source}) needs a writable tier, and every "
+                    f"backend of the point ({', '.join(tiers)}) is read_only; add one or set upload_policy = \"off\""
+                )
+        if dropped or tier_problems:
             continue
         points.append(Point(
             id=p.id,
@@ -337,7 +363,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             upload_policy=upload,
             trust_mode=p.trust_mode or model.trust_mode,
             fingerprint_from=tuple(s.strip() for s in p.fingerprint_from) if p.fingerprint_from else None,
-            backend=backend_ref,
+            backends=tuple(tiers),
             fingerprint_exclude=tuple(g.strip() for g in p.fingerprint_exclude),
         ))
     queue_file = model.queue_file.strip() if model.queue_file and model.queue_file.strip() else None
@@ -365,6 +391,9 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
         read_only_source = f"{READ_ONLY_ENV}=1"
     elif model.read_only:
         read_only_source = f"read_only = true in {build.origin('checkpoints.read_only')}"
+    env_offline = os.environ.get(OFFLINE_ENV, "").strip().lower()
+    if env_offline not in _FLAG_VALUES:
+        problems.append(f"environment: {OFFLINE_ENV}={env_offline!r} must be 1 or 0")
     if model.enabled:
         problems += _signing_key_problems(model.signing_key_file_env, read_only=bool(read_only_source))
     settings = CheckpointSettings(
@@ -385,8 +414,47 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
         ),
         pass_env=tuple(model.pass_env),
         share_records=model.share_records,
+        down_for=parse_duration(model.down_for),
+        backfill_timeout=parse_duration(model.backfill_timeout),
+        offline_source=f"{OFFLINE_ENV}=1" if _FLAG_VALUES.get(env_offline) else "",
     )
     return settings, problems
+
+
+def _resolve_chain(entries: list[str], configured: dict[str, dict[str, Any]], key: str) -> tuple[list[str], list[str]]:
+    """The refs of a chain of tiers, in order, and its problems (``<key>[i]: ...``)."""
+    refs: list[str] = []
+    problems: list[str] = []
+    for i, entry in enumerate(entries):
+        ref, problem = resolve_backend_ref(entry, configured)
+        if problem:
+            problems.append(f"{key}[{i}]: {problem}")
+        elif ref in refs:
+            problems.append(f"{key}[{i}]: backend '{ref}' is already in the chain (each tier once)")
+        else:
+            refs.append(ref)  # type: ignore[arg-type]
+    return refs, problems
+
+
+def _point_tiers(p: PointModel, model: CheckpointsModel, default_tiers: list[str],
+                 backend_configs: dict[str, tuple[Provided, BaseModel]]) -> tuple[list[str], list[str]]:
+    """A point's tiers: ``backends``, else the seed's single ``backend``, else the default
+    chain; with the problems, each starting with the point's key that has it."""
+    single = p.backend.strip() if p.backend is not None and p.backend.strip() else None
+    if single is not None and p.backends is not None:
+        return [], ["backends: set backend (one store) or backends (a chain of tiers), not both"]
+    if p.backends is not None:
+        return _resolve_chain(p.backends, model.backends, "backends")
+    if single is not None:
+        ref, problem = resolve_backend_ref(single, model.backends)
+        return ([ref] if ref else []), ([f"backend: {problem}"] if problem else [])
+    return list(default_tiers), []
+
+
+def _read_only(backend_configs: dict[str, tuple[Provided, BaseModel]], ref: str) -> bool:
+    """Whether the backend table of ``ref`` says ``read_only = true``."""
+    found = backend_configs.get(ref)
+    return bool(found and getattr(found[1], "read_only", False))
 
 
 def _signing_key_problems(env: str | None, *, read_only: bool) -> list[str]:

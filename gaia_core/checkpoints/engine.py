@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,14 +32,23 @@ from gaia_core.checkpoints.receipt import RECEIPT, RECEIPT_PARTIAL, read_header
 from gaia_core.checkpoints.portability import current_roots
 from gaia_core.checkpoints.store import LocalObject, Store, store_faults, warn
 from gaia_core.checkpoints.units import parse_size
-from gaia_core.errors import BackendError, BackendUnavailable, CheckpointError, ObjectExists, ObjectNotFound
+from gaia_core.errors import (
+    BackendError,
+    BackendUnavailable,
+    CheckpointError,
+    ObjectExists,
+    ObjectNotFound,
+    UnavailableHere,
+)
 
 if TYPE_CHECKING:
     from gaia_core.anchors import Anchor, Target
     from gaia_core.backends import Backend
     from gaia_core.build import Build
     from gaia_core.checkpoints.records import Tally
+    from gaia_core.checkpoints.downtiers import Down, DownTiers
     from gaia_core.checkpoints.signing import SigningKey
+    from gaia_core.checkpoints.tiers import Backfills, Lookup
 
 #: written into each target after a capture or restore; left out of checkpoints
 MARKER = ".gaia-checkpoint.json"
@@ -50,6 +61,25 @@ _ENGINES: weakref.WeakKeyDictionary[Any, Checkpoints] = weakref.WeakKeyDictionar
 def unavailable(ref: str, reason: str) -> str:
     """The one wording of a backend that could not be used, in every command and in runs."""
     return f"backend {ref} is unavailable: {reason}"
+
+
+class NotUsedOffline(BackendError):
+    """A store that needs the network, in an offline run: not contacted, and not unavailable
+    either (nothing is wrong with it; uploads to it are queued)."""
+
+
+def offline_notice(cp: Checkpoints) -> str:
+    """The one line that says a command is offline, and what that means."""
+    network = sorted({ref for p in cp.points for ref in p.backends if cp.backend(ref).needs_network})
+    skipped = f"; {', '.join(network)} are not contacted, and uploads to them are queued for " \
+              "`gaia checkpoints retry`" if network else ""
+    return (f"  offline ({cp.offline_source}): only the local store and mounted dir tiers are used"
+            f"{skipped}")
+
+
+def clock(epoch: float) -> str:
+    """A time of day for messages (``14:05:09``), local time."""
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
 
 
 class Checkpoints:
@@ -73,6 +103,17 @@ class Checkpoints:
         self._signing_problem: str | None = None
         #: point id -> what this run's tasks noted about it (its record, when the run ends)
         self.tallies: dict[str, Tally] = {}
+        #: why the run uses no store that needs the network (``--offline``, ``GAIA_OFFLINE=1``); empty: online
+        self.offline_source = "--offline" if build.offline else self.settings.offline_source
+        #: backend ref -> the memory of its being down: found so by an earlier run (and so not
+        #: contacted) or by this one
+        self.down_entries: dict[str, Down] = {}
+        self._down_tiers: DownTiers | None = None
+        self._memory: dict[str, Down] | None = None
+        self._answered_refs: set[str] = set()
+        self._lookups: dict[tuple[str, str], Lookup] = {}
+        self._backfills: Backfills | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def of(cls, build: Build) -> Checkpoints:
@@ -89,6 +130,10 @@ class Checkpoints:
     @property
     def read_only(self) -> bool:
         return self.settings.read_only
+
+    @property
+    def offline(self) -> bool:
+        return bool(self.offline_source)
 
     def point(self, point_id: str) -> Point:
         for p in self.points:
@@ -131,21 +176,110 @@ class Checkpoints:
     @contextlib.contextmanager
     def session(self, ref: str) -> Iterator[Backend]:
         """A connected backend. Its failures are worded by :func:`unavailable` and kept in
-        ``self.unavailable``; one that timed out or refused is skipped for the rest of the run."""
+        ``self.unavailable``; one that timed out or refused is skipped for the rest of the run,
+        and remembered on disk as down for ``down_for`` (:mod:`.downtiers`): the next runs on
+        this host skip it without a connection. Offline, a store that needs the network
+        raises :class:`NotUsedOffline`."""
         if ref in self.down:
             raise BackendUnavailable(f"{unavailable(ref, self.down[ref])} (skipped for the rest of this run)")
         backend = self.backend(ref)
+        if self.offline and backend.needs_network:
+            raise NotUsedOffline(f"{ref} is not used offline ({self.offline_source})")
+        where = _where(backend)
+        remembered = self._remembered(where)
+        if remembered is not None:
+            reason = (f"{remembered.reason} (found down at {clock(remembered.since)}; not contacted again "
+                      f"until {clock(remembered.until)})")
+            self.down_entries[ref] = remembered
+            self.unavailable.setdefault(ref, reason)
+            self.down[ref] = reason
+            raise BackendUnavailable(unavailable(ref, reason))
         try:
             with backend:
                 yield backend
         except (ObjectNotFound, ObjectExists) as exc:  # answers, not failures
+            self._answered(ref, where)
             raise type(exc)(backend.redact(str(exc))) from None
         except BackendError as exc:
             reason = backend.redact(str(exc)).removeprefix(f"{ref}: ")
             self.unavailable.setdefault(ref, reason)
             if isinstance(exc, BackendUnavailable):
                 self.down[ref] = reason
+                if not isinstance(exc, UnavailableHere):
+                    self._remember_down(ref, where, reason)
             raise type(exc)(unavailable(ref, reason)) from None
+        except CheckpointError:  # what it holds is bad: it answered
+            self._answered(ref, where)
+            raise
+        else:
+            self._answered(ref, where)
+
+    @property
+    def down_tiers(self) -> DownTiers:
+        """This host's memory of down tiers (:mod:`.downtiers`)."""
+        if self._down_tiers is None:
+            from gaia_core.checkpoints.downtiers import DownTiers
+
+            self._down_tiers = DownTiers()
+        return self._down_tiers
+
+    def _remembered(self, where: str) -> Down | None:
+        """The memory's entry of ``where`` while it holds (read once per engine)."""
+        if self._memory is None:
+            self._memory = self.down_tiers.read()
+        down = self._memory.get(where)
+        return down if down is not None and down.until > time.time() else None
+
+    def _remember_down(self, ref: str, where: str, reason: str) -> None:
+        if self.settings.down_for <= 0 or ref in self.down_entries:
+            return
+        down = self.down_tiers.mark_down(ref, where, reason, self.settings.down_for)
+        if down is not None:
+            self.down_entries[ref] = down
+
+    def _answered(self, ref: str, where: str) -> None:
+        """The tier answered: an earlier run's memory of its being down goes (once per run)."""
+        with self._lock:
+            if ref in self._answered_refs:
+                return
+            self._answered_refs.add(ref)
+        self.down_tiers.mark_up(where)
+
+    def contact_down_tiers(self) -> None:
+        """Contact the tiers an earlier run found down, in this command (``retry``, ``push``,
+        ``status --recheck``, ...): the memory of those that answer goes, those that fail
+        again are remembered anew."""
+        self._memory = {}  # nothing remembered: every tier is contacted
+
+    def down_until(self, ref: str) -> float | None:
+        """Until when ``ref`` is skipped as down (found so in this run or an earlier one), else None."""
+        entry = self.down_entries.get(ref)
+        if entry is None and ref in self.settings.backend_configs:
+            entry = self._remembered(_where(self.backend(ref)))
+        return entry.until if entry is not None and entry.until > time.time() else None
+
+    # -- tiers ----------------------------------------------------------------------------
+
+    def lookup(self, point: Point, fp: str, *, fresh: bool = False) -> Lookup:
+        """The lookup of ``fp`` across the point's tiers, started once per engine (the run's
+        status preamble starts it, the restore reads its answers); ``fresh`` starts anew."""
+        from gaia_core.checkpoints.tiers import Lookup
+
+        with self._lock:
+            found = self._lookups.get((point.id, fp))
+            if found is None or fresh:
+                found = self._lookups[(point.id, fp)] = Lookup(self, point, fp)
+            return found
+
+    @property
+    def backfills(self) -> Backfills:
+        """Copies of hits into faster tiers running in the background of this run."""
+        from gaia_core.checkpoints.tiers import Backfills
+
+        with self._lock:
+            if self._backfills is None:
+                self._backfills = Backfills(self)
+            return self._backfills
 
     def redact(self, ref: str | None, message: str) -> str:
         if ref and ref in self.settings.backend_configs:
@@ -287,9 +421,12 @@ class Checkpoints:
         return found
 
     def writable_tiers(self, point: Point) -> list[str]:
-        """The point's backends this run may write to, in the point's order (none when the
-        run is read-only)."""
-        return [] if self.read_only else list(point.backends)
+        """The point's backends this run may write to, in the point's order: none when the
+        run is read-only, never a tier whose table says ``read_only = true``. Offline, the
+        tiers that need the network are among them (uploads to them are queued)."""
+        if self.read_only:
+            return []
+        return [ref for ref in point.backends if not self.settings.tier_read_only(ref)]
 
     def pack_limit(self, point: Point) -> int:
         """The largest pack this point's stores take (``max_object_size``), at most the default."""
@@ -329,3 +466,11 @@ class Checkpoints:
         with store_faults("removing the checkpoint marker"):
             for t in targets:
                 (t.path / MARKER).unlink(missing_ok=True)
+
+
+def _where(backend: Backend) -> str:
+    """What identifies the store of ``backend`` in the memory of down tiers (no secret)."""
+    try:
+        return backend.describe()
+    except BackendError:
+        return backend.ref

@@ -2,7 +2,7 @@
 
 A fresh CI runner has no local object; what it needs to know is why the team's remote
 did not serve it. The nearest object is the one with the most inputs in common among the
-local objects and the 20 newest manifests of the point in its backend.
+local objects and the 20 newest manifests of the point in each of its tiers.
 """
 
 from __future__ import annotations
@@ -22,26 +22,28 @@ if TYPE_CHECKING:
 REMOTE_CANDIDATES = 20
 
 
-def _remote_manifests(cp: Checkpoints, point: Point) -> tuple[list[dict[str, Any]], str | None]:
+def _remote_manifests(cp: Checkpoints, point: Point, ref: str) -> tuple[list[dict[str, Any]], str | None]:
+    from gaia_core.checkpoints.engine import NotUsedOffline
     from gaia_core.checkpoints.remote import fetch_manifest
 
-    assert point.backend
     manifests = []
     try:
-        with cp.session(point.backend) as backend:
+        with cp.session(ref) as backend:
             entries = [e for e in backend.list_entries(point.id) if e.is_manifest]
             entries.sort(key=lambda e: e.mtime or 0, reverse=True)
             for entry in entries[:REMOTE_CANDIDATES]:
                 assert entry.fingerprint
                 try:
-                    manifest = fetch_manifest(backend, point.id, entry.fingerprint, f"{point.backend}:{entry.key}",
+                    manifest = fetch_manifest(backend, point.id, entry.fingerprint, f"{ref}:{entry.key}",
                                               entry.file_name or "")
                 except CheckpointError:
                     continue
                 if manifest is not None:
                     manifests.append(manifest)
+    except NotUsedOffline:
+        return manifests, None
     except BackendError as exc:
-        return manifests, cp.redact(point.backend, str(exc))
+        return manifests, cp.redact(ref, str(exc))
     return manifests, None
 
 
@@ -52,26 +54,29 @@ def explain_miss(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
     local = [o.manifest for o in cp.store.objects(point.id) if o.manifest.get("format") == FORMAT_VERSION]
     if any(m.get("fingerprint") == fp.value for m in local):
         return {"lines": [], "nearest": None}
-    candidates = [("local", m) for m in local]
-    error = None
-    if probe_remote and point.backend and point.use_policy != "off":
-        remote, error = _remote_manifests(cp, point)
-        if any(m.get("fingerprint") == fp.value for m in remote):
-            return {"lines": [], "nearest": None}
-        candidates += [("remote", m) for m in remote]
-    nearest = cp.nearest(point, fp, [m for _, m in candidates])
-    lines = []
-    if error:
-        lines.append(f"remote not compared: {error}")
+    candidates: list[tuple[str, str | None, dict[str, Any]]] = [("local", None, m) for m in local]
+    errors = []
+    if probe_remote and point.use_policy != "off":
+        for ref in point.backends:
+            remote, error = _remote_manifests(cp, point, ref)
+            if error:
+                errors.append(error)
+            if any(m.get("fingerprint") == fp.value for m in remote):
+                return {"lines": [], "nearest": None}
+            candidates += [("remote", ref, m) for m in remote]
+    nearest = cp.nearest(point, fp, [m for _, _, m in candidates])
+    error = "; ".join(errors) or None
+    lines = [f"remote not compared: {e}" for e in errors]
     if nearest is None:
         lines.append("no other object of this point to compare with")
         return {"lines": lines, "nearest": None, "remote_error": error}
-    where = next(w for w, m in candidates if m is nearest)
+    where, tier = next((w, t) for w, t, m in candidates if m is nearest)
     short = nearest["fingerprint"][:12]
+    label = f"{where} {tier}" if tier and len(point.backends) > 1 else where
     changes = input_changes(nearest["fingerprint_inputs"], fp.inputs)
-    lines.append(f"nearest: {where} {short} ({miss_reason(changed_inputs(nearest['fingerprint_inputs'], fp.inputs))})")
+    lines.append(f"nearest: {label} {short} ({miss_reason(changed_inputs(nearest['fingerprint_inputs'], fp.inputs))})")
     for change in changes:
-        lines += change.lines(f"{where} {short}")
+        lines += change.lines(f"{label} {short}")
     return {"lines": lines, "remote_error": error,
-            "nearest": {"where": where, "fingerprint": nearest["fingerprint"],
+            "nearest": {"where": where, "tier": tier, "fingerprint": nearest["fingerprint"],
                         "diff": [change.to_dict() for change in changes]}}

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from gaia_core.backends import PACKS
 from gaia_core.checkpoints.config import Retention
-from gaia_core.checkpoints.engine import Checkpoints, Log
+from gaia_core.checkpoints.engine import Checkpoints, Log, NotUsedOffline
 from gaia_core.errors import BackendError, CheckpointError
 
 if TYPE_CHECKING:
@@ -150,69 +150,90 @@ def gc_local(cp: Checkpoints, points: list[Point], retention: Retention, *, dry_
 
 
 def gc_remote(cp: Checkpoints, points: list[Point], retention: Retention, *, grace: float, dry_run: bool,
-              log: Log) -> dict[str, Any]:
-    """Per backend: the objects of ``points`` chosen as locally, then its packs swept."""
+              log: Log, tiers: list[str] | None = None) -> dict[str, Any]:
+    """Tier by tier (every tier of ``points``, or only ``tiers``): the objects of ``points``
+    chosen as locally, then the tier's packs swept. A read-only tier is left alone; one
+    that fails is reported and the next one collected all the same."""
+    report: dict[str, Any] = {"objects": [], "freed": 0, "litter": [], "errors": [], "backends": {}, "tiers": {}}
+    used = _last_uses(cp, points, remote=True) if retention.any else {}
+    by_backend: dict[str, list[Point]] = {}
+    for point in points:
+        for ref in point.backends:
+            if tiers is None or ref in tiers:
+                by_backend.setdefault(ref, []).append(point)
+    for ref, served in by_backend.items():
+        part = report["tiers"][ref] = {"objects": [], "freed": 0, "litter": [], "skipped": None, "error": None}
+        if cp.settings.tier_read_only(ref):
+            part["skipped"] = "read_only: its table says read_only = true"
+            continue
+        try:
+            _gc_tier(cp, ref, served, retention, part, used=used, grace=grace, dry_run=dry_run, log=log)
+        except NotUsedOffline:
+            part["skipped"] = f"offline ({cp.offline_source})"
+        except BackendError as exc:
+            part["error"] = cp.redact(ref, str(exc))
+            report["errors"].append(f"{ref}: {part['error']}")
+        report["objects"] += part["objects"]
+        report["litter"] += part["litter"]
+        report["freed"] += part["freed"]
+        if "packs" in part:
+            report["backends"][ref] = part["packs"]
+    return report
+
+
+def _gc_tier(cp: Checkpoints, ref: str, served: list[Point], retention: Retention, part: dict[str, Any], *,
+             used: dict[tuple[str, str], float], grace: float, dry_run: bool, log: Log) -> None:
+    """gc in one tier: its objects of ``served`` chosen, then its packs swept; into ``part``."""
     from gaia_core.checkpoints.remote import fetch_manifest
     from gaia_core.checkpoints.sweep import sweep_remote
 
     now = time.time()
-    used = _last_uses(cp, points, remote=True) if retention.any else {}
-    report: dict[str, Any] = {"objects": [], "freed": 0, "litter": [], "errors": [], "backends": {}}
-    by_backend: dict[str, list[Point]] = {}
-    for point in points:
-        for ref in point.backends:
-            by_backend.setdefault(ref, []).append(point)
-    for ref, served in by_backend.items():
-        doomed: set[tuple[str, str]] = set()
-        try:
-            with cp.session(ref) as backend:
-                for point in served:
-                    current = cp.fingerprint(point).value
-                    entries = backend.list_entries(point.id)
-                    by_fp: dict[str, list[Entry]] = {}
-                    for e in entries:
-                        if e.fingerprint:
-                            by_fp.setdefault(e.fingerprint, []).append(e)
-                    candidates = []
-                    for fp, files in sorted(by_fp.items()):
-                        manifests = [e for e in files if e.is_manifest]
-                        if not manifests:
-                            continue
-                        newest = max(manifests, key=lambda e: e.mtime or 0)
-                        try:
-                            manifest = fetch_manifest(backend, point.id, fp, f"{ref}:{point.id}/{fp[:12]}",
-                                                      newest.file_name or "")
-                        except CheckpointError:
-                            manifest = None
-                        size = int(((manifest or {}).get("tree") or {}).get("packed") or 0)
-                        c = Candidate(ref, point.id, fp, _epoch((manifest or {}).get("created_at"), newest.mtime),
-                                      size, current=fp == current, last_used=used.get((point.id, fp)))
-                        if any(e.mtime is None or now - e.mtime < grace for e in manifests):
-                            c.kept = f"younger than the grace period ({grace:.0f}s)"
-                        candidates.append(c)
-                    choose(candidates, retention, now)
-                    for c in candidates:
-                        if c.kept:
-                            continue
-                        doomed.add((point.id, c.fingerprint))
-                        if not dry_run:
-                            _delete_object(backend, by_fp[c.fingerprint])
-                            log(f"gc: removed {ref} {point.id}/{c.fingerprint[:12]}")
-                    report["objects"] += [c.to_dict() for c in candidates]
-                    for e in _remote_litter(entries, now, grace):
-                        report["litter"].append(f"{ref}:{e.key}")
-                        if not dry_run:
-                            backend.delete(e.key)
-                for e in _remote_litter(backend.list_files(PACKS), now, grace):
-                    report["litter"].append(f"{ref}:{e.key}")
-                    if not dry_run:
-                        backend.delete(e.key)
-                sweep = sweep_remote(cp, backend, grace=grace, dry_run=dry_run, doomed=doomed, log=log)
-                report["freed"] += sweep.freed
-                report["backends"][ref] = sweep.to_dict()
-        except BackendError as exc:
-            report["errors"].append(f"{ref}: {cp.redact(ref, str(exc))}")
-    return report
+    doomed: set[tuple[str, str]] = set()
+    with cp.session(ref) as backend:
+        for point in served:
+            current = cp.fingerprint(point).value
+            entries = backend.list_entries(point.id)
+            by_fp: dict[str, list[Entry]] = {}
+            for e in entries:
+                if e.fingerprint:
+                    by_fp.setdefault(e.fingerprint, []).append(e)
+            candidates = []
+            for fp, files in sorted(by_fp.items()):
+                manifests = [e for e in files if e.is_manifest]
+                if not manifests:
+                    continue
+                newest = max(manifests, key=lambda e: e.mtime or 0)
+                try:
+                    manifest = fetch_manifest(backend, point.id, fp, f"{ref}:{point.id}/{fp[:12]}",
+                                              newest.file_name or "")
+                except CheckpointError:
+                    manifest = None
+                size = int(((manifest or {}).get("tree") or {}).get("packed") or 0)
+                c = Candidate(ref, point.id, fp, _epoch((manifest or {}).get("created_at"), newest.mtime),
+                              size, current=fp == current, last_used=used.get((point.id, fp)))
+                if any(e.mtime is None or now - e.mtime < grace for e in manifests):
+                    c.kept = f"younger than the grace period ({grace:.0f}s)"
+                candidates.append(c)
+            choose(candidates, retention, now)
+            for c in candidates:
+                if c.kept:
+                    continue
+                doomed.add((point.id, c.fingerprint))
+                if not dry_run:
+                    _delete_object(backend, by_fp[c.fingerprint])
+                    log(f"gc: removed {ref} {point.id}/{c.fingerprint[:12]}")
+            part["objects"] += [c.to_dict() for c in candidates]
+            for e in _remote_litter(entries, now, grace):
+                part["litter"].append(f"{ref}:{e.key}")
+                if not dry_run:
+                    backend.delete(e.key)
+        for e in _remote_litter(backend.list_files(PACKS), now, grace):
+            part["litter"].append(f"{ref}:{e.key}")
+            if not dry_run:
+                backend.delete(e.key)
+        sweep = sweep_remote(cp, backend, grace=grace, dry_run=dry_run, doomed=doomed, log=log)
+        part["freed"] = sweep.freed
+        part["packs"] = sweep.to_dict()
 
 
 def _delete_object(backend: Backend, files: list[Entry]) -> None:
@@ -239,12 +260,15 @@ def apply_retention(cp: Checkpoints, point: Point, log: Log) -> None:
 
 
 def push(cp: Checkpoints, points: list[Point], *, everything: bool, log: Log, progress_factory=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Upload local objects to every writable tier of their point (each its own queue entry)."""
     from gaia_core.checkpoints.remote import upload
 
     results = []
     for point in points:
-        if not point.backend:
-            results.append({"id": point.id, "fingerprint": None, "pushed": False, "why": "no backend"})
+        tiers = cp.writable_tiers(point)
+        if not tiers:
+            why = "no backend" if not point.backends else "no writable tier (every one is read_only)"
+            results.append({"id": point.id, "fingerprint": None, "tier": None, "pushed": False, "why": why})
             continue
         fp = cp.fingerprint(point)
         current = fp.value
@@ -255,34 +279,50 @@ def push(cp: Checkpoints, points: list[Point], *, everything: bool, log: Log, pr
             objects = [found] if found else []
         if not objects:
             why = "no local object of the current fingerprint" if current else f"fingerprint {fp.pending}"
-            results.append({"id": point.id, "fingerprint": current, "pushed": False, "why": why})
+            results.append({"id": point.id, "fingerprint": current, "tier": None, "pushed": False, "why": why})
             continue
         for obj in objects:
-            ok = upload(cp, point.id, obj.fingerprint, point.backend, point.anchor_task, log, progress_factory)
-            results.append({"id": point.id, "fingerprint": obj.fingerprint, "pushed": ok, "why": "" if ok else "failed"})
+            for ref in tiers:
+                ok = upload(cp, point.id, obj.fingerprint, ref, point.anchor_task, log, progress_factory)
+                why = "" if ok else (f"offline ({cp.offline_source}): queued" if cp.offline and
+                                     cp.backend(ref).needs_network else "failed")
+                results.append({"id": point.id, "fingerprint": obj.fingerprint, "tier": ref, "pushed": ok,
+                                "why": why})
     return {"results": results, "failed": sum(1 for r in results if not r["pushed"] and r["why"] == "failed")}
 
 
 def pull(cp: Checkpoints, points: list[Point], *, log: Log, progress_factory=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    from gaia_core.checkpoints.remote import Unusable, Untrusted, download
+    """The current object of each point from the first tier that has it, then copied into
+    the writable tiers before that one (a backfill, done before the command ends)."""
+    from gaia_core.checkpoints.tiers import ANSWERED, UNTRUSTED, UNUSABLE, copy_into, fetch
 
     results = []
     for point in points:
         fp = cp.fingerprint(point)
-        row: dict[str, Any] = {"id": point.id, "fingerprint": fp.value or "unknown", "pulled": False}
-        if not point.backend:
+        row: dict[str, Any] = {"id": point.id, "fingerprint": fp.value or "unknown", "pulled": False, "tier": None}
+        if not point.backends:
             row["why"] = "no backend"
         elif not fp.known:
             row["why"] = f"the fingerprint is unknown ({fp.pending}); run the build once"
         elif cp.local_object(point, fp.value or "") is not None:
-            row.update(pulled=True, why="already in the local store")
+            row.update(pulled=True, tier="local", why="already in the local store")
         else:
-            try:
-                obj = download(cp, point, fp.value or "", log, progress_factory)
-                row.update(pulled=obj is not None, why="" if obj else f"not in {point.backend}")
-            except (Untrusted, Unusable) as exc:
-                row["why"] = str(exc)
-            except (BackendError, CheckpointError, OSError) as exc:
-                row["why"] = cp.redact(point.backend, str(exc))
+            fetched = fetch(cp, point, fp.value or "", log, progress_factory)
+            if fetched.obj is not None:
+                row.update(pulled=True, tier=fetched.ref, why="")
+                if fetched.backfill:
+                    copied = copy_into(cp, point, fp.value or "", fetched.backfill, log)
+                    row["backfilled"] = [ref for ref, ok in copied.items() if ok]
+            else:
+                answers = [a for a in fetched.answers if a is not None]
+                refused = next((a for a in answers if a.reason or a.error), None)
+                if fetched.failures:
+                    row["why"] = fetched.failures[0][1]
+                elif refused is not None:
+                    row["why"] = refused.reason if refused.state in (UNTRUSTED, UNUSABLE) else refused.error
+                elif all(a.state in ANSWERED for a in answers):
+                    row["why"] = f"not in {', '.join(point.backends)}"
+                else:
+                    row["why"] = "no tier could be asked" + (f" (offline: {cp.offline_source})" if cp.offline else "")
         results.append(row)
     return {"results": results, "failed": sum(1 for r in results if not r["pulled"])}

@@ -57,7 +57,7 @@ def plan_checkpoints(build: Build, tasks: list[Task]) -> list[Task]:
             if any(dep.rstrip("?") in anchor_names for dep in task.after):
                 task.after.append(capture.id)
         added += [restore, capture]
-    if any(p.upload_policy == "on_success" and p.backend for p in settings.points):
+    if any(p.upload_policy == "on_success" and p.backends for p in settings.points):
         everything = sorted({t.id for t in tasks} | {t.id for t in added})
         added.append(Task(
             id=UPLOAD_TASK, run=run_uploads, label="Upload checkpoints (on_success)", module="checkpoints",

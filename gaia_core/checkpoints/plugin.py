@@ -53,9 +53,12 @@ def gaia_run_finished(build: Build, state: RunState, result: RunResult) -> list[
     import click
 
     from gaia_core.checkpoints.recording import finish_run
+    from gaia_core.checkpoints.report import run_finished
 
     if not build.has(TABLE):
         return []
+    for line in run_finished(build, result):  # the backfills end first: the records say what they did
+        click.echo(line)
     return finish_run(build, state, result, lambda message: click.echo(message, err=True))
 
 

@@ -6,7 +6,8 @@ a reader looks in the slots of the keys it trusts, in the order they are configu
 producer publishes in its own slot beside whatever else is there.
 
 Download: the manifest first (at most 16 MiB), its signature judged before any chunk
-moves, prerequisites and relocation checked, then only the chunks the local store lacks
+moves, prerequisites and relocation checked (a point's tiers are asked at once, and each
+answer judged so, by :mod:`.tiers`), then only the chunks the local store lacks
 (:mod:`.transfer`), each checked against its id. Upload: the chunks the backend lacks, then
 the manifest, created only if absent. A manifest already in the slot stays, unless it is
 bad (its signature does not verify, its chunks are gone): then it is deleted and this
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from gaia_core.backends import Backend, legacy_object_key, object_dir, object_key
 from gaia_core.checkpoints import tree
-from gaia_core.checkpoints.engine import Checkpoints, Log, unavailable
+from gaia_core.checkpoints.engine import Checkpoints, Log, NotUsedOffline, unavailable
 from gaia_core.checkpoints.entries import EntriesCorrupt, UnsafeEntry
 from gaia_core.checkpoints.manifest import (
     MAX_MANIFEST_BYTES,
@@ -40,7 +41,6 @@ from gaia_core.checkpoints.manifest import (
 )
 from gaia_core.checkpoints.packs import ChunkCorrupt
 from gaia_core.checkpoints.packstore import PackStore
-from gaia_core.checkpoints.portability import assess
 from gaia_core.checkpoints.signing import Verdict, verify
 from gaia_core.checkpoints.transfer import RemoteIncomplete, Transfers
 from gaia_core.checkpoints.treeimport import import_from_tree
@@ -54,14 +54,6 @@ if TYPE_CHECKING:
 
 #: the old layout's manifest (store format 3), looked for only to say ``format_changed``
 _LEGACY_MANIFEST = "manifest.json"
-
-
-class Untrusted(CheckpointError):
-    """The remote object is not signed by a trusted key (or its signature is invalid)."""
-
-    def __init__(self, verdict: Verdict):
-        self.verdict = verdict
-        super().__init__(verdict.reason())
 
 
 class Unusable(CheckpointError):
@@ -186,7 +178,7 @@ def find(cp: Checkpoints, backend: Backend, point: Point, fp: str) -> tuple[Foun
                 if found is not None:
                     seen.append(found)
     if not seen:
-        refused = [why for (r, p, f, _name), why in cp.bad_remote.items() if (r, p, f) == (ref, point.id, fp)]
+        refused = [why for (r, p, f, _name), why in list(cp.bad_remote.items()) if (r, p, f) == (ref, point.id, fp)]
         if refused:  # only objects nobody can use: say why, rather than that there is none
             raise CheckpointError(f"remote checkpoint {ref}:{point.id}/{fp[:12]} refused: {refused[0]}")
         if backend.exists(legacy_object_key(point.id, fp, _LEGACY_MANIFEST)):
@@ -233,27 +225,14 @@ def _transfers(cp: Checkpoints, backend: Backend, point: Point | None = None) ->
                      pack_limit=cp.pack_limit(point) if point is not None else None, bad=cp.bad_packs)
 
 
-def download(cp: Checkpoints, point: Point, fp: str, log: Log,
-             progress_factory: Callable[[int], Progress | None] | None = None) -> LocalObject | None:
-    """Fetch, verify and publish into the local store; None when the backend has no object."""
-    assert point.backend
-    ref = point.backend
+def download_found(cp: Checkpoints, point: Point, fp: str, ref: str, found: Found, log: Log,
+                   progress_factory: Callable[[int], Progress | None] | None = None) -> LocalObject:
+    """Fetch the chunks of the object ``found`` in tier ``ref`` that the local store lacks,
+    each checked against its id, and publish it into the local store. ``found`` was judged
+    already (:func:`.tiers.ask`): trusted or accepted, within its expansion, usable here."""
+    manifest, verdict = found.manifest, found.verdict
     where = f"{ref}:{point.id}/{fp[:12]}"
     with cp.session(ref) as backend:
-        try:
-            found, seen = find(cp, backend, point, fp)
-        except OldFormat:
-            raise Unusable("format_changed") from None
-        if found is None:
-            if seen:
-                raise Untrusted(seen[0].verdict)
-            return None
-        manifest, verdict = found.manifest, found.verdict
-        if verdict.state != "trusted":
-            _check_expansion(cp, manifest, where)
-        portability = assess(manifest, cp.anchor(point))
-        if not portability.usable:
-            raise Unusable(str(portability.problem))
         from gaia_core.checkpoints.restore import check_free_space
 
         check_free_space(cp.store.root, manifest["tree"]["packed"], f"downloading {where}")
@@ -288,7 +267,7 @@ def download(cp: Checkpoints, point: Point, fp: str, log: Log,
     return obj
 
 
-def _check_expansion(cp: Checkpoints, manifest: dict[str, Any], where: str) -> None:
+def check_expansion(cp: Checkpoints, manifest: dict[str, Any], where: str) -> None:
     """An object nobody trusted signed may not claim to unpack to more than
     ``unsigned_max_expansion`` times what it moves."""
     tree_info = manifest["tree"]
@@ -331,6 +310,9 @@ def upload(cp: Checkpoints, point_id: str, fp: str, ref: str, anchor_task: str, 
     if cp.read_only:
         log(f"checkpoint:{point_id} not uploaded: read-only ({cp.settings.read_only_source})")
         return False
+    if cp.settings.tier_read_only(ref):
+        log(f"checkpoint:{point_id} not uploaded to {ref}: its table says read_only = true")
+        return False
     cp.store.update_queue(point_id, fp, ref, anchor_task, state="pending")
     try:
         point = cp.point(point_id)
@@ -339,6 +321,10 @@ def upload(cp: Checkpoints, point_id: str, fp: str, ref: str, anchor_task: str, 
             raise CheckpointError(f"local checkpoint {point_id}/{fp[:12]} is missing; nothing to upload")
         with cp.store.hold(obj), cp.session(ref) as backend:
             _send(cp, backend, point, obj, remote_state(cp, backend, point, obj), log, progress_factory)
+    except NotUsedOffline:
+        cp.store.update_queue(point_id, fp, ref, anchor_task, state="pending",
+                              last_error=f"not attempted offline ({cp.offline_source})")
+        return False
     except (BackendError, CheckpointError, OSError) as exc:
         message = cp.redact(ref, str(exc))
         reason = unavailable(ref, cp.unavailable[ref]) if ref in cp.unavailable else message
@@ -435,5 +421,5 @@ def check_remote_chunks(cp: Checkpoints, backend: Backend, manifest: dict[str, A
         return len(parts) + len(wanted), moved
 
 
-__all__ = ["LimitedWriter", "TooLarge", "Untrusted", "Unusable", "check_remote_chunks", "download",
-           "fetch_manifest", "find", "scratch_transfers", "upload"]
+__all__ = ["LimitedWriter", "TooLarge", "Unusable", "check_expansion", "check_remote_chunks",
+           "download_found", "fetch_manifest", "find", "scratch_transfers", "upload"]

@@ -1,4 +1,4 @@
-"""The checkpoint status lines ``gaia run`` prints before it starts."""
+"""The checkpoint lines ``gaia run`` prints before it starts and after its last task."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gaia_core.build import Build
+    from gaia_core.run import RunResult
 
 
 def run_preamble(build: Build, *, dry_run: bool) -> list[str]:
@@ -14,7 +15,7 @@ def run_preamble(build: Build, *, dry_run: bool) -> list[str]:
     A dry run does not contact remotes. The engine is the run's own, so a backend found
     down here is skipped by the tasks too.
     """
-    from gaia_core.checkpoints.engine import Checkpoints, unavailable
+    from gaia_core.checkpoints.engine import Checkpoints, offline_notice, unavailable
     from gaia_core.checkpoints.lock import describe_holder
     from gaia_core.checkpoints.status import point_status
 
@@ -22,11 +23,31 @@ def run_preamble(build: Build, *, dry_run: bool) -> list[str]:
     if not cp.points:
         return []
     lines = ["checkpoints status:"]
-    lines += [point_status(cp, p, probe_remote=not dry_run).line() for p in cp.points]
-    lines += [f"  {unavailable(ref, reason)}" for ref, reason in cp.unavailable.items()]
+    for p in cp.points:
+        status = point_status(cp, p, probe_remote=not dry_run)
+        lines += [status.line(), *status.tier_lines()]
+    lines += [f"  {unavailable(ref, reason)}" for ref, reason in list(cp.unavailable.items())]
+    if cp.offline:
+        lines.append(offline_notice(cp))
     if cp.read_only:
         lines.append(f"  read-only: nothing is uploaded or signed ({cp.settings.read_only_source})")
     holder = cp.store.lock.holder()
     if holder:
         lines.append(f"  store lock held by {describe_holder(holder)}")
     return lines
+
+
+def run_finished(build: Build, result: RunResult) -> list[str]:
+    """The backfills of the run finished (at most ``backfill_timeout``, nothing when the run
+    was interrupted: they stay queued), and what they did."""
+    from gaia_core.checkpoints.engine import Checkpoints
+
+    cp = Checkpoints.of(build)
+    if not cp.points or not cp.backfills.started:
+        return []
+    timeout = cp.settings.backfill_timeout
+    lines = []
+    if cp.backfills.pending and not result.interrupted:
+        lines.append(f"checkpoints: waiting for the backfills into faster tiers (at most {timeout:.0f}s, "
+                     "[checkpoints] backfill_timeout)")
+    return lines + cp.backfills.wait(timeout, interrupted=result.interrupted)

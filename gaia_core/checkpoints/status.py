@@ -10,13 +10,13 @@ moves and discards nothing.
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
 from gaia_core.checkpoints.config import Point
-from gaia_core.checkpoints.engine import Checkpoints
-from gaia_core.checkpoints.manifest import OldFormat
+from gaia_core.checkpoints.engine import Checkpoints, clock
 from gaia_core.checkpoints.portability import assess
-from gaia_core.errors import BackendError, CheckpointError
+from gaia_core.errors import CheckpointError
 
 
 @dataclasses.dataclass
@@ -26,7 +26,19 @@ class PointStatus:
     use_policy: str
     upload_policy: str
     trust_mode: str
+    #: the first tier (what ``backend`` named before there were tiers), None without one
     backend: str | None
+    #: the point's tiers, fastest first
+    backends: list[str]
+    #: per tier: ``ref``, ``read_only`` (its table), ``writable`` (by this run), ``state``
+    #: (what it answered: hit, missing, untrusted, unusable, invalid, down, error, offline;
+    #: None when it was not asked or not waited for), ``reason``, ``error``, ``signer``,
+    #: ``seconds`` (how long it took to answer) and ``down_until`` (ISO 8601 time until which
+    #: runs on this host skip it; None when it is up)
+    tiers: list[dict[str, Any]]
+    #: where the next run takes the object from: ``local`` (the store or the tree in place),
+    #: a tier's ref, or None when it builds
+    tier: str | None
     fingerprint: str
     #: what the fingerprint waits for (``needs buildroot.fetch``); None when it is known
     pending: str | None
@@ -65,7 +77,8 @@ class PointStatus:
 
         parts = [
             f"id={self.id}", f"anchor={self.anchor}", f"use_policy={self.use_policy}",
-            f"upload_policy={self.upload_policy}", f"backend={self.backend or '-'}", f"exists={b(self.exists)}",
+            f"upload_policy={self.upload_policy}", f"backends={','.join(self.backends) or '-'}",
+            f"tier={self.tier or '-'}", f"exists={b(self.exists)}",
             f"remote_exists={b(self.remote_exists)}", f"will_use={b(self.will_use)}",
             f"will_download={b(self.will_download)}", f"will_rebuild={b(self.will_rebuild)}",
             f"will_upload={b(self.will_upload)}", f"pending_upload={b(self.pending_upload)}",
@@ -77,6 +90,25 @@ class PointStatus:
         if self.pending:
             line += f" ({self.pending})"
         return line
+
+    def tier_lines(self) -> list[str]:
+        """One line per tier when a tier is down or read-only, or when tiers of a chain were asked."""
+        notable = any(t["down_until"] or t["read_only"] for t in self.tiers)
+        if not notable and (len(self.tiers) < 2 or not any(t["state"] for t in self.tiers)):
+            return []
+        lines = []
+        for t in self.tiers:
+            what = t["state"] or "not asked"
+            if t["down_until"]:
+                what = f"down, not contacted until {clock(datetime.fromisoformat(t['down_until']).timestamp())}"
+            elif t["state"] == "offline":
+                what = "offline: not asked"
+            detail = t["reason"] or t["error"]
+            if detail and not t["down_until"]:
+                what += f" ({detail})"
+            flags = [] if t["writable"] else ["read-only"]
+            lines.append(f"  tier {t['ref']}: {what}" + (f" [{', '.join(flags)}]" if flags else ""))
+        return lines
 
 
 def _queue(cp: Checkpoints, point: Point, fp: str | None) -> dict[str, Any]:
@@ -94,24 +126,39 @@ def _signer(manifest: dict[str, Any]) -> str:
     return str(signature.get("key")) if isinstance(signature, dict) else "unsigned"
 
 
-def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) -> PointStatus:
+def _tier_rows(cp: Checkpoints, point: Point) -> list[dict[str, Any]]:
+    writable = cp.writable_tiers(point)
+    rows = []
+    for ref in point.backends:
+        until = cp.down_until(ref)
+        rows.append({"ref": ref, "read_only": cp.settings.tier_read_only(ref), "writable": ref in writable,
+                     "state": None, "reason": None, "error": None, "signer": "-", "seconds": None,
+                     "down_until": datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds") if until else None})
+    return rows
+
+
+def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True, every_tier: bool = False) -> PointStatus:
+    """``every_tier``: wait for the answer of every tier (the ``status`` command), not only
+    for those up to the first hit (a run's preamble, which must not wait for a slow tier
+    whose answer changes nothing)."""
     anchor = cp.anchor(point)
     fp = cp.fingerprint(point)
     inactive = anchor.inactive_reason()
     queue = _queue(cp, point, fp.value)
     base = dict(
         id=point.id, anchor=point.anchor_task, use_policy=point.use_policy, upload_policy=point.upload_policy,
-        trust_mode=point.trust_mode, backend=point.backend, pending_upload=queue["pending"] + queue["failed"] > 0,
+        trust_mode=point.trust_mode, backend=point.backends[0] if point.backends else None,
+        backends=list(point.backends), pending_upload=queue["pending"] + queue["failed"] > 0,
         upload_queue=queue, inactive=inactive, read_only=cp.read_only,
     )
     if not fp.known:
         assert fp.pending is not None
         unknown = dict.fromkeys(("exists", "materialized", "remote_exists", "will_use", "will_download",
-                                 "will_rebuild", "will_upload", "will_upload_reason", "will_fail"))
+                                 "will_rebuild", "will_upload", "will_upload_reason", "will_fail", "tier"))
         reason = f"inactive:{inactive}" if inactive else "unknown"
         return PointStatus(**base, **unknown, fingerprint="unknown", pending=str(fp.pending), reason=reason,
                            local_reason=reason, remote_error=None, remote_unavailable=False, signer="-",
-                           remote_signer="-")
+                           remote_signer="-", tiers=_tier_rows(cp, point))
     value = fp.value
     assert value is not None
     targets = anchor.targets()
@@ -129,29 +176,30 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
         local_reason = cp.miss_reason(point, fp)
     reason = local_reason
 
-    remote_exists: bool | None = None
-    remote_usable = False
-    remote_error = None
-    remote_signer = "-"
-    remote_unavailable = False
-    if not usable and not materialized and point.use_policy != "off" and point.backend and not inactive:
+    remote = _Remote()
+    if not usable and not materialized and point.use_policy != "off" and point.backends and not inactive:
         if not probe_remote:
-            remote_error = "not probed (dry run)"
+            remote.error = "not probed (dry run)"
         else:
-            remote_exists, remote_usable, remote_reason, remote_error, remote_signer = _probe(cp, point, value)
-            remote_unavailable = point.backend in cp.unavailable
-            if obj is None or remote_usable:
-                signer = remote_signer
-            if remote_usable:
+            remote = _probe(cp, point, value, every_tier)
+            if obj is None or remote.usable:
+                signer = remote.signer
+            if remote.usable:
                 reason = "remote_hit"
-            elif remote_reason:
-                reason = remote_reason
-            elif remote_error:
+            elif remote.reason:
+                reason = remote.reason
+            elif remote.error:
                 reason = "remote_probe_error"
             elif reason == "missing":
                 reason = "remote_missing"
+    tiers = _tier_rows(cp, point)
+    for row, answer in zip(tiers, remote.answers):
+        if answer is not None:
+            row.update(state=answer.state, reason=answer.reason, error=answer.error, signer=answer.signer,
+                       seconds=round(answer.seconds, 3))
+        row["down_until"] = row["down_until"] or _iso(cp.down_until(row["ref"]))
 
-    available = usable or materialized or remote_usable
+    available = usable or materialized or remote.usable
     will_use = will_rebuild = will_fail = False
     if inactive:
         reason = f"inactive:{inactive}"
@@ -165,49 +213,79 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
         will_fail, reason = True, f"required_missing:{reason}"
     else:
         will_rebuild = True
+    will_download = will_use and not usable and not materialized and remote.usable
+    writable = cp.writable_tiers(point)
     upload_blocked = None
-    if will_rebuild and point.upload_policy != "off" and point.backend:
-        upload_blocked = f"read_only: {cp.settings.read_only_source}" if cp.read_only else cp.upload_blocked(point)
+    if will_rebuild and point.upload_policy != "off" and point.backends:
+        if cp.read_only:
+            upload_blocked = f"read_only: {cp.settings.read_only_source}"
+        elif not writable:
+            upload_blocked = "read_only: every tier of the point is read_only"
+        elif cp.offline and all(cp.backend(ref).needs_network for ref in writable):
+            upload_blocked = f"offline ({cp.offline_source}): queued for `gaia checkpoints retry`"
+        else:
+            upload_blocked = cp.upload_blocked(point)
     return PointStatus(
         **base, fingerprint=value, pending=None, exists=obj is not None, materialized=materialized,
-        remote_exists=remote_exists, will_use=will_use,
-        will_download=will_use and not usable and not materialized and remote_usable,
+        remote_exists=remote.exists, will_use=will_use, will_download=will_download,
         will_rebuild=will_rebuild,
-        will_upload=will_rebuild and point.upload_policy != "off" and bool(point.backend) and not upload_blocked,
+        will_upload=will_rebuild and point.upload_policy != "off" and bool(point.backends) and not upload_blocked,
         will_upload_reason=upload_blocked, will_fail=will_fail, reason=reason, local_reason=local_reason,
-        remote_error=remote_error, remote_unavailable=remote_unavailable, signer=signer, remote_signer=remote_signer,
+        remote_error=remote.error, remote_unavailable=any(ref in cp.unavailable for ref in point.backends),
+        signer=signer, remote_signer=remote.signer, tiers=tiers,
+        tier=(remote.tier if will_download else "local" if will_use else None),
     )
 
 
-def _probe(cp: Checkpoints, point: Point, fp: str) -> tuple[bool | None, bool, str | None, str | None, str]:
-    """(exists, usable, why not usable, error, signer) of the backend's object, from its manifests."""
-    from gaia_core.checkpoints.remote import find
+def _iso(epoch: float | None) -> str | None:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds") if epoch else None
 
-    assert point.backend
-    try:
-        with cp.session(point.backend) as backend:
-            found, seen = find(cp, backend, point, fp)
-    except OldFormat:
-        return True, False, "format_changed", None, "-"
-    except BackendError as exc:
-        return None, False, None, cp.redact(point.backend, str(exc)), "-"
-    except CheckpointError as exc:
-        return True, False, "remote_invalid", str(exc), "-"
-    if found is None:
-        if seen:
-            return True, False, seen[0].verdict.reason(), None, seen[0].verdict.signer
-        return False, False, None, None, "-"
-    if point.trust_mode == "verify" and not found.verdict.usable:
-        return True, False, found.verdict.reason(), None, found.verdict.signer
-    portability = assess(found.manifest, cp.anchor(point))
-    if not portability.usable:
-        return True, False, portability.problem, None, found.verdict.signer
-    return True, True, None, None, found.verdict.signer
+
+@dataclasses.dataclass
+class _Remote:
+    """What the tiers say about a fingerprint, summed up the way a single backend's answer was."""
+
+    exists: bool | None = None
+    usable: bool = False
+    #: why the object the first tier holds is not used
+    reason: str | None = None
+    #: the first failure (a tier down, failing, or holding a malformed object)
+    error: str | None = None
+    signer: str = "-"
+    #: the tier a restore takes it from
+    tier: str | None = None
+    answers: list[Any] = dataclasses.field(default_factory=list)
+
+
+def _probe(cp: Checkpoints, point: Point, fp: str, every_tier: bool) -> _Remote:
+    """The tiers' answers (:meth:`Checkpoints.lookup`: the run's restore reads the same ones)."""
+    from gaia_core.checkpoints.tiers import DOWN, ERROR, INVALID, MISSING, winner
+
+    lookup = cp.lookup(point, fp)
+    answers: list[Any] = list(lookup.in_order()) if every_tier else lookup.decided()
+    found = winner(answers)
+    asked = [a for a in answers if a is not None and a.state != "offline"]
+    remote = _Remote(answers=answers)
+    if found is not None:
+        remote.exists, remote.usable, remote.signer, remote.tier = True, True, found.signer, found.ref
+        return remote
+    if any(a.holds for a in asked):
+        remote.exists = True
+    elif asked and len(asked) == len(answers) and all(a.state == MISSING for a in asked):
+        remote.exists = False
+    refused = next((a for a in asked if a.reason), None)
+    if refused is not None:
+        remote.reason, remote.signer = refused.reason, refused.signer
+    failed = next((a for a in asked if a.state in (DOWN, ERROR, INVALID)), None)
+    if failed is not None:
+        remote.error = failed.error
+    return remote
 
 
 def store_status(cp: Checkpoints) -> dict[str, Any]:
     return {"store": str(cp.store.root), "queue_file": str(cp.store.queue_path), "lock_holder": cp.store.lock.holder(),
-            "read_only": cp.settings.read_only_source or None}
+            "read_only": cp.settings.read_only_source or None, "offline": cp.offline_source or None,
+            "down_tiers_file": str(cp.down_tiers.path)}
 
 
 def remote_objects(cp: Checkpoints, backend: Any, point: Point) -> list[dict[str, Any]]:

@@ -198,40 +198,65 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
 
 
 def _find(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> tuple[LocalObject | None, str, str | None]:
-    """The object to restore, where it came from, and why there is none (None: ask miss_reason)."""
-    from gaia_core.checkpoints.remote import Unusable, Untrusted, download
+    """The object to restore, where it came from, and why there is none (None: ask miss_reason).
+
+    The point's tiers are asked at once and the first hit in their order is downloaded
+    (:mod:`.tiers`); the writable tiers before it that answered get a copy in the background."""
+    from gaia_core.checkpoints.tiers import DOWN, ERROR, INVALID, MISSING, UNTRUSTED, UNUSABLE, fetch
 
     obj = cp.local_object(point, fp)
-    if obj is not None or not point.backend:
+    if obj is not None or not point.backends:
         return obj, LOCAL_STORE, None
     tag = f"checkpoint:{point.id}"
-    try:
-        obj = download(cp, point, fp, ctx.log, progress_for(ctx, f"download {point.id}"))
-    except Cancelled:
-        raise
-    except Untrusted as exc:
-        cp.tally(point.id).decide("refused", exc.verdict.reason(), tier=point.backend)
-        ctx.log(f"WARN: {tag} the object in {point.backend} is not used: {exc.verdict.reason()}")
-        return None, point.backend, exc.verdict.reason()
-    except Unusable as exc:
-        cp.tally(point.id).decide("miss" if exc.reason == "format_changed" else "refused", exc.reason,
-                                  tier=point.backend)
-        ctx.log(f"{tag} the object in {point.backend} cannot be used here: {exc.reason}")
-        _unusable_here(ctx, point, point.backend, exc.reason)
-        return None, point.backend, exc.reason
-    except (BackendError, CheckpointError, OSError) as exc:
-        message = cp.redact(point.backend, str(exc))
-        if not isinstance(exc, BackendError):
-            message = f"remote fetch via {point.backend} failed: {message}"
-        cp.tally(point.id).decide("miss", f"remote_error:{type(exc).__name__}", tier=point.backend)
-        if point.use_policy == "required":
-            raise TaskFailed(f"required checkpoint '{point.id}': {message}") from None
-        ctx.log(f"WARN: {tag} {message}; building instead")
-        return None, point.backend, f"remote_error:{type(exc).__name__}"
-    if obj is None:
-        ctx.log(f"{tag} {fp[:12]} is not in {point.backend} either")
-        return None, point.backend, None
-    return obj, point.backend, None
+
+    def check() -> None:
+        if ctx.state.cancel.is_set():
+            raise Cancelled(f"cancelled while looking up {fp[:12]}")
+
+    fetched = fetch(cp, point, fp, ctx.log, progress_for(ctx, f"download {point.id}"), check)
+    found = fetched.obj is not None
+    if len(point.backends) > 1:
+        asked = [f"{a.ref} {a.state} ({a.seconds:.1f}s)" for a in fetched.answers if a is not None]
+        ctx.log(f"{tag} tiers: {', '.join(asked)}")
+    reason = None
+    for answer in fetched.answers:
+        if answer is None or answer.ref == fetched.ref:
+            break
+        if answer.state == UNTRUSTED:
+            ctx.log(f"WARN: {tag} the object in {answer.ref} is not used: {answer.reason}")
+        elif answer.state == UNUSABLE:
+            ctx.log(f"{tag} the object in {answer.ref} cannot be used here: {answer.reason}")
+            if not found:
+                _unusable_here(ctx, point, answer.ref, str(answer.reason))
+        elif answer.state in (DOWN, ERROR, INVALID):
+            ctx.log(f"WARN: {tag} {answer.error}" + ("" if found else "; building instead"))
+        if reason is None and answer.state in (UNTRUSTED, UNUSABLE):
+            reason = str(answer.reason)
+            if not found:  # the first refusal in the user's order is the record's reason
+                refused = answer.state == UNTRUSTED or reason != "format_changed"
+                cp.tally(point.id).decide("refused" if refused else "miss", reason, tier=answer.ref)
+        elif reason is None and answer.state in (DOWN, ERROR, INVALID):
+            reason = f"remote_error:{answer.ref}"
+    for ref, message in fetched.failures:
+        ctx.log(f"WARN: {tag} {message}; " + (f"{fp[:12]} came from {fetched.ref} instead" if found
+                                               else "building instead"))
+        if reason is None:
+            reason = f"remote_error:{ref}"
+    if fetched.obj is not None:
+        assert fetched.ref is not None
+        if fetched.backfill:
+            cp.backfills.start(point, fp, fetched.backfill)
+            ctx.log(f"{tag} copying {fp[:12]} into {', '.join(fetched.backfill)} (backfill) while the build goes on")
+        return fetched.obj, fetched.ref, None
+    failed = [a.error for a in fetched.answers if a is not None and a.state in (DOWN, ERROR, INVALID)]
+    failed += [message for _, message in fetched.failures]
+    if failed and point.use_policy == "required":
+        cp.tally(point.id).decide("miss", reason or "remote_error", tier=", ".join(point.backends))
+        raise TaskFailed(f"required checkpoint '{point.id}': {failed[0]}")
+    missing = [a.ref for a in fetched.answers if a is not None and a.state == MISSING]
+    if missing:
+        ctx.log(f"{tag} {fp[:12]} is not in {', '.join(missing)} either")
+    return None, ", ".join(point.backends), reason
 
 
 def _unusable_here(ctx: TaskContext, point: Point, where: str, reason: str) -> None:
@@ -302,9 +327,9 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
     from gaia_core.checkpoints.lifecycle import apply_retention
 
     apply_retention(cp, point, ctx.log)
-    if not point.backend or point.upload_policy == "off":
+    if not point.backends or point.upload_policy == "off":
         ctx.log(f"checkpoint:{point.id} kept locally (upload_policy={point.upload_policy}, "
-                f"backend={point.backend or 'none'})")
+                f"backends={','.join(point.backends) or 'none'})")
     elif cp.read_only:
         ctx.log(f"checkpoint:{point.id} kept locally: read-only ({cp.settings.read_only_source})")
     elif blocked := cp.upload_blocked(point, obj.manifest):
@@ -330,44 +355,66 @@ def _inputs_changed_meanwhile(ctx: TaskContext, cp: Checkpoints, point: Point, a
     return summary(input_changes(before.inputs, after.inputs)) or "the fingerprint differs"
 
 
-def _schedule_upload(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> None:
-    """``always``: upload now; ``on_success``: leave it to ``checkpoints.upload``."""
+def _schedule_upload(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str,
+                     tiers: list[str] | None = None) -> None:
+    """Upload to every writable tier (``tiers``: these of them), each its own queue entry:
+    ``always`` now, ``on_success`` in ``checkpoints.upload``. Offline, the tiers that need
+    the network are queued for ``gaia checkpoints retry`` instead."""
     from gaia_core.checkpoints.remote import upload
 
-    assert point.backend
+    tiers = cp.writable_tiers(point) if tiers is None else tiers
+    if cp.offline:
+        queued = [ref for ref in tiers if cp.backend(ref).needs_network]
+        for ref in queued:
+            cp.store.update_queue(point.id, fp, ref, point.anchor_task, state="pending",
+                                  last_error=f"not attempted offline ({cp.offline_source})")
+        if queued:
+            ctx.log(f"checkpoint:{point.id} queued for {', '.join(queued)} (offline): `gaia checkpoints retry` "
+                    "uploads it")
+        tiers = [ref for ref in tiers if ref not in queued]
+    if not tiers:
+        return
     if point.upload_policy == "always":
-        upload(cp, point.id, fp, point.backend, point.anchor_task, ctx.log, progress_for(ctx, f"upload {point.id}"))
+        for ref in tiers:
+            upload(cp, point.id, fp, ref, point.anchor_task, ctx.log, progress_for(ctx, f"upload {point.id}"))
     else:
-        ctx.state.data.setdefault(_TO_UPLOAD, []).append(point.id)
-        ctx.log(f"checkpoint:{point.id} will be uploaded to {point.backend} once the run succeeds")
+        ctx.state.data.setdefault(_TO_UPLOAD, []).append((point.id, tiers))
+        ctx.log(f"checkpoint:{point.id} will be uploaded to {', '.join(tiers)} once the run succeeds")
 
 
 def _upload_local_hit(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> None:
-    """A checkpoint used from the local store reaches the backend too, unless it already has it."""
-    if not point.backend or point.upload_policy == "off" or cp.read_only:
+    """A checkpoint used from the local store reaches every writable tier too, unless it already has it."""
+    tiers = cp.writable_tiers(point)
+    if not tiers or point.upload_policy == "off":
         return
     obj = cp.store.get(point.id, fp)
     if obj is None or cp.upload_blocked(point, obj.manifest):
         return
-    done = any(e.get("state") == "uploaded" and (e.get("fingerprint"), e.get("backend_ref")) == (fp, point.backend)
-               for e in cp.store.read_queue())
-    if done:
-        return
+    done = {e.get("backend_ref") for e in cp.store.read_queue()
+            if e.get("state") == "uploaded" and e.get("fingerprint") == fp and e.get("id") == point.id}
     from gaia_core.backends import object_key
+    from gaia_core.checkpoints.engine import NotUsedOffline
     from gaia_core.checkpoints.manifest import manifest_name, signer_of
 
-    try:
-        with cp.session(point.backend) as backend:
-            there = backend.exists(object_key(point.id, fp, manifest_name(signer_of(obj.manifest))))
-    except BackendError as exc:
-        there = False
-        ctx.log(f"WARN: checkpoint:{point.id} could not ask whether {fp[:12]} is there: "
-                f"{cp.redact(point.backend, str(exc))}")
-    if there:
-        ctx.log(f"checkpoint:{point.id} {fp[:12]} is already in {point.backend}")
-        cp.store.update_queue(point.id, fp, point.backend, point.anchor_task, state="uploaded", last_error=None)
-        return
-    _schedule_upload(ctx, cp, point, fp)
+    todo = []
+    for ref in tiers:
+        if ref in done:
+            continue
+        try:
+            with cp.session(ref) as backend:
+                there = backend.exists(object_key(point.id, fp, manifest_name(signer_of(obj.manifest))))
+        except NotUsedOffline:
+            there = False
+        except BackendError as exc:
+            there = False
+            ctx.log(f"WARN: checkpoint:{point.id} could not ask whether {fp[:12]} is there: {cp.redact(ref, str(exc))}")
+        if there:
+            ctx.log(f"checkpoint:{point.id} {fp[:12]} is already in {ref}")
+            cp.store.update_queue(point.id, fp, ref, point.anchor_task, state="uploaded", last_error=None)
+        else:
+            todo.append(ref)
+    if todo:
+        _schedule_upload(ctx, cp, point, fp, todo)
 
 
 @degrading("upload")
@@ -375,9 +422,9 @@ def run_uploads(ctx: TaskContext) -> None:
     from gaia_core.checkpoints.remote import upload
 
     cp = Checkpoints.of(ctx.build)
-    for point_id in ctx.state.data.get(_TO_UPLOAD, []):
+    for point_id, tiers in ctx.state.data.get(_TO_UPLOAD, []):
         point = cp.point(point_id)
-        assert point.backend
         fp = cp.fingerprint(point).value
         assert fp is not None
-        upload(cp, point.id, fp, point.backend, point.anchor_task, ctx.log, progress_for(ctx, f"upload {point.id}"))
+        for ref in tiers:
+            upload(cp, point.id, fp, ref, point.anchor_task, ctx.log, progress_for(ctx, f"upload {point.id}"))

@@ -1,9 +1,9 @@
 """``gaia checkpoints verify``: every object's manifest, signature, entries and chunks, and repair.
 
 Locally every chunk an object needs is read from its pack and checked against its id; in
-a backend, every signer's manifest under a fingerprint is judged and every chunk fetched
-and checked (nothing is kept). A bad local object is discarded and fetched again from the
-backend when the backend holds a good one; a bad remote object is replaced from a good
+each tier of a point, every signer's manifest under a fingerprint is judged and every chunk
+fetched and checked (nothing is kept). A bad local object is discarded and fetched again
+from the first tier that holds a good one; a bad remote object is replaced from a good
 local copy (its manifest deleted, then this copy published create-only), as a run that
 built a good object does. An untrusted remote object is reported as such, and counts
 against the exit status: no consumer that trusts the configured keys will use it.
@@ -17,7 +17,7 @@ from gaia_core.backends import object_dir
 from gaia_core.checkpoints import tree
 from gaia_core.checkpoints.engine import Checkpoints, Log
 from gaia_core.checkpoints.manifest import check_shape, slot_of
-from gaia_core.checkpoints.remote import check_remote_chunks, download, fetch_manifest, upload
+from gaia_core.checkpoints.remote import check_remote_chunks, fetch_manifest, upload
 from gaia_core.checkpoints.signing import verify
 from gaia_core.errors import BackendError, CheckpointError
 
@@ -117,8 +117,9 @@ def verify_points(cp: Checkpoints, points: list[Point], *, remote: bool, repair:
                 cp.store.discard(point.id, obj.fingerprint, detail)
                 item["repaired"] = _refetch(cp, point, obj.fingerprint, log)
             objects.append(item)
-        if remote and point.backend:
-            objects += _verify_backend(cp, point, local_good, repair, log)
+        if remote:
+            for ref in point.backends:
+                objects += _verify_backend(cp, point, ref, local_good, repair, log)
     bad = [o for o in objects if o["state"] == "bad"]
     untrusted = [o for o in objects if o["state"] == "untrusted"]
     return {"objects": objects, "ok": sum(o["state"] == "ok" for o in objects), "bad": len(bad),
@@ -132,24 +133,26 @@ def _signer(manifest: dict[str, Any]) -> str:
 
 
 def _refetch(cp: Checkpoints, point: Point, fp: str, log: Log) -> str | None:
-    if not point.backend:
+    """A bad local object fetched again from the first tier that holds a good one."""
+    from gaia_core.checkpoints.tiers import fetch
+
+    if not point.backends:
         return None
-    try:
-        obj = download(cp, point, fp, log)
-    except BackendError:
-        log(f"WARN: checkpoint:{point.id} {fp[:12]} could not be fetched again: backend {point.backend} is unavailable")
-        return None
-    except (CheckpointError, OSError) as exc:
-        log(f"WARN: checkpoint:{point.id} {fp[:12]} could not be fetched again: {cp.redact(point.backend, str(exc))}")
-        return None
-    return f"fetched again from {point.backend}" if obj else None
+    fetched = fetch(cp, point, fp, log, fresh=True)
+    if fetched.obj is not None:
+        return f"fetched again from {fetched.ref}"
+    why = [message for _, message in fetched.failures]
+    why += [str(a.error) for a in fetched.answers if a is not None and a.error]
+    log(f"WARN: checkpoint:{point.id} {fp[:12]} could not be fetched again: "
+        f"{why[0] if why else 'no tier holds a usable copy'}")
+    return None
 
 
-def _verify_backend(cp: Checkpoints, point: Point, local_good: set[str], repair: bool,
+def _verify_backend(cp: Checkpoints, point: Point, ref: str, local_good: set[str], repair: bool,
                     log: Log) -> list[dict[str, Any]]:
-    """The objects of the point's backend, one per signer's manifest, checked."""
-    assert point.backend
-    ref = point.backend
+    """The objects of one tier of the point, one per signer's manifest, checked."""
+    from gaia_core.checkpoints.engine import NotUsedOffline
+
     items: list[dict[str, Any]] = []
     try:
         with cp.session(ref) as backend:
@@ -159,13 +162,14 @@ def _verify_backend(cp: Checkpoints, point: Point, local_good: set[str], repair:
                     if entry.temporary or slot_of(name) is None:
                         continue
                     state, detail = check_remote(cp, backend, point, fp, name)
-                    items.append({"where": "remote", "id": point.id, "fingerprint": fp, "state": state,
+                    items.append({"where": "remote", "tier": ref, "id": point.id, "fingerprint": fp, "state": state,
                                   "detail": detail, "signer": slot_of(name) or "unsigned", "file": name})
-    except BackendError:
+    except (BackendError, NotUsedOffline):
         return items  # an unavailable backend holds no bad object: the command says why and exits 5
+    writable = ref in cp.writable_tiers(point)
     for item in items:
         mine = item["file"] == _own_slot(cp, item["fingerprint"], point)
-        if item["state"] == "bad" and repair and mine and item["fingerprint"] in local_good:
+        if item["state"] == "bad" and repair and mine and writable and item["fingerprint"] in local_good:
             cp.bad_remote[(ref, point.id, item["fingerprint"], item["file"])] = item["detail"]
             if upload(cp, point.id, item["fingerprint"], ref, point.anchor_task, log):
                 item["repaired"] = "replaced from the local store"

@@ -55,11 +55,14 @@ def plan_cmd(app: App, build_file: Path, overrides: tuple[str, ...], as_json: bo
 @click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
               help="Write the run's checkpoint metrics to PATH as OpenMetrics text (replaced at once; for a "
                    "node-exporter textfile collector, name it *.prom).")
+@click.option("--offline", is_flag=True,
+              help="Use no network: checkpoints come from the local store and mounted dir tiers only, and "
+                   "uploads are queued (GAIA_OFFLINE=1 does the same).")
 @pass_app
 @click.pass_context
 def run_cmd(
     ctx: click.Context, app: App, build_file: Path, overrides: tuple[str, ...], dry_run: bool, max_parallel: int,
-    no_wait: bool, quiet: bool, summary_file: Path | None, metrics_file: Path | None,
+    no_wait: bool, quiet: bool, offline: bool, summary_file: Path | None, metrics_file: Path | None,
 ) -> None:
     """Run every task of the build (one run per workspace at a time)."""
     from gaia_core import __version__
@@ -69,6 +72,7 @@ def run_cmd(
 
     click.echo(f"gaia {__version__}")
     build = app.load_build(build_file, overrides)
+    build.offline = offline
     plan = build_plan(build)
     lock = contextlib.nullcontext() if dry_run else run_lock(build.workspace.build_dir, wait=not no_wait,
                                                              echo=click.echo)

@@ -3,7 +3,8 @@
 server_set.py decides which; compose.py, images.py and containers.py run the Docker
 services; s3.py, ssh.py and http.py offer each backend's server in both forms.
 list_contract.py is the HTTP store of the ``?list=1`` contract (in process, both sets),
-misbehaving.py servers that hang or stall, metering.py a relay that counts what moves.
+misbehaving.py servers that hang or stall, metering.py a relay that counts what moves,
+nginx_office.py the nginx ``proxy_cache`` office tier of docs/tiers.md (both sets).
 """
 
 from __future__ import annotations

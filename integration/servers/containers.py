@@ -30,15 +30,18 @@ def run(
     mounts: dict[str, dict[str, str]] | None = None,
 ) -> Any:
     """Start service ``name`` (building its image if needed). ``environment`` overrides the
-    file's; ``command`` (arguments to the image's entrypoint) and ``mounts`` are added."""
+    file's; ``command`` (arguments to the image's entrypoint) and ``mounts`` are added (a
+    mount at a path the file mounts something at replaces that one)."""
     spec = service(name)
+    taken = {mount["bind"] for mount in (mounts or {}).values()}
+    volumes = {host: mount for host, mount in spec.volumes.items() if mount["bind"] not in taken}
     return client().containers.run(
         ensure_image(name),
         command=command,
         detach=True,
         network_mode="host",
         environment=spec.environment_with(environment),
-        volumes={**spec.volumes, **(mounts or {})},
+        volumes={**volumes, **(mounts or {})},
         name=f"{LABEL}-{name}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
         labels={LABEL: name},
     )

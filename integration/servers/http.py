@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from servers import INSTALL_HINT, free_port, wait_for_port
@@ -21,6 +22,8 @@ from servers.server_set import use_docker
 
 COMPOSE_SERVICE = "nginx"
 STATIC_CONFIG = Path(__file__).with_name("nginx-webdav.conf")
+#: where the image's entrypoint reads the server block (compose.yaml mounts nginx-webdav.conf there)
+TEMPLATE_IN_IMAGE = "/etc/gaia/webdav.conf.template"
 
 
 def compose_config() -> str:
@@ -52,13 +55,14 @@ def server_block(listen: str, data_root: str, token: str) -> str:
 """
 
 
-def native_config(workdir: Path, port: int, token: str) -> str:
-    """A whole nginx.conf whose every path (pid, logs, temp bodies, data) is in ``workdir``."""
+def native_config(workdir: Path, port: int, token: str, server: str | None = None) -> str:
+    """A whole nginx.conf whose every path (pid, logs, temp bodies, data) is in ``workdir``;
+    its server is the WebDAV store of :func:`server_block`, or ``server``."""
     user = "user root;\n" if os.geteuid() == 0 else ""
     temps = "\n".join(
         f"    {kind}_temp_path {workdir / ('tmp-' + kind)};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
-    server = server_block(f"127.0.0.1:{port}", str(workdir / "data"), token)
+    server = server or server_block(f"127.0.0.1:{port}", str(workdir / "data"), token)
     indented = "\n".join("    " + line if line else line for line in server.splitlines())
     return f"""{user}worker_processes 1;
 pid {workdir / 'nginx.pid'};
@@ -76,10 +80,16 @@ http {{
 """
 
 
-class NginxServer:
-    """Debian's nginx in the foreground on a free loopback port; ``stop()``/``start()`` keep the port."""
+#: renders a server block for the port a server got (another nginx than the WebDAV store)
+Render = Callable[[int], str]
 
-    def __init__(self, workdir: Path, token: str):
+
+class NginxServer:
+    """Debian's nginx in the foreground on a free loopback port; ``stop()``/``start()`` keep the port.
+
+    It serves the WebDAV store, or the server block ``render`` makes for its port."""
+
+    def __init__(self, workdir: Path, token: str, render: Render | None = None):
         self.workdir = workdir
         self.token = token
         self.port = free_port()
@@ -89,7 +99,7 @@ class NginxServer:
             raise RuntimeError(f"nginx is not installed; {INSTALL_HINT}")
         (workdir / "data").mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "nginx.conf"
-        self.config_path.write_text(native_config(workdir, self.port, token))
+        self.config_path.write_text(native_config(workdir, self.port, token, render(self.port) if render else None))
 
     @property
     def url(self) -> str:
@@ -138,13 +148,20 @@ class DockerNginx:
     """The compose file's ``nginx`` service, started through the docker package.
 
     ``stop()`` stops the container and ``start()`` starts it again: the uploaded objects
-    stay in its file system, the port and token in its environment.
+    stay in its file system, the port and token in its environment. With ``render``, the
+    server block it makes (in ``workdir``) replaces the WebDAV one.
     """
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, render: Render | None = None, workdir: Path | None = None) -> None:
         self.token = token
         self.port = free_port()
         self.container = None
+        self.mounts: dict[str, dict[str, str]] = {}
+        if render is not None:
+            assert workdir is not None
+            template = workdir / "server.conf.template"
+            template.write_text(render(self.port))
+            self.mounts = {str(template): {"bind": TEMPLATE_IN_IMAGE, "mode": "ro"}}
 
     @property
     def url(self) -> str:
@@ -161,7 +178,8 @@ class DockerNginx:
         from servers import containers
 
         if self.container is None:
-            self.container = containers.run(COMPOSE_SERVICE, {"HTTP_PORT": str(self.port), "HTTP_TOKEN": self.token})
+            self.container = containers.run(COMPOSE_SERVICE, {"HTTP_PORT": str(self.port), "HTTP_TOKEN": self.token},
+                                            mounts=self.mounts)
         else:
             self.container.start()
         containers.wait_until(self.container, self._accepts, f"a listener on 127.0.0.1:{self.port}", timeout=30)
@@ -186,8 +204,9 @@ class DockerNginx:
             self.container = None
 
 
-def start_http_server(workdir: Path, token: str):  # type: ignore[no-untyped-def]
-    """Compose's nginx under Docker, else the native one; started."""
-    server = DockerNginx(token) if use_docker() else NginxServer(workdir, token)
+def start_http_server(workdir: Path, token: str, render: Render | None = None):  # type: ignore[no-untyped-def]
+    """Compose's nginx under Docker, else the native one; started. ``render``: another
+    server block than the WebDAV store's (the nginx office tier)."""
+    server = DockerNginx(token, render, workdir) if use_docker() else NginxServer(workdir, token, render)
     server.start()
     return server

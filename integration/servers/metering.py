@@ -6,12 +6,16 @@ in place downloads only the changed chunks) at the one place no backend can misr
 the wire. :class:`MeteringProxy` relays TCP to ``upstream``, counts the bytes of each
 direction, can hold the client's uploads to a rate (so that a test can stop it in the
 middle of a multi-pack upload), and can be stopped (open connections cut, the port then
-refusing, like a server that went away) and started again on the same port.
+refusing, like a server that went away) and started again on the same port. It also counts
+the connections it accepted and keeps the HTTP request lines it relayed (method and path of
+each request a client sent through it: the upstream's access log, for the nginx office
+tier's tests).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -22,6 +26,8 @@ HOST = "127.0.0.1"
 #: client -> server, and server -> client
 UP, DOWN = "up", "down"
 _CHUNK = 64 * 1024
+#: the request line of an HTTP/1.x request, at the start of a line
+_REQUEST_LINE = re.compile(rb"(?:^|\r\n)([A-Z]+) (\S+) HTTP/1\.[01]\r\n")
 
 
 class MeteringProxy:
@@ -32,6 +38,12 @@ class MeteringProxy:
         self.rate = rate
         self.port = free_port()
         self.moved = {UP: 0, DOWN: 0}
+        #: connections accepted since the start (or the last reset)
+        self.connections = 0
+        #: (method, path) of the HTTP requests relayed upstream, in order
+        self.requests: list[tuple[str, str]] = []
+        #: the requests before the last :meth:`reset`
+        self.last_requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._listener: socket.socket | None = None
@@ -67,9 +79,10 @@ class MeteringProxy:
         cut(sockets)
 
     def reset(self) -> dict[str, int]:
-        """The counts so far; counting starts again from zero."""
+        """The counts so far (the requests go to ``last_requests``); counting starts again from zero."""
         with self._lock:
             moved, self.moved = dict(self.moved), {UP: 0, DOWN: 0}
+            self.last_requests, self.requests, self.connections = self.requests, [], 0
         return moved
 
     def _accept_loop(self, listener: socket.socket) -> None:
@@ -89,6 +102,7 @@ class MeteringProxy:
             client.settimeout(None)
             with self._lock:
                 self._open.update((client, server))
+                self.connections += 1
             for source, target, direction in ((client, server, UP), (server, client, DOWN)):
                 threading.Thread(target=self._pump, args=(source, target, direction), daemon=True).start()
 
@@ -102,11 +116,21 @@ class MeteringProxy:
                     return
                 if direction == UP and self.rate:
                     self._wait_for_rate(len(data))
+                if direction == UP:
+                    self._note_requests(data)
                 target.sendall(data)
                 with self._lock:
                     self.moved[direction] += len(data)
         except OSError:
             return  # either side went away, or stop() cut the connection
+
+    def _note_requests(self, data: bytes) -> None:
+        """Request lines in what a client sent (a request split across two reads, or one
+        inside a body, is not seen: good enough for requests without bodies, like reads)."""
+        found = [(m.group(1).decode(), m.group(2).decode(errors="replace")) for m in _REQUEST_LINE.finditer(data)]
+        if found:
+            with self._lock:
+                self.requests += found
 
     def _wait_for_rate(self, count: int) -> None:
         """Every upload chunk gets its slot of ``count / rate`` seconds, across connections."""
