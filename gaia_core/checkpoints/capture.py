@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 
 def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targets: list[Target], log: Log,
-            progress: Progress | None = None) -> LocalObject:
+            progress: Progress | None = None, units: dict | None = None) -> LocalObject:
+    """``units``: the manifest's list of the units the tree holds (:func:`.unitstore.units_field`)."""
     assert fp.value is not None
     existing = cp.local_object(point, fp.value)
     if existing is not None:
@@ -52,7 +53,7 @@ def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targ
             point_id=point.id, anchor_task=point.anchor_task, fingerprint=fp.value,
             lineage=lineage(point.anchor_task, fp.value), trust_mode=point.trust_mode, inputs=fp.inputs,
             targets=[t.name for t in targets], tree=info.tree(), roots=roots, embedded=info.embedded,
-            prerequisites=info.external_links,
+            prerequisites=info.external_links, units=units,
         )
         key = cp.signing_key(log)
         if key is not None:

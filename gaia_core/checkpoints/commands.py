@@ -78,9 +78,12 @@ def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bo
     statuses = [point_status(cp, p, probe_remote=not no_remote) for p in cp.points]
     explanations = {}
     if explain:
-        from gaia_core.checkpoints.explain import explain_miss
+        from gaia_core.checkpoints.explain import explain_miss, explain_units
 
         explanations = {s.id: explain_miss(cp, cp.point(s.id), probe_remote=not no_remote) for s in statuses}
+        for s in statuses:
+            if s.units is not None:
+                explanations[s.id]["units"] = explain_units(cp, cp.point(s.id), probe_remote=not no_remote)
     store = store_status(cp)
     if as_json:
         rows = [{**s.to_dict(), **({"explain": explanations[s.id]} if explain else {})} for s in statuses]
@@ -99,6 +102,8 @@ def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bo
             click.echo(f"  upload {current['state']} to {current['backend_ref']} after {current['attempts']} "
                        f"attempt(s): {current.get('last_error') or 'waiting'}")
         for line in (explanations.get(s.id) or {}).get("lines", []):
+            click.echo(f"  {line}")
+        for line in ((explanations.get(s.id) or {}).get("units") or {}).get("lines", []):
             click.echo(f"  {line}")
     if store["read_only"]:
         click.echo(f"read-only: nothing is uploaded or signed ({store['read_only']})")
@@ -119,6 +124,7 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
     Exits non-zero when a backend could not be listed."""
     from gaia_core.checkpoints.status import remote_objects
     from gaia_core.checkpoints.units import human_size
+    from gaia_core.checkpoints.unitstatus import local_unit_rows, remote_unit_rows
 
     cp = engine_for(app, build_file, overrides)
     points = selected_points(cp, build_file, point_id)
@@ -134,10 +140,12 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                 "created_at": obj.created_at, "age": age(obj.created_at), "current": obj.fingerprint == current,
                 "format": obj.manifest.get("format"),
                 "signer": signature.get("key") if isinstance(signature, dict) else "unsigned",
+                "units": len(obj.manifest.get("units") or {}),
             })
         row: dict[str, Any] = {
             "id": p.id, "anchor": p.anchor_task, "backend": p.backend, "current_fingerprint": current or "unknown",
             "local_latest": (index["points"].get(p.id) or {}).get("latest_fingerprint"), "local": local,
+            "local_units": local_unit_rows(cp, p),
         }
         if remote:
             row["remote"], row["remote_error"] = None, None
@@ -147,6 +155,8 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                         row["remote"] = [{**o, "age": age(o["created_at"] or ""),
                                           "current": o["fingerprint"] == current}
                                          for o in remote_objects(cp, backend, p)]
+                        row["remote_units"] = [{**u, "age": age(u["created_at"] or "")}
+                                               for u in remote_unit_rows(cp, backend, p)]
                 except BackendError as exc:
                     row["remote_error"] = cp.redact(p.backend, str(exc))
         rows.append(row)
@@ -162,8 +172,14 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                        f"current_fingerprint={row['current_fingerprint']} local_count={len(row['local'])}")
             for item in row["local"]:
                 mark = " (current)" if item["current"] else ""
+                units = f"  units={item['units']}" if item["units"] else ""
                 click.echo(f"    local  {item['fingerprint']}  {human_size(item['size'])}  {item['age']}  "
-                           f"signer={item['signer']}{mark}")
+                           f"signer={item['signer']}{units}{mark}")
+            for unit in row["local_units"]:
+                listed = ",".join(fp[:12] for fp in unit["listed_by"]) or "no checkpoint (gc removes it)"
+                click.echo(f"    unit   {unit['name']} {unit['label']}".rstrip() + f"  {unit['key'][:12]}  "
+                           f"{human_size(unit['size'])}  {age(unit['created_at'])}  signer={unit['signer']}  "
+                           f"in {listed}")
             if remote:
                 if row["remote_error"]:
                     click.echo(f"    remote error: {row['remote_error']}")
@@ -175,6 +191,10 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                         trust = item["trust"] + (f": {item['why']}" if item.get("why") else "")
                         click.echo(f"    remote {item['fingerprint']}  {human_size(item['size'])}  {item['age']}  "
                                    f"signer={item['signer']} ({trust}){mark}")
+                    for unit in row.get("remote_units") or []:
+                        trust = unit["trust"] + (f": {unit['why']}" if unit.get("why") else "")
+                        click.echo(f"    remote unit {unit['name']} {unit['label']}".rstrip() + f"  {unit['key'][:12]}"
+                                   f"  {human_size(unit['size'])}  {unit['age']}  signer={unit['signer']} ({trust})")
     if failed:
         raise RemoteUnlisted(f"{len(failed)} backend(s) could not be listed: "
                              + "; ".join(f"{r['backend']}: {r['remote_error']}" for r in failed))
@@ -336,6 +356,9 @@ def gc(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, poi
                 state = f"kept ({obj['kept']})" if obj["kept"] else verb
                 click.echo(f"{obj['where']:<12} {obj['point']}/{obj['fingerprint'][:12]}  "
                            f"{human_size(obj['size'])}  {state}")
+            for sweep in [part["packs"]] if "packs" in part else list(part.get("backends", {}).values()):
+                for item in sweep.get("units_removed", []):
+                    click.echo(f"{'unit':<12} {item}  {verb} (no checkpoint kept lists it)")
             for item in part["litter"]:
                 click.echo(f"{'litter':<12} {item}  {verb}")
             for error in part.get("errors", []):

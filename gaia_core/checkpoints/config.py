@@ -45,6 +45,8 @@ class PointModel(StrictModel):
     fingerprint_exclude: list[str] = Field(default_factory=list)
     backend: str | None = None
     trust_mode: TrustMode | None = None
+    #: on a miss of the whole tree, reuse the anchor's units (Buildroot: its packages)
+    units: bool = False
 
     @field_validator("fingerprint_exclude")
     @classmethod
@@ -115,6 +117,8 @@ class Point:
     fingerprint_from: tuple[str, ...] | None
     backend: str | None  # "kind:name", resolved
     fingerprint_exclude: tuple[str, ...] = ()
+    #: a miss of the whole tree restores the stored units of the anchor (``units = true``)
+    units: bool = False
 
     @property
     def slug(self) -> str:
@@ -260,6 +264,10 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             )
         else:
             seen_anchors[anchor] = p.id
+        if p.units and anchor in registry.anchors:
+            problem = _units_problem(build, anchor)
+            if problem:
+                problems.append(f"{origin}: {key}.units: {problem}")
         if p.fingerprint_from is not None:
             if not p.fingerprint_from:
                 problems.append(
@@ -291,6 +299,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             fingerprint_from=tuple(s.strip() for s in p.fingerprint_from) if p.fingerprint_from else None,
             backend=backend_ref,
             fingerprint_exclude=tuple(g.strip() for g in p.fingerprint_exclude),
+            units=p.units,
         ))
     queue_file = model.queue_file.strip() if model.queue_file and model.queue_file.strip() else None
     if queue_file is not None:
@@ -338,6 +347,19 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
         ),
     )
     return settings, problems
+
+
+def _units_problem(build: Build, anchor_task: str) -> str | None:
+    """Why the anchor cannot split this build into units (None: it can, or cannot tell yet)."""
+    from gaia_core.errors import GaiaError
+    from gaia_core.fingerprints import InputPending
+
+    try:
+        return build.registry.anchors[anchor_task].make(build).units_problem()
+    except InputPending:
+        return None
+    except GaiaError as exc:
+        return str(exc)
 
 
 def _environment_problems(configs: dict[str, tuple[Provided, BaseModel]], used: set[str]) -> list[str]:

@@ -118,12 +118,13 @@ class Found:
 
 
 def fetch_manifest(backend: Backend, point_id: str, fp: str, where: str,
-                   name: str = UNSIGNED_MANIFEST) -> dict[str, Any] | None:
-    """One remote manifest, shape-checked; None when the backend has none under that name."""
+                   name: str = UNSIGNED_MANIFEST, *, key: str | None = None) -> dict[str, Any] | None:
+    """One remote manifest, shape-checked; None when the backend has none under that name.
+    ``key``: the manifest's key, when it is not a whole tree's (a unit's)."""
     with tempfile.TemporaryFile() as f:
         try:
-            backend.download(object_key(point_id, fp, name), LimitedWriter(f, MAX_MANIFEST_BYTES,
-                                                                           f"remote manifest {where}"))
+            backend.download(key or object_key(point_id, fp, name), LimitedWriter(f, MAX_MANIFEST_BYTES,
+                                                                                  f"remote manifest {where}"))
         except ObjectNotFound:
             return None
         f.seek(0)
@@ -331,6 +332,10 @@ def upload(cp: Checkpoints, point_id: str, fp: str, ref: str, anchor_task: str, 
             raise CheckpointError(f"local checkpoint {point_id}/{fp[:12]} is missing; nothing to upload")
         with cp.store.hold(obj), cp.session(ref) as backend:
             _send(cp, backend, point, obj, remote_state(cp, backend, point, obj), log, progress_factory)
+            if obj.manifest.get("units"):
+                from gaia_core.checkpoints.unitremote import send_units
+
+                send_units(cp, backend, point, obj, log)
     except (BackendError, CheckpointError, OSError) as exc:
         message = cp.redact(ref, str(exc))
         cp.store.update_queue(point_id, fp, ref, anchor_task, state="failed", attempted=True,

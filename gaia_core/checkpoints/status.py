@@ -53,6 +53,8 @@ class PointStatus:
     #: who signed the backend's object, when the backend was asked (``-`` otherwise)
     remote_signer: str
     read_only: bool
+    #: ``units = true``, on a miss: what would happen to the units (:mod:`.unitstatus`)
+    units: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -71,6 +73,9 @@ class PointStatus:
             f"remote_error={self.remote_error or '-'}",
             f"fingerprint={self.fingerprint}",
         ]
+        if self.units is not None:
+            parts.append("units=" + (f"keep:{self.units['keep']},restore:{self.units['restore']},"
+                                     f"build:{self.units['build']}" if self.units["state"] == "known" else "unknown"))
         line = "- " + " ".join(parts)
         if self.pending:
             line += f" ({self.pending})"
@@ -160,6 +165,11 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
         will_fail, reason = True, f"required_missing:{reason}"
     else:
         will_rebuild = True
+    units = None
+    if point.units and will_rebuild and not inactive and point.use_policy != "off":
+        from gaia_core.checkpoints.unitstatus import units_status
+
+        units = units_status(cp, point, probe_remote=probe_remote)
     upload_blocked = None
     if will_rebuild and point.upload_policy != "off" and point.backend:
         upload_blocked = f"read_only: {cp.settings.read_only_source}" if cp.read_only else cp.upload_blocked(point)
@@ -170,7 +180,7 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
         will_rebuild=will_rebuild,
         will_upload=will_rebuild and point.upload_policy != "off" and bool(point.backend) and not upload_blocked,
         will_upload_reason=upload_blocked, will_fail=will_fail, reason=reason, local_reason=local_reason,
-        remote_error=remote_error, signer=signer, remote_signer=remote_signer,
+        remote_error=remote_error, signer=signer, remote_signer=remote_signer, units=units,
     )
 
 
