@@ -70,7 +70,8 @@ def check_units(units: Units, target_names: list[str]) -> None:
 
 def order(units: Units) -> tuple[list[Unit], dict[str, str]]:
     """The units with every one after its dependencies (by name where free to choose), and
-    why a unit cannot be ordered (a dependency that is no unit, a cycle)."""
+    why a unit cannot be keyed: a dependency that is no unit, or a dependency cycle it is in
+    (the units that depend on such a one are ordered after it, and have no key either)."""
     by_name = {u.name: u for u in units.units}
     why: dict[str, str] = {}
     for unit in units.units:
@@ -82,16 +83,32 @@ def order(units: Units) -> tuple[list[Unit], dict[str, str]]:
     pending = sorted(by_name)
     while pending:
         ready = [n for n in pending if all(d in placed or d not in by_name for d in by_name[n].deps)]
-        if not ready:  # a cycle: what is left cannot be ordered
+        if not ready:
             for name in pending:
-                why.setdefault(name, f"it is in a dependency cycle with {', '.join(n for n in pending if n != name)}")
-                done.append(by_name[name])
-            break
+                path = _cycle(name, by_name, set(pending))
+                if path:
+                    why.setdefault(name, f"it is in a dependency cycle ({' -> '.join(path)})")
+                    ready.append(name)
         for name in ready:
             done.append(by_name[name])
             placed.add(name)
         pending = [n for n in pending if n not in placed]
     return done, why
+
+
+def _cycle(start: str, by_name: Mapping[str, Unit], among: set[str]) -> list[str] | None:
+    """A path of dependencies from ``start`` back to itself, within ``among``."""
+    stack = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        name, path = stack.pop()
+        for dep in sorted(by_name[name].deps):
+            if dep == start:
+                return [*path, start]
+            if dep in among and dep not in seen:
+                seen.add(dep)
+                stack.append((dep, [*path, dep]))
+    return None
 
 
 def unit_keys(units: Units, anchor: Anchor) -> dict[str, UnitKey]:
