@@ -223,3 +223,58 @@ def test_a_unit_without_key_is_built_with_everything_that_depends_on_it(gaia_cli
     warm = run(gaia_cli, pm, ws)
     assert ws.built() == ["a", "b", "c"]
     assert "unit a v1 will be built: no key: its inputs are opaque" in warm.output
+
+
+def remote_units(ws: Workspace) -> dict[str, list[str]]:
+    """Unit key -> the manifest slots the shared store holds for it."""
+    base = ws.remote / "units" / "base"
+    found = {d.name: sorted(p.name for p in d.iterdir()) for d in sorted(base.iterdir())} if base.is_dir() else {}
+    return {key: slots for key, slots in found.items() if slots}  # gc leaves an emptied directory
+
+
+def test_each_unit_object_is_trusted_on_its_own(gaia_cli, pm, ws, tmp_path, monkeypatch):
+    result = gaia_cli("checkpoints", "keygen", "ci-main", "--dir", tmp_path / "keys", pm=pm)
+    assert result.exit_code == 0, result.output
+    public = (tmp_path / "keys" / "ci-main.public").read_text().strip()
+    monkeypatch.setenv("GAIA_TEST_SIGNING_KEY", str(tmp_path / "keys" / "ci-main.secret"))
+    parts = {**PARTS, "d": {"value": "1"}}
+
+    def write(workspace: Workspace, **changed) -> None:  # type: ignore[no-untyped-def]
+        workspace.write(parts={**parts, **changed}, backend=True)
+        config = json.loads(json.dumps(__import__("tomllib").loads(workspace.build.read_text())))
+        config["checkpoints"].update(trusted_public_keys=[public], signing_key_file_env="GAIA_TEST_SIGNING_KEY")
+        workspace.build.write_text(tomli_w.dumps(config))
+
+    write(ws)
+    run(gaia_cli, pm, ws)
+    assert all(slots == ["manifest.key.ci-main.json"] for slots in remote_units(ws).values())
+    # an attacker with write access to the store edits c's unit after it was signed
+    listed = {json.loads((ws.store / "units" / "base" / key / "manifest.json").read_text())["unit"]["name"]: key
+              for key in remote_units(ws)}
+    slot = ws.remote / "units" / "base" / listed["c"] / "manifest.key.ci-main.json"
+    manifest = json.loads(slot.read_text())
+    manifest["unit"]["label"] = "trust me"
+    slot.write_text(json.dumps(manifest))
+
+    other = Workspace(tmp_path / "ci", ws.remote)
+    write(other, d={"value": "2"})
+    warm = run(gaia_cli, pm, other)
+    assert other.built() == ["c", "d"], warm.output
+    assert "unit c 1 will be built: dir:shared: untrusted:bad_signature:ci-main" in warm.output
+    assert "units: 0 kept, 2 restored, 2 to build" in warm.output
+
+
+def test_gc_in_the_backend_removes_units_no_kept_checkpoint_lists(gaia_cli, pm, ws):
+    ws.write(backend=True)
+    run(gaia_cli, pm, ws)
+    ws.write(parts={**PARTS, "c": {"value": "2"}}, backend=True)
+    run(gaia_cli, pm, ws)
+    assert len(remote_units(ws)) == 4
+    result = gaia_cli("checkpoints", "gc", ws.build, "--remote", "--keep-last", "1", "--grace", "0s", "--json",
+                      pm=pm)
+    assert result.exit_code == 0, result.output
+    assert len(result.json["remote"]["backends"]["dir:shared"]["units_removed"]) == 1
+    assert len(remote_units(ws)) == 3
+    listed = gaia_cli("checkpoints", "list", ws.build, "--remote", "--json", pm=pm).json["points"][0]
+    assert sorted((u["name"], u["label"], u["trust"]) for u in listed["remote_units"]) == [
+        ("a", "1", "unsigned"), ("b", "1", "unsigned"), ("c", "2", "unsigned")]

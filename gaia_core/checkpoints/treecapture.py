@@ -385,6 +385,9 @@ def capture_tree(targets: Sequence[Target], packs: PackStore, staging: Path, *,
                                 and not reuse.relocated:
                             item.reuse = reuse
                         elif entry.size > chunking.SMALL_FILE:
+                            # the pool runs tasks in the order the walk finishes items: a batch
+                            # queued behind streams that wait for the walk would never run
+                            batch.submit()
                             item.stream = queue.Queue(4)
                             item.future = pool.submit(reader.read, fs_path, item.name, st, item.stream)
                             inflight += chunking.SMALL_FILE
