@@ -278,3 +278,17 @@ def test_gc_in_the_backend_removes_units_no_kept_checkpoint_lists(gaia_cli, pm, 
     listed = gaia_cli("checkpoints", "list", ws.build, "--remote", "--json", pm=pm).json["points"][0]
     assert sorted((u["name"], u["label"], u["trust"]) for u in listed["remote_units"]) == [
         ("a", "1", "unsigned"), ("b", "1", "unsigned"), ("c", "2", "unsigned")]
+
+
+def test_use_policy_off_restores_no_unit_but_still_rebuilds_what_changed(gaia_cli, pm, ws):
+    ws.write(use_policy="off")
+    run(gaia_cli, pm, ws)
+    assert ws.built() == ["a", "b", "c"]
+    ws.write(parts={**PARTS, "c": {"value": "2"}}, use_policy="off")
+    warm = run(gaia_cli, pm, ws)
+    assert ws.built() == ["c"], warm.output  # c's directory held another key: it is removed
+    import shutil
+
+    shutil.rmtree(ws.out)
+    run(gaia_cli, pm, ws)
+    assert ws.built() == ["a", "b", "c"]  # nothing restored

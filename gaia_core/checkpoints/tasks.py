@@ -354,16 +354,14 @@ def run_units(ctx: TaskContext, point_id: str) -> None:
     if how is not None:
         ctx.log(f"checkpoint:{point.id} units: nothing to restore, the whole tree was {how}")
         return
-    if point.use_policy == "off":
-        ctx.log(f"checkpoint:{point.id} units not restored (use_policy=off); {point.anchor_task} builds them all")
-        return
     from gaia_core.checkpoints.unitrestore import restore_units
     from gaia_core.checkpoints.unitstore import clear_held
     from gaia_core.errors import ConfigError
     from gaia_core.fingerprints import InputPending
 
     try:
-        restore_units(cp, point, anchor, cp.fingerprint(point).newest_input_ns, ctx.log)
+        restore_units(cp, point, anchor, cp.fingerprint(point).newest_input_ns, ctx.log,
+                      reuse=point.use_policy != "off")
     except (Cancelled, ConfigError):
         raise
     except (CheckpointError, OSError, InputPending) as exc:

@@ -140,12 +140,16 @@ def local_available(cp: Checkpoints, point: Point, anchor: Anchor, keys: Mapping
     return found, why
 
 
-def plan_restore(cp: Checkpoints, point: Point, anchor: Anchor, log: Log) -> tuple[UnitsPlan, dict[str, LocalObject]]:
-    """Read the units, fetch what the backends have of what is needed, decide."""
+def plan_restore(cp: Checkpoints, point: Point, anchor: Anchor, log: Log, *,
+                 reuse: bool = True) -> tuple[UnitsPlan, dict[str, LocalObject]]:
+    """Read the units, fetch what the backends have of what is needed, decide (``reuse``
+    off: no store is asked, what the tree holds is kept or removed)."""
     spec, keys, newest = read_units(anchor)
     targets = anchor.targets()
     held = read_held(targets, point)
     in_tree = {n for n, k in keys.items() if holds(held, k, anchor)}
+    if not reuse:
+        return UnitsPlan(spec, keys, decide(keys, in_tree, {}, dict.fromkeys(keys, "use_policy=off")), newest), {}
     local, why = local_available(cp, point, anchor, keys, discard=True)
     available = {n: "local store" for n in local}
     if point.backends:
@@ -165,13 +169,15 @@ def plan_restore(cp: Checkpoints, point: Point, anchor: Anchor, log: Log) -> tup
 
 
 def restore_units(cp: Checkpoints, point: Point, anchor: Anchor, newest_input_ns: int | None,
-                  log: Log) -> UnitsPlan:
-    """Bring the tree to its kept and restored units (see the module docstring)."""
+                  log: Log, *, reuse: bool = True) -> UnitsPlan:
+    """Bring the tree to its kept and restored units (see the module docstring). ``reuse``
+    off (``use_policy = "off"``): nothing is restored, but what the tree holds of other keys
+    still goes, so the build never leaves a package stale that Buildroot would not rebuild."""
     from gaia_core.checkpoints.restore import tidy
 
     targets = anchor.targets()
     tidy(targets, log)
-    plan, objects = plan_restore(cp, point, anchor, log)
+    plan, objects = plan_restore(cp, point, anchor, log, reuse=reuse)
     held = read_held(targets, point)
     kept = {n: (str(d.key), tuple(plan.keys[n].unit.paths)) for n, d in plan.decisions.items() if d.action == KEEP}
     restoring = {n: objects[n] for n, d in plan.decisions.items() if d.action == RESTORE}
@@ -202,10 +208,12 @@ def restore_units(cp: Checkpoints, point: Point, anchor: Anchor, newest_input_ns
         + f"; {removed} path(s) removed, {len(moved)} moved in, mtimes of {placement.entries} entries placed "
         f"in {time.monotonic() - started:.1f}s")
     from gaia_core.checkpoints.unitstatus import why_line
+    from gaia_core.checkpoints.unitstore import unit_objects
 
+    stored = unit_objects(cp, point.id)
     for d in plan.decisions.values():
         if d.action == BUILD:
-            changed = why_line(cp, point, plan.keys[d.name]) if d.why.startswith("not ") else ""
+            changed = why_line(cp, point, plan.keys[d.name], stored) if d.why.startswith("not ") else ""
             log(f"checkpoint:{point.id} unit {d.name} {d.label}".rstrip() + f" will be built: {d.why}"
                 + (f"; {changed}" if changed else ""))
     return plan

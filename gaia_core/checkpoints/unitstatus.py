@@ -46,10 +46,11 @@ def units_status(cp: Checkpoints, point: Point, *, probe_remote: bool, explain: 
         why.update(remote_why)
     decisions = decide(keys, in_tree, available, why)
     rows = []
+    objects = unit_objects(cp, point.id) if explain else []
     for name, d in decisions.items():
         row = {"name": name, "label": d.label, "key": d.key, "action": d.action, "why": d.why}
         if explain and d.action == BUILD:
-            row["changes"] = changes_since(cp, point, keys[name])
+            row["changes"] = changes_since(cp, point, keys[name], objects)
         rows.append(row)
     return {"state": "known", KEEP: sum(d.action == KEEP for d in decisions.values()),
             RESTORE: sum(d.action == RESTORE for d in decisions.values()),
@@ -85,11 +86,12 @@ def _probe(cp: Checkpoints, point: Point, anchor: Anchor,
     return found, why, "; ".join(errors) or None
 
 
-def _nearest(cp: Checkpoints, point: Point, k: UnitKey):  # type: ignore[no-untyped-def]
-    """The newest local object of the same unit with another key, and the changes since it."""
+def _nearest(cp: Checkpoints, point: Point, k: UnitKey, objects: list | None = None):  # type: ignore[no-untyped-def]
+    """The newest local object of the same unit with another key, and the changes since it
+    (``objects``: the point's unit objects, when the caller has them already)."""
     if k.inputs is None:
         return None, []
-    for obj in unit_objects(cp, point.id):
+    for obj in unit_objects(cp, point.id) if objects is None else objects:
         unit = obj.manifest.get("unit")
         old = obj.manifest.get("fingerprint_inputs")
         if isinstance(unit, dict) and unit.get("name") == k.name and isinstance(old, dict) and obj.fingerprint != k.key:
@@ -97,9 +99,9 @@ def _nearest(cp: Checkpoints, point: Point, k: UnitKey):  # type: ignore[no-unty
     return None, []
 
 
-def changes_since(cp: Checkpoints, point: Point, k: UnitKey) -> list[str]:
+def changes_since(cp: Checkpoints, point: Point, k: UnitKey, objects: list | None = None) -> list[str]:
     """What changed since the newest local object of the same unit (its inputs, file by file)."""
-    obj, changes = _nearest(cp, point, k)
+    obj, changes = _nearest(cp, point, k, objects)
     if obj is None:
         return []
     lines = [f"since {obj.fingerprint[:12]} ({obj.created_at[:19]}):"]
@@ -108,9 +110,9 @@ def changes_since(cp: Checkpoints, point: Point, k: UnitKey) -> list[str]:
     return lines
 
 
-def why_line(cp: Checkpoints, point: Point, k: UnitKey) -> str:
+def why_line(cp: Checkpoints, point: Point, k: UnitKey, objects: list | None = None) -> str:
     """One line on what changed since the unit's newest local object ("" when there is none)."""
-    obj, changes = _nearest(cp, point, k)
+    obj, changes = _nearest(cp, point, k, objects)
     return f"changed since {obj.fingerprint[:12]}: {summary(changes)}" if obj is not None else ""
 
 
