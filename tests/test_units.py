@@ -1,4 +1,4 @@
-"""Units in the core (issue 20), with the ``[parts]`` anchor of ``units_plugin``: keys that
+"""Units in the core (issue 20), with the ``[parts]`` anchor of examples/plugins/gaia-parts: keys that
 follow dependencies, unit objects cut from the whole tree's, restore on a miss, hard links
 across units, status, list and gc."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-from units_plugin import PartsPlugin
+from units_plugin import plugin as parts_plugin
 
 from gaia_core.plugins import get_plugin_manager
 
@@ -20,7 +20,7 @@ PARTS = {"a": {"value": "1"}, "b": {"value": "1", "deps": ["a"]}, "c": {"value":
 @pytest.fixture
 def pm():
     pm = get_plugin_manager(load_entrypoints=False)
-    pm.register(PartsPlugin(), name="parts")
+    pm.register(parts_plugin, name="parts")
     return pm
 
 
