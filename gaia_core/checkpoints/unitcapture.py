@@ -126,7 +126,8 @@ def capture_units(cp: Checkpoints, point: Point, anchor: Anchor, whole: LocalObj
     staging = cp.store.new_staging(point.id, "units")
     pack_writer: PackWriter | None = None
     finished: list[FinishedPack] = []
-    new_parts: set[bytes] = set()
+    #: compressed size of each part chunk written into the new packs
+    new_parts: dict[bytes, int] = {}
 
     def part_sink(cut_holder: list[_Cut]):  # type: ignore[no-untyped-def]
         def emit(data: bytes, count: int) -> None:
@@ -143,7 +144,7 @@ def capture_units(cp: Checkpoints, point: Point, anchor: Anchor, whole: LocalObj
                     finished.append(pack_writer.finish())
                 pack_writer = PackWriter(staging, cp.pack_limit(point))
             pack_writer.add(part, frame, len(data))
-            new_parts.add(part)
+            new_parts[part] = len(frame)
 
         return emit
 
@@ -186,7 +187,7 @@ def capture_units(cp: Checkpoints, point: Point, anchor: Anchor, whole: LocalObj
             if not cut.owned:
                 continue
             cut.checker.finish()
-            manifest = _manifest(cp, point, cut, whole, packs)
+            manifest = _manifest(cp, point, cut, whole, packs, new_parts)
             key = cp.signing_key(log)
             if key is not None:
                 manifest = sign(manifest, key)
@@ -240,9 +241,12 @@ def _unit_entry(entry: Entry, cut: _Cut, owner: str, groups: Mapping[str, list[s
     return entry
 
 
-def _manifest(cp: Checkpoints, point: Point, cut: _Cut, whole: LocalObject, packs: Any) -> dict[str, Any]:
+def _manifest(cp: Checkpoints, point: Point, cut: _Cut, whole: LocalObject, packs: Any,
+              new_parts: dict[bytes, int]) -> dict[str, Any]:
+    """``packed`` counts the chunks in the store's packs and the new parts (not published yet)."""
     located = packs.locate(list(cut.chunks))
     packed = sum(location.clen for location in located.values())
+    packed += sum(size for part, size in new_parts.items() if part in cut.chunks and part not in located)
     k = cut.key
     assert k.key is not None
     info = {"hash": chunking.HASH, "chunking": chunking.CHUNKING, "entries": cut.checker.entries,

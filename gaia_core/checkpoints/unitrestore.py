@@ -89,18 +89,21 @@ def read_units(anchor: Anchor) -> tuple[Units, dict[str, UnitKey], int | None]:
     return spec, keys, times.newest_ns
 
 
-def holds(held: Held, k: UnitKey, anchor: Anchor) -> bool:
-    """Whether the tree holds this unit with this key (and all of its paths are there)."""
-    if k.key is None or held.get(k.name) != (k.key, tuple(k.unit.paths)):
-        return False
-    tops = {t.name: t.path for t in anchor.targets()}
-    return all(os.path.lexists(tops[p.split("/", 1)[0]] / p.split("/", 1)[1]) for p in k.unit.paths)
+def in_tree(held: Held, keys: Mapping[str, UnitKey], targets: list[Target]) -> set[str]:
+    """The units the tree holds with their key (by the marker), all of their paths there."""
+    tops = {t.name: t.path for t in targets}
+    found = set()
+    for name, k in keys.items():
+        if k.key is not None and held.get(name) == (k.key, tuple(k.unit.paths)) and all(
+                os.path.lexists(tops[p.split("/", 1)[0]] / p.split("/", 1)[1]) for p in k.unit.paths):
+            found.add(name)
+    return found
 
 
-def decide(keys: Mapping[str, UnitKey], in_tree: set[str], available: Mapping[str, str],
+def decide(keys: Mapping[str, UnitKey], holding: set[str], available: Mapping[str, str],
            missing_why: Mapping[str, str] | None = None) -> dict[str, Decision]:
     """Keep, restore or build, in dependency order: a unit is reused only when every unit it
-    depends on is. ``available``: name -> where its object is; ``in_tree``: names the tree
+    depends on is. ``available``: name -> where its object is; ``holding``: names the tree
     holds with their key; ``missing_why``: why a unit with a key is not available."""
     decisions: dict[str, Decision] = {}
     for name, k in keys.items():
@@ -111,7 +114,7 @@ def decide(keys: Mapping[str, UnitKey], in_tree: set[str], available: Mapping[st
         blocked = next((d for d in sorted(k.unit.deps) if decisions.get(d) and decisions[d].action == BUILD), None)
         if blocked is not None:
             decisions[name] = Decision(name, k.key, BUILD, f"its dependency '{blocked}' is built", label)
-        elif name in in_tree:
+        elif name in holding:
             decisions[name] = Decision(name, k.key, KEEP, "in the tree", label)
         elif name in available:
             decisions[name] = Decision(name, k.key, RESTORE, available[name], label)
@@ -146,15 +149,14 @@ def plan_restore(cp: Checkpoints, point: Point, anchor: Anchor, log: Log, *,
     off: no store is asked, what the tree holds is kept or removed)."""
     spec, keys, newest = read_units(anchor)
     targets = anchor.targets()
-    held = read_held(targets, point)
-    in_tree = {n for n, k in keys.items() if holds(held, k, anchor)}
+    held = in_tree(read_held(targets, point), keys, targets)
     if not reuse:
-        return UnitsPlan(spec, keys, decide(keys, in_tree, {}, dict.fromkeys(keys, "use_policy=off")), newest), {}
+        return UnitsPlan(spec, keys, decide(keys, held, {}, dict.fromkeys(keys, "use_policy=off")), newest), {}
     local, why = local_available(cp, point, anchor, keys, discard=True)
     available = {n: "local store" for n in local}
     if point.backends:
         # what would be restored if the backends had everything: fetch only that
-        hoped = decide(keys, in_tree, {**available, **{n: "?" for n, k in keys.items() if k.key is not None}})
+        hoped = decide(keys, held, {**available, **{n: "?" for n, k in keys.items() if k.key is not None}})
         wanted = {n: str(d.key) for n, d in hoped.items() if d.action == RESTORE and n not in local}
         if wanted:
             from gaia_core.checkpoints.unitremote import download_units
@@ -164,7 +166,7 @@ def plan_restore(cp: Checkpoints, point: Point, anchor: Anchor, log: Log, *,
                 local[name] = obj
                 available[name] = where
             why.update(remote_why)
-    decisions = decide(keys, in_tree, available, why)
+    decisions = decide(keys, held, available, why)
     return UnitsPlan(spec, keys, decisions, newest), local
 
 
@@ -348,5 +350,5 @@ def _linked(entries: Iterator[Entry], links: Mapping[str, str]) -> Iterator[Entr
             yield entry
 
 
-__all__ = ["BUILD", "KEEP", "RESTORE", "Decision", "UnitsPlan", "decide", "holds", "local_available",
+__all__ = ["BUILD", "KEEP", "RESTORE", "Decision", "UnitsPlan", "decide", "in_tree", "local_available",
            "plan_restore", "read_units", "restore_units"]

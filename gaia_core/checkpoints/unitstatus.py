@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from gaia_core.checkpoints.engine import Checkpoints
 from gaia_core.checkpoints.inputdiff import input_changes, summary
-from gaia_core.checkpoints.unitrestore import BUILD, KEEP, RESTORE, decide, holds, local_available, read_units
+from gaia_core.checkpoints.unitrestore import BUILD, KEEP, RESTORE, decide, in_tree, local_available, read_units
 from gaia_core.checkpoints.unitstore import read_held, unit_objects
 from gaia_core.errors import BackendError, CheckpointError, GaiaError
 from gaia_core.fingerprints import InputPending
@@ -33,18 +33,18 @@ def units_status(cp: Checkpoints, point: Point, *, probe_remote: bool, explain: 
         return {"state": "unknown", "why": str(pending)}
     except (GaiaError, CheckpointError) as exc:
         return {"state": "unknown", "why": str(exc)}
-    held = read_held(anchor.targets(), point)
-    in_tree = {n for n, k in keys.items() if holds(held, k, anchor)}
+    targets = anchor.targets()
+    held = in_tree(read_held(targets, point), keys, targets)
     local, why = local_available(cp, point, anchor, keys, discard=False)
     available = {n: "local store" for n in local}
     remote_error = None
     if probe_remote and point.backends and point.use_policy != "off":
-        hoped = decide(keys, in_tree, {**available, **{n: "?" for n, k in keys.items() if k.key is not None}})
+        hoped = decide(keys, held, {**available, **{n: "?" for n, k in keys.items() if k.key is not None}})
         wanted = {n: str(d.key) for n, d in hoped.items() if d.action == RESTORE and n not in local}
         found, remote_why, remote_error = _probe(cp, point, anchor, wanted)
         available.update(found)
         why.update(remote_why)
-    decisions = decide(keys, in_tree, available, why)
+    decisions = decide(keys, held, available, why)
     rows = []
     objects = unit_objects(cp, point.id) if explain else []
     for name, d in decisions.items():
