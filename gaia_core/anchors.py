@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -45,6 +47,48 @@ class Target:
         from gaia_core.checkpoints.containment import escaping_writes, homes
 
         return escaping_writes(self.path, self.writes, homes(self))
+
+
+#: what a unit's name may be (a Buildroot package name: ``host-gcc-final``, ``libstdc++``)
+UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """A part of an anchor's tree that is reused on its own (Buildroot: a package).
+
+    ``inputs`` are everything the unit's own build reads (JSON values; never an absolute
+    path of the workspace). The core keys the unit by them, the anchor's
+    :attr:`Units.shared` inputs and fingerprint salt, and the keys of ``deps``: a change
+    reaches the unit and every unit that depends on it, nothing else. ``inputs = None``
+    means the key cannot be computed (``unknown`` says why): the unit, and all that depend
+    on it, are built. ``paths`` are what the unit owns, ``<target name>/<relative path>``:
+    captured as the unit's object, removed and restored as a whole. ``label`` is shown
+    beside the name (a version).
+    """
+
+    name: str
+    inputs: Mapping[str, Any] | None
+    deps: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    unknown: str | None = None
+    label: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Units:
+    """An anchor's tree as units: what :meth:`Anchor.units` returns.
+
+    ``shared`` inputs go into every unit's key (Buildroot: the target-wide symbols, the
+    toolchain, the package infrastructure). ``assembled`` are paths
+    (``<target name>/<relative path>``) that the anchor's build makes anew from all units
+    (Buildroot's ``target`` and ``host``): on a miss they are removed before the anchor
+    runs, so no file of an earlier build stays in them.
+    """
+
+    units: tuple[Unit, ...]
+    shared: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    assembled: tuple[str, ...] = ()
 
 
 class Anchor:
@@ -101,6 +145,31 @@ class Anchor:
         the longest match wins.
         """
         return {"workspace": self.build.workspace.root}
+
+    def units(self) -> Units | None:
+        """The anchor's tree as units, for points with ``units = true``; None (the default)
+        when the anchor has none.
+
+        Asked right before the anchor task runs (the tasks it depends on have run) and
+        after it, at capture; ``status`` asks too. Raise
+        :class:`~gaia_core.fingerprints.InputPending` when what the units are read from
+        is not there yet (``status`` then shows them as unknown), and
+        :class:`~gaia_core.errors.ConfigError` for a build that cannot be split into units
+        after all.
+        """
+        return None
+
+    def units_problem(self) -> str | None:
+        """Why ``units = true`` cannot work in this build, or None when it can.
+
+        Asked when the build file is loaded: a problem is a config error on the point's
+        ``units`` key. Say None when it cannot be told yet (a defconfig not cloned yet);
+        :meth:`units` then raises the error. The default: a problem unless the anchor
+        overrides :meth:`units`.
+        """
+        if type(self).units is Anchor.units:
+            return f"anchor '{self.task}' declares no units"
+        return None
 
     def relocation_required(self, member: str) -> bool:
         """Whether ``member`` (``<target name>/<path>``) must be rewritten to work elsewhere.

@@ -88,7 +88,8 @@ ROLES = {
                                   has_config_model=True),
     "gaia_register_anchors": Role(
         "anchor", "task", "gaia_core.anchors:Anchor", ("targets",),
-        ("targets", "inactive_reason", "fingerprint_salt", "relocation_roots", "relocation_required")),
+        ("targets", "inactive_reason", "fingerprint_salt", "relocation_roots", "relocation_required",
+         "units", "units_problem")),
     "gaia_register_fingerprint_sources": Role("fingerprint source", "kind", "gaia_core.fingerprints:FingerprintSource",
                                               ("digest",), ("digest",)),
     "gaia_register_backends": Role(

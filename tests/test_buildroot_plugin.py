@@ -44,6 +44,7 @@ def test_gaia_plugins_lists_gaia_buildroot_and_what_it_registers():
         "buildroot.external",
         "buildroot.package_override",
         "buildroot.rpi.files",
+        "buildroot.symbol_files",
         "buildroot.rpi.overlay",
         "buildroot.source_dir",
         "buildroot.version",

@@ -682,3 +682,24 @@ def test_capture_and_restore_of_a_200_mib_file_keep_memory_bounded(store, tmp_pa
     assert (dest / "out" / "big.img").stat().st_size == 200 << 20
     assert capture_peak < 64 << 20, capture_peak
     assert restore_peak < 64 << 20, restore_peak
+
+
+def test_small_files_before_large_ones_never_wait_behind_the_large_ones_streams(store, tmp_path, monkeypatch):
+    """Two workers, both streaming a large file whose pieces only the walk takes: a batch of
+    small files that the walk finishes first must already be queued before them."""
+    import threading
+
+    from gaia_core.checkpoints import treecapture
+
+    monkeypatch.setattr(treecapture, "_WORKERS", 2)
+    monkeypatch.setattr(treecapture, "WINDOW", 2)
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "a-small.txt").write_text("small\n")
+    for name in ("b-large.bin", "c-large.bin", "d-large.bin"):
+        (root / name).write_bytes(os.urandom(6 << 20))
+    done: list[object] = []
+    worker = threading.Thread(target=lambda: done.append(store.capture([Target("t", root)])), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert done, "capture deadlocked: a small file's batch waited behind streams nobody read"

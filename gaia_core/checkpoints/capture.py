@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 
 
 def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targets: list[Target], log: Log,
-            progress: Progress | None = None, *, build_seconds: float | None = None) -> LocalObject:
-    """``build_seconds``: how long the anchor ran, signed into the manifest (what a hit saves)."""
+            progress: Progress | None = None, units: dict | None = None, *,
+            build_seconds: float | None = None) -> LocalObject:
+    """``units``: the manifest's list of the units the tree holds (:func:`.unitstore.units_field`);
+    ``build_seconds``: how long the anchor ran, signed into the manifest (what a hit saves)."""
     from gaia_core.checkpoints.records import object_fields
 
     assert fp.value is not None
@@ -56,7 +58,7 @@ def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targ
             point_id=point.id, anchor_task=point.anchor_task, fingerprint=fp.value,
             lineage=lineage(point.anchor_task, fp.value), trust_mode=point.trust_mode, inputs=fp.inputs,
             targets=[t.name for t in targets], tree=info.tree(), roots=roots, embedded=info.embedded,
-            prerequisites=info.external_links, build_seconds=build_seconds,
+            prerequisites=info.external_links, build_seconds=build_seconds, units=units,
         )
         key = cp.signing_key(log)
         if key is not None:

@@ -116,9 +116,12 @@ def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bo
 
         explanations = {s.id: explain_against(cp, cp.point(s.id), against, remote=not no_remote) for s in statuses}
     elif explain:
-        from gaia_core.checkpoints.explain import explain_miss
+        from gaia_core.checkpoints.explain import explain_miss, explain_units
 
         explanations = {s.id: explain_miss(cp, cp.point(s.id), probe_remote=not no_remote) for s in statuses}
+        for s in statuses:
+            if s.units is not None:
+                explanations[s.id]["units"] = explain_units(cp, cp.point(s.id), probe_remote=not no_remote)
     store = store_status(cp)
     if as_json:
         rows = [{**s.to_dict(), **({"explain": explanations[s.id]} if explain else {})} for s in statuses]
@@ -140,6 +143,8 @@ def status(app: App, build_file: Path, overrides: tuple[str, ...], no_remote: bo
             click.echo(f"  upload {current['state']} to {current['backend_ref']} after {current['attempts']} "
                        f"attempt(s): {current.get('last_error') or 'waiting'}")
         for line in (explanations.get(s.id) or {}).get("lines", []):
+            click.echo(f"  {line}")
+        for line in ((explanations.get(s.id) or {}).get("units") or {}).get("lines", []):
             click.echo(f"  {line}")
     if store["read_only"]:
         click.echo(f"read-only: nothing is uploaded or signed ({store['read_only']})")
@@ -166,6 +171,7 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
     from gaia_core.checkpoints.engine import NotUsedOffline
     from gaia_core.checkpoints.status import remote_objects
     from gaia_core.checkpoints.units import human_size
+    from gaia_core.checkpoints.unitstatus import local_unit_rows, remote_unit_rows
 
     cp = engine_for(app, build_file, overrides)
     points = selected_points(cp, build_file, point_id)
@@ -181,11 +187,13 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                 "created_at": obj.created_at, "age": age(obj.created_at), "current": obj.fingerprint == current,
                 "format": obj.manifest.get("format"),
                 "signer": signature.get("key") if isinstance(signature, dict) else "unsigned",
+                "units": len(obj.manifest.get("units") or {}),
             })
         row: dict[str, Any] = {
             "id": p.id, "anchor": p.anchor_task, "backend": p.backends[0] if p.backends else None,
             "backends": list(p.backends), "current_fingerprint": current or "unknown",
             "local_latest": (index["points"].get(p.id) or {}).get("latest_fingerprint"), "local": local,
+            "local_units": local_unit_rows(cp, p),
         }
         if remote:
             row["remote"], row["remote_error"], row["remote_errors"] = None, None, {}
@@ -197,6 +205,9 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                             row["remote"] += [{**o, "tier": ref, "age": age(o["created_at"] or ""),
                                                "current": o["fingerprint"] == current}
                                               for o in remote_objects(cp, backend, p)]
+                            row.setdefault("remote_units", []).extend(
+                                {**u, "tier": ref, "age": age(u["created_at"] or "")}
+                                for u in remote_unit_rows(cp, backend, p))
                     except NotUsedOffline as exc:
                         row.setdefault("remote_offline", []).append(ref)
                         row["remote_errors"][ref] = str(exc)
@@ -215,8 +226,14 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                        f"current_fingerprint={row['current_fingerprint']} local_count={len(row['local'])}")
             for item in row["local"]:
                 mark = " (current)" if item["current"] else ""
+                units = f"  units={item['units']}" if item["units"] else ""
                 click.echo(f"    local  {item['fingerprint']}  {human_size(item['size'])}  {item['age']}  "
-                           f"signer={item['signer']}{mark}")
+                           f"signer={item['signer']}{units}{mark}")
+            for unit in row["local_units"]:
+                listed = ",".join(fp[:12] for fp in unit["listed_by"]) or "no checkpoint (gc removes it)"
+                click.echo(f"    unit   {unit['name']} {unit['label']}".rstrip() + f"  {unit['key'][:12]}  "
+                           f"{human_size(unit['size'])}  {age(unit['created_at'])}  signer={unit['signer']}  "
+                           f"in {listed}")
             if remote:
                 for ref in row.get("remote_errors") or {}:
                     why = "not used offline" if ref in row.get("remote_offline", []) else "unavailable"
@@ -229,6 +246,11 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
                     tier = f"  tier={item['tier']}" if len(row["backends"]) > 1 else ""
                     click.echo(f"    remote {item['fingerprint']}  {human_size(item['size'])}  {item['age']}  "
                                f"signer={item['signer']} ({trust}){mark}{tier}")
+                for unit in row.get("remote_units") or []:
+                    trust = unit["trust"] + (f": {unit['why']}" if unit.get("why") else "")
+                    tier = f"  tier={unit['tier']}" if len(row["backends"]) > 1 else ""
+                    click.echo(f"    remote unit {unit['name']} {unit['label']}".rstrip() + f"  {unit['key'][:12]}"
+                               f"  {human_size(unit['size'])}  {unit['age']}  signer={unit['signer']} ({trust}){tier}")
     check_backends(cp)
 
 
@@ -408,6 +430,8 @@ def gc(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, tie
                 used = f"used {_ago(obj['last_used'])}" if obj["last_used"] else "no recorded use"
                 click.echo(f"{obj['where']:<12} {obj['point']}/{obj['fingerprint'][:12]}  "
                            f"{human_size(obj['size'])}  {used}  {state}")
+            for item in (part.get("packs") or {}).get("units_removed", []):
+                click.echo(f"{'unit':<12} {item}  {verb} (no checkpoint kept lists it)")
             for item in part["litter"]:
                 click.echo(f"{'litter':<12} {item}  {verb}")
             if part.get("skipped"):

@@ -52,6 +52,8 @@ class PointModel(StrictModel):
     #: the point's store tiers, fastest first (``["dir:runner", "http:office", "s3:cloud"]``)
     backends: list[str] | None = None
     trust_mode: TrustMode | None = None
+    #: on a miss of the whole tree, reuse the anchor's units (Buildroot: its packages)
+    units: bool = False
 
     @field_validator("fingerprint_exclude")
     @classmethod
@@ -144,6 +146,8 @@ class Point:
     #: the store tiers, "kind:name" each, resolved, fastest first (empty: local store only)
     backends: tuple[str, ...] = ()
     fingerprint_exclude: tuple[str, ...] = ()
+    #: a miss of the whole tree restores the stored units of the anchor (``units = true``)
+    units: bool = False
 
     @property
     def slug(self) -> str:
@@ -329,6 +333,10 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             )
         else:
             seen_anchors[anchor] = p.id
+        if p.units and anchor in registry.anchors:
+            problem = _units_problem(build, anchor)
+            if problem:
+                problems.append(f"{origin}: {key}.units: {problem}")
         if p.fingerprint_from is not None:
             if not p.fingerprint_from:
                 problems.append(
@@ -365,6 +373,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
             fingerprint_from=tuple(s.strip() for s in p.fingerprint_from) if p.fingerprint_from else None,
             backends=tuple(tiers),
             fingerprint_exclude=tuple(g.strip() for g in p.fingerprint_exclude),
+            units=p.units,
         ))
     queue_file = model.queue_file.strip() if model.queue_file and model.queue_file.strip() else None
     if queue_file is not None:
@@ -455,6 +464,28 @@ def _read_only(backend_configs: dict[str, tuple[Provided, BaseModel]], ref: str)
     """Whether the backend table of ``ref`` says ``read_only = true``."""
     found = backend_configs.get(ref)
     return bool(found and getattr(found[1], "read_only", False))
+
+
+def _units_problem(build: Build, anchor_task: str) -> str | None:
+    """Why the anchor cannot split this build into units (None: it can, or cannot tell yet)."""
+    from gaia_core.errors import GaiaError
+    from gaia_core.fingerprints import InputPending
+
+    try:
+        return build.registry.anchors[anchor_task].make(build).units_problem()
+    except InputPending:
+        return None
+    except GaiaError as exc:
+        return str(exc)
+
+
+def _environment_problems(configs: dict[str, tuple[Provided, BaseModel]], used: set[str]) -> list[str]:
+    """Malformed values in the variables the used backends read: config errors like any other."""
+    problems = []
+    for ref in sorted(used & set(configs)):
+        provided, config = configs[ref]
+        problems += [f"environment: {p}" for p in provided.make(ref.partition(":")[2], config).environment_problems()]
+    return problems
 
 
 def _signing_key_problems(env: str | None, *, read_only: bool) -> list[str]:

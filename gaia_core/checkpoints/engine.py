@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 #: written into each target after a capture or restore; left out of checkpoints
 MARKER = ".gaia-checkpoint.json"
+#: which units (and keys) the tree holds, in the first target (:mod:`.unitrestore`)
+UNITS_MARKER = ".gaia-units.json"
 
 Log = Callable[[str], None]
 
@@ -357,6 +359,8 @@ class Checkpoints:
         """Why a manifest does not belong to this point and fingerprint (None when it does)."""
         if manifest.get("id") != point.id or manifest.get("anchor_task") != point.anchor_task:
             return "manifest names another point or anchor"
+        if "unit" in manifest:
+            return "manifest is a unit's, not a whole tree's"
         if manifest.get("fingerprint") != fp:
             return "manifest names another fingerprint"
         if manifest.get("lineage") != lineage(point.anchor_task, fp):
@@ -399,7 +403,7 @@ class Checkpoints:
     # -- trees --------------------------------------------------------------------------
 
     #: files at each target's root that are gaia's, never part of a checkpoint
-    excluded = (MARKER, RECEIPT, RECEIPT_PARTIAL)
+    excluded = (MARKER, RECEIPT, RECEIPT_PARTIAL, UNITS_MARKER)
 
     @staticmethod
     def receipt_header(point: Point, fp: str, how: str, anchor: Anchor) -> dict[str, Any]:

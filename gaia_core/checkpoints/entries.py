@@ -58,6 +58,9 @@ class Entry:
     link: str | None = None
     #: a file that later entries may hard-link to
     head: bool = False
+    #: a file of a unit object that the captured tree hard-linked to this path of another
+    #: unit: a restore of both may link them again (:mod:`.unitrestore`); ignored otherwise
+    twin: str | None = None
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -82,6 +85,8 @@ class Entry:
                 out["c"] = [[c.hex(), n] for c, n in self.chunks]
             if self.head:
                 out["H"] = 1
+            if self.twin is not None:
+                out["L"] = self.twin
         elif self.type in ("l", "h"):
             out["l"] = self.link
         return out
@@ -96,6 +101,8 @@ class Entry:
             if kind == "f":
                 entry.size = _count(data["s"])
                 entry.head = bool(data.get("H"))
+                if "L" in data:
+                    entry.twin = _string(data["L"])
                 if "d" in data:
                     entry.digest = _digest(data["d"])
                 if "c" in data:
@@ -166,6 +173,8 @@ def encode(entry: Entry) -> bytes:
             tail += ',"c":[' + ",".join(f'["{c.hex()}",{n}]' for c, n in entry.chunks) + "]"
         if entry.head:
             tail += ',"H":1'
+        if entry.twin is not None:
+            tail += f',"L":{_quote(entry.twin)}'
     elif entry.type in ("l", "h"):
         tail = f',"l":{_quote(entry.link or "")}'
     else:

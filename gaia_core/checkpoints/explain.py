@@ -80,3 +80,21 @@ def explain_miss(cp: Checkpoints, point: Point, *, probe_remote: bool = True) ->
     return {"lines": lines, "remote_error": error,
             "nearest": {"where": where, "tier": tier, "fingerprint": nearest["fingerprint"],
                         "diff": [change.to_dict() for change in changes]}}
+
+
+def explain_units(cp: Checkpoints, point: Point, *, probe_remote: bool = True) -> dict[str, Any]:
+    """Per unit what a miss would do, and for each one built, why (what changed since the
+    newest local object of the same unit, input by input)."""
+    from gaia_core.checkpoints.unitstatus import units_status
+
+    found = units_status(cp, point, probe_remote=probe_remote, explain=True)
+    if found["state"] != "known":
+        return {**found, "lines": [f"units unknown: {found['why']}"]}
+    lines = [f"units: {found['keep']} kept, {found['restore']} restored, {found['build']} built"]
+    if found.get("remote_error"):
+        lines.append(f"  backends not asked: {found['remote_error']}")
+    for row in found["units"]:
+        where = f" ({row['why']})" if row["action"] != "keep" else ""
+        lines.append(f"  {row['action']:<7} {row['name']} {row['label']}".rstrip() + where)
+        lines += [f"    {line}" for line in row.get("changes") or []]
+    return {**found, "lines": lines}

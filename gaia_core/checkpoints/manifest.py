@@ -78,8 +78,11 @@ class OldFormat(CheckpointError):
 def build_manifest(*, point_id: str, anchor_task: str, fingerprint: str, lineage: str, trust_mode: str,
                    inputs: dict[str, Any], targets: list[str], tree: dict[str, Any], roots: dict[str, str],
                    embedded: list[dict[str, Any]], prerequisites: list[str],
-                   build_seconds: float | None = None) -> dict[str, Any]:
-    """``build_seconds``: how long the anchor ran (the time a hit on this object saves)."""
+                   build_seconds: float | None = None, units: dict[str, Any] | None = None,
+                   unit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``build_seconds``: how long the anchor ran (the time a hit on this object saves);
+    ``units``: the units a whole tree holds (name -> key, paths, label); ``unit``: what a
+    unit's own object is (:mod:`.unitcapture`). Neither is there when None."""
     from gaia_core import __version__
 
     manifest = {
@@ -99,6 +102,8 @@ def build_manifest(*, point_id: str, anchor_task: str, fingerprint: str, lineage
         "prerequisites": prerequisites,
         "gaia_version": __version__,
         "producer": _producer(),
+        **({"units": units} if units is not None else {}),
+        **({"unit": unit} if unit is not None else {}),
     }
     if build_seconds is not None:
         manifest["build_seconds"] = round(build_seconds, 3)
@@ -171,6 +176,10 @@ def check_shape(data: Any, where: str) -> None:
         parts = item["path"].split("/")
         if parts[0] not in names or any(p in ("", ".", "..") for p in parts):
             raise bad(f"embedded path {item['path'][:200]!r} is not inside a target")
+    if "units" in data:
+        _check_units(data["units"], names, bad)
+    if "unit" in data:
+        _check_unit(data["unit"], names, bad)
     signature = data.get("signature")
     if signature is not None and not (isinstance(signature, dict) and isinstance(signature.get("key"), str)
                                       and isinstance(signature.get("sig"), str)):
@@ -198,6 +207,37 @@ def _check_tree(tree: Any, bad: Any) -> None:
         total += part["entries"]
     if total != tree["entries"]:
         raise bad(f"tree parts list {total} entries, the tree {tree['entries']}")
+
+
+_UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+def _unit_paths(paths: Any, targets: set[str]) -> bool:
+    return isinstance(paths, list) and all(
+        isinstance(p, str) and "\0" not in p and p.split("/")[0] in targets and len(p.split("/")) > 1
+        and not any(part in ("", ".", "..") for part in p.split("/")) for p in paths)
+
+
+def _check_units(units: Any, targets: set[str], bad: Any) -> None:
+    """A whole tree's ``units``: name -> {key, paths, label}."""
+    if not isinstance(units, dict):
+        raise bad("'units' is not an object")
+    for name, item in units.items():
+        if not (_UNIT_NAME.match(str(name)) and isinstance(item, dict) and isinstance(item.get("key"), str)
+                and _HEX64.match(item["key"]) and _unit_paths(item.get("paths"), targets)
+                and isinstance(item.get("label", ""), str)):
+            raise bad(f"unit {str(name)[:100]!r} is malformed")
+
+
+def _check_unit(unit: Any, targets: set[str], bad: Any) -> None:
+    """A unit's own object: its name, paths and the keys of its dependencies."""
+    if not (isinstance(unit, dict) and isinstance(unit.get("name"), str) and _UNIT_NAME.match(unit["name"])
+            and _unit_paths(unit.get("paths"), targets) and isinstance(unit.get("label", ""), str)):
+        raise bad("'unit' is malformed")
+    deps = unit.get("deps")
+    if not isinstance(deps, dict) or not all(_UNIT_NAME.match(str(k)) and isinstance(v, str) and _HEX64.match(v)
+                                             for k, v in deps.items()):
+        raise bad("'unit.deps' must map unit names to keys")
 
 
 def _count(value: Any) -> bool:

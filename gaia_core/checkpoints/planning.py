@@ -1,7 +1,9 @@
 """Where the restore, capture and upload tasks go in the plan (their bodies: :mod:`.tasks`).
 
 Restore runs before the tasks a hit lets skip (the anchor and ``Anchor.skips``) and tells
-the executor to skip them. Capture runs right after the anchor, and every other task that
+the executor to skip them. A point with ``units = true`` also gets
+``checkpoints.units.<slug>`` right before the anchor, after everything the anchor waits for:
+on a miss it restores the stored units, and the anchor builds the rest. Capture runs right after the anchor, and every other task that
 depends on the anchor is made to wait for it, so nothing changes the anchor's targets
 while they are captured. ``on_success`` uploads happen in ``checkpoints.upload``, which
 depends on every other task and therefore runs only when the whole run succeeded.
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gaia_core.checkpoints.tasks import run_capture, run_restore, run_uploads
+from gaia_core.checkpoints.tasks import run_capture, run_restore, run_units, run_uploads
 from gaia_core.errors import PlanError
 from gaia_core.tasks import Task
 
@@ -50,6 +52,14 @@ def plan_checkpoints(build: Build, tasks: list[Task]) -> list[Task]:
         for skipped in anchor_cls.skipped_tasks():
             if skipped in by_id:
                 by_id[skipped].after.append(restore.id)
+        if point.units:  # right before the anchor, once what it depends on has run
+            units = Task(
+                id=f"checkpoints.units.{point.slug}", run=_bind(run_units, point.id),
+                label=f"Restore units ({point.anchor_task})", module="checkpoints", phase="restore",
+                after=[restore.id, *anchor_task.after],
+            )
+            anchor_task.after.append(units.id)
+            added.append(units)
         anchor_names = {anchor_task.id, *anchor_task.provides}
         for task in tasks:
             if task is anchor_task:

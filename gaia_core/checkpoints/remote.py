@@ -116,12 +116,12 @@ class Found:
 
 
 def fetch_manifest(backend: Backend, point_id: str, fp: str, where: str,
-                   name: str = UNSIGNED_MANIFEST) -> dict[str, Any] | None:
+                   name: str = UNSIGNED_MANIFEST, *, key: str | None = None) -> dict[str, Any] | None:
     """One remote manifest, shape-checked; None when the backend has none under that name. A
     small read under the probe budget: a silent server costs ``probe_timeout``, not a
-    transfer's."""
+    transfer's. ``key``: the manifest's key, when it is not a whole tree's (a unit's)."""
     try:
-        data = backend.read_small(object_key(point_id, fp, name), MAX_MANIFEST_BYTES)
+        data = backend.read_small(key or object_key(point_id, fp, name), MAX_MANIFEST_BYTES)
     except ObjectNotFound:
         return None
     if len(data) > MAX_MANIFEST_BYTES:
@@ -321,6 +321,10 @@ def upload(cp: Checkpoints, point_id: str, fp: str, ref: str, anchor_task: str, 
             raise CheckpointError(f"local checkpoint {point_id}/{fp[:12]} is missing; nothing to upload")
         with cp.store.hold(obj), cp.session(ref) as backend:
             _send(cp, backend, point, obj, remote_state(cp, backend, point, obj), log, progress_factory)
+            if obj.manifest.get("units"):
+                from gaia_core.checkpoints.unitremote import send_units
+
+                send_units(cp, backend, point, obj, log)
     except NotUsedOffline:
         cp.store.update_queue(point_id, fp, ref, anchor_task, state="pending",
                               last_error=f"not attempted offline ({cp.offline_source})")

@@ -67,6 +67,8 @@ class PointStatus:
     #: who signed the backend's object, when the backend was asked (``-`` otherwise)
     remote_signer: str
     read_only: bool
+    #: ``units = true``, on a miss: what would happen to the units (:mod:`.unitstatus`)
+    units: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,6 +88,9 @@ class PointStatus:
             f"remote_error={'unavailable' if self.remote_unavailable else self.remote_error or '-'}",
             f"fingerprint={self.fingerprint}",
         ]
+        if self.units is not None:
+            parts.append("units=" + (f"keep:{self.units['keep']},restore:{self.units['restore']},"
+                                     f"build:{self.units['build']}" if self.units["state"] == "known" else "unknown"))
         line = "- " + " ".join(parts)
         if self.pending:
             line += f" ({self.pending})"
@@ -215,6 +220,11 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True, ev
         will_rebuild = True
     will_download = will_use and not usable and not materialized and remote.usable
     writable = cp.writable_tiers(point)
+    units = None
+    if point.units and will_rebuild and not inactive and point.use_policy != "off":
+        from gaia_core.checkpoints.unitstatus import units_status
+
+        units = units_status(cp, point, probe_remote=probe_remote)
     upload_blocked = None
     if will_rebuild and point.upload_policy != "off" and point.backends:
         if cp.read_only:
@@ -233,7 +243,7 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True, ev
         will_upload_reason=upload_blocked, will_fail=will_fail, reason=reason, local_reason=local_reason,
         remote_error=remote.error, remote_unavailable=any(ref in cp.unavailable for ref in point.backends),
         signer=signer, remote_signer=remote.signer, tiers=tiers,
-        tier=(remote.tier if will_download else "local" if will_use else None),
+        tier=(remote.tier if will_download else "local" if will_use else None), units=units,
     )
 
 

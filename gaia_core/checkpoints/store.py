@@ -37,6 +37,9 @@ from gaia_core.safefs import Root, kind_of
 
 MANIFEST = "manifest.json"
 INDEX = "index.json"
+#: where a store keeps the objects of whole trees, and those of units (:mod:`.unitstore`)
+POINTS = "points"
+UNITS = "units"
 QUEUE = "upload-queue.json"
 #: a temporary without an owner record (killed before it was written) is litter after this
 UNOWNED_GRACE = 3600.0
@@ -86,12 +89,12 @@ class Store:
 
     # -- objects ----------------------------------------------------------------------
 
-    def object_dir(self, point_id: str, fingerprint: str) -> Path:
-        return self.root / "points" / point_id / fingerprint
+    def object_dir(self, point_id: str, fingerprint: str, area: str = POINTS) -> Path:
+        return self.root / area / point_id / fingerprint
 
-    def get(self, point_id: str, fingerprint: str, *, quiet: bool = False) -> LocalObject | None:
+    def get(self, point_id: str, fingerprint: str, *, quiet: bool = False, area: str = POINTS) -> LocalObject | None:
         """The complete local object, or None. A broken one is reported (unless quiet) and ignored."""
-        path = self.object_dir(point_id, fingerprint)
+        path = self.object_dir(point_id, fingerprint, area)
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
             return None
@@ -116,9 +119,9 @@ class Store:
             return None
         return obj
 
-    def objects(self, point_id: str) -> list[LocalObject]:
+    def objects(self, point_id: str, area: str = POINTS) -> list[LocalObject]:
         """Objects of a point with a readable manifest (any format), newest first."""
-        base = self.root / "points" / point_id
+        base = self.root / area / point_id
         found = []
         if base.is_dir():
             for child in sorted(base.iterdir()):
@@ -157,10 +160,10 @@ class Store:
         return staging
 
     def publish(self, point_id: str, fingerprint: str, manifest: dict[str, Any],
-                packs: list[FinishedPack]) -> LocalObject:
+                packs: list[FinishedPack], area: str = POINTS) -> LocalObject:
         """Move the object's new packs in, then write its manifest (the commit point); an
         object already there stays as it is."""
-        final = self.object_dir(point_id, fingerprint)
+        final = self.object_dir(point_id, fingerprint, area)
         with store_faults(f"publishing checkpoint {point_id}/{fingerprint[:12]}"):
             with self.lock.held(f"publish {point_id}/{fingerprint[:12]}"):
                 for pack in packs:
@@ -168,25 +171,27 @@ class Store:
                 if not (final / MANIFEST).is_file():
                     final.mkdir(parents=True, exist_ok=True)
                     atomic.write_json(final / MANIFEST, manifest)
-                try:
-                    self._index_add(point_id, fingerprint, manifest)
-                except OSError as exc:  # the object is in place: only the index is stale
-                    self._index_dropped(exc)
-        obj = self.get(point_id, fingerprint)
+                if area == POINTS:
+                    try:
+                        self._index_add(point_id, fingerprint, manifest)
+                    except OSError as exc:  # the object is in place: only the index is stale
+                        self._index_dropped(exc)
+        obj = self.get(point_id, fingerprint, area=area)
         if obj is None:
             raise CheckpointError(f"checkpoint {point_id}/{fingerprint} vanished right after publishing")
         return obj
 
-    def discard(self, point_id: str, fingerprint: str, why: str) -> None:
+    def discard(self, point_id: str, fingerprint: str, why: str, area: str = POINTS) -> None:
         """Move a bad object out of the way so the next run can fetch or build it again."""
-        path = self.object_dir(point_id, fingerprint)
+        path = self.object_dir(point_id, fingerprint, area)
         if not path.exists():
             return
         with store_faults(f"discarding checkpoint {point_id}/{fingerprint[:12]}"):
             with self.lock.held(f"discard {point_id}/{fingerprint[:12]}"):
                 trash = self.tmp_dir() / f"discarded-{point_id}-{fingerprint[:12]}-{time.time_ns()}"
                 os.rename(path, trash)
-                self._index_remove(point_id, fingerprint)
+                if area == POINTS:
+                    self._index_remove(point_id, fingerprint)
         shutil.rmtree(trash, ignore_errors=True)
         warn(f"discarded local checkpoint {point_id}/{fingerprint[:12]}: {why}")
 
@@ -219,7 +224,8 @@ class Store:
                 except BlockingIOError:
                     return False
                 (obj.path / MANIFEST).unlink(missing_ok=True)
-                self._index_remove(obj.point_id, obj.fingerprint)
+                if obj.path.parent.parent.name == POINTS:
+                    self._index_remove(obj.point_id, obj.fingerprint)
             finally:
                 os.close(fd)
         shutil.rmtree(obj.path, ignore_errors=True)
@@ -374,8 +380,8 @@ class Store:
         return [e for e in self.read_queue(repair=True)
                 if e.get("state") in ("pending", "failed") and (point_id is None or e.get("id") == point_id)]
 
-    def iter_point_ids(self) -> Iterator[str]:
-        points = self.root / "points"
+    def iter_point_ids(self, area: str = POINTS) -> Iterator[str]:
+        points = self.root / area
         if points.is_dir():
             yield from sorted(p.name for p in points.iterdir() if p.is_dir())
 
@@ -392,4 +398,4 @@ def _index_entry(index: dict[str, Any], point_id: str, fingerprint: str, manifes
     }
 
 
-__all__ = ["MANIFEST", "LocalObject", "Store", "store_faults", "warn"]
+__all__ = ["MANIFEST", "POINTS", "UNITS", "LocalObject", "Store", "store_faults", "warn"]

@@ -40,10 +40,14 @@ class SweepReport:
     freed: int = 0  # bytes
     kept_young: int = 0  # dead packs spared by the grace period
     broken: list[str] = dataclasses.field(default_factory=list)  # manifests that marked nothing
+    #: unit objects no staying checkpoint lists (removed), and those spared by the grace period
+    units_removed: list[str] = dataclasses.field(default_factory=list)
+    units_kept_young: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"packs_removed": len(self.removed), "packs_repacked": len(self.repacked), "freed": self.freed,
-                "young_packs_kept": self.kept_young, "broken": self.broken}
+                "young_packs_kept": self.kept_young, "broken": self.broken, "units_removed": self.units_removed,
+                "young_units_kept": self.units_kept_young}
 
 
 class _Marks:
@@ -88,18 +92,23 @@ def sweep_local(cp: Checkpoints, *, grace: float, dry_run: bool, doomed: set[tup
                 log: Log) -> SweepReport:
     """Mark the chunks of every local object that stays (``doomed`` ones do not, for a dry
     run), then remove or repack the local packs that are dead."""
+    from gaia_core.checkpoints.unitgc import sweep_local_units, units_of
+
     store, packs = cp.store, cp.store.packs
     report = SweepReport()
     marks = _Marks(packs.db)
+    live_units = set()
     try:
         for point_id in store.iter_point_ids():
             for obj in store.objects(point_id):
                 if (point_id, obj.fingerprint) in doomed or obj.manifest.get("format") != 4:
                     continue
+                live_units |= units_of(point_id, obj.manifest)
                 try:
                     marks.add(_chunk_ids(packs, obj.manifest))
                 except (ChunkMissing, EntriesCorrupt, UnsafeEntry, CheckpointError) as exc:
                     report.broken.append(f"local {point_id}/{obj.fingerprint[:12]}: {exc}")
+        sweep_local_units(cp, live_units, marks.add, grace=grace, dry_run=dry_run, log=log, report=report)
         now = time.time()
         with store.lock.held("gc packs"):
             local = packs.local_packs()
@@ -182,14 +191,18 @@ def sweep_remote(cp: Checkpoints, backend: Backend, *, grace: float, dry_run: bo
     older than the grace period."""
     from gaia_core.checkpoints.remote import scratch_transfers
 
+    from gaia_core.checkpoints.unitgc import sweep_remote_units, units_of
+
     report = SweepReport()
     with scratch_transfers(cp, backend) as (transfers, scratch):
         listed = transfers.sync_index()
         marks = _Marks(scratch.db)
+        live_units = set()
         try:
             for point_id, fp, name, manifest in remote_manifests(cp, backend):
                 if (point_id, fp) in doomed or manifest is None:
                     continue
+                live_units |= units_of(point_id, manifest)
                 try:
                     transfers.fetch(dict(scratch.absent(tree.parts(manifest))))
                     marks.add(_chunk_ids(scratch, manifest))
@@ -200,6 +213,8 @@ def sweep_remote(cp: Checkpoints, backend: Backend, *, grace: float, dry_run: bo
                         report.broken.append(f"{backend.ref} {point_id}/{fp[:12]}/{name}: {exc}")
                     else:
                         raise
+            sweep_remote_units(cp, backend, transfers, scratch, live_units, marks.add, grace=grace, dry_run=dry_run,
+                               log=log, report=report)
             files = {e.key.rpartition("/")[2]: e for e in backend.list_files(PACKS) if not e.temporary}
             now = time.time()
             for pack, (live, _live_bytes) in marks.pack_usage(listed).items():

@@ -8,6 +8,7 @@ full disk) costs a build, never the run; ``required`` turns a miss into a failur
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import TYPE_CHECKING
 
@@ -106,14 +107,22 @@ def _miss(ctx: TaskContext, cp: Checkpoints, point: Point, anchor: Anchor, reaso
             f"required checkpoint '{point.id}' for {point.anchor_task} is not available "
             f"(reason: {reason}; fingerprint {fp[:12]}); run once with use_policy = \"auto\" to create it"
         )
-    _forget(ctx, cp, anchor)
-    ctx.log(f"checkpoint:{point.id} restore miss (reason={reason}); {point.anchor_task} will run")
+    _forget(ctx, cp, anchor, point)
+    ctx.log(f"checkpoint:{point.id} restore miss (reason={reason}); {point.anchor_task} will run"
+            + (" on the units restored before it" if point.units and point.use_policy != "off" else ""))
 
 
-def _forget(ctx: TaskContext, cp: Checkpoints, anchor: Anchor) -> None:
-    """The targets no longer claim a fingerprint (the anchor runs on what is there: incremental)."""
+def _forget(ctx: TaskContext, cp: Checkpoints, anchor: Anchor, point: Point) -> None:
+    """The targets no longer claim a fingerprint (the anchor runs on what is there: incremental).
+
+    With ``units = true`` the units marker stays: the units task reads it to keep what the
+    tree holds; without, the build changes units unseen, so the marker goes."""
     try:
         cp.clear_markers(anchor.targets())
+        if not point.units:
+            from gaia_core.checkpoints.unitstore import clear_held
+
+            clear_held(anchor.targets())
     except CheckpointError as exc:
         ctx.log(f"WARN: {exc}")
 
@@ -136,7 +145,7 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
     tag = f"checkpoint:{point.id}"
     if point.use_policy == "off":
         tally.decide("miss", "policy_off")
-        _forget(ctx, cp, anchor)
+        _forget(ctx, cp, anchor, point)
         ctx.log(f"{tag} restore skipped (use_policy=off); {point.anchor_task} will run and be captured")
         return
     try:
@@ -186,12 +195,13 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
         tally.decide("miss", f"restore_failed:{type(exc).__name__}", tier=tier)
         if point.use_policy == "required":
             raise TaskFailed(f"required checkpoint '{point.id}' could not be restored: {exc}") from None
-        _forget(ctx, cp, anchor)
+        _forget(ctx, cp, anchor, point)
         ctx.log(f"WARN: {tag} could not be restored: {exc}; building instead")
         return
     decision = "hit" if tier == LOCAL else "remote_hit"
     tally.decide(decision, decision, tier=tier, manifest=obj.manifest)
     ctx.log(f"{tag} restored {fp[:12]} from {source} ({how})")
+    _hold_units_of(ctx, cp, point, targets, obj.manifest)
     _mark_restored(ctx, point, anchor.skipped_tasks(), fp, f"restored from {source}")
     if source == LOCAL_STORE:
         _upload_local_hit(ctx, cp, point, fp)
@@ -303,22 +313,27 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
     fp = cp.fingerprint(point)
     changed = _inputs_changed_meanwhile(ctx, cp, point, anchor, fp)
     if changed:
-        _forget(ctx, cp, anchor)
+        _forget(ctx, cp, anchor, point)
         ctx.log(f"WARN: checkpoint:{point.id} not captured: its inputs changed while {point.anchor_task} ran "
                 f"({changed}), so no run would find this tree under the fingerprint it was built from. Keep the "
                 f"build out of its inputs (build in a copy or another directory), or leave what it writes out of "
                 f"the fingerprint (.gitignore, fingerprint_exclude)")
         return
+    keys = _unit_keys_for_capture(ctx, point, anchor) if point.units else None
     try:
         from gaia_core.checkpoints.capture import capture
+        from gaia_core.checkpoints.unitstore import units_field
 
         obj = capture(cp, point, fp, anchor, anchor.targets(), ctx.log, progress_for(ctx, f"capture {point.id}")(
-            None), build_seconds=ctx.state.task_seconds.get(point.anchor_task))
+            None), units=units_field(keys) if keys is not None else None,
+            build_seconds=ctx.state.task_seconds.get(point.anchor_task))
     except Cancelled:
         raise
     except (CheckpointError, OSError) as exc:
         ctx.log(f"WARN: checkpoint:{point.id} capture failed: {exc}; the build goes on without a checkpoint")
         return
+    if keys is not None:
+        _capture_units(ctx, cp, point, anchor, obj, keys)
     _report_unusable_here(ctx, point, obj.fingerprint)
     from gaia_core.checkpoints.freshness import captured_fields
 
@@ -337,6 +352,77 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
                 f"{cp.settings.signing_key_file_env or 'signing_key_file_env'} to a trusted signing key")
     else:
         _schedule_upload(ctx, cp, point, obj.fingerprint)
+
+
+def _hold_units_of(ctx: TaskContext, cp: Checkpoints, point: Point, targets: list, manifest: dict) -> None:
+    """After a restore of the whole tree: the units marker says the units its manifest lists."""
+    from gaia_core.checkpoints.unitstore import clear_held, held_of_manifest, write_held
+
+    try:
+        if point.units:
+            write_held(targets, point, held_of_manifest(manifest))
+        else:
+            clear_held(targets)
+    except CheckpointError as exc:
+        ctx.log(f"WARN: {exc}")
+
+
+def _unit_keys_for_capture(ctx: TaskContext, point: Point, anchor: Anchor):  # type: ignore[no-untyped-def]
+    """The unit keys of the tree just built; None (logged) when the anchor cannot tell them."""
+    from gaia_core.checkpoints.unitrestore import read_units
+    from gaia_core.errors import GaiaError
+    from gaia_core.fingerprints import InputPending
+
+    try:
+        return read_units(anchor)[1]
+    except (GaiaError, InputPending) as exc:
+        ctx.log(f"WARN: checkpoint:{point.id} units not captured: {exc}")
+        return None
+
+
+def _capture_units(ctx: TaskContext, cp: Checkpoints, point: Point, anchor: Anchor, obj: LocalObject,
+                   keys: dict) -> None:
+    """Each unit of the captured tree as its own object; the marker says the tree holds them."""
+    from gaia_core.checkpoints.unitcapture import capture_units
+    from gaia_core.checkpoints.unitstore import write_held
+
+    try:
+        capture_units(cp, point, anchor, obj, keys, ctx.log)
+        write_held(anchor.targets(), point, {n: (k.key, tuple(k.unit.paths)) for n, k in keys.items()
+                                             if k.key is not None})
+    except Cancelled:
+        raise
+    except (CheckpointError, OSError) as exc:
+        ctx.log(f"WARN: checkpoint:{point.id} units not captured: {exc}")
+
+
+@degrading("units")
+def run_units(ctx: TaskContext, point_id: str) -> None:
+    """Before the anchor runs after a miss of the whole tree: restore the stored units
+    (:mod:`.unitrestore`); the anchor builds the rest."""
+    active = _active(ctx, point_id, "units restore")
+    if active is None:
+        return
+    cp, point, anchor = active
+    how = ctx.state.data.get(_RESTORED, {}).get(point.id)
+    if how is not None:
+        ctx.log(f"checkpoint:{point.id} units: nothing to restore, the whole tree was {how}")
+        return
+    from gaia_core.checkpoints.unitrestore import restore_units
+    from gaia_core.checkpoints.unitstore import clear_held
+    from gaia_core.errors import ConfigError
+    from gaia_core.fingerprints import InputPending
+
+    try:
+        restore_units(cp, point, anchor, cp.fingerprint(point).newest_input_ns, ctx.log,
+                      reuse=point.use_policy != "off")
+    except (Cancelled, ConfigError):
+        raise
+    except (CheckpointError, OSError, InputPending) as exc:
+        with contextlib.suppress(CheckpointError):
+            clear_held(anchor.targets())
+        ctx.log(f"WARN: checkpoint:{point.id} units could not be restored: {exc}; {point.anchor_task} builds "
+                "what the tree lacks")
 
 
 def _inputs_changed_meanwhile(ctx: TaskContext, cp: Checkpoints, point: Point, anchor: Anchor,

@@ -14,7 +14,7 @@ from gaia_buildroot.layout import (
     buildroot_config,
 )
 from gaia_buildroot.post_image import RECORD_FILE
-from gaia_core.anchors import Anchor, Target
+from gaia_core.anchors import Anchor, Target, Units
 from gaia_core.errors import TaskFailed
 from gaia_core.hostinfo import host_system
 
@@ -151,6 +151,32 @@ class BuildrootAnchor(Anchor):
 
     def relocation_required(self, member: str) -> bool:
         return relocation_required(member)
+
+    def units(self) -> Units:
+        """Its packages, with per-package directories (:mod:`gaia_buildroot.package_units`)."""
+        from gaia_buildroot.package_units import buildroot_units
+
+        return buildroot_units(self.build)
+
+    def units_problem(self) -> str | None:
+        """Per-package directories off in the build file or the defconfig (None when that
+        cannot be told before the fetch: the units then say it from ``.config``)."""
+        from gaia_buildroot.dotconfig import DotConfig, requested_symbols
+        from gaia_buildroot.layout import defconfig_name
+        from gaia_buildroot.package_units import PER_PACKAGE, PER_PACKAGE_PROBLEM
+        from gaia_buildroot.source_tree import find_defconfig
+
+        cfg = buildroot_config(self.build)
+        if not cfg.enabled or cfg.starting_point.enabled:
+            return None
+        wanted = requested_symbols(cfg.packages, cfg.package_versions, cfg.symbols)
+        if PER_PACKAGE in wanted:
+            return None if wanted[PER_PACKAGE] is True else PER_PACKAGE_PROBLEM
+        name = defconfig_name(self.build, cfg)
+        found = find_defconfig(self.build, name) if name else None
+        if found is None:
+            return None
+        return None if DotConfig.read(found).get(PER_PACKAGE) == "y" else PER_PACKAGE_PROBLEM
 
 
 def refuse_escaping_target_tree(build: Build, layout: BuildrootLayout) -> None:

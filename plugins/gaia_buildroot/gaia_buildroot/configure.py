@@ -7,6 +7,7 @@ dependencies again; a requested symbol that did not survive is reported.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,13 +18,19 @@ from gaia_buildroot.layout import (
     OUT_DIR_SCHEMA,
     OUT_DIR_SCHEMA_FILE,
     BuildrootLayout,
+    buildroot_config,
     defconfig_name,
     jlevel,
 )
+from gaia_core.atomic import write_json
 from gaia_core.errors import TaskFailed
 
 if TYPE_CHECKING:
+    from gaia_core.build import Build
     from gaia_core.run import TaskContext
+
+#: in the out dir: the inputs its .config was made from (package_units reads it)
+CONFIGURED_FILE = ".gaia-configured.json"
 
 
 def check_external_trees(layout: BuildrootLayout) -> None:
@@ -81,6 +88,35 @@ def edit_dotconfig(
     return wanted
 
 
+#: the build file's values that .config is made from (besides the files kconfig reads)
+_CONFIG_PATHS = ("buildroot.defconfig", "buildroot.packages", "buildroot.package_versions", "buildroot.symbols",
+                 "buildroot.external", "buildroot.rpi.defconfig", "buildroot.rpi.arch")
+
+
+def configured_inputs(build: Build) -> str:
+    """A digest of what ``.config`` is made from: the build file's values, the defconfig, every
+    ``Config.in*`` and ``external.desc`` kconfig reads, the download dir and job count gaia
+    writes into it. The units of an out dir are read from its ``.config`` only when it was
+    made from this build's (an edit to the build file waits for ``buildroot.configure``)."""
+    from gaia_buildroot.package_overrides import external_names
+    from gaia_buildroot.source_tree import find_defconfig, require_source_tree
+    from gaia_core.checkpoints.fingerprint import canonical_json, effective_value
+    from gaia_core.fingerprints import digest_paths, hash_file
+    from gaia_core.treedigest import input_files
+
+    cfg = buildroot_config(build)
+    layout = BuildrootLayout.of(build, cfg)
+    trees = [require_source_tree(build, layout), *external_names(layout).values()]
+    kconfig = [digest_paths(tree, [f for f in input_files(tree) if f.rpartition("/")[2].startswith("Config.in")
+                                   or f == "external.desc"]) for tree in trees]
+    name = defconfig_name(build, cfg)
+    found = find_defconfig(build, name, layout) if name else None
+    data = {"values": {path: effective_value(build, path) for path in _CONFIG_PATHS}, "kconfig": kconfig,
+            "defconfig": hash_file(found) if found else None, "download_dir": str(layout.download_dir),
+            "jlevel": jlevel(cfg)}
+    return hashlib.sha256(canonical_json(data)).hexdigest()
+
+
 def configure(ctx: TaskContext, cfg: BuildrootConfig) -> None:
     if cfg.starting_point.enabled:
         ctx.log(
@@ -114,6 +150,7 @@ def configure(ctx: TaskContext, cfg: BuildrootConfig) -> None:
     if missing:
         ctx.log(f"WARN: {len(missing)} requested symbol(s) not realized")
     (layout.out_dir / OUT_DIR_SCHEMA_FILE).write_text(OUT_DIR_SCHEMA + "\n")
+    write_json(layout.out_dir / CONFIGURED_FILE, {"inputs": configured_inputs(build)})
     ctx.log(
         f"configured Buildroot: src={layout.src_dir} O={layout.out_dir} defconfig={defconfig} BR2_JLEVEL={jlevel(cfg)}"
     )

@@ -104,6 +104,30 @@ class PackageOverrideSource(FingerprintSource):
         return digest_overrides(build, exclude=self.exclude)
 
 
+class SymbolFilesSource(FingerprintSource):
+    """What the string symbols of the defconfig and the build file name, by content
+    (:mod:`gaia_buildroot.named_files`): a busybox fragment, an overlay, a patch dir next to
+    the build file change the fingerprint, not only those inside a tree it hashes."""
+
+    kind = "buildroot.symbol_files"
+    paths = ("buildroot.symbols",)
+
+    def digest(self, build: Build, path: str, value: Any) -> Any:
+        from gaia_buildroot.dotconfig import DotConfig, render_value, requested_symbols
+        from gaia_buildroot.layout import BuildrootLayout, buildroot_config, defconfig_name
+        from gaia_buildroot.named_files import named_files
+        from gaia_buildroot.symbols import read_config
+
+        cfg = buildroot_config(build)
+        layout = BuildrootLayout.of(build, cfg)
+        name = defconfig_name(build, cfg)
+        found = find_defconfig(build, name, layout) if name else None
+        symbols: dict[str, str | None] = dict(read_config(DotConfig.read(found).text())) if found else {}
+        for key, wanted in requested_symbols(cfg.packages, cfg.package_versions, cfg.symbols).items():
+            symbols[key] = render_value(wanted)
+        return named_files(symbols, layout, exclude=self.exclude) or None
+
+
 class SourceTreeSource(FingerprintSource):
     """``source_dir`` is used as is: its commit plus the files that differ from it, or its
     whole content."""
@@ -156,4 +180,5 @@ SOURCES = [
     VersionSource,
     SourceTreeSource,
     PackageOverrideSource,
+    SymbolFilesSource,
 ]

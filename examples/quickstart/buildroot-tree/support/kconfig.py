@@ -196,6 +196,8 @@ def main(argv: list[str]) -> int:
         print(f'*** Can\'t find default configuration "{source}"!', file=sys.stderr)
         return 1
     user = read_user_values(source) if os.path.isfile(source) else {}
+    if args.defconfig:  # as Buildroot's BR2_DEFCONFIG_FROM_ENV: the defconfig used, by its absolute path
+        user.setdefault("BR2_DEFCONFIG", os.path.abspath(args.defconfig))
     entries = parse_config_in(args.config_in)
     symbols = [entry for entry in entries if isinstance(entry, Symbol)]
     write_atomically(args.dot_config, render(entries, resolve(symbols, user)))
