@@ -65,29 +65,54 @@ def test_relocated_files_keep_the_order_of_their_mtimes_to_the_nanosecond(gaia_c
     assert max(after.values()) <= filesystem_now(second.out)
 
 
-def test_a_binary_that_must_move_but_cannot_makes_the_checkpoint_unusable_there(gaia_cli, pm, tmp_path):
+def test_a_binary_that_must_move_but_cannot_is_built_once_there_and_stored_as_a_variant(gaia_cli, pm, tmp_path):
     first = captured(gaia_cli, pm, tmp_path, "ws")  # tool.bin under sub/: relocation required
     second = elsewhere(tmp_path, first, "ws-with-a-longer-path")
     st = status(gaia_cli, pm, second)
     assert st["reason"] == "not_relocatable:counter_out/sub/tool.bin" and st["will_rebuild"] is True
+    assert st["signer"] == "unsigned" and st["variant"]  # the refused object's signer; the variant to store
     result = run(gaia_cli, pm, "run", second.build)
-    assert "not_relocatable:counter_out/sub/tool.bin" in result.output
     assert second.builds() == 1
-    # the store keeps one object per fingerprint: what was built here is not kept, and the run says why
-    [said] = [line for line in result.output.splitlines() if "cannot be used at this path" in line]
+    said = result.output
     assert "in dir:shared cannot be used at this path (not_relocatable:counter_out/sub/tool.bin)" in said
-    assert "a fresh checkout here misses again" in said and "padded directories" in said
+    assert f"stored as {st['variant'][:12]}, the variant of {st['fingerprint'][:12]} for this path" in said
+    assert not [line for line in said.splitlines() if "WARN" in line and "checkpoint:base" in line], said
+    variants = [m for m in map(read_manifest, object_dirs(first.shared)) if m.get("variant_of")]
+    assert [m["fingerprint"] for m in variants] == [st["variant"]]  # uploaded beside the first object
+    assert variants[0]["variant_of"] == {"fingerprint": st["fingerprint"], "parent": st["fingerprint"],
+                                         "reason": "not_relocatable:counter_out/sub/tool.bin"}
+
+    # a fresh checkout at that path (a CI runner's next job) hits the variant in the shared store
+    shutil.rmtree(second.root)
+    again = elsewhere(tmp_path, first, "ws-with-a-longer-path")
+    st = status(gaia_cli, pm, again)
+    assert (st["will_use"], st["will_download"], st["tier"], st["reason"]) == (True, True, "dir:shared", "remote_hit")
+    result = run(gaia_cli, pm, "run", again.build)
+    assert again.builds() == 0, result.output
+    assert "looking for the variant built for it" in result.output and "restored" in result.output
+    # and the workspace where the first object was built still uses that one
+    shutil.rmtree(first.out)
+    shutil.rmtree(first.store)
+    run(gaia_cli, pm, "run", first.build)
+    assert first.builds() == 1 and status(gaia_cli, pm, first)["variant"] is None
 
 
-def test_a_local_object_unusable_after_the_workspace_moved_says_why_it_is_not_replaced(gaia_cli, pm, tmp_path):
+def test_a_local_object_unusable_after_the_workspace_moved_leads_to_a_variant_for_the_new_path(
+        gaia_cli, pm, tmp_path):
     first = captured(gaia_cli, pm, tmp_path, "ws")
     moved = Project(tmp_path / "ws-moved-to-a-longer-path", shared=first.shared)
     first.root.rename(moved.root)  # its local store moves along
     shutil.rmtree(moved.out)
     result = run(gaia_cli, pm, "run", moved.build)
     assert moved.builds() == 2, result.output  # built again: the local object cannot move here
-    assert "is already in the store" in result.output
     assert "in local store cannot be used at this path (not_relocatable:counter_out/sub/tool.bin)" in result.output
+    assert "the variant of" in result.output and "runs here use it from now on" in result.output
+    run(gaia_cli, pm, "run", moved.build)
+    assert moved.builds() == 2  # in place
+    shutil.rmtree(moved.out)
+    result = run(gaia_cli, pm, "run", moved.build)
+    assert moved.builds() == 2, result.output  # restored from the local store: the variant
+    assert "restored" in result.output
 
 
 def test_a_restore_at_the_same_path_rewrites_nothing(gaia_cli, pm, tmp_path):
@@ -116,3 +141,20 @@ def test_paths_a_symlinked_workspace_embeds_in_resolved_form_are_relocated(gaia_
     assert second.builds() == 0
     assert (second.out / "canonical.mk").read_text() == f"BASE_DIR := {second.out}\n"
     assert (second.out / "config.mk").read_text() == f"OUT := {second.out}\nROOT := {second.root}\n"
+
+
+def test_retention_keeps_the_variant_of_the_current_fingerprint_beside_it(gaia_cli, pm, tmp_path):
+    first = captured(gaia_cli, pm, tmp_path, "ws")
+    moved = Project(tmp_path / "ws-moved-to-a-longer-path", shared=first.shared)
+    first.root.rename(moved.root)
+    shutil.rmtree(moved.out)
+    run(gaia_cli, pm, "run", moved.build)  # builds, stores the variant for this path
+    result = gaia_cli("checkpoints", "gc", moved.build, "--keep-last", "1", "--remote", "--grace", "0s", pm=pm)
+    assert result.exit_code == 0, result.output
+    assert len(object_dirs(moved.store)) == 2 and len(object_dirs(moved.shared)) == 2, result.output
+    listed = gaia_cli("checkpoints", "list", moved.build, pm=pm).output
+    assert len([line for line in listed.splitlines() if line.endswith("(current)")]) == 2, listed
+    assert "(variant of " in listed
+    shutil.rmtree(moved.out)
+    run(gaia_cli, pm, "run", moved.build)
+    assert moved.builds() == 2  # the variant, kept by gc as current, restored

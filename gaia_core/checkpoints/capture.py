@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gaia_core.checkpoints import containment
 from gaia_core.checkpoints.engine import Checkpoints, Log
@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 
 def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targets: list[Target], log: Log,
             progress: Progress | None = None, units: dict | None = None, *,
-            build_seconds: float | None = None) -> LocalObject:
+            build_seconds: float | None = None, variant_of: dict[str, Any] | None = None) -> LocalObject:
     """``units``: the manifest's list of the units the tree holds (:func:`.unitstore.units_field`);
-    ``build_seconds``: how long the anchor ran, signed into the manifest (what a hit saves)."""
+    ``build_seconds``: how long the anchor ran, signed into the manifest (what a hit saves);
+    ``variant_of``: what this object is a variant of (:mod:`.variants`), ``fp`` its key."""
     from gaia_core.checkpoints.records import object_fields
 
     assert fp.value is not None
@@ -60,6 +61,8 @@ def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targ
             targets=[t.name for t in targets], tree=info.tree(), roots=roots, embedded=info.embedded,
             prerequisites=info.external_links, build_seconds=build_seconds, units=units,
         )
+        if variant_of is not None:
+            manifest["variant_of"] = variant_of
         key = cp.signing_key(log)
         if key is not None:
             manifest = sign(manifest, key)

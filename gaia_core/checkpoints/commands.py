@@ -172,6 +172,7 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
     from gaia_core.checkpoints.status import remote_objects
     from gaia_core.checkpoints.units import human_size
     from gaia_core.checkpoints.unitstatus import local_unit_rows, remote_unit_rows
+    from gaia_core.checkpoints.variants import root_fingerprint
 
     cp = engine_for(app, build_file, overrides)
     points = selected_points(cp, build_file, point_id)
@@ -184,7 +185,9 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
             signature = obj.manifest.get("signature")
             local.append({
                 "fingerprint": obj.fingerprint, "size": (obj.manifest.get("tree") or {}).get("packed"),
-                "created_at": obj.created_at, "age": age(obj.created_at), "current": obj.fingerprint == current,
+                "created_at": obj.created_at, "age": age(obj.created_at),
+                "current": current is not None and root_fingerprint(obj.manifest) == current,
+                "variant_of": (obj.manifest.get("variant_of") or {}).get("fingerprint"),
                 "format": obj.manifest.get("format"),
                 "signer": signature.get("key") if isinstance(signature, dict) else "unsigned",
                 "units": len(obj.manifest.get("units") or {}),
@@ -225,7 +228,8 @@ def list_(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, 
             click.echo(f"- id={row['id']} anchor={row['anchor']} backends={','.join(row['backends']) or '-'} "
                        f"current_fingerprint={row['current_fingerprint']} local_count={len(row['local'])}")
             for item in row["local"]:
-                mark = " (current)" if item["current"] else ""
+                mark = (f" (variant of {item['variant_of'][:12]})" if item["variant_of"] else "") + \
+                    (" (current)" if item["current"] else "")
                 units = f"  units={item['units']}" if item["units"] else ""
                 click.echo(f"    local  {item['fingerprint']}  {human_size(item['size'])}  {item['age']}  "
                            f"signer={item['signer']}{units}{mark}")
@@ -416,7 +420,7 @@ def gc(app: App, build_file: Path, overrides: tuple[str, ...], remote: bool, tie
     report: dict[str, Any] = {"dry_run": dry_run, "tiers": {}}
     if local:
         report["local"] = gc_local(cp, points, rules, dry_run=dry_run, log=log, grace=grace_s)
-        report["tiers"]["local"] = {key: report["local"][key] for key in ("objects", "freed", "litter")}
+        report["tiers"]["local"] = {key: report["local"][key] for key in ("objects", "freed", "litter", "packs")}
     if tiers:
         report["remote"] = gc_remote(cp, points, rules, grace=grace_s, dry_run=dry_run, log=log, tiers=tiers)
         report["tiers"].update(report["remote"].pop("tiers"))

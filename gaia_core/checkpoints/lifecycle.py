@@ -24,6 +24,7 @@ from gaia_core.backends import PACKS
 from gaia_core.checkpoints.config import Retention
 from gaia_core.checkpoints.engine import Checkpoints, Log, NotUsedOffline
 from gaia_core.errors import BackendError, CheckpointError
+from gaia_core.checkpoints.variants import root_fingerprint
 
 if TYPE_CHECKING:
     from gaia_core.backends import Backend, Entry
@@ -43,6 +44,7 @@ class Candidate:
     fingerprint: str
     created: float  # epoch seconds
     size: int
+    #: the point's current fingerprint, or a variant of it (:mod:`.variants`): never removed
     current: bool = False
     #: why it stays (empty when it goes)
     kept: str = ""
@@ -122,7 +124,8 @@ def gc_local(cp: Checkpoints, points: list[Point], retention: Retention, *, dry_
         for i, obj in enumerate(cp.store.objects(point.id)):  # newest first
             created = _epoch(obj.manifest.get("created_at"), obj.path.stat().st_mtime)
             size = int((obj.manifest.get("tree") or {}).get("packed") or 0)
-            c = Candidate("local", point.id, obj.fingerprint, created, size, current=obj.fingerprint == current,
+            c = Candidate("local", point.id, obj.fingerprint, created, size,
+                          current=current is not None and root_fingerprint(obj.manifest) == current,
                           last_used=used.get((point.id, obj.fingerprint)))
             if current is None and i == 0:
                 c.kept = "newest (the current fingerprint is not known yet)"
@@ -210,7 +213,8 @@ def _gc_tier(cp: Checkpoints, ref: str, served: list[Point], retention: Retentio
                     manifest = None
                 size = int(((manifest or {}).get("tree") or {}).get("packed") or 0)
                 c = Candidate(ref, point.id, fp, _epoch((manifest or {}).get("created_at"), newest.mtime),
-                              size, current=fp == current, last_used=used.get((point.id, fp)))
+                              size, current=fp == current or bool(manifest) and root_fingerprint(manifest) == current,
+                              last_used=used.get((point.id, fp)))
                 if any(e.mtime is None or now - e.mtime < grace for e in manifests):
                     c.kept = f"younger than the grace period ({grace:.0f}s)"
                 candidates.append(c)

@@ -162,6 +162,11 @@ def check_shape(data: Any, where: str) -> None:
     for name, path in roots.items():
         if not _ROOT_NAME.match(name) or path == "/" or posixpath.normpath(path) != path:
             raise bad(f"relocation root {name[:100]!r} = {path[:200]!r} is not a normalised directory below '/'")
+    variant = data.get("variant_of")
+    if variant is not None and not (isinstance(variant, dict) and all(
+            isinstance(variant.get(k), str) and _HEX64.match(variant[k]) for k in ("fingerprint", "parent"))
+            and isinstance(variant.get("reason"), str)):
+        raise bad("'variant_of' must name a fingerprint, a parent (sha256 hex) and a reason")
     prerequisites = data.get("prerequisites")
     if not isinstance(prerequisites, list) or not all(_absolute(p) for p in prerequisites):
         raise bad("'prerequisites' must be a list of absolute paths")

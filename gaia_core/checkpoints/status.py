@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gaia_core.checkpoints.config import Point
 from gaia_core.checkpoints.engine import Checkpoints, clock
 from gaia_core.checkpoints.portability import assess
+from gaia_core.checkpoints.variants import MAX_DEPTH, path_bound, variant_key
 from gaia_core.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from gaia_core.checkpoints.fingerprint import Fingerprint
 
 
 @dataclasses.dataclass
@@ -69,6 +73,9 @@ class PointStatus:
     read_only: bool
     #: ``units = true``, on a miss: what would happen to the units (:mod:`.unitstatus`)
     units: dict[str, Any] | None = None
+    #: the key of the variant for this path the run uses or stores, when the object of the
+    #: fingerprint cannot be used here (:mod:`.variants`); None otherwise
+    variant: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -88,6 +95,8 @@ class PointStatus:
             f"remote_error={'unavailable' if self.remote_unavailable else self.remote_error or '-'}",
             f"fingerprint={self.fingerprint}",
         ]
+        if self.variant is not None:
+            parts.append(f"variant={self.variant[:12]}")
         if self.units is not None:
             parts.append("units=" + (f"keep:{self.units['keep']},restore:{self.units['restore']},"
                                      f"build:{self.units['build']}" if self.units["state"] == "known" else "unknown"))
@@ -167,36 +176,20 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True, ev
     value = fp.value
     assert value is not None
     targets = anchor.targets()
-    obj = cp.local_object(point, value, discard=False)
-    materialized = cp.materialized(targets, value)
-    signer = "-"
-    local_reason = "hit"
-    usable = False
-    if obj is not None:
-        problem = assess(obj.manifest, anchor).problem
-        usable = problem is None
-        local_reason = problem or "hit"
-        signer = _signer(obj.manifest)
-    else:
-        local_reason = cp.miss_reason(point, fp)
-    reason = local_reason
-
-    remote = _Remote()
-    if not usable and not materialized and point.use_policy != "off" and point.backends and not inactive:
-        if not probe_remote:
-            remote.error = "not probed (dry run)"
-        else:
-            remote = _probe(cp, point, value, every_tier)
-            if obj is None or remote.usable:
-                signer = remote.signer
-            if remote.usable:
-                reason = "remote_hit"
-            elif remote.reason:
-                reason = remote.reason
-            elif remote.error:
-                reason = "remote_probe_error"
-            elif reason == "missing":
-                reason = "remote_missing"
+    look = _look(cp, point, anchor, fp, value, probe_remote=probe_remote, every_tier=every_tier, inactive=inactive)
+    variant = None
+    for _ in range(MAX_DEPTH):  # an object unusable at this path: its variant for this path (.variants)
+        bound = look.bound_reason()
+        if bound is None:
+            break
+        variant = variant_key(look.key, bound, targets)
+        following = _look(cp, point, anchor, fp, variant, probe_remote=probe_remote, every_tier=every_tier,
+                          inactive=inactive)
+        if not following.available() and following.bound_reason() is None:
+            break  # no variant here yet: the object's own answer stands, and the capture stores the variant
+        look = following
+    obj, materialized, usable, remote = look.obj, look.materialized, look.usable, look.remote
+    signer, local_reason, reason = look.signer, look.local_reason, look.reason
     tiers = _tier_rows(cp, point)
     for row, answer in zip(tiers, remote.answers):
         if answer is not None:
@@ -243,8 +236,67 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True, ev
         will_upload_reason=upload_blocked, will_fail=will_fail, reason=reason, local_reason=local_reason,
         remote_error=remote.error, remote_unavailable=any(ref in cp.unavailable for ref in point.backends),
         signer=signer, remote_signer=remote.signer, tiers=tiers,
-        tier=(remote.tier if will_download else "local" if will_use else None), units=units,
+        tier=(remote.tier if will_download else "local" if will_use else None), units=units, variant=variant,
     )
+
+
+@dataclasses.dataclass
+class _Look:
+    """What the store and the tiers say about one key (the fingerprint or a variant's)."""
+
+    key: str
+    obj: Any
+    materialized: bool
+    usable: bool
+    signer: str
+    local_reason: str
+    reason: str
+    remote: _Remote
+
+    def available(self) -> bool:
+        return self.usable or self.materialized or self.remote.usable
+
+    def bound_reason(self) -> str | None:
+        """The reason bound to this path that makes the object of this key unusable here."""
+        if self.available():
+            return None
+        for why in (self.local_reason, self.remote.reason):
+            if path_bound(why):
+                return why
+        return None
+
+
+def _look(cp: Checkpoints, point: Point, anchor: Any, fp: Fingerprint, key: str, *, probe_remote: bool,
+          every_tier: bool, inactive: str | None) -> _Look:
+    obj = cp.local_object(point, key, discard=False)
+    materialized = cp.materialized(anchor.targets(), key)
+    signer = "-"
+    usable = False
+    if obj is not None:
+        problem = assess(obj.manifest, anchor).problem
+        usable = problem is None
+        local_reason = problem or "hit"
+        signer = _signer(obj.manifest)
+    else:
+        local_reason = cp.miss_reason(point, fp) if key == fp.value else "missing"
+    reason = local_reason
+    remote = _Remote()
+    if not usable and not materialized and point.use_policy != "off" and point.backends and not inactive:
+        if not probe_remote:
+            remote.error = "not probed (dry run)"
+        else:
+            remote = _probe(cp, point, key, every_tier)
+            if obj is None or remote.usable:
+                signer = remote.signer
+            if remote.usable:
+                reason = "remote_hit"
+            elif remote.reason:
+                reason = remote.reason
+            elif remote.error:
+                reason = "remote_probe_error"
+            elif reason == "missing":
+                reason = "remote_missing"
+    return _Look(key, obj, materialized, usable, signer, local_reason, reason, remote)
 
 
 def _iso(epoch: float | None) -> str | None:

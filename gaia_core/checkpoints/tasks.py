@@ -9,6 +9,7 @@ full disk) costs a build, never the run; ``required`` turns a miss into a failur
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from gaia_core.anchors import Anchor
     from gaia_core.checkpoints.config import Point
     from gaia_core.checkpoints.fingerprint import Fingerprint
+    from gaia_core.checkpoints.portability import Portability
     from gaia_core.checkpoints.store import LocalObject
     from gaia_core.run import TaskContext
 
@@ -32,8 +34,9 @@ _RESTORED = "checkpoints.restored"
 #: what makes a local object unusable for good (it is discarded, and fetched or built again)
 BAD_OBJECT = (UnsafeEntry, EntriesCorrupt, ChunkCorrupt, ChunkMissing)
 _TO_UPLOAD = "checkpoints.to_upload"
-#: point id -> (where, reason): the stored object of the fingerprint that cannot be used here
-_UNUSABLE = "checkpoints.unusable"
+#: point id -> (variant key, its manifest's ``variant_of``): what the capture stores the tree
+#: built here as, because the object of the fingerprint cannot be used at this path
+_VARIANT = "checkpoints.variant"
 #: where ``_find`` says a local object came from
 LOCAL_STORE = "local store"
 
@@ -154,27 +157,12 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
         cp.store.read_queue(repair=True)  # a corrupt queue is set aside by runs, never by queries
     except OSError as exc:
         ctx.log(f"WARN: could not tidy the checkpoint store: {exc}")
-    if cp.materialized(targets, fp):
-        from gaia_core.checkpoints.freshness import keep_up_to_date
-
-        keep_up_to_date(cp, point, targets, fingerprint, ctx.log)  # inputs checked out again: placed past them
-        in_store = cp.store.get(point.id, fp, quiet=True)
-        tally.decide("hit", "hit", tier=WORKSPACE, manifest=in_store.manifest if in_store else None)
-        ctx.log(f"{tag} {', '.join(str(t.path) for t in targets)} already holds {fp[:12]}; nothing to restore")
-        _mark_restored(ctx, point, anchor.skipped_tasks(), fp, "already in place")
-        _upload_local_hit(ctx, cp, point, fp)
+    chosen = _choose(ctx, cp, point, anchor, fingerprint)
+    if chosen is None:
         return
-    obj, source, reason = _find(ctx, cp, point, fp)
-    if obj is None:
-        _miss(ctx, cp, point, anchor, reason or cp.miss_reason(point, fingerprint), fp)
-        return
+    obj, source, portability = chosen
+    fp = obj.fingerprint
     tier = LOCAL if source == LOCAL_STORE else source
-    portability = assess(obj.manifest, anchor)
-    if not portability.usable:
-        tally.decide("refused", str(portability.problem), tier=tier)
-        _unusable_here(ctx, point, source, str(portability.problem))
-        _miss(ctx, cp, point, anchor, str(portability.problem), fp)
-        return
     try:
         from gaia_core.checkpoints.restore import restore
 
@@ -207,12 +195,70 @@ def run_restore(ctx: TaskContext, point_id: str) -> None:
         _upload_local_hit(ctx, cp, point, fp)
 
 
+def _choose(ctx: TaskContext, cp: Checkpoints, point: Point, anchor: Anchor,
+            fingerprint: Fingerprint) -> tuple[LocalObject, str, Portability] | None:
+    """The object to restore, where it came from and how it moves here; None when there is
+    nothing to restore (the tree is in place, or a miss: both logged and tallied).
+
+    An object that cannot be used here for a reason bound to this path or host leads to its
+    variant (:mod:`.variants`); on a miss at the end of that chain the capture stores the
+    tree built here as that variant, so the next run here hits."""
+    from gaia_core.checkpoints.variants import MAX_DEPTH, path_bound, variant_field, variant_key
+
+    fp = fingerprint.value
+    assert fp is not None
+    targets = anchor.targets()
+    key, bound = fp, None
+    for depth in range(MAX_DEPTH + 1):
+        if cp.materialized(targets, key):
+            _in_place(ctx, cp, point, anchor, dataclasses.replace(fingerprint, value=key))
+            return None
+        obj, source, reason = _find(ctx, cp, point, key)
+        portability = assess(obj.manifest, anchor) if obj is not None else None
+        if obj is not None and portability is not None and portability.usable:
+            return obj, source, portability
+        if obj is not None:
+            reason = str(portability.problem if portability is not None else "")
+            if not path_bound(reason):
+                cp.tally(point.id).decide("refused", reason, tier=LOCAL if source == LOCAL_STORE else source)
+        if not path_bound(reason) or depth == MAX_DEPTH:
+            if bound is not None and not path_bound(reason):  # no usable variant (yet): the capture makes it
+                ctx.state.data.setdefault(_VARIANT, {})[point.id] = (key, variant_field(fp, bound[0], bound[2]))
+                reason = reason or bound[2]
+            _miss(ctx, cp, point, anchor, reason or cp.miss_reason(point, fingerprint), fp)
+            return None
+        assert reason is not None
+        following = variant_key(key, reason, targets)
+        ctx.log(f"checkpoint:{point.id} {key[:12]} in {source} cannot be used at this path ({reason}); "
+                f"looking for the variant built for it, {following[:12]}")
+        bound = (key, following, reason)
+        key = following
+    raise AssertionError("unreachable: the loop returns")
+
+
+def _in_place(ctx: TaskContext, cp: Checkpoints, point: Point, anchor: Anchor, fingerprint: Fingerprint) -> None:
+    """The targets already hold the object of ``fingerprint`` (the point's or its variant's)."""
+    from gaia_core.checkpoints.freshness import keep_up_to_date
+
+    fp = fingerprint.value
+    assert fp is not None
+    targets = anchor.targets()
+    keep_up_to_date(cp, point, targets, fingerprint, ctx.log)  # inputs checked out again: placed past them
+    in_store = cp.store.get(point.id, fp, quiet=True)
+    cp.tally(point.id).decide("hit", "hit", tier=WORKSPACE, manifest=in_store.manifest if in_store else None)
+    ctx.log(f"checkpoint:{point.id} {', '.join(str(t.path) for t in targets)} already holds {fp[:12]}; "
+            "nothing to restore")
+    _mark_restored(ctx, point, anchor.skipped_tasks(), fp, "already in place")
+    _upload_local_hit(ctx, cp, point, fp)
+
+
 def _find(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> tuple[LocalObject | None, str, str | None]:
     """The object to restore, where it came from, and why there is none (None: ask miss_reason).
 
     The point's tiers are asked at once and the first hit in their order is downloaded
     (:mod:`.tiers`); the writable tiers before it that answered get a copy in the background."""
     from gaia_core.checkpoints.tiers import DOWN, ERROR, INVALID, MISSING, UNTRUSTED, UNUSABLE, fetch
+    from gaia_core.checkpoints.variants import path_bound
 
     obj = cp.local_object(point, fp)
     if obj is not None or not point.backends:
@@ -236,13 +282,11 @@ def _find(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> tuple[Loc
             ctx.log(f"WARN: {tag} the object in {answer.ref} is not used: {answer.reason}")
         elif answer.state == UNUSABLE:
             ctx.log(f"{tag} the object in {answer.ref} cannot be used here: {answer.reason}")
-            if not found:
-                _unusable_here(ctx, point, answer.ref, str(answer.reason))
         elif answer.state in (DOWN, ERROR, INVALID):
             ctx.log(f"WARN: {tag} {answer.error}" + ("" if found else "; building instead"))
         if reason is None and answer.state in (UNTRUSTED, UNUSABLE):
             reason = str(answer.reason)
-            if not found:  # the first refusal in the user's order is the record's reason
+            if not found and not path_bound(reason):  # the first refusal in the user's order: the record's
                 refused = answer.state == UNTRUSTED or reason != "format_changed"
                 cp.tally(point.id).decide("refused" if refused else "miss", reason, tier=answer.ref)
         elif reason is None and answer.state in (DOWN, ERROR, INVALID):
@@ -267,31 +311,6 @@ def _find(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> tuple[Loc
     if missing:
         ctx.log(f"{tag} {fp[:12]} is not in {', '.join(missing)} either")
     return None, ", ".join(point.backends), reason
-
-
-def _unusable_here(ctx: TaskContext, point: Point, where: str, reason: str) -> None:
-    ctx.state.data.setdefault(_UNUSABLE, {})[point.id] = (where, reason)
-
-
-def _report_unusable_here(ctx: TaskContext, point: Point, fp: str) -> None:
-    """The build ran because the stored object of this fingerprint cannot be used at this path;
-    the store keeps one object per fingerprint, so what was built here is not kept beside it."""
-    found = ctx.state.data.get(_UNUSABLE, {}).get(point.id)
-    if found is None or found[1] == "format_changed":  # an upload replaces an old-format object
-        return
-    where, reason = found
-    ctx.log(f"WARN: checkpoint:{point.id} {fp[:12]} in {where} cannot be used at this path ({reason}), and the "
-            "store holds one object per fingerprint: the tree built here is not stored beside it, so a fresh "
-            f"checkout here misses again{_remedy(reason)}")
-
-
-def _remedy(reason: str) -> str:
-    if reason.startswith("not_relocatable:"):
-        return ("; build the anchor's targets in padded directories (Workspace.padded_dir) or at a path no "
-                "longer than the captured one")
-    if reason.startswith("missing_prerequisite:"):
-        return f"; provide {reason.partition(':')[2]} here"
-    return ""
 
 
 def _mark_restored(ctx: TaskContext, point: Point, skipped: tuple[str, ...], fp: str, how: str) -> None:
@@ -320,13 +339,16 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
                 f"the fingerprint (.gitignore, fingerprint_exclude)")
         return
     keys = _unit_keys_for_capture(ctx, point, anchor) if point.units else None
+    variant = ctx.state.data.get(_VARIANT, {}).get(point.id)
     try:
         from gaia_core.checkpoints.capture import capture
         from gaia_core.checkpoints.unitstore import units_field
 
-        obj = capture(cp, point, fp, anchor, anchor.targets(), ctx.log, progress_for(ctx, f"capture {point.id}")(
-            None), units=units_field(keys) if keys is not None else None,
-            build_seconds=ctx.state.task_seconds.get(point.anchor_task))
+        obj = capture(cp, point, dataclasses.replace(fp, value=variant[0]) if variant else fp, anchor,
+                      anchor.targets(), ctx.log, progress_for(ctx, f"capture {point.id}")(None),
+                      units=units_field(keys) if keys is not None else None,
+                      build_seconds=ctx.state.task_seconds.get(point.anchor_task),
+                      variant_of=variant[1] if variant else None)
     except Cancelled:
         raise
     except (CheckpointError, OSError) as exc:
@@ -334,7 +356,9 @@ def run_capture(ctx: TaskContext, point_id: str) -> None:
         return
     if keys is not None:
         _capture_units(ctx, cp, point, anchor, obj, keys)
-    _report_unusable_here(ctx, point, obj.fingerprint)
+    if variant:
+        ctx.log(f"checkpoint:{point.id} stored as {obj.fingerprint[:12]}, the variant of {fp.short()} for this "
+                f"path ({variant[1]['reason']}): runs here use it from now on")
     from gaia_core.checkpoints.freshness import captured_fields
 
     # hook (issue 16): the marker says which inputs the built tree is up to date for

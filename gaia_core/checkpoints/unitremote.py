@@ -50,7 +50,7 @@ def find_unit(cp: Checkpoints, backend: Backend, point: Point, anchor: Anchor, n
               key: str) -> tuple[FoundUnit | None, str | None]:
     """The unit object of ``key`` this reader may use, or why the one there is refused
     (``(None, None)``: there is none)."""
-    from gaia_core.checkpoints.remote import Unusable, _check_expansion, fetch_manifest, judge, slots_to_read
+    from gaia_core.checkpoints.remote import Unusable, check_expansion, fetch_manifest, judge, slots_to_read
 
     names = slots_to_read(cp, point)
     if names is None:
@@ -85,7 +85,7 @@ def find_unit(cp: Checkpoints, backend: Backend, point: Point, anchor: Anchor, n
             continue
         if verdict.state != "trusted":
             try:
-                _check_expansion(cp, manifest, where)
+                check_expansion(cp, manifest, where)
             except Unusable as exc:
                 refused = exc.reason
                 continue
