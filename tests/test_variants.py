@@ -57,3 +57,13 @@ def test_a_malformed_variant_of_is_an_invalid_manifest(bad):
     with pytest.raises(CheckpointError, match="variant_of"):
         check_shape(manifest(variant_of=bad), "m")
     check_shape(manifest(variant_of=variant_field(FP, FP, REASON)), "m")
+
+
+def test_a_hit_on_a_variant_is_a_use_of_the_variant_for_gc():
+    from gaia_core.checkpoints.history import last_uses
+
+    key = variant_key(FP, REASON, targets("/x"))
+    records = [{"point": "base", "fingerprint": FP, "decision": "hit", "t": 100.0, "object": {"fingerprint": key}},
+               {"point": "base", "fingerprint": FP, "decision": "remote_hit", "t": 50.0, "object": {"fingerprint": FP}},
+               {"point": "base", "fingerprint": FP, "decision": "miss", "t": 200.0, "object": None}]
+    assert last_uses(records) == {("base", key): 100.0, ("base", FP): 50.0}

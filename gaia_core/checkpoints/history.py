@@ -89,13 +89,15 @@ def store_sizes(cp: Checkpoints, tiers: list[str], *, remote: bool) -> dict[str,
 
 
 def last_uses(records: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
-    """(point, fingerprint) -> when a run last used its object (restored it, or found it in
-    place), on any host whose records are here."""
+    """(point, object key) -> when a run last used that object (restored it, or found it in
+    place), on any host whose records are here. The key is the object's own (a variant's,
+    :mod:`.variants`), the point's fingerprint where the record names no object."""
     now = time.time()
     used: dict[tuple[str, str], float] = {}
     for record in records:
-        if record["decision"] in HITS and record["fingerprint"]:
-            key = (record["point"], record["fingerprint"])
+        used_key = (record.get("object") or {}).get("fingerprint") or record["fingerprint"]
+        if record["decision"] in HITS and used_key:
+            key = (record["point"], used_key)
             used[key] = max(used.get(key, 0.0), min(record["t"], now))
     return used
 

@@ -305,7 +305,7 @@ def _find(ctx: TaskContext, cp: Checkpoints, point: Point, fp: str) -> tuple[Loc
     failed = [a.error for a in fetched.answers if a is not None and a.state in (DOWN, ERROR, INVALID)]
     failed += [message for _, message in fetched.failures]
     if failed and point.use_policy == "required":
-        cp.tally(point.id).decide("miss", reason or "remote_error", tier=", ".join(point.backends))
+        cp.tally(point.id).decide("miss", reason or "remote_error")  # no tier answered
         raise TaskFailed(f"required checkpoint '{point.id}': {failed[0]}")
     missing = [a.ref for a in fetched.answers if a is not None and a.state == MISSING]
     if missing:
