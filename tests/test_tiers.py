@@ -159,6 +159,24 @@ def test_the_first_hit_in_the_users_order_wins_not_the_first_answer(gaia_cli, ti
     assert "via dir:cloud" in result.output and "backfill" not in result.output, result.output
 
 
+def test_a_lookup_asks_every_tier_at_once(gaia_cli, tier_pm, tmp_path):
+    """Two far tiers take 2.5 s each to answer, the first misses and the second hits: the
+    lookup costs one wait, not the sum (5 s one after the other). The bound on the whole
+    command leaves 1.5 s for the rest of it on a loaded machine."""
+    wait_s, bound_s = 2.5, 4.0
+    tiers = {"office": "netdir", "cloud": "netdir"}
+    produce(gaia_cli, tier_pm, tmp_path, tiers, ["cloud"])
+    NetDirBackend.connect_delay.update(office=wait_s, cloud=wait_s)
+    consumer = fresh(tmp_path, "consumer")
+    write(consumer, tiers, ["office", "cloud"], stores=tmp_path)
+    started = time.monotonic()
+    st = status(gaia_cli, tier_pm, consumer)
+    took = time.monotonic() - started
+    assert [(t["ref"], t["state"]) for t in st["tiers"]] == [("netdir:office", "missing"), ("netdir:cloud", "hit")]
+    assert all(t["seconds"] >= wait_s - 0.1 for t in st["tiers"]), st["tiers"]
+    assert took < bound_s, f"the lookup took {took:.1f}s: the tiers were asked one after the other"
+
+
 def test_a_hit_in_a_slower_tier_is_copied_into_the_faster_writable_tiers_before_the_run_ends(
         gaia_cli, tier_pm, tmp_path):
     tiers = {"runner": "dir", "office": "dir+ro", "cloud": "dir"}
