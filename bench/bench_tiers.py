@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -43,17 +42,6 @@ sys.path.insert(0, str(REPO / "integration"))
 LATER_TARGET = 1.10
 #: what the first run may cost beyond baseline + probe budget (a second process start, noise)
 FIRST_SLACK_S = 1.5
-
-CLI = textwrap.dedent(f"""
-    import sys
-    sys.path.insert(0, {str(REPO / "integration")!r})
-    from tree_anchor import TreePlugin
-    from gaia_core.cli import main
-    from gaia_core.plugins import get_plugin_manager
-    pm = get_plugin_manager()
-    pm.register(TreePlugin(), name="tree")
-    main(sys.argv[1:], pm=pm)
-""")
 
 
 def build_file(ws: Path, source: Path, tiers: list[tuple[str, str]], cloud: str, office: str | None,
@@ -96,7 +84,7 @@ def office_seconds(output: str) -> float:
 def main() -> int:
     from servers.http import NginxServer
     from servers.misbehaving import SilentServer
-    from tree_project import make_source
+    from tree_project import TREE_CLI, make_source
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -111,7 +99,7 @@ def main() -> int:
     nginx.start()
     try:
         script = work / "gaia_tree.py"
-        script.write_text(CLI)
+        script.write_text(TREE_CLI)
         source = make_source(work / "src", files=args.files, size=args.size_kb << 10)
         cloud = f"{nginx.url}/bench"
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}

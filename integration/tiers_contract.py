@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 from contract import with_tree_plugin
 from servers.metering import UP, MeteringProxy
 from servers.misbehaving import SilentServer, StallingProxy
-from tree_project import POINT, TreeProject, changed_copy, make_source, remote_packs, tree_digest
+from tree_project import POINT, TREE_CLI, TreeProject, changed_copy, make_source, remote_packs, tree_digest
 
 from gaia_core.backends import Backend
 
@@ -40,17 +39,6 @@ BACKFILL_S = 2.0
 EXIT_SLACK_S = 8.0
 #: bytes a stalled tier takes of an upload before it stops reading
 STALL_AFTER = 256 << 10
-#: ``gaia`` in a process of its own, with the ``[tree]`` anchor: a run that really exits
-CLI = textwrap.dedent(f"""
-    import sys
-    sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
-    from tree_anchor import TreePlugin
-    from gaia_core.cli import main
-    from gaia_core.plugins import get_plugin_manager
-    pm = get_plugin_manager()
-    pm.register(TreePlugin(), name="tree")
-    main(sys.argv[1:], pm=pm)
-""")
 
 Tier = tuple[str, dict[str, str], str]
 
@@ -103,7 +91,7 @@ def gaia_process(ws: TreeProject, *args: str, timeout: float = 300) -> tuple[int
     line of its output (stderr too) with the seconds since the start when it came, and
     the seconds until the process ended."""
     script = ws.root / "gaia_tree.py"
-    script.write_text(CLI)
+    script.write_text(TREE_CLI)
     env = {**os.environ, **ws.env, "PYTHONUNBUFFERED": "1"}
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE,
