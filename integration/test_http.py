@@ -36,9 +36,12 @@ from servers.http import STATIC_CONFIG, compose_config, start_http_server
 from servers.list_contract import ContractHandler, ContractServer
 from servers.metering import UP, MeteringProxy
 from servers.misbehaving import OTHER_HOST, RedirectingServer, redirect_chain, redirect_loop, redirect_to
-from tiers_contract import TierContract
+from tiers_contract import TierContract, as_tier
+from tiers_contract import project as tier_project
+from tree_project import make_source
 
 from gaia_core.backends import MANIFEST, PACKS, POINTS, object_dir, object_key
+from gaia_core.checkpoints.downtiers import DownTiers
 from gaia_core.errors import BackendError, BackendUnavailable, ObjectNotFound
 from gaia_core.retry import temporary_name
 
@@ -138,7 +141,38 @@ class TestHttpContract(BackendContract, MeteredContract):
 
 
 class TestHttpTiers(TierContract):
-    pass
+    def test_a_tier_answering_503_is_remembered_down_like_one_that_timed_out(
+        self, backend_config, serve, gaia_cli, tree_pm, tmp_path: Path
+    ) -> None:
+        """The office answers every request at once with 503 (it failed, it did not time
+        out): the first job restores from the cloud and remembers the office as down, the
+        next job on this machine sends it no request."""
+        source = make_source(tmp_path / "src", files=4, size=64 << 10)
+        cloud = as_tier(backend_config, "cloud")
+        producer = tier_project(tmp_path / "producer", [cloud])
+        producer.write(source, "1")
+        producer.run(gaia_cli, tree_pm)
+        failing = scripted(503)
+        office = (f'[checkpoints.backends.http.office]\nbase_url = "{serve(failing).url}/cache"\nbackoff = 0.05\n',
+                  {}, "http:office")
+        first = tier_project(tmp_path / "first", [office, cloud])
+        first.write(source, "1")
+        out = first.run(gaia_cli, tree_pm).output
+        assert first.builds() == 0 and f"via {cloud[2]}" in out, out
+        assert "backend http:office is unavailable: " in out and "HTTP 503" in out, out
+        assert failing.calls >= 1
+        [down] = DownTiers().read().values()
+        assert down.ref == "http:office" and "HTTP 503" in down.reason, down
+        assert down.until > time.time() + 60, "remembered for down_for (10 minutes by default)"
+        asked = failing.calls
+
+        second = tier_project(tmp_path / "second", [office, cloud])
+        second.write(source, "1")
+        out = second.run(gaia_cli, tree_pm).output
+        status = second.gaia(gaia_cli, tree_pm, "checkpoints", "status", second.build, "--json")
+        assert failing.calls == asked, "a later run sent a request to the tier remembered down"
+        assert second.builds() == 0 and "not contacted again until" in out, out
+        assert status.json["points"][0]["tiers"][0]["down_until"], status.output
 
 
 @pytest.fixture

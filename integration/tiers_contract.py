@@ -1,6 +1,6 @@
 """Store tiers against a real server, for every backend kind: the order of a chain, the
 backfill into a faster tier (measured at the wire), a black-holed tier, a read-only tier,
-the offline mode and gc tier by tier.
+the offline mode, gc tier by tier, and the bound on a backfill into a tier that stalls.
 
 A backend's test module subclasses :class:`TierContract` beside its contract classes; it
 needs the fixtures of :class:`~contract.MeteredContract` (``backend``, ``backend_config``,
@@ -12,15 +12,19 @@ under their own names (:func:`as_tier` renames a table and its variables).
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from contract import with_tree_plugin
 from servers.metering import UP, MeteringProxy
-from servers.misbehaving import SilentServer
-from tree_project import POINT, TreeProject, changed_copy, make_source, remote_packs, tree_digest
+from servers.misbehaving import SilentServer, StallingProxy
+from tree_project import POINT, TREE_CLI, TreeProject, changed_copy, make_source, remote_packs, tree_digest
 
 from gaia_core.backends import Backend
 
@@ -28,6 +32,13 @@ from gaia_core.backends import Backend
 PROBE_S = 3.0
 #: what a run costs on top of its lookup on a busy machine: setup, a restore of a small tree
 RUN_SLACK_S = 20.0
+#: the backfill bound of the stalled-tier test (seconds; ``[checkpoints] backfill_timeout``)
+BACKFILL_S = 2.0
+#: what the end of a run costs after its backfills gave up on a busy machine: the run's
+#: records and the interpreter's exit (well under a stalled transfer's 30 s stall budget)
+EXIT_SLACK_S = 8.0
+#: bytes a stalled tier takes of an upload before it stops reading
+STALL_AFTER = 256 << 10
 
 Tier = tuple[str, dict[str, str], str]
 
@@ -73,6 +84,43 @@ def tier_seconds(output: str, ref: str) -> float:
     found = re.search(rf"tiers: .*{re.escape(ref)} \w+ \((\d+\.\d)s\)", output)
     assert found, output
     return float(found.group(1))
+
+
+def gaia_process(ws: TreeProject, *args: str, timeout: float = 300) -> tuple[int, list[tuple[float, str]], float]:
+    """``gaia <args>`` in a process of its own, in ``ws``'s environment: its exit code, each
+    line of its output (stderr too) with the seconds since the start when it came, and
+    the seconds until the process ended."""
+    script = ws.root / "gaia_tree.py"
+    script.write_text(TREE_CLI)
+    env = {**os.environ, **ws.env, "PYTHONUNBUFFERED": "1"}
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[tuple[float, str]] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append((time.monotonic() - started, line))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        code = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    ended = time.monotonic() - started
+    reader.join(timeout=10)
+    return code, lines, ended
+
+
+def line_at(lines: list[tuple[float, str]], text: str) -> float:
+    """When the first line holding ``text`` came (seconds since the start)."""
+    found = [at for at, line in lines if text in line]
+    assert found, f"no line with {text!r} in:\n" + "".join(line for _, line in lines)
+    return found[0]
 
 
 class TierContract:
@@ -159,6 +207,44 @@ class TierContract:
         assert first_s < PROBE_S + RUN_SLACK_S
         tiers = {t["ref"]: t for t in status.json["points"][0]["tiers"]}
         assert tiers[office[2]]["down_until"] and tiers[cloud[2]]["down_until"] is None
+
+    def test_a_backfill_into_a_tier_that_stalls_ends_within_its_bound_and_stays_queued(
+        self, backend: Backend, backend_config, backend_config_at, upstream, gaia_cli, tree_pm, tmp_path: Path
+    ) -> None:
+        """The far tier (a directory) holds the object; the near tier is the server behind a
+        proxy that stops reading an upload after 256 KiB, so the backfill into it freezes
+        mid-body. The run says it waits, waits ``backfill_timeout`` (2 s), says the backfill
+        stopped and exits (in a process of its own: a thread left blocked must not hold the
+        exit); the backfill stays pending, and ``retry`` sends it once the server is reachable."""
+        source = make_source(tmp_path / "src", files=16, size=128 << 10)
+        far = dir_tier(tmp_path / "far", "far")
+        producer = project(tmp_path / "producer", [far])
+        producer.write(source, "1")
+        producer.run(gaia_cli, tree_pm)
+        bound = f'backfill_timeout = "{BACKFILL_S:.0f}s"'
+        with StallingProxy(upstream, direction=UP, after=STALL_AFTER) as proxy:
+            near = as_tier(backend_config_at(proxy.address), "near")
+            consumer = project(tmp_path / "consumer", [near, far], checkpoints=bound)
+            consumer.write(source, "1")
+            code, lines, ended = gaia_process(consumer, "run", str(consumer.build))
+            stalled = proxy.relayed[UP]
+        out = "".join(line for _, line in lines)
+        assert code == 0 and consumer.builds() == 0 and "via dir:far" in out, out
+        assert stalled >= STALL_AFTER, f"the backfill never reached the stall ({stalled} B up)"
+        waiting = line_at(lines, f"waiting for the backfills into faster tiers (at most {BACKFILL_S:.0f}s")
+        stopped = line_at(lines, f"stopped: it did not finish within {BACKFILL_S:.0f}s")
+        print(f"run {ended:.1f}s; waiting said at {waiting:.1f}s, stopped at {stopped:.1f}s")
+        assert stopped - waiting >= BACKFILL_S - 0.5, "the wait was announced only after it ended"
+        assert ended - waiting < BACKFILL_S + EXIT_SLACK_S, (waiting, ended)
+        assert ended < BACKFILL_S + RUN_SLACK_S, ended
+        assert queue(consumer)[near[2]]["state"] == "pending"
+        assert backend.list_fingerprints(POINT) == []
+
+        direct = project(tmp_path / "consumer", [as_tier(backend_config, "near"), far], checkpoints=bound)
+        direct.write(source, "1")
+        retried = direct.gaia(gaia_cli, tree_pm, "checkpoints", "retry", direct.build, "--json")
+        assert retried.exit_code == 0 and retried.json["uploaded"] == 1, retried.output
+        assert len(backend.list_fingerprints(POINT)) == 1
 
     def test_a_read_only_tier_on_a_server_serves_and_is_never_written(
         self, backend: Backend, backend_config, gaia_cli, tree_pm, tmp_path: Path

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import textwrap
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,18 @@ from typing import Any
 from gaia_core.backends import PACKS, Backend
 
 POINT = "tree"
+#: a script that is ``gaia`` with the ``[tree]`` anchor, for runs in a process of their own
+#: (a run that really exits): ``python <script> run build.toml``
+TREE_CLI = textwrap.dedent(f"""
+    import sys
+    sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+    from tree_anchor import TreePlugin
+    from gaia_core.cli import main
+    from gaia_core.plugins import get_plugin_manager
+    pm = get_plugin_manager()
+    pm.register(TreePlugin(), name="tree")
+    main(sys.argv[1:], pm=pm)
+""")
 
 
 def make_source(root: Path, files: int, size: int) -> Path:

@@ -2,7 +2,8 @@
 the user's order, backfills into faster tiers, read-only tiers, dead tiers remembered on
 disk, the offline mode and gc tier by tier. ``dir`` stores stand in for every tier, and
 ``netdir`` (tier_backends.py) for one reached over the network; the remote suite runs the
-same behaviour against real servers (integration/test_tiers_*.py)."""
+same behaviour against real servers (integration/tiers_contract.py, run from
+integration/test_http.py, test_s3.py and test_ssh.py)."""
 
 from __future__ import annotations
 
@@ -157,6 +158,24 @@ def test_the_first_hit_in_the_users_order_wins_not_the_first_answer(gaia_cli, ti
     write(other, tiers, ["cloud", "runner"], stores=tmp_path)
     result = run(gaia_cli, tier_pm, "run", other.build)
     assert "via dir:cloud" in result.output and "backfill" not in result.output, result.output
+
+
+def test_a_lookup_asks_every_tier_at_once(gaia_cli, tier_pm, tmp_path):
+    """Two far tiers take 2.5 s each to answer, the first misses and the second hits: the
+    lookup costs one wait, not the sum (5 s one after the other). The bound on the whole
+    command leaves 1.5 s for the rest of it on a loaded machine."""
+    wait_s, bound_s = 2.5, 4.0
+    tiers = {"office": "netdir", "cloud": "netdir"}
+    produce(gaia_cli, tier_pm, tmp_path, tiers, ["cloud"])
+    NetDirBackend.connect_delay.update(office=wait_s, cloud=wait_s)
+    consumer = fresh(tmp_path, "consumer")
+    write(consumer, tiers, ["office", "cloud"], stores=tmp_path)
+    started = time.monotonic()
+    st = status(gaia_cli, tier_pm, consumer)
+    took = time.monotonic() - started
+    assert [(t["ref"], t["state"]) for t in st["tiers"]] == [("netdir:office", "missing"), ("netdir:cloud", "hit")]
+    assert all(t["seconds"] >= wait_s - 0.1 for t in st["tiers"]), st["tiers"]
+    assert took < bound_s, f"the lookup took {took:.1f}s: the tiers were asked one after the other"
 
 
 def test_a_hit_in_a_slower_tier_is_copied_into_the_faster_writable_tiers_before_the_run_ends(
@@ -462,6 +481,33 @@ def test_gc_works_tier_by_tier_and_a_dry_run_says_what_each_would_free(gaia_cli,
     assert len(objects_in(tmp_path, "cloud")) == 1 and len(project.objects()) == 1
     bad = run(gaia_cli, tier_pm, "checkpoints", "gc", project.build, "--tier", "office", code=2)
     assert "backend 'office' is no tier of these points" in bad.output
+
+
+def test_gc_reports_a_tier_that_is_down_and_collects_the_next_one_all_the_same(gaia_cli, tier_pm, tmp_path):
+    """The office, first in the chain, times out: its part of the report has the error,
+    the runner after it is collected, and the command exits 5 (a backend unavailable)."""
+    tiers = {"office": "netdir", "runner": "dir"}
+    project = fresh(tmp_path, "ws")
+    for value in ("a", "b", "c"):
+        write(project, tiers, ["office", "runner"], stores=tmp_path, value=value)
+        run(gaia_cli, tier_pm, "run", project.build)
+    assert len(objects_in(tmp_path, "office")) == len(objects_in(tmp_path, "runner")) == 3
+    NetDirBackend.down.add("office")
+    rules = ["--keep-last", "1", "--grace", "0s"]
+
+    dry = run(gaia_cli, tier_pm, "checkpoints", "gc", project.build, "--remote", *rules, "--dry-run", code=5).output
+    assert "checkpoint gc (netdir:office): not collected" in dry, dry
+    assert "backend netdir:office is unavailable: " in dry and "probe_timeout" in dry, dry
+    assert "checkpoint gc (dir:runner): would remove 2 object(s)" in dry, dry
+
+    gc = run(gaia_cli, tier_pm, "checkpoints", "gc", project.build, "--remote", *rules, "--json", code=5).json
+    assert list(gc["tiers"]) == ["local", "netdir:office", "dir:runner"]
+    office, runner = gc["tiers"]["netdir:office"], gc["tiers"]["dir:runner"]
+    assert "probe_timeout" in office["error"] and office["objects"] == [] and office["freed"] == 0, office
+    assert runner["error"] is None and sum(not o["kept"] for o in runner["objects"]) == 2, runner
+    assert gc["remote"]["errors"] == [f"netdir:office: {office['error']}"]
+    assert len(objects_in(tmp_path, "runner")) == 1 and len(objects_in(tmp_path, "office")) == 3
+    assert len(project.objects()) == 1, "the local store is collected too"
 
 
 # -- trust per object ---------------------------------------------------------------------

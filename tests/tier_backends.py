@@ -1,7 +1,8 @@
 """A backend kind for the offline tests of store tiers: ``netdir``, a ``dir`` store that
 gaia treats as reached over the network (``needs_network``), so that offline runs leave it
 alone, and that can be made to time out the way a black-holed server does (every operation
-raises ``BackendUnavailable``) or to upload slowly. Every operation is counted per store
+raises ``BackendUnavailable``), to answer late (a far store: a wait per connection or per
+operation) or to upload slowly. Every operation is counted per store
 name, so a test can tell that a tier was not contacted at all.
 
 The remote suite (integration/) checks the same behaviour against real servers on
@@ -33,6 +34,12 @@ class NetDirBackend(DirBackend):
     slow: dict[str, float] = {}
     #: store name -> seconds each operation waits before it starts (a far store)
     delay: dict[str, float] = {}
+    #: store name -> seconds each connection takes before its first operation (a far store)
+    connect_delay: dict[str, float] = {}
+
+    def __enter__(self) -> NetDirBackend:
+        time.sleep(type(self).connect_delay.get(self.name, 0.0))
+        return self
 
     @contextlib.contextmanager
     def _store(self, operation, key, caller=None) -> Iterator:  # type: ignore[no-untyped-def,override]
@@ -53,6 +60,7 @@ class NetDirBackend(DirBackend):
         cls.down.clear()
         cls.slow.clear()
         cls.delay.clear()
+        cls.connect_delay.clear()
 
 
 class TierBackendsPlugin:

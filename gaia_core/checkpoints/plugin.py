@@ -57,8 +57,7 @@ def gaia_run_finished(build: Build, state: RunState, result: RunResult) -> list[
 
     if not build.has(TABLE):
         return []
-    for line in run_finished(build, result):  # the backfills end first: the records say what they did
-        click.echo(line)
+    run_finished(build, result, click.echo)  # the backfills end first: the records say what they did
     return finish_run(build, state, result, lambda message: click.echo(message, err=True))
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from gaia_core.build import Build
     from gaia_core.run import RunResult
 
@@ -37,17 +39,18 @@ def run_preamble(build: Build, *, dry_run: bool) -> list[str]:
     return lines
 
 
-def run_finished(build: Build, result: RunResult) -> list[str]:
+def run_finished(build: Build, result: RunResult, echo: Callable[[str], object]) -> None:
     """The backfills of the run finished (at most ``backfill_timeout``, nothing when the run
-    was interrupted: they stay queued), and what they did."""
+    was interrupted: they stay queued), and what they did. The wait is said before it
+    starts: a user looking at a quiet run learns what it waits for and for how long."""
     from gaia_core.checkpoints.engine import Checkpoints
 
     cp = Checkpoints.of(build)
     if not cp.points or not cp.backfills.started:
-        return []
+        return
     timeout = cp.settings.backfill_timeout
-    lines = []
     if cp.backfills.pending and not result.interrupted:
-        lines.append(f"checkpoints: waiting for the backfills into faster tiers (at most {timeout:.0f}s, "
-                     "[checkpoints] backfill_timeout)")
-    return lines + cp.backfills.wait(timeout, interrupted=result.interrupted)
+        echo(f"checkpoints: waiting for the backfills into faster tiers (at most {timeout:.0f}s, "
+             "[checkpoints] backfill_timeout)")
+    for line in cp.backfills.wait(timeout, interrupted=result.interrupted):
+        echo(line)
