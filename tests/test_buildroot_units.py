@@ -198,3 +198,18 @@ def test_the_units_of_a_checkpoint_travel_through_the_backend(gaia_cli, tmp_path
     assert "downloaded 7 unit(s) via dir:team" in warm.output
     assert os.readlink(runner.out / "per-package" / "toolchain-external-custom" / "host" / "bin" / f"{PREFIX}-ar") \
         == f"{toolchain}/bin/{PREFIX}-ar"
+
+
+def test_make_show_info_failing_leaves_no_stale_package_for_make(gaia_cli, built, tmp_path, toolchain):
+    """Buildroot rebuilds nothing when a package's symbol changes: with the units unreadable,
+    the out dir is left as after `make clean` (.config kept) and make builds every package."""
+    script = built.root / "buildroot-tree" / "support" / "scripts" / "show-info.py"
+    script.write_text('import sys\nsys.exit("show-info: broken")\n')
+    add_symbols(built, "PACKAGE_HTOP_UNICODE = true")
+    warm = gaia(gaia_cli, "run", built.build)
+    assert packages_run(warm) == {"toolchain-external-custom", "host-pkgconf", "busybox", "libfoo", "foo-gui",
+                                  "htop", "nano", "dropbear"}, steps(warm)
+    assert "units could not be restored: make show-info exited 2: show-info: broken" in warm.output
+    assert "removed what a clean build does not find" in warm.output
+    assert (built.out / "target" / "etc" / "htoprc").read_text() == "unicode=yes\n"
+    assert image(built) == cold_image(gaia_cli, tmp_path, toolchain, symbols="PACKAGE_HTOP_UNICODE = true\n")
