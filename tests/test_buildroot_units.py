@@ -213,3 +213,20 @@ def test_make_show_info_failing_leaves_no_stale_package_for_make(gaia_cli, built
     assert "removed what a clean build does not find" in warm.output
     assert (built.out / "target" / "etc" / "htoprc").read_text() == "unicode=yes\n"
     assert image(built) == cold_image(gaia_cli, tmp_path, toolchain, symbols="PACKAGE_HTOP_UNICODE = true\n")
+
+
+def test_a_units_point_still_hits_the_whole_tree_and_the_next_miss_keeps_its_units(gaia_cli, built):
+    layer = built.root / "layers" / "units.toml"
+    first = layer.read_text()
+    add_symbols(built, "PACKAGE_HTOP_UNICODE = true")
+    gaia(gaia_cli, "run", built.build)  # a miss: the tree now holds htop with unicode
+    layer.write_text(first)
+    hit = gaia(gaia_cli, "run", built.build)
+    assert packages_run(hit) == set(), steps(hit)
+    assert "units: nothing to restore, the whole tree was" in hit.output, hit.output
+    assert "restored, " not in hit.output and "captured" not in hit.output
+    assert (built.out / "target" / "etc" / "htoprc").read_text() == "unicode=no\n"
+    (built.root / "board" / "busybox.fragment").write_text("CONFIG_LS=y\nCONFIG_TOP=y\n")
+    warm = gaia(gaia_cli, "run", built.build)
+    assert packages_run(warm) == {"busybox"}, steps(warm)
+    assert "units: 7 kept, 0 restored, 1 to build" in warm.output, warm.output
