@@ -387,3 +387,37 @@ def test_units_that_cannot_be_read_leave_no_stale_part_for_the_build(gaia_cli, w
             "find") in warm.output
     assert tree_of(ws.out) == cold_tree(gaia_cli, pm, tmp_path / "cold", changed)
     assert not (ws.out / ".gaia-units.json").exists()
+
+
+def test_unit_objects_reuse_the_whole_trees_chunks(gaia_cli, pm, ws):
+    """A unit costs its entry list: every chunk of its files is one the whole checkpoint
+    stored, in the packs it wrote, and the units' capture writes only their entry lists."""
+    from gaia_core.checkpoints import tree
+    from gaia_core.checkpoints.packstore import PackStore
+
+    (ws.root / "sources" / "a.txt").write_text(os.urandom(1 << 20).hex() + "\n")  # 2 MiB in a's value.txt
+    ws.write()
+    run(gaia_cli, pm, ws)
+    packs = PackStore(ws.store)
+    try:
+        [whole_dir] = (ws.store / "points" / "base").iterdir()
+        whole = json.loads((whole_dir / "manifest.json").read_text())
+        whole_chunks = {chunk for chunk, _ in tree.chunks(packs, whole)}
+        whole_packs = {location.pack for location in packs.locate(list(whole_chunks)).values()}
+        units = [json.loads((obj / "manifest.json").read_text()) for obj in ws.unit_objects()]
+        assert len(units) == 3
+        entry_lists = set()
+        for unit in units:
+            parts = {chunk for chunk, _ in tree.parts(unit)}
+            data = {chunk for chunk, _ in tree.chunks(packs, unit)} - parts
+            assert data and data <= whole_chunks, unit["unit"]["name"]
+            assert {location.pack for location in packs.locate(list(data)).values()} <= whole_packs
+            entry_lists |= parts
+        written = set(packs.local_packs()) - whole_packs  # by the units' capture
+        assert written == {location.pack for location in packs.locate(list(entry_lists)).values()} - whole_packs
+        new_bytes = sum(packs.local_packs()[pack] for pack in written)
+        files_bytes = sum(unit["tree"]["size"] for unit in units)
+        assert files_bytes > 2 << 20
+        assert 0 < new_bytes < files_bytes / 1000, (new_bytes, files_bytes)
+    finally:
+        packs.close()
