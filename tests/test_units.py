@@ -421,3 +421,18 @@ def test_unit_objects_reuse_the_whole_trees_chunks(gaia_cli, pm, ws):
         assert 0 < new_bytes < files_bytes / 1000, (new_bytes, files_bytes)
     finally:
         packs.close()
+
+
+def test_a_tree_that_cannot_be_cleared_after_a_failed_restore_of_units_stops_the_run(gaia_cli, pm, ws):
+    """Correct, or not used: building on parts of other inputs is no option."""
+    ws.write()
+    run(gaia_cli, pm, ws)
+    ws.built()
+    marker = ws.out / ".gaia-units.json"
+    marker.unlink()
+    marker.mkdir()  # neither written (the restore fails) nor removed (the clearing fails)
+    ws.write(parts={**PARTS, "c": {"value": "2"}})
+    result = gaia_cli("run", ws.build, pm=pm)
+    assert result.exit_code != 0, result.output
+    assert "and the tree could not be cleared for a full build" in result.output, result.output
+    assert ws.built() == []

@@ -431,12 +431,14 @@ def run_units(ctx: TaskContext, point_id: str) -> None:
     if how is not None:
         ctx.log(f"checkpoint:{point.id} units: nothing to restore, the whole tree was {how}")
         return
+    from gaia_core.checkpoints.restore import tidy
     from gaia_core.checkpoints.unitrestore import read_units, restore_units
     from gaia_core.errors import ConfigError
     from gaia_core.fingerprints import InputPending
 
     spec = None
     try:
+        tidy(anchor.targets(), ctx.log)  # before the units are read from the tree (Buildroot's .config)
         read = read_units(anchor)
         spec = read[0]
         restore_units(cp, point, anchor, cp.fingerprint(point).newest_input_ns, ctx.log,

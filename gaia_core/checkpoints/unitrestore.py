@@ -178,11 +178,9 @@ def restore_units(cp: Checkpoints, point: Point, anchor: Anchor, newest_input_ns
                   log: Log, *, reuse: bool = True, read: Read | None = None) -> UnitsPlan:
     """Bring the tree to its kept and restored units (see the module docstring). ``reuse``
     off (``use_policy = "off"``): nothing is restored, but what the tree holds of other keys
-    still goes, so the build never leaves a package stale that Buildroot would not rebuild."""
-    from gaia_core.checkpoints.restore import tidy
-
+    still goes, so the build never leaves a package stale that Buildroot would not rebuild.
+    The caller has finished or removed what an interrupted restore left (:func:`.restore.tidy`)."""
     targets = anchor.targets()
-    tidy(targets, log)
     plan, objects = plan_restore(cp, point, anchor, log, reuse=reuse, read=read)
     held = read_held(targets, point)
     kept = {n: (str(d.key), tuple(plan.keys[n].unit.paths)) for n, d in plan.decisions.items() if d.action == KEEP}
