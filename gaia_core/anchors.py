@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -158,6 +159,22 @@ class Anchor:
         after all.
         """
         return None
+
+    def clean_paths(self) -> tuple[str, ...]:
+        """What a clean build of the task does not find in its targets: paths
+        ``<target name>/<relative path>`` (Buildroot: what ``make clean`` removes).
+
+        Asked when a point's units cannot be read before the task runs (Buildroot's ``make
+        show-info`` failing): the core removes these, so the task builds every unit rather
+        than take one built with other inputs as made. The default: everything the targets
+        hold now; override it when a task before this one writes into them (Buildroot's
+        ``.config``).
+        """
+        found: list[str] = []
+        for target in self.targets():
+            if target.path.is_dir() and not target.path.is_symlink():
+                found.extend(f"{target.name}/{name}" for name in sorted(os.listdir(target.path)))
+        return tuple(found)
 
     def units_problem(self) -> str | None:
         """Why ``units = true`` cannot work in this build, or None when it can.

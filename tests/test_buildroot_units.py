@@ -198,3 +198,118 @@ def test_the_units_of_a_checkpoint_travel_through_the_backend(gaia_cli, tmp_path
     assert "downloaded 7 unit(s) via dir:team" in warm.output
     assert os.readlink(runner.out / "per-package" / "toolchain-external-custom" / "host" / "bin" / f"{PREFIX}-ar") \
         == f"{toolchain}/bin/{PREFIX}-ar"
+
+
+def test_make_show_info_failing_leaves_no_stale_package_for_make(gaia_cli, built, tmp_path, toolchain):
+    """Buildroot rebuilds nothing when a package's symbol changes: with the units unreadable,
+    the out dir is left as after `make clean` (.config kept) and make builds every package."""
+    script = built.root / "buildroot-tree" / "support" / "scripts" / "show-info.py"
+    script.write_text('import sys\nsys.exit("show-info: broken")\n')
+    add_symbols(built, "PACKAGE_HTOP_UNICODE = true")
+    warm = gaia(gaia_cli, "run", built.build)
+    assert packages_run(warm) == {"toolchain-external-custom", "host-pkgconf", "busybox", "libfoo", "foo-gui",
+                                  "htop", "nano", "dropbear"}, steps(warm)
+    assert "units could not be restored: make show-info exited 2: show-info: broken" in warm.output
+    assert "removed what a clean build does not find" in warm.output
+    assert (built.out / "target" / "etc" / "htoprc").read_text() == "unicode=yes\n"
+    assert image(built) == cold_image(gaia_cli, tmp_path, toolchain, symbols="PACKAGE_HTOP_UNICODE = true\n")
+
+
+def test_a_units_point_still_hits_the_whole_tree_and_the_next_miss_keeps_its_units(gaia_cli, built):
+    layer = built.root / "layers" / "units.toml"
+    first = layer.read_text()
+    add_symbols(built, "PACKAGE_HTOP_UNICODE = true")
+    gaia(gaia_cli, "run", built.build)  # a miss: the tree now holds htop with unicode
+    layer.write_text(first)
+    hit = gaia(gaia_cli, "run", built.build)
+    assert packages_run(hit) == set(), steps(hit)
+    assert "units: nothing to restore, the whole tree was" in hit.output, hit.output
+    assert "restored, " not in hit.output and "captured" not in hit.output
+    assert (built.out / "target" / "etc" / "htoprc").read_text() == "unicode=no\n"
+    (built.root / "board" / "busybox.fragment").write_text("CONFIG_LS=y\nCONFIG_TOP=y\n")
+    warm = gaia(gaia_cli, "run", built.build)
+    assert packages_run(warm) == {"busybox"}, steps(warm)
+    assert "units: 7 kept, 0 restored, 1 to build" in warm.output, warm.output
+
+
+# -- which units each key input reaches (issue 20's list) ----------------------------------------
+
+ALL_PACKAGES = {"toolchain-external-custom", "host-pkgconf", "busybox", "libfoo", "foo-gui", "htop", "nano",
+                "dropbear"}
+
+
+def append(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(text)
+
+
+def tree(qs: Quickstart) -> Path:
+    return qs.root / "buildroot-tree"
+
+
+def replace_in_layer(qs: Quickstart, old: str, new: str) -> None:
+    layer = qs.root / "layers" / "units.toml"
+    layer.write_text(layer.read_text().replace(old, new))
+
+
+def with_global_patch_dir(qs: Quickstart) -> str:
+    append(qs.root / "patches" / "libfoo" / "0001-fix.patch", "--- a/foo.c\n+++ b/foo.c\n")
+    return f'GLOBAL_PATCH_DIR = "{qs.root / "patches"}"\n'
+
+
+def with_override(qs: Quickstart) -> str:
+    append(qs.root / "src" / "htop" / "htop", "#!/bin/sh\necho mine\n")
+    append(qs.root / "local.mk", f"HTOP_OVERRIDE_SRCDIR = {qs.root / 'src' / 'htop'}\n")
+    return f'PACKAGE_OVERRIDE_FILE = "{qs.root / "local.mk"}"\n'
+
+
+def with_external(qs: Quickstart) -> str:
+    ext = qs.root / "ext"
+    append(ext / "external.desc", "name: ACME\n")
+    append(ext / "Config.in", "")
+    append(ext / "external.mk", "# ACME's packages\n")
+    qs.build.write_text(qs.build.read_text() + '\n[buildroot]\nexternal = ["ext"]\n')
+    return ""
+
+
+def with_busybox_config(qs: Quickstart) -> str:
+    append(qs.root / "board" / "busybox.config", (tree(qs) / "package" / "busybox" / "busybox.config").read_text())
+    return f'PACKAGE_BUSYBOX_CONFIG = "{qs.root / "board" / "busybox.config"}"\n'
+
+
+#: (what changes, what the workspace has from the cold build on, the change, the packages built after it)
+KEY_INPUTS = [
+    ("global-patch-dir", with_global_patch_dir,
+     lambda qs: append(qs.root / "patches" / "libfoo" / "0001-fix.patch", "-old\n+new\n"), {"libfoo", "foo-gui"}),
+    ("override-tree", with_override,
+     lambda qs: append(qs.root / "src" / "htop" / "htop", "echo edited\n"), {"htop"}),
+    ("hash-file", None,
+     lambda qs: append(tree(qs) / "package" / "nano" / "nano.hash", "# checked again\n"), {"nano"}),
+    ("recipe-patch", None,
+     lambda qs: append(tree(qs) / "package" / "libfoo" / "0001-fix.patch", "--- a/foo.c\n"), {"libfoo", "foo-gui"}),
+    ("recipe-config-in", None,
+     lambda qs: append(tree(qs) / "package" / "htop" / "Config.in", "config BR2_PACKAGE_HTOP\n"), {"htop"}),
+    ("infrastructure", None,
+     lambda qs: append(tree(qs) / "package" / "pkg-utils.mk", "# infrastructure edited\n"), ALL_PACKAGES),
+    ("external-mk", with_external,
+     lambda qs: append(qs.root / "ext" / "external.mk", "# edited\n"), ALL_PACKAGES),
+    ("file-a-symbol-names", with_busybox_config,
+     lambda qs: append(qs.root / "board" / "busybox.config", "CONFIG_VI=y\n"), {"busybox"}),
+    ("environment-symbol", lambda qs: "JLEVEL = 2\n", lambda qs: replace_in_layer(qs, "JLEVEL = 2", "JLEVEL = 3"), set()),
+]
+
+
+@pytest.mark.parametrize(("setup", "change", "rebuilt"), [case[1:] for case in KEY_INPUTS],
+                         ids=[case[0] for case in KEY_INPUTS])
+def test_each_key_input_rebuilds_its_units_only(gaia_cli, tmp_path, toolchain, setup, change, rebuilt):
+    qs = units_workspace(tmp_path / "ws", toolchain)
+    if setup is not None:
+        add_symbols(qs, setup(qs))
+    cold = gaia(gaia_cli, "run", qs.build)
+    assert packages_run(cold) == ALL_PACKAGES and "captured 8 unit(s)" in cold.output, cold.output
+    change(qs)
+    shutil.rmtree(qs.out.resolve())  # every package not rebuilt comes from its unit
+    warm = gaia(gaia_cli, "run", qs.build)
+    assert packages_run(warm) == rebuilt, steps(warm)
+    assert f"units: 0 kept, {8 - len(rebuilt)} restored, {len(rebuilt)} to build" in warm.output, warm.output

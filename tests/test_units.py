@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import tomli_w
 from units_plugin import plugin as parts_plugin
 
+from gaia_core import hookimpl
 from gaia_core.plugins import get_plugin_manager
 
 PARTS = {"a": {"value": "1"}, "b": {"value": "1", "deps": ["a"]}, "c": {"value": "1"}}
@@ -292,3 +294,145 @@ def test_use_policy_off_restores_no_unit_but_still_rebuilds_what_changed(gaia_cl
     shutil.rmtree(ws.out)
     run(gaia_cli, pm, ws)
     assert ws.built() == ["a", "b", "c"]  # nothing restored
+
+
+# -- a restore of units that fails leaves the tree as a clean build finds it ---------------------
+
+
+def tree_of(root: Path) -> dict[str, str]:
+    """Every file below ``root`` (relative path -> content), gaia's own markers left out."""
+    return {p.relative_to(root).as_posix(): p.read_text() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.startswith(".gaia")}
+
+
+def cold_tree(gaia_cli, pm, root: Path, parts) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The tree of a build in a fresh workspace with these parts, checkpoints off."""
+    cold = Workspace(root, root.parent / "unused-remote")
+    cold.write(parts=parts, use_policy="off")
+    run(gaia_cli, pm, cold)
+    return tree_of(cold.out)
+
+
+def corrupt_chunk(store: Path, chunk: bytes) -> None:
+    from gaia_core.checkpoints.packstore import PackStore
+
+    packs = PackStore(store)
+    location = packs.locate([chunk])[chunk]
+    path = packs.pack_path(location.pack)
+    raw = bytearray(path.read_bytes())
+    raw[location.offset + location.clen // 2] ^= 0x20
+    path.write_bytes(raw)
+
+
+def test_a_unit_object_corrupt_mid_restore_leads_to_a_full_build(gaia_cli, pm, ws, tmp_path):
+    ws.write()
+    run(gaia_cli, pm, ws)
+    assert ws.built() == ["a", "b", "c"]
+    keys = {json.loads((obj / "manifest.json").read_text())["unit"]["name"]: obj for obj in ws.unit_objects()}
+    part = json.loads((keys["b"] / "manifest.json").read_text())["tree"]["parts"][0]["id"]
+    corrupt_chunk(ws.store, bytes.fromhex(part))  # b's entry list, read once a and c are in place
+    shutil.rmtree(ws.out / "parts" / "b")  # b is restored, a and c are kept
+    changed = {**PARTS, "c": {"value": "2"}}
+    ws.write(parts=changed)
+    warm = run(gaia_cli, pm, ws)
+    assert ws.built() == ["a", "b", "c"], warm.output  # a, kept before the failure, is built too
+    assert "units could not be restored: local pack" in warm.output and "builds every unit" in warm.output
+    assert tree_of(ws.out) == cold_tree(gaia_cli, pm, tmp_path / "cold", changed)
+    # b's damaged object is captured again: the next miss restores it
+    assert "captured 2 unit(s)" in warm.output, warm.output
+    shutil.rmtree(ws.out)
+    ws.write(parts={**PARTS, "c": {"value": "3"}})
+    run(gaia_cli, pm, ws)
+    assert ws.built() == ["c"]
+
+
+class UnreadableParts(parts_plugin.PartsAnchor):
+    """The parts anchor whose units cannot be read while ``units-unreadable`` is in the
+    workspace (as Buildroot's when ``make show-info`` fails); the build itself works."""
+
+    def units(self):  # type: ignore[no-untyped-def]
+        from gaia_core.errors import CheckpointError
+
+        if (self.build.workspace.root / "units-unreadable").exists():
+            raise CheckpointError("the unit list could not be read")
+        return super().units()
+
+
+class UnreadablePartsPlugin:
+    @staticmethod
+    @hookimpl
+    def gaia_register_modules():  # type: ignore[no-untyped-def]
+        return [parts_plugin.PartsModule]
+
+    @staticmethod
+    @hookimpl
+    def gaia_register_anchors():  # type: ignore[no-untyped-def]
+        return [UnreadableParts]
+
+
+def test_units_that_cannot_be_read_leave_no_stale_part_for_the_build(gaia_cli, ws, tmp_path):
+    """parts.build, like make, takes a part whose stamp is in place as built: a changed value
+    would stay stale if the tree kept it."""
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(UnreadablePartsPlugin(), name="parts")
+    ws.write()
+    run(gaia_cli, pm, ws)
+    assert ws.built() == ["a", "b", "c"]
+    changed = {**PARTS, "c": {"value": "2"}}
+    ws.write(parts=changed)
+    (ws.root / "units-unreadable").write_text("")
+    warm = run(gaia_cli, pm, ws)
+    assert ws.built() == ["a", "b", "c"], warm.output
+    assert ("units could not be restored: the unit list could not be read; removed what a clean build does not "
+            "find") in warm.output
+    assert tree_of(ws.out) == cold_tree(gaia_cli, pm, tmp_path / "cold", changed)
+    assert not (ws.out / ".gaia-units.json").exists()
+
+
+def test_unit_objects_reuse_the_whole_trees_chunks(gaia_cli, pm, ws):
+    """A unit costs its entry list: every chunk of its files is one the whole checkpoint
+    stored, in the packs it wrote, and the units' capture writes only their entry lists."""
+    from gaia_core.checkpoints import tree
+    from gaia_core.checkpoints.packstore import PackStore
+
+    (ws.root / "sources" / "a.txt").write_text(os.urandom(1 << 20).hex() + "\n")  # 2 MiB in a's value.txt
+    ws.write()
+    run(gaia_cli, pm, ws)
+    packs = PackStore(ws.store)
+    try:
+        [whole_dir] = (ws.store / "points" / "base").iterdir()
+        whole = json.loads((whole_dir / "manifest.json").read_text())
+        whole_chunks = {chunk for chunk, _ in tree.chunks(packs, whole)}
+        whole_packs = {location.pack for location in packs.locate(list(whole_chunks)).values()}
+        units = [json.loads((obj / "manifest.json").read_text()) for obj in ws.unit_objects()]
+        assert len(units) == 3
+        entry_lists = set()
+        for unit in units:
+            parts = {chunk for chunk, _ in tree.parts(unit)}
+            data = {chunk for chunk, _ in tree.chunks(packs, unit)} - parts
+            assert data and data <= whole_chunks, unit["unit"]["name"]
+            assert {location.pack for location in packs.locate(list(data)).values()} <= whole_packs
+            entry_lists |= parts
+        written = set(packs.local_packs()) - whole_packs  # by the units' capture
+        assert written == {location.pack for location in packs.locate(list(entry_lists)).values()} - whole_packs
+        new_bytes = sum(packs.local_packs()[pack] for pack in written)
+        files_bytes = sum(unit["tree"]["size"] for unit in units)
+        assert files_bytes > 2 << 20
+        assert 0 < new_bytes < files_bytes / 1000, (new_bytes, files_bytes)
+    finally:
+        packs.close()
+
+
+def test_a_tree_that_cannot_be_cleared_after_a_failed_restore_of_units_stops_the_run(gaia_cli, pm, ws):
+    """Correct, or not used: building on parts of other inputs is no option."""
+    ws.write()
+    run(gaia_cli, pm, ws)
+    ws.built()
+    marker = ws.out / ".gaia-units.json"
+    marker.unlink()
+    marker.mkdir()  # neither written (the restore fails) nor removed (the clearing fails)
+    ws.write(parts={**PARTS, "c": {"value": "2"}})
+    result = gaia_cli("run", ws.build, pm=pm)
+    assert result.exit_code != 0, result.output
+    assert "and the tree could not be cleared for a full build" in result.output, result.output
+    assert ws.built() == []

@@ -8,7 +8,6 @@ full disk) costs a build, never the run; ``required`` turns a miss into a failur
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from gaia_core.checkpoints.records import LOCAL, WORKSPACE
 from gaia_core.errors import BackendError, CheckpointError, TaskFailed
 
 if TYPE_CHECKING:
-    from gaia_core.anchors import Anchor
+    from gaia_core.anchors import Anchor, Units
     from gaia_core.checkpoints.config import Point
     from gaia_core.checkpoints.fingerprint import Fingerprint
     from gaia_core.checkpoints.portability import Portability
@@ -432,21 +431,39 @@ def run_units(ctx: TaskContext, point_id: str) -> None:
     if how is not None:
         ctx.log(f"checkpoint:{point.id} units: nothing to restore, the whole tree was {how}")
         return
-    from gaia_core.checkpoints.unitrestore import restore_units
-    from gaia_core.checkpoints.unitstore import clear_held
+    from gaia_core.checkpoints.restore import tidy
+    from gaia_core.checkpoints.unitrestore import read_units, restore_units
     from gaia_core.errors import ConfigError
     from gaia_core.fingerprints import InputPending
 
+    spec = None
     try:
+        tidy(anchor.targets(), ctx.log)  # before the units are read from the tree (Buildroot's .config)
+        read = read_units(anchor)
+        spec = read[0]
         restore_units(cp, point, anchor, cp.fingerprint(point).newest_input_ns, ctx.log,
-                      reuse=point.use_policy != "off")
+                      reuse=point.use_policy != "off", read=read)
     except (Cancelled, ConfigError):
         raise
     except (CheckpointError, OSError, InputPending) as exc:
-        with contextlib.suppress(CheckpointError):
-            clear_held(anchor.targets())
-        ctx.log(f"WARN: checkpoint:{point.id} units could not be restored: {exc}; {point.anchor_task} builds "
-                "what the tree lacks")
+        _clear_units(ctx, point, anchor, spec, exc)
+
+
+def _clear_units(ctx: TaskContext, point: Point, anchor: Anchor, spec: Units | None, failure: Exception) -> None:
+    """After a failed restore of units the tree may hold units built with other inputs,
+    which the anchor's build (make) would take as made: it is left as a clean build finds
+    it, or the run stops (correct, or not used)."""
+    from gaia_core.checkpoints.unitrestore import clear_units
+
+    what = "every unit and what the build assembles" if spec is not None else "what a clean build does not find"
+    try:
+        removed = clear_units(point, anchor, spec)
+    except (CheckpointError, OSError) as exc:
+        where = ", ".join(str(t.path) for t in anchor.targets())
+        raise TaskFailed(f"checkpoint:{point.id} units could not be restored ({failure}), and the tree could not "
+                         f"be cleared for a full build: {exc}; remove {where} and run again") from None
+    ctx.log(f"WARN: checkpoint:{point.id} units could not be restored: {failure}; removed {what} ({removed} "
+            f"path(s)) and the units marker: {point.anchor_task} builds every unit")
 
 
 def _inputs_changed_meanwhile(ctx: TaskContext, cp: Checkpoints, point: Point, anchor: Anchor,

@@ -192,6 +192,9 @@ def capture_units(cp: Checkpoints, point: Point, anchor: Anchor, whole: LocalObj
             if key is not None:
                 manifest = sign(manifest, key)
             assert cut.key.key is not None
+            if cp.store.get(point.id, cut.key.key, quiet=True, area=UNITS) is None:
+                # an object of this key whose entry list was lost (a damaged pack) stays in the way of a new one
+                cp.store.discard(point.id, cut.key.key, "unreadable; captured again", area=UNITS)
             cp.store.publish(point.id, cut.key.key, manifest, finished if first else [], area=UNITS)
             first = False
             published.append(name)

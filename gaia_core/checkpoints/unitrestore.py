@@ -143,11 +143,15 @@ def local_available(cp: Checkpoints, point: Point, anchor: Anchor, keys: Mapping
     return found, why
 
 
+#: what :func:`read_units` returns
+Read = tuple["Units", dict[str, UnitKey], "int | None"]
+
+
 def plan_restore(cp: Checkpoints, point: Point, anchor: Anchor, log: Log, *,
-                 reuse: bool = True) -> tuple[UnitsPlan, dict[str, LocalObject]]:
-    """Read the units, fetch what the backends have of what is needed, decide (``reuse``
-    off: no store is asked, what the tree holds is kept or removed)."""
-    spec, keys, newest = read_units(anchor)
+                 reuse: bool = True, read: Read | None = None) -> tuple[UnitsPlan, dict[str, LocalObject]]:
+    """Read the units (unless ``read`` has them), fetch what the backends have of what is
+    needed, decide (``reuse`` off: no store is asked, what the tree holds is kept or removed)."""
+    spec, keys, newest = read if read is not None else read_units(anchor)
     targets = anchor.targets()
     held = in_tree(read_held(targets, point), keys, targets)
     if not reuse:
@@ -171,15 +175,13 @@ def plan_restore(cp: Checkpoints, point: Point, anchor: Anchor, log: Log, *,
 
 
 def restore_units(cp: Checkpoints, point: Point, anchor: Anchor, newest_input_ns: int | None,
-                  log: Log, *, reuse: bool = True) -> UnitsPlan:
+                  log: Log, *, reuse: bool = True, read: Read | None = None) -> UnitsPlan:
     """Bring the tree to its kept and restored units (see the module docstring). ``reuse``
     off (``use_policy = "off"``): nothing is restored, but what the tree holds of other keys
-    still goes, so the build never leaves a package stale that Buildroot would not rebuild."""
-    from gaia_core.checkpoints.restore import tidy
-
+    still goes, so the build never leaves a package stale that Buildroot would not rebuild.
+    The caller has finished or removed what an interrupted restore left (:func:`.restore.tidy`)."""
     targets = anchor.targets()
-    tidy(targets, log)
-    plan, objects = plan_restore(cp, point, anchor, log, reuse=reuse)
+    plan, objects = plan_restore(cp, point, anchor, log, reuse=reuse, read=read)
     held = read_held(targets, point)
     kept = {n: (str(d.key), tuple(plan.keys[n].unit.paths)) for n, d in plan.decisions.items() if d.action == KEEP}
     restoring = {n: objects[n] for n, d in plan.decisions.items() if d.action == RESTORE}
@@ -219,6 +221,25 @@ def restore_units(cp: Checkpoints, point: Point, anchor: Anchor, newest_input_ns
             log(f"checkpoint:{point.id} unit {d.name} {d.label}".rstrip() + f" will be built: {d.why}"
                 + (f"; {changed}" if changed else ""))
     return plan
+
+
+def clear_units(point: Point, anchor: Anchor, spec: Units | None) -> int:
+    """Leave the targets as a clean build finds them, after a restore of units failed part
+    way: the units marker first (a clear cut short claims nothing), then the paths of every
+    unit the marker named or ``spec`` declares and the assembled ones; when the units could
+    not be read (``spec`` None), what the anchor's :meth:`~gaia_core.anchors.Anchor.clean_paths`
+    names. How many paths were there."""
+    from gaia_core.checkpoints.unitstore import clear_held
+
+    targets = anchor.targets()
+    held = read_held(targets, point)
+    clear_held(targets)
+    groups: list[Iterable[str]] = [paths for _key, paths in held.values()]
+    if spec is None:
+        groups.append(anchor.clean_paths())
+    else:
+        groups.extend([*(unit.paths for unit in spec.units), spec.assembled])
+    return _remove(targets, groups)
 
 
 def _abs(targets: list[Target], path: str) -> Path:
@@ -350,5 +371,5 @@ def _linked(entries: Iterator[Entry], links: Mapping[str, str]) -> Iterator[Entr
             yield entry
 
 
-__all__ = ["BUILD", "KEEP", "RESTORE", "Decision", "UnitsPlan", "decide", "in_tree", "local_available",
-           "plan_restore", "read_units", "restore_units"]
+__all__ = ["BUILD", "KEEP", "RESTORE", "Decision", "Read", "UnitsPlan", "clear_units", "decide", "in_tree",
+           "local_available", "plan_restore", "read_units", "restore_units"]

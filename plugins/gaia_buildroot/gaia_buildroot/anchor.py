@@ -158,6 +158,12 @@ class BuildrootAnchor(Anchor):
 
         return buildroot_units(self.build)
 
+    def clean_paths(self) -> tuple[str, ...]:
+        """What ``make clean`` removes: ``.config`` (``buildroot.configure`` made it) stays."""
+        from gaia_buildroot.package_units import CLEAN
+
+        return tuple(f"{TARGET_NAME}/{path}" for path in CLEAN)
+
     def units_problem(self) -> str | None:
         """Per-package directories off in the build file or the defconfig (None when that
         cannot be told before the fetch: the units then say it from ``.config``)."""

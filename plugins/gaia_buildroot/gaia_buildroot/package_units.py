@@ -64,6 +64,9 @@ PER_PACKAGE_PROBLEM = (
 ASSEMBLED = ("target", "host", "staging", "images", "build/packages-file-list.txt",
              "build/packages-file-list-host.txt", "build/packages-file-list-staging.txt",
              SYNC_MANIFEST_FILE, SYNC_BACKUP_DIR, RECORD_FILE)
+#: what ``make clean`` removes (Buildroot's Makefile), and gaia's records of what it wrote there
+CLEAN = ("build", "per-package", "target", "host", "staging", "images", "legal-info", "graphs",
+         SYNC_MANIFEST_FILE, SYNC_BACKUP_DIR, RECORD_FILE)
 #: the package infrastructure of a Buildroot tree (relative paths, as globs on the listing)
 _INFRA = re.compile(r"^(Makefile|package/Makefile\.in|package/[^/]+\.mk|support/(?!testing/).*|toolchain/[^/]+"
                     r"|arch/.*|system/.*)$")
@@ -255,4 +258,4 @@ def _global_patches(raw: str, config: dict[str, str], layout: BuildrootLayout) -
     return found
 
 
-__all__ = ["ASSEMBLED", "PER_PACKAGE", "PER_PACKAGE_PROBLEM", "buildroot_units"]
+__all__ = ["ASSEMBLED", "CLEAN", "PER_PACKAGE", "PER_PACKAGE_PROBLEM", "buildroot_units"]
