@@ -561,3 +561,27 @@ def test_commands_that_talk_to_the_stores_contact_a_tier_remembered_down(gaia_cl
     retried = run(gaia_cli, tier_pm, "checkpoints", "retry", project.build, "--json").json
     assert retried["uploaded"] == 1 and NetDirBackend.calls["office"] > calls
     assert DownTiers().read() == {} and len(objects_in(tmp_path, "office")) == 1
+
+
+# -- run records with several tiers ------------------------------------------------------
+
+
+def test_run_records_go_to_every_writable_tier_and_count_once(gaia_cli, tier_pm, tmp_path):
+    tiers = {"runner": "dir", "office": "dir+ro", "cloud": "dir"}
+    share = 'share_records = true'
+    produce(gaia_cli, tier_pm, tmp_path, tiers, ["cloud"], checkpoints=share)
+    consumer = fresh(tmp_path, "consumer")
+    write(consumer, tiers, ["runner", "office", "cloud"], stores=tmp_path, checkpoints=share)
+    run(gaia_cli, tier_pm, "run", consumer.build)  # a hit in the cloud, backfilled into the runner
+
+    def shared(name: str) -> list[Path]:
+        return sorted((tier_dir(tmp_path, name) / "records").glob("*/*.json"))
+
+    assert len(shared("cloud")) == 2 and len(shared("runner")) == 1 and shared("office") == []
+    [record] = json.loads(shared("runner")[0].read_text())["records"]
+    assert (record["decision"], record["tier"]) == ("remote_hit", "dir:cloud"), record
+    assert record["bytes"]["uploaded"] > 0, "the backfill into the runner is the run's upload"
+
+    stats = run(gaia_cli, tier_pm, "checkpoints", "stats", consumer.build, "--remote", "--json").json
+    point = stats["points"]["base"]
+    assert (point["runs"], point["remote_hits"], point["misses"]) == (2, 1, 1), point
