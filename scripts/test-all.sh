@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command (CI runs it through .ci/run). It installs everything the tests
 # need (servers and docker.io from Debian, packages from PyPI) and runs:
-#   1. the offline tests, the plugins' tests and the remote suite against the native servers;
+#   1. the offline tests and the plugins' tests (on every core), then the remote suite against the
+#      native servers;
 #   2. the remote suite again against the Docker services of integration/compose.yaml, on the
 #      Docker engine that answers, or else on a private dockerd this script starts (no bridge,
 #      no iptables, host networking only) and stops at the end, even on failure.
@@ -29,8 +30,18 @@ say "installed in $(elapsed "$started")"
 
 native_started=$(date +%s)
 native=0
-GAIA_REMOTE_SERVERS=native .venv/bin/pytest -p no:cacheprovider tests plugins integration "$@" || native=$?
-say "offline tests and the remote suite on native servers: exit $native in $(elapsed "$native_started")"
+# pytest-xdist: every test has its own directories, XDG cache and servers (free ports, containers
+# named by their process), so tests run side by side: the offline ones on every core, the
+# remote suite in 4 workers (its tests mostly wait on servers that stall by design, and its time
+# bounds have the margins of a loaded machine). GAIA_TEST_WORKERS=0 runs both one at a time.
+offline_workers=${GAIA_TEST_WORKERS:-auto}
+remote_workers=${GAIA_TEST_WORKERS:-4}
+.venv/bin/pytest -p no:cacheprovider -n "$offline_workers" tests plugins "$@" || native=$?
+say "offline tests: exit $native in $(elapsed "$native_started")"
+remote_started=$(date +%s)
+GAIA_REMOTE_SERVERS=native .venv/bin/pytest -p no:cacheprovider -n "$remote_workers" integration "$@" \
+    || native=$((native ? native : $?))
+say "the remote suite on native servers: exit $native in $(elapsed "$remote_started")"
 
 if [ "${GAIA_TEST_DOCKER:-1}" = 0 ]; then
     say "GAIA_TEST_DOCKER=0: the remote suite did NOT run against the Docker services"
@@ -62,7 +73,8 @@ say "images ready in $(elapsed "$images_started")"
 
 suite_started=$(date +%s)
 docker=0
-GAIA_REMOTE_SERVERS=docker .venv/bin/pytest -p no:cacheprovider -m "remote and not slow" integration "$@" || docker=$?
+GAIA_REMOTE_SERVERS=docker .venv/bin/pytest -p no:cacheprovider -n "$remote_workers" -m "remote and not slow" \
+    integration "$@" || docker=$?
 say "remote suite on Docker services: exit $docker in $(elapsed "$suite_started") ($(elapsed "$docker_started") with the engine and images)"
 
 say "native pass: exit $native; docker pass: exit $docker; all in $(elapsed "$started")"
