@@ -95,6 +95,15 @@ def test_a_binary_that_must_move_but_cannot_is_built_once_there_and_stored_as_a_
     shutil.rmtree(first.store)
     run(gaia_cli, pm, "run", first.build)
     assert first.builds() == 1 and status(gaia_cli, pm, first)["variant"] is None
+    # later runs at the longer path know the variant in place without asking a store about the
+    # first object (gone from the shared store here)
+    shutil.rmtree(first.shared)
+    first.shared.mkdir()
+    st = status(gaia_cli, pm, again)
+    assert (st["will_use"], st["will_rebuild"], st["reason"]) == (True, False, "hit") and st["variant"], st
+    result = run(gaia_cli, pm, "run", again.build)
+    assert again.builds() == 0 and f"already holds {st['fingerprint'][:12]}" not in result.output
+    assert "already holds" in result.output and "looking for the variant" not in result.output, result.output
 
 
 def test_a_local_object_unusable_after_the_workspace_moved_leads_to_a_variant_for_the_new_path(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gaia_core.checkpoints.config import Point
 from gaia_core.checkpoints.engine import Checkpoints, clock
 from gaia_core.checkpoints.portability import assess
-from gaia_core.checkpoints.variants import MAX_DEPTH, path_bound, variant_key
+from gaia_core.checkpoints.variants import MAX_DEPTH, path_bound, variant_in_place, variant_key
 from gaia_core.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -176,8 +176,9 @@ def point_status(cp: Checkpoints, point: Point, *, probe_remote: bool = True, ev
     value = fp.value
     assert value is not None
     targets = anchor.targets()
-    look = _look(cp, point, anchor, fp, value, probe_remote=probe_remote, every_tier=every_tier, inactive=inactive)
-    variant = None
+    variant = variant_in_place(cp, point, targets, value)
+    look = _look(cp, point, anchor, fp, variant or value, probe_remote=probe_remote, every_tier=every_tier,
+                 inactive=inactive)
     for _ in range(MAX_DEPTH):  # an object unusable at this path: its variant for this path (.variants)
         bound = look.bound_reason()
         if bound is None:

@@ -202,11 +202,15 @@ def _choose(ctx: TaskContext, cp: Checkpoints, point: Point, anchor: Anchor,
     An object that cannot be used here for a reason bound to this path or host leads to its
     variant (:mod:`.variants`); on a miss at the end of that chain the capture stores the
     tree built here as that variant, so the next run here hits."""
-    from gaia_core.checkpoints.variants import MAX_DEPTH, path_bound, variant_field, variant_key
+    from gaia_core.checkpoints.variants import MAX_DEPTH, path_bound, variant_field, variant_in_place, variant_key
 
     fp = fingerprint.value
     assert fp is not None
     targets = anchor.targets()
+    held = variant_in_place(cp, point, targets, fp)
+    if held is not None:  # known without asking a store whether the object of fp is usable here
+        _in_place(ctx, cp, point, anchor, dataclasses.replace(fingerprint, value=held))
+        return None
     key, bound = fp, None
     for depth in range(MAX_DEPTH + 1):
         if cp.materialized(targets, key):

@@ -15,11 +15,14 @@ first object, it costs the store little more than the files that differ.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gaia_core.anchors import Target
+    from gaia_core.checkpoints.config import Point
+    from gaia_core.checkpoints.engine import Checkpoints
 
 #: reasons that hold here but not where the object was built: they lead to a variant
 PATH_BOUND = ("not_relocatable:", "missing_prerequisite:")
@@ -56,4 +59,21 @@ def root_fingerprint(manifest: dict[str, Any]) -> str | None:
     return fingerprint if isinstance(fingerprint, str) else None
 
 
-__all__ = ["MAX_DEPTH", "PATH_BOUND", "path_bound", "root_fingerprint", "variant_field", "variant_key"]
+def variant_in_place(cp: Checkpoints, point: Point, targets: Sequence[Target], fp: str) -> str | None:
+    """The key of a variant of ``fp`` the targets hold (by their marker) while the local
+    store holds its object: known without asking any store about the object of ``fp``
+    (which a tier may no longer have); None otherwise."""
+    from gaia_core.checkpoints.engine import MARKER
+
+    try:
+        key = json.loads((targets[0].path / MARKER).read_bytes()).get("fingerprint") if targets else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(key, str) or key == fp or not cp.materialized(list(targets), key):
+        return None
+    obj = cp.local_object(point, key, discard=False)
+    return key if obj is not None and root_fingerprint(obj.manifest) == fp else None
+
+
+__all__ = ["MAX_DEPTH", "PATH_BOUND", "path_bound", "root_fingerprint", "variant_field", "variant_in_place",
+           "variant_key"]
