@@ -60,6 +60,15 @@ Log = Callable[[str], None]
 _ENGINES: weakref.WeakKeyDictionary[Any, Checkpoints] = weakref.WeakKeyDictionary()
 
 
+def read_marker(target: Target) -> dict[str, Any]:
+    """The target's checkpoint marker; empty when there is none or it is not a JSON object."""
+    try:
+        data = json.loads((target.path / MARKER).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def unavailable(ref: str, reason: str) -> str:
     """The one wording of a backend that could not be used, in every command and in runs."""
     return f"backend {ref} is unavailable: {reason}"
@@ -446,11 +455,7 @@ class Checkpoints:
         for t in targets:
             if t.link is not None and not os.path.islink(t.link):
                 return False  # the user removed the path they know: the run starts it over
-            try:
-                marker = json.loads((t.path / MARKER).read_bytes())
-            except (OSError, ValueError):
-                return False
-            if not isinstance(marker, dict) or marker.get("fingerprint") != fp:
+            if read_marker(t).get("fingerprint") != fp:
                 return False
         return bool(targets)
 

@@ -22,12 +22,11 @@ build read).
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gaia_core.checkpoints.engine import MARKER, Checkpoints, Log
+from gaia_core.checkpoints.engine import Checkpoints, Log, read_marker
 from gaia_core.checkpoints.mtimes import Placement, place_mtimes
 
 if TYPE_CHECKING:
@@ -70,7 +69,7 @@ def keep_up_to_date(cp: Checkpoints, point: Point, targets: list[Target], finger
     newest = fingerprint.newest_input_ns
     if newest is None or not targets:
         return None
-    markers = [_marker(t) for t in targets]
+    markers = [read_marker(t) for t in targets]
     known = [m.get(FIELD, {}).get("inputs_ok_ns") if isinstance(m.get(FIELD), dict) else None for m in markers]
     if all(isinstance(ok, int) and newest <= ok for ok in known):
         return None
@@ -93,14 +92,6 @@ def _report(placement: Placement, fingerprint: Fingerprint, point: Point, log: L
     if newest is not None and placement.oldest_ns <= newest:
         log(f"WARN: checkpoint:{point.id} an input's mtime ({_iso(newest)}) lies in the future of this "
             f"filesystem's clock ({_iso(placement.at_ns)}); make may rebuild parts of the {what} (clock skew?)")
-
-
-def _marker(target: Target) -> dict[str, Any]:
-    try:
-        data = json.loads((target.path / MARKER).read_bytes())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _iso(ns: int) -> str:

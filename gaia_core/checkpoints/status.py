@@ -144,10 +144,9 @@ def _tier_rows(cp: Checkpoints, point: Point) -> list[dict[str, Any]]:
     writable = cp.writable_tiers(point)
     rows = []
     for ref in point.backends:
-        until = cp.down_until(ref)
         rows.append({"ref": ref, "read_only": cp.settings.tier_read_only(ref), "writable": ref in writable,
                      "state": None, "reason": None, "error": None, "signer": "-", "seconds": None,
-                     "down_until": datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds") if until else None})
+                     "down_until": _iso(cp.down_until(ref))})
     return rows
 
 

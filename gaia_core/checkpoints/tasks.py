@@ -217,11 +217,11 @@ def _choose(ctx: TaskContext, cp: Checkpoints, point: Point, anchor: Anchor,
             _in_place(ctx, cp, point, anchor, dataclasses.replace(fingerprint, value=key))
             return None
         obj, source, reason = _find(ctx, cp, point, key)
-        portability = assess(obj.manifest, anchor) if obj is not None else None
-        if obj is not None and portability is not None and portability.usable:
-            return obj, source, portability
         if obj is not None:
-            reason = str(portability.problem if portability is not None else "")
+            portability = assess(obj.manifest, anchor)
+            if portability.usable:
+                return obj, source, portability
+            reason = str(portability.problem)
             if not path_bound(reason):
                 cp.tally(point.id).decide("refused", reason, tier=LOCAL if source == LOCAL_STORE else source)
         if not path_bound(reason) or depth == MAX_DEPTH:

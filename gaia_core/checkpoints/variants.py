@@ -15,7 +15,6 @@ first object, it costs the store little more than the files that differ.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -63,12 +62,9 @@ def variant_in_place(cp: Checkpoints, point: Point, targets: Sequence[Target], f
     """The key of a variant of ``fp`` the targets hold (by their marker) while the local
     store holds its object: known without asking any store about the object of ``fp``
     (which a tier may no longer have); None otherwise."""
-    from gaia_core.checkpoints.engine import MARKER
+    from gaia_core.checkpoints.engine import read_marker
 
-    try:
-        key = json.loads((targets[0].path / MARKER).read_bytes()).get("fingerprint") if targets else None
-    except (OSError, ValueError, AttributeError):
-        return None
+    key = read_marker(targets[0]).get("fingerprint") if targets else None
     if not isinstance(key, str) or key == fp or not cp.materialized(list(targets), key):
         return None
     obj = cp.local_object(point, key, discard=False)
