@@ -205,3 +205,14 @@ def test_the_starting_point_example_runs(gaia_cli, tmp_path: Path):
     assert {"etc/motd", "usr/bin/base-hello", "etc/os-release"} <= set(members)
     manifest = json.loads((dest / "out" / "build" / "manifest.json").read_text())
     assert manifest["starting_point"]["source_label"] == "example base rootfs"
+
+
+def test_a_python_without_tarfiles_data_filter_refuses_to_extract(gaia_cli, tmp_path: Path, monkeypatch):
+    root = make_rootfs(tmp_path / "src" / "rootfs")
+    with tarfile.open(tmp_path / "base.tar", "w") as tar:
+        tar.add(root, arcname=".")
+    monkeypatch.delattr(tarfile, "data_filter")  # as on CPython 3.11.0-3.11.3
+    result = gaia_cli("run", write_project(tmp_path, 'rootfs_tar = "base.tar"'))
+    assert result.exit_code == 1
+    assert "needs tarfile's data filter (Python 3.11.4 or newer)" in result.output
+

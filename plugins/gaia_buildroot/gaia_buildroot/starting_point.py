@@ -11,6 +11,7 @@ one, so nothing is ever written outside the extraction directory.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import tarfile
 from pathlib import Path
@@ -51,6 +52,12 @@ class _RootfsFilter:
 
 def extract_rootfs(tar_path: Path, dest: Path) -> list[str]:
     """Extract ``tar_path`` into ``dest``; returns the special files skipped."""
+    if not hasattr(tarfile, "data_filter"):  # PEP 706: CPython 3.11.4 and newer
+        raise TaskFailed(
+            f"cannot extract starting point {tar_path}: extracting a tarball safely needs "
+            "tarfile's data filter (Python 3.11.4 or newer); this is Python "
+            f"{platform.python_version()}"
+        )
     keep = _RootfsFilter()
     try:
         with tarfile.open(tar_path, "r:*") as tar:
