@@ -16,6 +16,7 @@ from gaia_core.checkpoints import tree
 from gaia_core.checkpoints.chunking import MAX_CHUNK
 from gaia_core.checkpoints.relocate import (
     CHUNK,
+    FileScanner,
     RelocationPlan,
     Rewrite,
     RootMatcher,
@@ -95,8 +96,10 @@ def test_roots_that_share_a_prefix_are_each_found():
     assert whole(RootMatcher(roots), data) == expected
 
 
-def test_large_pieces_give_the_same_matches_as_small_ones():
-    # pieces from 64 KiB on are searched with libc's memmem
+@pytest.mark.parametrize("kind", [bytearray, bytes])
+def test_large_pieces_give_the_same_matches_as_small_ones(kind: type) -> None:
+    # pieces from 64 KiB on are searched with libc's memmem, bytes (a small file's or a
+    # chunk's) as well as bytearray (the relocation's read buffer)
     rng = random.Random(3)
     data = bytearray(rng.randbytes(300_000))
     spots = sorted(rng.sample(range(0, len(data) - 20), 40)) + [len(data) - 7]
@@ -108,9 +111,22 @@ def test_large_pieces_give_the_same_matches_as_small_ones():
         end = min(start + 1000, len(data))
         small += matcher.feed(bytes(data), start, end, end == len(data))
     matcher.reset()
-    large = matcher.feed(data, 0, len(data), True)
+    large = matcher.feed(kind(data), 0, len(data), True)
     assert large == small and len(large) >= 30
     assert all(data[at : at + 7] == b"/ws/out" for at, _ in large)
+
+
+def test_a_nul_byte_anywhere_in_a_large_piece_makes_the_file_binary():
+    scanner = FileScanner(RootMatcher([b"/ws"]))
+    for at in (0, 70_000, 299_999):
+        data = bytearray(b"a" * 300_000)
+        data[at] = 0
+        scanner.start()
+        scanner.feed(bytes(data), True)
+        assert scanner.binary, at
+    scanner.start()
+    scanner.feed(b"a" * 300_000, True)
+    assert not scanner.binary
 
 
 # -- capture -----------------------------------------------------------------------------

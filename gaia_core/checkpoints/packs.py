@@ -19,6 +19,7 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import blake3
 import zstandard
@@ -45,8 +46,9 @@ class ChunkCorrupt(CheckpointError):
     """A chunk read from a pack does not match its id or size: the pack or its index lies."""
 
 
-@dataclasses.dataclass(frozen=True)
-class IndexEntry:
+class IndexEntry(NamedTuple):
+    """One row of a pack's index (a tuple: a pack of tiny files has tens of thousands)."""
+
     chunk: bytes
     offset: int
     clen: int

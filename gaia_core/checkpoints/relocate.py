@@ -93,8 +93,14 @@ _MEMMEM = _load_memmem()
 
 
 def _find(buffer, needle: bytes, start: int, end: int) -> int:
-    """``buffer.find(needle, start, end)``, through memmem for large bytearray pieces."""
-    if _MEMMEM is None or end - start < _MEMMEM_FROM or type(buffer) is not bytearray:
+    """``buffer.find(needle, start, end)``, through memmem for large pieces (bytes or bytearray)."""
+    if _MEMMEM is None or end - start < _MEMMEM_FROM:
+        return buffer.find(needle, start, end)
+    if type(buffer) is bytes:  # immutable: its address stays valid while it is referenced here
+        base = ctypes.cast(buffer, ctypes.c_void_p).value or 0
+        found = _MEMMEM(base + start, end - start, needle, len(needle))
+        return found - base if found else -1
+    if type(buffer) is not bytearray:
         return buffer.find(needle, start, end)
     view = (ctypes.c_char * len(buffer)).from_buffer(buffer)
     try:
@@ -366,7 +372,7 @@ class FileScanner:
         self.found, self.binary = set(), False
 
     def feed(self, data: bytes, final: bool) -> None:
-        if not self.binary and data.find(b"\0") >= 0:
+        if not self.binary and _find(data, b"\0", 0, len(data)) >= 0:
             self.binary = True
         for _, index in self._matcher.feed(data, 0, len(data), final):
             self.found.add(index)
