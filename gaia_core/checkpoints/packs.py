@@ -130,7 +130,7 @@ class PackWriter:
         self.directory = directory
         self.limit = max(limit, MIN_PACK_LIMIT)
         fd, name = tempfile.mkstemp(prefix=".pack-", suffix=".partial", dir=directory)
-        self._file = os.fdopen(fd, "wb")
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)  # frames of tiny files: few write calls
         self._path = Path(name)
         self._hash = blake3.blake3(PACK_MAGIC)
         self._file.write(PACK_MAGIC)

@@ -146,6 +146,10 @@ class RootMatcher:
         self._lookahead = max(map(len, needles)) + 1
         self.reset()
 
+    def may_hold(self, data: bytes) -> bool:
+        """Whether ``data`` holds the common start of some group of roots."""
+        return any(_find(data, prefix, 0, len(data)) >= 0 for prefix, _ in self._groups)
+
     def reset(self) -> None:
         """Start a new file."""
         self._carry = b""
@@ -376,6 +380,16 @@ class FileScanner:
             self.binary = True
         for _, index in self._matcher.feed(data, 0, len(data), final):
             self.found.add(index)
+
+    def whole(self, data: bytes) -> None:
+        """:meth:`start` and :meth:`feed` of a file read in one piece; a file holding no root's
+        first bytes (nearly all of them) costs one search per group of roots."""
+        self._matcher.reset()
+        self.found = set()
+        self.binary = _find(data, b"\0", 0, len(data)) >= 0
+        if self._matcher.may_hold(data):
+            for _, index in self._matcher.feed(data, 0, len(data), True):
+                self.found.add(index)
 
 
 # -- plan --------------------------------------------------------------------------------

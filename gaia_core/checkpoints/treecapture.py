@@ -23,6 +23,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from gaia_core.anchors import Target
 from gaia_core.checkpoints import chunking
@@ -42,6 +43,7 @@ STREAM_CHUNKS = 8
 BATCH_FILES, BATCH_BYTES = 128, 4 << 20
 _WORKERS = max(4, min(8, 2 * (os.cpu_count() or 2)))
 _NO_ROOTS: Mapping[str, Path] = {}
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass
@@ -245,24 +247,25 @@ class _Reader:
         """Small files read together: one task and one index query for many files (most of a
         build tree is files of a few KiB, where per-file overhead is what costs)."""
         scanner = self._scanner()
+        read_small, chunk_id = chunking.read_small, chunking.chunk_id
         read = []
         for path, name, st in files:
             fd = _open_regular(path, name, st)
             try:
-                data = next(chunking.cut(fd, st.st_size), b"")
+                data = read_small(fd, st.st_size)
             finally:
                 os.close(fd)
-            _check_size(name, len(data), st)
+            if len(data) != st.st_size:
+                _check_size(name, len(data), st)
             if scanner is not None:
-                scanner.start()
-                scanner.feed(data, True)
-            read.append((chunking.chunk_id(data), data, *_found(scanner)))
+                scanner.whole(data)
+                read.append((chunk_id(data), data, frozenset(scanner.found), scanner.binary))
+            else:
+                read.append((chunk_id(data), data, frozenset(), False))
         known = self.packs.locate([digest for digest, *_ in read])
-        results = []
-        for digest, data, found, binary in read:
-            stored = None if digest in self._added else (known.get(digest) or compress(data))
-            results.append(_FileData(digest, [(digest, len(data), stored)], found, binary))
-        return results
+        added = self._added
+        return [_FileData(digest, [(digest, len(data), None if digest in added else known.get(digest) or compress(data))],
+                          found, binary) for digest, data, found, binary in read]
 
     def _put(self, stream: queue.Queue, item: object) -> None:
         """Hand a piece to the walk; give up when the capture ended without reading on."""
@@ -315,6 +318,55 @@ def walk(root: Path, name: str, exclude: Sequence[str], *,
         yield item
         if stat.S_ISDIR(item[2].st_mode):
             stack.append(_children(item[1], item[0], set(), tolerant))
+
+
+def ahead(items: Iterator[_T], *, batch: int = 256, depth: int = 16) -> Iterator[_T]:
+    """``items``, produced on a thread of their own ``batch`` at a time, up to ``depth``
+    batches ahead: the walk's ``lstat`` calls then never make the capture's main thread
+    wait for the GIL to come back (with the workers busy, that wait was most of a tiny
+    file's cost). An error of the walk is raised here, where it would have been."""
+    pipe: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        chunk: list[_T] = []
+        try:
+            for item in items:
+                chunk.append(item)
+                if len(chunk) >= batch:
+                    if not _offer(pipe, chunk, stop):
+                        return
+                    chunk = []
+            end: object = _END
+        except BaseException as exc:  # handed to the consumer, after what came before it
+            end = exc
+        if _offer(pipe, chunk, stop):
+            _offer(pipe, end, stop)
+
+    thread = threading.Thread(target=produce, name="gaia-walk", daemon=True)
+    thread.start()
+    try:
+        while True:
+            got = pipe.get()
+            if got is _END:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            yield from got
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _offer(pipe: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put ``item`` unless the consumer went away; whether it was put."""
+    while not stop.is_set():
+        try:
+            pipe.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def _children(directory: bytes, prefix: str, excluded: set[bytes],
@@ -382,8 +434,8 @@ def capture_tree(targets: Sequence[Target], packs: PackStore, staging: Path, *,
                 writer.add(item.entry)
                 out.add(item.record)
 
-            for path, fs_path, st in walk(target.path, target.name, exclude):
-                entry, record = _entry(path, st, fs_path, heads)
+            for path, fs_path, st, link in ahead(_with_links(walk(target.path, target.name, exclude))):
+                entry, record = _entry(path, st, link, heads)
                 item = _Pending(entry, record, os.fsencode(path), fs_path)
                 if entry.type == "f":
                     counts["files"] += 1
@@ -456,12 +508,19 @@ def _check_target(target: Target) -> None:
         raise CheckpointError(f"checkpoint target {target.name!r}: {target.path} is not a directory")
 
 
-def _entry(path: str, st: os.stat_result, fs_path: bytes, heads: dict[tuple[int, int], str]) -> tuple[Entry, Record]:
+def _with_links(walked: Iterator[tuple[str, bytes, os.stat_result]]) -> Iterator[tuple[str, bytes, os.stat_result,
+                                                                                   str | None]]:
+    """The walk, with the text of each link (read on the walk's thread, see :func:`ahead`)."""
+    for path, fs_path, st in walked:
+        yield path, fs_path, st, os.fsdecode(os.readlink(fs_path)) if stat.S_ISLNK(st.st_mode) else None
+
+
+def _entry(path: str, st: os.stat_result, link: str | None, heads: dict[tuple[int, int], str]) -> tuple[Entry, Record]:
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISDIR(st.st_mode):
         entry = Entry(path, "d", mode, st.st_mtime_ns)
     elif stat.S_ISLNK(st.st_mode):
-        entry = Entry(path, "l", mode, st.st_mtime_ns, link=os.fsdecode(os.readlink(fs_path)))
+        entry = Entry(path, "l", mode, st.st_mtime_ns, link=link)
     elif stat.S_ISREG(st.st_mode):
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in heads:
@@ -497,6 +556,16 @@ def _finish(item: _Pending, packer: _Packer, reader: _Reader, progress: Callable
         item.future = _now(reader.read, item.path, item.name, os.lstat(item.path), item.stream)
     if item.future is None:
         return
+    if item.stream is None and item.index is not None:  # a small file of a batch: one chunk
+        data = item.future.result()[item.index]
+        ((chunk, plen, stored),) = data.chunks
+        packer.reference(chunk, plen, stored)
+        if progress is not None:
+            progress(plen)
+        entry.digest = record.digest = data.digest
+        if data.found:
+            _record_roots(item, data, finder)
+        return
     chunk_list = []
     result = item.future.result() if item.stream is None else None
     data: _FileData = result[item.index] if item.index is not None else result  # type: ignore[index,assignment]
@@ -513,9 +582,13 @@ def _finish(item: _Pending, packer: _Packer, reader: _Reader, progress: Callable
     entry.digest = data.digest
     entry.chunks = tuple(chunk_list) if entry.size > chunking.SMALL_FILE else None
     record.digest, record.chunks = entry.digest, entry.chunks
+    _record_roots(item, data, finder)
+
+
+def _record_roots(item: _Pending, data: _FileData, finder: RootFinder) -> None:
     added = finder.record_file(item.name, data.found, data.binary)
     if added is not None:
-        record.embedded = (added["kind"], tuple(added["roots"]))
+        item.record.embedded = (added["kind"], tuple(added["roots"]))
 
 
 def _now(func: Callable, *args: object) -> concurrent.futures.Future:
