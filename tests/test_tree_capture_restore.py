@@ -371,6 +371,26 @@ def test_a_file_a_restore_rewrote_for_other_paths_is_read_again(store, tmp_path,
     assert (dest / "out" / "config.status").read_text() == "prefix='/new/ws/out'\n"
 
 
+def test_unchanged_files_are_looked_up_in_the_store_a_window_at_a_time(store, out, monkeypatch):
+    # one query for many files the receipt vouches for, not one a file (500k entries)
+    for n in range(600):
+        write(out / f"d{n % 7}" / f"f{n}", f"content {n}")
+    targets = [Target("out", out)]
+    first = store.capture(targets)
+    queries = []
+    real = type(store.packs).locate
+
+    def locate(self, chunks):
+        queries.append(len(chunks))
+        return real(self, chunks)
+
+    monkeypatch.setattr(type(store.packs), "locate", locate)
+    refuse_reads(monkeypatch)
+    second = store.capture(targets, receipts={"out": first.receipts["out"]})
+    assert second.parts == first.parts
+    assert sum(queries) >= 600 and len(queries) <= 10, queries
+
+
 def test_a_receipt_naming_chunks_the_store_lost_reads_the_files(tmp_path, out):
     # the receipt vouches for the tree, but its chunks are gone (gc, another store): read after all
     write(out / "small", "small")

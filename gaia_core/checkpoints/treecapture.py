@@ -136,6 +136,8 @@ class _Packer:
         self.touched: set[str] = set()
         self.new_bytes = 0
         self._progress = progress
+        #: where the local store holds chunks of unchanged files (None: it does not)
+        self._looked: dict[bytes, Location | None] = {}
 
     def reference(self, chunk: bytes, plen: int, stored: bytes | Location | None) -> None:
         """Use ``chunk``. ``stored`` is its frame, stored here unless a pack already holds the
@@ -160,6 +162,29 @@ class _Packer:
             self.touched.add(stored.pack)
             self.packs.touch(stored.pack)
         self.referenced[chunk] = stored.clen
+
+    def look_up(self, items: Sequence[_Pending]) -> None:
+        """Where the local store holds the chunks of the receipt's files among ``items``: one
+        query for a window of unchanged files, not one a file (:meth:`looked_up` takes them)."""
+        wanted = [c for item in items if item.reuse is not None
+                  for c, _ in item.reuse.chunks or ((item.reuse.digest, 0),) if c not in self._looked]
+        if not wanted:
+            return
+        found = self.packs.locate(wanted)
+        for chunk in wanted:
+            self._looked[chunk] = found.get(chunk)
+
+    def has_looked(self, reuse: Record) -> bool:
+        return (reuse.chunks[0][0] if reuse.chunks else reuse.digest) in self._looked
+
+    def looked_up(self, chunks: Sequence[bytes]) -> dict[bytes, Location]:
+        """The locations :meth:`look_up` found for ``chunks`` (forgotten once taken)."""
+        located = {}
+        for chunk in chunks:
+            where = self._looked.pop(chunk) if chunk in self._looked else self.packs.locate([chunk]).get(chunk)
+            if where is not None:
+                located[chunk] = where
+        return located
 
     def _roll(self) -> None:
         if self.writer is not None:
@@ -428,7 +453,9 @@ def capture_tree(targets: Sequence[Target], packs: PackStore, staging: Path, *,
             batch = _Batch(pool, reader)
             inflight = 0
 
-            def finish(item: _Pending, out: ReceiptWriter = out) -> None:
+            def finish(item: _Pending, out: ReceiptWriter = out, pending: collections.deque = pending) -> None:
+                if item.reuse is not None and not packer.has_looked(item.reuse):
+                    packer.look_up([item, *pending])
                 _finish(item, packer, reader, progress)
                 checker.check(item.entry)
                 writer.add(item.entry)
@@ -541,7 +568,7 @@ def _finish(item: _Pending, packer: _Packer, reader: _Reader, progress: Callable
     if item.reuse is not None:
         reuse = item.reuse
         chunk_list = reuse.chunks or ((reuse.digest, entry.size),)
-        located = packer.packs.locate([c for c, _ in chunk_list])
+        located = packer.looked_up([c for c, _ in chunk_list])
         if all(c in located or c in packer.referenced for c, _ in chunk_list):
             for chunk, plen in chunk_list:
                 packer.reference(chunk, plen, located.get(chunk))
