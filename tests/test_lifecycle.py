@@ -388,6 +388,31 @@ def test_remote_gc_repacks_only_packs_less_than_half_live(gaia_cli, pm, project)
     assert_restorable_from_the_backend(gaia_cli, pm, project)
 
 
+def test_remote_repacks_stay_within_the_backends_pack_limit(gaia_cli, pm, project):
+    """The store took 32 MiB packs when a was uploaded, 8 MiB ones now: the 9 MiB a's pack
+    keeps alive go into two new packs."""
+    project.shared.mkdir()
+    project.out.mkdir(parents=True)
+    for n in range(20):
+        (project.out / f"f{n:02}.bin").write_bytes(os.urandom(1 << 20))  # one chunk each
+    project.write(value="a", backend=True, point=REMOTE_POINT)
+    run(gaia_cli, pm, "run", project.build)
+    fp_a = status(gaia_cli, pm, project, "--no-remote")["fingerprint"]
+    (old,) = remote_packs_of(project, fp_a)
+    for n in range(9, 20):
+        (project.out / f"f{n:02}.bin").unlink()
+    project.write(value="b", backend=True, point=REMOTE_POINT)
+    limit = f'path = "{project.shared}"\nmax_object_size = "8MiB"\n'
+    project.build.write_text(project.build.read_text().replace(f'path = "{project.shared}"\n', limit))
+    run(gaia_cli, pm, "run", project.build)
+    before = set(pack_files(project.shared))
+    report = gc(gaia_cli, pm, project, "--remote", "--keep-last", "1", "--grace", "0s")
+    assert swept(report)["packs_repacked"] == 1 and old not in pack_files(project.shared)
+    new = {p: path.stat().st_size for p, path in pack_files(project.shared).items() if p not in before}
+    assert len(new) == 2 and max(new.values()) <= 8 << 20 and sum(new.values()) > 9 << 20
+    assert_restorable_from_the_backend(gaia_cli, pm, project)
+
+
 def test_a_repack_whose_upload_fails_deletes_nothing(gaia_cli, pm, project, monkeypatch):
     from gaia_core.builtin.dir_backend import DirBackend
     from gaia_core.errors import BackendError
