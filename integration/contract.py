@@ -791,6 +791,57 @@ class BackendContract:
         assert consumer.builds() == 0 and tree_digest(consumer.out) == tree_digest(sources[2])
 
 
+    def test_end_to_end_gc_repacks_a_mostly_dead_pack(
+        self, backend: Backend, backend_config, gaia_cli, tree_pm, tmp_path: Path, monkeypatch
+    ) -> None:
+        """The second checkpoint changes 12 of the first one's 16 files: once the first goes,
+        its pack is a quarter live. gc copies that quarter into a new pack (ranged reads,
+        uploaded before the old pack is deleted) while a consumer restores: the consumer
+        listed the packs before the gc and reads after it, and still restores."""
+        from gaia_core.checkpoints.transfer import Transfers
+
+        first = make_source(tmp_path / "src1", files=16, size=256 << 10)
+        second = changed_copy(first, tmp_path / "src2", *(f"dir{n % 2}/file{n:03}.bin" for n in range(4, 16)))
+        producer = TreeProject(tmp_path / "producer", *backend_config)
+        packs_after = []
+        for version, source in enumerate((first, second), 1):
+            producer.write(source, str(version))
+            producer.run(gaia_cli, tree_pm)
+            packs_after.append(remote_packs(backend))
+        assert packs_after[0]
+        ref = backend_ref(backend_config[0])
+
+        def gc(*args: str) -> dict:  # type: ignore[type-arg]
+            result = producer.gaia(gaia_cli, tree_pm, "checkpoints", "gc", producer.build, "--remote",
+                                   "--keep-last", "1", "--grace", "0s", "--json", *args)
+            assert result.exit_code == 0, result.output
+            return result.json["remote"]
+
+        dry = gc("--dry-run")
+        assert remote_packs(backend) == packs_after[1], "a dry run changed the backend's packs"
+        assert dry["backends"][ref]["packs_repacked"] >= 1
+        fetch, reports = Transfers.fetch, []
+
+        def gc_then_fetch(transfers, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if not reports:  # the consumer's first read: its listing is from before the gc
+                reports.append({})  # (the gc's own reads pass through)
+                reports[0] = gc()
+            return fetch(transfers, *args, **kwargs)
+
+        monkeypatch.setattr(Transfers, "fetch", gc_then_fetch)
+        consumer = TreeProject(tmp_path / "consumer", *backend_config)
+        consumer.write(second, "2")
+        consumer.run(gaia_cli, tree_pm)
+        assert consumer.builds() == 0 and tree_digest(consumer.out) == tree_digest(second)
+        (done,) = reports
+        assert done["backends"][ref]["packs_repacked"] == dry["backends"][ref]["packs_repacked"]
+        assert done["freed"] == dry["freed"] and done["freed"] >= 12 * (256 << 10) * 0.9
+        left = remote_packs(backend)
+        assert not set(packs_after[0]) & set(left), "a mostly dead pack of the first checkpoint was kept whole"
+        assert sum(left.values()) < sum(packs_after[1].values()) - done["freed"] + (64 << 10)
+        assert len(backend.list_fingerprints(TREE_POINT)) == 1
+
+
 class MeteredContract:
     """End-to-end tests that measure what moves on the wire, through a
     :class:`~servers.metering.MeteringProxy` in front of the server: for backends with a

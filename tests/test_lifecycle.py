@@ -9,7 +9,10 @@ import time
 
 import pytest
 from counter_project import Project, run, status
-from hostile import age, object_dirs, pack_files, packs_holding, read_manifest, slots
+from hostile import age, chunks_of_pack, object_dirs, pack_files, packs_holding, read_manifest, slots
+
+from gaia_core.checkpoints.chunking import chunk_id
+from gaia_core.checkpoints.packs import PACK_MAGIC
 
 
 def build_versions(gaia_cli, pm, project: Project, values: list[str], **write) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -303,6 +306,209 @@ def test_remote_gc_is_refused_in_read_only_mode(gaia_cli, pm, project, monkeypat
     monkeypatch.setenv("GAIA_CHECKPOINTS_READ_ONLY", "1")
     result = run(gaia_cli, pm, "checkpoints", "gc", project.build, "--remote", code=2)
     assert "read-only" in result.output
+
+
+
+# -- remote repacking ------------------------------------------------------------------------------
+
+REMOTE_POINT = 'backend = "dir:shared"\nupload_policy = "always"'
+
+
+def mostly_dead_remote_pack(gaia_cli, pm, project: Project, *, kept: int, dropped: int):  # type: ignore[no-untyped-def]
+    """a holds keep.bin (``kept`` bytes) and gone.bin (``dropped``), b keeps only keep.bin:
+    once a goes, the one pack a uploaded holds b's keep.bin and a's dead rest. (fps, that
+    pack, keep.bin's bytes); nothing in the backend is older than the grace period yet."""
+    project.shared.mkdir(exist_ok=True)
+    project.out.mkdir(parents=True, exist_ok=True)
+    keep = os.urandom(kept)
+    (project.out / "keep.bin").write_bytes(keep)
+    (project.out / "gone.bin").write_bytes(os.urandom(dropped))
+    fps = {}
+    for value in ("a", "b"):
+        if value == "b":
+            (project.out / "gone.bin").unlink()
+        project.write(value=value, backend=True, point=REMOTE_POINT)
+        run(gaia_cli, pm, "run", project.build)
+        fps[value] = status(gaia_cli, pm, project, "--no-remote")["fingerprint"]
+    (old,) = remote_packs_of(project, fps["a"])
+    assert old in remote_packs_of(project, fps["b"])
+    return fps, old, keep
+
+
+def holders(root, chunk: bytes) -> set[str]:  # type: ignore[no-untyped-def]
+    """The packs of the store at ``root`` whose index lists ``chunk``."""
+    return {p for p in pack_files(root) if chunk in {e.chunk for e in chunks_of_pack(root, p)}}
+
+
+def age_shared(project: Project, seconds: float) -> None:
+    age((p for p in project.shared.rglob("*") if p.is_file()), seconds)
+
+
+def swept(report, ref: str = "dir:shared"):  # type: ignore[no-untyped-def]
+    return report["remote"]["backends"][ref]
+
+
+def test_remote_gc_repacks_a_mostly_dead_pack(gaia_cli, pm, project):
+    fps, old, keep = mostly_dead_remote_pack(gaia_cli, pm, project, kept=64 << 10, dropped=1 << 20)
+    before = {p: path.stat().st_size for p, path in pack_files(project.shared).items()}
+    report = gc(gaia_cli, pm, project, "--remote", "--keep-last", "1", "--grace", "0s")
+    assert remote_fps(project) == {fps["b"]}
+    assert swept(report)["packs_repacked"] == 1 and swept(report)["packs_removed"] == 0
+    after = {p: path.stat().st_size for p, path in pack_files(project.shared).items()}
+    assert old not in after and not (project.shared / "packs" / f"{old}.idx").exists()
+    (new,) = set(after) - set(before)
+    assert holders(project.shared, chunk_id(keep)) == {new}  # the live chunk, and nothing dead with it
+    assert remote_packs_of(project, fps["b"]) == set(after) and new in remote_packs_of(project, fps["b"])
+    freed = report["remote"]["freed"]
+    assert freed > 1 << 20  # gone.bin's megabyte, at least
+    assert sum(after.values()) == sum(before.values()) - freed + len(PACK_MAGIC)
+    builds = project.builds()
+    assert_restorable_from_the_backend(gaia_cli, pm, project)
+    assert project.builds() == builds and (project.out / "keep.bin").read_bytes() == keep
+
+
+def test_remote_gc_repacks_only_packs_less_than_half_live(gaia_cli, pm, project):
+    fps, dead_mostly, _ = mostly_dead_remote_pack(gaia_cli, pm, project, kept=64 << 10, dropped=1 << 20)
+    (project.out / "big.bin").write_bytes(os.urandom(1 << 20))  # c: in one pack with a small file ...
+    (project.out / "small.bin").write_bytes(os.urandom(64 << 10))
+    project.write(value="c", backend=True, point=REMOTE_POINT)
+    run(gaia_cli, pm, "run", project.build)
+    fps["c"] = status(gaia_cli, pm, project, "--no-remote")["fingerprint"]
+    (project.out / "small.bin").unlink()  # ... that d drops: that pack stays mostly live
+    project.write(value="d", backend=True, point=REMOTE_POINT)
+    run(gaia_cli, pm, "run", project.build)
+    fps["d"] = status(gaia_cli, pm, project, "--no-remote")["fingerprint"]
+    live_mostly = remote_packs_of(project, fps["c"]) - remote_packs_of(project, fps["b"])
+    assert len(live_mostly) == 1 and live_mostly <= remote_packs_of(project, fps["d"])
+    report = gc(gaia_cli, pm, project, "--remote", "--keep-last", "1", "--grace", "0s")
+    assert remote_fps(project) == {fps["d"]}
+    left = set(pack_files(project.shared))
+    assert swept(report)["packs_repacked"] == 1 and dead_mostly not in left  # 64 KiB of 1.1 MiB live
+    assert live_mostly <= left  # 1 MiB of 1.1 MiB live: kept as it is
+    assert_restorable_from_the_backend(gaia_cli, pm, project)
+
+
+def test_remote_repacks_stay_within_the_backends_pack_limit(gaia_cli, pm, project):
+    """The store took 32 MiB packs when a was uploaded, 8 MiB ones now: the 9 MiB a's pack
+    keeps alive go into two new packs."""
+    project.shared.mkdir()
+    project.out.mkdir(parents=True)
+    for n in range(20):
+        (project.out / f"f{n:02}.bin").write_bytes(os.urandom(1 << 20))  # one chunk each
+    project.write(value="a", backend=True, point=REMOTE_POINT)
+    run(gaia_cli, pm, "run", project.build)
+    fp_a = status(gaia_cli, pm, project, "--no-remote")["fingerprint"]
+    (old,) = remote_packs_of(project, fp_a)
+    for n in range(9, 20):
+        (project.out / f"f{n:02}.bin").unlink()
+    project.write(value="b", backend=True, point=REMOTE_POINT)
+    limit = f'path = "{project.shared}"\nmax_object_size = "8MiB"\n'
+    project.build.write_text(project.build.read_text().replace(f'path = "{project.shared}"\n', limit))
+    run(gaia_cli, pm, "run", project.build)
+    before = set(pack_files(project.shared))
+    report = gc(gaia_cli, pm, project, "--remote", "--keep-last", "1", "--grace", "0s")
+    assert swept(report)["packs_repacked"] == 1 and old not in pack_files(project.shared)
+    new = {p: path.stat().st_size for p, path in pack_files(project.shared).items() if p not in before}
+    assert len(new) == 2 and max(new.values()) <= 8 << 20 and sum(new.values()) > 9 << 20
+    assert_restorable_from_the_backend(gaia_cli, pm, project)
+
+
+def test_a_repack_whose_upload_fails_deletes_nothing(gaia_cli, pm, project, monkeypatch):
+    from gaia_core.builtin.dir_backend import DirBackend
+    from gaia_core.errors import BackendError
+
+    fps, old, keep = mostly_dead_remote_pack(gaia_cli, pm, project, kept=64 << 10, dropped=1 << 20)
+    age_shared(project, 7200)
+
+    def refused(self, key, source, *, progress=None):  # type: ignore[no-untyped-def]
+        raise BackendError(f"{key}: the store is full")
+
+    monkeypatch.setattr(DirBackend, "upload", refused)
+    report = gc(gaia_cli, pm, project, "--remote", "--keep-last", "1", code=5)  # a backend failed
+    assert "the store is full" in report["tiers"]["dir:shared"]["error"]
+    assert old in pack_files(project.shared) and (project.shared / "packs" / f"{old}.idx").exists()
+    monkeypatch.undo()
+    assert holders(project.shared, chunk_id(keep)) == {old}
+    assert_restorable_from_the_backend(gaia_cli, pm, project)
+
+
+def test_remote_gc_repacks_no_pack_younger_than_the_grace_period(gaia_cli, pm, project):
+    fps, old, _ = mostly_dead_remote_pack(gaia_cli, pm, project, kept=64 << 10, dropped=1 << 20)
+    age(remote_object(project, fps["a"]).iterdir(), 7200)  # a's manifest is old, its pack just written
+    before = set(pack_files(project.shared))
+    report = gc(gaia_cli, pm, project, "--remote", "--keep-last", "1")
+    assert remote_fps(project) == {fps["b"]}  # a went ...
+    assert swept(report)["packs_repacked"] == 0 and set(pack_files(project.shared)) == before  # ... its pack stays
+    age_shared(project, 7200)
+    report = gc(gaia_cli, pm, project, "--remote", "--keep-last", "1")
+    assert swept(report)["packs_repacked"] == 1 and old not in pack_files(project.shared)
+
+
+def test_remote_gc_dry_run_reports_a_repack_and_changes_nothing(gaia_cli, pm, project):
+    mostly_dead_remote_pack(gaia_cli, pm, project, kept=64 << 10, dropped=1 << 20)
+
+    def snapshot() -> dict:  # type: ignore[type-arg]
+        return {p.relative_to(project.shared): (p.stat().st_size, p.stat().st_mtime_ns)
+                for p in project.shared.rglob("*")}
+
+    before = snapshot()
+    dry = gc(gaia_cli, pm, project, "--remote", "--keep-last", "1", "--grace", "0s", "--dry-run")
+    assert snapshot() == before
+    assert swept(dry)["packs_repacked"] == 1 and dry["remote"]["freed"] > 1 << 20
+    done = gc(gaia_cli, pm, project, "--remote", "--keep-last", "1", "--grace", "0s")
+    assert swept(done)["packs_repacked"] == 1 and done["remote"]["freed"] == dry["remote"]["freed"]
+
+
+def gc_once_before(monkeypatch, method: str, gaia_cli, pm, project: Project) -> list:  # type: ignore[no-untyped-def,type-arg]
+    """The first call of ``Transfers.<method>`` runs ``gc --remote`` of ``project``'s tier
+    first (another machine's gc, between the caller's listing and its reads or its check);
+    the gc's report lands in the returned list."""
+    from gaia_core.checkpoints.transfer import Transfers
+
+    original = getattr(Transfers, method)
+    reports: list = []  # type: ignore[type-arg]
+
+    def wrapped(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not reports:
+            reports.append(None)
+            reports[0] = gc(gaia_cli, pm, project, "--remote", "--tier", "dir:shared", "--keep-last", "1",
+                            "--grace", "0s")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Transfers, method, wrapped)
+    return reports
+
+
+def test_a_restore_that_listed_before_a_repack_reads_the_chunks_from_the_new_pack(gaia_cli, pm, project, tmp_path,
+                                                                                   monkeypatch):
+    fps, old, keep = mostly_dead_remote_pack(gaia_cli, pm, project, kept=64 << 10, dropped=1 << 20)
+    age_shared(project, 7200)
+    consumer = Project(tmp_path / "consumer", shared=project.shared)
+    consumer.write(value="b", backend=True, point=REMOTE_POINT)
+    reports = gc_once_before(monkeypatch, "fetch", gaia_cli, pm, project)
+    run(gaia_cli, pm, "run", consumer.build)  # lists the packs, then the gc, then the reads
+    assert swept(reports[0])["packs_repacked"] == 1 and old not in pack_files(project.shared)
+    assert consumer.builds() == 0  # restored, not built again
+    assert (consumer.out / "keep.bin").read_bytes() == keep and (consumer.out / "value.txt").read_text() == "b"
+
+
+def test_an_upload_that_listed_before_a_repack_publishes_a_manifest_whose_chunks_all_exist(gaia_cli, pm, project,
+                                                                                          monkeypatch):
+    fps, old, keep = mostly_dead_remote_pack(gaia_cli, pm, project, kept=64 << 10, dropped=1 << 20)
+    age_shared(project, 7200)
+    project.write(value="c", backend=True, point='backend = "dir:shared"')  # c needs keep.bin too; not uploaded yet
+    run(gaia_cli, pm, "run", project.build)
+    fps["c"] = status(gaia_cli, pm, project, "--no-remote")["fingerprint"]
+    reports = gc_once_before(monkeypatch, "send", gaia_cli, pm, project)
+    pushed = run(gaia_cli, pm, "checkpoints", "push", project.build, "--json").json
+    assert [r["pushed"] for r in pushed["results"]] == [True]
+    assert swept(reports[0])["packs_repacked"] == 1 and old not in pack_files(project.shared)
+    assert remote_fps(project) == {fps["b"], fps["c"]}
+    (new,) = holders(project.shared, chunk_id(keep))  # found in the new pack on the check: not sent again
+    assert new in remote_packs_of(project, fps["c"])
+    verified = run(gaia_cli, pm, "checkpoints", "verify", project.build, "--remote", "--json").json
+    assert verified["bad"] == 0, verified
+    assert_restorable_from_the_backend(gaia_cli, pm, project)
 
 
 # -- push and pull --------------------------------------------------------------------------------

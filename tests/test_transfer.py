@@ -335,6 +335,58 @@ def test_fetch_of_a_chunk_no_listed_pack_holds_is_remote_incomplete(published, s
     assert remote.of("range") == []  # nothing fetched before the whole is known to be there
 
 
+
+def repack_by_hand(remote: Remote, a: Store, keep: set[bytes]) -> tuple[str, set[str]]:
+    """What gc does to a mostly dead pack: ``keep`` sent in new packs first, then the old
+    pack's index and the pack deleted. (the old pack, the new ones)"""
+    (old,) = remote.packs()
+    transfers = remote.transfers(a)
+    try:
+        transfers.send(keep)  # the local pack holds more than ``keep``: a new pack of just these
+    finally:
+        transfers.close()
+    (remote.path / PACKS / index_name(old)).unlink()
+    (remote.path / PACKS / pack_name(old)).unlink()
+    return old, set(remote.packs())
+
+
+def test_a_pack_repacked_between_listing_and_reading_is_read_from_its_new_pack(published, stores, remote):
+    a, manifest, _ = published
+    entries = {e.path: e for e in tree.entries(a.packs, manifest)}
+    wanted = dict(entries["out/pkg/f03"].chunk_list() + entries["out/pkg/f20"].chunk_list())
+    b = stores("b")
+    transfers = remote.transfers(b)
+    try:
+        transfers.sync_index()  # the plan will name the old pack ...
+        old, new = repack_by_hand(remote, a, set(wanted))  # ... which a gc repacks now
+        assert old not in new
+        remote.calls.clear()
+        moved = transfers.fetch(wanted)
+    finally:
+        transfers.close()
+    assert b.packs.missing(list(wanted)) == []  # every chunk, checked against its id
+    ranges = remote.of("range")
+    assert {c[1] for c in ranges} == {pack_key(pack_name(old))} | {pack_key(pack_name(p)) for p in new}
+    assert moved == sum(e.clen for p in new for e in remote.index(p))
+    assert len(remote.of("download")) == len(new)  # the new packs' indexes: learnt on one more listing
+
+
+def test_a_chunk_gc_dropped_between_listing_and_reading_is_still_remote_incomplete(published, stores, remote):
+    a, manifest, _ = published
+    entries = {e.path: e for e in tree.entries(a.packs, manifest)}
+    live = dict(entries["out/pkg/f03"].chunk_list())
+    dead = dict(entries["out/pkg/f20"].chunk_list())
+    b = stores("b")
+    transfers = remote.transfers(b)
+    try:
+        transfers.sync_index()
+        repack_by_hand(remote, a, set(live))
+        with pytest.raises(RemoteIncomplete, match="holds no pack with chunk"):
+            transfers.fetch({**live, **dead})
+    finally:
+        transfers.close()
+
+
 # -- hostile backends -----------------------------------------------------------------------
 
 

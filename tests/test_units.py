@@ -282,6 +282,35 @@ def test_gc_in_the_backend_removes_units_no_kept_checkpoint_lists(gaia_cli, pm, 
         ("a", "1", "unsigned"), ("b", "1", "unsigned"), ("c", "2", "unsigned")]
 
 
+def test_a_remote_repack_keeps_the_units_restorable(gaia_cli, pm, ws, tmp_path):
+    """c's 2 MiB of v1 die with v1; the pack v1 wrote keeps only a's and b's files (v2's and
+    their unit objects'): gc repacks it, and another checkout still restores those units."""
+    source = ws.root / "sources" / "c.txt"
+    source.write_text(os.urandom(1 << 20).hex() + "\n")
+    ws.write(backend=True)
+    run(gaia_cli, pm, ws)
+    v1_whole = max((ws.remote / "packs").glob("*.pack"), key=lambda p: p.stat().st_size)  # (the units' own
+    # pack holds their entry lists, which stay)
+    v2 = {**PARTS, "c": {"value": "2"}}
+    source.write_text(os.urandom(1 << 20).hex() + "\n")
+    shutil.rmtree(ws.out)  # a fresh all.txt: v1's is dead too
+    ws.write(parts=v2, backend=True)
+    run(gaia_cli, pm, ws)
+    assert ws.built() == ["a", "b", "c", "c"]  # v1's three, then c again (a and b restored)
+    result = gaia_cli("checkpoints", "gc", ws.build, "--remote", "--keep-last", "1", "--grace", "0s", "--json",
+                      pm=pm)
+    assert result.exit_code == 0, result.output
+    assert result.json["remote"]["backends"]["dir:shared"]["packs_repacked"] >= 1
+    assert not v1_whole.exists()
+    other = Workspace(tmp_path / "other", ws.remote)
+    (other.root / "sources" / "c.txt").write_text(source.read_text())
+    other.write(parts={**v2, "c": {"value": "3"}}, backend=True)
+    warm = run(gaia_cli, pm, other)
+    assert other.built() == ["c"], warm.output  # a and b came from the backend
+    assert "downloaded 2 unit(s) via dir:shared" in warm.output
+    assert inode(other.out / "parts" / "b" / "from-a.txt") == inode(other.out / "parts" / "a" / "lib.txt")
+
+
 def test_use_policy_off_restores_no_unit_but_still_rebuilds_what_changed(gaia_cli, pm, ws):
     ws.write(use_policy="off")
     run(gaia_cli, pm, ws)

@@ -4,9 +4,12 @@ Mark: the chunks of every manifest that stays, of every point in that store (oth
 files share the packs), go into a temporary table of the local database. Sweep: a pack
 holding no marked chunk is deleted once it is older than the grace period, because a
 capture or upload in progress relies on young packs (and a capture touches the old ones it
-reuses); a local pack whose live chunks fill less than half of it is rewritten with just
-those. A manifest whose entry list cannot be read is broken and marks nothing; a backend
-that fails while marking stops the sweep (nothing is deleted on partial knowledge).
+reuses); a pack as old whose live chunks fill less than half of it is rewritten with just
+those. In a backend the new packs are uploaded, and listed, before the old one is deleted,
+so a reader that planned reads from the old pack finds its chunks on its next listing and
+an upload checking its packs before it publishes finds them too. A manifest whose entry
+list cannot be read is broken and marks nothing; a backend that fails while marking stops
+the sweep (nothing is deleted on partial knowledge).
 """
 
 from __future__ import annotations
@@ -22,14 +25,16 @@ from gaia_core.backends import PACKS, Backend, pack_key
 from gaia_core.checkpoints import tree
 from gaia_core.checkpoints.entries import EntriesCorrupt, UnsafeEntry
 from gaia_core.checkpoints.manifest import OldFormat, slot_of
-from gaia_core.checkpoints.packs import PackWriter, index_name, pack_name
+from gaia_core.checkpoints.packs import DEFAULT_PACK_LIMIT, PackWriter, index_name, pack_name
 from gaia_core.checkpoints.packstore import ChunkMissing, PackStore
+from gaia_core.checkpoints.units import parse_size
 from gaia_core.errors import CheckpointError
 
 if TYPE_CHECKING:
     from gaia_core.checkpoints.engine import Checkpoints, Log
+    from gaia_core.checkpoints.transfer import Transfers
 
-#: a local pack whose live chunks fill less than this share of it is rewritten
+#: a pack whose live chunks fill less than this share of it is rewritten (local) or repacked (remote)
 REPACK_BELOW = 0.5
 
 
@@ -188,7 +193,7 @@ def remote_manifests(cp: Checkpoints, backend: Backend) -> Iterator[tuple[str, s
 def sweep_remote(cp: Checkpoints, backend: Backend, *, grace: float, dry_run: bool,
                  doomed: set[tuple[str, str]], log: Log) -> SweepReport:
     """Mark the chunks of every manifest the backend keeps, then delete its dead packs
-    older than the grace period."""
+    older than the grace period and repack those as old that are mostly dead."""
     from gaia_core.checkpoints.remote import scratch_transfers
 
     from gaia_core.checkpoints.unitgc import sweep_remote_units, units_of
@@ -217,18 +222,30 @@ def sweep_remote(cp: Checkpoints, backend: Backend, *, grace: float, dry_run: bo
                                log=log, report=report)
             files = {e.key.rpartition("/")[2]: e for e in backend.list_files(PACKS) if not e.temporary}
             now = time.time()
-            for pack, (live, _live_bytes) in marks.pack_usage(listed).items():
+            mostly_dead: dict[str, int] = {}  # pack -> live compressed bytes
+            for pack, (live, live_bytes) in marks.pack_usage(listed).items():
+                mtime = files[pack_name(pack)].mtime if pack_name(pack) in files else None
+                young = mtime is None or now - mtime < grace
+                size = listed.get(pack) or 0
+                if live and not young and live_bytes < REPACK_BELOW * size:
+                    mostly_dead[pack] = live_bytes
                 if live:
                     continue
-                mtime = files[pack_name(pack)].mtime if pack_name(pack) in files else None
-                if mtime is None or now - mtime < grace:
+                if young:
                     report.kept_young += 1
                     continue
                 report.removed.append(pack)
-                report.freed += listed.get(pack) or 0
+                report.freed += size
                 if not dry_run:  # the index first: a pack without one is never read
                     backend.delete(pack_key(index_name(pack)))
                     backend.delete(pack_key(pack_name(pack)))
+            if mostly_dead:
+                going = set(report.removed) | set(mostly_dead)
+                done = list(mostly_dead) if dry_run else _repack_remote(
+                    cp, backend, transfers, scratch, marks, list(mostly_dead), going, log)
+                for pack in done:
+                    report.repacked.append(pack)
+                    report.freed += (listed.get(pack) or 0) - mostly_dead[pack]
             for name, entry in sorted(files.items()):  # half of an upload a kill cut short
                 stem, _, ext = name.rpartition(".")
                 partner = f"{stem}.idx" if ext == "pack" else f"{stem}.pack"
@@ -240,10 +257,70 @@ def sweep_remote(cp: Checkpoints, backend: Backend, *, grace: float, dry_run: bo
                         backend.delete(entry.key)
         finally:
             marks.close()
-    if report.removed:
+    if report.removed or report.repacked:
         verb = "would remove" if dry_run else "removed"
-        log(f"gc: {verb} {len(report.removed)} pack(s) from {backend.ref}")
+        log(f"gc: {verb} {len(report.removed)} pack(s) from {backend.ref} and "
+            f"{'would repack' if dry_run else 'repacked'} {len(report.repacked)}")
     return report
+
+
+def _repack_remote(cp: Checkpoints, backend: Backend, transfers: Transfers, scratch: PackStore, marks: _Marks,
+                   packs: list[str], going: set[str], log: Log) -> list[str]:
+    """Copy the live chunks of each of ``packs`` into new packs of the backend (frames as
+    they are, within its pack limit), then, once a new listing shows every one of them in a
+    pack that stays, delete the old pack: its index first. Readers that planned reads from
+    an old pack list again (:meth:`Transfers.fetch`), an upload that counted on one finds
+    its chunks in the new packs when it checks before publishing. Returns the packs done."""
+    transfers.pack_limit = _pack_limit(cp, backend.ref)
+    copied = []
+    for pack in packs:
+        held = _held_by_staying(marks, backend.ref, pack, going)
+        wanted = {c: n for c, n in _live_chunks(marks, pack).items() if c not in held}
+        before = set(scratch.local_packs())
+        try:
+            transfers.fetch(dict(scratch.absent(wanted.items())))
+            transfers.send(set(wanted))
+        except CheckpointError as exc:  # a live chunk that does not match its id: the pack stays whole
+            log(f"WARN: gc: left pack {pack[:16]} in {backend.ref} whole: {exc}")
+            continue
+        finally:
+            for local in set(scratch.local_packs()) - before:  # the scratch store holds one pack's worth
+                scratch.remove(local)
+        copied.append(pack)
+    transfers.sync_index()
+    done = []
+    for pack in copied:
+        if len(_held_by_staying(marks, backend.ref, pack, going)) < len(_live_chunks(marks, pack)):
+            log(f"WARN: gc: left pack {pack[:16]} in {backend.ref} whole: the packs its live chunks were "
+                "copied to are not listed")
+            continue
+        backend.delete(pack_key(index_name(pack)))  # the index first: a pack without one is never read
+        backend.delete(pack_key(pack_name(pack)))
+        scratch.forget_index(pack)
+        done.append(pack)
+    return done
+
+
+def _pack_limit(cp: Checkpoints, ref: str) -> int:
+    """The largest pack this backend takes (``max_object_size``), at most the default."""
+    config = cp.settings.backend_configs.get(ref)
+    limit = getattr(config[1], "max_object_size", None) if config else None
+    return min(DEFAULT_PACK_LIMIT, parse_size(limit)) if limit else DEFAULT_PACK_LIMIT
+
+
+def _live_chunks(marks: _Marks, pack: str) -> dict[bytes, int]:
+    """Chunk id -> plain size of the marked chunks of ``pack``."""
+    return {bytes(c): int(n) for c, n in marks.db.execute(
+        "SELECT c.id, c.plen FROM chunks c JOIN temp.live l ON l.id = c.id WHERE c.pack = ?", (pack,))}
+
+
+def _held_by_staying(marks: _Marks, ref: str, pack: str, going: set[str]) -> set[bytes]:
+    """The live chunks of ``pack`` that a pack the backend listed last holds too, other than
+    the ``going`` ones."""
+    rows = marks.db.execute(
+        "SELECT c.id, o.pack FROM chunks c JOIN temp.live l ON l.id = c.id JOIN chunks o ON o.id = c.id "
+        "JOIN remote_packs r ON r.pack = o.pack AND r.backend = ? WHERE c.pack = ?", (ref, pack))
+    return {bytes(chunk) for chunk, holder in rows if holder not in going}
 
 
 __all__ = ["SweepReport", "remote_manifests", "sweep_local", "sweep_remote"]

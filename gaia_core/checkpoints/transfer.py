@@ -6,7 +6,9 @@ of these chunks does the store have, and where" costs one listing, not one reque
 chunk. Downloads fetch whole packs when most of a pack is wanted and ranges of it
 otherwise; every chunk is checked against its id and the size the signed manifest gives
 before it is kept, and kept chunks go into new local packs that enter the store as they
-fill, so a killed download re-sends at most the requests in flight. Uploads send the
+fill, so a killed download re-sends at most the requests in flight. A pack deleted since
+the listing (gc repacked it: its live chunks are in new packs first) costs one listing
+more, and its chunks are fetched from the packs that hold them now. Uploads send the
 local packs whose chunks the backend lacks, or, when it has some of them, new packs of
 just the missing ones, then check that every pack the object relies on is still there
 (a concurrent gc) before the caller publishes the manifest.
@@ -173,9 +175,24 @@ class Transfers:
 
     def fetch(self, wanted: Mapping[bytes, int], progress: Progress | None = None, *, keep: bool = True) -> int:
         """Fetch ``wanted`` (chunk id -> plain size) into new local packs (or, without
-        ``keep``, only check them); the bytes moved."""
+        ``keep``, only check them); the bytes moved. A pack deleted since the listing (a
+        concurrent gc repacked it: its live chunks went into new packs first) costs one new
+        listing, and its chunks are fetched from wherever they are now."""
+        moved, vanished = self._fetch(wanted, progress, keep=keep)
+        if vanished:
+            self.sync_index()
+            more, gone = self._fetch(vanished, progress, keep=keep)
+            moved += more
+            if gone:
+                raise RemoteIncomplete(f"{self.ref} deleted the pack holding chunk {next(iter(gone)).hex()[:16]} "
+                                       f"while it was read, and lists no other ({len(gone)} chunk(s) missing)")
+        return moved
+
+    def _fetch(self, wanted: Mapping[bytes, int], progress: Progress | None, *,
+               keep: bool) -> tuple[int, dict[bytes, int]]:
+        """One pass of :meth:`fetch`: the bytes moved, and the chunks of packs found gone."""
         if not wanted:
-            return 0
+            return 0, {}
         located = self.packs.remote_locate(self.ref, list(wanted))
         absent = [c for c in wanted if c not in located]
         if absent:
@@ -183,10 +200,12 @@ class Transfers:
                                    f"({len(absent)} chunk(s) missing)")
         requests = _plan(located, wanted, self.packs.remote_pack_sizes(self.ref))
         moved = 0
+        vanished: dict[bytes, int] = {}
         writer: PackWriter | None = None
         try:
             with self._pool() as pool:
-                for frames in _ordered(pool, self._fetch_one, requests, self._ahead):
+                for frames, gone in _ordered(pool, self._fetch_one, requests, self._ahead):
+                    vanished.update(gone)
                     for chunk, frame, plen in frames:
                         moved += len(frame)
                         if progress is not None:
@@ -204,7 +223,7 @@ class Transfers:
         finally:
             if writer is not None:
                 writer.discard()
-        return moved
+        return moved, vanished
 
     def _keep(self, writer: PackWriter) -> None:
         """A full local pack of fetched chunks enters the store now: a killed download keeps it."""
@@ -213,10 +232,14 @@ class Transfers:
         else:
             writer.discard()
 
-    def _fetch_one(self, request: _Request) -> list[tuple[bytes, bytes, int]]:
+    def _fetch_one(self, request: _Request) -> tuple[list[tuple[bytes, bytes, int]], dict[bytes, int]]:
+        """The checked frames of one request, or, when its pack is gone, its chunks."""
         where = f"{self.ref}: pack {request.pack[:16]}"
-        data = memoryview(self._sessions.get().read_range(pack_key(pack_name(request.pack)), request.offset,
-                                                          request.length))
+        try:
+            data = memoryview(self._sessions.get().read_range(pack_key(pack_name(request.pack)), request.offset,
+                                                              request.length))
+        except ObjectNotFound:
+            return [], {chunk: plen for chunk, _, plen in request.chunks}
         frames = []
         for chunk, location, plen in request.chunks:
             start = location.offset - request.offset
@@ -228,7 +251,7 @@ class Transfers:
                 self.packs.forget_index(request.pack)
                 raise
             frames.append((chunk, bytes(frame), plen))
-        return frames
+        return frames, {}
 
     # -- upload -----------------------------------------------------------------------
 
