@@ -790,7 +790,6 @@ class BackendContract:
         consumer.run(gaia_cli, tree_pm)
         assert consumer.builds() == 0 and tree_digest(consumer.out) == tree_digest(sources[2])
 
-
     def test_end_to_end_gc_repacks_a_mostly_dead_pack(
         self, backend: Backend, backend_config, gaia_cli, tree_pm, tmp_path: Path, monkeypatch
     ) -> None:
