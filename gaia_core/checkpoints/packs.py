@@ -169,7 +169,9 @@ class PackWriter:
 
     def discard(self) -> None:
         try:
-            self._file.close()
+            self._file.close()  # closes the file also when its buffered bytes cannot be written
+        except OSError:
+            pass  # a full disk: they were to be thrown away; the error was reported where it arose
         finally:
             self._path.unlink(missing_ok=True)
 
