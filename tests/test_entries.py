@@ -84,6 +84,24 @@ def test_a_part_that_does_not_parse_is_corrupt_naming_the_line(line, match):
         list(decode_part(data, "part 3"))
 
 
+@pytest.mark.parametrize("line", [
+    encode(dir_entry("t/a"))[:-1] + b"," + encode(dir_entry("t/b"))[:-1],  # two entries on one line
+    encode(dir_entry("t/a"))[:-1] + encode(dir_entry("t/b"))[:-1],
+    b'{"p": "t/a", "t": "d", "m": 493,',  # an entry that only the next line would close
+])
+def test_a_part_is_read_one_entry_a_line_however_it_is_scanned(line):
+    data = encode(dir_entry("t")) + line + b"\n" + b'"n": 0}\n'
+    with pytest.raises(EntriesCorrupt, match="part 3: line 2 is not JSON"):
+        list(decode_part(data, "part 3"))
+
+
+def test_a_part_reads_lines_as_json_reads_them_whitespace_and_escapes_included():
+    entries = [dir_entry("t"), link_entry("t/l", "caf\u00e9")]
+    data = b" " + encode(entries[0]).replace(b"\n", b" \n") + b"\n" + encode(entries[1]).replace(b"caf\\u00e9", "café".encode())
+    assert not data.isascii()
+    assert list(decode_part(data, "p")) == entries
+
+
 def test_part_writer_cuts_parts_of_about_part_bytes():
     parts: list[tuple[bytes, int]] = []
     writer = PartWriter(lambda data, count: parts.append((data, count)))

@@ -186,6 +186,45 @@ _quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 def decode_part(data: bytes, where: str) -> Iterator[Entry]:
+    """The entries of one part. Every restore reads the list at least once, so a part is
+    first scanned in one go (each line exactly one JSON value); anything irregular is read
+    again line by line, which names the line at fault."""
+    values = _scan_lines(data)
+    if values is None:
+        yield from _decode_lines(data, where)
+        return
+    try:
+        entries = [Entry.from_json(value) for value in values]
+    except EntriesCorrupt:
+        for _ in _decode_lines(data, where):  # raises, naming the line
+            pass
+        raise
+    yield from entries
+
+
+_scan_once = json.JSONDecoder().scan_once
+
+
+def _scan_lines(data: bytes) -> list[object] | None:
+    """The JSON value of each non-empty line, when every line is exactly one value (no
+    whitespace around it) of at most ``_MAX_LINE`` bytes; None otherwise."""
+    if not data.isascii():  # entries are written as ASCII: the lines are read one by one
+        return None
+    values: list[object] = []
+    for line in data.decode("ascii").split("\n"):
+        if not line:
+            continue
+        try:
+            value, end = _scan_once(line, 0)
+        except (StopIteration, ValueError):
+            return None
+        if end != len(line) or end > _MAX_LINE:
+            return None
+        values.append(value)
+    return values
+
+
+def _decode_lines(data: bytes, where: str) -> Iterator[Entry]:
     for number, line in enumerate(data.split(b"\n"), 1):
         if not line:
             continue
