@@ -19,12 +19,15 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from array import array
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from pathlib import Path
 
 from gaia_core.anchors import Target
 from gaia_core.checkpoints.entries import Entry, sort_key
-from gaia_core.checkpoints.receipt import Cursor, Record
+from gaia_core.checkpoints.mtimes import STEP_NS, Placement, distinct_sorted, filesystem_now_ns, fit_placement
+from gaia_core.checkpoints.receipt import RECEIPT, Cursor, ReceiptDraft, Record, record_of
 from gaia_core.checkpoints.packstore import ChunkMissing, Location, PackStore
 from gaia_core.errors import CheckpointError
 
@@ -51,8 +54,10 @@ class WriteInfo:
 
 
 class _Writer:
-    def __init__(self, top: Callable[[str], Path], packs: PackStore, progress: Callable[[int], None] | None):
+    def __init__(self, top: Callable[[str], Path], packs: PackStore, progress: Callable[[int], None] | None, *,
+                 dir_mtimes: bool = True):
         self.top = top  # the directory of a target, by name
+        self.dir_mtimes = dir_mtimes  # False: an update, whose placement sets them
         self.packs = packs
         self.progress = progress
         self.info = WriteInfo()
@@ -170,7 +175,8 @@ class _Writer:
             os.link(head, path, follow_symlinks=False)
         for path, mode, mtime_ns in reversed(self.dirs):  # children before their parents
             os.chmod(path, mode, follow_symlinks=False)
-            os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+            if self.dir_mtimes:
+                os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
         return self.info
 
     def close(self) -> None:
@@ -182,7 +188,7 @@ def receipts_of_restored(targets: Sequence[Target], entries: Iterable[Entry], he
     """Write each target's receipt after a restore: its tree as it is on disk now, with the
     content ``entries`` (the manifest's) give each path; ``relocated`` ones were rewritten
     for this workspace's paths."""
-    from gaia_core.checkpoints.receipt import RECEIPT, ReceiptWriter, record_of
+    from gaia_core.checkpoints.receipt import ReceiptWriter
     from gaia_core.checkpoints.treecapture import walk
 
     holding = {e["path"]: (e["kind"], tuple(e["roots"])) for e in embedded}
@@ -198,7 +204,8 @@ def receipts_of_restored(targets: Sequence[Target], entries: Iterable[Entry], he
                     continue  # not restored (cannot happen unless someone writes meanwhile)
                 writer.add(record_of(path, st, digest=pending.digest, chunks=pending.chunks,
                                      link=pending.link if pending.type == "l" else None,
-                                     relocated=path in relocated, embedded=holding.get(path)))
+                                     relocated=path in relocated, embedded=holding.get(path),
+                                     captured_ns=pending.mtime_ns))
             writer.commit()
         except BaseException:
             writer.discard()
@@ -231,27 +238,133 @@ def write_tree(entries: Iterable[Entry], root: Path, packs: PackStore, *,
 #: decides whether a file on disk, whose lstat still matches its receipt record, holds
 #: what ``entry`` wants (same content, and rewritten for the same paths if it was)
 Unchanged = Callable[[Entry, Record], bool]
+#: entries an update touches (writes, re-modes, places) that it keeps track of; beyond that it
+#: places every entry and takes the receipt from a walk, as after a full restore
+MAX_TOUCHED = 1 << 16
+
+
+class Update:
+    """What :func:`update_tree` did, and what it still owes the tree: mtimes, then receipts.
+
+    Entries it left alone keep the mtimes an earlier placement gave them (the receipt says
+    which captured mtime each stands for); :meth:`place` fits the others around them, in
+    the captured order (:func:`~gaia_core.checkpoints.mtimes.fit_placement`), and
+    :meth:`commit_receipts` writes each target's receipt from what the update saw, with
+    an ``lstat`` of the touched entries only. Past :data:`MAX_TOUCHED` touched entries, or
+    when the kept mtimes leave no room, both fall back to every entry.
+    """
+
+    def __init__(self, targets: Sequence[Target], entries: Callable[[], Iterable[Entry]], exclude: Sequence[str],
+                 embedded: Iterable[Mapping], relocating: Set[str]):
+        self.targets = list(targets)
+        self.info = WriteInfo()
+        self.written: set[str] = set()
+        self._entries = entries  # the entry list again, for the fallbacks
+        self._exclude = exclude
+        self._holding = {e["path"]: (e["kind"], tuple(e["roots"])) for e in embedded}
+        self._relocating = relocating
+        self._mtimes = array("q")  # captured mtime of every entry but hard links
+        self._pins: list[tuple[int, int]] = []  # (captured, on disk) of entries that keep their mtime
+        self._touched: list[tuple[bytes, int]] = []  # (where, captured mtime) of entries to place
+        self.drafts: dict[str, ReceiptDraft] | None = {}
+        self._placed_all = False
+
+    def note(self, entry: Entry, fs_path: bytes, st: os.stat_result | None, record: Record | None,
+             how: str) -> None:
+        """One entry as the update left it: ``written``, ``kept`` as it was, or ``touched``
+        (kept, with another mode); ``st`` its lstat before the update."""
+        captured = entry.mtime_ns
+        if entry.type != "h":
+            self._mtimes.append(captured)
+        if self.drafts is None:
+            return
+        pin = None
+        # a target's own directory is not pinned: gaia's marker and receipt beside the tree
+        # change its mtime after every restore
+        if how != "written" and record is not None and record.captured == captured and "/" in entry.path:
+            if entry.type == "d" and record.type == "d":
+                pin = record.mtime_ns  # set again after what the update did inside
+            elif entry.type in ("f", "l") and st is not None and record.matches(st):
+                pin = st.st_mtime_ns
+        if pin is not None:
+            self._pins.append((captured, pin))
+        touched = how != "kept" or pin is None or entry.type in ("d", "h") \
+            or (entry.type == "f" and st is not None and (st.st_nlink > 1 or entry.head))  # links change ctimes
+        if touched and entry.type != "h":
+            self._touched.append((fs_path, captured))
+        top = entry.path.split("/", 1)[0]
+        draft = self.drafts.get(top)
+        if draft is None:
+            draft = self.drafts[top] = ReceiptDraft()
+        content = {"digest": entry.digest, "chunks": entry.chunks, "link": entry.link if entry.type == "l" else None,
+                   "embedded": self._holding.get(entry.path), "captured_ns": captured}
+        if touched:
+            draft.add(Record(entry.path, "?", 0, 0, 0, 0, **content), fs_path)
+        else:
+            assert st is not None
+            draft.add(record_of(entry.path, st, relocated=entry.path in self._relocating, **content))
+        if len(self._touched) > MAX_TOUCHED:
+            self.drafts, self._pins, self._touched = None, [], []
+
+    def place(self, clock_dir: Path, not_before_ns: int | None) -> Placement:
+        """Give every entry its placed mtime (see the class); the placement."""
+        started = time.monotonic()
+        placement = None
+        if self.drafts is not None:
+            placement = fit_placement(self._mtimes, self._pins, clock_dir=clock_dir, not_before_ns=not_before_ns)
+        if placement is not None:
+            for fs_path, captured in self._touched:
+                value = placement.placed_ns(captured)
+                os.utime(fs_path, ns=(value, value), follow_symlinks=False)
+        else:
+            placement = fit_placement(self._mtimes, (), clock_dir=clock_dir, not_before_ns=not_before_ns)
+            if placement is None:  # an input newer than the clock: placed anyway, the caller warns
+                ranking = distinct_sorted(self._mtimes)
+                placement = Placement(at_ns=filesystem_now_ns(clock_dir), step_ns=STEP_NS,
+                                      entries=len(self._mtimes), distinct=len(ranking), ranking=ranking)
+            by_name = {t.name: os.fsencode(t.path) for t in self.targets}
+            for entry in self._entries():
+                if entry.type != "h":
+                    top, _, rest = entry.path.partition("/")
+                    value = placement.placed_ns(entry.mtime_ns)
+                    os.utime(by_name[top] + b"/" + rest.encode("utf-8", "surrogateescape") if rest else by_name[top],
+                             ns=(value, value), follow_symlinks=False)
+            self._placed_all = True
+        return dataclasses.replace(placement, seconds=time.monotonic() - started)
+
+    def commit_receipts(self, header: Mapping[str, object], relocated: set[str]) -> None:
+        """Write each target's receipt, after the last step that touched the trees."""
+        if self.drafts is None or self._placed_all:
+            receipts_of_restored(self.targets, self._entries(), header, self._exclude, relocated,
+                                 [{"path": p, "kind": k, "roots": list(r)} for p, (k, r) in self._holding.items()])
+            return
+        for t in self.targets:
+            self.drafts.get(t.name, ReceiptDraft()).commit(t.path / RECEIPT, dict(header), relocated)
 
 
 def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: PackStore, *,
                 receipts: Mapping[str, Path], unchanged: Unchanged, exclude: Sequence[str] = (),
-                progress: Callable[[int], None] | None = None) -> tuple[WriteInfo, set[str]]:
-    """Bring the trees at ``targets`` to ``entries`` (checked) in place; the entries written.
+                progress: Callable[[int], None] | None = None, again: Callable[[], Iterable[Entry]] | None = None,
+                embedded: Iterable[Mapping] = (), relocating: Set[str] = frozenset()) -> Update:
+    """Bring the trees at ``targets`` to ``entries`` (checked) in place.
 
     Each target's tree is walked beside the entries, in canonical order. An entry that is
     there as it should be (a file whose ``lstat`` matches its receipt record and that
-    ``unchanged`` accepts; a link with the same text; a directory) is kept and only gets
-    the entry's mode and mtime; anything else is written anew (a file through a temporary
-    beside it, renamed over the old one), and what the entries do not list is deleted.
-    The caller clears the tree's marker first: an update cut short leaves a tree that
-    claims no checkpoint.
+    ``unchanged`` accepts; a link with the same text; a directory) is kept with its mtime
+    and only gets the entry's mode; anything else is written anew (a file through a
+    temporary beside it, renamed over the old one), and what the entries do not list is
+    deleted. The caller then relocates what was written, and calls :meth:`Update.place`
+    and :meth:`Update.commit_receipts` (``again`` gives the entries once more if those fall
+    back to every entry; ``embedded`` is the manifest's list of files holding roots,
+    ``relocating`` the entries the relocation plan rewrites). The caller clears the tree's
+    marker first: an update cut short leaves a tree that claims no checkpoint.
     """
     from gaia_core.checkpoints.receipt import records
     from gaia_core.checkpoints.treecapture import walk
 
     by_name = {t.name: t.path for t in targets}
-    writer = _Writer(lambda name: by_name[name], packs, progress)
-    written: set[str] = set()
+    writer = _Writer(lambda name: by_name[name], packs, progress, dir_mtimes=False)
+    update = Update(targets, again or (lambda: entries), exclude, embedded, relocating)
     stream = iter(entries)
     pending: Entry | None = next(stream, None)
     try:
@@ -260,55 +373,60 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
             actual = walk(target.path, target.name, exclude, tolerant=True)
             found = next(actual, None)
             while pending is not None and pending.path.split("/", 1)[0] == target.name:
-                key = sort_key(pending.path)
-                while found is not None and sort_key(found[0]) < key:
-                    _remove(writer, found[1], found[2])
-                    found = next(actual, None)
+                if found is not None and found[0] != pending.path:
+                    key = sort_key(pending.path)
+                    while found is not None and sort_key(found[0]) < key:
+                        _remove(writer, found[1], found[2])
+                        found = next(actual, None)
                 writer.info.entries += 1
                 here = found if found is not None and found[0] == pending.path else None
-                if here is None or not _keep(writer, pending, here, cursor, unchanged):
+                record = cursor.get(pending.path) if cursor is not None and here is not None else None
+                how = _keep(writer, pending, here, record, unchanged) if here is not None else None
+                if how is None:
                     if here is not None:
                         _clear(writer, pending, here)
                     _create(writer, here[1] if here else writer.path(pending.path), pending,
                             replace=here is not None and pending.type == "f" and stat.S_ISREG(here[2].st_mode))
-                    written.add(pending.path)
+                    update.written.add(pending.path)
+                update.note(pending, here[1] if here else writer.path(pending.path), here[2] if here else None,
+                            record, how or "written")
                 if here is not None:
                     found = next(actual, None)
                 pending = next(stream, None)
             while found is not None:
                 _remove(writer, found[1], found[2])
                 found = next(actual, None)
-        return writer.finish(), written
+        update.info = writer.finish()
+        return update
     finally:
         writer.close()
 
 
-def _keep(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result], cursor: Cursor | None,
-          unchanged: Unchanged) -> bool:
-    """Keep what is on disk when it is the entry; set its mode and mtime. False: write it anew."""
+def _keep(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result], record: Record | None,
+          unchanged: Unchanged) -> str | None:
+    """Keep what is on disk when it is the entry, with its mtime; set its mode. ``kept`` (as
+    it was), ``touched`` (another mode), or None: write it anew."""
     _path, fs_path, st = here
     kind = stat.S_IFMT(st.st_mode)
+    how = "kept"
     if entry.type == "d" and kind == stat.S_IFDIR:
         writer.directory(fs_path, entry, exists=True)
+        how = "touched"
     elif entry.type == "l" and kind == stat.S_IFLNK:
         if os.fsdecode(os.readlink(fs_path)) != entry.link:
-            return False
-        if st.st_mtime_ns != entry.mtime_ns:
-            os.utime(fs_path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+            return None
     elif entry.type == "f" and kind == stat.S_IFREG:
-        record = cursor.get(entry.path) if cursor is not None else None
         if record is None or not record.matches(st) or record.digest != entry.digest or \
                 st.st_size != entry.size or (st.st_nlink > 1 and not entry.head) or not unchanged(entry, record):
-            return False
+            return None
         mode = writer.mode(entry)
         if stat.S_IMODE(st.st_mode) != mode:
             os.chmod(fs_path, mode, follow_symlinks=False)
-        if st.st_mtime_ns != entry.mtime_ns:
-            os.utime(fs_path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+            how = "touched"
     else:
-        return False  # another type, or a hard link (made anew, it joins its head's inode)
+        return None  # another type, or a hard link (made anew, it joins its head's inode)
     writer.info.kept += 1
-    return True
+    return how
 
 
 def _clear(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result]) -> None:
@@ -338,4 +456,4 @@ def _create(writer: _Writer, path: bytes, entry: Entry, *, replace: bool = False
         writer.hard_link(path, entry)
 
 
-__all__ = ["Unchanged", "WriteInfo", "receipts_of_restored", "update_tree", "write_tree"]
+__all__ = ["MAX_TOUCHED", "Unchanged", "Update", "WriteInfo", "receipts_of_restored", "update_tree", "write_tree"]
