@@ -32,6 +32,7 @@ from gaia_core.checkpoints.entries import (
     PartWriter,
     UnsafeEntry,
     checked,
+    chunks_of_part,
     decode_part,
     encode,
 )
@@ -100,6 +101,31 @@ def test_a_part_reads_lines_as_json_reads_them_whitespace_and_escapes_included()
     data = b" " + encode(entries[0]).replace(b"\n", b" \n") + b"\n" + encode(entries[1]).replace(b"caf\\u00e9", "café".encode())
     assert not data.isascii()
     assert list(decode_part(data, "p")) == entries
+
+
+def test_the_chunks_of_a_part_are_those_of_its_entries():
+    entries = [
+        dir_entry("t"),
+        Entry("t/big", "f", 0o644, 0, size=3 << 20, digest=ID, chunks=((ID, 1 << 20), (chunk_id(b"y"), 2 << 20)),
+              head=True),
+        file_entry("t/small", b"abc"),
+        Entry("t/empty", "f", 0o600, OLD_NS),
+        hard_entry("t/h", "t/big"),
+        link_entry("t/l", "x"),
+    ]
+    data = b"".join(encode(e) for e in entries)
+    assert list(chunks_of_part(data, "p")) == [c for e in entries for c in e.chunk_list()]
+
+
+@pytest.mark.parametrize(("line", "match"), [
+    (b'{"p": "t/f", "t": "f", "m": 420, "n": 0, "s": 1.5, "d": "' + b"0" * 64 + b'"}', "not an integer"),
+    (b'{"p": "t/f", "t": "f", "m": 420, "n": 0, "s": 1, "d": "00"}', "64 hex digits"),
+    (b'{"p": "t/f", "t": "f", "m": 420, "n": 0, "s": 1, "c": [["' + b"0" * 64 + b'", -1]]}', "negative"),
+    (b'[1]', "not a JSON object"),
+])
+def test_the_chunks_of_a_part_that_is_wrong_are_refused_as_its_entries_are(line, match):
+    with pytest.raises(EntriesCorrupt, match=f"line 2.*{match}"):
+        list(chunks_of_part(encode(dir_entry("t")) + line + b"\n", "p"))
 
 
 def test_part_writer_cuts_parts_of_about_part_bytes():

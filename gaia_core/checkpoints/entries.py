@@ -205,6 +205,45 @@ def decode_part(data: bytes, where: str) -> Iterator[Entry]:
 _scan_once = json.JSONDecoder().scan_once
 
 
+def chunks_of_part(data: bytes, where: str) -> Iterator[tuple[bytes, int]]:
+    """(chunk id, plain size) of every file of one part, in order: what the chunk lookups
+    before a restore and a download need, read without making an entry of every line
+    (a part with anything unexpected is read as entries, which says what is wrong)."""
+    found = _chunk_lines(data)
+    if found is None:
+        for entry in decode_part(data, where):
+            yield from entry.chunk_list()
+        return
+    yield from found
+
+
+def _chunk_lines(data: bytes) -> list[tuple[bytes, int]] | None:
+    values = _scan_lines(data)
+    if values is None:
+        return None
+    found: list[tuple[bytes, int]] = []
+    try:
+        for value in values:
+            if value.get("t") != "f":  # type: ignore[union-attr]
+                continue
+            size = value["s"]  # type: ignore[index]
+            if type(size) is not int or size <= 0:
+                if size != 0 or type(size) is not int:
+                    return None
+                continue
+            listed = value.get("c")  # type: ignore[union-attr]
+            pairs = ((value["d"], size),) if listed is None else listed  # type: ignore[index]
+            for chunk, plain in pairs:
+                if type(chunk) is not str or len(chunk) != 2 * ID_BYTES or type(plain) is not int or plain <= 0:
+                    return None
+                found.append((bytes.fromhex(chunk), plain))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    return found
+
+
+
+
 def _scan_lines(data: bytes) -> list[object] | None:
     """The JSON value of each non-empty line, when every line is exactly one value (no
     whitespace around it) of at most ``_MAX_LINE`` bytes; None otherwise."""
@@ -373,4 +412,4 @@ def checked(entries: Iterable[Entry], targets: Sequence[str], limits: Limits | N
 
 
 __all__ = ["PART_BYTES", "Entry", "EntriesCorrupt", "EntryChecker", "Limits", "PartWriter", "UnsafeEntry",
-           "checked", "decode_part", "encode", "sort_key"]
+           "checked", "chunks_of_part", "decode_part", "encode", "sort_key"]

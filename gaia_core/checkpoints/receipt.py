@@ -57,6 +57,8 @@ class Record:
     #: the mtime the checkpoint gives the entry, when a restore placed another one on disk
     #: (None: the same); lets the next update keep mtimes the placement already set
     captured_ns: int | None = None
+    #: the line it was read from (an update writes it again as it is when nothing changed)
+    raw: bytes | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def captured(self) -> int:
@@ -194,9 +196,12 @@ class ReceiptDraft:
         #: position -> (record, where it is on disk) of the entries to lstat again
         self.touched: dict[int, tuple[Record, bytes]] = {}
 
-    def add(self, record: Record, fs_path: bytes | None = None) -> int:
-        """Record the next entry; with ``fs_path`` it is touched. Returns its position."""
-        if fs_path is None:
+    def add(self, record: Record, fs_path: bytes | None = None, *, raw: bytes | None = None) -> int:
+        """Record the next entry (``raw``: the line of an earlier receipt that says it all);
+        with ``fs_path`` it is touched. Returns its position."""
+        if raw is not None:
+            self._lines.append(raw)
+        elif fs_path is None:
             self._lines.append(_encode(record))
         else:
             self._lines.append(b"\n")
@@ -269,24 +274,31 @@ def read_header(path: Path) -> dict[str, Any] | None:
 
 def records(path: Path) -> Iterator[Record]:
     """The records after the header, in canonical order (nothing when the receipt is unreadable)."""
-    lines = _lines(path)
-    header = next(lines, None)
-    if not header or header.get("receipt") != VERSION:
+    lines = _items(path)
+    first = next(lines, None)
+    if not first or first[0].get("receipt") != VERSION:
         return
-    for item in lines:
+    for item, line in lines:
         try:
-            yield Record.from_json(item)
+            record = Record.from_json(item)
         except (KeyError, TypeError, ValueError):
             return  # a damaged receipt is a partial one: what follows is read from the tree
+        record.raw = line
+        yield record
 
 
 _scan_once = json.JSONDecoder().scan_once
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
-    """The receipt's lines as JSON objects, up to the first one that is not (a receipt is
-    read whole by every capture and restore: each line is scanned by json's C scanner,
-    not passed through ``json.loads``)."""
+    for item, _line in _items(path):
+        yield item
+
+
+def _items(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """The receipt's lines as JSON objects, with the line, up to the first one that is not
+    (a receipt is read whole by every capture and restore: each line is scanned by json's
+    C scanner, not passed through ``json.loads``)."""
     try:
         raw = open(path, "rb")
     except OSError:
@@ -301,7 +313,7 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
                     item = _scan_line(line)
                     if item is None:
                         return
-                    yield item
+                    yield item, line + b"\n"
         except (zstandard.ZstdError, OSError):
             return
         if buffer:

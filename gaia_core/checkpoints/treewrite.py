@@ -296,13 +296,20 @@ class Update:
         draft = self.drafts.get(top)
         if draft is None:
             draft = self.drafts[top] = ReceiptDraft()
-        content = {"digest": entry.digest, "chunks": entry.chunks, "link": entry.link if entry.type == "l" else None,
-                   "embedded": self._holding.get(entry.path), "captured_ns": captured}
+        link = entry.link if entry.type == "l" else None
+        embedded = self._holding.get(entry.path)
         if touched:
-            draft.add(Record(entry.path, "?", 0, 0, 0, 0, **content), fs_path)
+            draft.add(Record(entry.path, "?", 0, 0, 0, 0, digest=entry.digest, chunks=entry.chunks, link=link,
+                             embedded=embedded, captured_ns=captured), fs_path)
+            return
+        assert st is not None and record is not None  # kept as it was, and pinned: it has a record
+        relocated = entry.path in self._relocating
+        if record.raw is not None and record.digest == entry.digest and record.chunks == entry.chunks and \
+                record.link == link and record.embedded == embedded and record.relocated == relocated:
+            draft.add(record, raw=record.raw)  # the record says it all already (it matches the lstat)
         else:
-            assert st is not None
-            draft.add(record_of(entry.path, st, relocated=entry.path in self._relocating, **content))
+            draft.add(record_of(entry.path, st, digest=entry.digest, chunks=entry.chunks, link=link,
+                                relocated=relocated, embedded=embedded, captured_ns=captured))
         if len(self._touched) > MAX_TOUCHED:
             self.drafts, self._pins, self._touched = None, [], []
 
