@@ -89,11 +89,13 @@ class Consumer:
         place_mtimes([self.target.path], clock_dir=tmp_path / "consumer")
         receipts_of_restored([self.target], tree.raw_entries(store.packs, manifest), {}, EXCLUDED, set(), [])
 
-    def update(self, manifest: dict, not_before_ns: int | None = None):
+    def update(self, manifest: dict, not_before_ns: int | None = None, relocating: frozenset[str] = frozenset()):
         packs = self.store.packs
         update = update_tree(tree.entries(packs, manifest), [self.target], packs,
-                             receipts={"out": self.target.path / RECEIPT}, unchanged=lambda e, r: not r.relocated,
-                             exclude=EXCLUDED, again=lambda: tree.raw_entries(packs, manifest))
+                             receipts={"out": self.target.path / RECEIPT},
+                             unchanged=lambda e, r: r.relocated == (e.path in relocating),
+                             exclude=EXCLUDED, again=lambda: tree.raw_entries(packs, manifest),
+                             relocating=relocating)
         placement = update.place(self.target.path.parent, not_before_ns)
         update.commit_receipts({}, set())
         return update, placement
@@ -296,3 +298,25 @@ def test_a_draft_receipt_leaves_out_a_touched_entry_that_is_gone(tmp_path):
     draft.commit(root / RECEIPT, {"h": 1}, relocated={"out/b"})
     a, b = records(root / RECEIPT)
     assert a.matches(kept.lstat()) and b.matches(touched.lstat()) and (b.relocated, b.digest) == (True, b"\1" * 32)
+
+
+def test_a_file_the_receipt_no_longer_vouches_for_is_read_and_kept_when_it_holds_the_content(store, tmp_path, two):
+    src, a, b = two
+    consumer = Consumer(store, tmp_path, a)
+    out = consumer.target.path
+    chmodded, edited, relocated = out / "build" / "pkg3" / "file.c", out / "build" / "pkg0" / "file.c", \
+        out / "build" / "pkg1" / ".stamp_built"
+    for path in (chmodded, relocated):
+        path.chmod(stat.S_IMODE(path.lstat().st_mode))  # a build's chmod: only the ctime changes
+    st = edited.lstat()
+    edited.write_text("source X\n")  # the same size, its mtime put back: only the ctime tells
+    os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns))
+    inodes = {p: p.lstat().st_ino for p in (chmodded, edited, relocated)}
+    update, _ = consumer.update(b, relocating=frozenset({"out/build/pkg1/.stamp_built"}))
+    assert chmodded.lstat().st_ino == inodes[chmodded]  # read, found whole, kept
+    assert edited.read_text() == "source 0\n" and edited.lstat().st_ino != inodes[edited]
+    assert relocated.lstat().st_ino != inodes[relocated]  # rewritten for other paths: cannot be told by its hash
+    assert {"out/build/pkg0/file.c", "out/build/pkg1/.stamp_built"} <= update.written
+    assert "out/build/pkg3/file.c" not in update.written
+    assert disk_ranks(out) == captured_ranks(store, b)
+    assert_receipt_true(consumer.target, store, b)

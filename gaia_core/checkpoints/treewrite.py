@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from pathlib import Path
 
 from gaia_core.anchors import Target
+from gaia_core.checkpoints import chunking
 from gaia_core.checkpoints.entries import Entry, sort_key
 from gaia_core.checkpoints.mtimes import STEP_NS, Placement, distinct_sorted, filesystem_now_ns, fit_placement
 from gaia_core.checkpoints.receipt import RECEIPT, Cursor, ReceiptDraft, Record, record_of
@@ -40,6 +41,8 @@ _GROUP_FILES, _GROUP_BYTES = 64, 4 << 20
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: the temporary a file is written to before it replaces the one an update found
 _NEW_PREFIX = b".gaia-new."
+#: how a file is written: into a new name, over the one there, or only if that one differs
+_NEW, _REPLACE, _VERIFY = 0, 1, 2
 
 
 @dataclasses.dataclass
@@ -68,6 +71,7 @@ class _Writer:
         self.batch: list[tuple[bytes, Entry, bool]] = []
         self._lock = threading.Lock()
         self._tops: dict[str, bytes] = {}
+        self.rewritten: set[str] = set()  # entries written after all, by verify
 
     def path(self, entry_path: str) -> bytes:
         """Where an entry goes: its target's directory, then the rest of its path."""
@@ -94,9 +98,10 @@ class _Writer:
         os.symlink(os.fsencode(entry.link), path)
         os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
 
-    def file(self, path: bytes, entry: Entry, *, replace: bool = False) -> None:
-        """Write a file; ``replace``: over an existing one, through a temporary beside it."""
-        self.batch.append((path, entry, replace))
+    def file(self, path: bytes, entry: Entry, *, replace: bool = False, verify: bool = False) -> None:
+        """Write a file; ``replace``: over an existing one, through a temporary beside it;
+        ``verify``: only if the one there does not hold the entry's content (read and hashed)."""
+        self.batch.append((path, entry, _VERIFY if verify else _REPLACE if replace else _NEW))
         if len(self.batch) >= _BATCH:
             self.flush()
 
@@ -111,7 +116,7 @@ class _Writer:
             return
         wanted = [c for _, e, _ in self.batch for c, _ in e.chunk_list()]
         located = self.packs.locate(wanted) if wanted else {}
-        group: list[tuple[bytes, Entry, list[Location], bool]] = []
+        group: list[tuple[bytes, Entry, list[Location], int]] = []
         size = 0
         for path, entry, replace in self.batch:
             missing = [c for c, _ in entry.chunk_list() if c not in located]
@@ -135,10 +140,18 @@ class _Writer:
             if self.progress is not None and size:
                 self.progress(size)  # here, not in the workers: it may raise to cancel
 
-    def _write_files(self, group: list[tuple[bytes, Entry, list[Location], bool]]) -> int:
+    def _write_files(self, group: list[tuple[bytes, Entry, list[Location], int]]) -> int:
         return sum(self._write_file(*item) for item in group)
 
-    def _write_file(self, path: bytes, entry: Entry, locations: list[Location], replace: bool = False) -> int:
+    def _write_file(self, path: bytes, entry: Entry, locations: list[Location], how: int = _NEW) -> int:
+        if how == _VERIFY:
+            if self._holds(path, entry):
+                with self._lock:
+                    self.info.kept += 1
+                return 0
+            with self._lock:
+                self.rewritten.add(entry.path)
+        replace = how != _NEW
         final = path
         if replace:
             head, tail = os.path.split(path)
@@ -161,6 +174,32 @@ class _Writer:
             self.info.written += entry.size
             self.info.files_written += 1
         return entry.size
+
+    def _holds(self, path: bytes, entry: Entry) -> bool:
+        """Whether the regular file at ``path`` (one name) holds ``entry``'s content, each
+        chunk hashed as read; given the entry's mode if it does."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size or (st.st_nlink > 1 and not entry.head):
+                return False
+            expected = entry.chunk_list()
+            matched = 0
+            for (chunk, size), data in zip(expected, chunking.cut(fd, entry.size)):
+                if len(data) != size or chunking.chunk_id(data) != chunk:
+                    return False
+                matched += 1
+            if matched != len(expected) or os.fstat(fd).st_size != entry.size:
+                return False
+            mode = self.mode(entry)
+            if stat.S_IMODE(st.st_mode) != mode:
+                os.fchmod(fd, mode)
+            return True
+        finally:
+            os.close(fd)
 
     # -- end ----------------------------------------------------------------------------
 
@@ -271,25 +310,25 @@ class Update:
 
     def note(self, entry: Entry, fs_path: bytes, st: os.stat_result | None, record: Record | None,
              how: str) -> None:
-        """One entry as the update left it: ``written``, ``kept`` as it was, or ``touched``
-        (kept, with another mode); ``st`` its lstat before the update."""
+        """One entry as the update left it: ``written`` (or to be read and written if it
+        differs), ``kept`` as it was, or ``touched`` (kept, with another mode); ``st`` its
+        lstat before the update."""
         captured = entry.mtime_ns
         if entry.type != "h":
             self._mtimes.append(captured)
         if self.drafts is None:
             return
-        pin = None
-        # a target's own directory is not pinned: gaia's marker and receipt beside the tree
-        # change its mtime after every restore
-        if how != "written" and record is not None and record.captured == captured and "/" in entry.path:
-            if entry.type == "d" and record.type == "d":
-                pin = record.mtime_ns  # set again after what the update did inside
-            elif entry.type in ("f", "l") and st is not None and record.matches(st):
-                pin = st.st_mtime_ns
+        # the mtime the last placement gave this captured one, as the receipt saw it (not for a
+        # target's own directory: gaia's marker and receipt beside the tree change it)
+        pin = record.mtime_ns if record is not None and record.captured == captured and "/" in entry.path \
+            and entry.type != "h" else None
         if pin is not None:
             self._pins.append((captured, pin))
-        touched = how != "kept" or pin is None or entry.type in ("d", "h") \
-            or (entry.type == "f" and st is not None and (st.st_nlink > 1 or entry.head))  # links change ctimes
+        # left as it is, mtime included: an entry kept whose lstat the receipt vouches for
+        settled = how == "kept" and pin is not None and entry.type in ("f", "l") and st is not None \
+            and record is not None and record.matches(st) \
+            and not (entry.type == "f" and (st.st_nlink > 1 or entry.head))  # links change ctimes
+        touched = not settled
         if touched and entry.type != "h":
             self._touched.append((fs_path, captured))
         top = entry.path.split("/", 1)[0]
@@ -371,6 +410,10 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
 
     by_name = {t.name: t.path for t in targets}
     writer = _Writer(lambda name: by_name[name], packs, progress, dir_mtimes=False)
+
+    def verifiable(entry: Entry) -> bool:
+        """A file whose content on disk is the captured one (not rewritten for other paths)."""
+        return entry.path not in relocating
     update = Update(targets, again or (lambda: entries), exclude, embedded, relocating)
     stream = iter(entries)
     pending: Entry | None = next(stream, None)
@@ -388,15 +431,17 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
                 writer.info.entries += 1
                 here = found if found is not None and found[0] == pending.path else None
                 record = cursor.get(pending.path) if cursor is not None and here is not None else None
-                how = _keep(writer, pending, here, record, unchanged) if here is not None else None
-                if how is None:
+                how = _keep(writer, pending, here, record, unchanged, verifiable) if here is not None else None
+                if how == "verify":  # the receipt says nothing of it: hashed, written if it differs
+                    writer.file(here[1], pending, verify=True)
+                elif how is None:
                     if here is not None:
                         _clear(writer, pending, here)
                     _create(writer, here[1] if here else writer.path(pending.path), pending,
                             replace=here is not None and pending.type == "f" and stat.S_ISREG(here[2].st_mode))
                     update.written.add(pending.path)
                 update.note(pending, here[1] if here else writer.path(pending.path), here[2] if here else None,
-                            record, how or "written")
+                            record, "written" if how in (None, "verify") else how)
                 if here is not None:
                     found = next(actual, None)
                 pending = next(stream, None)
@@ -404,15 +449,17 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
                 _remove(writer, found[1], found[2])
                 found = next(actual, None)
         update.info = writer.finish()
+        update.written |= writer.rewritten
         return update
     finally:
         writer.close()
 
 
 def _keep(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result], record: Record | None,
-          unchanged: Unchanged) -> str | None:
+          unchanged: Unchanged, verify: Callable[[Entry], bool]) -> str | None:
     """Keep what is on disk when it is the entry, with its mtime; set its mode. ``kept`` (as
-    it was), ``touched`` (another mode), or None: write it anew."""
+    it was), ``touched`` (another mode), ``verify`` (a file the receipt does not vouch for,
+    which ``verify`` lets be read to tell), or None: write it anew."""
     _path, fs_path, st = here
     kind = stat.S_IFMT(st.st_mode)
     how = "kept"
@@ -423,8 +470,12 @@ def _keep(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result]
         if os.fsdecode(os.readlink(fs_path)) != entry.link:
             return None
     elif entry.type == "f" and kind == stat.S_IFREG:
-        if record is None or not record.matches(st) or record.digest != entry.digest or \
-                st.st_size != entry.size or (st.st_nlink > 1 and not entry.head) or not unchanged(entry, record):
+        if st.st_size != entry.size or (st.st_nlink > 1 and not entry.head):
+            return None
+        if record is None or not record.matches(st):
+            # touched since (a build's chmod, a copy): its content is unknown, not changed
+            return "verify" if verify(entry) else None
+        if record.digest != entry.digest or not unchanged(entry, record):
             return None
         mode = writer.mode(entry)
         if stat.S_IMODE(st.st_mode) != mode:
