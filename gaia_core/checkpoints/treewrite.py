@@ -331,6 +331,9 @@ class Update:
         touched = not settled
         if touched and entry.type != "h":
             self._touched.append((fs_path, captured))
+            if len(self._touched) > MAX_TOUCHED:  # too many to hold: every entry is placed and recorded
+                self.drafts, self._pins, self._touched = None, [], []
+                return
         top = entry.path.split("/", 1)[0]
         draft = self.drafts.get(top)
         if draft is None:
@@ -349,8 +352,6 @@ class Update:
         else:
             draft.add(record_of(entry.path, st, digest=entry.digest, chunks=entry.chunks, link=link,
                                 relocated=relocated, embedded=embedded, captured_ns=captured))
-        if len(self._touched) > MAX_TOUCHED:
-            self.drafts, self._pins, self._touched = None, [], []
 
     def place(self, clock_dir: Path, not_before_ns: int | None) -> Placement:
         """Give every entry its placed mtime (see the class); the placement."""
@@ -414,6 +415,7 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
     def verifiable(entry: Entry) -> bool:
         """A file whose content on disk is the captured one (not rewritten for other paths)."""
         return entry.path not in relocating
+
     update = Update(targets, again or (lambda: entries), exclude, embedded, relocating)
     stream = iter(entries)
     pending: Entry | None = next(stream, None)
