@@ -320,3 +320,30 @@ def test_a_file_the_receipt_no_longer_vouches_for_is_read_and_kept_when_it_holds
     assert "out/build/pkg3/file.c" not in update.written
     assert disk_ranks(out) == captured_ranks(store, b)
     assert_receipt_true(consumer.target, store, b)
+
+
+def test_a_restore_in_place_looks_chunks_up_once_whether_downloaded_or_local(gaia_cli, pm, project, monkeypatch):
+    import shutil
+
+    from counter_project import run
+
+    from gaia_core.checkpoints import tree as tree_module
+
+    project.shared.mkdir()
+    for value in ("a", "b"):
+        project.write(value=value, backend=True, point='backend = "dir:shared"\nupload_policy = "always"')
+        run(gaia_cli, pm, "run", project.build)
+    lookups = []
+    chunks = tree_module.chunks
+    monkeypatch.setattr(tree_module, "chunks", lambda packs, manifest: lookups.append(1) or chunks(packs, manifest))
+    project.write(value="a", backend=True, point='backend = "dir:shared"\nupload_policy = "always"')
+    local = run(gaia_cli, pm, "run", project.build)  # A from the local store, over B
+    assert "from local store" in local.output and "(in place)" in local.output
+    assert len(lookups) == 1  # the check that every chunk is there before the tree is touched
+    shutil.rmtree(project.store)
+    lookups.clear()
+    project.write(value="b", backend=True, point='backend = "dir:shared"\nupload_policy = "always"')
+    fetched = run(gaia_cli, pm, "run", project.build)  # B downloaded, over A
+    assert "downloaded" in fetched.output and "(in place)" in fetched.output
+    assert len(lookups) == 1  # the download's: it brought every chunk in, the update does not look again
+    assert (project.out / "value.txt").read_text() == "b"

@@ -101,7 +101,8 @@ def _update(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
     leaves no tree at all (the anchor then builds from scratch, never on a mix)."""
     packs = cp.store.packs
     with cp.store.hold(obj):
-        missing = next(iter(packs.absent(tree.chunks(packs, obj.manifest))), None)
+        just_fetched = tree.list_key(obj.manifest) in cp.chunks_in_store  # by this run: all there
+        missing = None if just_fetched else next(iter(packs.absent(tree.chunks(packs, obj.manifest))), None)
         if missing is not None:
             raise ChunkMissing(f"the local store lacks chunk {missing[0].hex()[:16]} of {point.id}/"
                                f"{obj.fingerprint[:12]}")

@@ -20,6 +20,11 @@ def parts(manifest: dict[str, Any]) -> list[tuple[bytes, int]]:
     return [(bytes.fromhex(p["id"]), int(p["size"])) for p in manifest["tree"]["parts"]]
 
 
+def list_key(manifest: dict[str, Any]) -> str:
+    """What names the entry list of ``manifest`` (its parts' ids, which the signature covers)."""
+    return ",".join(p["id"] for p in manifest["tree"]["parts"])
+
+
 def raw_entries(packs: PackStore, manifest: dict[str, Any]) -> Iterator[Entry]:
     """The entries as the parts list them (each part checked against its id, nothing more)."""
     for number, data in enumerate(_part_data(packs, parts(manifest)), 1):
@@ -49,4 +54,4 @@ def _part_data(packs: PackStore, listed: list[tuple[bytes, int]]) -> Iterator[by
         yield packs.read(part, located[part], size)
 
 
-__all__ = ["chunks", "entries", "parts", "raw_entries"]
+__all__ = ["chunks", "entries", "list_key", "parts", "raw_entries"]
