@@ -98,7 +98,8 @@ def test_a_part_is_read_one_entry_a_line_however_it_is_scanned(line):
 
 def test_a_part_reads_lines_as_json_reads_them_whitespace_and_escapes_included():
     entries = [dir_entry("t"), link_entry("t/l", "caf\u00e9")]
-    data = b" " + encode(entries[0]).replace(b"\n", b" \n") + b"\n" + encode(entries[1]).replace(b"caf\\u00e9", "café".encode())
+    second = encode(entries[1]).replace(b"caf\\u00e9", "café".encode())
+    data = b" " + encode(entries[0]).replace(b"\n", b" \n") + b"\n" + second
     assert not data.isascii()
     assert list(decode_part(data, "p")) == entries
 

@@ -388,5 +388,5 @@ class Cursor:
         return None
 
 
-__all__ = ["RECEIPT", "RECEIPT_PARTIAL", "Cursor", "ReceiptDraft", "Record", "ReceiptWriter", "install", "read_header", "record_of",
-           "records", "remove"]
+__all__ = ["RECEIPT", "RECEIPT_PARTIAL", "Cursor", "ReceiptDraft", "Record", "ReceiptWriter", "install", "read_header",
+           "record_of", "records", "remove"]
