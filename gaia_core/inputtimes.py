@@ -12,7 +12,6 @@ import contextlib
 import contextvars
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 
 class _InputTimes:
@@ -46,7 +45,7 @@ def _note_mtime(mtime_ns: int) -> None:
         times.note(mtime_ns)
 
 
-def note_input(path: Path) -> None:
+def note_input(path: str | os.PathLike[str]) -> None:
     """Count ``path``'s modification time among the inputs of the fingerprint being computed.
 
     ``hash_tree`` and ``hash_file`` do this for every entry they hash. Call it from a

@@ -260,3 +260,30 @@ def test_the_fingerprint_knows_the_newest_input_its_sources_read(tmp_path):
         note_input(tmp_path / "tree")
         note_input(tmp_path / "missing")
         assert times.newest_ns == 1_700_000_000_000_000_000
+
+
+def test_a_checkout_known_by_its_commit_counts_its_directories_not_git_nor_links(tmp_path):
+    from gaia_buildroot.fingerprint_sources import note_checkout
+
+    from gaia_core.fingerprints import _collect_input_times
+
+    src = tmp_path / "src"
+    (src / "package" / "busybox").mkdir(parents=True)
+    (src / ".git" / "objects").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (src / "linked").symlink_to(tmp_path / "elsewhere")
+    base = 1_600_000_000_000_000_000
+    for offset, path in enumerate([src / "package" / "busybox", src / "package", src]):
+        os.utime(path, ns=(base + offset,) * 2)
+    os.utime(src / ".git" / "objects", ns=(base + 10,) * 2)
+    os.utime(src / ".git", ns=(base + 11,) * 2)
+    os.utime(tmp_path / "elsewhere", ns=(base + 12,) * 2)
+    os.utime(src / "linked", ns=(base + 13,) * 2, follow_symlinks=False)
+    os.utime(src, ns=(base + 2,) * 2)
+    with _collect_input_times() as times:
+        note_checkout(src)
+    assert times.newest_ns == base + 2
+    os.utime(src / "package" / "busybox", ns=(base + 5,) * 2)  # checked out again, deep down
+    with _collect_input_times() as times:
+        note_checkout(src)
+    assert times.newest_ns == base + 5

@@ -32,6 +32,7 @@ from gaia_core.checkpoints.entries import (
     PartWriter,
     UnsafeEntry,
     checked,
+    chunks_of_part,
     decode_part,
     encode,
 )
@@ -82,6 +83,50 @@ def test_a_part_that_does_not_parse_is_corrupt_naming_the_line(line, match):
     data = encode(dir_entry("t")) + line + b"\n"
     with pytest.raises(EntriesCorrupt, match=f"part 3: line 2.*{match}|part 3: line 2: .*{match}"):
         list(decode_part(data, "part 3"))
+
+
+@pytest.mark.parametrize("line", [
+    encode(dir_entry("t/a"))[:-1] + b"," + encode(dir_entry("t/b"))[:-1],  # two entries on one line
+    encode(dir_entry("t/a"))[:-1] + encode(dir_entry("t/b"))[:-1],
+    b'{"p": "t/a", "t": "d", "m": 493,',  # an entry that only the next line would close
+])
+def test_a_part_is_read_one_entry_a_line_however_it_is_scanned(line):
+    data = encode(dir_entry("t")) + line + b"\n" + b'"n": 0}\n'
+    with pytest.raises(EntriesCorrupt, match="part 3: line 2 is not JSON"):
+        list(decode_part(data, "part 3"))
+
+
+def test_a_part_reads_lines_as_json_reads_them_whitespace_and_escapes_included():
+    entries = [dir_entry("t"), link_entry("t/l", "caf\u00e9")]
+    second = encode(entries[1]).replace(b"caf\\u00e9", "café".encode())
+    data = b" " + encode(entries[0]).replace(b"\n", b" \n") + b"\n" + second
+    assert not data.isascii()
+    assert list(decode_part(data, "p")) == entries
+
+
+def test_the_chunks_of_a_part_are_those_of_its_entries():
+    entries = [
+        dir_entry("t"),
+        Entry("t/big", "f", 0o644, 0, size=3 << 20, digest=ID, chunks=((ID, 1 << 20), (chunk_id(b"y"), 2 << 20)),
+              head=True),
+        file_entry("t/small", b"abc"),
+        Entry("t/empty", "f", 0o600, OLD_NS),
+        hard_entry("t/h", "t/big"),
+        link_entry("t/l", "x"),
+    ]
+    data = b"".join(encode(e) for e in entries)
+    assert list(chunks_of_part(data, "p")) == [c for e in entries for c in e.chunk_list()]
+
+
+@pytest.mark.parametrize(("line", "match"), [
+    (b'{"p": "t/f", "t": "f", "m": 420, "n": 0, "s": 1.5, "d": "' + b"0" * 64 + b'"}', "not an integer"),
+    (b'{"p": "t/f", "t": "f", "m": 420, "n": 0, "s": 1, "d": "00"}', "64 hex digits"),
+    (b'{"p": "t/f", "t": "f", "m": 420, "n": 0, "s": 1, "c": [["' + b"0" * 64 + b'", -1]]}', "negative"),
+    (b'[1]', "not a JSON object"),
+])
+def test_the_chunks_of_a_part_that_is_wrong_are_refused_as_its_entries_are(line, match):
+    with pytest.raises(EntriesCorrupt, match=f"line 2.*{match}"):
+        list(chunks_of_part(encode(dir_entry("t")) + line + b"\n", "p"))
 
 
 def test_part_writer_cuts_parts_of_about_part_bytes():

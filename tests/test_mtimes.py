@@ -151,3 +151,51 @@ def test_memory_is_bounded_by_the_entries_not_their_paths(tmp_path: Path, monkey
         tracemalloc.stop()
     assert placement.entries == 20_051 and placement.distinct >= 20_000
     assert peak < 1_500_000, peak
+
+
+# -- placement around mtimes already placed (an update in place) ------------------------
+
+
+def fit(mtimes_: list[int], pinned: list[tuple[int, int]], tmp_path: Path, **kw):
+    return step.fit_placement(array("q", mtimes_), pinned, clock_dir=tmp_path, **kw)
+
+
+def test_a_fitted_placement_keeps_the_pinned_mtimes_and_places_the_rest_in_order(tmp_path):
+    captured = [T0 + 1, T0 + 2, T0 + 2, T0 + 50, T0 + 60, T0 + 900, T0 + 901]
+    placed_before = filesystem_now(tmp_path) - 10 * STEP_NS  # where an earlier placement put T0+2 and T0+60
+    pinned = [(T0 + 2, placed_before), (T0 + 60, placed_before + 5 * STEP_NS)]
+    placement = fit(captured, pinned, tmp_path)
+    values = [placement.placed_ns(c) for c in captured]
+    assert values[1] == values[2] == placed_before and values[4] == placed_before + 5 * STEP_NS
+    assert values[0] == placed_before - STEP_NS  # before the first pin, one step apart
+    assert values[3] == placed_before + STEP_NS  # between two pins, one step after the first
+    assert placed_before + 5 * STEP_NS < values[5] < values[6] <= filesystem_now(tmp_path)  # after them: up to now
+    assert values[6] - values[5] == STEP_NS and placement.at_ns == values[6]
+    assert placement.oldest_ns == values[0] and placement.distinct == 6 and placement.entries == 7
+
+
+@pytest.mark.parametrize(("pinned", "why"), [
+    ([(T0 + 2, T0 + 100), (T0 + 2, T0 + 101)], "one captured mtime, two on disk"),
+    ([(T0 + 2, T0 + 200), (T0 + 50, T0 + 100)], "an order the pins do not keep"),
+    ([(T0 + 2, T0 + 200), (T0 + 60, T0 + 200 + STEP_NS)], "no room for T0+50 between them"),
+    ([(T0 + 7, T0 + 100)], "a captured mtime the tree does not have"),
+])
+def test_a_placement_that_cannot_keep_the_pins_is_refused(tmp_path, pinned, why):
+    assert fit([T0 + 1, T0 + 2, T0 + 50, T0 + 60], pinned, tmp_path) is None, why
+
+
+def test_a_fitted_placement_refuses_pins_not_newer_than_an_input(tmp_path):
+    now = filesystem_now(tmp_path)
+    pinned = [(T0 + 2, now - 100 * STEP_NS)]
+    assert fit([T0 + 1, T0 + 2], pinned, tmp_path, not_before_ns=now - 101 * STEP_NS - 1) is not None
+    # the entry before the pin would land on the input's mtime
+    assert fit([T0 + 1, T0 + 2], pinned, tmp_path, not_before_ns=now - 101 * STEP_NS) is None
+    assert fit([T0 + 1, T0 + 2], pinned, tmp_path, not_before_ns=now) is None
+
+
+def test_a_fitted_placement_without_pins_is_a_placement_ending_now(tmp_path):
+    captured = [T0 + 5, T0 + 1, T0 + 5, T0 + 3]
+    before = filesystem_now(tmp_path)
+    placement = fit(captured, [], tmp_path, not_before_ns=before)
+    assert before < placement.placed_ns(T0 + 1) < placement.placed_ns(T0 + 3) < placement.placed_ns(T0 + 5)
+    assert placement.placed_ns(T0 + 5) - placement.placed_ns(T0 + 1) == 2 * STEP_NS

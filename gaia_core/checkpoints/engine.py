@@ -109,6 +109,9 @@ class Checkpoints:
         self.bad_remote: dict[tuple[str, str, str, str], str] = {}
         #: (backend ref, pack id) of remote packs that served a corrupt chunk in this run
         self.bad_packs: set[tuple[str, str]] = set()
+        #: entry lists (:func:`.tree.list_key`) whose every chunk this run brought into the
+        #: local store: a restore of them need not look every chunk up again
+        self.chunks_in_store: set[str] = set()
         self._warned: set[str] = set()
         self._signing_key: SigningKey | None | bool = False  # False: not loaded yet
         self._signing_problem: str | None = None

@@ -186,6 +186,84 @@ _quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 def decode_part(data: bytes, where: str) -> Iterator[Entry]:
+    """The entries of one part. Every restore reads the list at least once, so a part is
+    first scanned in one go (each line exactly one JSON value); anything irregular is read
+    again line by line, which names the line at fault."""
+    values = _scan_lines(data)
+    if values is None:
+        yield from _decode_lines(data, where)
+        return
+    try:
+        entries = [Entry.from_json(value) for value in values]
+    except EntriesCorrupt:
+        for _ in _decode_lines(data, where):  # raises, naming the line
+            pass
+        raise
+    yield from entries
+
+
+_scan_once = json.JSONDecoder().scan_once
+
+
+def chunks_of_part(data: bytes, where: str) -> Iterator[tuple[bytes, int]]:
+    """(chunk id, plain size) of every file of one part, in order: what the chunk lookups
+    before a restore and a download need, read without making an entry of every line
+    (a part with anything unexpected is read as entries, which says what is wrong)."""
+    found = _chunk_lines(data)
+    if found is None:
+        for entry in decode_part(data, where):
+            yield from entry.chunk_list()
+        return
+    yield from found
+
+
+def _chunk_lines(data: bytes) -> list[tuple[bytes, int]] | None:
+    values = _scan_lines(data)
+    if values is None:
+        return None
+    found: list[tuple[bytes, int]] = []
+    try:
+        for value in values:
+            if value.get("t") != "f":  # type: ignore[union-attr]
+                continue
+            size = value["s"]  # type: ignore[index]
+            if type(size) is not int or size <= 0:
+                if size != 0 or type(size) is not int:
+                    return None
+                continue
+            listed = value.get("c")  # type: ignore[union-attr]
+            pairs = ((value["d"], size),) if listed is None else listed  # type: ignore[index]
+            for chunk, plain in pairs:
+                if type(chunk) is not str or len(chunk) != 2 * ID_BYTES or type(plain) is not int or plain <= 0:
+                    return None
+                found.append((bytes.fromhex(chunk), plain))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    return found
+
+
+
+
+def _scan_lines(data: bytes) -> list[object] | None:
+    """The JSON value of each non-empty line, when every line is exactly one value (no
+    whitespace around it) of at most ``_MAX_LINE`` bytes; None otherwise."""
+    if not data.isascii():  # entries are written as ASCII: the lines are read one by one
+        return None
+    values: list[object] = []
+    for line in data.decode("ascii").split("\n"):
+        if not line:
+            continue
+        try:
+            value, end = _scan_once(line, 0)
+        except (StopIteration, ValueError):
+            return None
+        if end != len(line) or end > _MAX_LINE:
+            return None
+        values.append(value)
+    return values
+
+
+def _decode_lines(data: bytes, where: str) -> Iterator[Entry]:
     for number, line in enumerate(data.split(b"\n"), 1):
         if not line:
             continue
@@ -334,4 +412,4 @@ def checked(entries: Iterable[Entry], targets: Sequence[str], limits: Limits | N
 
 
 __all__ = ["PART_BYTES", "Entry", "EntriesCorrupt", "EntryChecker", "Limits", "PartWriter", "UnsafeEntry",
-           "checked", "decode_part", "encode", "sort_key"]
+           "checked", "chunks_of_part", "decode_part", "encode", "sort_key"]

@@ -22,7 +22,7 @@ build read).
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,10 +44,13 @@ def marker_fields(placement: Placement | None, inputs_ok_ns: int | None) -> dict
 
 
 def place_restored(trees: Sequence[Path], clock_dir: Path, fingerprint: Fingerprint, point: Point,
-                   log: Log, exclude: Sequence[str] = ()) -> dict[str, Any]:
+                   log: Log, exclude: Sequence[str] = (),
+                   place: Callable[[Path, int | None], Placement] | None = None) -> dict[str, Any]:
     """Place the mtimes of a restored tree (staged, before the swap, or updated in place:
-    ``exclude`` then names gaia's own files at its top); returns the marker fields."""
-    placement = place_mtimes(trees, clock_dir=clock_dir, not_before_ns=fingerprint.newest_input_ns, exclude=exclude)
+    ``exclude`` then names gaia's own files at its top; ``place(clock_dir, not_before_ns)``
+    places them instead of a walk, as an update does); returns the marker fields."""
+    placement = place(clock_dir, fingerprint.newest_input_ns) if place is not None else \
+        place_mtimes(trees, clock_dir=clock_dir, not_before_ns=fingerprint.newest_input_ns, exclude=exclude)
     log(f"checkpoint:{point.id} placed the mtimes of {placement.entries} entries to end at the restore, in "
         f"their order ({placement.seconds:.2f}s)")
     _report(placement, fingerprint, point, log, "restored tree")

@@ -55,10 +55,14 @@ class Placement:
     distinct: int
     ranking: array = dataclasses.field(repr=False, compare=False)
     seconds: float = dataclasses.field(default=0.0, compare=False)
+    #: the placed mtime of each ranked one, when it is not the formula's (:func:`fit_placement`)
+    placed: array | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def oldest_ns(self) -> int:
         """The mtime of the oldest entry after placement (``at_ns`` for an empty tree)."""
+        if self.placed:
+            return self.placed[0]
         return self.at_ns - max(self.distinct - 1, 0) * self.step_ns
 
     def placed_ns(self, captured_ns: int) -> int:
@@ -66,6 +70,8 @@ class Placement:
         rank = bisect.bisect_left(self.ranking, captured_ns)
         if rank == len(self.ranking) or self.ranking[rank] != captured_ns:
             raise KeyError(captured_ns)
+        if self.placed is not None:
+            return self.placed[rank]
         return self.at_ns - (self.distinct - 1 - rank) * self.step_ns
 
     def marker(self) -> dict[str, int]:
@@ -83,6 +89,76 @@ def plan_placement(mtimes: Iterable[int], *, at_ns: int, step_ns: int = STEP_NS)
     values = array("q", mtimes)
     ranking = distinct_sorted(values)
     return Placement(at_ns=at_ns, step_ns=step_ns, entries=len(values), distinct=len(ranking), ranking=ranking)
+
+
+def fit_placement(mtimes: array, pinned: Iterable[tuple[int, int]], *, clock_dir: Path,
+                  not_before_ns: int | None = None, step_ns: int = STEP_NS) -> Placement | None:
+    """A placement of a tree some of whose entries already hold placed mtimes; None if none fits.
+
+    ``mtimes``: the captured mtime of every entry; ``pinned``: (captured mtime, mtime on
+    disk) of the entries an update in place left alone, which keep theirs. The others get
+    mtimes around them, so that the whole tree keeps the captured order as a placement
+    does: equal stays equal, older stays older (at least ``step_ns`` apart where a value is
+    added between two kept ones), everything newer than ``not_before_ns``, what is newer
+    than every kept entry ending at the filesystem's present. None when the kept mtimes
+    do not allow that (two kept entries of one captured mtime that differ, an order they
+    do not keep, no room between two of them, or one not newer than an input): the
+    caller then places every entry.
+    """
+    started = time.monotonic()
+    ranking = distinct_sorted(mtimes)
+    unset = -1 << 63
+    placed = array("q", [unset]) * len(ranking)
+    for captured, on_disk in pinned:
+        rank = bisect.bisect_left(ranking, captured)
+        if rank == len(ranking) or ranking[rank] != captured:
+            return None
+        if placed[rank] == unset:
+            placed[rank] = on_disk
+        elif placed[rank] != on_disk:
+            return None
+    last_rank, last = -1, None
+    for rank, value in enumerate(placed):
+        if value == unset:
+            continue
+        between = rank - last_rank - 1
+        if last is None:
+            if not_before_ns is not None and value - between * step_ns <= not_before_ns:
+                return None
+            for i in range(between):
+                placed[last_rank + 1 + i] = value - (between - i) * step_ns
+        else:
+            if value <= last or (between and value - last < (between + 1) * step_ns):
+                return None
+            for i in range(between):
+                placed[last_rank + 1 + i] = last + (i + 1) * step_ns
+        last_rank, last = rank, value
+    after = len(ranking) - last_rank - 1
+    if after:
+        floor = last if last is not None else not_before_ns
+        at_ns = _now_past(clock_dir, floor, (after - 1) * step_ns)
+        start = at_ns - (after - 1) * step_ns
+        if floor is not None and start <= floor:
+            return None
+        for i in range(after):
+            placed[last_rank + 1 + i] = start + i * step_ns
+    return Placement(at_ns=placed[-1] if placed else filesystem_now_ns(clock_dir), step_ns=step_ns,
+                     entries=len(mtimes), distinct=len(ranking), ranking=ranking, placed=placed,
+                     seconds=time.monotonic() - started)
+
+
+def _now_past(clock_dir: Path, floor_ns: int | None, span: int) -> int:
+    """The filesystem's present, waited for (up to :data:`MAX_WAIT_S`) until ``span`` after
+    ``floor_ns`` has passed."""
+    at_ns = filesystem_now_ns(clock_dir)
+    give_up = time.monotonic() + MAX_WAIT_S
+    while floor_ns is not None and at_ns - span <= floor_ns:
+        wait_s = max((floor_ns + span + 1 - at_ns) / 1e9, 0.001)  # the clock may be coarse
+        if time.monotonic() + wait_s > give_up:
+            break
+        time.sleep(wait_s)
+        at_ns = filesystem_now_ns(clock_dir)
+    return at_ns
 
 
 def place_mtimes(roots: Sequence[Path], *, clock_dir: Path, not_before_ns: int | None = None,
@@ -106,15 +182,7 @@ def place_mtimes(roots: Sequence[Path], *, clock_dir: Path, not_before_ns: int |
     entries = len(values)
     ranking = distinct_sorted(values)
     del values
-    span = max(len(ranking) - 1, 0) * step_ns
-    at_ns = filesystem_now_ns(clock_dir)
-    give_up = time.monotonic() + MAX_WAIT_S
-    while not_before_ns is not None and at_ns - span <= not_before_ns:
-        wait_s = max((not_before_ns + span + 1 - at_ns) / 1e9, 0.001)  # the clock may be coarse
-        if time.monotonic() + wait_s > give_up:
-            break
-        time.sleep(wait_s)
-        at_ns = filesystem_now_ns(clock_dir)
+    at_ns = _now_past(clock_dir, not_before_ns, max(len(ranking) - 1, 0) * step_ns)
     placement = Placement(at_ns=at_ns, step_ns=step_ns, entries=entries, distinct=len(ranking), ranking=ranking)
     _apply(roots, placement, cancelled, exclude)
     return dataclasses.replace(placement, seconds=time.monotonic() - started)

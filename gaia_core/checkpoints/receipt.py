@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import io
 import json
 import os
 import shutil
@@ -53,6 +54,15 @@ class Record:
     relocated: bool = False
     #: (kind, root names) of a file or link that holds roots
     embedded: tuple[str, tuple[str, ...]] | None = None
+    #: the mtime the checkpoint gives the entry, when a restore placed another one on disk
+    #: (None: the same); lets the next update keep mtimes the placement already set
+    captured_ns: int | None = None
+    #: the line it was read from (an update writes it again as it is when nothing changed)
+    raw: bytes | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @property
+    def captured(self) -> int:
+        return self.mtime_ns if self.captured_ns is None else self.captured_ns
 
     def matches(self, st: os.stat_result) -> bool:
         """Whether ``st`` (an lstat) shows the entry as it was recorded."""
@@ -75,6 +85,8 @@ class Record:
             out["l"] = self.link
         if self.embedded is not None:
             out["r"] = [self.embedded[0], list(self.embedded[1])]
+        if self.captured_ns is not None and self.captured_ns != self.mtime_ns:
+            out["o"] = self.captured_ns
         return out
 
     @classmethod
@@ -87,6 +99,7 @@ class Record:
             chunks=tuple((bytes.fromhex(c), int(n)) for c, n in data["k"]) if "k" in data else None,
             link=data.get("l"), relocated=bool(data.get("x")),
             embedded=(str(embedded[0]), tuple(embedded[1])) if embedded else None,
+            captured_ns=int(data["o"]) if "o" in data else None,
         )
 
 
@@ -108,6 +121,8 @@ def _encode(r: Record) -> bytes:
         line += f',"l":{_quote(r.link)}'
     if r.embedded is not None:
         line += f',"r":[{_quote(r.embedded[0])},[' + ",".join(_quote(n) for n in r.embedded[1]) + "]]"
+    if r.captured_ns is not None and r.captured_ns != r.mtime_ns:
+        line += f',"o":{r.captured_ns}'
     return (line + "}\n").encode()
 
 
@@ -139,7 +154,11 @@ class ReceiptWriter:
         self._lines = []
 
     def add(self, record: Record) -> None:
-        self._lines.append(_encode(record))
+        self.add_line(_encode(record))
+
+    def add_line(self, line: bytes) -> None:
+        """A record already encoded (one line, newline included)."""
+        self._lines.append(line)
         if len(self._lines) >= 1024:
             self._flush()
 
@@ -157,6 +176,73 @@ class ReceiptWriter:
         with contextlib.suppress(OSError):
             self._raw.close()
         self._tmp.unlink(missing_ok=True)
+
+
+class ReceiptDraft:
+    """The receipt of a tree an update is bringing to a checkpoint, taken as the update walks it.
+
+    An entry the update leaves alone is recorded at once, from the ``lstat`` the walk took;
+    one it touches (writes, re-modes, places, links to) is recorded with the content it
+    gets and ``lstat``-ed again at :meth:`commit`, after the last step that touched the
+    tree. The records are held zstd-compressed; the touched ones whole, so their number is
+    bounded by the caller.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = io.BytesIO()
+        self._out = zstandard.ZstdCompressor(level=1).stream_writer(self._buffer, closefd=False)
+        self._lines: list[bytes] = []
+        self.count = 0
+        #: position -> (record, where it is on disk) of the entries to lstat again
+        self.touched: dict[int, tuple[Record, bytes]] = {}
+
+    def add(self, record: Record, fs_path: bytes | None = None, *, raw: bytes | None = None) -> int:
+        """Record the next entry (``raw``: the line of an earlier receipt that says it all);
+        with ``fs_path`` it is touched. Returns its position."""
+        if raw is not None:
+            self._lines.append(raw)
+        elif fs_path is None:
+            self._lines.append(_encode(record))
+        else:
+            self._lines.append(b"\n")
+            self.touched[self.count] = (record, fs_path)
+        if len(self._lines) >= 1024:
+            self._out.write(b"".join(self._lines))
+            self._lines = []
+        self.count += 1
+        return self.count - 1
+
+    def commit(self, path: Path, header: dict[str, Any], relocated: set[str]) -> None:
+        """Write the receipt at ``path``; ``relocated``: the touched entries that hold content
+        rewritten for this workspace's paths."""
+        self._out.write(b"".join(self._lines))
+        self._out.close()
+        self._lines = []
+        writer = ReceiptWriter(path, header)
+        try:
+            position = 0
+            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(self._buffer.getvalue()))
+            rest = b""
+            while chunk := reader.read(1 << 20):
+                *lines, rest = (rest + chunk).split(b"\n")
+                for line in lines:
+                    if position in self.touched:
+                        record, fs_path = self.touched[position]
+                        try:
+                            st = os.lstat(fs_path)
+                        except FileNotFoundError:
+                            position += 1
+                            continue  # not there after all: read from the tree next time
+                        writer.add(record_of(record.path, st, digest=record.digest, chunks=record.chunks,
+                                             link=record.link, relocated=record.path in relocated,
+                                             embedded=record.embedded, captured_ns=record.captured_ns))
+                    else:
+                        writer.add_line(line + b"\n")
+                    position += 1
+            writer.commit()
+        except BaseException:
+            writer.discard()
+            raise
 
 
 def install(source: Path, path: Path) -> None:
@@ -188,18 +274,31 @@ def read_header(path: Path) -> dict[str, Any] | None:
 
 def records(path: Path) -> Iterator[Record]:
     """The records after the header, in canonical order (nothing when the receipt is unreadable)."""
-    lines = _lines(path)
-    header = next(lines, None)
-    if not header or header.get("receipt") != VERSION:
+    lines = _items(path)
+    first = next(lines, None)
+    if not first or first[0].get("receipt") != VERSION:
         return
-    for item in lines:
+    for item, line in lines:
         try:
-            yield Record.from_json(item)
+            record = Record.from_json(item)
         except (KeyError, TypeError, ValueError):
             return  # a damaged receipt is a partial one: what follows is read from the tree
+        record.raw = line
+        yield record
+
+
+_scan_once = json.JSONDecoder().scan_once
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
+    for item, _line in _items(path):
+        yield item
+
+
+def _items(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """The receipt's lines as JSON objects, with the line, up to the first one that is not
+    (a receipt is read whole by every capture and restore: each line is scanned by json's
+    C scanner, not passed through ``json.loads``)."""
     try:
         raw = open(path, "rb")
     except OSError:
@@ -211,12 +310,23 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    item = json.loads(line)
-                    if not isinstance(item, dict):
+                    item = _scan_line(line)
+                    if item is None:
                         return
-                    yield item
-        except (zstandard.ZstdError, ValueError, OSError):
+                    yield item, line + b"\n"
+        except (zstandard.ZstdError, OSError):
             return
+        if buffer:
+            return  # a last line cut short: what follows is read from the tree
+
+
+def _scan_line(line: bytes) -> dict[str, Any] | None:
+    try:
+        text = line.decode("utf-8")
+        item, end = _scan_once(text, 0)
+    except (StopIteration, ValueError):
+        return None
+    return item if end == len(text) and isinstance(item, dict) else None
 
 
 def keep_across(targets, exclude, change):  # type: ignore[no-untyped-def]
@@ -252,6 +362,7 @@ def keep_across(targets, exclude, change):  # type: ignore[no-untyped-def]
         for entry_path, _fs, st in walk(t.path, t.name, exclude):
             record = cursor.get(entry_path)
             if record is not None:
+                record.captured_ns = record.captured
                 record.mtime_ns, record.ctime_ns, record.ino = st.st_mtime_ns, st.st_ctime_ns, st.st_ino
                 writer.add(record)
         writer.commit()
@@ -267,6 +378,8 @@ class Cursor:
         self._current = next(stream, None)
 
     def get(self, path: str) -> Record | None:
+        if self._current is not None and self._current.path == path:
+            return self._current  # a walk of the tree the receipt describes: the usual case
         key = sort_key(path)
         while self._current is not None and sort_key(self._current.path) < key:
             self._current = next(self._stream, None)
@@ -275,5 +388,5 @@ class Cursor:
         return None
 
 
-__all__ = ["RECEIPT", "RECEIPT_PARTIAL", "Cursor", "Record", "ReceiptWriter", "install", "read_header", "record_of",
-           "records", "remove"]
+__all__ = ["RECEIPT", "RECEIPT_PARTIAL", "Cursor", "ReceiptDraft", "Record", "ReceiptWriter", "install", "read_header",
+           "record_of", "records", "remove"]

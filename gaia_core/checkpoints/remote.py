@@ -260,6 +260,7 @@ def download_found(cp: Checkpoints, point: Point, fp: str, ref: str, found: Foun
         finally:
             transfers.close()
     obj = cp.store.publish(point.id, fp, manifest, [])
+    cp.chunks_in_store.add(tree.list_key(manifest))
     _tally_transfer(cp, point, ref, "download", moved, time.monotonic() - started)
     log(f"checkpoint:{point.id} downloaded {fp[:12]} via {ref} ({human_size(moved)} of "
         f"{human_size(manifest['tree']['packed'])} moved in {time.monotonic() - started:.1f}s, "

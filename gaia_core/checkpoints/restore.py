@@ -101,7 +101,8 @@ def _update(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
     leaves no tree at all (the anchor then builds from scratch, never on a mix)."""
     packs = cp.store.packs
     with cp.store.hold(obj):
-        missing = next(iter(packs.absent(tree.chunks(packs, obj.manifest))), None)
+        just_fetched = tree.list_key(obj.manifest) in cp.chunks_in_store  # by this run: all there
+        missing = None if just_fetched else next(iter(packs.absent(tree.chunks(packs, obj.manifest))), None)
         if missing is not None:
             raise ChunkMissing(f"the local store lacks chunk {missing[0].hex()[:16]} of {point.id}/"
                                f"{obj.fingerprint[:12]}")
@@ -116,23 +117,27 @@ def _update(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
 
         cp.clear_markers(targets)
         try:
-            info, written = update_tree(tree.entries(packs, obj.manifest), targets, packs, receipts=receipts,
-                                        unchanged=unchanged, exclude=cp.excluded, progress=progress)
+            update = update_tree(tree.entries(packs, obj.manifest), targets, packs, receipts=receipts,
+                                 unchanged=unchanged, exclude=cp.excluded, progress=progress,
+                                 again=lambda: tree.raw_entries(packs, obj.manifest),
+                                 embedded=obj.manifest.get("embedded", []), relocating=relocating)
+            info, written = update.info, update.written
             _warn_setid(info.stripped_setid, point, log)
             relocated = _relocate(targets[0].path.parent, portability, anchor, point, log,
                                   tops={t.name: t.path for t in targets}, only=written)
             containment.check_in_place(targets)  # UnsafeTree: later steps would write outside
-            # every entry has its captured mtime again: place them all, as after a full restore
+            # entries left alone keep their placed mtimes; the rest are placed around them
             mtimes = place_restored([t.path for t in targets], targets[0].path.parent, cp.fingerprint(point),
-                                    point, log, exclude=cp.excluded)
+                                    point, log, place=update.place)
+            kept = {e for e in relocating if e not in written}
+            update.commit_receipts({**cp.receipt_header(point, obj.fingerprint, "restored", anchor),
+                                    "manifest_roots": roots}, relocated | kept)
         except BaseException:
             for t in targets:
                 receipt_remove(t.path)
                 shutil.rmtree(t.path, ignore_errors=True)
             raise
-    kept = {e for e in relocating if e not in written}
     cp.write_markers(targets, point, obj.fingerprint, "restored", extra=mtimes)
-    write_receipts(cp, obj, point, anchor, targets, relocated | kept)
     return f"{info.files_written} files written, {info.kept} kept, {info.removed} removed (in place)"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from gaia_core.checkpoints.entries import Entry, Limits, checked, decode_part
+from gaia_core.checkpoints.entries import Entry, Limits, checked, chunks_of_part, decode_part
 from gaia_core.checkpoints.packstore import ChunkMissing, PackStore
 
 
@@ -20,14 +20,14 @@ def parts(manifest: dict[str, Any]) -> list[tuple[bytes, int]]:
     return [(bytes.fromhex(p["id"]), int(p["size"])) for p in manifest["tree"]["parts"]]
 
 
+def list_key(manifest: dict[str, Any]) -> str:
+    """What names the entry list of ``manifest`` (its parts' ids, which the signature covers)."""
+    return ",".join(p["id"] for p in manifest["tree"]["parts"])
+
+
 def raw_entries(packs: PackStore, manifest: dict[str, Any]) -> Iterator[Entry]:
     """The entries as the parts list them (each part checked against its id, nothing more)."""
-    listed = parts(manifest)
-    located = packs.locate([p for p, _ in listed])
-    for number, (part, size) in enumerate(listed, 1):
-        if part not in located:
-            raise ChunkMissing(f"the local store lacks part {number} of the entry list ({part.hex()[:16]})")
-        data = packs.read(part, located[part], size)
+    for number, data in enumerate(_part_data(packs, parts(manifest)), 1):
         yield from decode_part(data, f"part {number} of the entry list")
 
 
@@ -40,9 +40,18 @@ def entries(packs: PackStore, manifest: dict[str, Any]) -> Iterator[Entry]:
 
 def chunks(packs: PackStore, manifest: dict[str, Any]) -> Iterator[tuple[bytes, int]]:
     """(chunk id, plain size) of every chunk the object needs, parts first (repeats included)."""
-    yield from parts(manifest)
-    for entry in raw_entries(packs, manifest):
-        yield from entry.chunk_list()
+    listed = parts(manifest)
+    yield from listed
+    for number, data in enumerate(_part_data(packs, listed), 1):
+        yield from chunks_of_part(data, f"part {number} of the entry list")
 
 
-__all__ = ["chunks", "entries", "parts", "raw_entries"]
+def _part_data(packs: PackStore, listed: list[tuple[bytes, int]]) -> Iterator[bytes]:
+    located = packs.locate([p for p, _ in listed])
+    for number, (part, size) in enumerate(listed, 1):
+        if part not in located:
+            raise ChunkMissing(f"the local store lacks part {number} of the entry list ({part.hex()[:16]})")
+        yield packs.read(part, located[part], size)
+
+
+__all__ = ["chunks", "entries", "list_key", "parts", "raw_entries"]

@@ -19,12 +19,16 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from array import array
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from pathlib import Path
 
 from gaia_core.anchors import Target
+from gaia_core.checkpoints import chunking
 from gaia_core.checkpoints.entries import Entry, sort_key
-from gaia_core.checkpoints.receipt import Cursor, Record
+from gaia_core.checkpoints.mtimes import STEP_NS, Placement, distinct_sorted, filesystem_now_ns, fit_placement
+from gaia_core.checkpoints.receipt import RECEIPT, Cursor, ReceiptDraft, Record, record_of
 from gaia_core.checkpoints.packstore import ChunkMissing, Location, PackStore
 from gaia_core.errors import CheckpointError
 
@@ -37,6 +41,8 @@ _GROUP_FILES, _GROUP_BYTES = 64, 4 << 20
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: the temporary a file is written to before it replaces the one an update found
 _NEW_PREFIX = b".gaia-new."
+#: how a file is written: into a new name, over the one there, or only if that one differs
+_NEW, _REPLACE, _VERIFY = 0, 1, 2
 
 
 @dataclasses.dataclass
@@ -51,8 +57,10 @@ class WriteInfo:
 
 
 class _Writer:
-    def __init__(self, top: Callable[[str], Path], packs: PackStore, progress: Callable[[int], None] | None):
+    def __init__(self, top: Callable[[str], Path], packs: PackStore, progress: Callable[[int], None] | None, *,
+                 dir_mtimes: bool = True):
         self.top = top  # the directory of a target, by name
+        self.dir_mtimes = dir_mtimes  # False: an update, whose placement sets them
         self.packs = packs
         self.progress = progress
         self.info = WriteInfo()
@@ -63,6 +71,7 @@ class _Writer:
         self.batch: list[tuple[bytes, Entry, bool]] = []
         self._lock = threading.Lock()
         self._tops: dict[str, bytes] = {}
+        self.rewritten: set[str] = set()  # entries written after all, by verify
 
     def path(self, entry_path: str) -> bytes:
         """Where an entry goes: its target's directory, then the rest of its path."""
@@ -89,9 +98,10 @@ class _Writer:
         os.symlink(os.fsencode(entry.link), path)
         os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
 
-    def file(self, path: bytes, entry: Entry, *, replace: bool = False) -> None:
-        """Write a file; ``replace``: over an existing one, through a temporary beside it."""
-        self.batch.append((path, entry, replace))
+    def file(self, path: bytes, entry: Entry, *, replace: bool = False, verify: bool = False) -> None:
+        """Write a file; ``replace``: over an existing one, through a temporary beside it;
+        ``verify``: only if the one there does not hold the entry's content (read and hashed)."""
+        self.batch.append((path, entry, _VERIFY if verify else _REPLACE if replace else _NEW))
         if len(self.batch) >= _BATCH:
             self.flush()
 
@@ -106,7 +116,7 @@ class _Writer:
             return
         wanted = [c for _, e, _ in self.batch for c, _ in e.chunk_list()]
         located = self.packs.locate(wanted) if wanted else {}
-        group: list[tuple[bytes, Entry, list[Location], bool]] = []
+        group: list[tuple[bytes, Entry, list[Location], int]] = []
         size = 0
         for path, entry, replace in self.batch:
             missing = [c for c, _ in entry.chunk_list() if c not in located]
@@ -130,10 +140,18 @@ class _Writer:
             if self.progress is not None and size:
                 self.progress(size)  # here, not in the workers: it may raise to cancel
 
-    def _write_files(self, group: list[tuple[bytes, Entry, list[Location], bool]]) -> int:
+    def _write_files(self, group: list[tuple[bytes, Entry, list[Location], int]]) -> int:
         return sum(self._write_file(*item) for item in group)
 
-    def _write_file(self, path: bytes, entry: Entry, locations: list[Location], replace: bool = False) -> int:
+    def _write_file(self, path: bytes, entry: Entry, locations: list[Location], how: int = _NEW) -> int:
+        if how == _VERIFY:
+            if self._holds(path, entry):
+                with self._lock:
+                    self.info.kept += 1
+                return 0
+            with self._lock:
+                self.rewritten.add(entry.path)
+        replace = how != _NEW
         final = path
         if replace:
             head, tail = os.path.split(path)
@@ -157,6 +175,32 @@ class _Writer:
             self.info.files_written += 1
         return entry.size
 
+    def _holds(self, path: bytes, entry: Entry) -> bool:
+        """Whether the regular file at ``path`` (one name) holds ``entry``'s content, each
+        chunk hashed as read; given the entry's mode if it does."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size or (st.st_nlink > 1 and not entry.head):
+                return False
+            expected = entry.chunk_list()
+            matched = 0
+            for (chunk, size), data in zip(expected, chunking.cut(fd, entry.size)):
+                if len(data) != size or chunking.chunk_id(data) != chunk:
+                    return False
+                matched += 1
+            if matched != len(expected) or os.fstat(fd).st_size != entry.size:
+                return False
+            mode = self.mode(entry)
+            if stat.S_IMODE(st.st_mode) != mode:
+                os.fchmod(fd, mode)
+            return True
+        finally:
+            os.close(fd)
+
     # -- end ----------------------------------------------------------------------------
 
     def finish(self) -> WriteInfo:
@@ -170,7 +214,8 @@ class _Writer:
             os.link(head, path, follow_symlinks=False)
         for path, mode, mtime_ns in reversed(self.dirs):  # children before their parents
             os.chmod(path, mode, follow_symlinks=False)
-            os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+            if self.dir_mtimes:
+                os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
         return self.info
 
     def close(self) -> None:
@@ -182,7 +227,7 @@ def receipts_of_restored(targets: Sequence[Target], entries: Iterable[Entry], he
     """Write each target's receipt after a restore: its tree as it is on disk now, with the
     content ``entries`` (the manifest's) give each path; ``relocated`` ones were rewritten
     for this workspace's paths."""
-    from gaia_core.checkpoints.receipt import RECEIPT, ReceiptWriter, record_of
+    from gaia_core.checkpoints.receipt import ReceiptWriter
     from gaia_core.checkpoints.treecapture import walk
 
     holding = {e["path"]: (e["kind"], tuple(e["roots"])) for e in embedded}
@@ -198,7 +243,8 @@ def receipts_of_restored(targets: Sequence[Target], entries: Iterable[Entry], he
                     continue  # not restored (cannot happen unless someone writes meanwhile)
                 writer.add(record_of(path, st, digest=pending.digest, chunks=pending.chunks,
                                      link=pending.link if pending.type == "l" else None,
-                                     relocated=path in relocated, embedded=holding.get(path)))
+                                     relocated=path in relocated, embedded=holding.get(path),
+                                     captured_ns=pending.mtime_ns))
             writer.commit()
         except BaseException:
             writer.discard()
@@ -231,27 +277,146 @@ def write_tree(entries: Iterable[Entry], root: Path, packs: PackStore, *,
 #: decides whether a file on disk, whose lstat still matches its receipt record, holds
 #: what ``entry`` wants (same content, and rewritten for the same paths if it was)
 Unchanged = Callable[[Entry, Record], bool]
+#: entries an update touches (writes, re-modes, places) that it keeps track of; beyond that it
+#: places every entry and takes the receipt from a walk, as after a full restore
+MAX_TOUCHED = 1 << 16
+
+
+class Update:
+    """What :func:`update_tree` did, and what it still owes the tree: mtimes, then receipts.
+
+    Entries it left alone keep the mtimes an earlier placement gave them (the receipt says
+    which captured mtime each stands for); :meth:`place` fits the others around them, in
+    the captured order (:func:`~gaia_core.checkpoints.mtimes.fit_placement`), and
+    :meth:`commit_receipts` writes each target's receipt from what the update saw, with
+    an ``lstat`` of the touched entries only. Past :data:`MAX_TOUCHED` touched entries, or
+    when the kept mtimes leave no room, both fall back to every entry.
+    """
+
+    def __init__(self, targets: Sequence[Target], entries: Callable[[], Iterable[Entry]], exclude: Sequence[str],
+                 embedded: Iterable[Mapping], relocating: Set[str]):
+        self.targets = list(targets)
+        self.info = WriteInfo()
+        self.written: set[str] = set()
+        self._entries = entries  # the entry list again, for the fallbacks
+        self._exclude = exclude
+        self._holding = {e["path"]: (e["kind"], tuple(e["roots"])) for e in embedded}
+        self._relocating = relocating
+        self._mtimes = array("q")  # captured mtime of every entry but hard links
+        self._pins: list[tuple[int, int]] = []  # (captured, on disk) of entries that keep their mtime
+        self._touched: list[tuple[bytes, int]] = []  # (where, captured mtime) of entries to place
+        self.drafts: dict[str, ReceiptDraft] | None = {}
+        self._placed_all = False
+
+    def note(self, entry: Entry, fs_path: bytes, st: os.stat_result | None, record: Record | None,
+             how: str) -> None:
+        """One entry as the update left it: ``written`` (or to be read and written if it
+        differs), ``kept`` as it was, or ``touched`` (kept, with another mode); ``st`` its
+        lstat before the update."""
+        captured = entry.mtime_ns
+        if entry.type != "h":
+            self._mtimes.append(captured)
+        if self.drafts is None:
+            return
+        # the mtime the last placement gave this captured one, as the receipt saw it (not for a
+        # target's own directory: gaia's marker and receipt beside the tree change it)
+        pin = record.mtime_ns if record is not None and record.captured == captured and "/" in entry.path \
+            and entry.type != "h" else None
+        if pin is not None:
+            self._pins.append((captured, pin))
+        # left as it is, mtime included: an entry kept whose lstat the receipt vouches for
+        settled = how == "kept" and pin is not None and entry.type in ("f", "l") and st is not None \
+            and record is not None and record.matches(st) \
+            and not (entry.type == "f" and (st.st_nlink > 1 or entry.head))  # links change ctimes
+        touched = not settled
+        if touched and entry.type != "h":
+            self._touched.append((fs_path, captured))
+            if len(self._touched) > MAX_TOUCHED:  # too many to hold: every entry is placed and recorded
+                self.drafts, self._pins, self._touched = None, [], []
+                return
+        top = entry.path.split("/", 1)[0]
+        draft = self.drafts.get(top)
+        if draft is None:
+            draft = self.drafts[top] = ReceiptDraft()
+        link = entry.link if entry.type == "l" else None
+        embedded = self._holding.get(entry.path)
+        if touched:
+            draft.add(Record(entry.path, "?", 0, 0, 0, 0, digest=entry.digest, chunks=entry.chunks, link=link,
+                             embedded=embedded, captured_ns=captured), fs_path)
+            return
+        assert st is not None and record is not None  # kept as it was, and pinned: it has a record
+        relocated = entry.path in self._relocating
+        if record.raw is not None and record.digest == entry.digest and record.chunks == entry.chunks and \
+                record.link == link and record.embedded == embedded and record.relocated == relocated:
+            draft.add(record, raw=record.raw)  # the record says it all already (it matches the lstat)
+        else:
+            draft.add(record_of(entry.path, st, digest=entry.digest, chunks=entry.chunks, link=link,
+                                relocated=relocated, embedded=embedded, captured_ns=captured))
+
+    def place(self, clock_dir: Path, not_before_ns: int | None) -> Placement:
+        """Give every entry its placed mtime (see the class); the placement."""
+        started = time.monotonic()
+        placement = None
+        if self.drafts is not None:
+            placement = fit_placement(self._mtimes, self._pins, clock_dir=clock_dir, not_before_ns=not_before_ns)
+        if placement is not None:
+            for fs_path, captured in self._touched:
+                value = placement.placed_ns(captured)
+                os.utime(fs_path, ns=(value, value), follow_symlinks=False)
+        else:
+            placement = fit_placement(self._mtimes, (), clock_dir=clock_dir, not_before_ns=not_before_ns)
+            if placement is None:  # an input newer than the clock: placed anyway, the caller warns
+                ranking = distinct_sorted(self._mtimes)
+                placement = Placement(at_ns=filesystem_now_ns(clock_dir), step_ns=STEP_NS,
+                                      entries=len(self._mtimes), distinct=len(ranking), ranking=ranking)
+            by_name = {t.name: os.fsencode(t.path) for t in self.targets}
+            for entry in self._entries():
+                if entry.type != "h":
+                    top, _, rest = entry.path.partition("/")
+                    value = placement.placed_ns(entry.mtime_ns)
+                    os.utime(by_name[top] + b"/" + rest.encode("utf-8", "surrogateescape") if rest else by_name[top],
+                             ns=(value, value), follow_symlinks=False)
+            self._placed_all = True
+        return dataclasses.replace(placement, seconds=time.monotonic() - started)
+
+    def commit_receipts(self, header: Mapping[str, object], relocated: set[str]) -> None:
+        """Write each target's receipt, after the last step that touched the trees."""
+        if self.drafts is None or self._placed_all:
+            receipts_of_restored(self.targets, self._entries(), header, self._exclude, relocated,
+                                 [{"path": p, "kind": k, "roots": list(r)} for p, (k, r) in self._holding.items()])
+            return
+        for t in self.targets:
+            self.drafts.get(t.name, ReceiptDraft()).commit(t.path / RECEIPT, dict(header), relocated)
 
 
 def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: PackStore, *,
                 receipts: Mapping[str, Path], unchanged: Unchanged, exclude: Sequence[str] = (),
-                progress: Callable[[int], None] | None = None) -> tuple[WriteInfo, set[str]]:
-    """Bring the trees at ``targets`` to ``entries`` (checked) in place; the entries written.
+                progress: Callable[[int], None] | None = None, again: Callable[[], Iterable[Entry]] | None = None,
+                embedded: Iterable[Mapping] = (), relocating: Set[str] = frozenset()) -> Update:
+    """Bring the trees at ``targets`` to ``entries`` (checked) in place.
 
     Each target's tree is walked beside the entries, in canonical order. An entry that is
     there as it should be (a file whose ``lstat`` matches its receipt record and that
-    ``unchanged`` accepts; a link with the same text; a directory) is kept and only gets
-    the entry's mode and mtime; anything else is written anew (a file through a temporary
-    beside it, renamed over the old one), and what the entries do not list is deleted.
-    The caller clears the tree's marker first: an update cut short leaves a tree that
-    claims no checkpoint.
+    ``unchanged`` accepts; a link with the same text; a directory) is kept with its mtime
+    and only gets the entry's mode; anything else is written anew (a file through a
+    temporary beside it, renamed over the old one), and what the entries do not list is
+    deleted. The caller then relocates what was written, and calls :meth:`Update.place`
+    and :meth:`Update.commit_receipts` (``again`` gives the entries once more if those fall
+    back to every entry; ``embedded`` is the manifest's list of files holding roots,
+    ``relocating`` the entries the relocation plan rewrites). The caller clears the tree's
+    marker first: an update cut short leaves a tree that claims no checkpoint.
     """
     from gaia_core.checkpoints.receipt import records
     from gaia_core.checkpoints.treecapture import walk
 
     by_name = {t.name: t.path for t in targets}
-    writer = _Writer(lambda name: by_name[name], packs, progress)
-    written: set[str] = set()
+    writer = _Writer(lambda name: by_name[name], packs, progress, dir_mtimes=False)
+
+    def verifiable(entry: Entry) -> bool:
+        """A file whose content on disk is the captured one (not rewritten for other paths)."""
+        return entry.path not in relocating
+
+    update = Update(targets, again or (lambda: entries), exclude, embedded, relocating)
     stream = iter(entries)
     pending: Entry | None = next(stream, None)
     try:
@@ -260,55 +425,68 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
             actual = walk(target.path, target.name, exclude, tolerant=True)
             found = next(actual, None)
             while pending is not None and pending.path.split("/", 1)[0] == target.name:
-                key = sort_key(pending.path)
-                while found is not None and sort_key(found[0]) < key:
-                    _remove(writer, found[1], found[2])
-                    found = next(actual, None)
+                if found is not None and found[0] != pending.path:
+                    key = sort_key(pending.path)
+                    while found is not None and sort_key(found[0]) < key:
+                        _remove(writer, found[1], found[2])
+                        found = next(actual, None)
                 writer.info.entries += 1
                 here = found if found is not None and found[0] == pending.path else None
-                if here is None or not _keep(writer, pending, here, cursor, unchanged):
+                record = cursor.get(pending.path) if cursor is not None and here is not None else None
+                how = _keep(writer, pending, here, record, unchanged, verifiable) if here is not None else None
+                if how == "verify":  # the receipt says nothing of it: hashed, written if it differs
+                    writer.file(here[1], pending, verify=True)
+                elif how is None:
                     if here is not None:
                         _clear(writer, pending, here)
                     _create(writer, here[1] if here else writer.path(pending.path), pending,
                             replace=here is not None and pending.type == "f" and stat.S_ISREG(here[2].st_mode))
-                    written.add(pending.path)
+                    update.written.add(pending.path)
+                update.note(pending, here[1] if here else writer.path(pending.path), here[2] if here else None,
+                            record, "written" if how in (None, "verify") else how)
                 if here is not None:
                     found = next(actual, None)
                 pending = next(stream, None)
             while found is not None:
                 _remove(writer, found[1], found[2])
                 found = next(actual, None)
-        return writer.finish(), written
+        update.info = writer.finish()
+        update.written |= writer.rewritten
+        return update
     finally:
         writer.close()
 
 
-def _keep(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result], cursor: Cursor | None,
-          unchanged: Unchanged) -> bool:
-    """Keep what is on disk when it is the entry; set its mode and mtime. False: write it anew."""
+def _keep(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result], record: Record | None,
+          unchanged: Unchanged, verify: Callable[[Entry], bool]) -> str | None:
+    """Keep what is on disk when it is the entry, with its mtime; set its mode. ``kept`` (as
+    it was), ``touched`` (another mode), ``verify`` (a file the receipt does not vouch for,
+    which ``verify`` lets be read to tell), or None: write it anew."""
     _path, fs_path, st = here
     kind = stat.S_IFMT(st.st_mode)
+    how = "kept"
     if entry.type == "d" and kind == stat.S_IFDIR:
         writer.directory(fs_path, entry, exists=True)
+        how = "touched"
     elif entry.type == "l" and kind == stat.S_IFLNK:
         if os.fsdecode(os.readlink(fs_path)) != entry.link:
-            return False
-        if st.st_mtime_ns != entry.mtime_ns:
-            os.utime(fs_path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+            return None
     elif entry.type == "f" and kind == stat.S_IFREG:
-        record = cursor.get(entry.path) if cursor is not None else None
-        if record is None or not record.matches(st) or record.digest != entry.digest or \
-                st.st_size != entry.size or (st.st_nlink > 1 and not entry.head) or not unchanged(entry, record):
-            return False
+        if st.st_size != entry.size or (st.st_nlink > 1 and not entry.head):
+            return None
+        if record is None or not record.matches(st):
+            # touched since (a build's chmod, a copy): its content is unknown, not changed
+            return "verify" if verify(entry) else None
+        if record.digest != entry.digest or not unchanged(entry, record):
+            return None
         mode = writer.mode(entry)
         if stat.S_IMODE(st.st_mode) != mode:
             os.chmod(fs_path, mode, follow_symlinks=False)
-        if st.st_mtime_ns != entry.mtime_ns:
-            os.utime(fs_path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+            how = "touched"
     else:
-        return False  # another type, or a hard link (made anew, it joins its head's inode)
+        return None  # another type, or a hard link (made anew, it joins its head's inode)
     writer.info.kept += 1
-    return True
+    return how
 
 
 def _clear(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result]) -> None:
@@ -338,4 +516,4 @@ def _create(writer: _Writer, path: bytes, entry: Entry, *, replace: bool = False
         writer.hard_link(path, entry)
 
 
-__all__ = ["Unchanged", "WriteInfo", "receipts_of_restored", "update_tree", "write_tree"]
+__all__ = ["MAX_TOUCHED", "Unchanged", "Update", "WriteInfo", "receipts_of_restored", "update_tree", "write_tree"]

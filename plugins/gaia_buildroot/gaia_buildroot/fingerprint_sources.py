@@ -157,9 +157,17 @@ def note_checkout(src: Path) -> None:
     mtime, so a checkout made again with the same content shows in its newest directory.
     (The index would show it too, but ``git status`` rewrites it on its own.)
     """
-    for dirpath, dirnames, _files in os.walk(src):
-        dirnames[:] = [d for d in dirnames if d != ".git"]
-        note_input(Path(dirpath))
+    note_input(src)
+    stack = [os.fspath(src)]
+    while stack:  # every run walks a checkout of ~5,000 directories: no Path, no os.walk lists
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    if entry.name != ".git" and entry.is_dir(follow_symlinks=False):
+                        note_input(entry.path)
+                        stack.append(entry.path)
+        except OSError:
+            continue
 
 
 def _worktree_changes(src: Path, exclude: tuple[str, ...]) -> Any:

@@ -1,0 +1,349 @@
+"""An update in place (issue 17 point 3): a tree that holds checkpoint A, with its receipt,
+brought to checkpoint B by writing only what differs.
+
+What it owes the tree beyond the content: every mtime in B's captured order (what make
+sees), newer than the inputs, with the entries it left alone keeping the mtimes the last
+placement gave them (no second write of every entry); and a receipt that matches ``lstat``
+of every entry afterwards, taken without walking the tree again.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from mtime_order import filesystem_now, mtimes, ranks
+from tree_store import OLD, Store, describe, manifest_of, write
+
+from gaia_core.anchors import Target
+from gaia_core.checkpoints import tree, treewrite
+from gaia_core.checkpoints.mtimes import place_mtimes
+from gaia_core.checkpoints.receipt import RECEIPT, records
+from gaia_core.checkpoints.treewrite import receipts_of_restored, update_tree, write_tree
+
+EXCLUDED = (RECEIPT,)
+NS = 10**9
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    store = Store(tmp_path / "store")
+    yield store
+    store.close()
+
+
+def stamp(path: Path, seconds: float) -> None:
+    ns = OLD * NS + int(seconds * NS)
+    os.utime(path, ns=(ns, ns), follow_symlinks=False)
+
+
+def build_a(src: Path) -> None:
+    """A small out dir: packages with stamps, a hard-linked tool, links, mtimes spread out."""
+    for index in range(6):
+        pkg = src / "build" / f"pkg{index}"
+        write(pkg / "file.c", f"source {index}\n")
+        write(pkg / ".stamp_built", "")
+        stamp(pkg / "file.c", 10 * index)
+        stamp(pkg / ".stamp_built", 10 * index + 5)
+        stamp(pkg, 10 * index + 6)
+    tool = write(src / "host" / "bin" / "tool", "#!/bin/sh\n")
+    tool.chmod(0o755)
+    (src / "host" / "bin" / "tool-alias").hardlink_to(tool)
+    (src / "host" / "lib").symlink_to("bin")
+    stamp(tool, 70)
+    stamp(src / "host" / "lib", 71)
+    stamp(src / "host" / "bin", 72)
+    stamp(src / "host", 73)
+    stamp(src / "build", 74)
+    stamp(src, 75)
+
+
+def captured_ranks(store: Store, manifest: dict) -> dict[str, int]:
+    """Each entry's rank among the checkpoint's distinct captured mtimes (the top directory
+    left out: gaia's marker and receipt are written into it after every restore)."""
+    times = {}
+    for entry in tree.raw_entries(store.packs, manifest):
+        if "/" in entry.path:
+            times[entry.path.partition("/")[2]] = entry.mtime_ns
+    return ranks(times)
+
+
+def disk_ranks(root: Path) -> dict[str, int]:
+    times = mtimes(root, skip=EXCLUDED)
+    del times["."]
+    return ranks(times)
+
+
+class Consumer:
+    """A tree restored from A as a full restore leaves it: placed mtimes and a receipt."""
+
+    def __init__(self, store: Store, tmp_path: Path, manifest: dict):
+        self.store = store
+        self.target = Target("out", tmp_path / "consumer" / "out")
+        staged = tmp_path / "consumer" / "staged"
+        staged.mkdir(parents=True)
+        write_tree(tree.entries(store.packs, manifest), staged, store.packs)
+        os.replace(staged / "out", self.target.path)
+        place_mtimes([self.target.path], clock_dir=tmp_path / "consumer")
+        receipts_of_restored([self.target], tree.raw_entries(store.packs, manifest), {}, EXCLUDED, set(), [])
+
+    def update(self, manifest: dict, not_before_ns: int | None = None, relocating: frozenset[str] = frozenset()):
+        packs = self.store.packs
+        update = update_tree(tree.entries(packs, manifest), [self.target], packs,
+                             receipts={"out": self.target.path / RECEIPT},
+                             unchanged=lambda e, r: r.relocated == (e.path in relocating),
+                             exclude=EXCLUDED, again=lambda: tree.raw_entries(packs, manifest),
+                             relocating=relocating)
+        placement = update.place(self.target.path.parent, not_before_ns)
+        update.commit_receipts({}, set())
+        return update, placement
+
+
+def capture(store: Store, src: Path) -> dict:
+    targets = [Target("out", src)]
+    return manifest_of(store.capture(targets, exclude=EXCLUDED), targets)
+
+
+def assert_receipt_true(target: Target, store: Store, manifest: dict) -> None:
+    """The receipt lists every entry, each matching its lstat, with the content and captured
+    mtime the checkpoint gives it."""
+    recorded = {r.path: r for r in records(target.path / RECEIPT)}
+    entries = list(tree.raw_entries(store.packs, manifest))
+    assert list(recorded) == [e.path for e in entries]
+    for entry in entries:
+        rel = entry.path.partition("/")[2]
+        st = os.lstat(target.path / rel if rel else target.path)
+        record = recorded[entry.path]
+        assert record.matches(st) or not rel, entry.path  # the receipt itself changes the top directory
+        assert record.captured == entry.mtime_ns, entry.path
+        if entry.type == "f":
+            assert (record.digest, record.chunks) == (entry.digest, entry.chunks)
+
+
+@pytest.fixture
+def two(store: Store, tmp_path: Path):
+    """Checkpoints A and B of one out dir: B rebuilt pkg2 (new content, newer mtimes), made
+    pkg4's stamp again with the same content, dropped pkg5 and the tool's second name,
+    and made a file read-only."""
+    src = tmp_path / "src"
+    build_a(src)
+    a = capture(store, src)
+    write(src / "build" / "pkg2" / "file.c", "source 2, changed\n")
+    stamp(src / "build" / "pkg2" / "file.c", 100)
+    stamp(src / "build" / "pkg2" / ".stamp_built", 101)
+    stamp(src / "build" / "pkg4" / ".stamp_built", 102)  # same (empty) content, a new mtime
+    for path in (src / "build" / "pkg5").iterdir():
+        path.unlink()
+    (src / "build" / "pkg5").rmdir()
+    (src / "host" / "bin" / "tool-alias").unlink()
+    (src / "build" / "pkg1" / "file.c").chmod(0o444)
+    stamp(src / "build" / "pkg2", 103)
+    stamp(src / "host" / "bin", 104)
+    stamp(src / "build", 105)
+    stamp(src, 106)
+    b = capture(store, src)
+    return src, a, b
+
+
+def test_an_update_leaves_the_untouched_entries_alone_and_keeps_the_captured_order(store, tmp_path, two):
+    src, a, b = two
+    consumer = Consumer(store, tmp_path, a)
+    before = {p.relative_to(consumer.target.path).as_posix(): p.lstat()
+              for p in consumer.target.path.rglob("*") if p.name != RECEIPT}
+    update, placement = consumer.update(b)
+    out = consumer.target.path
+    assert describe(out, skip=EXCLUDED).keys() == describe(src).keys()
+    assert (out / "build" / "pkg2" / "file.c").read_text() == "source 2, changed\n"
+    assert disk_ranks(out) == captured_ranks(store, b)  # make sees B's order
+    # what the update did not touch was not written again, not even its mtime
+    for rel in ("build/pkg0/file.c", "build/pkg0/.stamp_built", "build/pkg3/file.c", "host/lib"):
+        st = (out / rel).lstat()
+        assert (st.st_mtime_ns, st.st_ctime_ns) == (before[rel].st_mtime_ns, before[rel].st_ctime_ns), rel
+    # what B made anew (even with the same content) is newer than everything A had, up to now
+    newest_kept = max(before[rel].st_mtime_ns for rel in ("build/pkg3/file.c", "host/lib"))
+    assert (out / "build" / "pkg4" / ".stamp_built").lstat().st_mtime_ns > newest_kept
+    assert (out / "build" / "pkg2" / "file.c").lstat().st_mtime_ns > newest_kept
+    assert placement.at_ns <= filesystem_now(out.parent)
+    assert stat.S_IMODE((out / "build" / "pkg1" / "file.c").lstat().st_mode) == 0o444
+    # the tool is written anew too: it had a second name, which B drops
+    assert update.written == {"out/build/pkg2/file.c", "out/host/bin/tool"}
+    assert_receipt_true(consumer.target, store, b)
+
+
+def test_the_receipt_after_an_update_lets_the_next_one_keep_as_much(store, tmp_path, two):
+    src, a, b = two
+    consumer = Consumer(store, tmp_path, a)
+    consumer.update(b)
+    write(src / "build" / "pkg0" / "file.c", "source 0, changed\n")
+    stamp(src / "build" / "pkg0" / "file.c", 200)
+    stamp(src / "build" / "pkg0", 201)
+    stamp(src / "build", 202)
+    stamp(src, 203)
+    c = capture(store, src)
+    kept_st = (consumer.target.path / "build" / "pkg2" / "file.c").lstat()
+    update, _ = consumer.update(c)
+    assert update.info.files_written == 1
+    st = (consumer.target.path / "build" / "pkg2" / "file.c").lstat()
+    assert (st.st_mtime_ns, st.st_ctime_ns) == (kept_st.st_mtime_ns, kept_st.st_ctime_ns)
+    assert disk_ranks(consumer.target.path) == captured_ranks(store, c)
+    assert_receipt_true(consumer.target, store, c)
+
+
+def test_a_captured_mtime_between_two_kept_ones_places_every_entry_in_order(store, tmp_path):
+    src = tmp_path / "src"
+    build_a(src)
+    a = capture(store, src)
+    # pkg1's stamp is 15 s after its source; B's new one lies between A's stamps of pkg1 and pkg2
+    write(src / "build" / "pkg1" / "file.c", "source 1, older\n")
+    stamp(src / "build" / "pkg1" / "file.c", 18)
+    b = capture(store, src)
+    consumer = Consumer(store, tmp_path, a)
+    untouched = (consumer.target.path / "build" / "pkg0" / "file.c").lstat()
+    consumer.update(b)
+    assert disk_ranks(consumer.target.path) == captured_ranks(store, b)
+    # no room between the kept mtimes: every entry was placed again, ending now
+    assert (consumer.target.path / "build" / "pkg0" / "file.c").lstat().st_mtime_ns > untouched.st_mtime_ns
+    assert_receipt_true(consumer.target, store, b)
+
+
+def test_an_input_newer_than_the_kept_mtimes_moves_the_whole_tree_past_it(store, tmp_path, two):
+    src, a, b = two
+    consumer = Consumer(store, tmp_path, a)
+    checked_out = filesystem_now(tmp_path)  # an input written after A was restored
+    _, placement = consumer.update(b, not_before_ns=checked_out)
+    for path in [consumer.target.path, *consumer.target.path.rglob("*")]:
+        if path.name != RECEIPT:
+            assert path.lstat().st_mtime_ns > checked_out, path
+    assert placement.oldest_ns > checked_out
+    assert disk_ranks(consumer.target.path) == captured_ranks(store, b)
+    assert_receipt_true(consumer.target, store, b)
+
+
+def test_past_the_touched_entries_it_tracks_an_update_places_and_records_every_entry(store, tmp_path, two,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(treewrite, "MAX_TOUCHED", 2)
+    src, a, b = two
+    consumer = Consumer(store, tmp_path, a)
+    update, _ = consumer.update(b)
+    assert update.drafts is None
+    assert disk_ranks(consumer.target.path) == captured_ranks(store, b)
+    assert_receipt_true(consumer.target, store, b)
+
+
+def test_hard_links_made_and_dropped_by_an_update_leave_a_true_receipt(store, tmp_path):
+    src = tmp_path / "src"
+    build_a(src)
+    a = capture(store, src)
+    (src / "host" / "bin" / "tool-alias").unlink()  # the tool loses a name ...
+    (src / "build" / "pkg0" / "linked.c").hardlink_to(src / "build" / "pkg3" / "file.c")  # ... a file gains one
+    stamp(src / "build" / "pkg0", 6)
+    b = capture(store, src)
+    consumer = Consumer(store, tmp_path, a)
+    consumer.update(b)
+    out = consumer.target.path
+    assert (out / "host" / "bin" / "tool").lstat().st_nlink == 1
+    assert (out / "build" / "pkg0" / "linked.c").samefile(out / "build" / "pkg3" / "file.c")
+    assert_receipt_true(consumer.target, store, b)
+    assert disk_ranks(out) == captured_ranks(store, b)
+
+
+def test_a_receipt_records_the_captured_mtime_of_an_entry_placed_elsewhere(tmp_path):
+    from gaia_core.checkpoints.receipt import ReceiptWriter, keep_across, record_of
+
+    root = tmp_path / "out"
+    path = write(root / "f", "x")
+    writer = ReceiptWriter(root / RECEIPT, {})
+    st = path.lstat()
+    writer.add(record_of("out/f", st, captured_ns=st.st_mtime_ns - 5))
+    writer.add(record_of("out/g", st, captured_ns=st.st_mtime_ns))  # the same: not written
+    writer.commit()
+    first, second = records(root / RECEIPT)
+    assert first.captured == st.st_mtime_ns - 5 and second.captured_ns is None
+    # mtimes placed again in place: the receipt keeps what each one stands for
+    keep_across([Target("out", root)], EXCLUDED, lambda: os.utime(path, ns=(5, 5)))
+    (kept,) = records(root / RECEIPT)
+    assert (kept.mtime_ns, kept.captured) == (5, st.st_mtime_ns - 5) and kept.matches(path.lstat())
+
+
+def test_a_receipt_is_read_up_to_its_first_line_that_is_not_one_record(tmp_path):
+    import zstandard
+
+    from gaia_core.checkpoints.receipt import ReceiptWriter, record_of
+
+    root = tmp_path / "out"
+    path = write(root / "f", "x")
+    writer = ReceiptWriter(root / RECEIPT, {})
+    writer.add(record_of("out/f", path.lstat()))
+    writer.add_line(b'{"p":"out/g","t":"f","m":420,"n":1,"i":2,"c":3} {"p":"out/h"}\n')
+    writer.add(record_of("out/i", path.lstat()))
+    writer.commit()
+    assert [r.path for r in records(root / RECEIPT)] == ["out/f"]
+    data = zstandard.ZstdDecompressor().decompress((root / RECEIPT).read_bytes(), max_output_size=1 << 20)
+    (root / RECEIPT).write_bytes(zstandard.ZstdCompressor().compress(data[:-5]))  # the last line cut short
+    assert [r.path for r in records(root / RECEIPT)] == ["out/f"]
+
+
+def test_a_draft_receipt_leaves_out_a_touched_entry_that_is_gone(tmp_path):
+    from gaia_core.checkpoints.receipt import ReceiptDraft, Record, record_of
+
+    root = tmp_path / "out"
+    kept, touched = write(root / "a", "x"), write(root / "b", "y")
+    draft = ReceiptDraft()
+    draft.add(record_of("out/a", kept.lstat()))
+    draft.add(Record("out/b", "?", 0, 0, 0, 0, digest=b"\1" * 32), os.fsencode(touched))
+    draft.add(Record("out/c", "?", 0, 0, 0, 0), os.fsencode(root / "c"))
+    os.chmod(touched, 0o600)
+    draft.commit(root / RECEIPT, {"h": 1}, relocated={"out/b"})
+    a, b = records(root / RECEIPT)
+    assert a.matches(kept.lstat()) and b.matches(touched.lstat()) and (b.relocated, b.digest) == (True, b"\1" * 32)
+
+
+def test_a_file_the_receipt_no_longer_vouches_for_is_read_and_kept_when_it_holds_the_content(store, tmp_path, two):
+    src, a, b = two
+    consumer = Consumer(store, tmp_path, a)
+    out = consumer.target.path
+    chmodded, edited, relocated = out / "build" / "pkg3" / "file.c", out / "build" / "pkg0" / "file.c", \
+        out / "build" / "pkg1" / ".stamp_built"
+    for path in (chmodded, relocated):
+        path.chmod(stat.S_IMODE(path.lstat().st_mode))  # a build's chmod: only the ctime changes
+    st = edited.lstat()
+    edited.write_text("source X\n")  # the same size, its mtime put back: only the ctime tells
+    os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns))
+    inodes = {p: p.lstat().st_ino for p in (chmodded, edited, relocated)}
+    update, _ = consumer.update(b, relocating=frozenset({"out/build/pkg1/.stamp_built"}))
+    assert chmodded.lstat().st_ino == inodes[chmodded]  # read, found whole, kept
+    assert edited.read_text() == "source 0\n" and edited.lstat().st_ino != inodes[edited]
+    assert relocated.lstat().st_ino != inodes[relocated]  # rewritten for other paths: cannot be told by its hash
+    assert {"out/build/pkg0/file.c", "out/build/pkg1/.stamp_built"} <= update.written
+    assert "out/build/pkg3/file.c" not in update.written
+    assert disk_ranks(out) == captured_ranks(store, b)
+    assert_receipt_true(consumer.target, store, b)
+
+
+def test_a_restore_in_place_looks_chunks_up_once_whether_downloaded_or_local(gaia_cli, pm, project, monkeypatch):
+    import shutil
+
+    from counter_project import run
+
+    from gaia_core.checkpoints import tree as tree_module
+
+    project.shared.mkdir()
+    for value in ("a", "b"):
+        project.write(value=value, backend=True, point='backend = "dir:shared"\nupload_policy = "always"')
+        run(gaia_cli, pm, "run", project.build)
+    lookups = []
+    chunks = tree_module.chunks
+    monkeypatch.setattr(tree_module, "chunks", lambda packs, manifest: lookups.append(1) or chunks(packs, manifest))
+    project.write(value="a", backend=True, point='backend = "dir:shared"\nupload_policy = "always"')
+    local = run(gaia_cli, pm, "run", project.build)  # A from the local store, over B
+    assert "from local store" in local.output and "(in place)" in local.output
+    assert len(lookups) == 1  # the check that every chunk is there before the tree is touched
+    shutil.rmtree(project.store)
+    lookups.clear()
+    project.write(value="b", backend=True, point='backend = "dir:shared"\nupload_policy = "always"')
+    fetched = run(gaia_cli, pm, "run", project.build)  # B downloaded, over A
+    assert "downloaded" in fetched.output and "(in place)" in fetched.output
+    assert len(lookups) == 1  # the download's: it brought every chunk in, the update does not look again
+    assert (project.out / "value.txt").read_text() == "b"
