@@ -242,8 +242,6 @@ def _chunk_lines(data: bytes) -> list[tuple[bytes, int]] | None:
     return found
 
 
-
-
 def _scan_lines(data: bytes) -> list[object] | None:
     """The JSON value of each non-empty line, when every line is exactly one value (no
     whitespace around it) of at most ``_MAX_LINE`` bytes; None otherwise."""
