@@ -57,34 +57,45 @@ def main() -> int:
         state: dict = {}
 
         def baseline_capture() -> None:
-            subprocess.run(f"tar -C '{corpus}' -cf - . | zstd -3 -T0 -q -f -o '{baseline_file}'",
+            subprocess.run(f"tar -C '{corpus}' -cf - . | zstd -3 -T0 -q -o '{baseline_file}'",
                            shell=True, check=True)
 
         def gaia_capture() -> None:
-            store = fresh(work / "store")
-            packs = PackStore(store)
-            info = capture_tree(targets, packs, fresh(work / "staging"), roots=roots)
+            packs = PackStore(work / "store")
+            info = capture_tree(targets, packs, work / "staging", roots=roots)
             for pack in info.packs:
                 packs.add(pack)
             state.update(packs=packs, manifest={"tree": info.tree(), "targets": [{"name": "corpus"}]}, info=info)
 
         def baseline_restore() -> None:
-            subprocess.run(["tar", "-C", str(fresh(out)), "-I", "zstd", "-xf", str(baseline_file)], check=True)
+            subprocess.run(["tar", "-C", str(out), "-I", "zstd", "-xf", str(baseline_file)], check=True)
 
         def gaia_restore() -> None:
             packs, manifest = state["packs"], state["manifest"]
-            write_tree(tree.entries(packs, manifest), fresh(out), packs)
+            write_tree(tree.entries(packs, manifest), out, packs)
 
-        baseline_capture(), gaia_capture(), baseline_restore(), gaia_restore()  # warm caches and code
+        def clear_baseline_capture() -> None:
+            baseline_file.unlink(missing_ok=True)
+
+        def clear_gaia_capture() -> None:
+            fresh(work / "store"), fresh(work / "staging")
+
+        def clear_restore() -> None:
+            fresh(out)
+
+        pairs = {"capture": ((clear_baseline_capture, baseline_capture), (clear_gaia_capture, gaia_capture)),
+                 "restore": ((clear_restore, baseline_restore), (clear_restore, gaia_restore))}
+        for pair in pairs.values():  # warm caches and code
+            for clear, action in pair:
+                clear(), action()
         results = {}
-        for label, baseline, ours in (("capture", baseline_capture, gaia_capture),
-                                      ("restore", baseline_restore, gaia_restore)):
+        for label, ((clear_base, baseline), (clear_ours, ours)) in pairs.items():
             base_runs, our_runs = [], []
             for _ in range(args.runs):
-                drop_caches()
-                base_runs.append(timed(baseline))
-                drop_caches()
-                our_runs.append(timed(ours))
+                for runs, clear, action in ((base_runs, clear_base, baseline), (our_runs, clear_ours, ours)):
+                    clear()  # what the run before left is removed before the clock starts
+                    drop_caches()
+                    runs.append(timed(action))
             results[label] = [(statistics.median(b[i] for b in base_runs), statistics.median(o[i] for o in our_runs))
                               for i in (0, 1)]
             print(f"{label}: wall s baseline {[round(b[0], 2) for b in base_runs]} "
