@@ -289,8 +289,12 @@ class _Reader:
                 read.append((chunk_id(data), data, frozenset(), False))
         known = self.packs.locate([digest for digest, *_ in read])
         added = self._added
-        return [_FileData(digest, [(digest, len(data), None if digest in added else known.get(digest) or compress(data))],
-                          found, binary) for digest, data, found, binary in read]
+
+        def stored(digest: bytes, data: bytes) -> bytes | Location | None:
+            return None if digest in added else known.get(digest) or compress(data)
+
+        return [_FileData(digest, [(digest, len(data), stored(digest, data))], found, binary)
+                for digest, data, found, binary in read]
 
     def _put(self, stream: queue.Queue, item: object) -> None:
         """Hand a piece to the walk; give up when the capture ended without reading on."""
