@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -444,11 +444,11 @@ class Checkpoints:
             return []
         return [ref for ref in point.backends if not self.settings.tier_read_only(ref)]
 
-    def pack_limit(self, point: Point) -> int:
-        """The largest pack this point's stores take (``max_object_size``), at most the default."""
+    def pack_limit(self, refs: Iterable[str]) -> int:
+        """The largest pack the stores ``refs`` all take (``max_object_size``), at most the default."""
         from gaia_core.checkpoints.packs import DEFAULT_PACK_LIMIT
 
-        limits = [self.settings.backend_configs[ref][1].max_object_size for ref in point.backends
+        limits = [self.settings.backend_configs[ref][1].max_object_size for ref in refs
                   if ref in self.settings.backend_configs]
         return min([DEFAULT_PACK_LIMIT, *(parse_size(v) for v in limits if v)])
 

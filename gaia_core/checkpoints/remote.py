@@ -222,7 +222,7 @@ def _transfers(cp: Checkpoints, backend: Backend, point: Point | None = None) ->
     config = cp.settings.backend_configs[ref][1]
     return Transfers(backend, lambda: cp.backend(ref), cp.store.packs, cp.store.tmp_dir(),
                      parallel=getattr(config, "parallel", 4),
-                     pack_limit=cp.pack_limit(point) if point is not None else None, bad=cp.bad_packs)
+                     pack_limit=cp.pack_limit(point.backends) if point is not None else None, bad=cp.bad_packs)
 
 
 def download_found(cp: Checkpoints, point: Point, fp: str, ref: str, found: Found, log: Log,

@@ -25,9 +25,8 @@ from gaia_core.backends import PACKS, Backend, pack_key
 from gaia_core.checkpoints import tree
 from gaia_core.checkpoints.entries import EntriesCorrupt, UnsafeEntry
 from gaia_core.checkpoints.manifest import OldFormat, slot_of
-from gaia_core.checkpoints.packs import DEFAULT_PACK_LIMIT, PackWriter, index_name, pack_name
+from gaia_core.checkpoints.packs import PackWriter, index_name, pack_name
 from gaia_core.checkpoints.packstore import ChunkMissing, PackStore
-from gaia_core.checkpoints.units import parse_size
 from gaia_core.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -271,7 +270,7 @@ def _repack_remote(cp: Checkpoints, backend: Backend, transfers: Transfers, scra
     pack that stays, delete the old pack: its index first. Readers that planned reads from
     an old pack list again (:meth:`Transfers.fetch`), an upload that counted on one finds
     its chunks in the new packs when it checks before publishing. Returns the packs done."""
-    transfers.pack_limit = _pack_limit(cp, backend.ref)
+    transfers.pack_limit = cp.pack_limit([backend.ref])
     copied = []
     for pack in packs:
         held = _held_by_staying(marks, backend.ref, pack, going)
@@ -299,13 +298,6 @@ def _repack_remote(cp: Checkpoints, backend: Backend, transfers: Transfers, scra
         scratch.forget_index(pack)
         done.append(pack)
     return done
-
-
-def _pack_limit(cp: Checkpoints, ref: str) -> int:
-    """The largest pack this backend takes (``max_object_size``), at most the default."""
-    config = cp.settings.backend_configs.get(ref)
-    limit = getattr(config[1], "max_object_size", None) if config else None
-    return min(DEFAULT_PACK_LIMIT, parse_size(limit)) if limit else DEFAULT_PACK_LIMIT
 
 
 def _live_chunks(marks: _Marks, pack: str) -> dict[bytes, int]:

@@ -142,7 +142,7 @@ def capture_units(cp: Checkpoints, point: Point, anchor: Anchor, whole: LocalObj
             if pack_writer is None or not pack_writer.fits(len(frame)):
                 if pack_writer is not None:
                     finished.append(pack_writer.finish())
-                pack_writer = PackWriter(staging, cp.pack_limit(point))
+                pack_writer = PackWriter(staging, cp.pack_limit(point.backends))
             pack_writer.add(part, frame, len(data))
             new_parts[part] = len(frame)
 
