@@ -29,7 +29,7 @@ from typing import Any
 
 import zstandard
 
-from gaia_core.checkpoints.entries import sort_key
+from gaia_core.checkpoints.entries import json_line, sort_key
 
 RECEIPT = ".gaia-receipt.jsonl.zst"
 #: the name a receipt has while it is written or copied in beside the marker
@@ -287,9 +287,6 @@ def records(path: Path) -> Iterator[Record]:
         yield record
 
 
-_scan_once = json.JSONDecoder().scan_once
-
-
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
     for item, _line in _items(path):
         yield item
@@ -322,11 +319,10 @@ def _items(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
 
 def _scan_line(line: bytes) -> dict[str, Any] | None:
     try:
-        text = line.decode("utf-8")
-        item, end = _scan_once(text, 0)
-    except (StopIteration, ValueError):
+        item = json_line(line.decode("utf-8"))
+    except UnicodeDecodeError:
         return None
-    return item if end == len(text) and isinstance(item, dict) else None
+    return item if isinstance(item, dict) else None
 
 
 def keep_across(targets, exclude, change):  # type: ignore[no-untyped-def]
