@@ -952,7 +952,11 @@ def unavailable_everywhere(build_file: Path, env: dict[str, str], project: Path,
         text = done.stdout + done.stderr
         assert done.returncode == 5, f"{command}: exit {done.returncode}\n{text}"
         assert text.count(f"backend {ref} is unavailable: ") == 1, f"{command}: the reason is not said once\n{text}"
-        assert "bad" not in done.stdout.replace("bad=0", ""), f"{command}: an unavailable backend is no bad object"
+        said = done.stdout.replace("bad=0", "")
+        for name, value in env.items():  # the server's address is random hex: "...488bad46..." is no verdict
+            if name.startswith("GAIA_IT_") and value:
+                said = said.replace(value, "")
+        assert "bad" not in said, f"{command}: an unavailable backend is no bad object"
         output += text
     return output
 
