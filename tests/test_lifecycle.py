@@ -620,7 +620,9 @@ def test_a_progress_bar_on_a_terminal(tmp_path):
         "    r(1 << 27); time.sleep(0.15)\n"
     )
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", script], stdin=follower, stdout=follower, stderr=follower)
+    # a terminal that draws (under TERM=dumb no bar is drawn, rightly, whatever runs the tests)
+    env = {**os.environ, "TERM": "xterm-256color"}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=follower, stdout=follower, stderr=follower, env=env)
     os.close(follower)
     chunks = []
     while True:
