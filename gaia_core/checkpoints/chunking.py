@@ -47,20 +47,64 @@ class ContentHasher:
         return self._h.digest()
 
 
-def cut(fd: int, size: int) -> Iterator[bytes]:
+def cut(fd: int, size: int) -> Iterator[bytes | memoryview]:
     """The chunks of the open file ``fd`` of ``size`` bytes, in order.
 
     A file that changed size while it was read yields what it holds now; the caller
-    compares the total with ``size`` and refuses a file that changed under it.
+    compares the total with ``size`` and refuses a file that changed under it. A large
+    file's chunks are views into the buffer they were read into (see :func:`_cut_large`).
     """
     if size <= SMALL_FILE:
         data = read_small(fd, size)
         if data:
             yield data
         return
-    # FastCDC's stream cutter keeps a chunk's bytes valid only until the next one
-    for chunk in FastCDC(AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK).cut_stream(_FdReader(fd)):
-        yield bytes(chunk.data)
+    yield from _cut_large(fd)
+
+
+_CDC = FastCDC(AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK)
+
+
+def _cut_large(fd: int) -> Iterator[memoryview]:
+    """FastCDC over buffers of :data:`_READ` bytes, each chunk a view into a buffer of its own.
+
+    pyfastcdc's stream cutter holds the GIL while it moves what is left of its buffer down
+    after every chunk, and its chunks are views into that one buffer, to be copied before the
+    next; its buffer cutter finds cut points without the GIL. So each buffer here is new, the
+    reads and the cutting run without the GIL, and a chunk is handed on uncopied (the views
+    keep their buffer alive). A cut is kept only once :data:`MAX_CHUNK` bytes after the
+    chunk's start were in view, or the file ended: what the stream cutter would decide, so the
+    cut points, and the chunk ids, are the same.
+    """
+    carry: memoryview | None = None
+    while True:
+        kept = len(carry) if carry is not None else 0
+        buffer = bytearray(kept + _READ)
+        view = memoryview(buffer)
+        if carry is not None:
+            view[:kept] = carry
+        filled = kept + _read_into(fd, view[kept:])
+        ended = filled < len(buffer)
+        view = view[:filled]
+        carry = None
+        for chunk in _CDC.cut_buf(view):
+            if not ended and filled - chunk.offset < MAX_CHUNK:
+                carry = view[chunk.offset:]
+                break
+            yield chunk.data
+        if ended:
+            return
+
+
+def _read_into(fd: int, view: memoryview) -> int:
+    """Fill ``view`` from ``fd``; the bytes read (fewer only at the end of the file)."""
+    done = 0
+    while done < len(view):
+        got = os.readv(fd, [view[done:]])
+        if not got:
+            break
+        done += got
+    return done
 
 
 def read_small(fd: int, size: int) -> bytes:
@@ -84,14 +128,6 @@ def _read_all(fd: int, limit: int) -> bytes:
         parts.append(data)
         left -= len(data)
     return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-class _FdReader:
-    def __init__(self, fd: int):
-        self._fd = fd
-
-    def readinto(self, buffer: memoryview) -> int:
-        return os.readv(self._fd, [buffer])
 
 
 __all__ = ["AVG_CHUNK", "CHUNKING", "HASH", "MAX_CHUNK", "SMALL_FILE", "ContentHasher", "chunk_id", "cut", "read_small"]

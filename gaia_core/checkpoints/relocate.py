@@ -93,14 +93,18 @@ _MEMMEM = _load_memmem()
 
 
 def _find(buffer, needle: bytes, start: int, end: int) -> int:
-    """``buffer.find(needle, start, end)``, through memmem for large pieces (bytes or bytearray)."""
+    """``buffer.find(needle, start, end)``, through memmem for large pieces (bytes, bytearray,
+    or a view into a bytearray, as large files' chunks are)."""
+    if type(buffer) is memoryview and (buffer.readonly or _MEMMEM is None or end - start < _MEMMEM_FROM):
+        found = bytes(buffer[start:end]).find(needle)
+        return found + start if found >= 0 else -1
     if _MEMMEM is None or end - start < _MEMMEM_FROM:
         return buffer.find(needle, start, end)
     if type(buffer) is bytes:  # immutable: its address stays valid while it is referenced here
         base = ctypes.cast(buffer, ctypes.c_void_p).value or 0
         found = _MEMMEM(base + start, end - start, needle, len(needle))
         return found - base if found else -1
-    if type(buffer) is not bytearray:
+    if type(buffer) not in (bytearray, memoryview):
         return buffer.find(needle, start, end)
     view = (ctypes.c_char * len(buffer)).from_buffer(buffer)
     try:
@@ -173,7 +177,7 @@ class RootMatcher:
             while 0 <= at < decided:
                 for index in members:
                     needle = self.needles[index]
-                    if buffer.startswith(needle, at, end):
+                    if at + len(needle) <= end and buffer[at:at + len(needle)] == needle:
                         hits.append((at, -len(needle), index))  # leftmost, longest
                 at = _find(buffer, prefix, at + 1, end)
         if not hits:
