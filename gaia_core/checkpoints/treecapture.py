@@ -34,14 +34,19 @@ from gaia_core.checkpoints.receipt import Cursor, Record, ReceiptWriter, record_
 from gaia_core.checkpoints.relocate import FileScanner, RootFinder
 from gaia_core.errors import CheckpointError
 
-#: files, and bytes of small files, in flight between the walk and the packs
-WINDOW = 256
+#: files, and bytes of small files, in flight between the walk and the packs: up to WINDOW
+#: files, up to WIDE_WINDOW while they average WIDE_FILE bytes or more. Files of a few KiB
+#: keep more workers busy compressing; tiny ones are all Python, where more threads in
+#: flight only fight over the GIL (50k files of 0-2 KiB: 2.1 s in a window of 256, 2.9 s
+#: in one of 4096)
+WINDOW, WIDE_WINDOW, WIDE_FILE = 256, 4096, 4096
 INFLIGHT_BYTES = 64 << 20
 #: chunks of a large file cut ahead of the walk (their compression runs in parallel)
 STREAM_CHUNKS = 8
 #: small files read by one worker task
 BATCH_FILES, BATCH_BYTES = 128, 4 << 20
-_WORKERS = max(4, min(8, 2 * (os.cpu_count() or 2)))
+#: one reader a CPU: more threads than CPUs spend the time they gain on the GIL
+_WORKERS = max(2, min(8, os.cpu_count() or 2))
 _NO_ROOTS: Mapping[str, Path] = {}
 _T = TypeVar("_T")
 
@@ -490,7 +495,8 @@ def capture_tree(targets: Sequence[Target], packs: PackStore, staging: Path, *,
                 elif entry.type == "l":
                     finder.member(item.name, "symlink", os.fsencode(entry.link or ""), 0)
                 pending.append(item)
-                while len(pending) > WINDOW or inflight > INFLIGHT_BYTES:
+                while inflight > INFLIGHT_BYTES or len(pending) > WINDOW and (
+                        len(pending) > WIDE_WINDOW or inflight < len(pending) * WIDE_FILE):
                     done = pending.popleft()
                     if done.future is None and done.index is not None:
                         batch.submit()
