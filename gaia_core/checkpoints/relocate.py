@@ -299,6 +299,11 @@ class RootFinder:
 
     # -- files scanned elsewhere ---------------------------------------------------------
 
+    @property
+    def needles(self) -> list[bytes]:
+        """The roots' paths searched for in files."""
+        return list(self._needles)
+
     def scanner(self) -> FileScanner | None:
         """A scanner of one file at a time, for a thread that reads files on its own (None:
         no roots to look for)."""

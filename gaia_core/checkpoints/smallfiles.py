@@ -1,0 +1,237 @@
+"""Small files read, hashed, scanned and compressed in batches, on a thread or in a helper
+process.
+
+A build tree is mostly files of a few KiB, where a capture's cost is the Python around each
+file (open, read, hash, scan, compress, a dozen calls), not its bytes. On threads all of that
+waits for one GIL, which the capture's main thread needs for every entry too: with 50,000
+tiny files the two took turns and kept one CPU busy. A helper process has an interpreter and
+a GIL of its own; it is started once a capture has seen :data:`PROCESS_AFTER` small files
+(a small tree never pays for its start), runs ``python -m`` this module, and answers one
+batch at a time over a pipe. It is our own code, reading the files the walk named with the
+same checks, so its answers are trusted like a thread's.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+
+from gaia_core.checkpoints import chunking
+from gaia_core.checkpoints.packs import compress
+from gaia_core.checkpoints.relocate import FileScanner, RootMatcher
+from gaia_core.errors import CheckpointError
+
+#: small files a capture reads on its threads before it starts helper processes
+PROCESS_AFTER = 2000
+#: seconds a helper may take to start before the capture goes on without it
+START_TIMEOUT = 30
+#: what reading a file gave: content digest, content (or its zstd frame, from a process),
+#: the indices of the roots it holds, whether it is binary
+Read = tuple[bytes, bytes, frozenset[int], bool]
+#: a file to read: where it is, its name in the tree (for errors), size and inode at the walk
+File = tuple[bytes, bytes, int, int]
+
+
+def open_regular(path: bytes, name: bytes, ino: int) -> int:
+    """Open a file the walk saw as regular; refuse what took its place since (a link, a fifo)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {os.fsdecode(name)!r} for the checkpoint: {exc.strerror or exc}") from None
+    now = os.fstat(fd)
+    if not stat.S_ISREG(now.st_mode) or now.st_ino != ino:
+        os.close(fd)
+        raise CheckpointError(f"refusing to capture {os.fsdecode(name)!r}: it was replaced while captured")
+    return fd
+
+
+def check_size(name: bytes, size: int, walked: int) -> None:
+    if size != walked:
+        raise CheckpointError(f"refusing to capture {os.fsdecode(name)!r}: it changed while it was read "
+                              f"({walked} bytes at the walk, {size} when read)")
+
+
+def read_files(files: Sequence[File], scanner: FileScanner | None) -> list[Read]:
+    """Each file's digest, content and roots (files of at most :data:`chunking.SMALL_FILE`)."""
+    read_small, chunk_id = chunking.read_small, chunking.chunk_id
+    read = []
+    for path, name, size, ino in files:
+        fd = open_regular(path, name, ino)
+        try:
+            data = read_small(fd, size)
+        finally:
+            os.close(fd)
+        if len(data) != size:
+            check_size(name, len(data), size)
+        if scanner is not None:
+            scanner.whole(data)
+            read.append((chunk_id(data), data, frozenset(scanner.found), scanner.binary))
+        else:
+            read.append((chunk_id(data), data, frozenset(), False))
+    return read
+
+
+class _Helper:
+    """One helper process and its pipe."""
+
+    def __init__(self, needles: Sequence[bytes]):
+        to_child, self._requests = os.pipe()
+        self._replies, from_child = os.pipe()
+        try:
+            # -P: the working directory (a build tree) is not put on the module path. A
+            # session of its own: a Ctrl-C at the terminal reaches the capture, which then
+            # closes the pipe, not the helper too (no traceback of an interrupted helper).
+            self.process = subprocess.Popen(
+                [sys.executable, "-P", "-m", __name__, str(to_child), str(from_child)],
+                pass_fds=(to_child, from_child), stdin=subprocess.DEVNULL, start_new_session=True,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+        except BaseException:
+            os.close(self._requests)
+            os.close(self._replies)
+            raise
+        finally:
+            os.close(to_child)
+            os.close(from_child)
+        self._out = Connection(self._requests, readable=False)
+        self._in = Connection(self._replies, writable=False)
+        self._needles = list(needles)
+
+    def ready(self) -> None:
+        """Give the process the roots to look for; wait until it has imported what it needs."""
+        self._send(self._needles)
+        if not self._in.poll(START_TIMEOUT):
+            raise CheckpointError(f"the capture's reader process did not start within {START_TIMEOUT} s")
+        self._receive()
+
+    def read(self, files: Sequence[File]) -> list[Read]:
+        self._send(files)
+        return self._receive()
+
+    def _send(self, message: object) -> None:
+        try:
+            self._out.send(message)
+        except OSError:
+            raise self._ended() from None
+
+    def _receive(self):
+        try:
+            kind, value = self._in.recv()
+        except (EOFError, OSError):
+            raise self._ended() from None
+        if kind == "error":
+            raise CheckpointError(value)
+        return value
+
+    def _ended(self) -> CheckpointError:
+        try:
+            status = self.process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            status = None
+        return CheckpointError(f"the capture's reader process ended unexpectedly (exit status {status})")
+
+    def close(self) -> None:
+        for end in (self._out, self._in):
+            end.close()
+        try:
+            self.process.wait(timeout=2)  # it ends at the end of its pipe, or is stopped
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class HelperProcesses:
+    """Up to ``count`` helper processes that read batches of small files for a capture's
+    threads; they start in the background when :meth:`start` is first called."""
+
+    def __init__(self, needles: Sequence[bytes], count: int):
+        self._needles = list(needles)
+        self._count = count
+        self._idle: queue.Queue[_Helper] = queue.Queue()
+        self._all: list[_Helper] = []
+        self._lock = threading.Lock()
+        self._starting: threading.Thread | None = None
+        self._closed = False
+        #: batches the helpers read (a capture's statistics; tests check the helpers ran)
+        self.batches = 0
+
+    def start(self) -> None:
+        with self._lock:
+            if self._starting is not None or self._closed:
+                return
+            self._starting = threading.Thread(target=self._start_all, name="gaia-helpers", daemon=True)
+            self._starting.start()
+
+    @property
+    def running(self) -> bool:
+        return bool(self._all)
+
+    def _start_all(self) -> None:
+        for _ in range(self._count):
+            try:
+                helper = _Helper(self._needles)
+            except OSError:
+                return  # the threads go on reading on their own
+            try:
+                helper.ready()
+            except CheckpointError:
+                helper.close()
+                return
+            with self._lock:
+                if self._closed:
+                    helper.close()
+                    return
+                self._all.append(helper)
+            self._idle.put(helper)
+
+    def read(self, files: Sequence[File]) -> list[Read] | None:
+        """The files read by an idle helper; None when none has started (yet)."""
+        if not self._all:
+            return None
+        helper = self._idle.get()
+        try:
+            read = helper.read(files)
+        finally:
+            self._idle.put(helper)
+        with self._lock:
+            self.batches += 1
+        return read
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            starting = self._starting
+        if starting is not None:
+            starting.join()
+        for helper in self._all:
+            helper.close()
+
+
+def _serve(requests: Connection, replies: Connection) -> None:
+    needles = requests.recv()
+    scanner = FileScanner(RootMatcher(needles)) if needles else None
+    replies.send(("ready", None))
+    while True:
+        try:
+            files = requests.recv()
+        except EOFError:
+            return
+        try:
+            reply = [(digest, compress(data), found, binary)
+                     for digest, data, found, binary in read_files(files, scanner)]
+        except CheckpointError as exc:
+            replies.send(("error", str(exc)))
+            continue
+        replies.send(("read", reply))
+
+
+__all__ = ["PROCESS_AFTER", "HelperProcesses", "check_size", "open_regular", "read_files"]
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))
