@@ -166,3 +166,20 @@ def test_a_helper_imports_nothing_from_the_working_directory(tmp_path, monkeypat
     finally:
         helpers.close()
     assert not (tmp_path / "imported").exists()
+
+
+def test_a_cancelled_capture_stops_its_helpers(tmp_path, helpers_used):
+    out = tmp_path / "out"
+    small_tree(out)
+    read = []
+
+    def cancel(n: int) -> None:
+        read.append(n)
+        if helpers_used and helpers_used[0].batches and len(read) > 100:
+            raise KeyboardInterrupt  # what a SIGINT raises in the main thread
+
+    with pytest.raises(KeyboardInterrupt):
+        Store(tmp_path / "store").capture([Target("out", out)], progress=cancel)
+    assert helpers_used[0].batches > 0
+    assert all(h.process.poll() is not None for h in helpers_used[0]._all)
+    assert not list((tmp_path / "store").rglob("*.pack*"))  # nothing half-written kept
