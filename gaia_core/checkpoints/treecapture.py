@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gaia_core.anchors import Target
-from gaia_core.checkpoints import chunking
+from gaia_core.checkpoints import chunking, collector
 from gaia_core.checkpoints.entries import Entry, EntryChecker, PartWriter, UnsafeEntry
 from gaia_core.checkpoints.packs import DEFAULT_PACK_LIMIT, FinishedPack, PackWriter, compress
 from gaia_core.checkpoints.packstore import Location, PackStore
@@ -408,6 +408,7 @@ def _children(directory: bytes, prefix: str, excluded: set[bytes],
         yield f"{prefix}/{os.fsdecode(child)}", path, st
 
 
+@collector.paused()
 def capture_tree(targets: Sequence[Target], packs: PackStore, staging: Path, *,
                  roots: Mapping[str, Path] = _NO_ROOTS, exclude: Sequence[str] = (),
                  receipts: Mapping[str, Path | None] | None = None, receipt_header: Mapping | None = None,
