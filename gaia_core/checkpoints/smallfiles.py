@@ -13,6 +13,7 @@ same checks, so its answers are trusted like a thread's.
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import stat
@@ -213,6 +214,7 @@ class HelperProcesses:
 
 
 def _serve(requests: Connection, replies: Connection) -> None:
+    gc.disable()  # what a batch makes holds no cycles, and the process ends with the capture
     needles = requests.recv()
     scanner = FileScanner(RootMatcher(needles)) if needles else None
     replies.send(("ready", None))
