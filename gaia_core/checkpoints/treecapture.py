@@ -77,7 +77,7 @@ class TreeInfo:
                 "parts": self.parts}
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Pending:
     entry: Entry
     record: Record
@@ -90,7 +90,7 @@ class _Pending:
     index: int | None = None
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _FileData:
     digest: bytes
     #: (chunk id, plain size, frame or where a local pack already has it) of a small
