@@ -312,8 +312,8 @@ class PackStore:
         """The plain bytes of each (chunk, location, plain size) of ``wanted``, in order, each
         checked as :meth:`read` checks it. Frames that follow each other in a pack (a tree's
         files were packed in the order a restore writes them) come from one ``pread`` of at
-        most :data:`_SPAN` bytes: a tree of small files costs a read per few hundred files,
-        not one per file."""
+        most :data:`_SPAN` bytes: a restore's task of small files costs a read or two, not
+        one a file."""
         count, i = len(wanted), 0
         while i < count:
             first = wanted[i][1]
