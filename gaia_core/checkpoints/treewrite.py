@@ -6,8 +6,9 @@ one in place, writing only what differs. Both take entries that already passed
 :class:`~gaia_core.checkpoints.entries.EntryChecker` (names plain, parents listed before
 children, no path through a link) and chunks from the local pack store, each checked
 against its id as it is read. Files are created with ``O_EXCL | O_NOFOLLOW`` and never
-get set-id bits or a foreign owner; directories get their modes and mtimes last, deepest
-first, so writing into them does not change what was restored.
+get set-id bits or a foreign owner (a large file is created first, then written in pieces
+by several workers at their offsets); directories get their modes and mtimes last,
+deepest first, so writing into them does not change what was restored.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ _SETID = stat.S_ISUID | stat.S_ISGID
 _WORKERS = max(2, min(8, (os.cpu_count() or 2) * 2))
 #: file entries whose chunks are looked up together
 _BATCH = 512
-#: files written by one worker task
+#: files written by one worker task (a directory's files end a task past a quarter of either); a file
+#: larger than _GROUP_BYTES is written in pieces of about that size, a task each
 _GROUP_FILES, _GROUP_BYTES = 64, 4 << 20
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: the temporary a file is written to before it replaces the one an update found
