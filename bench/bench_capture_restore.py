@@ -1,6 +1,6 @@
 """Full capture and verified full restore (store format 4), against GNU tar + zstd in the same run.
 
-    python bench/bench_capture_restore.py [--runs 3] [--keep DIR]
+    python bench/bench_capture_restore.py [--runs 3] [--keep DIR] [--fresh-dirs]
 
 Builds a corpus (>= 300 MB, >= 10,000 entries, see corpus.py), warms the page cache, then
 times, alternating baseline and gaia, the median of N runs of:
@@ -14,7 +14,10 @@ gaia's capture does all a real checkpoint capture does: the walk, BLAKE3 ids, Fa
 large files, the scan of every byte for four relocation roots, zstd per new chunk, packs,
 the entry list and the receipt. Targets (issue 17): capture <= 1.00x, restore <= 0.80x.
 CPU-time ratios (process + children) are printed too: they stay meaningful when other
-work shares the machine.
+work shares the machine. ``--fresh-dirs`` restores into a new directory each run and
+removes them all at the end, instead of removing the run before's tree first: on ext4
+without a journal (this VM's disk) every file created within a minute of a large deletion
+costs a scan past the freed inodes, which then dominates both sides' restores.
 """
 
 from __future__ import annotations
@@ -43,18 +46,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="work directory to use (kept afterwards)")
+    parser.add_argument("--fresh-dirs", action="store_true",
+                        help="restore into a new directory each run, all removed at the end")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="gaia-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         corpus = work / "corpus"
         size, entries = build_corpus(corpus)
-        print(f"corpus: {mib(size)} in {entries} entries, {os.cpu_count()} CPUs")
+        print(f"corpus: {mib(size)} in {entries} entries, {os.cpu_count()} CPUs"
+              f"{', restores into fresh directories' if args.fresh_dirs else ''}")
         # a slice of a root filesystem: its absolute links are read inside it (Buildroot's target/)
         targets = [Target("corpus", corpus, rootfs_dirs=("*",))]
         roots = {"workspace": work, "out": corpus, "src": work / "src", "dl": work / "dl"}
-        baseline_file, out = work / "baseline.tar.zst", work / "out"
-        state: dict = {}
+        baseline_file, outs = work / "baseline.tar.zst", work / "outs"
+        state: dict = {"out": work / "out"}
 
         def baseline_capture() -> None:
             subprocess.run(f"tar -C '{corpus}' -cf - . | zstd -3 -T0 -q -o '{baseline_file}'",
@@ -68,11 +74,11 @@ def main() -> int:
             state.update(packs=packs, manifest={"tree": info.tree(), "targets": [{"name": "corpus"}]}, info=info)
 
         def baseline_restore() -> None:
-            subprocess.run(["tar", "-C", str(out), "-I", "zstd", "-xf", str(baseline_file)], check=True)
+            subprocess.run(["tar", "-C", str(state["out"]), "-I", "zstd", "-xf", str(baseline_file)], check=True)
 
         def gaia_restore() -> None:
             packs, manifest = state["packs"], state["manifest"]
-            write_tree(tree.entries(packs, manifest), out, packs)
+            write_tree(tree.entries(packs, manifest), state["out"], packs)
 
         def clear_baseline_capture() -> None:
             baseline_file.unlink(missing_ok=True)
@@ -81,7 +87,11 @@ def main() -> int:
             fresh(work / "store"), fresh(work / "staging")
 
         def clear_restore() -> None:
-            fresh(out)
+            if args.fresh_dirs:
+                state["out"] = outs / str(len(os.listdir(outs)) if outs.exists() else 0)
+                state["out"].mkdir(parents=True)
+            else:
+                fresh(state["out"])
 
         pairs = {"capture": ((clear_baseline_capture, baseline_capture), (clear_gaia_capture, gaia_capture)),
                  "restore": ((clear_restore, baseline_restore), (clear_restore, gaia_restore))}
@@ -114,6 +124,7 @@ def main() -> int:
                   f"{our_cpu / base_cpu:.2f}x]")
         return 1 if missed else 0
     finally:
+        shutil.rmtree(work / "outs", ignore_errors=True)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 

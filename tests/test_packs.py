@@ -15,7 +15,7 @@ import zstandard
 from tree_store import Store, dir_entry, file_entry, manifest_of, store_object, write
 
 from gaia_core.anchors import Target
-from gaia_core.checkpoints import tree
+from gaia_core.checkpoints import packstore, tree
 from gaia_core.checkpoints.chunking import MAX_CHUNK, SMALL_FILE, chunk_id
 from gaia_core.checkpoints.packs import (
     MAX_FRAME,
@@ -29,7 +29,7 @@ from gaia_core.checkpoints.packs import (
     encode_index,
     open_frame,
 )
-from gaia_core.checkpoints.packstore import ChunkMissing, PackStore
+from gaia_core.checkpoints.packstore import ChunkMissing, Location, PackStore
 from gaia_core.errors import CheckpointError
 
 
@@ -366,3 +366,63 @@ def test_a_removed_pack_leaves_the_store(store, tmp_path, captured):
     with pytest.raises(ChunkMissing):
         restore(store, manifest, tmp_path / "restored")
 
+
+
+def pack_of(store: Store, contents: list[bytes]) -> list[tuple[bytes, Location, int]]:
+    """``contents`` as chunks of one new pack, in that order: (chunk, location, size) each."""
+    writer = store.new_pack()
+    for data in contents:
+        writer.add(chunk_id(data), compress(data), len(data))
+    store.packs.add(writer.finish())
+    located = store.packs.locate([chunk_id(data) for data in contents])
+    return [(chunk_id(data), located[chunk_id(data)], len(data)) for data in contents]
+
+
+def counting_preads(monkeypatch) -> list[int]:
+    sizes: list[int] = []
+    real = os.pread
+
+    def pread(fd, length, offset):
+        sizes.append(length)
+        return real(fd, length, offset)
+
+    monkeypatch.setattr(packstore.os, "pread", pread)
+    return sizes
+
+
+def test_frames_that_follow_each_other_are_read_together_each_checked(store, monkeypatch):
+    contents = [data_of(size, seed) for seed, size in enumerate([10, 5000, 1, 70_000, 300])]
+    wanted = pack_of(store, contents)
+    reads = counting_preads(monkeypatch)
+    assert list(store.packs.read_run(wanted)) == contents
+    assert len(reads) == 1
+    reads.clear()
+    assert list(store.packs.read_run(wanted[::-1])) == contents[::-1]  # backwards: a read each
+    assert len(reads) == len(contents)
+    reads.clear()
+    monkeypatch.setattr(packstore, "_SPAN", 6000)  # no read longer than the span
+    assert list(store.packs.read_run(wanted)) == contents
+    assert 1 < len(reads) < len(contents) and max(reads) <= max(6000, wanted[3][1].clen)
+
+
+def test_a_damaged_frame_in_a_run_fails_there_and_is_forgotten(store):
+    contents = [data_of(4000, seed) for seed in range(4)]
+    wanted = pack_of(store, contents)
+    chunk, location, _ = wanted[2]
+    path = store.packs.pack_path(location.pack)
+    raw = bytearray(path.read_bytes())
+    raw[location.offset + location.clen // 2] ^= 0x01
+    path.write_bytes(raw)
+    run = store.packs.read_run(wanted)
+    assert [next(run), next(run)] == contents[:2]
+    with pytest.raises(ChunkCorrupt, match=f"chunk {chunk.hex()[:16]}"):
+        next(run)
+    assert store.packs.missing([c for c, _, _ in wanted]) == [chunk]
+
+
+def test_a_run_past_the_end_of_a_truncated_pack_is_corrupt(store):
+    wanted = pack_of(store, [data_of(4000, seed) for seed in range(3)])
+    path = store.packs.pack_path(wanted[0][1].pack)
+    os.truncate(path, path.stat().st_size - 10)
+    with pytest.raises(ChunkCorrupt, match=f"chunk {wanted[2][0].hex()[:16]} lies past the end of the pack"):
+        list(store.packs.read_run(wanted))

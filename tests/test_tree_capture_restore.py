@@ -8,6 +8,7 @@ write_tree guarantees (no set-id bits, nothing through a link, progress, bounded
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -32,10 +33,10 @@ from tree_store import (
 )
 
 from gaia_core.anchors import Target
-from gaia_core.checkpoints import chunking, tree, treecapture
+from gaia_core.checkpoints import chunking, tree, treecapture, treewrite
 from gaia_core.checkpoints.chunking import SMALL_FILE
 from gaia_core.checkpoints.entries import UnsafeEntry
-from gaia_core.checkpoints.packs import compress
+from gaia_core.checkpoints.packs import ChunkCorrupt, compress
 from gaia_core.checkpoints.receipt import records
 from gaia_core.checkpoints.treewrite import write_tree
 from gaia_core.errors import CheckpointError
@@ -582,6 +583,113 @@ def test_write_tree_never_creates_a_file_through_a_link(store, tmp_path):
     with pytest.raises(FileExistsError):
         write_tree(iter(entries), dest, store.packs)
     assert victim.read_text() == "untouched"
+
+
+def open_files_under(root: Path) -> list[str]:
+    """The files under ``root`` this process holds open."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(f"{root}/"):
+                held.append(target)
+    return held
+
+
+def large_file_tree(out: Path, chunks: int = 11) -> bytes:
+    data = random_bytes(chunks * SMALL_FILE + 777, 5)
+    big = write(out / "bin" / "big", data)
+    big.chmod(0o751)
+    os.utime(big, ns=(OLD * 10**9 + 123456789, OLD * 10**9 + 123456789))
+    write(out / "bin" / "small", "small")
+    return data
+
+
+def test_a_large_file_is_written_in_pieces_at_their_offsets(store, tmp_path, out, monkeypatch):
+    data = large_file_tree(out)
+    before = describe(out)
+    pieces = []
+    real = treewrite._Writer._write_piece
+
+    def piece(self, large, offset, run):
+        pieces.append(offset)
+        return real(self, large, offset, run)
+
+    monkeypatch.setattr(treewrite._Writer, "_write_piece", piece)
+    dest = capture_restore(store, tmp_path, [Target("out", out)])
+    assert len(pieces) > 1 and 0 in pieces  # each piece a task the workers share
+    assert (dest / "out" / "bin" / "big").read_bytes() == data
+    assert describe(dest / "out") == before  # mode and ns mtime set once every piece was written
+
+
+def test_a_damaged_chunk_of_a_large_file_fails_the_restore_and_leaves_it_closed(store, tmp_path, out):
+    large_file_tree(out)
+    info = store.capture([Target("out", out)])
+    entries = {e.path: e for e in tree.entries(store.packs, manifest_of(info, ["out"]))}
+    chunk = entries["out/bin/big"].chunk_list()[5][0]
+    location = store.packs.locate([chunk])[chunk]
+    path = store.packs.pack_path(location.pack)
+    raw = bytearray(path.read_bytes())
+    raw[location.offset + location.clen // 2] ^= 0x20
+    path.write_bytes(raw)
+    dest = tmp_path / "restored"
+    with pytest.raises(ChunkCorrupt, match=f"chunk {chunk.hex()[:16]}"):
+        store.restore(manifest_of(info, ["out"]), dest)
+    assert open_files_under(dest) == []
+    assert store.packs.locate([chunk]) == {}  # the damaged chunk is fetched again next time
+
+
+@pytest.mark.parametrize("when", [1, 2])
+def test_a_restore_cancelled_while_a_large_file_is_written_leaves_it_closed(store, tmp_path, out, when,
+                                                                            monkeypatch):
+    large_file_tree(out, chunks=24)
+    info = store.capture([Target("out", out)])
+    # one worker and pieces of a chunk: pieces are still queued when the cancel comes
+    monkeypatch.setattr(treewrite, "_WORKERS", 1)
+    monkeypatch.setattr(treewrite, "_GROUP_BYTES", SMALL_FILE)
+    progress, cancel = cancel_on_call(when)
+    dest = tmp_path / "restored"
+    with pytest.raises(Cancelled):
+        store.restore(manifest_of(info, ["out"]), dest, progress=progress)
+    assert pool_threads("gaia-restore") == []
+    assert open_files_under(dest) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002, 0o000])
+def test_files_get_their_modes_whatever_the_umask(store, tmp_path, out, umask):
+    modes = {"a": 0o644, "b": 0o664, "c": 0o755, "d": 0o600, "e": 0o777, "f": 0o400, "g": 0o070}
+    for name, mode in modes.items():
+        write(out / name, name).chmod(mode)
+    write(out / "big", random_bytes(6 * SMALL_FILE, 3)).chmod(0o664)  # written in pieces
+    modes["big"] = 0o664
+    info = store.capture([Target("out", out)])
+    previous = os.umask(umask)
+    try:
+        assert treewrite._umask() == umask
+        dest = tmp_path / "restored"
+        store.restore(manifest_of(info, ["out"]), dest)
+    finally:
+        os.umask(previous)
+    assert {name: stat.S_IMODE((dest / "out" / name).stat().st_mode) for name in modes} == modes
+
+
+def test_a_directory_of_small_files_is_one_task_not_shared_with_the_next(store, tmp_path, out, monkeypatch):
+    # threads creating files in one directory at once wait on its lock: each directory's
+    # files go to one task when they fit
+    for directory in ("a", "b", "c"):
+        for index in range(30):
+            write(out / directory / f"f{index:02}", f"{directory}{index}")
+    tasks = []
+    real = treewrite._Writer._write_files
+
+    def spy(self, group):
+        tasks.append(sorted({os.path.dirname(path) for path, *_ in group}))
+        return real(self, group)
+
+    monkeypatch.setattr(treewrite._Writer, "_write_files", spy)
+    dest = capture_restore(store, tmp_path, [Target("out", out)])
+    assert sorted(len(dirs) for dirs in tasks) == [1, 1, 1]
+    assert sorted(os.listdir(dest / "out" / "b")) == [f"f{index:02}" for index in range(30)]
 
 
 def test_directory_mtimes_are_set_after_their_content(store, tmp_path, out):

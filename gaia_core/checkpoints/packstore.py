@@ -54,6 +54,8 @@ _BATCH = 900
 #: SQLite's page cache per connection (its default, 2 MiB, makes a 500k-chunk capture's inserts crawl)
 _CACHE_KIB = 64 << 10
 _OPENING = threading.Lock()
+#: :meth:`PackStore.read_run` reads frames apart by at most _GAP bytes together, up to _SPAN bytes a read
+_GAP, _SPAN = 4 << 10, 1 << 20
 
 
 class ChunkMissing(CheckpointError):
@@ -303,9 +305,43 @@ class PackStore:
         try:
             return open_frame(read_frame(self._fd(location.pack), location.entry(chunk), where), chunk, plen, where)
         except ChunkCorrupt:
-            if plen == location.plen:  # the pack's own index agrees with the reader: the pack is damaged
-                self.forget_chunk(chunk, location.pack)
+            self._damaged(chunk, location, plen)
             raise
+
+    def read_run(self, wanted: Sequence[tuple[bytes, Location, int]]) -> Iterator[bytes]:
+        """The plain bytes of each (chunk, location, plain size) of ``wanted``, in order, each
+        checked as :meth:`read` checks it. Frames that follow each other in a pack (a tree's
+        files were packed in the order a restore writes them) come from one ``pread`` of at
+        most :data:`_SPAN` bytes: a restore's task of small files costs a read or two, not
+        one a file."""
+        count, i = len(wanted), 0
+        while i < count:
+            first = wanted[i][1]
+            end, j = first.offset + first.clen, i + 1
+            while j < count:
+                following = wanted[j][1]
+                if following.pack != first.pack or not end <= following.offset <= end + _GAP or \
+                        following.offset + following.clen - first.offset > _SPAN:
+                    break
+                end, j = following.offset + following.clen, j + 1
+            where = f"local pack {first.pack[:16]}"
+            span = memoryview(os.pread(self._fd(first.pack), end - first.offset, first.offset))
+            for chunk, location, plen in wanted[i:j]:
+                start = location.offset - first.offset
+                frame = span[start:start + location.clen]
+                try:
+                    if len(frame) != location.clen:
+                        raise ChunkCorrupt(f"{where}: chunk {chunk.hex()[:16]} lies past the end of the pack")
+                    data = open_frame(frame, chunk, plen, where)
+                except ChunkCorrupt:
+                    self._damaged(chunk, location, plen)
+                    raise
+                yield data
+            i = j
+
+    def _damaged(self, chunk: bytes, location: Location, plen: int) -> None:
+        if plen == location.plen:  # the pack's own index agrees with the reader: the pack is damaged
+            self.forget_chunk(chunk, location.pack)
 
     def forget_chunk(self, chunk: bytes, pack_id: str) -> None:
         """A chunk a local pack holds damaged: no longer found there, so the next capture

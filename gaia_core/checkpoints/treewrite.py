@@ -6,8 +6,9 @@ one in place, writing only what differs. Both take entries that already passed
 :class:`~gaia_core.checkpoints.entries.EntryChecker` (names plain, parents listed before
 children, no path through a link) and chunks from the local pack store, each checked
 against its id as it is read. Files are created with ``O_EXCL | O_NOFOLLOW`` and never
-get set-id bits or a foreign owner; directories get their modes and mtimes last, deepest
-first, so writing into them does not change what was restored.
+get set-id bits or a foreign owner (a large file is created first, then written in pieces
+by several workers at their offsets); directories get their modes and mtimes last,
+deepest first, so writing into them does not change what was restored.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import stat
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from pathlib import Path
 
 from gaia_core.anchors import Target
@@ -36,7 +37,8 @@ _SETID = stat.S_ISUID | stat.S_ISGID
 _WORKERS = max(2, min(8, (os.cpu_count() or 2) * 2))
 #: file entries whose chunks are looked up together
 _BATCH = 512
-#: files written by one worker task
+#: files written by one worker task (a directory's files end a task past a quarter of either); a file
+#: larger than _GROUP_BYTES is written in pieces of about that size, a task each
 _GROUP_FILES, _GROUP_BYTES = 64, 4 << 20
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: the temporary a file is written to before it replaces the one an update found
@@ -73,6 +75,8 @@ class _Writer:
         self._lock = threading.Lock()
         self._tops: dict[str, bytes] = {}
         self.rewritten: set[str] = set()  # entries written after all, by verify
+        self.umask = _umask()
+        self.large: set[_LargeFile] = set()  # large files written in pieces, until their last piece ends
 
     def path(self, entry_path: str) -> bytes:
         """Where an entry goes: its target's directory, then the rest of its path."""
@@ -82,8 +86,8 @@ class _Writer:
             directory = self._tops[top] = os.fsencode(self.top(top))
         return directory + b"/" + rest.encode("utf-8", "surrogateescape") if rest else directory
 
-    def mode(self, entry: Entry) -> int:
-        if entry.mode & _SETID:
+    def mode(self, entry: Entry, *, note: bool = True) -> int:
+        if note and entry.mode & _SETID:
             self.info.stripped_setid.append(entry.path)
         return entry.mode & ~_SETID
 
@@ -115,73 +119,157 @@ class _Writer:
 
     def flush(self) -> None:
         """Look the batch's chunks up in one query and hand its files to the workers, small
-        ones several to a task (per-file overhead is what costs on a tree of small files)."""
+        ones several to a task (per-file overhead is what costs on a tree of small files),
+        one directory's files to as few tasks as their bytes allow (threads that create
+        files in the same directory at once wait on its lock), a large file in pieces that
+        several workers write at once (one thread would take a third of a second for a
+        100 MB binary while the others wait)."""
         if not self.batch:
             return
         wanted = [c for _, e, _ in self.batch for c, _ in e.chunk_list()]
         located = self.packs.locate(wanted) if wanted else {}
         group: list[tuple[bytes, Entry, list[Location], int]] = []
-        size = 0
-        for path, entry, replace in self.batch:
-            missing = [c for c, _ in entry.chunk_list() if c not in located]
-            if missing:
-                raise ChunkMissing(f"the local store lacks chunk {missing[0].hex()[:16]} of {entry.path[:200]!r}")
-            group.append((path, entry, [located[c] for c, _ in entry.chunk_list()], replace))
-            size += entry.size
-            if len(group) >= _GROUP_FILES or size >= _GROUP_BYTES:
+        size, directory = 0, b""
+        for path, entry, how in self.batch:
+            parent = path[:path.rfind(b"/")]
+            if group and (size >= _GROUP_BYTES or len(group) >= _GROUP_FILES or
+                          (parent != directory and (size >= _GROUP_BYTES >> 2 or len(group) >= _GROUP_FILES >> 2))):
                 self.futures.append(self.pool.submit(self._write_files, group))
                 group, size = [], 0
+            directory = parent
+            chunks = entry.chunk_list()
+            try:
+                locations = [located[c] for c, _ in chunks]
+            except KeyError as exc:
+                raise ChunkMissing(f"the local store lacks chunk {exc.args[0].hex()[:16]} of {entry.path[:200]!r}") \
+                    from None
+            if entry.size > _GROUP_BYTES and len(chunks) > 1 and how in (_NEW, _REPLACE):
+                self._split(path, entry, locations, how == _REPLACE)
+                continue
+            group.append((path, entry, locations, how))
+            size += entry.size
         if group:
             self.futures.append(self.pool.submit(self._write_files, group))
         self.batch = []
         if len(self.futures) > 4 * _WORKERS:
-            self._collect(len(self.futures) - 2 * _WORKERS)
+            self._collect(2 * _WORKERS)
 
-    def _collect(self, count: int | None = None) -> None:
-        done, self.futures = (self.futures, []) if count is None else (self.futures[:count], self.futures[count:])
-        for future in done:
-            size = future.result()
-            if self.progress is not None and size:
-                self.progress(size)  # here, not in the workers: it may raise to cancel
+    def _split(self, path: bytes, entry: Entry, locations: list[Location], replace: bool) -> None:
+        """Create a large file here and hand its chunks to the workers in pieces of about
+        ``_GROUP_BYTES``, each written at its offset."""
+        pieces: list[tuple[int, list[tuple[bytes, Location, int]]]] = []
+        offset = start = 0
+        run: list[tuple[bytes, Location, int]] = []
+        for (chunk, plen), location in zip(entry.chunk_list(), locations):
+            run.append((chunk, location, plen))
+            offset += plen
+            if offset - start >= _GROUP_BYTES:
+                pieces.append((start, run))
+                start, run = offset, []
+        if run:
+            pieces.append((start, run))
+        large = _LargeFile(self, path, entry, replace, len(pieces))
+        self.large.add(large)
+        for start, run in pieces:
+            self.futures.append(self.pool.submit(self._write_piece, large, start, run))
+
+    def _write_piece(self, large: _LargeFile, offset: int, run: list[tuple[bytes, Location, int]]) -> int:
+        written, ok = 0, False
+        try:
+            for data in self.packs.read_run(run):
+                view = memoryview(data)
+                while view:
+                    done = os.pwrite(large.fd, view, offset)
+                    view, offset, written = view[done:], offset + done, written + done
+            ok = True
+        finally:
+            large.piece_done(ok)
+        with self._lock:
+            self.info.written += written
+        return written
+
+    def _collect(self, keep: int = 0) -> None:
+        """Wait until at most ``keep`` tasks are left, taking them as they end (not in the
+        order given: the oldest may be a large file's piece while others are done)."""
+        while len(self.futures) > keep:
+            done, _ = concurrent.futures.wait(self.futures, return_when=concurrent.futures.FIRST_COMPLETED)
+            self.futures = [f for f in self.futures if f not in done]
+            for future in done:
+                size = future.result()
+                if self.progress is not None and size:
+                    self.progress(size)  # here, not in the workers: it may raise to cancel
 
     def _write_files(self, group: list[tuple[bytes, Entry, list[Location], int]]) -> int:
-        return sum(self._write_file(*item) for item in group)
-
-    def _write_file(self, path: bytes, entry: Entry, locations: list[Location], how: int = _NEW) -> int:
-        if how == _LINK:
-            os.symlink(os.fsencode(entry.link or ""), path)
-            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
-            return 0
-        if how == _VERIFY:
-            if self._holds(path, entry):
+        """Write a task's files; the chunks of those written for sure come from the packs
+        in one run of reads (:meth:`PackStore.read_run`)."""
+        plain = self.packs.read_run([(chunk, location, plen) for _, entry, locations, how in group if how < _VERIFY
+                                     for (chunk, plen), location in zip(entry.chunk_list(), locations)])
+        written = files = 0
+        for path, entry, locations, how in group:
+            if how == _LINK:
+                os.symlink(os.fsencode(entry.link or ""), path)
+                os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+                continue
+            if how == _VERIFY:
+                if self._holds(path, entry):
+                    with self._lock:
+                        self.info.kept += 1
+                    continue
                 with self._lock:
-                    self.info.kept += 1
-                return 0
-            with self._lock:
-                self.rewritten.add(entry.path)
-        replace = how != _NEW
+                    self.rewritten.add(entry.path)
+                chunks = entry.chunk_list()
+                self._write_file(path, entry, (self.packs.read(c, loc, n) for (c, n), loc in zip(chunks, locations)),
+                                 len(chunks), True)
+            else:
+                self._write_file(path, entry, plain, len(locations), how == _REPLACE)
+            written += entry.size
+            files += 1
+        with self._lock:
+            self.info.written += written
+            self.info.files_written += files
+        return written
+
+    def _write_file(self, path: bytes, entry: Entry, plain: Iterator[bytes], count: int, replace: bool) -> None:
+        """Write the next ``count`` chunks of ``plain`` into a new file at ``path`` (``replace``:
+        through a temporary beside it, renamed over the one there)."""
         final = path
+        path, fd, whole = self.open_new(path, entry, replace)
+        try:
+            for _ in range(count):
+                data = next(plain)
+                done = os.write(fd, data)
+                if done < len(data):
+                    rest = memoryview(data)[done:]
+                    while rest:
+                        rest = rest[os.write(fd, rest):]
+        except BaseException:
+            os.close(fd)
+            raise
+        self.close_new(fd, entry, whole)
+        if replace:
+            os.replace(path, final)
+
+    def open_new(self, path: bytes, entry: Entry, replace: bool) -> tuple[bytes, int, bool]:
+        """(the name it is written under, descriptor, whether its mode is whole) of a new
+        file for ``entry`` at ``path``, or beside it (``replace``). A file is created with
+        its mode when the umask leaves that mode whole: a ``fchmod`` less a file."""
         if replace:
             head, tail = os.path.split(path)
             path = os.path.join(head, _NEW_PREFIX + tail)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)  # left by an update that was cut short
-        fd = os.open(path, _OPEN_NEW, 0o600)
+        mode = self.mode(entry)
+        whole = not mode & self.umask
+        return path, os.open(path, _OPEN_NEW, mode if whole else 0o600), whole
+
+    def close_new(self, fd: int, entry: Entry, whole: bool) -> None:
+        """Give a file written through ``fd`` its mode (unless it has it) and mtime; close it."""
         try:
-            for (chunk, plen), location in zip(entry.chunk_list(), locations):
-                data = memoryview(self.packs.read(chunk, location, plen))
-                while data:
-                    data = data[os.write(fd, data):]
-            os.fchmod(fd, self.mode(entry))
+            if not whole:
+                os.fchmod(fd, self.mode(entry, note=False))
             os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
         finally:
             os.close(fd)
-        if replace:
-            os.replace(path, final)
-        with self._lock:
-            self.info.written += entry.size
-            self.info.files_written += 1
-        return entry.size
 
     def _holds(self, path: bytes, entry: Entry) -> bool:
         """Whether the regular file at ``path`` (one name) holds ``entry``'s content, each
@@ -228,6 +316,61 @@ class _Writer:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        for large in list(self.large):  # pieces cancelled after an error: they never ran
+            large.abandon()
+
+
+class _LargeFile:
+    """A file that several workers write at once, a piece each: created by the thread that
+    hands the pieces out, given its mode and mtime (and renamed over the one it replaces)
+    by whichever piece ends last, once all of them have succeeded."""
+
+    def __init__(self, writer: _Writer, path: bytes, entry: Entry, replace: bool, pieces: int):
+        self.writer = writer
+        self.entry = entry
+        self.final = path
+        self.path, self.fd, self.whole = writer.open_new(path, entry, replace)
+        self.replace = replace
+        self.left = pieces
+        self.failed = False
+        self.lock = threading.Lock()
+
+    def piece_done(self, ok: bool) -> None:
+        with self.lock:
+            self.left -= 1
+            self.failed |= not ok
+            if self.left:
+                return
+        self.writer.large.discard(self)
+        if self.failed:
+            os.close(self.fd)
+            return
+        self.writer.close_new(self.fd, self.entry, self.whole)
+        if self.replace:
+            os.replace(self.path, self.final)
+        with self.writer._lock:
+            self.writer.info.files_written += 1
+
+    def abandon(self) -> None:
+        with self.lock:
+            if self.left:
+                self.left = 0
+                os.close(self.fd)
+        self.writer.large.discard(self)
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (``os.umask`` sets it, for every
+    thread); all bits set where the kernel does not tell, so that every file gets its
+    mode by ``fchmod``."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o7777
 
 
 def receipts_of_restored(targets: Sequence[Target], entries: Iterable[Entry], header: Mapping[str, object],
