@@ -1,6 +1,6 @@
 """Full capture and verified full restore (store format 4), against GNU tar + zstd in the same run.
 
-    python bench/bench_capture_restore.py [--runs 3] [--keep DIR] [--fresh-dirs]
+    python bench/bench_capture_restore.py [--runs 3] [--keep DIR] [--fresh-dirs] [--restore-into DIR]
 
 Builds a corpus (>= 300 MB, >= 10,000 entries, see corpus.py), warms the page cache, then
 times, alternating baseline and gaia, the median of N runs of:
@@ -18,6 +18,9 @@ work shares the machine. ``--fresh-dirs`` restores into a new directory each run
 removes them all at the end, instead of removing the run before's tree first: on ext4
 without a journal (this VM's disk) every file created within a minute of a large deletion
 costs a scan past the freed inodes, which then dominates both sides' restores.
+``--restore-into DIR`` restores there instead of into the work directory: a filesystem
+of its own (a fresh ext4 with its journal, as most machines have, loop-mounted) is free
+of what other work on the disk deleted.
 """
 
 from __future__ import annotations
@@ -48,19 +51,23 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="work directory to use (kept afterwards)")
     parser.add_argument("--fresh-dirs", action="store_true",
                         help="restore into a new directory each run, all removed at the end")
+    parser.add_argument("--restore-into", type=Path,
+                        help="directory (on another filesystem) that the restores of both sides go to")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="gaia-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    restores = args.restore_into or work
+    outs, state = restores / "outs", {"out": restores / "out"}
     try:
         corpus = work / "corpus"
         size, entries = build_corpus(corpus)
         print(f"corpus: {mib(size)} in {entries} entries, {os.cpu_count()} CPUs"
-              f"{', restores into fresh directories' if args.fresh_dirs else ''}")
+              f"{', restores into fresh directories' if args.fresh_dirs else ''}"
+              f"{f', restores into {args.restore_into}' if args.restore_into else ''}")
         # a slice of a root filesystem: its absolute links are read inside it (Buildroot's target/)
         targets = [Target("corpus", corpus, rootfs_dirs=("*",))]
         roots = {"workspace": work, "out": corpus, "src": work / "src", "dl": work / "dl"}
-        baseline_file, outs = work / "baseline.tar.zst", work / "outs"
-        state: dict = {"out": work / "out"}
+        baseline_file = work / "baseline.tar.zst"
 
         def baseline_capture() -> None:
             subprocess.run(f"tar -C '{corpus}' -cf - . | zstd -3 -T0 -q -o '{baseline_file}'",
@@ -124,7 +131,9 @@ def main() -> int:
                   f"{our_cpu / base_cpu:.2f}x]")
         return 1 if missed else 0
     finally:
-        shutil.rmtree(work / "outs", ignore_errors=True)
+        shutil.rmtree(outs, ignore_errors=True)
+        if args.restore_into:
+            shutil.rmtree(state["out"], ignore_errors=True)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
