@@ -34,7 +34,9 @@ from gaia_core.checkpoints.packstore import ChunkMissing, Location, PackStore
 from gaia_core.errors import CheckpointError
 
 _SETID = stat.S_ISUID | stat.S_ISGID
-_WORKERS = max(2, min(8, (os.cpu_count() or 2) * 2))
+#: one writer a CPU: on a fresh journaled ext4, 2 writers restore the 493 MiB bench corpus
+#: in 0.93-1.03 s on 2 CPUs, 4 in 1.04-1.21 s (more threads spend what they gain on the GIL)
+_WORKERS = max(2, min(8, os.cpu_count() or 2))
 #: file entries whose chunks are looked up together
 _BATCH = 512
 #: files written by one worker task (a directory's files end a task past a quarter of either); a file
