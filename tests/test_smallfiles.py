@@ -11,9 +11,9 @@ import pytest
 from tree_store import Store, manifest_of, write
 
 from gaia_core.anchors import Target
-from gaia_core.checkpoints import smallfiles, treecapture
+from gaia_core.checkpoints import smallfiles, tree, treecapture, treewrite
 from gaia_core.checkpoints.chunking import chunk_id
-from gaia_core.checkpoints.packs import open_frame
+from gaia_core.checkpoints.packs import ChunkCorrupt, open_frame
 from gaia_core.errors import CheckpointError
 
 
@@ -34,6 +34,9 @@ def helpers_used(monkeypatch) -> list[smallfiles.HelperProcesses]:
     monkeypatch.setattr(treecapture, "PROCESS_AFTER", 5)
     monkeypatch.setattr(treecapture, "BATCH_FILES", 4)
     monkeypatch.setattr(treecapture, "HelperProcesses", Recorded)
+    monkeypatch.setattr(treewrite, "PROCESS_AFTER", 5)
+    monkeypatch.setattr(treewrite, "_GROUP_FILES", 4)
+    monkeypatch.setattr(treewrite, "HelperProcesses", Recorded)
     return made
 
 
@@ -71,16 +74,65 @@ def test_helpers_capture_what_threads_capture(tmp_path, helpers_used, monkeypatc
     assert (helped.chunks, helped.packed) == (alone.chunks, alone.packed)
 
 
-def test_a_tree_captured_by_helpers_restores(tmp_path, helpers_used):
+def described(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.is_symlink(), oct(p.lstat().st_mode), p.lstat().st_mtime_ns,
+                                       p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+def test_helpers_restore_what_threads_restore(tmp_path, helpers_used, monkeypatch):
+    out = tmp_path / "out"
+    small_tree(out)
+    (out / "d0" / "f1.txt").chmod(0o640)
+    (out / "d1" / "f2.txt").chmod(0o4755)  # set-uid: stripped, and reported
+    (out / "d2" / "link").symlink_to("f3.txt")
+    store = Store(tmp_path / "store")
+    info = store.capture([Target("out", out)])
+    manifest = manifest_of(info, ["out"])
+    helped = store.restore(manifest, tmp_path / "helped")
+    restorer = helpers_used[-1]
+    assert restorer.batches > 0 and all(h.process.poll() is not None for h in restorer._all)
+    monkeypatch.setattr(treewrite, "_HELPERS", 0)
+    alone = store.restore(manifest, tmp_path / "alone")
+    assert described(tmp_path / "helped") == described(tmp_path / "alone")
+    assert (tmp_path / "helped" / "out" / "d1" / "f2.txt").stat().st_mode & 0o7777 == 0o755
+    assert helped.stripped_setid == alone.stripped_setid == ["out/d1/f2.txt"]
+    assert (helped.written, helped.files_written) == (alone.written, alone.files_written)
+
+
+def test_a_damaged_chunk_a_helper_reads_fails_the_restore_and_is_forgotten(tmp_path, helpers_used):
     out = tmp_path / "out"
     small_tree(out)
     store = Store(tmp_path / "store")
     info = store.capture([Target("out", out)])
-    assert helpers_used[0].batches > 0
-    store.restore(manifest_of(info, ["out"]), tmp_path / "back")
-    for path in out.rglob("*"):
-        if path.is_file():
-            assert (tmp_path / "back" / "out" / path.relative_to(out)).read_bytes() == path.read_bytes()
+    manifest = manifest_of(info, ["out"])
+    entry = next(e for e in tree.entries(store.packs, manifest) if e.path == "out/d5/f39.txt")
+    chunk = entry.digest
+    location = store.packs.locate([chunk])[chunk]
+    path = store.packs.pack_path(location.pack)
+    raw = bytearray(path.read_bytes())
+    raw[location.offset + location.clen // 2] ^= 0x20
+    path.write_bytes(raw)
+    with pytest.raises(ChunkCorrupt, match=f"local pack {location.pack[:16]}: chunk {chunk.hex()[:16]}"):
+        store.restore(manifest, tmp_path / "back")
+    assert helpers_used[-1].batches > 0
+    assert chunk not in store.packs.locate([chunk])  # fetched or stored again next time
+
+
+def test_a_helper_s_failed_write_is_the_os_error(tmp_path):
+    taken = write(tmp_path / "taken", "here first\n")
+    helpers = smallfiles.HelperProcesses([], 1)
+    try:
+        helpers.start()
+        wait_for_helpers(helpers)
+        with pytest.raises(FileExistsError) as caught:
+            helpers.write([(os.fsencode(taken), 0o644, True, 0, [])])
+        assert caught.value.filename == os.fsencode(taken)
+        assert helpers.write([(os.fsencode(tmp_path / "new"), 0o600, True, 1_000_000_123, [])]) == 0
+    finally:
+        helpers.close()
+    assert (tmp_path / "new").stat().st_mtime_ns == 1_000_000_123
+    assert taken.read_text() == "here first\n"
 
 
 def test_a_helper_reads_compresses_and_scans(tmp_path):

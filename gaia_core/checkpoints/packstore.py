@@ -305,7 +305,7 @@ class PackStore:
         try:
             return open_frame(read_frame(self._fd(location.pack), location.entry(chunk), where), chunk, plen, where)
         except ChunkCorrupt:
-            self._damaged(chunk, location, plen)
+            self.note_damaged(chunk, location, plen)
             raise
 
     def read_run(self, wanted: Sequence[tuple[bytes, Location, int]]) -> Iterator[bytes]:
@@ -334,12 +334,14 @@ class PackStore:
                         raise ChunkCorrupt(f"{where}: chunk {chunk.hex()[:16]} lies past the end of the pack")
                     data = open_frame(frame, chunk, plen, where)
                 except ChunkCorrupt:
-                    self._damaged(chunk, location, plen)
+                    self.note_damaged(chunk, location, plen)
                     raise
                 yield data
             i = j
 
-    def _damaged(self, chunk: bytes, location: Location, plen: int) -> None:
+    def note_damaged(self, chunk: bytes, location: Location, plen: int) -> None:
+        """A chunk read from ``location`` did not match its id: forget it there, unless the
+        reader expected another size than the pack's index gives (then the reader's entry lies)."""
         if plen == location.plen:  # the pack's own index agrees with the reader: the pack is damaged
             self.forget_chunk(chunk, location.pack)
 

@@ -1,14 +1,16 @@
-"""Small files read, hashed, scanned and compressed in batches, on a thread or in a helper
-process.
+"""Small files read, hashed, scanned and compressed (capture), or written (restore), in
+batches, on a thread or in a helper process.
 
-A build tree is mostly files of a few KiB, where a capture's cost is the Python around each
-file (open, read, hash, scan, compress, a dozen calls), not its bytes. On threads all of that
-waits for one GIL, which the capture's main thread needs for every entry too: with 50,000
-tiny files the two took turns and kept one CPU busy. A helper process has an interpreter and
-a GIL of its own; it is started once a capture has seen :data:`PROCESS_AFTER` small files
-(a small tree never pays for its start), runs ``python -m`` this module, and answers one
-batch at a time over a pipe. It is our own code, reading the files the walk named with the
-same checks, so its answers are trusted like a thread's.
+A build tree is mostly files of a few KiB, where the cost is the Python around each file
+(open, read, hash, scan, compress; or read frames, decompress, check, write, set the mode
+and mtime: a dozen calls), not its bytes. On threads all of that waits for one GIL, which
+the main thread needs for every entry too: with 50,000 tiny files the two took turns and
+kept one CPU busy. A helper process has an interpreter and a GIL of its own; it is started
+once a capture or restore has seen :data:`PROCESS_AFTER` small files (a small tree never
+pays for its start), runs ``python -m`` this module, and answers one batch at a time over a
+pipe. It is our own code: it reads the files the walk named with the same checks, writes
+the entries the restore checked with the same flags, checks every chunk against its id as
+a thread does, and its answers are trusted like a thread's.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
 from gaia_core.checkpoints import chunking
-from gaia_core.checkpoints.packs import compress
+from gaia_core.checkpoints.packs import ChunkCorrupt, compress, open_frame
 from gaia_core.checkpoints.relocate import FileScanner, RootMatcher
 from gaia_core.errors import CheckpointError
 
@@ -37,6 +39,11 @@ START_TIMEOUT = 30
 Read = tuple[bytes, bytes, frozenset[int], bool]
 #: a file to read: where it is, its name in the tree (for errors), size and inode at the walk
 File = tuple[bytes, bytes, int, int]
+#: a file to write: where, its mode, whether it is created with that mode (the umask
+#: leaves it whole; otherwise it gets it by ``fchmod``), its mtime, and its chunks as
+#: (chunk id, pack file, offset, frame length, plain size)
+NewFile = tuple[bytes, int, bool, int, list[tuple[bytes, str, int, int, int]]]
+_OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def open_regular(path: bytes, name: bytes, ino: int) -> int:
@@ -78,6 +85,51 @@ def read_files(files: Sequence[File], scanner: FileScanner | None) -> list[Read]
     return read
 
 
+def write_files(files: Sequence[NewFile], packs: dict[str, int]) -> int:
+    """Write each new file from its chunks, each checked against its id; the bytes written.
+    ``packs`` keeps the pack files open (path -> descriptor) from batch to batch."""
+    written = 0
+    for path, mode, whole, mtime_ns, chunks in files:
+        fd = os.open(path, _OPEN_NEW, mode if whole else 0o600)
+        try:
+            for chunk, pack, offset, clen, plen in chunks:
+                data = memoryview(_chunk(packs, chunk, pack, offset, clen, plen))
+                while data:
+                    data = data[os.write(fd, data):]
+                written += plen
+            if not whole:
+                os.fchmod(fd, mode)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(fd)
+    return written
+
+
+def _chunk(packs: dict[str, int], chunk: bytes, pack: str, offset: int, clen: int, plen: int) -> bytes:
+    """A chunk's plain bytes from its pack, checked against its id (PackStore.read's checks)."""
+    where = f"local pack {os.path.basename(pack)[:16]}"
+    try:
+        if pack not in packs:
+            try:
+                packs[pack] = os.open(pack, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError as exc:
+                raise ChunkCorrupt(f"{where} cannot be read: {exc.strerror or exc}") from None
+        frame = os.pread(packs[pack], clen, offset)
+        if len(frame) != clen:
+            raise ChunkCorrupt(f"{where}: chunk {chunk.hex()[:16]} lies past the end of the pack")
+        return open_frame(frame, chunk, plen, where)
+    except ChunkCorrupt as exc:
+        raise ChunkCorruptIn(str(exc), chunk) from None
+
+
+class ChunkCorruptIn(ChunkCorrupt):
+    """A chunk a helper found damaged: which one, so that the store forgets it."""
+
+    def __init__(self, message: str, chunk: bytes):
+        super().__init__(message)
+        self.chunk = chunk
+
+
 class _Helper:
     """One helper process and its pipe."""
 
@@ -110,8 +162,8 @@ class _Helper:
             raise CheckpointError(f"the capture's reader process did not start within {START_TIMEOUT} s")
         self._receive()
 
-    def read(self, files: Sequence[File]) -> list[Read]:
-        self._send(files)
+    def call(self, kind: str, batch: Sequence) -> object:
+        self._send((kind, batch))
         return self._receive()
 
     def _send(self, message: object) -> None:
@@ -127,6 +179,10 @@ class _Helper:
             raise self._ended() from None
         if kind == "error":
             raise CheckpointError(value)
+        if kind == "corrupt":
+            raise ChunkCorruptIn(*value)
+        if kind == "oserror":
+            raise OSError(*value)
         return value
 
     def _ended(self) -> CheckpointError:
@@ -192,16 +248,25 @@ class HelperProcesses:
 
     def read(self, files: Sequence[File]) -> list[Read] | None:
         """The files read by an idle helper; None when none has started (yet)."""
+        return self._call("read", files)  # type: ignore[return-value]
+
+    def write(self, files: Sequence[NewFile]) -> int | None:
+        """The files written by an idle helper (the bytes written); None when none has
+        started (yet). A damaged chunk raises :class:`ChunkCorruptIn`, a failed write
+        the ``OSError``."""
+        return self._call("write", files)  # type: ignore[return-value]
+
+    def _call(self, kind: str, batch: Sequence) -> object:
         if not self._all:
             return None
         helper = self._idle.get()
         try:
-            read = helper.read(files)
+            answer = helper.call(kind, batch)
         finally:
             self._idle.put(helper)
         with self._lock:
             self.batches += 1
-        return read
+        return answer
 
     def close(self) -> None:
         with self._lock:
@@ -214,25 +279,34 @@ class HelperProcesses:
 
 
 def _serve(requests: Connection, replies: Connection) -> None:
-    gc.disable()  # what a batch makes holds no cycles, and the process ends with the capture
+    gc.disable()  # what a batch makes holds no cycles, and the process ends with its caller
     needles = requests.recv()
     scanner = FileScanner(RootMatcher(needles)) if needles else None
+    packs: dict[str, int] = {}
     replies.send(("ready", None))
     while True:
         try:
-            files = requests.recv()
+            kind, batch = requests.recv()
         except EOFError:
             return
         try:
-            reply = [(digest, compress(data), found, binary)
-                     for digest, data, found, binary in read_files(files, scanner)]
+            if kind == "read":
+                answer: object = [(digest, compress(data), found, binary)
+                                  for digest, data, found, binary in read_files(batch, scanner)]
+            else:
+                answer = write_files(batch, packs)
+        except ChunkCorruptIn as exc:
+            replies.send(("corrupt", (str(exc), exc.chunk)))
         except CheckpointError as exc:
             replies.send(("error", str(exc)))
-            continue
-        replies.send(("read", reply))
+        except OSError as exc:
+            replies.send(("oserror", (exc.errno, exc.strerror, exc.filename)))
+        else:
+            replies.send(("done", answer))
 
 
-__all__ = ["PROCESS_AFTER", "HelperProcesses", "check_size", "open_regular", "read_files"]
+__all__ = ["PROCESS_AFTER", "ChunkCorruptIn", "HelperProcesses", "check_size", "open_regular", "read_files",
+           "write_files"]
 
 
 if __name__ == "__main__":
