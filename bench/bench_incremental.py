@@ -16,8 +16,9 @@ store (the built-in backend, so the figures are gaia's own, not a network's):
 
 Both restores are timed as restore.py does them, up to the swap: the full one writes the
 tree, places its mtimes and takes its receipt by a walk; the one in place fetches what it
-lacks, checks every chunk is there, updates the tree, places the mtimes of what it touched
-and writes the receipt it took on the way.
+lacks (as a download does: looking in the tree's receipt for the chunks first), updates the
+tree (every chunk is in the store after the download: restore.py does not look again),
+places the mtimes of what it touched and writes the receipt it took on the way.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from gaia_core.checkpoints.packstore import PackStore
 from gaia_core.checkpoints.receipt import RECEIPT
 from gaia_core.checkpoints.transfer import Transfers
 from gaia_core.checkpoints.treecapture import capture_tree
+from gaia_core.checkpoints.treeimport import import_from_tree
 from gaia_core.checkpoints.mtimes import place_mtimes
 from gaia_core.checkpoints.treewrite import receipts_of_restored, update_tree, write_tree
 
@@ -132,11 +134,16 @@ def main() -> int:
             drop_caches()
 
             def incremental() -> None:
+                # as remote.download_found: the parts, then the chunks the store lacks, those the
+                # tree holds from it, the rest from the remote; every chunk is then in the store,
+                # so restore.py does not look them all up again before it touches the tree
                 moved = down.fetch(dict(consumer.absent(tree.parts(manifest_b))))
-                moved += down.fetch(dict(consumer.absent(tree.chunks(consumer, manifest_b))))
+                wanted = dict(consumer.absent(tree.chunks(consumer, manifest_b)))
+                if wanted:
+                    import_from_tree([target], {"tree": target.path / RECEIPT}, consumer, fresh(work / "tmp"),
+                                     wanted)
+                moved += down.fetch(wanted)
                 downloaded.append(moved)
-                missing = next(iter(consumer.absent(tree.chunks(consumer, manifest_b))), None)
-                assert missing is None  # the restore checks this before it touches the tree
                 update = update_tree(tree.entries(consumer, manifest_b), [target], consumer,
                                      receipts={"tree": target.path / RECEIPT},
                                      unchanged=lambda e, r: not r.relocated, exclude=EXCLUDE,

@@ -347,3 +347,59 @@ def test_a_restore_in_place_looks_chunks_up_once_whether_downloaded_or_local(gai
     assert "downloaded" in fetched.output and "(in place)" in fetched.output
     assert len(lookups) == 1  # the download's: it brought every chunk in, the update does not look again
     assert (project.out / "value.txt").read_text() == "b"
+
+
+def test_an_update_over_a_captured_tree_strips_the_setid_bits_its_receipt_vouches_for(store, tmp_path):
+    # a CI runner builds and captures (the receipt records a set-uid file as it is), then
+    # restores over its own tree: the file is kept, but never with its set-id bits
+    src = tmp_path / "src"
+    build_a(src)
+    su = write(src / "build" / "pkg0" / "su", "#!/bin/sh\n")
+    su.chmod(0o4755)
+    target = Target("out", src)
+    info = store.capture([target], exclude=EXCLUDED)
+    manifest = manifest_of(info, [target])
+    packs = store.packs
+    inode = su.lstat().st_ino
+    update = update_tree(tree.entries(packs, manifest), [target], packs, receipts={"out": info.receipts["out"]},
+                         unchanged=lambda e, r: not r.relocated, exclude=EXCLUDED,
+                         again=lambda: tree.raw_entries(packs, manifest))
+    update.place(tmp_path, None)
+    update.commit_receipts({}, set())
+    assert su.lstat().st_ino == inode and stat.S_IMODE(su.lstat().st_mode) == 0o755
+    assert update.info.stripped_setid == ["out/build/pkg0/su"] and update.info.files_written == 0
+
+
+def test_a_receipt_is_read_as_text_up_to_a_line_that_is_not(tmp_path):
+    from gaia_core.checkpoints.receipt import ReceiptWriter, record_of
+
+    root = tmp_path / "out"
+    path = write(root / "f", "x")
+    writer = ReceiptWriter(root / RECEIPT, {})
+    writer.add(record_of("out/f", path.lstat()))
+    writer.add_line('{"p":"out/g\u00e9","t":"f","m":420,"n":1,"i":2,"c":3}\n'.encode())  # UTF-8, not ASCII
+    writer.add_line(b'{"p":"out/h\xff","t":"f","m":420,"n":1,"i":2,"c":3}\n')  # not UTF-8
+    writer.add(record_of("out/i", path.lstat()))
+    writer.commit()
+    assert [r.path for r in records(root / RECEIPT)] == ["out/f", "out/g\u00e9"]
+
+
+def test_a_download_takes_from_the_tree_the_chunks_its_store_lacks_and_the_tree_holds(store, tmp_path, two):
+    from gaia_core.checkpoints.chunking import chunk_id
+    from gaia_core.checkpoints.packstore import PackStore
+    from gaia_core.checkpoints.treeimport import import_from_tree
+
+    src, a, b = two
+    consumer = Consumer(store, tmp_path, a)
+    empty = PackStore(tmp_path / "empty-store")
+    wanted = dict(empty.absent(tree.chunks(store.packs, b)))
+    held, changed = chunk_id(b"source 0\n"), chunk_id(b"source 2, changed\n")
+    assert {held, changed} <= wanted.keys()
+    receipts = {"out": consumer.target.path / RECEIPT}
+    (tmp_path / "tmp").mkdir()
+    assert import_from_tree([consumer.target], receipts, empty, tmp_path / "tmp", wanted) > 0
+    assert changed in wanted and held not in wanted and held in empty.locate([held])
+    # what is left, the tree does not hold: its receipt is searched, and nothing is read
+    left = dict(wanted)
+    assert import_from_tree([consumer.target], receipts, empty, tmp_path / "tmp", wanted) == 0
+    assert wanted == left

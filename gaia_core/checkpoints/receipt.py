@@ -21,11 +21,13 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Set
+from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import zstandard
 
@@ -35,6 +37,7 @@ RECEIPT = ".gaia-receipt.jsonl.zst"
 #: the name a receipt has while it is written or copied in beside the marker
 RECEIPT_PARTIAL = RECEIPT + ".partial"
 VERSION = 1
+_T = TypeVar("_T")
 _TYPES = {stat.S_IFDIR: "d", stat.S_IFREG: "f", stat.S_IFLNK: "l"}
 
 
@@ -102,8 +105,26 @@ class Record:
             captured_ns=int(data["o"]) if "o" in data else None,
         )
 
+    @classmethod
+    def from_item(cls, item: dict[str, Any], line: bytes) -> Record | None:
+        """The record a receipt's ``line`` (read as ``item``) holds; None when it holds none."""
+        try:
+            record = cls.from_json(item)
+        except (KeyError, TypeError, ValueError):
+            return None
+        record.raw = line
+        return record
+
+    @classmethod
+    def from_row(cls, row: Row) -> Record | None:
+        """The record of a row of :func:`rows`; None when its line is not a record."""
+        return cls.from_item(row[1], row[2])
+
 
 _quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_scan_once = json.JSONDecoder().scan_once
+#: a content digest or chunk id in a receipt's line
+_HEX_ID = re.compile(rb'"([0-9a-f]{64})"')
 
 
 def _encode(r: Record) -> bytes:
@@ -162,6 +183,11 @@ class ReceiptWriter:
         if len(self._lines) >= 1024:
             self._flush()
 
+    def add_lines(self, lines: bytes) -> None:
+        """Records already encoded (whole lines)."""
+        self._flush()
+        self._out.write(lines)
+
     def commit(self) -> None:
         self._flush()
         self._out.close()
@@ -200,12 +226,15 @@ class ReceiptDraft:
         """Record the next entry (``raw``: the line of an earlier receipt that says it all);
         with ``fs_path`` it is touched. Returns its position."""
         if raw is not None:
-            self._lines.append(raw)
-        elif fs_path is None:
-            self._lines.append(_encode(record))
-        else:
-            self._lines.append(b"\n")
-            self.touched[self.count] = (record, fs_path)
+            return self.add_line(raw)
+        if fs_path is None:
+            return self.add_line(_encode(record))
+        self.touched[self.count] = (record, fs_path)
+        return self.add_line(b"\n")
+
+    def add_line(self, line: bytes) -> int:
+        """Record the next entry by its line (an earlier receipt's, when that says it all)."""
+        self._lines.append(line)
         if len(self._lines) >= 1024:
             self._out.write(b"".join(self._lines))
             self._lines = []
@@ -218,27 +247,32 @@ class ReceiptDraft:
         self._out.write(b"".join(self._lines))
         self._out.close()
         self._lines = []
+        touched = sorted(self.touched)
         writer = ReceiptWriter(path, header)
         try:
-            position = 0
+            first = at = 0  # the position of a block's first line; the next touched one
             reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(self._buffer.getvalue()))
             rest = b""
             while chunk := reader.read(1 << 20):
-                *lines, rest = (rest + chunk).split(b"\n")
-                for line in lines:
-                    if position in self.touched:
-                        record, fs_path = self.touched[position]
-                        try:
-                            st = os.lstat(fs_path)
-                        except FileNotFoundError:
-                            position += 1
-                            continue  # not there after all: read from the tree next time
-                        writer.add(record_of(record.path, st, digest=record.digest, chunks=record.chunks,
-                                             link=record.link, relocated=record.path in relocated,
-                                             embedded=record.embedded, captured_ns=record.captured_ns))
+                lines: list[bytes | None] = (rest + chunk).split(b"\n")  # type: ignore[assignment]
+                rest = lines.pop()  # type: ignore[assignment]
+                end, gone = first + len(lines), False
+                while at < len(touched) and touched[at] < end:  # the rest of the block is copied as it is
+                    record, fs_path = self.touched[touched[at]]
+                    try:
+                        st = os.lstat(fs_path)
+                    except FileNotFoundError:
+                        lines[touched[at] - first], gone = None, True  # not there after all: read next time
                     else:
-                        writer.add_line(line + b"\n")
-                    position += 1
+                        lines[touched[at] - first] = _encode(record_of(
+                            record.path, st, digest=record.digest, chunks=record.chunks, link=record.link,
+                            relocated=record.path in relocated, embedded=record.embedded,
+                            captured_ns=record.captured_ns))[:-1]
+                    at += 1
+                kept = [line for line in lines if line is not None] if gone else lines
+                if kept:
+                    writer.add_lines(b"\n".join(kept) + b"\n")  # type: ignore[arg-type]
+                first = end
             writer.commit()
         except BaseException:
             writer.discard()
@@ -274,17 +308,31 @@ def read_header(path: Path) -> dict[str, Any] | None:
 
 def records(path: Path) -> Iterator[Record]:
     """The records after the header, in canonical order (nothing when the receipt is unreadable)."""
+    for row in rows(path):
+        record = Record.from_row(row)
+        if record is None:
+            return  # a damaged receipt is a partial one: what follows is read from the tree
+        yield record
+
+
+#: a receipt's line as read: (entry path, its JSON object, the line itself)
+Row = tuple[str, dict[str, Any], bytes]
+
+
+def rows(path: Path) -> Iterator[Row]:
+    """The lines after the header, read but not made records (an update in place compares
+    most of them field by field with an ``lstat`` and writes them again as they are);
+    nothing when the receipt is unreadable, and nothing after a line whose path is not a
+    string. :meth:`Record.from_row` makes a record of one, or says it is none."""
     lines = _items(path)
     first = next(lines, None)
     if not first or first[0].get("receipt") != VERSION:
         return
     for item, line in lines:
-        try:
-            record = Record.from_json(item)
-        except (KeyError, TypeError, ValueError):
-            return  # a damaged receipt is a partial one: what follows is read from the tree
-        record.raw = line
-        yield record
+        entry_path = item.get("p")
+        if type(entry_path) is not str:
+            return
+        yield entry_path, item, line
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -294,8 +342,18 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
 
 def _items(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
     """The receipt's lines as JSON objects, with the line, up to the first one that is not
-    (a receipt is read whole by every capture and restore: each line is scanned by json's
-    C scanner, not passed through ``json.loads``)."""
+    (a receipt is read whole by every capture and restore: json's C scanner reads each
+    line where it lies in the decompressed block, not a copy of it through ``json.loads``)."""
+    for block in _blocks(path):
+        for item in _block_items(block):
+            if item is None:
+                return
+            yield item
+
+
+def _blocks(path: Path) -> Iterator[bytes]:
+    """The receipt decompressed, about a MiB of whole lines at a time (nothing of a last
+    line cut short, nor of what follows damage: that is read from the tree)."""
     try:
         raw = open(path, "rb")
     except OSError:
@@ -304,17 +362,62 @@ def _items(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
         buffer = b""
         try:
             while chunk := reader.read(1 << 20):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    item = _scan_line(line)
-                    if item is None:
-                        return
-                    yield item, line + b"\n"
+                cut = chunk.rfind(b"\n") + 1
+                if not cut:
+                    buffer += chunk
+                    continue
+                block, buffer = buffer + chunk[:cut], chunk[cut:]
+                yield block
         except (zstandard.ZstdError, OSError):
             return
-        if buffer:
-            return  # a last line cut short: what follows is read from the tree
+
+
+def records_naming(path: Path, ids: Set[bytes]) -> Iterator[Record]:
+    """The records that may name one of ``ids`` (chunk ids in hex, as ASCII bytes), in
+    order: a block of lines none of which names one is not read line by line (a download
+    looks for the chunks it lacks in the tree, which mostly holds none of them)."""
+    header_read = False
+    for block in _blocks(path):
+        if not header_read:
+            header, _, block = block.partition(b"\n")
+            item = _scan_line(header)
+            if item is None or item.get("receipt") != VERSION:
+                return
+            header_read = True
+        if ids.isdisjoint(_HEX_ID.findall(block)):
+            continue
+        for read in _block_items(block):
+            record = None if read is None else Record.from_item(*read)
+            if record is None:
+                return
+            yield record
+
+
+def _block_items(block: bytes) -> Iterator[tuple[dict[str, Any], bytes] | None]:
+    """Each line of ``block`` (whole lines) as a JSON object with the line; None for the
+    first that is not exactly one object (whitespace around it, nothing, another value)."""
+    try:
+        text = block.decode("ascii")  # receipts are written in ASCII: offsets in text and block agree
+    except UnicodeDecodeError:
+        for line in block.split(b"\n")[:-1]:  # a damaged receipt: up to its first line that is no record
+            item = _scan_line(line)
+            yield None if item is None else (item, line + b"\n")
+            if item is None:
+                return
+        return
+    start, size = 0, len(text)
+    while start < size:
+        try:
+            item, end = _scan_once(text, start)
+        except (StopIteration, ValueError):
+            yield None
+            return
+        if type(item) is not dict or text[end:end + 1] != "\n":
+            yield None
+            return
+        end += 1
+        yield item, block[start:end]
+        start = end
 
 
 def _scan_line(line: bytes) -> dict[str, Any] | None:
@@ -366,23 +469,40 @@ def keep_across(targets, exclude, change):  # type: ignore[no-untyped-def]
     return result
 
 
-class Cursor:
-    """Looks records up by path while a walk moves forward in canonical order."""
+class Cursor(Generic[_T]):
+    """Looks records up by path while a walk moves forward in canonical order (each path
+    asked once, in that order); ``path`` says where an item's path is (rows: ``row_path``)."""
 
-    def __init__(self, stream: Iterator[Record]):
+    def __init__(self, stream: Iterator[_T], path: Callable[[_T], str] = attrgetter("path")):
         self._stream = stream
+        self._path = path
         self._current = next(stream, None)
+        self._taken = False
 
-    def get(self, path: str) -> Record | None:
-        if self._current is not None and self._current.path == path:
-            return self._current  # a walk of the tree the receipt describes: the usual case
-        key = sort_key(path)
-        while self._current is not None and sort_key(self._current.path) < key:
-            self._current = next(self._stream, None)
-        if self._current is not None and self._current.path == path:
-            return self._current
-        return None
+    def get(self, path: str) -> _T | None:
+        current = self._current
+        if self._taken:  # handed out for an earlier path: the walk has moved past it
+            current = self._current = next(self._stream, None)
+            self._taken = False
+        if current is None:
+            return None
+        here = self._path(current)
+        if here != path:  # not the next one (the receipt has more entries, or fewer)
+            key = sort_key(path)
+            while sort_key(here) < key:
+                current = self._current = next(self._stream, None)
+                if current is None:
+                    return None
+                here = self._path(current)
+            if here != path:
+                return None
+        self._taken = True
+        return current
+
+
+#: where a row's path is, for a :class:`Cursor` over :func:`rows`
+row_path = itemgetter(0)
 
 
 __all__ = ["RECEIPT", "RECEIPT_PARTIAL", "Cursor", "ReceiptDraft", "Record", "ReceiptWriter", "install", "read_header",
-           "record_of", "records", "remove"]
+           "record_of", "records", "records_naming", "remove", "row_path", "rows"]

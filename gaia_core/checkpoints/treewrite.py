@@ -22,17 +22,21 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from operator import itemgetter
 from pathlib import Path
 
 from gaia_core.anchors import Target
 from gaia_core.checkpoints import chunking
 from gaia_core.checkpoints.entries import Entry, sort_key
 from gaia_core.checkpoints.mtimes import STEP_NS, Placement, distinct_sorted, filesystem_now_ns, fit_placement
-from gaia_core.checkpoints.receipt import RECEIPT, Cursor, ReceiptDraft, Record, record_of
+from gaia_core.checkpoints.receipt import RECEIPT, Cursor, ReceiptDraft, Record, Row, record_of, row_path, rows
 from gaia_core.checkpoints.packstore import ChunkMissing, Location, PackStore
 from gaia_core.errors import CheckpointError
 
 _SETID = stat.S_ISUID | stat.S_ISGID
+_REGULAR = stat.S_IFREG
+#: what a receipt line says of an entry's lstat: type, inode, ctime, mtime
+_RECORDED_LSTAT = itemgetter("t", "i", "c", "n")
 _WORKERS = max(2, min(8, (os.cpu_count() or 2) * 2))
 #: file entries whose chunks are looked up together
 _BATCH = 512
@@ -282,8 +286,10 @@ def write_tree(entries: Iterable[Entry], root: Path, packs: PackStore, *,
         writer.close()
 
 
-#: decides whether a file on disk, whose lstat still matches its receipt record, holds
-#: what ``entry`` wants (same content, and rewritten for the same paths if it was)
+#: decides whether a file on disk, whose lstat still matches its receipt record and whose
+#: content the record gives as the entry's, holds what ``entry`` wants: asked only when a
+#: relocation is involved (the entry is one to rewrite, or the record says it was rewritten),
+#: whether it was rewritten for the same paths; any other such file holds it
 Unchanged = Callable[[Entry, Record], bool]
 #: entries an update touches (writes, re-modes, places) that it keeps track of; beyond that it
 #: places every entry and takes the receipt from a walk, as after a full restore
@@ -342,10 +348,7 @@ class Update:
             if len(self._touched) > MAX_TOUCHED:  # too many to hold: every entry is placed and recorded
                 self.drafts, self._pins, self._touched = None, [], []
                 return
-        top = entry.path.split("/", 1)[0]
-        draft = self.drafts.get(top)
-        if draft is None:
-            draft = self.drafts[top] = ReceiptDraft()
+        draft = self.draft(entry.path.split("/", 1)[0])
         link = entry.link if entry.type == "l" else None
         embedded = self._holding.get(entry.path)
         if touched:
@@ -360,6 +363,58 @@ class Update:
         else:
             draft.add(record_of(entry.path, st, digest=entry.digest, chunks=entry.chunks, link=link,
                                 relocated=relocated, embedded=embedded, captured_ns=captured))
+
+    def draft(self, target: str) -> ReceiptDraft:
+        assert self.drafts is not None
+        draft = self.drafts.get(target)
+        if draft is None:
+            draft = self.drafts[target] = ReceiptDraft()
+        return draft
+
+    def kept_as_is(self, entry: Entry, fs_path: bytes, st: os.stat_result, row: Row, draft: ReceiptDraft) -> bool:
+        """Whether ``entry`` is a file or link the update leaves exactly as it is, content,
+        mode and placed mtime included, because its receipt line (``row``) matches ``st``
+        field by field and names the entry's content and captured mtime, and nothing else;
+        it is then noted, its line going into the receipt as it is. False: :meth:`note` it
+        once it is dealt with. (Most entries of an update are these: no record is made.)"""
+        item = row[1]
+        kind = entry.type
+        try:
+            recorded = _RECORDED_LSTAT(item)
+        except KeyError:
+            return False
+        on_disk = st.st_mtime_ns
+        if recorded != (kind, st.st_ino, st.st_ctime_ns, on_disk):
+            return False
+        captured, fields = entry.mtime_ns, 7  # p t m n i c, and s (a file) or l (a link)
+        if "o" in item:
+            if item["o"] != captured:
+                return False
+            fields += 1
+        elif on_disk != captured:
+            return False
+        if kind == "f":
+            digest = entry.digest
+            if digest is not None:
+                if item.get("d") != digest.hex():
+                    return False
+                fields += 1
+            if len(item) != fields or item.get("s") != entry.size or st.st_size != entry.size \
+                    or st.st_mode != _REGULAR | entry.mode or entry.mode & _SETID or st.st_nlink != 1 or entry.head \
+                    or entry.chunks is not None:
+                return False
+        elif kind == "l":
+            if len(item) != fields or item.get("l") != entry.link or not stat.S_ISLNK(st.st_mode) \
+                    or os.fsdecode(os.readlink(fs_path)) != entry.link:
+                return False
+        else:
+            return False
+        if self.drafts is None or entry.path in self._relocating or entry.path in self._holding:
+            return False
+        self._mtimes.append(captured)
+        self._pins.append((captured, on_disk))
+        draft.add_line(row[2])
+        return True
 
     def place(self, clock_dir: Path, not_before_ns: int | None) -> Placement:
         """Give every entry its placed mtime (see the class); the placement."""
@@ -403,61 +458,62 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
                 embedded: Iterable[Mapping] = (), relocating: Set[str] = frozenset()) -> Update:
     """Bring the trees at ``targets`` to ``entries`` (checked) in place.
 
-    Each target's tree is walked beside the entries, in canonical order. An entry that is
-    there as it should be (a file whose ``lstat`` matches its receipt record and that
-    ``unchanged`` accepts; a link with the same text; a directory) is kept with its mtime
-    and only gets the entry's mode; anything else is written anew (a file through a
-    temporary beside it, renamed over the old one), and what the entries do not list is
-    deleted. The caller then relocates what was written, and calls :meth:`Update.place`
+    Each target's tree is walked beside the entries and the receipt, in canonical order. An
+    entry that is there as it should be (a file whose ``lstat`` matches its receipt record,
+    with the entry's content, and that ``unchanged`` accepts; a link with the same text; a
+    directory) is kept with its mtime and only gets the entry's mode (most entries: their
+    receipt line goes into the next receipt as it is, see :meth:`Update.kept_as_is`);
+    anything else is written anew (a file through a temporary beside it, renamed over the
+    old one), and what the entries do not list is deleted. The caller then relocates what
+    was written, and calls :meth:`Update.place`
     and :meth:`Update.commit_receipts` (``again`` gives the entries once more if those fall
     back to every entry; ``embedded`` is the manifest's list of files holding roots,
     ``relocating`` the entries the relocation plan rewrites). The caller clears the tree's
     marker first: an update cut short leaves a tree that claims no checkpoint.
     """
-    from gaia_core.checkpoints.receipt import records
     from gaia_core.checkpoints.treecapture import walk
 
     by_name = {t.name: t.path for t in targets}
     writer = _Writer(lambda name: by_name[name], packs, progress, dir_mtimes=False)
-
-    def verifiable(entry: Entry) -> bool:
-        """A file whose content on disk is the captured one (not rewritten for other paths)."""
-        return entry.path not in relocating
-
     update = Update(targets, again or (lambda: entries), exclude, embedded, relocating)
     stream = iter(entries)
     pending: Entry | None = next(stream, None)
+    counted = kept = 0
     try:
         for target in targets:
-            cursor = Cursor(records(receipts[target.name])) if receipts.get(target.name) else None
+            cursor = Cursor(rows(receipts[target.name]), row_path) if receipts.get(target.name) else None
+            draft = update.draft(target.name) if update.drafts is not None else None
             actual = walk(target.path, target.name, exclude, tolerant=True)
             found = next(actual, None)
-            while pending is not None and pending.path.split("/", 1)[0] == target.name:
-                if found is not None and found[0] != pending.path:
-                    key = sort_key(pending.path)
+            inside = target.name + "/"
+            while pending is not None and (pending.path.startswith(inside) or pending.path == target.name):
+                path = pending.path
+                counted += 1
+                if found is not None and found[0] != path:
+                    key = sort_key(path)
                     while found is not None and sort_key(found[0]) < key:
                         _remove(writer, found[1], found[2])
                         found = next(actual, None)
-                writer.info.entries += 1
-                here = found if found is not None and found[0] == pending.path else None
-                record = cursor.get(pending.path) if cursor is not None and here is not None else None
-                how = _keep(writer, pending, here, record, unchanged, verifiable) if here is not None else None
-                if how == "verify":  # the receipt says nothing of it: hashed, written if it differs
-                    writer.file(here[1], pending, verify=True)
-                elif how is None:
-                    if here is not None:
-                        _clear(writer, pending, here)
-                    _create(writer, here[1] if here else writer.path(pending.path), pending,
-                            replace=here is not None and pending.type == "f" and stat.S_ISREG(here[2].st_mode))
-                    update.written.add(pending.path)
-                update.note(pending, here[1] if here else writer.path(pending.path), here[2] if here else None,
-                            record, "written" if how in (None, "verify") else how)
-                if here is not None:
+                if found is not None and found[0] == path:
+                    row = cursor.get(path) if cursor is not None else None
+                    if row is not None and draft is not None and update.kept_as_is(pending, found[1], found[2], row,
+                                                                                      draft):
+                        kept += 1
+                    else:
+                        _update_entry(writer, update, pending, found, None if row is None else Record.from_row(row),
+                                      unchanged, relocating)
                     found = next(actual, None)
+                else:
+                    fs_path = writer.path(path)
+                    _create(writer, fs_path, pending)
+                    update.written.add(path)
+                    update.note(pending, fs_path, None, None, "written")
                 pending = next(stream, None)
             while found is not None:
                 _remove(writer, found[1], found[2])
                 found = next(actual, None)
+        writer.info.entries += counted
+        writer.info.kept += kept
         update.info = writer.finish()
         update.written |= writer.rewritten
         return update
@@ -465,11 +521,24 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
         writer.close()
 
 
+def _update_entry(writer: _Writer, update: Update, entry: Entry, here: tuple[str, bytes, os.stat_result],
+                  record: Record | None, unchanged: Unchanged, relocating: Set[str]) -> None:
+    """An entry the tree has something at: kept (its mode set) or written anew; noted."""
+    how = _keep(writer, entry, here, record, unchanged, relocating)
+    if how == "verify":  # the receipt says nothing of it: hashed, written if it differs
+        writer.file(here[1], entry, verify=True)
+    elif how is None:
+        _clear(writer, entry, here)
+        _create(writer, here[1], entry, replace=entry.type == "f" and stat.S_ISREG(here[2].st_mode))
+        update.written.add(entry.path)
+    update.note(entry, here[1], here[2], record, "written" if how in (None, "verify") else how)
+
+
 def _keep(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result], record: Record | None,
-          unchanged: Unchanged, verify: Callable[[Entry], bool]) -> str | None:
+          unchanged: Unchanged, relocating: Set[str]) -> str | None:
     """Keep what is on disk when it is the entry, with its mtime; set its mode. ``kept`` (as
     it was), ``touched`` (another mode), ``verify`` (a file the receipt does not vouch for,
-    which ``verify`` lets be read to tell), or None: write it anew."""
+    to be read to tell, unless a relocation rewrites it), or None: write it anew."""
     _path, fs_path, st = here
     kind = stat.S_IFMT(st.st_mode)
     how = "kept"
@@ -484,8 +553,9 @@ def _keep(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result]
             return None
         if record is None or not record.matches(st):
             # touched since (a build's chmod, a copy): its content is unknown, not changed
-            return "verify" if verify(entry) else None
-        if record.digest != entry.digest or not unchanged(entry, record):
+            return None if entry.path in relocating else "verify"
+        if record.digest != entry.digest or \
+                ((record.relocated or entry.path in relocating) and not unchanged(entry, record)):
             return None
         mode = writer.mode(entry)
         if stat.S_IMODE(st.st_mode) != mode:
