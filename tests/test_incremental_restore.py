@@ -403,3 +403,23 @@ def test_a_download_takes_from_the_tree_the_chunks_its_store_lacks_and_the_tree_
     left = dict(wanted)
     assert import_from_tree([consumer.target], receipts, empty, tmp_path / "tmp", wanted) == 0
     assert wanted == left
+
+
+def test_the_line_an_update_expects_of_a_kept_entry_is_the_one_a_receipt_writes(tmp_path):
+    # an update keeps an entry when the last receipt has, byte for byte, the line its lstat makes
+    from gaia_core.checkpoints.receipt import ReceiptWriter, kept_line, lines, record_of
+
+    root = tmp_path / "out"
+    full, empty = write(root / "caf\u00e9 \"x\"", "x"), write(root / "empty", "")
+    (root / "link").symlink_to("caf\u00e9 \"x\"")
+    digest = b"\7" * 32
+    cases = [("out/caf\u00e9 \"x\"", full.lstat(), 1, digest, None), ("out/empty", empty.lstat(), 0, None, None),
+             ("out/link", (root / "link").lstat(), 0, None, "caf\u00e9 \"x\"")]
+    writer = ReceiptWriter(root / RECEIPT, {})
+    expected = []
+    for path, st, size, content, link in cases:
+        for captured in (st.st_mtime_ns, st.st_mtime_ns - 7):
+            writer.add(record_of(path, st, digest=content, link=link, captured_ns=captured))
+            expected.append(kept_line(path, st, size, content, link, captured))
+    writer.commit()
+    assert list(lines(root / RECEIPT)) == expected

@@ -25,7 +25,7 @@ import re
 import shutil
 import stat
 from collections.abc import Callable, Iterator, Set
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -116,13 +116,15 @@ class Record:
         return record
 
     @classmethod
-    def from_row(cls, row: Row) -> Record | None:
-        """The record of a row of :func:`rows`; None when its line is not a record."""
-        return cls.from_item(row[1], row[2])
+    def from_line(cls, line: bytes) -> Record | None:
+        """The record a line of :func:`lines` holds; None when it holds none."""
+        item = _scan_line(line.rstrip(b"\n"))
+        return None if item is None else cls.from_item(item, line)
 
 
 _quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 _scan_once = json.JSONDecoder().scan_once
+_scanstring = json.decoder.scanstring  # type: ignore[attr-defined]
 #: a content digest or chunk id in a receipt's line
 _HEX_ID = re.compile(rb'"([0-9a-f]{64})"')
 
@@ -308,31 +310,58 @@ def read_header(path: Path) -> dict[str, Any] | None:
 
 def records(path: Path) -> Iterator[Record]:
     """The records after the header, in canonical order (nothing when the receipt is unreadable)."""
-    for row in rows(path):
-        record = Record.from_row(row)
-        if record is None:
-            return  # a damaged receipt is a partial one: what follows is read from the tree
-        yield record
-
-
-#: a receipt's line as read: (entry path, its JSON object, the line itself)
-Row = tuple[str, dict[str, Any], bytes]
-
-
-def rows(path: Path) -> Iterator[Row]:
-    """The lines after the header, read but not made records (an update in place compares
-    most of them field by field with an ``lstat`` and writes them again as they are);
-    nothing when the receipt is unreadable, and nothing after a line whose path is not a
-    string. :meth:`Record.from_row` makes a record of one, or says it is none."""
     lines = _items(path)
     first = next(lines, None)
     if not first or first[0].get("receipt") != VERSION:
         return
     for item, line in lines:
-        entry_path = item.get("p")
-        if type(entry_path) is not str:
-            return
-        yield entry_path, item, line
+        record = Record.from_item(item, line)
+        if record is None:
+            return  # a damaged receipt is a partial one: what follows is read from the tree
+        yield record
+
+
+def lines(path: Path) -> Iterator[bytes]:
+    """The record lines after the header, as they are (newline included), not read: an
+    update in place compares most of them with the line the entry's ``lstat`` makes
+    (:func:`kept_line`) and writes them again as they are, and reads the others
+    (:meth:`Record.from_line`, :func:`line_path`). Nothing when the receipt is unreadable."""
+    header_read = False
+    for block in _blocks(path):
+        if not header_read:
+            header, _, block = block.partition(b"\n")
+            item = _scan_line(header)
+            if item is None or item.get("receipt") != VERSION:
+                return
+            header_read = True
+        yield from block.splitlines(keepends=True)
+
+
+def line_path(line: bytes) -> str | None:
+    """The entry path a receipt line names (its first field), None when it names none."""
+    if not line.startswith(b'{"p":"'):
+        return None
+    try:
+        path, _end = _scanstring(line.decode("utf-8"), 6)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return path
+
+
+def kept_line(path: str, st: os.stat_result, size: int, digest: bytes | None, link: str | None,
+              captured_ns: int) -> bytes:
+    """The line :class:`ReceiptWriter` writes for the record of ``path`` as ``st`` shows it,
+    with this content (a file of at most one chunk, or a link, nothing rewritten for other
+    paths, no roots held), standing for the captured mtime ``captured_ns``: when the last
+    receipt has this very line, the entry is still what that receipt says it is."""
+    mtime = st.st_mtime_ns
+    if link is None:
+        kind, content = "f", f',"s":{size}' if digest is None else f',"s":{size},"d":"{digest.hex()}"'
+    else:
+        kind, content = "l", f',"l":{_quote(link)}'
+    placed = "" if captured_ns == mtime else f',"o":{captured_ns}'
+    return (f'{{"p":{_quote(path)},"t":"{kind}","m":{stat.S_IMODE(st.st_mode)},"n":{mtime},"i":{st.st_ino},'
+            f'"c":{st.st_ctime_ns}{content}{placed}}}\n').encode()
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -471,26 +500,35 @@ def keep_across(targets, exclude, change):  # type: ignore[no-untyped-def]
 
 class Cursor(Generic[_T]):
     """Looks records up by path while a walk moves forward in canonical order (each path
-    asked once, in that order); ``path`` says where an item's path is (rows: ``row_path``)."""
+    asked once, in that order); ``path`` says where an item's path is (receipt lines:
+    :func:`line_path`), None for an item that is none (it ends what is read of the receipt)."""
 
-    def __init__(self, stream: Iterator[_T], path: Callable[[_T], str] = attrgetter("path")):
+    def __init__(self, stream: Iterator[_T], path: Callable[[_T], str | None] = attrgetter("path")):
         self._stream = stream
         self._path = path
         self._current = next(stream, None)
         self._taken = False
 
-    def get(self, path: str) -> _T | None:
-        current = self._current
+    def peek(self) -> _T | None:
+        """The next item not handed out yet: usually that of the walk's next path."""
         if self._taken:  # handed out for an earlier path: the walk has moved past it
-            current = self._current = next(self._stream, None)
+            self._current = next(self._stream, None)
             self._taken = False
+        return self._current
+
+    def take(self) -> None:
+        """Hand out the item :meth:`peek` gave: it was the walk's path's."""
+        self._taken = True
+
+    def get(self, path: str) -> _T | None:
+        current = self.peek()
         if current is None:
             return None
         here = self._path(current)
         if here != path:  # not the next one (the receipt has more entries, or fewer)
             key = sort_key(path)
-            while sort_key(here) < key:
-                current = self._current = next(self._stream, None)
+            while here is None or sort_key(here) < key:
+                current = self._current = None if here is None else next(self._stream, None)
                 if current is None:
                     return None
                 here = self._path(current)
@@ -500,9 +538,5 @@ class Cursor(Generic[_T]):
         return current
 
 
-#: where a row's path is, for a :class:`Cursor` over :func:`rows`
-row_path = itemgetter(0)
-
-
 __all__ = ["RECEIPT", "RECEIPT_PARTIAL", "Cursor", "ReceiptDraft", "Record", "ReceiptWriter", "install", "read_header",
-           "record_of", "records", "records_naming", "remove", "row_path", "rows"]
+           "kept_line", "line_path", "lines", "record_of", "records", "records_naming", "remove"]

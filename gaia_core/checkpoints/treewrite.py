@@ -22,21 +22,19 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
-from operator import itemgetter
 from pathlib import Path
 
 from gaia_core.anchors import Target
 from gaia_core.checkpoints import chunking
 from gaia_core.checkpoints.entries import Entry, sort_key
 from gaia_core.checkpoints.mtimes import STEP_NS, Placement, distinct_sorted, filesystem_now_ns, fit_placement
-from gaia_core.checkpoints.receipt import RECEIPT, Cursor, ReceiptDraft, Record, Row, record_of, row_path, rows
+from gaia_core.checkpoints.receipt import (RECEIPT, Cursor, ReceiptDraft, Record, kept_line, line_path, lines,
+                                          record_of)
 from gaia_core.checkpoints.packstore import ChunkMissing, Location, PackStore
 from gaia_core.errors import CheckpointError
 
 _SETID = stat.S_ISUID | stat.S_ISGID
 _REGULAR = stat.S_IFREG
-#: what a receipt line says of an entry's lstat: type, inode, ctime, mtime
-_RECORDED_LSTAT = itemgetter("t", "i", "c", "n")
 _WORKERS = max(2, min(8, (os.cpu_count() or 2) * 2))
 #: file entries whose chunks are looked up together
 _BATCH = 512
@@ -371,49 +369,26 @@ class Update:
             draft = self.drafts[target] = ReceiptDraft()
         return draft
 
-    def kept_as_is(self, entry: Entry, fs_path: bytes, st: os.stat_result, row: Row, draft: ReceiptDraft) -> bool:
+    def kept_as_is(self, entry: Entry, fs_path: bytes, st: os.stat_result, line: bytes, draft: ReceiptDraft) -> bool:
         """Whether ``entry`` is a file or link the update leaves exactly as it is, content,
-        mode and placed mtime included, because its receipt line (``row``) matches ``st``
-        field by field and names the entry's content and captured mtime, and nothing else;
-        it is then noted, its line going into the receipt as it is. False: :meth:`note` it
-        once it is dealt with. (Most entries of an update are these: no record is made.)"""
-        item = row[1]
+        mode and placed mtime included: ``line``, the last receipt's next line, is the one
+        ``st`` and the entry's content and captured mtime make, byte for byte. It is then
+        noted, the line going into the receipt as it is. False: :meth:`note` it once it is
+        dealt with. (Most entries of an update are these: no record is made of them.)"""
         kind = entry.type
-        try:
-            recorded = _RECORDED_LSTAT(item)
-        except KeyError:
-            return False
-        on_disk = st.st_mtime_ns
-        if recorded != (kind, st.st_ino, st.st_ctime_ns, on_disk):
-            return False
-        captured, fields = entry.mtime_ns, 7  # p t m n i c, and s (a file) or l (a link)
-        if "o" in item:
-            if item["o"] != captured:
-                return False
-            fields += 1
-        elif on_disk != captured:
-            return False
         if kind == "f":
-            digest = entry.digest
-            if digest is not None:
-                if item.get("d") != digest.hex():
-                    return False
-                fields += 1
-            if len(item) != fields or item.get("s") != entry.size or st.st_size != entry.size \
-                    or st.st_mode != _REGULAR | entry.mode or entry.mode & _SETID or st.st_nlink != 1 or entry.head \
-                    or entry.chunks is not None:
+            if st.st_mode != _REGULAR | entry.mode or entry.mode & _SETID or st.st_nlink != 1 or entry.head \
+                    or entry.chunks is not None or st.st_size != entry.size:
                 return False
-        elif kind == "l":
-            if len(item) != fields or item.get("l") != entry.link or not stat.S_ISLNK(st.st_mode) \
-                    or os.fsdecode(os.readlink(fs_path)) != entry.link:
-                return False
-        else:
+        elif kind != "l" or not stat.S_ISLNK(st.st_mode) or os.fsdecode(os.readlink(fs_path)) != entry.link:
             return False
-        if self.drafts is None or entry.path in self._relocating or entry.path in self._holding:
+        path, captured = entry.path, entry.mtime_ns
+        if self.drafts is None or path in self._relocating or path in self._holding \
+                or line != kept_line(path, st, entry.size, entry.digest, entry.link if kind == "l" else None, captured):
             return False
         self._mtimes.append(captured)
-        self._pins.append((captured, on_disk))
-        draft.add_line(row[2])
+        self._pins.append((captured, st.st_mtime_ns))
+        draft.add_line(line)
         return True
 
     def place(self, clock_dir: Path, not_before_ns: int | None) -> Placement:
@@ -481,7 +456,7 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
     counted = kept = 0
     try:
         for target in targets:
-            cursor = Cursor(rows(receipts[target.name]), row_path) if receipts.get(target.name) else None
+            cursor = Cursor(lines(receipts[target.name]), line_path) if receipts.get(target.name) else None
             draft = update.draft(target.name) if update.drafts is not None else None
             actual = walk(target.path, target.name, exclude, tolerant=True)
             found = next(actual, None)
@@ -495,12 +470,14 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
                         _remove(writer, found[1], found[2])
                         found = next(actual, None)
                 if found is not None and found[0] == path:
-                    row = cursor.get(path) if cursor is not None else None
-                    if row is not None and draft is not None and update.kept_as_is(pending, found[1], found[2], row,
-                                                                                      draft):
+                    line = cursor.peek() if cursor is not None else None
+                    if line is not None and draft is not None and update.kept_as_is(pending, found[1], found[2], line,
+                                                                                       draft):
+                        cursor.take()  # type: ignore[union-attr]
                         kept += 1
                     else:
-                        _update_entry(writer, update, pending, found, None if row is None else Record.from_row(row),
+                        line = cursor.get(path) if cursor is not None else None
+                        _update_entry(writer, update, pending, found, None if line is None else Record.from_line(line),
                                       unchanged, relocating)
                     found = next(actual, None)
                 else:
