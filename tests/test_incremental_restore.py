@@ -423,3 +423,37 @@ def test_the_line_an_update_expects_of_a_kept_entry_is_the_one_a_receipt_writes(
             expected.append(kept_line(path, st, size, content, link, captured))
     writer.commit()
     assert list(lines(root / RECEIPT)) == expected
+
+
+def test_an_update_gives_a_kept_directory_the_mode_the_checkpoint_gives_it(store, tmp_path):
+    src = tmp_path / "src"
+    build_a(src)
+    a = capture(store, src)
+    (src / "build" / "pkg3").chmod(0o750)
+    b = capture(store, src)
+    consumer = Consumer(store, tmp_path, a)
+    update, _ = consumer.update(b)
+    out = consumer.target.path
+    assert stat.S_IMODE((out / "build" / "pkg3").lstat().st_mode) == 0o750
+    assert stat.S_IMODE((out / "build" / "pkg2").lstat().st_mode) == stat.S_IMODE((src / "build" / "pkg2").lstat().st_mode)
+    assert update.info.files_written == 0
+    assert_receipt_true(consumer.target, store, b)
+
+
+def test_an_update_that_fails_leaves_the_garbage_collector_as_it_found_it(store, tmp_path, two):
+    import gc
+
+    from gaia_core.checkpoints.entries import EntriesCorrupt
+
+    src, a, b = two
+    consumer = Consumer(store, tmp_path, a)
+
+    def broken():
+        yield from list(tree.entries(store.packs, b))[:3]
+        raise EntriesCorrupt("cut short")
+
+    assert gc.isenabled()
+    with pytest.raises(EntriesCorrupt):
+        update_tree(broken(), [consumer.target], store.packs, receipts={"out": consumer.target.path / RECEIPT},
+                    unchanged=lambda e, r: not r.relocated, exclude=EXCLUDED)
+    assert gc.isenabled()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import gc
 import os
 import shutil
 import stat
@@ -91,10 +92,13 @@ class _Writer:
 
     # -- entries ------------------------------------------------------------------------
 
-    def directory(self, path: bytes, entry: Entry, *, exists: bool = False) -> None:
-        if not exists:
+    def directory(self, path: bytes, entry: Entry, *, found: os.stat_result | None = None) -> None:
+        """Make a directory (``found``: an update found it there, with this lstat)."""
+        if found is None:
             os.mkdir(path, 0o700)
-        self.dirs.append((path, self.mode(entry), entry.mtime_ns))
+        mode = self.mode(entry)
+        if found is None or stat.S_IMODE(found.st_mode) != mode or self.dir_mtimes:
+            self.dirs.append((path, mode, entry.mtime_ns))  # its mode (and mtime) set at the end
 
     def symlink(self, path: bytes, entry: Entry) -> None:
         """Made by the workers with the files: a link is a leaf whose directory exists, and a
@@ -451,10 +455,14 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
     by_name = {t.name: t.path for t in targets}
     writer = _Writer(lambda name: by_name[name], packs, progress, dir_mtimes=False)
     update = Update(targets, again or (lambda: entries), exclude, embedded, relocating)
-    stream = iter(entries)
-    pending: Entry | None = next(stream, None)
+    # the entry list and the receipt make many short-lived objects and no cycles: the cyclic
+    # collector would walk every object of the process again and again for nothing
+    collecting = gc.isenabled()
+    gc.disable()
     counted = kept = 0
     try:
+        stream = iter(entries)
+        pending: Entry | None = next(stream, None)
         for target in targets:
             cursor = Cursor(lines(receipts[target.name]), line_path) if receipts.get(target.name) else None
             draft = update.draft(target.name) if update.drafts is not None else None
@@ -495,6 +503,8 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
         update.written |= writer.rewritten
         return update
     finally:
+        if collecting:
+            gc.enable()
         writer.close()
 
 
@@ -520,7 +530,7 @@ def _keep(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result]
     kind = stat.S_IFMT(st.st_mode)
     how = "kept"
     if entry.type == "d" and kind == stat.S_IFDIR:
-        writer.directory(fs_path, entry, exists=True)
+        writer.directory(fs_path, entry, found=st)
         how = "touched"
     elif entry.type == "l" and kind == stat.S_IFLNK:
         if os.fsdecode(os.readlink(fs_path)) != entry.link:
