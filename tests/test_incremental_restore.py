@@ -10,6 +10,7 @@ of every entry afterwards, taken without walking the tree again.
 from __future__ import annotations
 
 import os
+import random
 import stat
 from pathlib import Path
 
@@ -384,19 +385,30 @@ def test_a_receipt_is_read_as_text_up_to_a_line_that_is_not(tmp_path):
     assert [r.path for r in records(root / RECEIPT)] == ["out/f", "out/g\u00e9"]
 
 
-def test_a_download_takes_from_the_tree_the_chunks_its_store_lacks_and_the_tree_holds(store, tmp_path, two):
+def test_a_download_takes_from_the_tree_the_chunks_its_store_lacks_and_the_tree_holds(store, tmp_path):
     from gaia_core.checkpoints.chunking import chunk_id
     from gaia_core.checkpoints.packstore import PackStore
     from gaia_core.checkpoints.treeimport import import_from_tree
 
-    src, a, b = two
+    src = tmp_path / "src"
+    build_a(src)
+    big = random.Random(17).randbytes(6 << 20)  # cut into chunks: the receipt lists their ids
+    write(src / "host" / "lib.a", "").write_bytes(big)
+    a = capture(store, src)
+    write(src / "build" / "pkg2" / "file.c", "source 2, changed\n")
+    b = capture(store, src)
     consumer = Consumer(store, tmp_path, a)
     empty = PackStore(tmp_path / "empty-store")
     wanted = dict(empty.absent(tree.chunks(store.packs, b)))
     held, changed = chunk_id(b"source 0\n"), chunk_id(b"source 2, changed\n")
-    assert {held, changed} <= wanted.keys()
+    (lib,) = [e for e in tree.raw_entries(store.packs, b) if e.path == "out/host/lib.a"]
+    assert lib.chunks is not None and len(lib.chunks) > 1
+    assert {held, changed, *(c for c, _ in lib.chunks)} <= wanted.keys()
     receipts = {"out": consumer.target.path / RECEIPT}
     (tmp_path / "tmp").mkdir()
+    pieces = {c: n for c, n in lib.chunks}  # named by the receipt in its list of chunks only
+    assert import_from_tree([consumer.target], receipts, empty, tmp_path / "tmp", pieces) == len(big)
+    assert not pieces and len(empty.locate(list(dict(lib.chunks)))) == len(lib.chunks)
     assert import_from_tree([consumer.target], receipts, empty, tmp_path / "tmp", wanted) > 0
     assert changed in wanted and held not in wanted and held in empty.locate([held])
     # what is left, the tree does not hold: its receipt is searched, and nothing is read

@@ -125,8 +125,8 @@ class Record:
 _quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 _scan_once = json.JSONDecoder().scan_once
 _scanstring = json.decoder.scanstring  # type: ignore[attr-defined]
-#: a content digest or chunk id in a receipt's line
-_HEX_ID = re.compile(rb'"([0-9a-f]{64})"')
+#: where a receipt's line names a chunk: its content digest, and each of its chunk ids
+_NAMED_IDS = (re.compile(rb'"d":"([0-9a-f]{64})"'), re.compile(rb'\["([0-9a-f]{64})"'))
 
 
 def _encode(r: Record) -> bytes:
@@ -413,7 +413,7 @@ def records_naming(path: Path, ids: Set[bytes]) -> Iterator[Record]:
             if item is None or item.get("receipt") != VERSION:
                 return
             header_read = True
-        if ids.isdisjoint(_HEX_ID.findall(block)):
+        if all(ids.isdisjoint(named.findall(block)) for named in _NAMED_IDS):
             continue
         for read in _block_items(block):
             record = None if read is None else Record.from_item(*read)
