@@ -469,3 +469,24 @@ def test_an_update_that_fails_leaves_the_garbage_collector_as_it_found_it(store,
         update_tree(broken(), [consumer.target], store.packs, receipts={"out": consumer.target.path / RECEIPT},
                     unchanged=lambda e, r: not r.relocated, exclude=EXCLUDED)
     assert gc.isenabled()
+
+
+def test_a_directory_kept_as_it_was_is_placed_again_when_the_update_changes_what_it_holds(store, tmp_path):
+    src = tmp_path / "src"
+    build_a(src)
+    a = capture(store, src)
+    (src / "build" / "pkg0" / ".stamp_built").unlink()  # B drops a file: pkg0 keeps its captured mtime
+    stamp(src / "build" / "pkg0", 6)
+    (src / "build" / "pkg1" / "new.o").write_text("new\n")  # ... and gains one: pkg1 keeps its too
+    stamp(src / "build" / "pkg1" / "new.o", 15)
+    stamp(src / "build" / "pkg1", 16)
+    b = capture(store, src)
+    consumer = Consumer(store, tmp_path, a)
+    out = consumer.target.path
+    untouched = (out / "build" / "pkg3").lstat()
+    update, _ = consumer.update(b)
+    assert not (out / "build" / "pkg0" / ".stamp_built").exists() and (out / "build" / "pkg1" / "new.o").exists()
+    assert disk_ranks(out) == captured_ranks(store, b)
+    assert_receipt_true(consumer.target, store, b)
+    st = (out / "build" / "pkg3").lstat()  # nothing in it changed: not placed again
+    assert (st.st_mtime_ns, st.st_ctime_ns) == (untouched.st_mtime_ns, untouched.st_ctime_ns)

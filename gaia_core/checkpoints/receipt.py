@@ -234,6 +234,10 @@ class ReceiptDraft:
         self.touched[self.count] = (record, fs_path)
         return self.add_line(b"\n")
 
+    def retake(self, position: int, record: Record, fs_path: bytes) -> None:
+        """The entry recorded at ``position`` is touched after all: ``lstat``-ed again at commit."""
+        self.touched[position] = (record, fs_path)
+
     def add_line(self, line: bytes) -> int:
         """Record the next entry by its line (an earlier receipt's, when that says it all)."""
         self._lines.append(line)
@@ -351,14 +355,16 @@ def line_path(line: bytes) -> str | None:
 def kept_line(path: str, st: os.stat_result, size: int, digest: bytes | None, link: str | None,
               captured_ns: int) -> bytes:
     """The line :class:`ReceiptWriter` writes for the record of ``path`` as ``st`` shows it,
-    with this content (a file of at most one chunk, or a link, nothing rewritten for other
-    paths, no roots held), standing for the captured mtime ``captured_ns``: when the last
+    with this content (a file of at most one chunk, a link or a directory, nothing rewritten
+    for other paths, no roots held), standing for the captured mtime ``captured_ns``: when the last
     receipt has this very line, the entry is still what that receipt says it is."""
     mtime = st.st_mtime_ns
-    if link is None:
-        kind, content = "f", f',"s":{size}' if digest is None else f',"s":{size},"d":"{digest.hex()}"'
-    else:
+    if link is not None:
         kind, content = "l", f',"l":{_quote(link)}'
+    elif stat.S_ISDIR(st.st_mode):
+        kind, content = "d", ""
+    else:
+        kind, content = "f", f',"s":{size}' if digest is None else f',"s":{size},"d":"{digest.hex()}"'
     placed = "" if captured_ns == mtime else f',"o":{captured_ns}'
     return (f'{{"p":{_quote(path)},"t":"{kind}","m":{stat.S_IMODE(st.st_mode)},"n":{mtime},"i":{st.st_ino},'
             f'"c":{st.st_ctime_ns}{content}{placed}}}\n').encode()

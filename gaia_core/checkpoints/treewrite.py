@@ -35,7 +35,7 @@ from gaia_core.checkpoints.packstore import ChunkMissing, Location, PackStore
 from gaia_core.errors import CheckpointError
 
 _SETID = stat.S_ISUID | stat.S_ISGID
-_REGULAR = stat.S_IFREG
+_REGULAR, _DIRECTORY = stat.S_IFREG, stat.S_IFDIR
 _WORKERS = max(2, min(8, (os.cpu_count() or 2) * 2))
 #: file entries whose chunks are looked up together
 _BATCH = 512
@@ -76,6 +76,8 @@ class _Writer:
         self._lock = threading.Lock()
         self._tops: dict[str, bytes] = {}
         self.rewritten: set[str] = set()  # entries written after all, by verify
+        #: an update's: the directories it creates, replaces or removes entries in
+        self.changed: set[bytes] | None = None
 
     def path(self, entry_path: str) -> bytes:
         """Where an entry goes: its target's directory, then the rest of its path."""
@@ -323,6 +325,11 @@ class Update:
         self._touched: list[tuple[bytes, int]] = []  # (where, captured mtime) of entries to place
         self.drafts: dict[str, ReceiptDraft] | None = {}
         self._placed_all = False
+        #: directories kept as they were, until the update changes what they hold: (where,
+        #: captured mtime, position in the draft, entry path, draft)
+        self._kept_dirs: list[tuple[bytes, int, int, str, ReceiptDraft]] = []
+        #: the directories the update created, replaced or removed entries in
+        self.changed: set[bytes] = set()
 
     def note(self, entry: Entry, fs_path: bytes, st: os.stat_result | None, record: Record | None,
              how: str) -> None:
@@ -374,30 +381,50 @@ class Update:
         return draft
 
     def kept_as_is(self, entry: Entry, fs_path: bytes, st: os.stat_result, line: bytes, draft: ReceiptDraft) -> bool:
-        """Whether ``entry`` is a file or link the update leaves exactly as it is, content,
-        mode and placed mtime included: ``line``, the last receipt's next line, is the one
-        ``st`` and the entry's content and captured mtime make, byte for byte. It is then
-        noted, the line going into the receipt as it is. False: :meth:`note` it once it is
-        dealt with. (Most entries of an update are these: no record is made of them.)"""
-        kind = entry.type
+        """Whether ``entry`` is a file, link or directory the update leaves exactly as it is,
+        content, mode and placed mtime included: ``line``, the last receipt's next line, is
+        the one ``st`` and the entry's content and captured mtime make, byte for byte. It is
+        then noted, the line going into the receipt as it is (a directory's is taken again
+        if the update changes what it holds). False: :meth:`note` it once it is dealt with.
+        (Most entries of an update are these: no record is made of them.)"""
+        kind, path = entry.type, entry.path
         if kind == "f":
             if st.st_mode != _REGULAR | entry.mode or entry.mode & _SETID or st.st_nlink != 1 or entry.head \
                     or entry.chunks is not None or st.st_size != entry.size:
                 return False
+        elif kind == "d":  # not a target's own: gaia's marker and receipt are written in it
+            if st.st_mode != _DIRECTORY | entry.mode or entry.mode & _SETID or "/" not in path:
+                return False
         elif kind != "l" or not stat.S_ISLNK(st.st_mode) or os.fsdecode(os.readlink(fs_path)) != entry.link:
             return False
-        path, captured = entry.path, entry.mtime_ns
+        captured = entry.mtime_ns
         if self.drafts is None or path in self._relocating or path in self._holding \
                 or line != kept_line(path, st, entry.size, entry.digest, entry.link if kind == "l" else None, captured):
             return False
         self._mtimes.append(captured)
         self._pins.append((captured, st.st_mtime_ns))
-        draft.add_line(line)
+        position = draft.add_line(line)
+        if kind == "d":  # placed and recorded again if the update changes what it holds
+            self._kept_dirs.append((fs_path, captured, position, path, draft))
         return True
+
+    def _settle_dirs(self) -> None:
+        """The directories kept as they were whose entries the update changed after all (their
+        mtime changed): placed and recorded again like any entry it touched."""
+        kept, self._kept_dirs = self._kept_dirs, []
+        if self.drafts is None:
+            return
+        for fs_path, captured, position, path, draft in kept:
+            if fs_path in self.changed:
+                self._touched.append((fs_path, captured))
+                draft.retake(position, Record(path, "?", 0, 0, 0, 0, captured_ns=captured), fs_path)
+        if len(self._touched) > MAX_TOUCHED:  # too many to hold: every entry is placed and recorded
+            self.drafts, self._pins, self._touched = None, [], []
 
     def place(self, clock_dir: Path, not_before_ns: int | None) -> Placement:
         """Give every entry its placed mtime (see the class); the placement."""
         started = time.monotonic()
+        self._settle_dirs()
         placement = None
         if self.drafts is not None:
             placement = fit_placement(self._mtimes, self._pins, clock_dir=clock_dir, not_before_ns=not_before_ns)
@@ -423,6 +450,7 @@ class Update:
 
     def commit_receipts(self, header: Mapping[str, object], relocated: set[str]) -> None:
         """Write each target's receipt, after the last step that touched the trees."""
+        self._settle_dirs()
         if self.drafts is None or self._placed_all:
             receipts_of_restored(self.targets, self._entries(), header, self._exclude, relocated,
                                  [{"path": p, "kind": k, "roots": list(r)} for p, (k, r) in self._holding.items()])
@@ -455,6 +483,7 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
     by_name = {t.name: t.path for t in targets}
     writer = _Writer(lambda name: by_name[name], packs, progress, dir_mtimes=False)
     update = Update(targets, again or (lambda: entries), exclude, embedded, relocating)
+    writer.changed = update.changed
     # the entry list and the receipt make many short-lived objects and no cycles: the cyclic
     # collector would walk every object of the process again and again for nothing
     collecting = gc.isenabled()
@@ -513,6 +542,7 @@ def _update_entry(writer: _Writer, update: Update, entry: Entry, here: tuple[str
     """An entry the tree has something at: kept (its mode set) or written anew; noted."""
     how = _keep(writer, entry, here, record, unchanged, relocating)
     if how == "verify":  # the receipt says nothing of it: hashed, written if it differs
+        _changes(writer, here[1])
         writer.file(here[1], entry, verify=True)
     elif how is None:
         _clear(writer, entry, here)
@@ -563,6 +593,7 @@ def _clear(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result
 
 
 def _remove(writer: _Writer, path: bytes, st: os.stat_result) -> None:
+    _changes(writer, path)
     if stat.S_ISDIR(st.st_mode):
         shutil.rmtree(path)  # never follows a link inside
     else:
@@ -571,6 +602,7 @@ def _remove(writer: _Writer, path: bytes, st: os.stat_result) -> None:
 
 
 def _create(writer: _Writer, path: bytes, entry: Entry, *, replace: bool = False) -> None:
+    _changes(writer, path)
     if entry.type == "d":
         writer.directory(path, entry)
     elif entry.type == "f":
@@ -579,6 +611,12 @@ def _create(writer: _Writer, path: bytes, entry: Entry, *, replace: bool = False
         writer.symlink(path, entry)
     else:
         writer.hard_link(path, entry)
+
+
+def _changes(writer: _Writer, path: bytes) -> None:
+    """An update is about to create, replace or remove ``path``: its directory's mtime changes."""
+    if writer.changed is not None:
+        writer.changed.add(path.rpartition(b"/")[0])
 
 
 __all__ = ["MAX_TOUCHED", "Unchanged", "Update", "WriteInfo", "receipts_of_restored", "update_tree", "write_tree"]
