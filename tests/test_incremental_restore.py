@@ -490,3 +490,24 @@ def test_a_directory_kept_as_it_was_is_placed_again_when_the_update_changes_what
     assert_receipt_true(consumer.target, store, b)
     st = (out / "build" / "pkg3").lstat()  # nothing in it changed: not placed again
     assert (st.st_mtime_ns, st.st_ctime_ns) == (untouched.st_mtime_ns, untouched.st_ctime_ns)
+
+
+def test_an_update_keeps_entries_whose_names_are_not_utf8_in_their_canonical_place(store, tmp_path):
+    src = tmp_path / "src"
+    build_a(src)
+    odd = os.fsencode(src / "build" / "pkg3")
+    for name in (b"\xff", "\ue000".encode(), b"a\xe9", b"b"):  # byte order, not the order of their decoded names
+        with open(os.path.join(odd, name), "wb") as f:
+            f.write(name)
+    stamp(src / "build" / "pkg3", 36)
+    a = capture(store, src)
+    write(src / "build" / "pkg2" / "file.c", "source 2, changed\n")
+    b = capture(store, src)
+    consumer = Consumer(store, tmp_path, a)
+    kept = os.fsencode(consumer.target.path / "build" / "pkg3")
+    inodes = {name: os.lstat(os.path.join(kept, name)).st_ino for name in os.listdir(kept)}
+    update, _ = consumer.update(b)
+    assert "out/build/pkg2/file.c" in update.written and update.info.removed == 0
+    assert not [path for path in update.written if path.startswith("out/build/pkg3/")]
+    assert {name: os.lstat(os.path.join(kept, name)).st_ino for name in os.listdir(kept)} == inodes
+    assert_receipt_true(consumer.target, store, b)

@@ -19,10 +19,11 @@ import gc
 import os
 import shutil
 import stat
+import sys
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from pathlib import Path
 
 from gaia_core.anchors import Target
@@ -36,6 +37,8 @@ from gaia_core.errors import CheckpointError
 
 _SETID = stat.S_ISUID | stat.S_ISGID
 _REGULAR, _DIRECTORY = stat.S_IFREG, stat.S_IFDIR
+#: how a name on disk becomes an entry's (as os.fsdecode does it)
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 _WORKERS = max(2, min(8, (os.cpu_count() or 2) * 2))
 #: file entries whose chunks are looked up together
 _BATCH = 512
@@ -478,8 +481,6 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
     ``relocating`` the entries the relocation plan rewrites). The caller clears the tree's
     marker first: an update cut short leaves a tree that claims no checkpoint.
     """
-    from gaia_core.checkpoints.treecapture import walk
-
     by_name = {t.name: t.path for t in targets}
     writer = _Writer(lambda name: by_name[name], packs, progress, dir_mtimes=False)
     update = Update(targets, again or (lambda: entries), exclude, embedded, relocating)
@@ -495,7 +496,7 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
         for target in targets:
             cursor = Cursor(lines(receipts[target.name]), line_path) if receipts.get(target.name) else None
             draft = update.draft(target.name) if update.drafts is not None else None
-            actual = walk(target.path, target.name, exclude, tolerant=True)
+            actual = _listing(target.path, target.name, exclude)
             found = next(actual, None)
             inside = target.name + "/"
             while pending is not None and (pending.path.startswith(inside) or pending.path == target.name):
@@ -535,6 +536,53 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
         if collecting:
             gc.enable()
         writer.close()
+
+
+def _listing(root: Path, name: str, exclude: Sequence[str]) -> Iterator[tuple[str, bytes, os.stat_result]]:
+    """``(entry path, file path, lstat)`` of ``root`` and everything under it, in canonical
+    order, as an update walks the tree it changes: what it removed since a directory was
+    listed is left out, and what it replaced a directory with is not listed. Each ``lstat``
+    is taken relative to its open directory (an update's walk is mostly its ``lstat`` calls)."""
+    top = os.fsencode(root)
+    yield name, top, os.lstat(top)
+    stack: list[tuple[int, bytes, str, Iterator[bytes]]] = []
+    try:
+        _enter(stack, top, name, {os.fsencode(e) for e in exclude})
+        while stack:
+            fd, directory, prefix, names = stack[-1]
+            for child in names:
+                try:
+                    st = os.lstat(child, dir_fd=fd)
+                except FileNotFoundError:
+                    continue  # removed by the update
+                path, entry_path = directory + b"/" + child, prefix + "/" + child.decode(_FS_ENCODING, _FS_ERRORS)
+                yield entry_path, path, st
+                if stat.S_ISDIR(st.st_mode):
+                    _enter(stack, path, entry_path, ())
+                    break
+            else:
+                os.close(fd)
+                stack.pop()
+    finally:
+        for fd, *_ in stack:
+            os.close(fd)
+
+
+def _enter(stack: list[tuple[int, bytes, str, Iterator[bytes]]], directory: bytes, prefix: str,
+           excluded: Set[bytes] | Sequence[bytes]) -> None:
+    """Open ``directory`` and list its names in canonical order onto ``stack`` (nothing when
+    the update removed it or put something else there since it was listed)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        names = sorted(n for n in os.listdir(directory) if n not in excluded) if excluded else \
+            sorted(os.listdir(directory))
+    except BaseException:
+        os.close(fd)
+        raise
+    stack.append((fd, directory, prefix, iter(names)))
 
 
 def _update_entry(writer: _Writer, update: Update, entry: Entry, here: tuple[str, bytes, os.stat_result],
