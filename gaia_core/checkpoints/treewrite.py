@@ -493,14 +493,18 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
     try:
         stream = iter(entries)
         pending: Entry | None = next(stream, None)
+        keep_as_is = update.kept_as_is
         for target in targets:
             cursor = Cursor(lines(receipts[target.name]), line_path) if receipts.get(target.name) else None
+            peek = cursor.peek if cursor is not None else lambda: None
             draft = update.draft(target.name) if update.drafts is not None else None
             actual = _listing(target.path, target.name, exclude)
             found = next(actual, None)
             inside = target.name + "/"
-            while pending is not None and (pending.path.startswith(inside) or pending.path == target.name):
+            while pending is not None:
                 path = pending.path
+                if not path.startswith(inside) and path != target.name:
+                    break  # the next target's
                 counted += 1
                 if found is not None and found[0] != path:
                     key = sort_key(path)
@@ -508,9 +512,8 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
                         _remove(writer, found[1], found[2])
                         found = next(actual, None)
                 if found is not None and found[0] == path:
-                    line = cursor.peek() if cursor is not None else None
-                    if line is not None and draft is not None and update.kept_as_is(pending, found[1], found[2], line,
-                                                                                       draft):
+                    line = peek()
+                    if line is not None and draft is not None and keep_as_is(pending, found[1], found[2], line, draft):
                         cursor.take()  # type: ignore[union-attr]
                         kept += 1
                     else:
