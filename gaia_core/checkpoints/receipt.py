@@ -330,14 +330,7 @@ def lines(path: Path) -> Iterator[bytes]:
     update in place compares most of them with the line the entry's ``lstat`` makes
     (:func:`kept_line`) and writes them again as they are, and reads the others
     (:meth:`Record.from_line`, :func:`line_path`). Nothing when the receipt is unreadable."""
-    header_read = False
-    for block in _blocks(path):
-        if not header_read:
-            header, _, block = block.partition(b"\n")
-            item = _scan_line(header)
-            if item is None or item.get("receipt") != VERSION:
-                return
-            header_read = True
+    for block in _record_blocks(path):
         yield from block.splitlines(keepends=True)
 
 
@@ -407,18 +400,23 @@ def _blocks(path: Path) -> Iterator[bytes]:
             return
 
 
+def _record_blocks(path: Path) -> Iterator[bytes]:
+    """:func:`_blocks` without the header line (nothing when it is not a receipt's)."""
+    blocks = _blocks(path)
+    first = next(blocks, b"")
+    header, _, rest = first.partition(b"\n")
+    item = _scan_line(header)
+    if item is None or item.get("receipt") != VERSION:
+        return
+    yield rest
+    yield from blocks
+
+
 def records_naming(path: Path, ids: Set[bytes]) -> Iterator[Record]:
     """The records that may name one of ``ids`` (chunk ids in hex, as ASCII bytes), in
     order: a block of lines none of which names one is not read line by line (a download
     looks for the chunks it lacks in the tree, which mostly holds none of them)."""
-    header_read = False
-    for block in _blocks(path):
-        if not header_read:
-            header, _, block = block.partition(b"\n")
-            item = _scan_line(header)
-            if item is None or item.get("receipt") != VERSION:
-                return
-            header_read = True
+    for block in _record_blocks(path):
         if all(ids.isdisjoint(named.findall(block)) for named in _NAMED_IDS):
             continue
         for read in _block_items(block):
