@@ -452,7 +452,7 @@ def test_an_update_gives_a_kept_directory_the_mode_the_checkpoint_gives_it(store
     assert_receipt_true(consumer.target, store, b)
 
 
-def test_an_update_that_fails_leaves_the_garbage_collector_as_it_found_it(store, tmp_path, two):
+def test_an_update_that_fails_leaves_the_garbage_collector_and_descriptors_as_it_found_them(store, tmp_path, two):
     import gc
 
     from gaia_core.checkpoints.entries import EntriesCorrupt
@@ -465,10 +465,13 @@ def test_an_update_that_fails_leaves_the_garbage_collector_as_it_found_it(store,
         raise EntriesCorrupt("cut short")
 
     assert gc.isenabled()
-    with pytest.raises(EntriesCorrupt):
+    list(tree.entries(store.packs, b))  # the store keeps its packs open
+    descriptors = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(EntriesCorrupt) as failed:
         update_tree(broken(), [consumer.target], store.packs, receipts={"out": consumer.target.path / RECEIPT},
                     unchanged=lambda e, r: not r.relocated, exclude=EXCLUDED)
     assert gc.isenabled()
+    assert failed.value and len(os.listdir("/proc/self/fd")) == descriptors  # the walk's directories closed
 
 
 def test_a_directory_kept_as_it_was_is_placed_again_when_the_update_changes_what_it_holds(store, tmp_path):

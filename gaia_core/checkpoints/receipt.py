@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Callable, Iterator, Set
+from collections.abc import Callable, Generator, Iterator, Set
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -325,7 +325,7 @@ def records(path: Path) -> Iterator[Record]:
         yield record
 
 
-def lines(path: Path) -> Iterator[bytes]:
+def lines(path: Path) -> Generator[bytes, None, None]:
     """The record lines after the header, as they are (newline included), not read: an
     update in place compares most of them with the line the entry's ``lstat`` makes
     (:func:`kept_line`) and writes them again as they are, and reads the others

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence, Set
 from pathlib import Path
 
 from gaia_core.anchors import Target
@@ -490,12 +490,15 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
     collecting = gc.isenabled()
     gc.disable()
     counted = kept = 0
+    actual: Generator[tuple[str, bytes, os.stat_result], None, None] | None = None
+    recorded: Generator[bytes, None, None] | None = None
     try:
         stream = iter(entries)
         pending: Entry | None = next(stream, None)
         keep_as_is = update.kept_as_is
         for target in targets:
-            cursor = Cursor(lines(receipts[target.name]), line_path) if receipts.get(target.name) else None
+            recorded = lines(receipts[target.name]) if receipts.get(target.name) else None
+            cursor = Cursor(recorded, line_path) if recorded is not None else None
             peek = cursor.peek if cursor is not None else lambda: None
             draft = update.draft(target.name) if update.drafts is not None else None
             actual = _listing(target.path, target.name, exclude)
@@ -536,12 +539,16 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
         update.written |= writer.rewritten
         return update
     finally:
+        for reading in (actual, recorded):
+            if reading is not None:
+                reading.close()  # the walk's directories and the receipt, closed at once
         if collecting:
             gc.enable()
         writer.close()
 
 
-def _listing(root: Path, name: str, exclude: Sequence[str]) -> Iterator[tuple[str, bytes, os.stat_result]]:
+def _listing(root: Path, name: str,
+             exclude: Sequence[str]) -> Generator[tuple[str, bytes, os.stat_result], None, None]:
     """``(entry path, file path, lstat)`` of ``root`` and everything under it, in canonical
     order, as an update walks the tree it changes: what it removed since a directory was
     listed is left out, and what it replaced a directory with is not listed. Each ``lstat``
