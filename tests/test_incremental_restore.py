@@ -514,3 +514,35 @@ def test_an_update_keeps_entries_whose_names_are_not_utf8_in_their_canonical_pla
     assert not [path for path in update.written if path.startswith("out/build/pkg3/")]
     assert {name: os.lstat(os.path.join(kept, name)).st_ino for name in os.listdir(kept)} == inodes
     assert_receipt_true(consumer.target, store, b)
+
+
+def test_a_draft_receipt_copies_the_runs_without_a_touched_entry_and_takes_the_others_again(tmp_path, monkeypatch):
+    import zstandard
+
+    from gaia_core.checkpoints import receipt
+    from gaia_core.checkpoints.receipt import ReceiptDraft, Record, record_of, records_naming
+
+    monkeypatch.setattr(receipt, "_RUN_MIN", 2)
+    monkeypatch.setattr(receipt, "_RUN_MAX", 5)
+    root = tmp_path / "out"
+    files = [write(root / f"f{i:02}", str(i)) for i in range(23)]
+    touched, gone, later = {3, 4, 11, 20}, {11}, 16  # later: kept first, touched after all (a directory)
+    draft = ReceiptDraft()
+    for i, path in enumerate(files):
+        name = f"out/f{i:02}"
+        if i in touched:
+            draft.add(Record(name, "?", 0, 0, 0, 0, digest=bytes([i]) * 32), os.fsencode(path))
+        else:
+            draft.add(record_of(name, path.lstat(), digest=bytes([i]) * 32))
+    draft.retake(later, Record("out/f16", "?", 0, 0, 0, 0, digest=bytes([16]) * 32), os.fsencode(files[later]))
+    files[11].unlink()
+    for i in (4, later):
+        files[i].chmod(0o600)  # its lstat changed since it was noted
+    draft.commit(root / RECEIPT, {"h": 1}, relocated=set())
+    read = list(records(root / RECEIPT))
+    assert [r.path for r in read] == [f"out/f{i:02}" for i in range(23) if i not in gone]
+    for r in read:
+        assert r.matches((root / r.path.split("/")[1]).lstat()) and r.digest == bytes([int(r.path[-2:])]) * 32
+    raw = (root / RECEIPT).read_bytes()
+    assert raw.count(zstandard.FRAME_HEADER) > 3  # the runs went in as the frames they were
+    assert "out/f07" in [r.path for r in records_naming(root / RECEIPT, {(bytes([7]) * 32).hex().encode()})]

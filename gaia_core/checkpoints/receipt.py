@@ -37,6 +37,8 @@ RECEIPT = ".gaia-receipt.jsonl.zst"
 #: the name a receipt has while it is written or copied in beside the marker
 RECEIPT_PARTIAL = RECEIPT + ".partial"
 VERSION = 1
+#: lines a frame of a draft receipt holds at least (unless the draft ends) and at most
+_RUN_MIN, _RUN_MAX = 32, 4096
 _T = TypeVar("_T")
 _TYPES = {stat.S_IFDIR: "d", stat.S_IFREG: "f", stat.S_IFLNK: "l"}
 
@@ -165,6 +167,7 @@ class ReceiptWriter:
         self._raw = open(self._tmp, "wb")
         self._out = zstandard.ZstdCompressor(level=1).stream_writer(self._raw, closefd=False)
         self._lines: list[bytes] = []
+        self._framed = False  # something went into the compressor's frame since it was last ended
         self._write({"receipt": VERSION, **header})
 
     def _write(self, obj: dict[str, Any]) -> None:
@@ -173,8 +176,9 @@ class ReceiptWriter:
             self._flush()
 
     def _flush(self) -> None:
-        self._out.write(b"".join(self._lines))
-        self._lines = []
+        if self._lines:
+            self._out.write(b"".join(self._lines))
+            self._lines, self._framed = [], True
 
     def add(self, record: Record) -> None:
         self.add_line(_encode(record))
@@ -189,6 +193,15 @@ class ReceiptWriter:
         """Records already encoded (whole lines)."""
         self._flush()
         self._out.write(lines)
+        self._framed = True
+
+    def add_frame(self, frame: bytes) -> None:
+        """Records already encoded and compressed: one whole zstd frame of whole lines."""
+        self._flush()
+        if self._framed:  # the frame being written ends first (never an empty one: it would end a read)
+            self._out.flush(zstandard.FLUSH_FRAME)
+            self._framed = False
+        self._raw.write(frame)
 
     def commit(self) -> None:
         self._flush()
@@ -212,14 +225,19 @@ class ReceiptDraft:
     An entry the update leaves alone is recorded at once, from the ``lstat`` the walk took;
     one it touches (writes, re-modes, places, links to) is recorded with the content it
     gets and ``lstat``-ed again at :meth:`commit`, after the last step that touched the
-    tree. The records are held zstd-compressed; the touched ones whole, so their number is
-    bounded by the caller.
+    tree. The records are held zstd-compressed, a frame a run of lines, cut around the
+    touched ones, so that :meth:`commit` copies the frames without one as they are; the
+    touched records are held whole, so their number is bounded by the caller.
     """
 
     def __init__(self) -> None:
-        self._buffer = io.BytesIO()
-        self._out = zstandard.ZstdCompressor(level=1).stream_writer(self._buffer, closefd=False)
-        self._lines: list[bytes] = []
+        self._compress = zstandard.ZstdCompressor(level=1).compress
+        self._frames = io.BytesIO()  # the lines so far, a zstd frame a run of them
+        #: (first position, end position, end offset in the frames) of each frame
+        self._runs: list[tuple[int, int, int]] = []
+        self._lines: list[bytes] = []  # the run not compressed yet
+        self._first = 0  # its first line's position
+        self._touching = False  # it holds a touched entry
         self.count = 0
         #: position -> (record, where it is on disk) of the entries to lstat again
         self.touched: dict[int, tuple[Record, bytes]] = {}
@@ -231,8 +249,11 @@ class ReceiptDraft:
             return self.add_line(raw)
         if fs_path is None:
             return self.add_line(_encode(record))
+        if not self._touching and len(self._lines) >= _RUN_MIN:
+            self._cut()  # the run before stays as it is compressed
+        self._touching = True
         self.touched[self.count] = (record, fs_path)
-        return self.add_line(b"\n")
+        return self._append(b"\n")
 
     def retake(self, position: int, record: Record, fs_path: bytes) -> None:
         """The entry recorded at ``position`` is touched after all: ``lstat``-ed again at commit."""
@@ -240,30 +261,42 @@ class ReceiptDraft:
 
     def add_line(self, line: bytes) -> int:
         """Record the next entry by its line (an earlier receipt's, when that says it all)."""
+        if self._touching and len(self._lines) >= _RUN_MIN:
+            self._cut()  # the run with a touched entry is written again at commit: kept short
+        return self._append(line)
+
+    def _append(self, line: bytes) -> int:
         self._lines.append(line)
-        if len(self._lines) >= 1024:
-            self._out.write(b"".join(self._lines))
-            self._lines = []
         self.count += 1
+        if len(self._lines) >= _RUN_MAX:
+            self._cut()
         return self.count - 1
+
+    def _cut(self) -> None:
+        if self._lines:
+            self._frames.write(self._compress(b"".join(self._lines)))
+            self._runs.append((self._first, self.count, self._frames.tell()))
+            self._lines, self._first, self._touching = [], self.count, False
 
     def commit(self, path: Path, header: dict[str, Any], relocated: set[str]) -> None:
         """Write the receipt at ``path``; ``relocated``: the touched entries that hold content
-        rewritten for this workspace's paths."""
-        self._out.write(b"".join(self._lines))
-        self._out.close()
-        self._lines = []
+        rewritten for this workspace's paths. A run of lines with no touched entry goes in
+        as the frame it was compressed into."""
+        self._cut()
+        frames = self._frames.getbuffer()
         touched = sorted(self.touched)
         writer = ReceiptWriter(path, header)
         try:
-            first = at = 0  # the position of a block's first line; the next touched one
-            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(self._buffer.getvalue()))
-            rest = b""
-            while chunk := reader.read(1 << 20):
-                lines: list[bytes | None] = (rest + chunk).split(b"\n")  # type: ignore[assignment]
-                rest = lines.pop()  # type: ignore[assignment]
-                end, gone = first + len(lines), False
-                while at < len(touched) and touched[at] < end:  # the rest of the block is copied as it is
+            at = offset = 0  # the next touched entry; where the next frame starts
+            for first, end, frame_end in self._runs:
+                if at == len(touched) or touched[at] >= end:
+                    writer.add_frame(frames[offset:frame_end])
+                    offset = frame_end
+                    continue
+                lines: list[bytes | None] = zstandard.ZstdDecompressor().decompress(  # type: ignore[assignment]
+                    frames[offset:frame_end]).split(b"\n")[:-1]
+                offset, gone = frame_end, False
+                while at < len(touched) and touched[at] < end:
                     record, fs_path = self.touched[touched[at]]
                     try:
                         st = os.lstat(fs_path)
@@ -278,7 +311,7 @@ class ReceiptDraft:
                 kept = [line for line in lines if line is not None] if gone else lines
                 if kept:
                     writer.add_lines(b"\n".join(kept) + b"\n")  # type: ignore[arg-type]
-                first = end
+            del frames
             writer.commit()
         except BaseException:
             writer.discard()
@@ -386,7 +419,7 @@ def _blocks(path: Path) -> Iterator[bytes]:
         raw = open(path, "rb")
     except OSError:
         return
-    with raw, zstandard.ZstdDecompressor().stream_reader(raw) as reader:
+    with raw, zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True) as reader:
         buffer = b""
         try:
             while chunk := reader.read(1 << 20):
