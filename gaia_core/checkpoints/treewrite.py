@@ -475,11 +475,11 @@ def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: Pack
     receipt line goes into the next receipt as it is, see :meth:`Update.kept_as_is`);
     anything else is written anew (a file through a temporary beside it, renamed over the
     old one), and what the entries do not list is deleted. The caller then relocates what
-    was written, and calls :meth:`Update.place`
-    and :meth:`Update.commit_receipts` (``again`` gives the entries once more if those fall
-    back to every entry; ``embedded`` is the manifest's list of files holding roots,
-    ``relocating`` the entries the relocation plan rewrites). The caller clears the tree's
-    marker first: an update cut short leaves a tree that claims no checkpoint.
+    was written, and calls :meth:`Update.place` and :meth:`Update.commit_receipts` (``again``
+    gives the entries once more if those fall back to every entry; ``embedded`` is the
+    manifest's list of files holding roots, ``relocating`` the entries the relocation plan
+    rewrites). The caller clears the tree's marker first: an update cut short leaves a tree
+    that claims no checkpoint.
     """
     by_name = {t.name: t.path for t in targets}
     writer = _Writer(lambda name: by_name[name], packs, progress, dir_mtimes=False)
