@@ -10,6 +10,7 @@ of every entry afterwards, taken without walking the tree again.
 from __future__ import annotations
 
 import os
+import random
 import stat
 from pathlib import Path
 
@@ -347,3 +348,201 @@ def test_a_restore_in_place_looks_chunks_up_once_whether_downloaded_or_local(gai
     assert "downloaded" in fetched.output and "(in place)" in fetched.output
     assert len(lookups) == 1  # the download's: it brought every chunk in, the update does not look again
     assert (project.out / "value.txt").read_text() == "b"
+
+
+def test_an_update_over_a_captured_tree_strips_the_setid_bits_its_receipt_vouches_for(store, tmp_path):
+    # a CI runner builds and captures (the receipt records a set-uid file as it is), then
+    # restores over its own tree: the file is kept, but never with its set-id bits
+    src = tmp_path / "src"
+    build_a(src)
+    su = write(src / "build" / "pkg0" / "su", "#!/bin/sh\n")
+    su.chmod(0o4755)
+    target = Target("out", src)
+    info = store.capture([target], exclude=EXCLUDED)
+    manifest = manifest_of(info, [target])
+    packs = store.packs
+    inode = su.lstat().st_ino
+    update = update_tree(tree.entries(packs, manifest), [target], packs, receipts={"out": info.receipts["out"]},
+                         unchanged=lambda e, r: not r.relocated, exclude=EXCLUDED,
+                         again=lambda: tree.raw_entries(packs, manifest))
+    update.place(tmp_path, None)
+    update.commit_receipts({}, set())
+    assert su.lstat().st_ino == inode and stat.S_IMODE(su.lstat().st_mode) == 0o755
+    assert update.info.stripped_setid == ["out/build/pkg0/su"] and update.info.files_written == 0
+
+
+def test_a_receipt_is_read_as_text_up_to_a_line_that_is_not(tmp_path):
+    from gaia_core.checkpoints.receipt import ReceiptWriter, record_of
+
+    root = tmp_path / "out"
+    path = write(root / "f", "x")
+    writer = ReceiptWriter(root / RECEIPT, {})
+    writer.add(record_of("out/f", path.lstat()))
+    writer.add_line('{"p":"out/g\u00e9","t":"f","m":420,"n":1,"i":2,"c":3}\n'.encode())  # UTF-8, not ASCII
+    writer.add_line(b'{"p":"out/h\xff","t":"f","m":420,"n":1,"i":2,"c":3}\n')  # not UTF-8
+    writer.add(record_of("out/i", path.lstat()))
+    writer.commit()
+    assert [r.path for r in records(root / RECEIPT)] == ["out/f", "out/g\u00e9"]
+
+
+def test_a_download_takes_from_the_tree_the_chunks_its_store_lacks_and_the_tree_holds(store, tmp_path):
+    from gaia_core.checkpoints.chunking import chunk_id
+    from gaia_core.checkpoints.packstore import PackStore
+    from gaia_core.checkpoints.treeimport import import_from_tree
+
+    src = tmp_path / "src"
+    build_a(src)
+    big = random.Random(17).randbytes(6 << 20)  # cut into chunks: the receipt lists their ids
+    write(src / "host" / "lib.a", "").write_bytes(big)
+    a = capture(store, src)
+    write(src / "build" / "pkg2" / "file.c", "source 2, changed\n")
+    b = capture(store, src)
+    consumer = Consumer(store, tmp_path, a)
+    empty = PackStore(tmp_path / "empty-store")
+    wanted = dict(empty.absent(tree.chunks(store.packs, b)))
+    held, changed = chunk_id(b"source 0\n"), chunk_id(b"source 2, changed\n")
+    (lib,) = [e for e in tree.raw_entries(store.packs, b) if e.path == "out/host/lib.a"]
+    assert lib.chunks is not None and len(lib.chunks) > 1
+    assert {held, changed, *(c for c, _ in lib.chunks)} <= wanted.keys()
+    receipts = {"out": consumer.target.path / RECEIPT}
+    (tmp_path / "tmp").mkdir()
+    pieces = {c: n for c, n in lib.chunks}  # named by the receipt in its list of chunks only
+    assert import_from_tree([consumer.target], receipts, empty, tmp_path / "tmp", pieces) == len(big)
+    assert not pieces and len(empty.locate(list(dict(lib.chunks)))) == len(lib.chunks)
+    assert import_from_tree([consumer.target], receipts, empty, tmp_path / "tmp", wanted) > 0
+    assert changed in wanted and held not in wanted and held in empty.locate([held])
+    # what is left, the tree does not hold: its receipt is searched, and nothing is read
+    left = dict(wanted)
+    assert import_from_tree([consumer.target], receipts, empty, tmp_path / "tmp", wanted) == 0
+    assert wanted == left
+
+
+def test_the_line_an_update_expects_of_a_kept_entry_is_the_one_a_receipt_writes(tmp_path):
+    # an update keeps an entry when the last receipt has, byte for byte, the line its lstat makes
+    from gaia_core.checkpoints.receipt import ReceiptWriter, kept_line, lines, record_of
+
+    root = tmp_path / "out"
+    full, empty = write(root / "caf\u00e9 \"x\"", "x"), write(root / "empty", "")
+    (root / "link").symlink_to("caf\u00e9 \"x\"")
+    digest = b"\7" * 32
+    cases = [("out/caf\u00e9 \"x\"", full.lstat(), 1, digest, None), ("out/empty", empty.lstat(), 0, None, None),
+             ("out/link", (root / "link").lstat(), 0, None, "caf\u00e9 \"x\"")]
+    writer = ReceiptWriter(root / RECEIPT, {})
+    expected = []
+    for path, st, size, content, link in cases:
+        for captured in (st.st_mtime_ns, st.st_mtime_ns - 7):
+            writer.add(record_of(path, st, digest=content, link=link, captured_ns=captured))
+            expected.append(kept_line(path, st, size, content, link, captured))
+    writer.commit()
+    assert list(lines(root / RECEIPT)) == expected
+
+
+def test_an_update_gives_a_kept_directory_the_mode_the_checkpoint_gives_it(store, tmp_path):
+    src = tmp_path / "src"
+    build_a(src)
+    a = capture(store, src)
+    (src / "build" / "pkg3").chmod(0o750)
+    b = capture(store, src)
+    consumer = Consumer(store, tmp_path, a)
+    update, _ = consumer.update(b)
+    out = consumer.target.path
+    assert stat.S_IMODE((out / "build" / "pkg3").lstat().st_mode) == 0o750
+    assert stat.S_IMODE((out / "build" / "pkg2").lstat().st_mode) == stat.S_IMODE((src / "build" / "pkg2").lstat().st_mode)
+    assert update.info.files_written == 0
+    assert_receipt_true(consumer.target, store, b)
+
+
+def test_an_update_that_fails_leaves_the_garbage_collector_and_descriptors_as_it_found_them(store, tmp_path, two):
+    import gc
+
+    from gaia_core.checkpoints.entries import EntriesCorrupt
+
+    src, a, b = two
+    consumer = Consumer(store, tmp_path, a)
+
+    def broken():
+        yield from list(tree.entries(store.packs, b))[:3]
+        raise EntriesCorrupt("cut short")
+
+    assert gc.isenabled()
+    list(tree.entries(store.packs, b))  # the store keeps its packs open
+    descriptors = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(EntriesCorrupt) as failed:
+        update_tree(broken(), [consumer.target], store.packs, receipts={"out": consumer.target.path / RECEIPT},
+                    unchanged=lambda e, r: not r.relocated, exclude=EXCLUDED)
+    assert gc.isenabled()
+    assert failed.value and len(os.listdir("/proc/self/fd")) == descriptors  # the walk's directories closed
+
+
+def test_a_directory_kept_as_it_was_is_placed_again_when_the_update_changes_what_it_holds(store, tmp_path):
+    src = tmp_path / "src"
+    build_a(src)
+    a = capture(store, src)
+    (src / "build" / "pkg0" / ".stamp_built").unlink()  # B drops a file: pkg0 keeps its captured mtime
+    stamp(src / "build" / "pkg0", 6)
+    (src / "build" / "pkg1" / "new.o").write_text("new\n")  # ... and gains one: pkg1 keeps its too
+    stamp(src / "build" / "pkg1" / "new.o", 15)
+    stamp(src / "build" / "pkg1", 16)
+    b = capture(store, src)
+    consumer = Consumer(store, tmp_path, a)
+    out = consumer.target.path
+    untouched = (out / "build" / "pkg3").lstat()
+    update, _ = consumer.update(b)
+    assert not (out / "build" / "pkg0" / ".stamp_built").exists() and (out / "build" / "pkg1" / "new.o").exists()
+    assert disk_ranks(out) == captured_ranks(store, b)
+    assert_receipt_true(consumer.target, store, b)
+    st = (out / "build" / "pkg3").lstat()  # nothing in it changed: not placed again
+    assert (st.st_mtime_ns, st.st_ctime_ns) == (untouched.st_mtime_ns, untouched.st_ctime_ns)
+
+
+def test_an_update_keeps_entries_whose_names_are_not_utf8_in_their_canonical_place(store, tmp_path):
+    src = tmp_path / "src"
+    build_a(src)
+    odd = os.fsencode(src / "build" / "pkg3")
+    for name in (b"\xff", "\ue000".encode(), b"a\xe9", b"b"):  # byte order, not the order of their decoded names
+        with open(os.path.join(odd, name), "wb") as f:
+            f.write(name)
+    stamp(src / "build" / "pkg3", 36)
+    a = capture(store, src)
+    write(src / "build" / "pkg2" / "file.c", "source 2, changed\n")
+    b = capture(store, src)
+    consumer = Consumer(store, tmp_path, a)
+    kept = os.fsencode(consumer.target.path / "build" / "pkg3")
+    inodes = {name: os.lstat(os.path.join(kept, name)).st_ino for name in os.listdir(kept)}
+    update, _ = consumer.update(b)
+    assert "out/build/pkg2/file.c" in update.written and update.info.removed == 0
+    assert not [path for path in update.written if path.startswith("out/build/pkg3/")]
+    assert {name: os.lstat(os.path.join(kept, name)).st_ino for name in os.listdir(kept)} == inodes
+    assert_receipt_true(consumer.target, store, b)
+
+
+def test_a_draft_receipt_copies_the_runs_without_a_touched_entry_and_takes_the_others_again(tmp_path, monkeypatch):
+    import zstandard
+
+    from gaia_core.checkpoints import receipt
+    from gaia_core.checkpoints.receipt import ReceiptDraft, Record, record_of, records_naming
+
+    monkeypatch.setattr(receipt, "_RUN_MIN", 2)
+    monkeypatch.setattr(receipt, "_RUN_MAX", 5)
+    root = tmp_path / "out"
+    files = [write(root / f"f{i:02}", str(i)) for i in range(23)]
+    touched, gone, later = {3, 4, 11, 20}, {11}, 16  # later: kept first, touched after all (a directory)
+    draft = ReceiptDraft()
+    for i, path in enumerate(files):
+        name = f"out/f{i:02}"
+        if i in touched:
+            draft.add(Record(name, "?", 0, 0, 0, 0, digest=bytes([i]) * 32), os.fsencode(path))
+        else:
+            draft.add(record_of(name, path.lstat(), digest=bytes([i]) * 32))
+    draft.retake(later, Record("out/f16", "?", 0, 0, 0, 0, digest=bytes([16]) * 32), os.fsencode(files[later]))
+    files[11].unlink()
+    for i in (4, later):
+        files[i].chmod(0o600)  # its lstat changed since it was noted
+    draft.commit(root / RECEIPT, {"h": 1}, relocated=set())
+    read = list(records(root / RECEIPT))
+    assert [r.path for r in read] == [f"out/f{i:02}" for i in range(23) if i not in gone]
+    for r in read:
+        assert r.matches((root / r.path.split("/")[1]).lstat()) and r.digest == bytes([int(r.path[-2:])]) * 32
+    raw = (root / RECEIPT).read_bytes()
+    assert raw.count(zstandard.FRAME_HEADER) > 3  # the runs went in as the frames they were
+    assert "out/f07" in [r.path for r in records_naming(root / RECEIPT, {(bytes([7]) * 32).hex().encode()})]

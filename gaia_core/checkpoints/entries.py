@@ -96,10 +96,14 @@ class Entry:
         if not isinstance(data, dict):
             raise EntriesCorrupt("an entry is not a JSON object")
         try:
-            kind = data["t"]
-            entry = cls(path=_string(data["p"]), type=kind, mode=_count(data["m"]), mtime_ns=_int(data["n"]))
+            path, kind, mode, mtime_ns = data["p"], data["t"], data["m"], data["n"]
+            if type(path) is str and type(mode) is int and mode >= 0 and type(mtime_ns) is int:
+                entry = cls(path, kind, mode, mtime_ns)  # what the helpers below check, without a call each
+            else:
+                entry = cls(path=_string(path), type=kind, mode=_count(mode), mtime_ns=_int(mtime_ns))
             if kind == "f":
-                entry.size = _count(data["s"])
+                size = data["s"]
+                entry.size = size if type(size) is int and size >= 0 else _count(size)
                 entry.head = bool(data.get("H"))
                 if "L" in data:
                     entry.twin = _string(data["L"])
@@ -330,7 +334,7 @@ class EntryChecker:
         self._targets = list(targets)
         self._next_target = 0
         self._limits = limits or Limits()
-        self._dirs: list[tuple[str, ...]] = []  # the open directories of the depth-first walk
+        self._dirs: list[str] = []  # the open directories of the depth-first walk
         self._last: tuple[bytes, ...] | None = None
         self._heads: set[str] = set()
         self.entries = 0
@@ -338,30 +342,31 @@ class EntryChecker:
         self.setid: list[str] = []
 
     def check(self, entry: Entry) -> Entry:
-        parts = entry.parts
+        path = entry.path
+        parts = path.split("/")
         self.entries += 1
         if self._limits.entries is not None and self.entries > self._limits.entries:
             raise EntriesCorrupt(f"the tree holds more than the {self._limits.entries} entries its manifest says")
-        for part in parts:
-            if part in ("", ".", "..") or "\0" in part:
-                raise UnsafeEntry(f"entry {entry.path[:200]!r}: not a plain relative name")
-        key = sort_key(entry.path)
+        if "\0" in path or "" in parts or "." in parts or ".." in parts:
+            raise UnsafeEntry(f"entry {path[:200]!r}: not a plain relative name")
+        key = sort_key(path)
         # canonical order holds within each target; targets come in the order listed
         if len(parts) > 1 and self._last is not None and key <= self._last:
-            raise EntriesCorrupt(f"entry {entry.path[:200]!r} is out of order (or listed twice)")
+            raise EntriesCorrupt(f"entry {path[:200]!r} is out of order (or listed twice)")
         self._last = key
         if len(parts) == 1:
             self._check_target_root(entry)
         else:
-            while self._dirs and self._dirs[-1] != parts[:-1]:
-                self._dirs.pop()
-            if not self._dirs:
-                raise UnsafeEntry(f"entry {entry.path[:200]!r}: its parent is not a directory listed before it "
+            dirs, parent = self._dirs, path.rpartition("/")[0]
+            while dirs and dirs[-1] != parent:
+                dirs.pop()
+            if not dirs:
+                raise UnsafeEntry(f"entry {path[:200]!r}: its parent is not a directory listed before it "
                                   "(a path through a link, or a missing directory)")
         if entry.mode & ~_MODE_BITS:
-            raise UnsafeEntry(f"entry {entry.path[:200]!r}: mode {entry.mode:o} has bits beyond permissions")
+            raise UnsafeEntry(f"entry {path[:200]!r}: mode {entry.mode:o} has bits beyond permissions")
         if entry.type == "d":
-            self._dirs.append(parts)
+            self._dirs.append(path)
         elif entry.type == "f":
             self._check_file(entry)
         elif entry.type == "l":

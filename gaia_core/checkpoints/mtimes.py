@@ -204,6 +204,8 @@ def distinct_sorted(values: array) -> array:
 
     Sorted in runs of :data:`SORT_RUN` and merged, so that no list of every value exists.
     """
+    if len(values) <= SORT_RUN:
+        return array("q", sorted(set(values)))  # one run: no merge
     runs = [array("q", sorted(values[i:i + SORT_RUN])) for i in range(0, len(values), SORT_RUN)]
     out = array("q")
     for value in heapq.merge(*runs):

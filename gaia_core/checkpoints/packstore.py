@@ -292,8 +292,19 @@ class PackStore:
         yield from self._absent(batch)
 
     def _absent(self, batch: dict[bytes, int]) -> list[tuple[bytes, int]]:
-        have = self.locate(list(batch)) if batch else {}
+        have = self._present(list(batch)) if batch else set()
         return [(c, n) for c, n in batch.items() if c not in have]
+
+    def _present(self, chunks: Sequence[bytes]) -> set[bytes]:
+        """Those of ``chunks`` (each once) a local pack holds: their ids only, no location
+        (a restore asks this of every chunk of a checkpoint)."""
+        found: set[bytes] = set()
+        for batch in _batches(chunks):
+            marks = ",".join("?" * len(batch))
+            found.update(row[0] for row in self.db.execute(
+                f"SELECT c.id FROM chunks c JOIN packs p ON p.id = c.pack WHERE p.local = 1 AND c.id IN ({marks})",
+                batch))
+        return found
 
     def frame(self, chunk: bytes, location: Location) -> bytes:
         """The compressed frame of ``chunk`` (not checked: :func:`open_frame` checks it)."""

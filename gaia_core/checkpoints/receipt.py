@@ -21,11 +21,13 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator, Set
+from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import zstandard
 
@@ -35,6 +37,9 @@ RECEIPT = ".gaia-receipt.jsonl.zst"
 #: the name a receipt has while it is written or copied in beside the marker
 RECEIPT_PARTIAL = RECEIPT + ".partial"
 VERSION = 1
+#: lines a frame of a draft receipt holds at least (unless the draft ends) and at most
+_RUN_MIN, _RUN_MAX = 32, 4096
+_T = TypeVar("_T")
 _TYPES = {stat.S_IFDIR: "d", stat.S_IFREG: "f", stat.S_IFLNK: "l"}
 
 
@@ -102,8 +107,28 @@ class Record:
             captured_ns=int(data["o"]) if "o" in data else None,
         )
 
+    @classmethod
+    def from_item(cls, item: dict[str, Any], line: bytes) -> Record | None:
+        """The record a receipt's ``line`` (read as ``item``) holds; None when it holds none."""
+        try:
+            record = cls.from_json(item)
+        except (KeyError, TypeError, ValueError):
+            return None
+        record.raw = line
+        return record
+
+    @classmethod
+    def from_line(cls, line: bytes) -> Record | None:
+        """The record a line of :func:`lines` holds; None when it holds none."""
+        item = _scan_line(line.rstrip(b"\n"))
+        return None if item is None else cls.from_item(item, line)
+
 
 _quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_scan_once = json.JSONDecoder().scan_once
+_scanstring = json.decoder.scanstring  # type: ignore[attr-defined]
+#: where a receipt's line names a chunk: its content digest, and each of its chunk ids
+_NAMED_IDS = (re.compile(rb'"d":"([0-9a-f]{64})"'), re.compile(rb'\["([0-9a-f]{64})"'))
 
 
 def _encode(r: Record) -> bytes:
@@ -142,6 +167,7 @@ class ReceiptWriter:
         self._raw = open(self._tmp, "wb")
         self._out = zstandard.ZstdCompressor(level=1).stream_writer(self._raw, closefd=False)
         self._lines: list[bytes] = []
+        self._framed = False  # something went into the compressor's frame since it was last ended
         self._write({"receipt": VERSION, **header})
 
     def _write(self, obj: dict[str, Any]) -> None:
@@ -150,8 +176,9 @@ class ReceiptWriter:
             self._flush()
 
     def _flush(self) -> None:
-        self._out.write(b"".join(self._lines))
-        self._lines = []
+        if self._lines:
+            self._out.write(b"".join(self._lines))
+            self._lines, self._framed = [], True
 
     def add(self, record: Record) -> None:
         self.add_line(_encode(record))
@@ -161,6 +188,20 @@ class ReceiptWriter:
         self._lines.append(line)
         if len(self._lines) >= 1024:
             self._flush()
+
+    def add_lines(self, lines: bytes) -> None:
+        """Records already encoded (whole lines)."""
+        self._flush()
+        self._out.write(lines)
+        self._framed = True
+
+    def add_frame(self, frame: bytes) -> None:
+        """Records already encoded and compressed: one whole zstd frame of whole lines."""
+        self._flush()
+        if self._framed:  # the frame being written ends first (never an empty one: it would end a read)
+            self._out.flush(zstandard.FLUSH_FRAME)
+            self._framed = False
+        self._raw.write(frame)
 
     def commit(self) -> None:
         self._flush()
@@ -184,14 +225,19 @@ class ReceiptDraft:
     An entry the update leaves alone is recorded at once, from the ``lstat`` the walk took;
     one it touches (writes, re-modes, places, links to) is recorded with the content it
     gets and ``lstat``-ed again at :meth:`commit`, after the last step that touched the
-    tree. The records are held zstd-compressed; the touched ones whole, so their number is
-    bounded by the caller.
+    tree. The records are held zstd-compressed, a frame a run of lines, cut around the
+    touched ones, so that :meth:`commit` copies the frames without one as they are; the
+    touched records are held whole, so their number is bounded by the caller.
     """
 
     def __init__(self) -> None:
-        self._buffer = io.BytesIO()
-        self._out = zstandard.ZstdCompressor(level=1).stream_writer(self._buffer, closefd=False)
-        self._lines: list[bytes] = []
+        self._compress = zstandard.ZstdCompressor(level=1).compress
+        self._frames = io.BytesIO()  # the lines so far, a zstd frame a run of them
+        #: (first position, end position, end offset in the frames) of each frame
+        self._runs: list[tuple[int, int, int]] = []
+        self._lines: list[bytes] = []  # the run not compressed yet
+        self._first = 0  # its first line's position
+        self._touching = False  # it holds a touched entry
         self.count = 0
         #: position -> (record, where it is on disk) of the entries to lstat again
         self.touched: dict[int, tuple[Record, bytes]] = {}
@@ -200,45 +246,72 @@ class ReceiptDraft:
         """Record the next entry (``raw``: the line of an earlier receipt that says it all);
         with ``fs_path`` it is touched. Returns its position."""
         if raw is not None:
-            self._lines.append(raw)
-        elif fs_path is None:
-            self._lines.append(_encode(record))
-        else:
-            self._lines.append(b"\n")
-            self.touched[self.count] = (record, fs_path)
-        if len(self._lines) >= 1024:
-            self._out.write(b"".join(self._lines))
-            self._lines = []
+            return self.add_line(raw)
+        if fs_path is None:
+            return self.add_line(_encode(record))
+        if not self._touching and len(self._lines) >= _RUN_MIN:
+            self._cut()  # the run before stays as it is compressed
+        self._touching = True
+        self.touched[self.count] = (record, fs_path)
+        return self._append(b"\n")
+
+    def retake(self, position: int, record: Record, fs_path: bytes) -> None:
+        """The entry recorded at ``position`` is touched after all: ``lstat``-ed again at commit."""
+        self.touched[position] = (record, fs_path)
+
+    def add_line(self, line: bytes) -> int:
+        """Record the next entry by its line (an earlier receipt's, when that says it all)."""
+        if self._touching and len(self._lines) >= _RUN_MIN:
+            self._cut()  # the run with a touched entry is written again at commit: kept short
+        return self._append(line)
+
+    def _append(self, line: bytes) -> int:
+        self._lines.append(line)
         self.count += 1
+        if len(self._lines) >= _RUN_MAX:
+            self._cut()
         return self.count - 1
+
+    def _cut(self) -> None:
+        if self._lines:
+            self._frames.write(self._compress(b"".join(self._lines)))
+            self._runs.append((self._first, self.count, self._frames.tell()))
+            self._lines, self._first, self._touching = [], self.count, False
 
     def commit(self, path: Path, header: dict[str, Any], relocated: set[str]) -> None:
         """Write the receipt at ``path``; ``relocated``: the touched entries that hold content
-        rewritten for this workspace's paths."""
-        self._out.write(b"".join(self._lines))
-        self._out.close()
-        self._lines = []
+        rewritten for this workspace's paths. A run of lines with no touched entry goes in
+        as the frame it was compressed into."""
+        self._cut()
+        frames = self._frames.getbuffer()
+        touched = sorted(self.touched)
         writer = ReceiptWriter(path, header)
         try:
-            position = 0
-            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(self._buffer.getvalue()))
-            rest = b""
-            while chunk := reader.read(1 << 20):
-                *lines, rest = (rest + chunk).split(b"\n")
-                for line in lines:
-                    if position in self.touched:
-                        record, fs_path = self.touched[position]
-                        try:
-                            st = os.lstat(fs_path)
-                        except FileNotFoundError:
-                            position += 1
-                            continue  # not there after all: read from the tree next time
-                        writer.add(record_of(record.path, st, digest=record.digest, chunks=record.chunks,
-                                             link=record.link, relocated=record.path in relocated,
-                                             embedded=record.embedded, captured_ns=record.captured_ns))
+            at = offset = 0  # the next touched entry; where the next frame starts
+            for first, end, frame_end in self._runs:
+                if at == len(touched) or touched[at] >= end:
+                    writer.add_frame(frames[offset:frame_end])
+                    offset = frame_end
+                    continue
+                lines: list[bytes | None] = zstandard.ZstdDecompressor().decompress(  # type: ignore[assignment]
+                    frames[offset:frame_end]).split(b"\n")[:-1]
+                offset, gone = frame_end, False
+                while at < len(touched) and touched[at] < end:
+                    record, fs_path = self.touched[touched[at]]
+                    try:
+                        st = os.lstat(fs_path)
+                    except FileNotFoundError:
+                        lines[touched[at] - first], gone = None, True  # not there after all: read next time
                     else:
-                        writer.add_line(line + b"\n")
-                    position += 1
+                        lines[touched[at] - first] = _encode(record_of(
+                            record.path, st, digest=record.digest, chunks=record.chunks, link=record.link,
+                            relocated=record.path in relocated, embedded=record.embedded,
+                            captured_ns=record.captured_ns))[:-1]
+                    at += 1
+                kept = [line for line in lines if line is not None] if gone else lines
+                if kept:
+                    writer.add_lines(b"\n".join(kept) + b"\n")  # type: ignore[arg-type]
+            del frames
             writer.commit()
         except BaseException:
             writer.discard()
@@ -279,12 +352,48 @@ def records(path: Path) -> Iterator[Record]:
     if not first or first[0].get("receipt") != VERSION:
         return
     for item, line in lines:
-        try:
-            record = Record.from_json(item)
-        except (KeyError, TypeError, ValueError):
+        record = Record.from_item(item, line)
+        if record is None:
             return  # a damaged receipt is a partial one: what follows is read from the tree
-        record.raw = line
         yield record
+
+
+def lines(path: Path) -> Generator[bytes, None, None]:
+    """The record lines after the header, as they are (newline included), not read: an
+    update in place compares most of them with the line the entry's ``lstat`` makes
+    (:func:`kept_line`) and writes them again as they are, and reads the others
+    (:meth:`Record.from_line`, :func:`line_path`). Nothing when the receipt is unreadable."""
+    for block in _record_blocks(path):
+        yield from block.splitlines(keepends=True)
+
+
+def line_path(line: bytes) -> str | None:
+    """The entry path a receipt line names (its first field), None when it names none."""
+    if not line.startswith(b'{"p":"'):
+        return None
+    try:
+        path, _end = _scanstring(line.decode("utf-8"), 6)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return path
+
+
+def kept_line(path: str, st: os.stat_result, size: int, digest: bytes | None, link: str | None,
+              captured_ns: int) -> bytes:
+    """The line :class:`ReceiptWriter` writes for the record of ``path`` as ``st`` shows it,
+    with this content (a file of at most one chunk, a link or a directory, nothing rewritten
+    for other paths, no roots held), standing for the captured mtime ``captured_ns``: when the last
+    receipt has this very line, the entry is still what that receipt says it is."""
+    mtime = st.st_mtime_ns
+    if link is not None:
+        kind, content = "l", f',"l":{_quote(link)}'
+    elif stat.S_ISDIR(st.st_mode):
+        kind, content = "d", ""
+    else:
+        kind, content = "f", f',"s":{size}' if digest is None else f',"s":{size},"d":"{digest.hex()}"'
+    placed = "" if captured_ns == mtime else f',"o":{captured_ns}'
+    return (f'{{"p":{_quote(path)},"t":"{kind}","m":{stat.S_IMODE(st.st_mode)},"n":{mtime},"i":{st.st_ino},'
+            f'"c":{st.st_ctime_ns}{content}{placed}}}\n').encode()
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -294,27 +403,87 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
 
 def _items(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
     """The receipt's lines as JSON objects, with the line, up to the first one that is not
-    (a receipt is read whole by every capture and restore: each line is scanned by json's
-    C scanner, not passed through ``json.loads``)."""
+    (a receipt is read whole by every capture and restore: json's C scanner reads each
+    line where it lies in the decompressed block, not a copy of it through ``json.loads``)."""
+    for block in _blocks(path):
+        for item in _block_items(block):
+            if item is None:
+                return
+            yield item
+
+
+def _blocks(path: Path) -> Iterator[bytes]:
+    """The receipt decompressed, about a MiB of whole lines at a time (nothing of a last
+    line cut short, nor of what follows damage: that is read from the tree)."""
     try:
         raw = open(path, "rb")
     except OSError:
         return
-    with raw, zstandard.ZstdDecompressor().stream_reader(raw) as reader:
+    with raw, zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True) as reader:
         buffer = b""
         try:
             while chunk := reader.read(1 << 20):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    item = _scan_line(line)
-                    if item is None:
-                        return
-                    yield item, line + b"\n"
+                cut = chunk.rfind(b"\n") + 1
+                if not cut:
+                    buffer += chunk
+                    continue
+                block, buffer = buffer + chunk[:cut], chunk[cut:]
+                yield block
         except (zstandard.ZstdError, OSError):
             return
-        if buffer:
-            return  # a last line cut short: what follows is read from the tree
+
+
+def _record_blocks(path: Path) -> Iterator[bytes]:
+    """:func:`_blocks` without the header line (nothing when it is not a receipt's)."""
+    blocks = _blocks(path)
+    first = next(blocks, b"")
+    header, _, rest = first.partition(b"\n")
+    item = _scan_line(header)
+    if item is None or item.get("receipt") != VERSION:
+        return
+    yield rest
+    yield from blocks
+
+
+def records_naming(path: Path, ids: Set[bytes]) -> Iterator[Record]:
+    """The records that may name one of ``ids`` (chunk ids in hex, as ASCII bytes), in
+    order: a block of lines none of which names one is not read line by line (a download
+    looks for the chunks it lacks in the tree, which mostly holds none of them)."""
+    for block in _record_blocks(path):
+        if all(ids.isdisjoint(named.findall(block)) for named in _NAMED_IDS):
+            continue
+        for read in _block_items(block):
+            record = None if read is None else Record.from_item(*read)
+            if record is None:
+                return
+            yield record
+
+
+def _block_items(block: bytes) -> Iterator[tuple[dict[str, Any], bytes] | None]:
+    """Each line of ``block`` (whole lines) as a JSON object with the line; None for the
+    first that is not exactly one object (whitespace around it, nothing, another value)."""
+    try:
+        text = block.decode("ascii")  # receipts are written in ASCII: offsets in text and block agree
+    except UnicodeDecodeError:
+        for line in block.split(b"\n")[:-1]:  # a damaged receipt: up to its first line that is no record
+            item = _scan_line(line)
+            yield None if item is None else (item, line + b"\n")
+            if item is None:
+                return
+        return
+    start, size = 0, len(text)
+    while start < size:
+        try:
+            item, end = _scan_once(text, start)
+        except (StopIteration, ValueError):
+            yield None
+            return
+        if type(item) is not dict or text[end:end + 1] != "\n":
+            yield None
+            return
+        end += 1
+        yield item, block[start:end]
+        start = end
 
 
 def _scan_line(line: bytes) -> dict[str, Any] | None:
@@ -366,23 +535,45 @@ def keep_across(targets, exclude, change):  # type: ignore[no-untyped-def]
     return result
 
 
-class Cursor:
-    """Looks records up by path while a walk moves forward in canonical order."""
+class Cursor(Generic[_T]):
+    """Looks records up by path while a walk moves forward in canonical order (each path
+    asked once, in that order); ``path`` says where an item's path is (receipt lines:
+    :func:`line_path`), None for an item that is none (it ends what is read of the receipt)."""
 
-    def __init__(self, stream: Iterator[Record]):
+    def __init__(self, stream: Iterator[_T], path: Callable[[_T], str | None] = attrgetter("path")):
         self._stream = stream
+        self._path = path
         self._current = next(stream, None)
+        self._taken = False
 
-    def get(self, path: str) -> Record | None:
-        if self._current is not None and self._current.path == path:
-            return self._current  # a walk of the tree the receipt describes: the usual case
-        key = sort_key(path)
-        while self._current is not None and sort_key(self._current.path) < key:
+    def peek(self) -> _T | None:
+        """The next item not handed out yet: usually that of the walk's next path."""
+        if self._taken:  # handed out for an earlier path: the walk has moved past it
             self._current = next(self._stream, None)
-        if self._current is not None and self._current.path == path:
-            return self._current
-        return None
+            self._taken = False
+        return self._current
+
+    def take(self) -> None:
+        """Hand out the item :meth:`peek` gave: it was the walk's path's."""
+        self._taken = True
+
+    def get(self, path: str) -> _T | None:
+        current = self.peek()
+        if current is None:
+            return None
+        here = self._path(current)
+        if here != path:  # not the next one (the receipt has more entries, or fewer)
+            key = sort_key(path)
+            while here is None or sort_key(here) < key:
+                current = self._current = None if here is None else next(self._stream, None)
+                if current is None:
+                    return None
+                here = self._path(current)
+            if here != path:
+                return None
+        self._taken = True
+        return current
 
 
 __all__ = ["RECEIPT", "RECEIPT_PARTIAL", "Cursor", "ReceiptDraft", "Record", "ReceiptWriter", "install", "read_header",
-           "record_of", "records", "remove"]
+           "kept_line", "line_path", "lines", "record_of", "records", "records_naming", "remove"]

@@ -17,7 +17,7 @@ from gaia_core.anchors import Target
 from gaia_core.checkpoints import chunking
 from gaia_core.checkpoints.packs import PackWriter, compress
 from gaia_core.checkpoints.packstore import PackStore
-from gaia_core.checkpoints.receipt import records
+from gaia_core.checkpoints.receipt import records_naming
 
 
 def import_from_tree(targets: Sequence[Target], receipts: Mapping[str, Path | None], packs: PackStore,
@@ -25,13 +25,14 @@ def import_from_tree(targets: Sequence[Target], receipts: Mapping[str, Path | No
     """Move the chunks of ``wanted`` (id -> plain size) that the trees hold into local packs,
     removing them from ``wanted``; returns the plain bytes imported."""
     imported = 0
+    hex_ids = {chunk.hex().encode() for chunk in wanted}
     writer: PackWriter | None = None
     try:
         for target in targets:
             receipt = receipts.get(target.name)
             if receipt is None or not wanted:
                 continue
-            for record in records(receipt):
+            for record in records_naming(receipt, hex_ids):
                 if record.type != "f" or record.relocated or record.digest is None:
                     continue
                 listed = record.chunks or ((record.digest, record.size),)

@@ -19,22 +19,27 @@ import dataclasses
 import os
 import shutil
 import stat
+import sys
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence, Set
 from pathlib import Path
 
 from gaia_core.anchors import Target
-from gaia_core.checkpoints import chunking
+from gaia_core.checkpoints import chunking, collector
 from gaia_core.checkpoints.entries import Entry, sort_key
 from gaia_core.checkpoints.mtimes import STEP_NS, Placement, distinct_sorted, filesystem_now_ns, fit_placement
-from gaia_core.checkpoints.receipt import RECEIPT, Cursor, ReceiptDraft, Record, record_of
+from gaia_core.checkpoints.receipt import (RECEIPT, Cursor, ReceiptDraft, Record, kept_line, line_path, lines,
+                                          record_of)
 from gaia_core.checkpoints.packstore import ChunkMissing, Location, PackStore
 from gaia_core.checkpoints.smallfiles import PROCESS_AFTER, ChunkCorruptIn, HelperProcesses
 from gaia_core.errors import CheckpointError
 
 _SETID = stat.S_ISUID | stat.S_ISGID
+_REGULAR, _DIRECTORY = stat.S_IFREG, stat.S_IFDIR
+#: how a name on disk becomes an entry's (as os.fsdecode does it)
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 #: one writer a CPU: on a fresh journaled ext4, 2 writers restore the 493 MiB bench corpus
 #: in 0.93-1.03 s on 2 CPUs, 4 in 1.04-1.21 s (more threads spend what they gain on the GIL)
 _WORKERS = max(2, min(8, os.cpu_count() or 2))
@@ -85,6 +90,8 @@ class _Writer:
         #: processes that write batches of new small files once they run (see :mod:`.smallfiles`)
         self.helpers = HelperProcesses([], _HELPERS) if _HELPERS > 0 else None
         self._handed = 0  # files handed to the workers so far
+        #: an update's: the directories it creates, replaces or removes entries in
+        self.changed: set[bytes] | None = None
 
     def path(self, entry_path: str) -> bytes:
         """Where an entry goes: its target's directory, then the rest of its path."""
@@ -101,10 +108,13 @@ class _Writer:
 
     # -- entries ------------------------------------------------------------------------
 
-    def directory(self, path: bytes, entry: Entry, *, exists: bool = False) -> None:
-        if not exists:
+    def directory(self, path: bytes, entry: Entry, *, found: os.stat_result | None = None) -> None:
+        """Make a directory (``found``: an update found it there, with this lstat)."""
+        if found is None:
             os.mkdir(path, 0o700)
-        self.dirs.append((path, self.mode(entry), entry.mtime_ns))
+        mode = self.mode(entry)
+        if found is None or stat.S_IMODE(found.st_mode) != mode or self.dir_mtimes:
+            self.dirs.append((path, mode, entry.mtime_ns))  # its mode (and mtime) set at the end
 
     def symlink(self, path: bytes, entry: Entry) -> None:
         """Made by the workers with the files: a link is a leaf whose directory exists, and a
@@ -471,8 +481,10 @@ def write_tree(entries: Iterable[Entry], root: Path, packs: PackStore, *,
         writer.close()
 
 
-#: decides whether a file on disk, whose lstat still matches its receipt record, holds
-#: what ``entry`` wants (same content, and rewritten for the same paths if it was)
+#: decides whether a file on disk, whose lstat still matches its receipt record and whose
+#: content the record gives as the entry's, holds what ``entry`` wants: asked only when a
+#: relocation is involved (the entry is one to rewrite, or the record says it was rewritten),
+#: whether it was rewritten for the same paths; any other such file holds it
 Unchanged = Callable[[Entry, Record], bool]
 #: entries an update touches (writes, re-modes, places) that it keeps track of; beyond that it
 #: places every entry and takes the receipt from a walk, as after a full restore
@@ -504,6 +516,11 @@ class Update:
         self._touched: list[tuple[bytes, int]] = []  # (where, captured mtime) of entries to place
         self.drafts: dict[str, ReceiptDraft] | None = {}
         self._placed_all = False
+        #: directories kept as they were, until the update changes what they hold: (where,
+        #: captured mtime, position in the draft, entry path, draft)
+        self._kept_dirs: list[tuple[bytes, int, int, str, ReceiptDraft]] = []
+        #: the directories the update created, replaced or removed entries in
+        self.changed: set[bytes] = set()
 
     def note(self, entry: Entry, fs_path: bytes, st: os.stat_result | None, record: Record | None,
              how: str) -> None:
@@ -531,10 +548,7 @@ class Update:
             if len(self._touched) > MAX_TOUCHED:  # too many to hold: every entry is placed and recorded
                 self.drafts, self._pins, self._touched = None, [], []
                 return
-        top = entry.path.split("/", 1)[0]
-        draft = self.drafts.get(top)
-        if draft is None:
-            draft = self.drafts[top] = ReceiptDraft()
+        draft = self.draft(entry.path.split("/", 1)[0])
         link = entry.link if entry.type == "l" else None
         embedded = self._holding.get(entry.path)
         if touched:
@@ -550,9 +564,58 @@ class Update:
             draft.add(record_of(entry.path, st, digest=entry.digest, chunks=entry.chunks, link=link,
                                 relocated=relocated, embedded=embedded, captured_ns=captured))
 
+    def draft(self, target: str) -> ReceiptDraft:
+        assert self.drafts is not None
+        draft = self.drafts.get(target)
+        if draft is None:
+            draft = self.drafts[target] = ReceiptDraft()
+        return draft
+
+    def kept_as_is(self, entry: Entry, fs_path: bytes, st: os.stat_result, line: bytes, draft: ReceiptDraft) -> bool:
+        """Whether ``entry`` is a file, link or directory the update leaves exactly as it is,
+        content, mode and placed mtime included: ``line``, the last receipt's next line, is
+        the one ``st`` and the entry's content and captured mtime make, byte for byte. It is
+        then noted, the line going into the receipt as it is (a directory's is taken again
+        if the update changes what it holds). False: :meth:`note` it once it is dealt with.
+        (Most entries of an update are these: no record is made of them.)"""
+        kind, path = entry.type, entry.path
+        if kind == "f":
+            if st.st_mode != _REGULAR | entry.mode or entry.mode & _SETID or st.st_nlink != 1 or entry.head \
+                    or entry.chunks is not None or st.st_size != entry.size:
+                return False
+        elif kind == "d":  # not a target's own: gaia's marker and receipt are written in it
+            if st.st_mode != _DIRECTORY | entry.mode or entry.mode & _SETID or "/" not in path:
+                return False
+        elif kind != "l" or not stat.S_ISLNK(st.st_mode) or os.fsdecode(os.readlink(fs_path)) != entry.link:
+            return False
+        captured = entry.mtime_ns
+        if self.drafts is None or path in self._relocating or path in self._holding \
+                or line != kept_line(path, st, entry.size, entry.digest, entry.link if kind == "l" else None, captured):
+            return False
+        self._mtimes.append(captured)
+        self._pins.append((captured, st.st_mtime_ns))
+        position = draft.add_line(line)
+        if kind == "d":  # placed and recorded again if the update changes what it holds
+            self._kept_dirs.append((fs_path, captured, position, path, draft))
+        return True
+
+    def _settle_dirs(self) -> None:
+        """The directories kept as they were whose entries the update changed after all (their
+        mtime changed): placed and recorded again like any entry it touched."""
+        kept, self._kept_dirs = self._kept_dirs, []
+        if self.drafts is None:
+            return
+        for fs_path, captured, position, path, draft in kept:
+            if fs_path in self.changed:
+                self._touched.append((fs_path, captured))
+                draft.retake(position, Record(path, "?", 0, 0, 0, 0, captured_ns=captured), fs_path)
+        if len(self._touched) > MAX_TOUCHED:  # too many to hold: every entry is placed and recorded
+            self.drafts, self._pins, self._touched = None, [], []
+
     def place(self, clock_dir: Path, not_before_ns: int | None) -> Placement:
         """Give every entry its placed mtime (see the class); the placement."""
         started = time.monotonic()
+        self._settle_dirs()
         placement = None
         if self.drafts is not None:
             placement = fit_placement(self._mtimes, self._pins, clock_dir=clock_dir, not_before_ns=not_before_ns)
@@ -578,6 +641,7 @@ class Update:
 
     def commit_receipts(self, header: Mapping[str, object], relocated: set[str]) -> None:
         """Write each target's receipt, after the last step that touched the trees."""
+        self._settle_dirs()
         if self.drafts is None or self._placed_all:
             receipts_of_restored(self.targets, self._entries(), header, self._exclude, relocated,
                                  [{"path": p, "kind": k, "roots": list(r)} for p, (k, r) in self._holding.items()])
@@ -586,84 +650,158 @@ class Update:
             self.drafts.get(t.name, ReceiptDraft()).commit(t.path / RECEIPT, dict(header), relocated)
 
 
+@collector.paused()  # the entry list and the receipt make many short-lived objects, no cycles
 def update_tree(entries: Iterable[Entry], targets: Sequence[Target], packs: PackStore, *,
                 receipts: Mapping[str, Path], unchanged: Unchanged, exclude: Sequence[str] = (),
                 progress: Callable[[int], None] | None = None, again: Callable[[], Iterable[Entry]] | None = None,
                 embedded: Iterable[Mapping] = (), relocating: Set[str] = frozenset()) -> Update:
     """Bring the trees at ``targets`` to ``entries`` (checked) in place.
 
-    Each target's tree is walked beside the entries, in canonical order. An entry that is
-    there as it should be (a file whose ``lstat`` matches its receipt record and that
-    ``unchanged`` accepts; a link with the same text; a directory) is kept with its mtime
-    and only gets the entry's mode; anything else is written anew (a file through a
-    temporary beside it, renamed over the old one), and what the entries do not list is
-    deleted. The caller then relocates what was written, and calls :meth:`Update.place`
-    and :meth:`Update.commit_receipts` (``again`` gives the entries once more if those fall
-    back to every entry; ``embedded`` is the manifest's list of files holding roots,
-    ``relocating`` the entries the relocation plan rewrites). The caller clears the tree's
-    marker first: an update cut short leaves a tree that claims no checkpoint.
+    Each target's tree is walked beside the entries and the receipt, in canonical order. An
+    entry that is there as it should be (a file whose ``lstat`` matches its receipt record,
+    with the entry's content, and that ``unchanged`` accepts; a link with the same text; a
+    directory) is kept with its mtime and only gets the entry's mode (most entries: their
+    receipt line goes into the next receipt as it is, see :meth:`Update.kept_as_is`);
+    anything else is written anew (a file through a temporary beside it, renamed over the
+    old one), and what the entries do not list is deleted. The caller then relocates what
+    was written, and calls :meth:`Update.place` and :meth:`Update.commit_receipts` (``again``
+    gives the entries once more if those fall back to every entry; ``embedded`` is the
+    manifest's list of files holding roots, ``relocating`` the entries the relocation plan
+    rewrites). The caller clears the tree's marker first: an update cut short leaves a tree
+    that claims no checkpoint.
     """
-    from gaia_core.checkpoints.receipt import records
-    from gaia_core.checkpoints.treecapture import walk
-
     by_name = {t.name: t.path for t in targets}
     writer = _Writer(lambda name: by_name[name], packs, progress, dir_mtimes=False)
-
-    def verifiable(entry: Entry) -> bool:
-        """A file whose content on disk is the captured one (not rewritten for other paths)."""
-        return entry.path not in relocating
-
     update = Update(targets, again or (lambda: entries), exclude, embedded, relocating)
-    stream = iter(entries)
-    pending: Entry | None = next(stream, None)
+    writer.changed = update.changed
+    counted = kept = 0
+    actual: Generator[tuple[str, bytes, os.stat_result], None, None] | None = None
+    recorded: Generator[bytes, None, None] | None = None
     try:
+        stream = iter(entries)
+        pending: Entry | None = next(stream, None)
+        keep_as_is = update.kept_as_is
         for target in targets:
-            cursor = Cursor(records(receipts[target.name])) if receipts.get(target.name) else None
-            actual = walk(target.path, target.name, exclude, tolerant=True)
+            recorded = lines(receipts[target.name]) if receipts.get(target.name) else None
+            cursor = Cursor(recorded, line_path) if recorded is not None else None
+            peek = cursor.peek if cursor is not None else lambda: None
+            draft = update.draft(target.name) if update.drafts is not None else None
+            actual = _listing(target.path, target.name, exclude)
             found = next(actual, None)
-            while pending is not None and pending.path.split("/", 1)[0] == target.name:
-                if found is not None and found[0] != pending.path:
-                    key = sort_key(pending.path)
+            inside = target.name + "/"
+            while pending is not None:
+                path = pending.path
+                if not path.startswith(inside) and path != target.name:
+                    break  # the next target's
+                counted += 1
+                if found is not None and found[0] != path:
+                    key = sort_key(path)
                     while found is not None and sort_key(found[0]) < key:
                         _remove(writer, found[1], found[2])
                         found = next(actual, None)
-                writer.info.entries += 1
-                here = found if found is not None and found[0] == pending.path else None
-                record = cursor.get(pending.path) if cursor is not None and here is not None else None
-                how = _keep(writer, pending, here, record, unchanged, verifiable) if here is not None else None
-                if how == "verify":  # the receipt says nothing of it: hashed, written if it differs
-                    writer.file(here[1], pending, verify=True)
-                elif how is None:
-                    if here is not None:
-                        _clear(writer, pending, here)
-                    _create(writer, here[1] if here else writer.path(pending.path), pending,
-                            replace=here is not None and pending.type == "f" and stat.S_ISREG(here[2].st_mode))
-                    update.written.add(pending.path)
-                update.note(pending, here[1] if here else writer.path(pending.path), here[2] if here else None,
-                            record, "written" if how in (None, "verify") else how)
-                if here is not None:
+                if found is not None and found[0] == path:
+                    line = peek()
+                    if line is not None and draft is not None and keep_as_is(pending, found[1], found[2], line, draft):
+                        cursor.take()  # type: ignore[union-attr]
+                        kept += 1
+                    else:
+                        line = cursor.get(path) if cursor is not None else None
+                        _update_entry(writer, update, pending, found, None if line is None else Record.from_line(line),
+                                      unchanged, relocating)
                     found = next(actual, None)
+                else:
+                    fs_path = writer.path(path)
+                    _create(writer, fs_path, pending)
+                    update.written.add(path)
+                    update.note(pending, fs_path, None, None, "written")
                 pending = next(stream, None)
             while found is not None:
                 _remove(writer, found[1], found[2])
                 found = next(actual, None)
+        writer.info.entries += counted
+        writer.info.kept += kept
         update.info = writer.finish()
         update.written |= writer.rewritten
         return update
     finally:
+        for reading in (actual, recorded):
+            if reading is not None:
+                reading.close()  # the walk's directories and the receipt, closed at once
         writer.close()
 
 
+def _listing(root: Path, name: str,
+             exclude: Sequence[str]) -> Generator[tuple[str, bytes, os.stat_result], None, None]:
+    """``(entry path, file path, lstat)`` of ``root`` and everything under it, in canonical
+    order, as an update walks the tree it changes: what it removed since a directory was
+    listed is left out, and what it replaced a directory with is not listed. Each ``lstat``
+    is taken relative to its open directory (an update's walk is mostly its ``lstat`` calls)."""
+    top = os.fsencode(root)
+    yield name, top, os.lstat(top)
+    stack: list[tuple[int, bytes, str, Iterator[bytes]]] = []
+    try:
+        _enter(stack, top, name, {os.fsencode(e) for e in exclude})
+        while stack:
+            fd, directory, prefix, names = stack[-1]
+            for child in names:
+                try:
+                    st = os.lstat(child, dir_fd=fd)
+                except FileNotFoundError:
+                    continue  # removed by the update
+                path, entry_path = directory + b"/" + child, prefix + "/" + child.decode(_FS_ENCODING, _FS_ERRORS)
+                yield entry_path, path, st
+                if stat.S_ISDIR(st.st_mode):
+                    _enter(stack, path, entry_path, ())
+                    break
+            else:
+                os.close(fd)
+                stack.pop()
+    finally:
+        for fd, *_ in stack:
+            os.close(fd)
+
+
+def _enter(stack: list[tuple[int, bytes, str, Iterator[bytes]]], directory: bytes, prefix: str,
+           excluded: Set[bytes] | Sequence[bytes]) -> None:
+    """Open ``directory`` and list its names in canonical order onto ``stack`` (nothing when
+    the update removed it or put something else there since it was listed)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        names = sorted(n for n in os.listdir(directory) if n not in excluded) if excluded else \
+            sorted(os.listdir(directory))
+    except BaseException:
+        os.close(fd)
+        raise
+    stack.append((fd, directory, prefix, iter(names)))
+
+
+def _update_entry(writer: _Writer, update: Update, entry: Entry, here: tuple[str, bytes, os.stat_result],
+                  record: Record | None, unchanged: Unchanged, relocating: Set[str]) -> None:
+    """An entry the tree has something at: kept (its mode set) or written anew; noted."""
+    how = _keep(writer, entry, here, record, unchanged, relocating)
+    if how == "verify":  # the receipt says nothing of it: hashed, written if it differs
+        _changes(writer, here[1])
+        writer.file(here[1], entry, verify=True)
+    elif how is None:
+        _clear(writer, entry, here)
+        _create(writer, here[1], entry, replace=entry.type == "f" and stat.S_ISREG(here[2].st_mode))
+        update.written.add(entry.path)
+    update.note(entry, here[1], here[2], record, "written" if how in (None, "verify") else how)
+
+
 def _keep(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result], record: Record | None,
-          unchanged: Unchanged, verify: Callable[[Entry], bool]) -> str | None:
+          unchanged: Unchanged, relocating: Set[str]) -> str | None:
     """Keep what is on disk when it is the entry, with its mtime; set its mode. ``kept`` (as
     it was), ``touched`` (another mode), ``verify`` (a file the receipt does not vouch for,
-    which ``verify`` lets be read to tell), or None: write it anew."""
+    to be read to tell, unless a relocation rewrites it), or None: write it anew."""
     _path, fs_path, st = here
     kind = stat.S_IFMT(st.st_mode)
     how = "kept"
     if entry.type == "d" and kind == stat.S_IFDIR:
-        writer.directory(fs_path, entry, exists=True)
+        writer.directory(fs_path, entry, found=st)
         how = "touched"
     elif entry.type == "l" and kind == stat.S_IFLNK:
         if os.fsdecode(os.readlink(fs_path)) != entry.link:
@@ -673,8 +811,9 @@ def _keep(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result]
             return None
         if record is None or not record.matches(st):
             # touched since (a build's chmod, a copy): its content is unknown, not changed
-            return "verify" if verify(entry) else None
-        if record.digest != entry.digest or not unchanged(entry, record):
+            return None if entry.path in relocating else "verify"
+        if record.digest != entry.digest or \
+                ((record.relocated or entry.path in relocating) and not unchanged(entry, record)):
             return None
         mode = writer.mode(entry)
         if stat.S_IMODE(st.st_mode) != mode:
@@ -695,6 +834,7 @@ def _clear(writer: _Writer, entry: Entry, here: tuple[str, bytes, os.stat_result
 
 
 def _remove(writer: _Writer, path: bytes, st: os.stat_result) -> None:
+    _changes(writer, path)
     if stat.S_ISDIR(st.st_mode):
         shutil.rmtree(path)  # never follows a link inside
     else:
@@ -703,6 +843,7 @@ def _remove(writer: _Writer, path: bytes, st: os.stat_result) -> None:
 
 
 def _create(writer: _Writer, path: bytes, entry: Entry, *, replace: bool = False) -> None:
+    _changes(writer, path)
     if entry.type == "d":
         writer.directory(path, entry)
     elif entry.type == "f":
@@ -711,6 +852,12 @@ def _create(writer: _Writer, path: bytes, entry: Entry, *, replace: bool = False
         writer.symlink(path, entry)
     else:
         writer.hard_link(path, entry)
+
+
+def _changes(writer: _Writer, path: bytes) -> None:
+    """An update is about to create, replace or remove ``path``: its directory's mtime changes."""
+    if writer.changed is not None:
+        writer.changed.add(path.rpartition(b"/")[0])
 
 
 __all__ = ["MAX_TOUCHED", "Unchanged", "Update", "WriteInfo", "receipts_of_restored", "update_tree", "write_tree"]
