@@ -110,15 +110,16 @@ class _Batch:
         self.pool, self.reader = pool, reader
         self.items: list[tuple[_Pending, os.stat_result]] = []
         self.size = 0
-        self.seen = 0
+        self.seen, self.started = 0, False
 
     def add(self, item: _Pending, st: os.stat_result) -> None:
         item.index = len(self.items)
         self.items.append((item, st))
         self.size += st.st_size
         self.seen += 1
-        if self.seen == PROCESS_AFTER and self.reader.helpers is not None:
+        if self.seen >= PROCESS_AFTER and self.reader.helpers is not None and not self.started:
             self.reader.helpers.start()
+            self.started = True
         if len(self.items) >= BATCH_FILES or self.size >= BATCH_BYTES:
             self.submit()
 
