@@ -1,10 +1,13 @@
-"""Small files read by helper processes during a capture (gaia_core.checkpoints.smallfiles):
-the same chunks, roots and refusals as on threads, and no process left behind."""
+"""Small files read (capture) and written (restore) by helper processes
+(gaia_core.checkpoints.smallfiles): the same chunks, roots, files and refusals as on
+threads, and no process left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,11 +53,19 @@ def small_tree(root: Path) -> None:
     write(root / "same-b", "twin\n")
 
 
-def wait_for_helpers(helpers: smallfiles.HelperProcesses) -> None:
-    deadline = time.monotonic() + 30
-    while not helpers.running and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert helpers.running
+@contextlib.contextmanager
+def running_helper(needles: list[bytes] | None = None) -> Iterator[smallfiles.HelperProcesses]:
+    """One helper process, started and ready; stopped after."""
+    helpers = smallfiles.HelperProcesses(needles or [], 1)
+    try:
+        helpers.start()
+        deadline = time.monotonic() + 30
+        while not helpers.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert helpers.running
+        yield helpers
+    finally:
+        helpers.close()
 
 
 def test_helpers_capture_what_threads_capture(tmp_path, helpers_used, monkeypatch):
@@ -121,16 +132,11 @@ def test_a_damaged_chunk_a_helper_reads_fails_the_restore_and_is_forgotten(tmp_p
 
 def test_a_helper_s_failed_write_is_the_os_error(tmp_path):
     taken = write(tmp_path / "taken", "here first\n")
-    helpers = smallfiles.HelperProcesses([], 1)
-    try:
-        helpers.start()
-        wait_for_helpers(helpers)
+    with running_helper() as helpers:
         with pytest.raises(FileExistsError) as caught:
             helpers.write([(os.fsencode(taken), 0o644, True, 0, [])])
         assert caught.value.filename == os.fsencode(taken)
         assert helpers.write([(os.fsencode(tmp_path / "new"), 0o600, True, 1_000_000_123, [])]) == 0
-    finally:
-        helpers.close()
     assert (tmp_path / "new").stat().st_mtime_ns == 1_000_000_123
     assert taken.read_text() == "here first\n"
 
@@ -138,14 +144,9 @@ def test_a_helper_s_failed_write_is_the_os_error(tmp_path):
 def test_a_helper_reads_compresses_and_scans(tmp_path):
     text = write(tmp_path / "a", f"root at {tmp_path}/x\n")
     blob = write(tmp_path / "b", b"\0binary")
-    helpers = smallfiles.HelperProcesses([os.fsencode(tmp_path)], 1)
-    try:
-        helpers.start()
-        wait_for_helpers(helpers)
+    with running_helper([os.fsencode(tmp_path)]) as helpers:
         files = [(os.fsencode(p), os.fsencode(p.name), p.stat().st_size, p.stat().st_ino) for p in (text, blob)]
         (a_id, a_frame, a_found, a_binary), (b_id, b_frame, b_found, b_binary) = helpers.read(files)
-    finally:
-        helpers.close()
     assert (a_id, a_found, a_binary) == (chunk_id(text.read_bytes()), frozenset({0}), False)
     assert (b_id, b_found, b_binary) == (chunk_id(blob.read_bytes()), frozenset(), True)
     assert open_frame(a_frame, a_id, text.stat().st_size, "test") == text.read_bytes()
@@ -165,33 +166,23 @@ def test_a_helper_refuses_what_changed_since_the_walk(tmp_path, change, message)
         path.write_text("content and more\n")
     else:
         path.unlink()
-    helpers = smallfiles.HelperProcesses([], 1)
-    try:
-        helpers.start()
-        wait_for_helpers(helpers)
+    with running_helper() as helpers:
         with pytest.raises(CheckpointError, match=message):
             helpers.read([(os.fsencode(path), b"f", st.st_size, st.st_ino)])
         ok = write(tmp_path / "g", "fine\n")  # the helper goes on serving
         assert helpers.read([(os.fsencode(ok), b"g", ok.stat().st_size, ok.stat().st_ino)])[0][0] == \
             chunk_id(b"fine\n")
-    finally:
-        helpers.close()
 
 
 def test_a_helper_that_died_is_an_error_not_a_hang(tmp_path):
     path = write(tmp_path / "f", "content\n")
-    helpers = smallfiles.HelperProcesses([], 1)
-    try:
-        helpers.start()
-        wait_for_helpers(helpers)
+    with running_helper() as helpers:
         helpers._all[0].process.kill()
         helpers._all[0].process.wait()
         started = time.monotonic()
         with pytest.raises(CheckpointError, match="reader process ended unexpectedly"):
             helpers.read([(os.fsencode(path), b"f", path.stat().st_size, path.stat().st_ino)])
         assert time.monotonic() - started < 5
-    finally:
-        helpers.close()
 
 
 def test_a_capture_goes_on_on_threads_when_no_helper_starts(tmp_path, helpers_used, monkeypatch):
@@ -210,13 +201,8 @@ def test_a_helper_imports_nothing_from_the_working_directory(tmp_path, monkeypat
     (tmp_path / "zstandard.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
     monkeypatch.chdir(tmp_path)
     path = write(tmp_path / "f", "content\n")
-    helpers = smallfiles.HelperProcesses([], 1)
-    try:
-        helpers.start()
-        wait_for_helpers(helpers)
+    with running_helper() as helpers:
         assert helpers.read([(b"f", b"f", path.stat().st_size, path.stat().st_ino)])[0][0] == chunk_id(b"content\n")
-    finally:
-        helpers.close()
     assert not (tmp_path / "imported").exists()
 
 
