@@ -180,7 +180,8 @@ def test_a_helper_that_died_is_an_error_not_a_hang(tmp_path):
         helpers._all[0].process.kill()
         helpers._all[0].process.wait()
         started = time.monotonic()
-        with pytest.raises(CheckpointError, match="reader process ended unexpectedly"):
+        ended = r"helper process \(python -m gaia_core.checkpoints.smallfiles\) ended unexpectedly"
+        with pytest.raises(CheckpointError, match=ended):
             helpers.read([(os.fsencode(path), b"f", path.stat().st_size, path.stat().st_ino)])
         assert time.monotonic() - started < 5
 

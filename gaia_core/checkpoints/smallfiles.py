@@ -43,6 +43,8 @@ File = tuple[bytes, bytes, int, int]
 #: leaves it whole; otherwise it gets it by ``fchmod``), its mtime, and its chunks as
 #: (chunk id, pack file, offset, frame length, plain size)
 NewFile = tuple[bytes, int, bool, int, list[tuple[bytes, str, int, int, int]]]
+#: what errors call a helper
+_NAME = f"gaia's helper process (python -m {__name__})"
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -159,7 +161,7 @@ class _Helper:
         """Give the process the roots to look for; wait until it has imported what it needs."""
         self._send(self._needles)
         if not self._in.poll(START_TIMEOUT):
-            raise CheckpointError(f"the capture's reader process did not start within {START_TIMEOUT} s")
+            raise CheckpointError(f"{_NAME} did not start within {START_TIMEOUT} s")
         self._receive()
 
     def call(self, kind: str, batch: Sequence) -> object:
@@ -190,7 +192,7 @@ class _Helper:
             status = self.process.wait(timeout=1)
         except subprocess.TimeoutExpired:
             status = None
-        return CheckpointError(f"the capture's reader process ended unexpectedly (exit status {status})")
+        return CheckpointError(f"{_NAME} ended unexpectedly (exit status {status})")
 
     def close(self) -> None:
         for end in (self._out, self._in):
