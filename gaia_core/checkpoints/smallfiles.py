@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
 from gaia_core.checkpoints import chunking
-from gaia_core.checkpoints.packs import ChunkCorrupt, compress, open_frame
+from gaia_core.checkpoints.packs import ChunkCorrupt, IndexEntry, compress, open_frame, read_frame
 from gaia_core.checkpoints.relocate import FileScanner, RootMatcher
 from gaia_core.errors import CheckpointError
 
@@ -87,27 +87,44 @@ def read_files(files: Sequence[File], scanner: FileScanner | None) -> list[Read]
     return read
 
 
+def create_new(path: bytes, mode: int, whole: bool) -> int:
+    """A new file at ``path``, never through a link nor over what is there; created with
+    ``mode`` when the umask leaves it ``whole`` (else owner-only until :func:`settle_new`)."""
+    return os.open(path, _OPEN_NEW, mode if whole else 0o600)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    done = os.write(fd, data)
+    if done < len(data):
+        rest = memoryview(data)[done:]
+        while rest:
+            rest = rest[os.write(fd, rest):]
+
+
+def settle_new(fd: int, mode: int, whole: bool, mtime_ns: int) -> None:
+    """Give a file :func:`create_new` made its mode (unless it has it) and its mtime."""
+    if not whole:
+        os.fchmod(fd, mode)
+    os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+
 def write_files(files: Sequence[NewFile], packs: dict[str, int]) -> int:
     """Write each new file from its chunks, each checked against its id; the bytes written.
     ``packs`` keeps the pack files open (path -> descriptor) from batch to batch."""
     written = 0
     for path, mode, whole, mtime_ns, chunks in files:
-        fd = os.open(path, _OPEN_NEW, mode if whole else 0o600)
+        fd = create_new(path, mode, whole)
         try:
             for chunk, pack, offset, clen, plen in chunks:
-                data = memoryview(_chunk(packs, chunk, pack, offset, clen, plen))
-                while data:
-                    data = data[os.write(fd, data):]
+                write_all(fd, _chunk(packs, IndexEntry(chunk, offset, clen, plen), pack))
                 written += plen
-            if not whole:
-                os.fchmod(fd, mode)
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            settle_new(fd, mode, whole, mtime_ns)
         finally:
             os.close(fd)
     return written
 
 
-def _chunk(packs: dict[str, int], chunk: bytes, pack: str, offset: int, clen: int, plen: int) -> bytes:
+def _chunk(packs: dict[str, int], entry: IndexEntry, pack: str) -> bytes:
     """A chunk's plain bytes from its pack, checked against its id (PackStore.read's checks)."""
     where = f"local pack {os.path.basename(pack)[:16]}"
     try:
@@ -116,12 +133,9 @@ def _chunk(packs: dict[str, int], chunk: bytes, pack: str, offset: int, clen: in
                 packs[pack] = os.open(pack, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError as exc:
                 raise ChunkCorrupt(f"{where} cannot be read: {exc.strerror or exc}") from None
-        frame = os.pread(packs[pack], clen, offset)
-        if len(frame) != clen:
-            raise ChunkCorrupt(f"{where}: chunk {chunk.hex()[:16]} lies past the end of the pack")
-        return open_frame(frame, chunk, plen, where)
+        return open_frame(read_frame(packs[pack], entry, where), entry.chunk, entry.plen, where)
     except ChunkCorrupt as exc:
-        raise ChunkCorruptIn(str(exc), chunk) from None
+        raise ChunkCorruptIn(str(exc), entry.chunk) from None
 
 
 class ChunkCorruptIn(ChunkCorrupt):
@@ -205,8 +219,9 @@ class _Helper:
 
 
 class HelperProcesses:
-    """Up to ``count`` helper processes that read batches of small files for a capture's
-    threads; they start in the background when :meth:`start` is first called."""
+    """Up to ``count`` helper processes that read (capture) or write (restore) batches of
+    small files for the threads; they start in the background when :meth:`start` is first
+    called."""
 
     def __init__(self, needles: Sequence[bytes], count: int):
         self._needles = list(needles)
@@ -307,8 +322,8 @@ def _serve(requests: Connection, replies: Connection) -> None:
             replies.send(("done", answer))
 
 
-__all__ = ["PROCESS_AFTER", "ChunkCorruptIn", "HelperProcesses", "check_size", "open_regular", "read_files",
-           "write_files"]
+__all__ = ["PROCESS_AFTER", "ChunkCorruptIn", "HelperProcesses", "check_size", "create_new", "open_regular",
+           "read_files", "settle_new", "write_all", "write_files"]
 
 
 if __name__ == "__main__":

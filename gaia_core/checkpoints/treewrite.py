@@ -33,7 +33,8 @@ from gaia_core.checkpoints.mtimes import STEP_NS, Placement, distinct_sorted, fi
 from gaia_core.checkpoints.receipt import (RECEIPT, Cursor, ReceiptDraft, Record, kept_line, line_path, lines,
                                           record_of)
 from gaia_core.checkpoints.packstore import ChunkMissing, Location, PackStore
-from gaia_core.checkpoints.smallfiles import PROCESS_AFTER, ChunkCorruptIn, HelperProcesses
+from gaia_core.checkpoints.smallfiles import (PROCESS_AFTER, ChunkCorruptIn, HelperProcesses, create_new, settle_new,
+                                             write_all)
 from gaia_core.errors import CheckpointError
 
 _SETID = stat.S_ISUID | stat.S_ISGID
@@ -50,7 +51,6 @@ _BATCH = 512
 #: files written by one worker task (a directory's files end a task past a quarter of either); a file
 #: larger than _GROUP_BYTES is written in pieces of about that size, a task each
 _GROUP_FILES, _GROUP_BYTES = 64, 4 << 20
-_OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: the temporary a file is written to before it replaces the one an update found
 _NEW_PREFIX = b".gaia-new."
 #: how a file is written: into a new name, over the one there, or only if that one differs;
@@ -290,12 +290,7 @@ class _Writer:
         path, fd, whole = self.open_new(path, entry, replace)
         try:
             for _ in range(count):
-                data = next(plain)
-                done = os.write(fd, data)
-                if done < len(data):
-                    rest = memoryview(data)[done:]
-                    while rest:
-                        rest = rest[os.write(fd, rest):]
+                write_all(fd, next(plain))
         except BaseException:
             os.close(fd)
             raise
@@ -314,14 +309,12 @@ class _Writer:
                 os.unlink(path)  # left by an update that was cut short
         mode = self.mode(entry)
         whole = not mode & self.umask
-        return path, os.open(path, _OPEN_NEW, mode if whole else 0o600), whole
+        return path, create_new(path, mode, whole), whole
 
     def close_new(self, fd: int, entry: Entry, whole: bool) -> None:
         """Give a file written through ``fd`` its mode (unless it has it) and mtime; close it."""
         try:
-            if not whole:
-                os.fchmod(fd, self.mode(entry, note=False))
-            os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+            settle_new(fd, self.mode(entry, note=False), whole, entry.mtime_ns)
         finally:
             os.close(fd)
 
