@@ -322,15 +322,14 @@ def _found(scanner: FileScanner | None) -> tuple[frozenset[int], bool]:
     return (frozenset(scanner.found), scanner.binary) if scanner is not None else (frozenset(), False)
 
 
-def walk(root: Path, name: str, exclude: Sequence[str], *,
-         tolerant: bool = False) -> Iterator[tuple[str, bytes, os.stat_result]]:
+def walk(root: Path, name: str, exclude: Sequence[str]) -> Iterator[tuple[str, bytes, os.stat_result]]:
     """``(entry path, file path, lstat)`` of ``root`` and everything under it, in canonical
-    order. ``tolerant``: what the caller removed since it was listed is left out (an update
-    in place deletes as it goes); otherwise that is an error."""
+    order; what vanishes while it is walked is an error (an update in place walks the tree
+    it changes with a listing of its own, in :mod:`.treewrite`)."""
     top = os.fsencode(root)
     yield name, top, os.lstat(top)
     excluded = {os.fsencode(e) for e in exclude}
-    stack: list[Iterator[tuple[str, bytes, os.stat_result]]] = [_children(top, name, excluded, tolerant)]
+    stack: list[Iterator[tuple[str, bytes, os.stat_result]]] = [_children(top, name, excluded)]
     while stack:
         item = next(stack[-1], None)
         if item is None:
@@ -338,7 +337,7 @@ def walk(root: Path, name: str, exclude: Sequence[str], *,
             continue
         yield item
         if stat.S_ISDIR(item[2].st_mode):
-            stack.append(_children(item[1], item[0], set(), tolerant))
+            stack.append(_children(item[1], item[0], set()))
 
 
 def ahead(items: Iterator[_T], *, batch: int = 256, depth: int = 16) -> Iterator[_T]:
@@ -390,23 +389,11 @@ def _offer(pipe: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _children(directory: bytes, prefix: str, excluded: set[bytes],
-              tolerant: bool) -> Iterator[tuple[str, bytes, os.stat_result]]:
-    try:
-        with os.scandir(directory) as it:
-            items = sorted((e.name, e.path) for e in it if e.name not in excluded)
-    except (FileNotFoundError, NotADirectoryError):
-        if not tolerant:
-            raise
-        return
+def _children(directory: bytes, prefix: str, excluded: set[bytes]) -> Iterator[tuple[str, bytes, os.stat_result]]:
+    with os.scandir(directory) as it:
+        items = sorted((e.name, e.path) for e in it if e.name not in excluded)
     for child, path in items:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            if not tolerant:
-                raise
-            continue
-        yield f"{prefix}/{os.fsdecode(child)}", path, st
+        yield f"{prefix}/{os.fsdecode(child)}", path, os.lstat(path)
 
 
 @collector.paused()
