@@ -335,6 +335,28 @@ def test_a_tier_that_timed_out_is_skipped_by_later_runs_on_this_host(gaia_cli, t
     assert json.loads(state_file().read_text())["tiers"] == {}
 
 
+def test_a_run_says_why_a_tier_remembered_down_is_skipped_even_when_a_faster_tier_hits(
+        gaia_cli, tier_pm, tmp_path):
+    """The runner holds the object and answers at once; the office is remembered down, and
+    its lookup is slow to get going. What the run says of the office does not depend on
+    which answer came in first."""
+    tiers = {"runner": "dir", "office": "netdir", "cloud": "dir"}
+    produce(gaia_cli, tier_pm, tmp_path, {"runner": "dir", "cloud": "dir"}, ["runner", "cloud"])
+    NetDirBackend.down.add("office")
+    first = fresh(tmp_path, "first")
+    write(first, {"office": "netdir", "cloud": "dir"}, ["office", "cloud"], stores=tmp_path,
+          checkpoints='down_for = "1h"')
+    run(gaia_cli, tier_pm, "run", first.build)
+    contacted = NetDirBackend.calls["office"]
+    NetDirBackend.describe_delay["office"] = 0.5
+    second = fresh(tmp_path, "second")
+    write(second, tiers, ["runner", "office", "cloud"], stores=tmp_path, checkpoints='down_for = "1h"')
+    out = run(gaia_cli, tier_pm, "run", second.build).output
+    assert "via dir:runner" in out and second.builds() == 0, out
+    assert "netdir:office is unavailable" in out and "not contacted again until" in out, out
+    assert NetDirBackend.calls["office"] == contacted
+
+
 def test_a_tier_remembered_down_is_tried_again_once_its_time_is_up(gaia_cli, tier_pm, tmp_path):
     tiers = {"office": "netdir", "cloud": "dir"}
     NetDirBackend.down.add("office")

@@ -36,10 +36,17 @@ class NetDirBackend(DirBackend):
     delay: dict[str, float] = {}
     #: store name -> seconds each connection takes before its first operation (a far store)
     connect_delay: dict[str, float] = {}
+    #: store name -> seconds naming the store takes the first time (what a run does before it
+    #: checks its memory of down tiers: a lookup thread that is slow to get going)
+    describe_delay: dict[str, float] = {}
 
     def __enter__(self) -> NetDirBackend:
         time.sleep(type(self).connect_delay.get(self.name, 0.0))
         return self
+
+    def describe(self) -> str:
+        time.sleep(type(self).describe_delay.pop(self.name, 0.0))
+        return super().describe()
 
     @contextlib.contextmanager
     def _store(self, operation, key, caller=None) -> Iterator:  # type: ignore[no-untyped-def,override]
@@ -61,6 +68,7 @@ class NetDirBackend(DirBackend):
         cls.slow.clear()
         cls.delay.clear()
         cls.connect_delay.clear()
+        cls.describe_delay.clear()
 
 
 class TierBackendsPlugin:

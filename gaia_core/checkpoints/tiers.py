@@ -121,7 +121,13 @@ class Lookup:
         self._answers: list[Answer | None] = [None] * len(self.tiers)
         self._done = [threading.Event() for _ in self.tiers]
         for i, ref in enumerate(self.tiers):
-            threading.Thread(target=self._ask, args=(cp, i, ref), name=f"gaia-lookup-{ref}", daemon=True).start()
+            if ref in cp.down or cp.down_until(ref) is not None:
+                # known down: answered here and now, without a connection, so that what the
+                # run says of it (why, and until when it is skipped) never depends on
+                # whether a faster tier's hit came in first
+                self._ask(cp, i, ref)
+            else:
+                threading.Thread(target=self._ask, args=(cp, i, ref), name=f"gaia-lookup-{ref}", daemon=True).start()
 
     def _ask(self, cp: Checkpoints, i: int, ref: str) -> None:
         try:
