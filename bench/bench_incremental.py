@@ -79,11 +79,11 @@ def transfers(packs: PackStore, remote: Path, work: Path) -> Transfers:
 def full_restore(packs: PackStore, manifest: dict, dest: Path) -> None:
     """What restore.py does for a full restore, up to the swap: write, place, receipt."""
     staged = fresh(dest.parent / "staged")
-    write_tree(tree.entries(packs, manifest), staged, packs)
+    held = tree.entry_list(packs, manifest)  # read once for the write and the receipt
+    write_tree(held, staged, packs)
     place_mtimes([staged / "tree"], clock_dir=staged)
     os.replace(staged / "tree", dest)
-    receipts_of_restored([Target("tree", dest, rootfs_dirs=("*",))], tree.raw_entries(packs, manifest), {}, EXCLUDE,
-                         set(), [])
+    receipts_of_restored([Target("tree", dest, rootfs_dirs=("*",))], held, {}, EXCLUDE, set(), [])
 
 
 def main() -> int:
@@ -138,16 +138,15 @@ def main() -> int:
                 # tree holds from it, the rest from the remote; every chunk is then in the store,
                 # so restore.py does not look them all up again before it touches the tree
                 moved = down.fetch(dict(consumer.absent(tree.parts(manifest_b))))
-                wanted = dict(consumer.absent(tree.chunks(consumer, manifest_b)))
+                held = tree.entry_list(consumer, manifest_b)  # read once, for the lookup and the update
+                wanted = dict(consumer.absent(tree.needed_chunks(consumer, manifest_b, held)))
                 if wanted:
                     import_from_tree([target], {"tree": target.path / RECEIPT}, consumer, fresh(work / "tmp"),
                                      wanted)
                 moved += down.fetch(wanted)
                 downloaded.append(moved)
-                update = update_tree(tree.entries(consumer, manifest_b), [target], consumer,
-                                     receipts={"tree": target.path / RECEIPT},
-                                     unchanged=lambda e, r: not r.relocated, exclude=EXCLUDE,
-                                     again=lambda: tree.raw_entries(consumer, manifest_b))
+                update = update_tree(held, [target], consumer, receipts={"tree": target.path / RECEIPT},
+                                     unchanged=lambda e, r: not r.relocated, exclude=EXCLUDE, again=lambda: held)
                 update.place(target.path.parent, None)
                 update.commit_receipts({}, set())
 

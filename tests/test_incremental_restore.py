@@ -323,7 +323,8 @@ def test_a_file_the_receipt_no_longer_vouches_for_is_read_and_kept_when_it_holds
     assert_receipt_true(consumer.target, store, b)
 
 
-def test_a_restore_in_place_looks_chunks_up_once_whether_downloaded_or_local(gaia_cli, pm, project, monkeypatch):
+def test_a_restore_in_place_looks_chunks_up_once_and_reads_the_entry_list_once_whether_downloaded_or_local(
+        gaia_cli, pm, project, monkeypatch):
     import shutil
 
     from counter_project import run
@@ -334,20 +335,46 @@ def test_a_restore_in_place_looks_chunks_up_once_whether_downloaded_or_local(gai
     for value in ("a", "b"):
         project.write(value=value, backend=True, point='backend = "dir:shared"\nupload_policy = "always"')
         run(gaia_cli, pm, "run", project.build)
-    lookups = []
-    chunks = tree_module.chunks
-    monkeypatch.setattr(tree_module, "chunks", lambda packs, manifest: lookups.append(1) or chunks(packs, manifest))
+    lookups, reads = [], []
+    needed, decode = tree_module.needed_chunks, tree_module.decode_part
+    monkeypatch.setattr(tree_module, "needed_chunks",
+                        lambda packs, manifest, held: lookups.append(1) or needed(packs, manifest, held))
+    monkeypatch.setattr(tree_module, "decode_part", lambda data, where: reads.append(1) or decode(data, where))
+    monkeypatch.setattr(tree_module, "chunks_of_part", lambda data, where: pytest.fail("the list read for chunks"))
     project.write(value="a", backend=True, point='backend = "dir:shared"\nupload_policy = "always"')
     local = run(gaia_cli, pm, "run", project.build)  # A from the local store, over B
     assert "from local store" in local.output and "(in place)" in local.output
     assert len(lookups) == 1  # the check that every chunk is there before the tree is touched
+    assert len(reads) == 1  # one part, read once: for that check, the update and the receipt
     shutil.rmtree(project.store)
     lookups.clear()
+    reads.clear()
     project.write(value="b", backend=True, point='backend = "dir:shared"\nupload_policy = "always"')
     fetched = run(gaia_cli, pm, "run", project.build)  # B downloaded, over A
     assert "downloaded" in fetched.output and "(in place)" in fetched.output
     assert len(lookups) == 1  # the download's: it brought every chunk in, the update does not look again
+    assert len(reads) == 1  # the download read and checked the list; the update uses what it read
     assert (project.out / "value.txt").read_text() == "b"
+    shutil.rmtree(project.out)
+    lookups.clear()
+    reads.clear()
+    full = run(gaia_cli, pm, "run", project.build)  # B from the local store, in full
+    assert "from local store" in full.output and "(in place)" not in full.output
+    assert len(reads) == 1  # for the write and the receipt
+    assert (project.out / "value.txt").read_text() == "b"
+
+
+def test_an_entry_list_longer_than_a_restore_holds_is_streamed(store, tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    build_a(src)
+    target = Target("out", src)
+    info = store.capture([target], exclude=EXCLUDED)
+    manifest = manifest_of(info, [target])
+    held = tree.entry_list(store.packs, manifest)
+    assert held is not None and [e.path for e in held] == [e.path for e in tree.entries(store.packs, manifest)]
+    assert list(tree.needed_chunks(store.packs, manifest, held)) == list(tree.chunks(store.packs, manifest))
+    monkeypatch.setattr(tree, "HELD_ENTRIES", len(held) - 1)
+    assert tree.entry_list(store.packs, manifest) is None
 
 
 def test_an_update_over_a_captured_tree_strips_the_setid_bits_its_receipt_vouches_for(store, tmp_path):

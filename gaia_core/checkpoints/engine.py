@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from gaia_core.build import Build
     from gaia_core.checkpoints.records import Tally
     from gaia_core.checkpoints.downtiers import Down, DownTiers
+    from gaia_core.checkpoints.entries import Entry
     from gaia_core.checkpoints.signing import SigningKey
     from gaia_core.checkpoints.tiers import Backfills, Lookup
 
@@ -110,8 +111,10 @@ class Checkpoints:
         #: (backend ref, pack id) of remote packs that served a corrupt chunk in this run
         self.bad_packs: set[tuple[str, str]] = set()
         #: entry lists (:func:`.tree.list_key`) whose every chunk this run brought into the
-        #: local store: a restore of them need not look every chunk up again
-        self.chunks_in_store: set[str] = set()
+        #: local store: a restore of them need not look every chunk up again; the last one
+        #: with its checked entries when they were held (:func:`.tree.entry_list`), so the
+        #: restore need not read the list again either
+        self.fetched: dict[str, list[Entry] | None] = {}
         self._warned: set[str] = set()
         self._signing_key: SigningKey | None | bool = False  # False: not loaded yet
         self._signing_problem: str | None = None

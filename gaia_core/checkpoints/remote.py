@@ -242,7 +242,8 @@ def download_found(cp: Checkpoints, point: Point, fp: str, ref: str, found: Foun
             transfers.sync_index()
             progress = progress_factory(manifest["tree"]["packed"]) if progress_factory else None
             moved = transfers.fetch(dict(cp.store.packs.absent(tree.parts(manifest))), progress)
-            wanted = dict(cp.store.packs.absent(tree.chunks(cp.store.packs, manifest)))
+            held = tree.entry_list(cp.store.packs, manifest)  # checked before it is published
+            wanted = dict(cp.store.packs.absent(tree.needed_chunks(cp.store.packs, manifest, held)))
             if wanted:
                 anchor = cp.anchor(point)
                 targets = anchor.targets()
@@ -260,7 +261,8 @@ def download_found(cp: Checkpoints, point: Point, fp: str, ref: str, found: Foun
         finally:
             transfers.close()
     obj = cp.store.publish(point.id, fp, manifest, [])
-    cp.chunks_in_store.add(tree.list_key(manifest))
+    cp.fetched = dict.fromkeys(cp.fetched)  # one entry list held at a time
+    cp.fetched[tree.list_key(manifest)] = held
     _tally_transfer(cp, point, ref, "download", moved, time.monotonic() - started)
     log(f"checkpoint:{point.id} downloaded {fp[:12]} via {ref} ({human_size(moved)} of "
         f"{human_size(manifest['tree']['packed'])} moved in {time.monotonic() - started:.1f}s, "

@@ -64,9 +64,13 @@ def restore(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
     (only what differs is written), else into a staging tree swapped in. Returns how."""
     tidy(targets, log)
     receipts = cp.receipts(targets, anchor)
+    key = tree.list_key(obj.manifest)
+    held = cp.fetched.get(key)
+    if key in cp.fetched:
+        cp.fetched[key] = None  # used once: not held past this restore
     if all(receipts.values()) and all(t.path.is_dir() and not t.path.is_symlink() for t in targets):
         return _update(cp, obj, point, anchor, targets, portability, log, progress,
-                       {name: path for name, path in receipts.items() if path is not None})
+                       {name: path for name, path in receipts.items() if path is not None}, held)
     parent = targets[0].path.parent
     check_free_space(parent, obj.unpacked_size, f"restoring {point.id}/{obj.fingerprint[:12]}")
     staging = Path(tempfile.mkdtemp(prefix=f".{targets[0].path.name}{swap.STAGING_INFIX}", dir=parent))
@@ -75,8 +79,10 @@ def restore(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
         tree_dir = staging / "tree"
         tree_dir.mkdir()
         with cp.store.hold(obj):
-            info = write_tree(tree.entries(cp.store.packs, obj.manifest), tree_dir, cp.store.packs,
-                              progress=progress)
+            if held is None:  # read once for the write and the receipt
+                held = tree.entry_list(cp.store.packs, obj.manifest)
+            info = write_tree(tree.entries(cp.store.packs, obj.manifest) if held is None else held, tree_dir,
+                              cp.store.packs, progress=progress)
         _warn_setid(info.stripped_setid, point, log)
         relocated = _relocate(tree_dir, portability, anchor, point, log)
         containment.check_targets(tree_dir, targets)  # UnsafeTree: later steps would write outside
@@ -88,21 +94,26 @@ def restore(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     cp.write_markers(targets, point, obj.fingerprint, "restored", extra=mtimes)
-    write_receipts(cp, obj, point, anchor, targets, relocated)
+    write_receipts(cp, obj, point, anchor, targets, relocated, held)
     return f"{info.files_written} files written"
 
 
 def _update(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, targets: list[Target],
-            portability: Portability, log: Log, progress: Progress | None, receipts: dict[str, Path]) -> str:
+            portability: Portability, log: Log, progress: Progress | None, receipts: dict[str, Path],
+            held: list[Entry] | None) -> str:
     """The tree holds an earlier checkpoint: write only the entries that differ, in place.
 
     Every chunk must be in the local store before the tree is touched; the marker goes
     first, so an update cut short leaves a tree that claims nothing, and one that fails
-    leaves no tree at all (the anchor then builds from scratch, never on a mix)."""
+    leaves no tree at all (the anchor then builds from scratch, never on a mix). ``held``:
+    the checked entries a download of this run read already."""
     packs = cp.store.packs
     with cp.store.hold(obj):
-        just_fetched = tree.list_key(obj.manifest) in cp.chunks_in_store  # by this run: all there
-        missing = None if just_fetched else next(iter(packs.absent(tree.chunks(packs, obj.manifest))), None)
+        just_fetched = tree.list_key(obj.manifest) in cp.fetched  # by this run: all there
+        if not just_fetched:
+            held = tree.entry_list(packs, obj.manifest)  # read once for the lookup and the update
+        missing = None if just_fetched else next(iter(packs.absent(tree.needed_chunks(packs, obj.manifest, held))),
+                                                 None)
         if missing is not None:
             raise ChunkMissing(f"the local store lacks chunk {missing[0].hex()[:16]} of {point.id}/"
                                f"{obj.fingerprint[:12]}")
@@ -117,9 +128,9 @@ def _update(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
 
         cp.clear_markers(targets)
         try:
-            update = update_tree(tree.entries(packs, obj.manifest), targets, packs, receipts=receipts,
-                                 unchanged=unchanged, exclude=cp.excluded, progress=progress,
-                                 again=lambda: tree.raw_entries(packs, obj.manifest),
+            update = update_tree(tree.entries(packs, obj.manifest) if held is None else held, targets, packs,
+                                 receipts=receipts, unchanged=unchanged, exclude=cp.excluded, progress=progress,
+                                 again=lambda: tree.raw_entries(packs, obj.manifest) if held is None else held,
                                  embedded=obj.manifest.get("embedded", []), relocating=relocating)
             info, written = update.info, update.written
             _warn_setid(info.stripped_setid, point, log)
@@ -149,13 +160,13 @@ def _warn_setid(stripped: list[str], point: Point, log: Log) -> None:
 
 
 def write_receipts(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, targets: list[Target],
-                   relocated: set[str]) -> None:
+                   relocated: set[str], held: list[Entry] | None = None) -> None:
     """The receipt of each restored target: the tree as it is on disk now, with the content
     the manifest gives each entry (files rewritten for this workspace's paths marked)."""
     header = {**cp.receipt_header(point, obj.fingerprint, "restored", anchor),
               "manifest_roots": obj.manifest.get("roots")}
-    receipts_of_restored(targets, tree.raw_entries(cp.store.packs, obj.manifest), header, cp.excluded,
-                         relocated, obj.manifest.get("embedded", []))
+    receipts_of_restored(targets, tree.raw_entries(cp.store.packs, obj.manifest) if held is None else held, header,
+                         cp.excluded, relocated, obj.manifest.get("embedded", []))
 
 
 def _relocate(tree_dir: Path, portability: Portability, anchor: Anchor, point: Point, log: Log, *,

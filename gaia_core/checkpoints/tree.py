@@ -8,7 +8,7 @@ entries are then checked one by one against the safety rules and the manifest's 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from gaia_core.checkpoints.entries import Entry, Limits, checked, chunks_of_part, decode_part
@@ -38,6 +38,31 @@ def entries(packs: PackStore, manifest: dict[str, Any]) -> Iterator[Entry]:
     return checked(raw_entries(packs, manifest), names, Limits(tree["entries"], tree["size"]))
 
 
+#: a restore reads an entry list of at most this many entries once and holds it (about
+#: 300 bytes an entry): the chunk lookup before it, the update and its fallbacks share
+#: it. A longer one is streamed, read again by each.
+HELD_ENTRIES = 100_000
+
+
+def entry_list(packs: PackStore, manifest: dict[str, Any]) -> list[Entry] | None:
+    """The entries, checked (totals included) before the first is used, when the manifest
+    lists at most :data:`HELD_ENTRIES`; None when it lists more (stream :func:`entries`)."""
+    if int(manifest["tree"]["entries"]) > HELD_ENTRIES:
+        return None
+    return list(entries(packs, manifest))
+
+
+def needed_chunks(packs: PackStore, manifest: dict[str, Any],
+                  held: Iterable[Entry] | None) -> Iterator[tuple[bytes, int]]:
+    """:func:`chunks`, taken from ``held`` (the checked entries) when given."""
+    if held is None:
+        yield from chunks(packs, manifest)
+        return
+    yield from parts(manifest)
+    for entry in held:
+        yield from entry.chunk_list()
+
+
 def chunks(packs: PackStore, manifest: dict[str, Any]) -> Iterator[tuple[bytes, int]]:
     """(chunk id, plain size) of every chunk the object needs, parts first (repeats included)."""
     listed = parts(manifest)
@@ -54,4 +79,5 @@ def _part_data(packs: PackStore, listed: list[tuple[bytes, int]]) -> Iterator[by
         yield packs.read(part, located[part], size)
 
 
-__all__ = ["chunks", "entries", "list_key", "parts", "raw_entries"]
+__all__ = ["HELD_ENTRIES", "chunks", "entries", "entry_list", "list_key", "needed_chunks", "parts",
+           "raw_entries"]
