@@ -74,3 +74,25 @@ def test_a_small_file_is_one_chunk(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(_random(SMALL_FILE, 3))
     assert _cuts(path) == [path.read_bytes()]
+
+
+def test_a_file_is_read_back_cut_where_its_entry_says(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(_random(3 * MAX_CHUNK + 12345, 9))
+    cuts = _cuts(path)
+    assert len(cuts) > 1
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert [bytes(c) for c in chunking.cut_as(fd, [len(c) for c in cuts])] == cuts
+        os.lseek(fd, 0, os.SEEK_SET)  # a file shorter than the entry says: its last chunk short, then no more
+        read = [bytes(c) for c in chunking.cut_as(fd, [len(c) for c in cuts] + [100, 100])]
+        assert read[:-1] == cuts and read[-1] == b""
+    finally:
+        os.close(fd)
+    small = tmp_path / "small"
+    small.write_bytes(b"x" * 100)  # one byte more than a small entry says, when the file grew
+    fd = os.open(small, os.O_RDONLY)
+    try:
+        assert [bytes(c) for c in chunking.cut_as(fd, [99])] == [b"x" * 100]
+    finally:
+        os.close(fd)

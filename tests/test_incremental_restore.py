@@ -323,6 +323,36 @@ def test_a_file_the_receipt_no_longer_vouches_for_is_read_and_kept_when_it_holds
     assert_receipt_true(consumer.target, store, b)
 
 
+def test_a_large_file_the_receipt_no_longer_vouches_for_is_checked_by_its_entry_s_cuts_not_cut_again(
+        store, tmp_path, monkeypatch):
+    from gaia_core.checkpoints import chunking
+
+    src = tmp_path / "src"
+    build_a(src)
+    rng = random.Random(5)
+    kept_bytes, edited_bytes = rng.randbytes(5 << 20), rng.randbytes(5 << 20)
+    write(src / "host" / "lib.a", "").write_bytes(kept_bytes)
+    write(src / "host" / "lib.so", "").write_bytes(edited_bytes)
+    a = capture(store, src)
+    write(src / "build" / "pkg2" / "file.c", "source 2, changed\n")
+    b = capture(store, src)
+    consumer = Consumer(store, tmp_path, a)
+    out = consumer.target.path
+    kept, edited = out / "host" / "lib.a", out / "host" / "lib.so"
+    kept.chmod(stat.S_IMODE(kept.lstat().st_mode))  # only the ctime changes
+    st = edited.lstat()
+    with open(edited, "r+b") as f:  # one byte of its last chunk, the same size and mtime
+        f.seek(len(edited_bytes) - 10)
+        f.write(bytes([edited_bytes[-10] ^ 1]))
+    os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns))
+    inodes = {p: p.lstat().st_ino for p in (kept, edited)}
+    monkeypatch.setattr(chunking, "_cut_large", lambda fd: pytest.fail("a file checked against its entry was cut"))
+    update, _ = consumer.update(b)
+    assert kept.lstat().st_ino == inodes[kept] and "out/host/lib.a" not in update.written
+    assert edited.read_bytes() == edited_bytes and "out/host/lib.so" in update.written
+    assert_receipt_true(consumer.target, store, b)
+
+
 def test_a_restore_in_place_looks_chunks_up_once_and_reads_the_entry_list_once_whether_downloaded_or_local(
         gaia_cli, pm, project, monkeypatch):
     import shutil
@@ -434,6 +464,15 @@ def test_a_download_takes_from_the_tree_the_chunks_its_store_lacks_and_the_tree_
     receipts = {"out": consumer.target.path / RECEIPT}
     (tmp_path / "tmp").mkdir()
     pieces = {c: n for c, n in lib.chunks}  # named by the receipt in its list of chunks only
+    from gaia_core.checkpoints import chunking
+
+    cut = chunking._cut_large
+    chunking._cut_large = lambda fd: pytest.fail("a file checked against its record was cut")
+    try:
+        assert import_from_tree([consumer.target], receipts, empty, tmp_path / "tmp", dict(pieces)) == len(big)
+    finally:
+        chunking._cut_large = cut
+    empty = PackStore(tmp_path / "empty-store-2")
     assert import_from_tree([consumer.target], receipts, empty, tmp_path / "tmp", pieces) == len(big)
     assert not pieces and len(empty.locate(list(dict(lib.chunks)))) == len(lib.chunks)
     assert import_from_tree([consumer.target], receipts, empty, tmp_path / "tmp", wanted) > 0

@@ -11,7 +11,7 @@ chunks after it stay the same ones.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import blake3
 from pyfastcdc import FastCDC
@@ -96,6 +96,23 @@ def _cut_large(fd: int) -> Iterator[memoryview]:
             return
 
 
+def cut_as(fd: int, sizes: Sequence[int]) -> Iterator[bytes | memoryview]:
+    """The open file's bytes cut where ``sizes`` say, in order, to check a file against the
+    chunks an entry or record names: a read and a hash a chunk, no cutting (the content they
+    name has these cuts; another content fails a hash whatever its own cuts would be). The
+    last chunk is shorter when the file ends early. A large chunk is a view into one buffer
+    reused for the next: hash it before asking for the next."""
+    if len(sizes) == 1 and sizes[0] <= SMALL_FILE:
+        yield read_small(fd, sizes[0])
+        return
+    buffer = memoryview(bytearray(max(sizes, default=0)))
+    for size in sizes:
+        got = _read_into(fd, buffer[:size])
+        yield buffer[:got]
+        if got < size:
+            return
+
+
 def _read_into(fd: int, view: memoryview) -> int:
     """Fill ``view`` from ``fd``; the bytes read (fewer only at the end of the file)."""
     done = 0
@@ -130,4 +147,5 @@ def _read_all(fd: int, limit: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-__all__ = ["AVG_CHUNK", "CHUNKING", "HASH", "MAX_CHUNK", "SMALL_FILE", "ContentHasher", "chunk_id", "cut", "read_small"]
+__all__ = ["AVG_CHUNK", "CHUNKING", "HASH", "MAX_CHUNK", "SMALL_FILE", "ContentHasher", "chunk_id", "cut", "cut_as",
+           "read_small"]

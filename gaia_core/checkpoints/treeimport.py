@@ -73,7 +73,7 @@ def _chunks_if_unchanged(path: Path, record) -> Iterator[tuple[bytes, bytes]]:  
         if not record.matches(os.fstat(fd)):
             return
         expected = record.chunks or ((record.digest, record.size),)
-        for (chunk, size), data in zip(expected, chunking.cut(fd, record.size)):
+        for (chunk, size), data in zip(expected, chunking.cut_as(fd, [n for _, n in expected])):
             if len(data) != size or chunking.chunk_id(data) != chunk:
                 return
             yield chunk, data

@@ -331,7 +331,7 @@ class _Writer:
                 return False
             expected = entry.chunk_list()
             matched = 0
-            for (chunk, size), data in zip(expected, chunking.cut(fd, entry.size)):
+            for (chunk, size), data in zip(expected, chunking.cut_as(fd, [n for _, n in expected])):
                 if len(data) != size or chunking.chunk_id(data) != chunk:
                     return False
                 matched += 1
