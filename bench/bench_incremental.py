@@ -1,6 +1,6 @@
 """Checkpoints that differ a little: bytes stored and moved, and an incremental restore in place.
 
-    python bench/bench_incremental.py [--changed 0.01] [--runs 3] [--keep DIR]
+    python bench/bench_incremental.py [--changed 0.01] [--runs 3] [--keep DIR] [--restore-into DIR]
 
 On the corpus of corpus.py (>= 300 MB), as a producer and a consumer sharing a ``dir``
 store (the built-in backend, so the figures are gaia's own, not a network's):
@@ -19,6 +19,10 @@ tree, places its mtimes and takes its receipt by a walk; the one in place fetche
 lacks (as a download does: looking in the tree's receipt for the chunks first), updates the
 tree (every chunk is in the store after the download: restore.py does not look again),
 places the mtimes of what it touched and writes the receipt it took on the way.
+
+``--restore-into DIR`` puts the consumer (its store, its tree and the full restore) there
+instead of into the work directory: a fresh filesystem, where creating files does not pay
+for what earlier runs deleted (bench/README.md says why that matters on some disks).
 """
 
 from __future__ import annotations
@@ -91,15 +95,18 @@ def main() -> int:
     parser.add_argument("--changed", type=float, default=0.01)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", type=Path)
+    parser.add_argument("--restore-into", type=Path, help="the consumer's directory (default: the work directory)")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="gaia-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    consumer_dir = args.restore_into or work
     try:
         size, entries = build_corpus(work / "corpus")
         source = fresh(work / "producer") / "tree"
         shutil.copytree(work / "corpus", source, symlinks=True)
         remote = fresh(work / "remote")
-        print(f"corpus: {mib(size)} in {entries} entries, {os.cpu_count()} CPUs")
+        print(f"corpus: {mib(size)} in {entries} entries, {os.cpu_count()} CPUs"
+              f"{f', the consumer in {args.restore_into}' if args.restore_into else ''}")
 
         producer = PackStore(fresh(work / "producer-store"))
         info_a, manifest_a = capture("tree", source, producer, work)
@@ -122,10 +129,10 @@ def main() -> int:
 
         incremental_runs, full_runs, downloaded, cpu = [], [], [], {"incremental": [], "full": []}
         for _ in range(args.runs):
-            consumer = PackStore(fresh(work / "consumer-store"))
-            down = transfers(consumer, remote, work)
+            consumer = PackStore(fresh(consumer_dir / "consumer-store"))
+            down = transfers(consumer, remote, consumer_dir)
             down.sync_index()
-            target = Target("tree", fresh(work / "consumer") / "tree", rootfs_dirs=("*",))
+            target = Target("tree", fresh(consumer_dir / "consumer") / "tree", rootfs_dirs=("*",))
             target.path.mkdir()
             down.fetch(dict(consumer.absent(tree.parts(manifest_a))))
             down.fetch(dict(consumer.absent(tree.chunks(consumer, manifest_a))))
@@ -141,7 +148,7 @@ def main() -> int:
                 held = tree.entry_list(consumer, manifest_b)  # read once, for the lookup and the update
                 wanted = dict(consumer.absent(tree.needed_chunks(consumer, manifest_b, held)))
                 if wanted:
-                    import_from_tree([target], {"tree": target.path / RECEIPT}, consumer, fresh(work / "tmp"),
+                    import_from_tree([target], {"tree": target.path / RECEIPT}, consumer, fresh(consumer_dir / "tmp"),
                                      wanted)
                 moved += down.fetch(wanted)
                 downloaded.append(moved)
@@ -154,7 +161,7 @@ def main() -> int:
             incremental_runs.append(wall)
             cpu["incremental"].append(seconds)
             drop_caches()
-            wall, seconds = timed(lambda: full_restore(consumer, manifest_b, fresh(work / "full") / "tree"))
+            wall, seconds = timed(lambda: full_restore(consumer, manifest_b, fresh(consumer_dir / "full") / "tree"))
             full_runs.append(wall)
             cpu["full"].append(seconds)
             down.close()
@@ -173,6 +180,9 @@ def main() -> int:
               f"(target <= 0.10)  {'PASS' if time_ratio <= 0.10 else 'MISS'}")
         return 0 if send_ratio <= 0.05 and bytes_ratio <= 1.1 and time_ratio <= 0.10 else 1
     finally:
+        if args.restore_into:
+            for name in ("consumer-store", "consumer", "full", "tmp"):
+                shutil.rmtree(args.restore_into / name, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -39,7 +39,7 @@ def entries(packs: PackStore, manifest: dict[str, Any]) -> Iterator[Entry]:
 
 
 #: a restore reads an entry list of at most this many entries once and holds it (about
-#: 300 bytes an entry): the chunk lookup before it, the update and its fallbacks share
+#: 400 bytes an entry): the chunk lookup before it, the update and its fallbacks share
 #: it. A longer one is streamed, read again by each.
 HELD_ENTRIES = 100_000
 
