@@ -5,7 +5,10 @@ threads, and no process left behind."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,7 @@ from tree_store import Store, manifest_of, write
 from gaia_core.anchors import Target
 from gaia_core.checkpoints import smallfiles, tree, treecapture, treewrite
 from gaia_core.checkpoints.chunking import chunk_id
-from gaia_core.checkpoints.packs import ChunkCorrupt, open_frame
+from gaia_core.checkpoints.packs import ChunkCorrupt, compress, open_frame
 from gaia_core.errors import CheckpointError
 
 
@@ -29,10 +32,25 @@ def helpers_used(monkeypatch) -> list[smallfiles.HelperProcesses]:
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             made.append(self)
+            self.links = self.pieces = 0  # what was handed to running helpers
+            self._counting = threading.Lock()
 
         def start(self):  # the helpers read from the next batch on, however slow their start
             super().start()
             self._starting.join()
+
+        def write(self, files, links=()):
+            self._tally(links=len(links))
+            return super().write(files, links)
+
+        def write_piece(self, piece):
+            self._tally(pieces=1)
+            return super().write_piece(piece)
+
+        def _tally(self, links=0, pieces=0):
+            with self._counting:
+                if self.running:
+                    self.links, self.pieces = self.links + links, self.pieces + pieces
 
     monkeypatch.setattr(treecapture, "PROCESS_AFTER", 5)
     monkeypatch.setattr(treecapture, "BATCH_FILES", 4)
@@ -85,6 +103,12 @@ def test_helpers_capture_what_threads_capture(tmp_path, helpers_used, monkeypatc
     assert (helped.chunks, helped.packed) == (alone.chunks, alone.packed)
 
 
+def large_file(root: Path) -> Path:
+    """A file of several chunks (FastCDC cuts files over 1 MiB), written in pieces once
+    ``treewrite._GROUP_BYTES`` is smaller than its chunks."""
+    return write(root / "lib" / "big.bin", random.Random(17).randbytes(3 << 20))
+
+
 def described(root: Path) -> dict:
     return {str(p.relative_to(root)): (p.is_symlink(), oct(p.lstat().st_mode), p.lstat().st_mtime_ns,
                                        p.read_bytes() if p.is_file() and not p.is_symlink() else None)
@@ -92,23 +116,86 @@ def described(root: Path) -> dict:
 
 
 def test_helpers_restore_what_threads_restore(tmp_path, helpers_used, monkeypatch):
+    """Files, links and the pieces of a large file: the helpers write them as threads do."""
+    monkeypatch.setattr(treewrite, "_GROUP_BYTES", 256 << 10)
     out = tmp_path / "out"
     small_tree(out)
     (out / "d0" / "f1.txt").chmod(0o640)
     (out / "d1" / "f2.txt").chmod(0o4755)  # set-uid: stripped, and reported
     (out / "d2" / "link").symlink_to("f3.txt")
+    (out / "d3" / "dangling").symlink_to("/nowhere/at/all")
+    large_file(out).chmod(0o4750)
     store = Store(tmp_path / "store")
     info = store.capture([Target("out", out)])
     manifest = manifest_of(info, ["out"])
-    helped = store.restore(manifest, tmp_path / "helped")
+    helped = store.restore(manifest, tmp_path / "helped", files=info.files)
     restorer = helpers_used[-1]
     assert restorer.batches > 0 and all(h.process.poll() is not None for h in restorer._all)
+    assert restorer.links == 2 and restorer.pieces >= 2
     monkeypatch.setattr(treewrite, "_HELPERS", 0)
     alone = store.restore(manifest, tmp_path / "alone")
     assert described(tmp_path / "helped") == described(tmp_path / "alone")
     assert (tmp_path / "helped" / "out" / "d1" / "f2.txt").stat().st_mode & 0o7777 == 0o755
-    assert helped.stripped_setid == alone.stripped_setid == ["out/d1/f2.txt"]
+    assert (tmp_path / "helped" / "out" / "lib" / "big.bin").stat().st_mode & 0o7777 == 0o750
+    assert sorted(helped.stripped_setid) == sorted(alone.stripped_setid) == ["out/d1/f2.txt", "out/lib/big.bin"]
     assert (helped.written, helped.files_written) == (alone.written, alone.files_written)
+
+
+def test_a_restore_of_many_files_starts_its_helpers_at_once_one_of_few_never(tmp_path, helpers_used, monkeypatch):
+    """The manifest's file count starts them before the first file (they no longer wait
+    for PROCESS_AFTER files handed out, half-way through a tree); a small tree's restore
+    starts no process at all."""
+    monkeypatch.setattr(treewrite, "PROCESS_AFTER", 10_000)  # more than the tree: never reached by counting
+    out = tmp_path / "out"
+    small_tree(out)
+    store = Store(tmp_path / "store")
+    info = store.capture([Target("out", out)])
+    manifest = manifest_of(info, ["out"])
+    store.restore(manifest, tmp_path / "many", files=10_000)  # what a manifest of 10,000 files says
+    assert helpers_used[-1].batches > 0
+    store.restore(manifest, tmp_path / "few", files=info.files)
+    assert helpers_used[-1].batches == 0 and not helpers_used[-1].running and helpers_used[-1]._starting is None
+    assert described(tmp_path / "many") == described(tmp_path / "few")
+
+
+def test_a_damaged_chunk_of_a_large_file_a_helper_writes_fails_the_restore_and_is_forgotten(
+        tmp_path, helpers_used, monkeypatch):
+    monkeypatch.setattr(treewrite, "_GROUP_BYTES", 256 << 10)
+    out = tmp_path / "out"
+    small_tree(out)
+    large_file(out)
+    store = Store(tmp_path / "store")
+    info = store.capture([Target("out", out)])
+    manifest = manifest_of(info, ["out"])
+    entry = next(e for e in tree.entries(store.packs, manifest) if e.path == "out/lib/big.bin")
+    chunk = entry.chunk_list()[-1][0]
+    location = store.packs.locate([chunk])[chunk]
+    path = store.packs.pack_path(location.pack)
+    raw = bytearray(path.read_bytes())
+    raw[location.offset + location.clen // 2] ^= 0x20
+    path.write_bytes(raw)
+    with pytest.raises(ChunkCorrupt, match=f"local pack {location.pack[:16]}: chunk {chunk.hex()[:16]}"):
+        store.restore(manifest, tmp_path / "back", files=info.files)
+    assert helpers_used[-1].pieces > 0
+    assert chunk not in store.packs.locate([chunk])
+
+
+def test_a_cancelled_restore_stops_its_helpers(tmp_path, helpers_used):
+    out = tmp_path / "out"
+    small_tree(out)
+    store = Store(tmp_path / "store")
+    info = store.capture([Target("out", out)])
+    written = []
+
+    def cancel(n: int) -> None:
+        written.append(n)
+        if helpers_used[-1].batches and len(written) > 10:
+            raise KeyboardInterrupt  # what a SIGINT raises in the main thread
+
+    with pytest.raises(KeyboardInterrupt):
+        store.restore(manifest_of(info, ["out"]), tmp_path / "back", files=info.files, progress=cancel)
+    assert helpers_used[-1].batches > 0
+    assert all(h.process.poll() is not None for h in helpers_used[-1]._all)
 
 
 def test_a_damaged_chunk_a_helper_reads_fails_the_restore_and_is_forgotten(tmp_path, helpers_used):
@@ -139,6 +226,42 @@ def test_a_helper_s_failed_write_is_the_os_error(tmp_path):
         assert helpers.write([(os.fsencode(tmp_path / "new"), 0o600, True, 1_000_000_123, [])]) == 0
     assert (tmp_path / "new").stat().st_mtime_ns == 1_000_000_123
     assert taken.read_text() == "here first\n"
+
+
+def test_a_helper_makes_links_never_over_what_is_there(tmp_path):
+    with running_helper() as helpers:
+        assert helpers.write([], [(os.fsencode(tmp_path / "link"), b"../elsewhere", 1_000_000_456)]) == 0
+        with pytest.raises(FileExistsError):
+            helpers.write([], [(os.fsencode(tmp_path / "link"), b"other", 0)])
+    assert os.readlink(tmp_path / "link") == "../elsewhere"
+    assert (tmp_path / "link").lstat().st_mtime_ns == 1_000_000_456
+
+
+def test_a_helper_writes_a_piece_only_into_the_file_the_restore_created(tmp_path):
+    """By its name, never through a link, and only while it is the same inode."""
+    data = b"piece of a large file\n"
+    chunk, frame = chunk_id(data), compress(data)
+    pack = write(tmp_path / "pack", b"P" * 8 + frame)
+    chunks = [(chunk, os.fspath(pack), 8, len(frame), len(data))]
+    created = write(tmp_path / "large", b"")
+    st = created.stat()
+    where = (st.st_dev, st.st_ino)
+    with running_helper() as helpers:
+        assert helpers.write_piece((os.fsencode(created), where, 4, chunks)) == len(data)
+        assert created.read_bytes() == b"\0" * 4 + data
+        link = tmp_path / "link"
+        link.symlink_to(created)
+        with pytest.raises(OSError) as caught:
+            helpers.write_piece((os.fsencode(link), where, 0, chunks))
+        assert caught.value.errno == errno.ELOOP
+        os.replace(write(tmp_path / "other", b""), created)  # another file in its place
+        with pytest.raises(CheckpointError, match="large': it was replaced while written"):
+            helpers.write_piece((os.fsencode(created), where, 0, chunks))
+        assert created.read_bytes() == b""
+        bad = [(chunk_id(b"something else"), os.fspath(pack), 8, len(frame), len(data))]
+        with pytest.raises(ChunkCorrupt, match="does not match its id"):
+            helpers.write_piece((os.fsencode(created), (st.st_dev, created.stat().st_ino), 0, bad))
+    assert created.read_bytes() == b""
 
 
 def test_a_helper_reads_compresses_and_scans(tmp_path):

@@ -76,7 +76,7 @@ def restore(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
         tree_dir.mkdir()
         with cp.store.hold(obj):
             info = write_tree(tree.entries(cp.store.packs, obj.manifest), tree_dir, cp.store.packs,
-                              progress=progress)
+                              progress=progress, files=obj.manifest["tree"]["files"])
         _warn_setid(info.stripped_setid, point, log)
         relocated = _relocate(tree_dir, portability, anchor, point, log)
         containment.check_targets(tree_dir, targets)  # UnsafeTree: later steps would write outside

@@ -1,16 +1,18 @@
-"""Small files read, hashed, scanned and compressed (capture), or written (restore), in
-batches, on a thread or in a helper process.
+"""Small files read, hashed, scanned and compressed (capture), or files and links written
+(restore), in batches, on a thread or in a helper process.
 
 A build tree is mostly files of a few KiB, where the cost is the Python around each file
 (open, read, hash, scan, compress; or read frames, decompress, check, write, set the mode
 and mtime: a dozen calls), not its bytes. On threads all of that waits for one GIL, which
 the main thread needs for every entry too: with 50,000 tiny files the two took turns and
 kept one CPU busy. A helper process has an interpreter and a GIL of its own; it is started
-once a capture or restore has seen :data:`PROCESS_AFTER` small files (a small tree never
-pays for its start), runs ``python -m`` this module, and answers one batch at a time over a
-pipe. It is our own code: it reads the files the walk named with the same checks, writes
-the entries the restore checked with the same flags, checks every chunk against its id as
-a thread does, and its answers are trusted like a thread's.
+once a capture or restore has seen :data:`PROCESS_AFTER` small files, or at once by a
+restore whose manifest lists that many (a small tree never pays for its start), runs
+``python -m`` this module, and answers one batch at a time over a pipe. It is our own code:
+it reads the files the walk named with the same checks, writes the entries the restore
+checked with the same flags (new files, links, and the pieces of a large file the restore
+created, written at their offsets), checks every chunk against its id as a thread does,
+and its answers are trusted like a thread's.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from gaia_core.checkpoints.packs import ChunkCorrupt, IndexEntry, compress, open
 from gaia_core.checkpoints.relocate import FileScanner, RootMatcher
 from gaia_core.errors import CheckpointError
 
-#: small files a capture reads on its threads before it starts helper processes
+#: small files a capture or restore handles on its threads before it starts helper processes
+#: (a restore whose manifest lists at least as many files starts them at once)
 PROCESS_AFTER = 2000
 #: seconds a helper may take to start before the capture goes on without it
 START_TIMEOUT = 30
@@ -43,6 +46,11 @@ File = tuple[bytes, bytes, int, int]
 #: leaves it whole; otherwise it gets it by ``fchmod``), its mtime, and its chunks as
 #: (chunk id, pack file, offset, frame length, plain size)
 NewFile = tuple[bytes, int, bool, int, list[tuple[bytes, str, int, int, int]]]
+#: a symlink to make: where, its target, its mtime
+NewLink = tuple[bytes, bytes, int]
+#: a piece of a large file the restore created: where, the file's (device, inode) as
+#: created, the piece's offset, and its chunks as :data:`NewFile` gives them
+Piece = tuple[bytes, tuple[int, int], int, list[tuple[bytes, str, int, int, int]]]
 #: what errors call a helper
 _NAME = f"gaia's helper process (python -m {__name__})"
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -108,9 +116,16 @@ def settle_new(fd: int, mode: int, whole: bool, mtime_ns: int) -> None:
     os.utime(fd, ns=(mtime_ns, mtime_ns))
 
 
-def write_files(files: Sequence[NewFile], packs: dict[str, int]) -> int:
-    """Write each new file from its chunks, each checked against its id; the bytes written.
-    ``packs`` keeps the pack files open (path -> descriptor) from batch to batch."""
+def make_link(path: bytes, target: bytes, mtime_ns: int) -> None:
+    """A new symlink at ``path`` (never over what is there), with its own mtime."""
+    os.symlink(target, path)
+    os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+
+def write_files(files: Sequence[NewFile], links: Sequence[NewLink], packs: dict[str, int]) -> int:
+    """Write each new file from its chunks, each checked against its id, and make each
+    link; the bytes written. ``packs`` keeps the pack files open (path -> descriptor) from
+    batch to batch."""
     written = 0
     for path, mode, whole, mtime_ns, chunks in files:
         fd = create_new(path, mode, whole)
@@ -121,7 +136,35 @@ def write_files(files: Sequence[NewFile], packs: dict[str, int]) -> int:
             settle_new(fd, mode, whole, mtime_ns)
         finally:
             os.close(fd)
+    for path, target, mtime_ns in links:
+        make_link(path, target, mtime_ns)
     return written
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
+def write_piece(piece: Piece, packs: dict[str, int]) -> int:
+    """Write a piece of a large file at its offset, each chunk checked against its id; the
+    bytes written. The file is opened by its name, never through a link, and must be the
+    one the restore created (its device and inode), not what took its place since."""
+    path, created, offset, chunks = piece
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != created:
+            raise CheckpointError(f"refusing to restore {os.fsdecode(path)!r}: it was replaced while written")
+        written = 0
+        for chunk, pack, at, clen, plen in chunks:
+            pwrite_all(fd, _chunk(packs, IndexEntry(chunk, at, clen, plen), pack), offset + written)
+            written += plen
+        return written
+    finally:
+        os.close(fd)
 
 
 def _chunk(packs: dict[str, int], entry: IndexEntry, pack: str) -> bytes:
@@ -246,19 +289,25 @@ class HelperProcesses:
         return bool(self._all)
 
     def _start_all(self) -> None:
+        """Start every process, then take each into service once it is ready (they start
+        side by side: each takes a tenth of a second to import what it needs)."""
+        started: list[_Helper] = []
         for _ in range(self._count):
             try:
-                helper = _Helper(self._needles)
+                started.append(_Helper(self._needles))
             except OSError:
-                return  # the threads go on reading on their own
+                break  # the threads go on on their own, or with those started
+        for number, helper in enumerate(started):
             try:
                 helper.ready()
             except CheckpointError:
-                helper.close()
+                for other in started[number:]:
+                    other.close()
                 return
             with self._lock:
                 if self._closed:
-                    helper.close()
+                    for other in started[number:]:
+                        other.close()
                     return
                 self._all.append(helper)
             self._idle.put(helper)
@@ -267,11 +316,15 @@ class HelperProcesses:
         """The files read by an idle helper; None when none has started (yet)."""
         return self._call("read", files)  # type: ignore[return-value]
 
-    def write(self, files: Sequence[NewFile]) -> int | None:
-        """The files written by an idle helper (the bytes written); None when none has
-        started (yet). A damaged chunk raises :class:`ChunkCorruptIn`, a failed write
-        the ``OSError``."""
-        return self._call("write", files)  # type: ignore[return-value]
+    def write(self, files: Sequence[NewFile], links: Sequence[NewLink] = ()) -> int | None:
+        """The files written and links made by an idle helper (the bytes written); None
+        when none has started (yet). A damaged chunk raises :class:`ChunkCorruptIn`, a
+        failed write the ``OSError``."""
+        return self._call("write", (files, links))  # type: ignore[return-value]
+
+    def write_piece(self, piece: Piece) -> int | None:
+        """A piece of a large file written by an idle helper (its bytes), as :meth:`write`."""
+        return self._call("piece", piece)  # type: ignore[return-value]
 
     def _call(self, kind: str, batch: Sequence) -> object:
         if not self._all:
@@ -310,8 +363,10 @@ def _serve(requests: Connection, replies: Connection) -> None:
             if kind == "read":
                 answer: object = [(digest, compress(data), found, binary)
                                   for digest, data, found, binary in read_files(batch, scanner)]
+            elif kind == "piece":
+                answer = write_piece(batch, packs)
             else:
-                answer = write_files(batch, packs)
+                answer = write_files(*batch, packs)
         except ChunkCorruptIn as exc:
             replies.send(("corrupt", (str(exc), exc.chunk)))
         except CheckpointError as exc:
@@ -322,8 +377,9 @@ def _serve(requests: Connection, replies: Connection) -> None:
             replies.send(("done", answer))
 
 
-__all__ = ["PROCESS_AFTER", "ChunkCorruptIn", "HelperProcesses", "check_size", "create_new", "open_regular",
-           "read_files", "settle_new", "write_all", "write_files"]
+__all__ = ["PROCESS_AFTER", "ChunkCorruptIn", "HelperProcesses", "NewFile", "NewLink", "Piece", "check_size",
+           "create_new", "make_link", "open_regular", "pwrite_all", "read_files", "settle_new", "write_all",
+           "write_files", "write_piece"]
 
 
 if __name__ == "__main__":

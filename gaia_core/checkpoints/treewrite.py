@@ -33,8 +33,8 @@ from gaia_core.checkpoints.mtimes import STEP_NS, Placement, distinct_sorted, fi
 from gaia_core.checkpoints.receipt import (RECEIPT, Cursor, ReceiptDraft, Record, kept_line, line_path, lines,
                                           record_of)
 from gaia_core.checkpoints.packstore import ChunkMissing, Location, PackStore
-from gaia_core.checkpoints.smallfiles import (PROCESS_AFTER, ChunkCorruptIn, HelperProcesses, create_new, settle_new,
-                                             write_all)
+from gaia_core.checkpoints.smallfiles import (PROCESS_AFTER, ChunkCorruptIn, HelperProcesses, create_new, make_link,
+                                             pwrite_all, settle_new, write_all)
 from gaia_core.errors import CheckpointError
 
 _SETID = stat.S_ISUID | stat.S_ISGID
@@ -90,6 +90,7 @@ class _Writer:
         #: processes that write batches of new small files once they run (see :mod:`.smallfiles`)
         self.helpers = HelperProcesses([], _HELPERS) if _HELPERS > 0 else None
         self._handed = 0  # files handed to the workers so far
+        self._pack_paths: dict[str, str] = {}  # pack id -> its file, as a helper opens it
         #: an update's: the directories it creates, replaces or removes entries in
         self.changed: set[bytes] | None = None
 
@@ -198,13 +199,19 @@ class _Writer:
             self.futures.append(self.pool.submit(self._write_piece, large, start, run))
 
     def _write_piece(self, large: _LargeFile, offset: int, run: list[tuple[bytes, Location, int]]) -> int:
+        """Write a piece of a large file at its offset: by a helper process once they run."""
         written, ok = 0, False
         try:
-            for data in self.packs.read_run(run):
-                view = memoryview(data)
-                while view:
-                    done = os.pwrite(large.fd, view, offset)
-                    view, offset, written = view[done:], offset + done, written + done
+            helped = None
+            if self.helpers is not None and self.helpers.running:
+                with self._damaged(run):
+                    helped = self.helpers.write_piece((large.path, large.created, offset, self._chunks_for_helper(run)))
+            if helped is not None:
+                written = helped
+            else:
+                for data in self.packs.read_run(run):
+                    pwrite_all(large.fd, data, offset + written)
+                    written += len(data)
             ok = True
         finally:
             large.piece_done(ok)
@@ -225,9 +232,9 @@ class _Writer:
 
     def _write_files(self, group: list[tuple[bytes, Entry, list[Location], int]]) -> int:
         """Write a task's files; the chunks of those written for sure come from the packs
-        in one run of reads (:meth:`PackStore.read_run`). New files only: by a helper
-        process once they run."""
-        if self.helpers is not None and self.helpers.running and all(how == _NEW for *_, how in group):
+        in one run of reads (:meth:`PackStore.read_run`). New files and links (a task of
+        nothing else): by a helper process once they run."""
+        if self.helpers is not None and self.helpers.running and all(how in (_NEW, _LINK) for *_, how in group):
             written = self._write_helped(group)
             if written is not None:
                 return written
@@ -236,8 +243,7 @@ class _Writer:
         written = files = 0
         for path, entry, locations, how in group:
             if how == _LINK:
-                os.symlink(os.fsencode(entry.link or ""), path)
-                os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+                make_link(path, os.fsencode(entry.link or ""), entry.mtime_ns)
                 continue
             if how == _VERIFY:
                 if self._holds(path, entry):
@@ -259,29 +265,50 @@ class _Writer:
         return written
 
     def _write_helped(self, group: list[tuple[bytes, Entry, list[Location], int]]) -> int | None:
-        """:meth:`_write_files` of new files by a helper process; None when none runs."""
+        """:meth:`_write_files` of new files and links by a helper process; None when none runs."""
         assert self.helpers is not None
-        files = []
-        for path, entry, locations, _ in group:
+        files, links, run = [], [], []
+        for path, entry, locations, how in group:
+            if how == _LINK:
+                links.append((path, os.fsencode(entry.link or ""), entry.mtime_ns))
+                continue
             mode = self.mode(entry, note=False)
-            files.append((path, mode, not mode & self.umask, entry.mtime_ns,
-                          [(chunk, os.fspath(self.packs.pack_path(location.pack)), location.offset, location.clen, plen)
-                           for (chunk, plen), location in zip(entry.chunk_list(), locations)]))
-        try:
-            written = self.helpers.write(files)
-        except ChunkCorruptIn as exc:
-            for _, entry, locations, _ in group:
-                for (chunk, plen), location in zip(entry.chunk_list(), locations):
-                    if chunk == exc.chunk:
-                        self.packs.note_damaged(chunk, location, plen)
-            raise
+            chunks = [(chunk, location, plen) for (chunk, plen), location in zip(entry.chunk_list(), locations)]
+            files.append((path, mode, not mode & self.umask, entry.mtime_ns, self._chunks_for_helper(chunks)))
+            run += chunks
+        with self._damaged(run):
+            written = self.helpers.write(files, links)
         if written is None:
             return None
         with self._lock:
-            self.info.stripped_setid += [entry.path for _, entry, _, _ in group if entry.mode & _SETID]
+            self.info.stripped_setid += [entry.path for _, entry, _, how in group
+                                         if how == _NEW and entry.mode & _SETID]
             self.info.written += written
-            self.info.files_written += len(group)
+            self.info.files_written += len(files)
         return written
+
+    def _chunks_for_helper(self, run: list[tuple[bytes, Location, int]]) -> list[tuple[bytes, str, int, int, int]]:
+        """Chunks as a helper process reads them: (id, pack file, offset, frame length, plain size)."""
+        paths = self._pack_paths
+        chunks = []
+        for chunk, location, plen in run:
+            pack = paths.get(location.pack)
+            if pack is None:
+                pack = paths[location.pack] = os.fspath(self.packs.pack_path(location.pack))
+            chunks.append((chunk, pack, location.offset, location.clen, plen))
+        return chunks
+
+    @contextlib.contextmanager
+    def _damaged(self, run: list[tuple[bytes, Location, int]]) -> Iterator[None]:
+        """A chunk of ``run`` a helper found damaged is forgotten where it lies, as a
+        thread's read forgets it (:meth:`PackStore.read`)."""
+        try:
+            yield
+        except ChunkCorruptIn as exc:
+            for chunk, location, plen in run:
+                if chunk == exc.chunk:
+                    self.packs.note_damaged(chunk, location, plen)
+            raise
 
     def _write_file(self, path: bytes, entry: Entry, plain: Iterator[bytes], count: int, replace: bool) -> None:
         """Write the next ``count`` chunks of ``plain`` into a new file at ``path`` (``replace``:
@@ -379,6 +406,8 @@ class _LargeFile:
         self.entry = entry
         self.final = path
         self.path, self.fd, self.whole = writer.open_new(path, entry, replace)
+        st = os.fstat(self.fd)
+        self.created = (st.st_dev, st.st_ino)  # what a helper process checks it writes into
         self.replace = replace
         self.left = pieces
         self.failed = False
@@ -459,12 +488,17 @@ def _same_file(path: bytes, head: bytes) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+@collector.paused()  # the entry list makes many short-lived objects, no cycles
 def write_tree(entries: Iterable[Entry], root: Path, packs: PackStore, *,
-               progress: Callable[[int], None] | None = None) -> WriteInfo:
-    """Write ``entries`` (checked) under the empty directory ``root`` (``root/<target>/...``)."""
+               progress: Callable[[int], None] | None = None, files: int = 0) -> WriteInfo:
+    """Write ``entries`` (checked) under the empty directory ``root`` (``root/<target>/...``).
+    ``files``: how many files the entries hold, as their manifest says; from
+    :data:`PROCESS_AFTER` on, the helper processes start at once, not half-way through."""
     if any(os.scandir(root)):
         raise CheckpointError(f"restore staging directory {root} is not empty")
     writer = _Writer(lambda name: root / name, packs, progress)
+    if writer.helpers is not None and files >= PROCESS_AFTER:
+        writer.helpers.start()
     try:
         for entry in entries:
             writer.info.entries += 1
