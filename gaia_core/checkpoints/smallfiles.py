@@ -26,11 +26,14 @@ import sys
 import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from gaia_core.checkpoints import chunking
 from gaia_core.checkpoints.packs import ChunkCorrupt, IndexEntry, compress, open_frame, read_frame
-from gaia_core.checkpoints.relocate import FileScanner, RootMatcher
 from gaia_core.errors import CheckpointError
+
+if TYPE_CHECKING:  # a helper imports it only when it scans (a restore's never does)
+    from gaia_core.checkpoints.relocate import FileScanner
 
 #: small files a capture or restore handles on its threads before it starts helper processes
 #: (a restore whose manifest lists at least as many files starts them at once)
@@ -351,14 +354,17 @@ class HelperProcesses:
 def _serve(requests: Connection, replies: Connection) -> None:
     gc.disable()  # what a batch makes holds no cycles, and the process ends with its caller
     needles = requests.recv()
-    scanner = FileScanner(RootMatcher(needles)) if needles else None
+    scanner = None
+    if needles:
+        from gaia_core.checkpoints.relocate import FileScanner, RootMatcher
+        scanner = FileScanner(RootMatcher(needles))
     packs: dict[str, int] = {}
     replies.send(("ready", None))
     while True:
         try:
             kind, batch = requests.recv()
         except EOFError:
-            return
+            os._exit(0)  # nothing to flush or tidy: the caller waits for this exit
         try:
             if kind == "read":
                 answer: object = [(digest, compress(data), found, binary)
