@@ -275,6 +275,17 @@ def test_a_helper_reads_compresses_and_scans(tmp_path):
     assert open_frame(a_frame, a_id, text.stat().st_size, "test") == text.read_bytes()
 
 
+def test_a_helper_s_answers_pass_whatever_their_size(tmp_path):
+    """Messages larger than a pipe holds (64 KiB) come through in pieces, whole."""
+    blob = write(tmp_path / "blob", random.Random(3).randbytes(1 << 20))  # does not compress
+    tiny = write(tmp_path / "tiny", b"")
+    with running_helper() as helpers:
+        files = [(os.fsencode(p), os.fsencode(p.name), p.stat().st_size, p.stat().st_ino) for p in (blob, tiny, blob)]
+        read = helpers.read(files)
+    assert [r[0] for r in read] == [chunk_id(blob.read_bytes()), chunk_id(b""), chunk_id(blob.read_bytes())]
+    assert open_frame(read[2][1], read[2][0], 1 << 20, "test") == blob.read_bytes()
+
+
 @pytest.mark.parametrize("change, message", [
     ("replace", "was replaced while captured"),
     ("grow", "changed while it was read"),
