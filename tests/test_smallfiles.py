@@ -327,8 +327,35 @@ def test_a_capture_goes_on_on_threads_when_no_helper_starts(tmp_path, helpers_us
     store = Store(tmp_path / "store")
     info = store.capture([Target("out", out)])
     assert helpers_used[0].batches == 0 and not helpers_used[0].running
-    store.restore(manifest_of(info, ["out"]), tmp_path / "back")
+    store.restore(manifest_of(info, ["out"]), tmp_path / "back", files=info.files)  # started at once, in vain
+    assert helpers_used[1].batches == 0 and not helpers_used[1].running
     assert (tmp_path / "back" / "out" / "same-b").read_text() == "twin\n"
+
+
+def test_a_restore_that_starts_its_helpers_at_once_waits_for_them(tmp_path, monkeypatch):
+    """Its workers do not write the first files themselves while the helpers start (slowly
+    here): every file is written by a helper."""
+    slow = tmp_path / "slow-python"
+    slow.write_text(f"#!/bin/sh\nsleep 0.5\nexec {smallfiles.sys.executable} \"$@\"\n")
+    slow.chmod(0o755)
+    monkeypatch.setattr(smallfiles.sys, "executable", str(slow))
+    by_helpers = []
+
+    class Counted(smallfiles.HelperProcesses):
+        def write(self, files, links=()):
+            written = super().write(files, links)
+            by_helpers.append(written)
+            return written
+
+    monkeypatch.setattr(treewrite, "PROCESS_AFTER", 5)
+    monkeypatch.setattr(treewrite, "_GROUP_FILES", 4)
+    monkeypatch.setattr(treewrite, "HelperProcesses", Counted)
+    out = tmp_path / "out"
+    small_tree(out)
+    store = Store(tmp_path / "store")
+    info = store.capture([Target("out", out)])
+    restored = store.restore(manifest_of(info, ["out"]), tmp_path / "back", files=info.files)
+    assert None not in by_helpers and sum(by_helpers) == restored.written == info.size
 
 
 def test_a_helper_imports_nothing_from_the_working_directory(tmp_path, monkeypatch):

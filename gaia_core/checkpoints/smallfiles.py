@@ -26,6 +26,7 @@ import stat
 import struct
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -340,6 +341,13 @@ class HelperProcesses:
     @property
     def running(self) -> bool:
         return bool(self._all)
+
+    def wait_started(self, deadline: float) -> None:
+        """Wait until every helper has started (or failed to), at most until ``deadline``
+        (a ``time.monotonic()``)."""
+        starting = self._starting
+        if starting is not None:
+            starting.join(max(0.0, deadline - time.monotonic()))
 
     def _start_all(self) -> None:
         """Start every process, then take each into service once it is ready (they start

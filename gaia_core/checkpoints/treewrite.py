@@ -46,6 +46,8 @@ _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodee
 _WORKERS = max(2, min(8, os.cpu_count() or 2))
 #: helper processes that write new small files (see :mod:`.smallfiles`); 0: threads only
 _HELPERS = max(1, min(4, os.cpu_count() or 1))
+#: seconds the workers of a restore that started its helpers at once wait for them at most
+_HELPERS_WAIT = 1.0
 #: file entries whose chunks are looked up together
 _BATCH = 512
 #: files written by one worker task (a directory's files end a task past a quarter of either); a file
@@ -91,6 +93,8 @@ class _Writer:
         self.helpers = HelperProcesses([], _HELPERS) if _HELPERS > 0 else None
         self._handed = 0  # files handed to the workers so far
         self._pack_paths: dict[str, str] = {}  # pack id -> its file, as a helper opens it
+        #: until when the workers wait for helpers started at once, rather than write themselves
+        self.helpers_by = 0.0
         #: an update's: the directories it creates, replaces or removes entries in
         self.changed: set[bytes] | None = None
 
@@ -198,12 +202,21 @@ class _Writer:
         for start, run in pieces:
             self.futures.append(self.pool.submit(self._write_piece, large, start, run))
 
+    def _helped(self) -> bool:
+        """Whether helper processes run (waiting a little for those started at once: files
+        the workers write meanwhile cost more, and slow the helpers' start down)."""
+        if self.helpers is None:
+            return False
+        if not self.helpers.running and self.helpers_by:
+            self.helpers.wait_started(self.helpers_by)
+        return self.helpers.running
+
     def _write_piece(self, large: _LargeFile, offset: int, run: list[tuple[bytes, Location, int]]) -> int:
         """Write a piece of a large file at its offset: by a helper process once they run."""
         written, ok = 0, False
         try:
             helped = None
-            if self.helpers is not None and self.helpers.running:
+            if self._helped():
                 with self._damaged(run):
                     helped = self.helpers.write_piece((large.path, large.created, offset, self._chunks_for_helper(run)))
             if helped is not None:
@@ -234,7 +247,7 @@ class _Writer:
         """Write a task's files; the chunks of those written for sure come from the packs
         in one run of reads (:meth:`PackStore.read_run`). New files and links (a task of
         nothing else): by a helper process once they run."""
-        if self.helpers is not None and self.helpers.running and all(how in (_NEW, _LINK) for *_, how in group):
+        if all(how in (_NEW, _LINK) for *_, how in group) and self._helped():
             written = self._write_helped(group)
             if written is not None:
                 return written
@@ -499,6 +512,7 @@ def write_tree(entries: Iterable[Entry], root: Path, packs: PackStore, *,
     writer = _Writer(lambda name: root / name, packs, progress)
     if writer.helpers is not None and files >= PROCESS_AFTER:
         writer.helpers.start()
+        writer.helpers_by = time.monotonic() + _HELPERS_WAIT
     try:
         for entry in entries:
             writer.info.entries += 1
