@@ -72,9 +72,9 @@ def small_tree(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_helper(needles: list[bytes] | None = None) -> Iterator[smallfiles.HelperProcesses]:
+def running_helper(needles: list[bytes] | None = None, depth: int = 1) -> Iterator[smallfiles.HelperProcesses]:
     """One helper process, started and ready; stopped after."""
-    helpers = smallfiles.HelperProcesses(needles or [], 1)
+    helpers = smallfiles.HelperProcesses(needles or [], 1, depth)
     try:
         helpers.start()
         deadline = time.monotonic() + 30
@@ -158,6 +158,16 @@ def test_a_restore_of_many_files_starts_its_helpers_at_once_one_of_few_never(tmp
     assert described(tmp_path / "many") == described(tmp_path / "few")
 
 
+def damage(store: Store, chunk: bytes) -> str:
+    """Flip a bit in the middle of ``chunk``'s frame in its pack; the pack's id."""
+    location = store.packs.locate([chunk])[chunk]
+    path = store.packs.pack_path(location.pack)
+    raw = bytearray(path.read_bytes())
+    raw[location.offset + location.clen // 2] ^= 0x20
+    path.write_bytes(raw)
+    return location.pack
+
+
 def test_a_damaged_chunk_of_a_large_file_a_helper_writes_fails_the_restore_and_is_forgotten(
         tmp_path, helpers_used, monkeypatch):
     monkeypatch.setattr(treewrite, "_GROUP_BYTES", 256 << 10)
@@ -169,12 +179,8 @@ def test_a_damaged_chunk_of_a_large_file_a_helper_writes_fails_the_restore_and_i
     manifest = manifest_of(info, ["out"])
     entry = next(e for e in tree.entries(store.packs, manifest) if e.path == "out/lib/big.bin")
     chunk = entry.chunk_list()[-1][0]
-    location = store.packs.locate([chunk])[chunk]
-    path = store.packs.pack_path(location.pack)
-    raw = bytearray(path.read_bytes())
-    raw[location.offset + location.clen // 2] ^= 0x20
-    path.write_bytes(raw)
-    with pytest.raises(ChunkCorrupt, match=f"local pack {location.pack[:16]}: chunk {chunk.hex()[:16]}"):
+    pack = damage(store, chunk)
+    with pytest.raises(ChunkCorrupt, match=f"local pack {pack[:16]}: chunk {chunk.hex()[:16]}"):
         store.restore(manifest, tmp_path / "back", files=info.files)
     assert helpers_used[-1].pieces > 0
     assert chunk not in store.packs.locate([chunk])
@@ -206,12 +212,8 @@ def test_a_damaged_chunk_a_helper_reads_fails_the_restore_and_is_forgotten(tmp_p
     manifest = manifest_of(info, ["out"])
     entry = next(e for e in tree.entries(store.packs, manifest) if e.path == "out/d5/f39.txt")
     chunk = entry.digest
-    location = store.packs.locate([chunk])[chunk]
-    path = store.packs.pack_path(location.pack)
-    raw = bytearray(path.read_bytes())
-    raw[location.offset + location.clen // 2] ^= 0x20
-    path.write_bytes(raw)
-    with pytest.raises(ChunkCorrupt, match=f"local pack {location.pack[:16]}: chunk {chunk.hex()[:16]}"):
+    pack = damage(store, chunk)
+    with pytest.raises(ChunkCorrupt, match=f"local pack {pack[:16]}: chunk {chunk.hex()[:16]}"):
         store.restore(manifest, tmp_path / "back")
     assert helpers_used[-1].batches > 0
     assert chunk not in store.packs.locate([chunk])  # fetched or stored again next time
@@ -226,6 +228,60 @@ def test_a_helper_s_failed_write_is_the_os_error(tmp_path):
         assert helpers.write([(os.fsencode(tmp_path / "new"), 0o600, True, 1_000_000_123, [])]) == 0
     assert (tmp_path / "new").stat().st_mtime_ns == 1_000_000_123
     assert taken.read_text() == "here first\n"
+
+
+def in_threads(calls: list) -> list:
+    """Each of ``calls`` run at once on a thread of its own: what each returned or raised."""
+    results: list = [None] * len(calls)
+    go = threading.Barrier(len(calls))
+
+    def run(number: int) -> None:
+        go.wait()
+        try:
+            results[number] = calls[number]()
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            results[number] = exc
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    return results
+
+
+def test_a_helper_holding_several_requests_answers_each_caller_its_own(tmp_path):
+    """Requests wait in its pipe while it works (it reads the next one at once); each
+    caller gets the answer to its own request, an error included, and no one else's."""
+    contents = [bytes([65 + n]) * (1000 * n + 1) for n in range(12)]  # answers: their sizes
+    frames = [compress(data) for data in contents]
+    pack = write(tmp_path / "pack", b"".join(frames))
+    offsets = [sum(len(f) for f in frames[:n]) for n in range(12)]
+
+    def new_file(n: int, where: Path):
+        chunk = (chunk_id(contents[n]), os.fspath(pack), offsets[n], len(frames[n]), len(contents[n]))
+        return (os.fsencode(where), 0o644, True, n, [chunk])
+
+    taken = write(tmp_path / "taken", "here first\n")
+    calls = [(lambda n=n: helpers.write([new_file(n, tmp_path / f"new-{n}")])) for n in range(12)]
+    calls[5] = lambda: helpers.write([new_file(5, taken)])
+    with running_helper(depth=3) as helpers:
+        results = in_threads(calls)
+        assert helpers.write([new_file(7, tmp_path / "after")]) == 7001  # still in step
+    assert isinstance(results[5], FileExistsError) and results[5].filename == os.fsencode(taken)
+    assert [r for n, r in enumerate(results) if n != 5] == [1000 * n + 1 for n in range(12) if n != 5]
+    assert all((tmp_path / f"new-{n}").read_bytes() == contents[n] for n in range(12) if n != 5)
+
+
+def test_a_helper_that_died_fails_every_request_on_its_way(tmp_path):
+    with running_helper(depth=4) as helpers:
+        helpers._all[0].process.kill()
+        helpers._all[0].process.wait()
+        started = time.monotonic()
+        results = in_threads([lambda: helpers.write([], [])] * 6)
+        assert time.monotonic() - started < 10
+    assert all(isinstance(r, CheckpointError) and "ended unexpectedly" in str(r) for r in results)
 
 
 def test_a_helper_makes_links_never_over_what_is_there(tmp_path):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-import queue
 import select
 import stat
 import struct
@@ -263,6 +262,10 @@ class _Helper:
         self._out = _Pipe(self._requests)
         self._in = _Pipe(self._replies)
         self._needles = list(needles)
+        #: requests sent and answers taken, in order: each caller takes the answer to its own
+        self._sending, self._turns = threading.Lock(), threading.Condition()
+        self._sent = self._answered = 0
+        self.waiting = 0  # requests sent or about to be, not yet answered (HelperProcesses's lock)
 
     def ready(self) -> None:
         """Give the process the roots to look for; wait until it has imported what it needs."""
@@ -272,8 +275,25 @@ class _Helper:
         self._receive()
 
     def call(self, kind: str, batch: Sequence) -> object:
-        self._send((kind, batch))
-        return self._receive()
+        """The answer to a request; several callers may have theirs on the way at once (the
+        process reads the next as soon as it has answered one)."""
+        failed = None
+        with self._sending:
+            ticket, self._sent = self._sent, self._sent + 1
+            try:
+                self._send((kind, batch))
+            except CheckpointError as exc:
+                failed = exc
+        with self._turns:
+            while self._answered != ticket:
+                self._turns.wait()
+            try:
+                if failed is not None:
+                    raise failed
+                return self._receive()
+            finally:
+                self._answered += 1
+                self._turns.notify_all()
 
     def _send(self, message: object) -> None:
         try:
@@ -320,12 +340,13 @@ class HelperProcesses:
     small files for the threads; they start in the background when :meth:`start` is first
     called."""
 
-    def __init__(self, needles: Sequence[bytes], count: int):
+    def __init__(self, needles: Sequence[bytes], count: int, depth: int = 1):
         self._needles = list(needles)
         self._count = count
-        self._idle: queue.Queue[_Helper] = queue.Queue()
+        self._depth = depth  # requests a helper holds at once (the next one waits in its pipe)
         self._all: list[_Helper] = []
         self._lock = threading.Lock()
+        self._free = threading.Condition(self._lock)
         self._starting: threading.Thread | None = None
         self._closed = False
         #: batches the helpers read (a capture's statistics; tests check the helpers ran)
@@ -371,7 +392,7 @@ class HelperProcesses:
                         other.close()
                     return
                 self._all.append(helper)
-            self._idle.put(helper)
+                self._free.notify_all()
 
     def read(self, files: Sequence[File]) -> list[Read] | None:
         """The files read by an idle helper; None when none has started (yet)."""
@@ -390,11 +411,16 @@ class HelperProcesses:
     def _call(self, kind: str, batch: Sequence) -> object:
         if not self._all:
             return None
-        helper = self._idle.get()
+        with self._free:
+            while (helper := min(self._all, key=lambda h: h.waiting)).waiting >= self._depth:
+                self._free.wait()
+            helper.waiting += 1
         try:
             answer = helper.call(kind, batch)
         finally:
-            self._idle.put(helper)
+            with self._free:
+                helper.waiting -= 1
+                self._free.notify()
         with self._lock:
             self.batches += 1
         return answer

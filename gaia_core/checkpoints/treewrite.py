@@ -48,6 +48,9 @@ _WORKERS = max(2, min(8, os.cpu_count() or 2))
 _HELPERS = max(1, min(4, os.cpu_count() or 1))
 #: seconds the workers of a restore that started its helpers at once wait for them at most
 _HELPERS_WAIT = 1.0
+#: requests a helper started at once holds (the next one waits in its pipe while it works), and
+#: so workers a helper: 1 left each helper idle for 0.1 s of 1.2 s, between an answer and the next
+_DEPTH = 2
 #: file entries whose chunks are looked up together
 _BATCH = 512
 #: files written by one worker task (a directory's files end a task past a quarter of either); a file
@@ -73,7 +76,7 @@ class WriteInfo:
 
 class _Writer:
     def __init__(self, top: Callable[[str], Path], packs: PackStore, progress: Callable[[int], None] | None, *,
-                 dir_mtimes: bool = True):
+                 dir_mtimes: bool = True, helpers_at_once: bool = False):
         self.top = top  # the directory of a target, by name
         self.dir_mtimes = dir_mtimes  # False: an update, whose placement sets them
         self.packs = packs
@@ -81,7 +84,9 @@ class _Writer:
         self.info = WriteInfo()
         self.dirs: list[tuple[bytes, int, int]] = []  # (path, mode, mtime_ns)
         self.links: list[tuple[bytes, bytes]] = []  # hard links: (path, head path)
-        self.pool = concurrent.futures.ThreadPoolExecutor(_WORKERS, thread_name_prefix="gaia-restore")
+        early = helpers_at_once and _HELPERS > 0
+        self.workers = _HELPERS * _DEPTH if early else _WORKERS
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="gaia-restore")
         self.futures: list[concurrent.futures.Future] = []
         self.batch: list[tuple[bytes, Entry, int]] = []
         self._lock = threading.Lock()
@@ -90,11 +95,15 @@ class _Writer:
         self.umask = _umask()
         self.large: set[_LargeFile] = set()  # large files written in pieces, until their last piece ends
         #: processes that write batches of new small files once they run (see :mod:`.smallfiles`)
-        self.helpers = HelperProcesses([], _HELPERS) if _HELPERS > 0 else None
+        self.helpers = HelperProcesses([], _HELPERS, _DEPTH if early else 1) if _HELPERS > 0 else None
         self._handed = 0  # files handed to the workers so far
         self._pack_paths: dict[str, str] = {}  # pack id -> its file, as a helper opens it
         #: until when the workers wait for helpers started at once, rather than write themselves
         self.helpers_by = 0.0
+        if early:
+            assert self.helpers is not None
+            self.helpers.start()
+            self.helpers_by = time.monotonic() + _HELPERS_WAIT
         #: an update's: the directories it creates, replaces or removes entries in
         self.changed: set[bytes] | None = None
 
@@ -174,8 +183,8 @@ class _Writer:
         if group:
             self._submit(group)
         self.batch = []
-        if len(self.futures) > 4 * _WORKERS:
-            self._collect(2 * _WORKERS)
+        if len(self.futures) > 4 * self.workers:
+            self._collect(2 * self.workers)
 
     def _submit(self, group: list[tuple[bytes, Entry, list[Location], int]]) -> None:
         self._handed += len(group)
@@ -509,10 +518,7 @@ def write_tree(entries: Iterable[Entry], root: Path, packs: PackStore, *,
     :data:`PROCESS_AFTER` on, the helper processes start at once, not half-way through."""
     if any(os.scandir(root)):
         raise CheckpointError(f"restore staging directory {root} is not empty")
-    writer = _Writer(lambda name: root / name, packs, progress)
-    if writer.helpers is not None and files >= PROCESS_AFTER:
-        writer.helpers.start()
-        writer.helpers_by = time.monotonic() + _HELPERS_WAIT
+    writer = _Writer(lambda name: root / name, packs, progress, helpers_at_once=files >= PROCESS_AFTER)
     try:
         for entry in entries:
             writer.info.entries += 1
