@@ -395,20 +395,21 @@ class HelperProcesses:
                 self._free.notify_all()
 
     def read(self, files: Sequence[File]) -> list[Read] | None:
-        """The files read by an idle helper; None when none has started (yet)."""
+        """The files read by a helper; None when none has started (yet)."""
         return self._call("read", files)  # type: ignore[return-value]
 
     def write(self, files: Sequence[NewFile], links: Sequence[NewLink] = ()) -> int | None:
-        """The files written and links made by an idle helper (the bytes written); None
+        """The files written and links made by a helper (the bytes written); None
         when none has started (yet). A damaged chunk raises :class:`ChunkCorruptIn`, a
         failed write the ``OSError``."""
         return self._call("write", (files, links))  # type: ignore[return-value]
 
     def write_piece(self, piece: Piece) -> int | None:
-        """A piece of a large file written by an idle helper (its bytes), as :meth:`write`."""
+        """A piece of a large file written by a helper (its bytes), as :meth:`write`."""
         return self._call("piece", piece)  # type: ignore[return-value]
 
     def _call(self, kind: str, batch: Sequence) -> object:
+        """The answer of the helper with the fewest requests on hand, once it has room."""
         if not self._all:
             return None
         with self._free:
