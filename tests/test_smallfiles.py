@@ -8,12 +8,14 @@ import contextlib
 import errno
 import os
 import random
+import shutil
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from counter_project import run
 from tree_store import Store, manifest_of, write
 
 from gaia_core.anchors import Target
@@ -166,6 +168,26 @@ def damage(store: Store, chunk: bytes) -> str:
     raw[location.offset + location.clen // 2] ^= 0x20
     path.write_bytes(raw)
     return location.pack
+
+
+def test_a_full_restore_passes_the_manifest_s_file_count(gaia_cli, pm, project, monkeypatch):
+    """The checkpoint engine's full restore starts its helpers at once for a manifest that
+    lists PROCESS_AFTER files (so started, they hold two requests each)."""
+    made: list[smallfiles.HelperProcesses] = []
+
+    class Recorded(smallfiles.HelperProcesses):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(treewrite, "HelperProcesses", Recorded)
+    monkeypatch.setattr(treewrite, "PROCESS_AFTER", 2)  # the counter's tree holds a few files
+    project.write()
+    run(gaia_cli, pm, "run", project.build)
+    shutil.rmtree(project.out)
+    assert "restored" in run(gaia_cli, pm, "run", project.build).output
+    assert [h._depth for h in made] == [treewrite._DEPTH] and made[0].batches > 0
+    assert (project.out / "value.txt").read_text() == "a" and (project.out / "link").is_symlink()
 
 
 def test_a_damaged_chunk_of_a_large_file_a_helper_writes_fails_the_restore_and_is_forgotten(
