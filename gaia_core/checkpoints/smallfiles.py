@@ -348,6 +348,7 @@ class HelperProcesses:
         self._lock = threading.Lock()
         self._free = threading.Condition(self._lock)
         self._starting: threading.Thread | None = None
+        self._start_ended = False  # every helper is ready, or failed to start
         self._closed = False
         #: batches the helpers read (a capture's statistics; tests check the helpers ran)
         self.batches = 0
@@ -363,14 +364,25 @@ class HelperProcesses:
     def running(self) -> bool:
         return bool(self._all)
 
-    def wait_started(self, deadline: float) -> None:
-        """Wait until every helper has started (or failed to), at most until ``deadline``
-        (a ``time.monotonic()``)."""
-        starting = self._starting
-        if starting is not None:
-            starting.join(max(0.0, deadline - time.monotonic()))
+    def wait_running(self, deadline: float) -> None:
+        """Wait until a helper runs (the others may still be starting) or none will, at
+        most until ``deadline`` (a ``time.monotonic()``)."""
+        with self._free:
+            while not self._all and self._starting is not None and not self._start_ended:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._free.wait(left)
 
     def _start_all(self) -> None:
+        try:
+            self._start_each()
+        finally:
+            with self._free:
+                self._start_ended = True
+                self._free.notify_all()
+
+    def _start_each(self) -> None:
         """Start every process, then take each into service once it is ready (they start
         side by side: each takes a tenth of a second to import what it needs)."""
         started: list[_Helper] = []

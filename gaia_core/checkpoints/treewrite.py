@@ -217,7 +217,7 @@ class _Writer:
         if self.helpers is None:
             return False
         if not self.helpers.running and self.helpers_by:
-            self.helpers.wait_started(self.helpers_by)
+            self.helpers.wait_running(self.helpers_by)
         return self.helpers.running
 
     def _write_piece(self, large: _LargeFile, offset: int, run: list[tuple[bytes, Location, int]]) -> int:
