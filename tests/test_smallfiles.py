@@ -253,7 +253,8 @@ def test_a_helper_s_failed_write_is_the_os_error(tmp_path):
 
 
 def in_threads(calls: list) -> list:
-    """Each of ``calls`` run at once on a thread of its own: what each returned or raised."""
+    """Each of ``calls`` run at once on a thread of its own: what each returned or raised
+    (a call still waiting after 30 s fails the test, it does not hang it)."""
     results: list = [None] * len(calls)
     go = threading.Barrier(len(calls))
 
@@ -264,7 +265,7 @@ def in_threads(calls: list) -> list:
         except Exception as exc:  # noqa: BLE001 - the test looks at it
             results[number] = exc
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(len(calls))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -294,6 +295,14 @@ def test_a_helper_holding_several_requests_answers_each_caller_its_own(tmp_path)
     assert isinstance(results[5], FileExistsError) and results[5].filename == os.fsencode(taken)
     assert [r for n, r in enumerate(results) if n != 5] == [1000 * n + 1 for n in range(12) if n != 5]
     assert all((tmp_path / f"new-{n}").read_bytes() == contents[n] for n in range(12) if n != 5)
+
+
+def test_a_request_that_cannot_be_sent_fails_alone(tmp_path):
+    with running_helper(depth=2) as helpers:
+        with pytest.raises(TypeError):
+            helpers.write([(os.fsencode(tmp_path / "f"), 0o644, True, 0, [threading.Lock()])])  # not picklable
+        assert in_threads([lambda: helpers.write([(os.fsencode(tmp_path / "g"), 0o644, True, 0, [])])]) == [0]
+    assert not (tmp_path / "f").exists() and (tmp_path / "g").is_file()
 
 
 def test_a_helper_that_died_fails_every_request_on_its_way(tmp_path):

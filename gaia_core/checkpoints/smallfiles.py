@@ -277,12 +277,12 @@ class _Helper:
     def call(self, kind: str, batch: Sequence) -> object:
         """The answer to a request; several callers may have theirs on the way at once (the
         process reads the next as soon as it has answered one)."""
-        failed = None
+        failed: BaseException | None = None
         with self._sending:
             ticket, self._sent = self._sent, self._sent + 1
             try:
                 self._send((kind, batch))
-            except CheckpointError as exc:
+            except BaseException as exc:  # raised in its turn: the requests after it get their answers
                 failed = exc
         with self._turns:
             while self._answered != ticket:
