@@ -1,4 +1,5 @@
-"""Restore's writer: checked entries into a tree, files written by several threads.
+"""Restore's writer: checked entries into a tree, files written by several threads or
+helper processes.
 
 :func:`write_tree` fills an empty directory (a full restore's staging dir, swapped in
 afterwards); :func:`update_tree` brings a tree that holds an earlier checkpoint to a new
@@ -8,7 +9,9 @@ children, no path through a link) and chunks from the local pack store, each che
 against its id as it is read. Files are created with ``O_EXCL | O_NOFOLLOW`` and never
 get set-id bits or a foreign owner (a large file is created first, then written in pieces
 by several workers at their offsets); directories get their modes and mtimes last,
-deepest first, so writing into them does not change what was restored.
+deepest first, so writing into them does not change what was restored. A full restore of
+many files has its new files, links and large files' pieces written by helper processes
+(:mod:`.smallfiles`), started at once; others start them once many files were handed out.
 """
 
 from __future__ import annotations
@@ -226,6 +229,7 @@ class _Writer:
         try:
             helped = None
             if self._helped():
+                assert self.helpers is not None
                 with self._damaged(run):
                     helped = self.helpers.write_piece((large.path, large.created, offset, self._chunks_for_helper(run)))
             if helped is not None:
