@@ -1,6 +1,7 @@
 """Full capture and verified full restore (store format 4), against GNU tar + zstd in the same run.
 
     python bench/bench_capture_restore.py [--runs 3] [--keep DIR] [--fresh-dirs] [--restore-into DIR]
+                                          [--restore-only]
 
 Builds a corpus (>= 300 MB, >= 10,000 entries, see corpus.py), warms the page cache, then
 times, alternating baseline and gaia, the median of N runs of:
@@ -20,7 +21,8 @@ without a journal (this VM's disk) every file created within a minute of a large
 costs a scan past the freed inodes, which then dominates both sides' restores.
 ``--restore-into DIR`` restores there instead of into the work directory: a filesystem
 of its own (a fresh ext4 with its journal, as most machines have, loop-mounted) is free
-of what other work on the disk deleted.
+of what other work on the disk deleted. ``--restore-only`` captures once (untimed, for the
+restores' store) and times the restores only.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def main() -> int:
                         help="restore into a new directory each run, all removed at the end")
     parser.add_argument("--restore-into", type=Path,
                         help="directory (on another filesystem) that the restores of both sides go to")
+    parser.add_argument("--restore-only", action="store_true", help="time the restores only (one capture, untimed)")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="gaia-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -85,7 +88,7 @@ def main() -> int:
 
         def gaia_restore() -> None:
             packs, manifest = state["packs"], state["manifest"]
-            write_tree(tree.entries(packs, manifest), state["out"], packs)
+            write_tree(tree.entries(packs, manifest), state["out"], packs, files=manifest["tree"]["files"])
 
         def clear_baseline_capture() -> None:
             baseline_file.unlink(missing_ok=True)
@@ -105,6 +108,8 @@ def main() -> int:
         for pair in pairs.values():  # warm caches and code
             for clear, action in pair:
                 clear(), action()
+        if args.restore_only:
+            del pairs["capture"]
         results = {}
         for label, ((clear_base, baseline), (clear_ours, ours)) in pairs.items():
             base_runs, our_runs = [], []

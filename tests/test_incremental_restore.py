@@ -403,8 +403,12 @@ def test_an_entry_list_longer_than_a_restore_holds_is_streamed(store, tmp_path, 
     held = tree.entry_list(store.packs, manifest)
     assert held is not None and [e.path for e in held] == [e.path for e in tree.entries(store.packs, manifest)]
     assert list(tree.needed_chunks(store.packs, manifest, held)) == list(tree.chunks(store.packs, manifest))
+    stream, kept = tree.entries_held(store.packs, manifest)  # filled as a full restore reads it
+    assert kept == [] and [e.path for e in stream] == [e.path for e in held] and kept == held
     monkeypatch.setattr(tree, "HELD_ENTRIES", len(held) - 1)
     assert tree.entry_list(store.packs, manifest) is None
+    stream, kept = tree.entries_held(store.packs, manifest)
+    assert kept is None and [e.path for e in stream] == [e.path for e in held]
 
 
 def test_an_update_over_a_captured_tree_strips_the_setid_bits_its_receipt_vouches_for(store, tmp_path):

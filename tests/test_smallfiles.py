@@ -5,18 +5,23 @@ threads, and no process left behind."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import random
+import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from counter_project import run
 from tree_store import Store, manifest_of, write
 
 from gaia_core.anchors import Target
 from gaia_core.checkpoints import smallfiles, tree, treecapture, treewrite
 from gaia_core.checkpoints.chunking import chunk_id
-from gaia_core.checkpoints.packs import ChunkCorrupt, open_frame
+from gaia_core.checkpoints.packs import ChunkCorrupt, compress, open_frame
 from gaia_core.errors import CheckpointError
 
 
@@ -29,10 +34,25 @@ def helpers_used(monkeypatch) -> list[smallfiles.HelperProcesses]:
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             made.append(self)
+            self.links = self.pieces = 0  # what was handed to running helpers
+            self._counting = threading.Lock()
 
         def start(self):  # the helpers read from the next batch on, however slow their start
             super().start()
             self._starting.join()
+
+        def write(self, files, links=()):
+            self._tally(links=len(links))
+            return super().write(files, links)
+
+        def write_piece(self, piece):
+            self._tally(pieces=1)
+            return super().write_piece(piece)
+
+        def _tally(self, links=0, pieces=0):
+            with self._counting:
+                if self.running:
+                    self.links, self.pieces = self.links + links, self.pieces + pieces
 
     monkeypatch.setattr(treecapture, "PROCESS_AFTER", 5)
     monkeypatch.setattr(treecapture, "BATCH_FILES", 4)
@@ -54,9 +74,9 @@ def small_tree(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_helper(needles: list[bytes] | None = None) -> Iterator[smallfiles.HelperProcesses]:
+def running_helper(needles: list[bytes] | None = None, depth: int = 1) -> Iterator[smallfiles.HelperProcesses]:
     """One helper process, started and ready; stopped after."""
-    helpers = smallfiles.HelperProcesses(needles or [], 1)
+    helpers = smallfiles.HelperProcesses(needles or [], 1, depth)
     try:
         helpers.start()
         deadline = time.monotonic() + 30
@@ -85,6 +105,12 @@ def test_helpers_capture_what_threads_capture(tmp_path, helpers_used, monkeypatc
     assert (helped.chunks, helped.packed) == (alone.chunks, alone.packed)
 
 
+def large_file(root: Path) -> Path:
+    """A file of several chunks (FastCDC cuts files over 1 MiB), written in pieces once
+    ``treewrite._GROUP_BYTES`` is smaller than its chunks."""
+    return write(root / "lib" / "big.bin", random.Random(17).randbytes(3 << 20))
+
+
 def described(root: Path) -> dict:
     return {str(p.relative_to(root)): (p.is_symlink(), oct(p.lstat().st_mode), p.lstat().st_mtime_ns,
                                        p.read_bytes() if p.is_file() and not p.is_symlink() else None)
@@ -92,23 +118,112 @@ def described(root: Path) -> dict:
 
 
 def test_helpers_restore_what_threads_restore(tmp_path, helpers_used, monkeypatch):
+    """Files, links and the pieces of a large file: the helpers write them as threads do."""
+    monkeypatch.setattr(treewrite, "_GROUP_BYTES", 256 << 10)
     out = tmp_path / "out"
     small_tree(out)
     (out / "d0" / "f1.txt").chmod(0o640)
     (out / "d1" / "f2.txt").chmod(0o4755)  # set-uid: stripped, and reported
     (out / "d2" / "link").symlink_to("f3.txt")
+    (out / "d3" / "dangling").symlink_to("/nowhere/at/all")
+    large_file(out).chmod(0o4750)
     store = Store(tmp_path / "store")
     info = store.capture([Target("out", out)])
     manifest = manifest_of(info, ["out"])
-    helped = store.restore(manifest, tmp_path / "helped")
+    helped = store.restore(manifest, tmp_path / "helped", files=info.files)
     restorer = helpers_used[-1]
     assert restorer.batches > 0 and all(h.process.poll() is not None for h in restorer._all)
+    assert restorer.links == 2 and restorer.pieces >= 2
     monkeypatch.setattr(treewrite, "_HELPERS", 0)
     alone = store.restore(manifest, tmp_path / "alone")
     assert described(tmp_path / "helped") == described(tmp_path / "alone")
     assert (tmp_path / "helped" / "out" / "d1" / "f2.txt").stat().st_mode & 0o7777 == 0o755
-    assert helped.stripped_setid == alone.stripped_setid == ["out/d1/f2.txt"]
+    assert (tmp_path / "helped" / "out" / "lib" / "big.bin").stat().st_mode & 0o7777 == 0o750
+    assert sorted(helped.stripped_setid) == sorted(alone.stripped_setid) == ["out/d1/f2.txt", "out/lib/big.bin"]
     assert (helped.written, helped.files_written) == (alone.written, alone.files_written)
+
+
+def test_a_restore_of_many_files_starts_its_helpers_at_once_one_of_few_never(tmp_path, helpers_used, monkeypatch):
+    """The manifest's file count starts them before the first file (they no longer wait
+    for PROCESS_AFTER files handed out, half-way through a tree); a small tree's restore
+    starts no process at all."""
+    monkeypatch.setattr(treewrite, "PROCESS_AFTER", 10_000)  # more than the tree: never reached by counting
+    out = tmp_path / "out"
+    small_tree(out)
+    store = Store(tmp_path / "store")
+    info = store.capture([Target("out", out)])
+    manifest = manifest_of(info, ["out"])
+    store.restore(manifest, tmp_path / "many", files=10_000)  # what a manifest of 10,000 files says
+    assert helpers_used[-1].batches > 0
+    store.restore(manifest, tmp_path / "few", files=info.files)
+    assert helpers_used[-1].batches == 0 and not helpers_used[-1].running and helpers_used[-1]._starting is None
+    assert described(tmp_path / "many") == described(tmp_path / "few")
+
+
+def damage(store: Store, chunk: bytes) -> str:
+    """Flip a bit in the middle of ``chunk``'s frame in its pack; the pack's id."""
+    location = store.packs.locate([chunk])[chunk]
+    path = store.packs.pack_path(location.pack)
+    raw = bytearray(path.read_bytes())
+    raw[location.offset + location.clen // 2] ^= 0x20
+    path.write_bytes(raw)
+    return location.pack
+
+
+def test_a_full_restore_passes_the_manifest_s_file_count(gaia_cli, pm, project, monkeypatch):
+    """The checkpoint engine's full restore starts its helpers at once for a manifest that
+    lists PROCESS_AFTER files (so started, they hold two requests each)."""
+    made: list[smallfiles.HelperProcesses] = []
+
+    class Recorded(smallfiles.HelperProcesses):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(treewrite, "HelperProcesses", Recorded)
+    monkeypatch.setattr(treewrite, "PROCESS_AFTER", 2)  # the counter's tree holds a few files
+    project.write()
+    run(gaia_cli, pm, "run", project.build)
+    shutil.rmtree(project.out)
+    assert "restored" in run(gaia_cli, pm, "run", project.build).output
+    assert [h._depth for h in made] == [treewrite._DEPTH] and made[0].batches > 0
+    assert (project.out / "value.txt").read_text() == "a" and (project.out / "link").is_symlink()
+
+
+def test_a_damaged_chunk_of_a_large_file_a_helper_writes_fails_the_restore_and_is_forgotten(
+        tmp_path, helpers_used, monkeypatch):
+    monkeypatch.setattr(treewrite, "_GROUP_BYTES", 256 << 10)
+    out = tmp_path / "out"
+    small_tree(out)
+    large_file(out)
+    store = Store(tmp_path / "store")
+    info = store.capture([Target("out", out)])
+    manifest = manifest_of(info, ["out"])
+    entry = next(e for e in tree.entries(store.packs, manifest) if e.path == "out/lib/big.bin")
+    chunk = entry.chunk_list()[-1][0]
+    pack = damage(store, chunk)
+    with pytest.raises(ChunkCorrupt, match=f"local pack {pack[:16]}: chunk {chunk.hex()[:16]}"):
+        store.restore(manifest, tmp_path / "back", files=info.files)
+    assert helpers_used[-1].pieces > 0
+    assert chunk not in store.packs.locate([chunk])
+
+
+def test_a_cancelled_restore_stops_its_helpers(tmp_path, helpers_used):
+    out = tmp_path / "out"
+    small_tree(out)
+    store = Store(tmp_path / "store")
+    info = store.capture([Target("out", out)])
+    written = []
+
+    def cancel(n: int) -> None:
+        written.append(n)
+        if helpers_used[-1].batches and len(written) > 10:
+            raise KeyboardInterrupt  # what a SIGINT raises in the main thread
+
+    with pytest.raises(KeyboardInterrupt):
+        store.restore(manifest_of(info, ["out"]), tmp_path / "back", files=info.files, progress=cancel)
+    assert helpers_used[-1].batches > 0
+    assert all(h.process.poll() is not None for h in helpers_used[-1]._all)
 
 
 def test_a_damaged_chunk_a_helper_reads_fails_the_restore_and_is_forgotten(tmp_path, helpers_used):
@@ -119,12 +234,8 @@ def test_a_damaged_chunk_a_helper_reads_fails_the_restore_and_is_forgotten(tmp_p
     manifest = manifest_of(info, ["out"])
     entry = next(e for e in tree.entries(store.packs, manifest) if e.path == "out/d5/f39.txt")
     chunk = entry.digest
-    location = store.packs.locate([chunk])[chunk]
-    path = store.packs.pack_path(location.pack)
-    raw = bytearray(path.read_bytes())
-    raw[location.offset + location.clen // 2] ^= 0x20
-    path.write_bytes(raw)
-    with pytest.raises(ChunkCorrupt, match=f"local pack {location.pack[:16]}: chunk {chunk.hex()[:16]}"):
+    pack = damage(store, chunk)
+    with pytest.raises(ChunkCorrupt, match=f"local pack {pack[:16]}: chunk {chunk.hex()[:16]}"):
         store.restore(manifest, tmp_path / "back")
     assert helpers_used[-1].batches > 0
     assert chunk not in store.packs.locate([chunk])  # fetched or stored again next time
@@ -141,6 +252,105 @@ def test_a_helper_s_failed_write_is_the_os_error(tmp_path):
     assert taken.read_text() == "here first\n"
 
 
+def in_threads(calls: list) -> list:
+    """Each of ``calls`` run at once on a thread of its own: what each returned or raised
+    (a call still waiting after 30 s fails the test, it does not hang it)."""
+    results: list = [None] * len(calls)
+    go = threading.Barrier(len(calls))
+
+    def run(number: int) -> None:
+        go.wait()
+        try:
+            results[number] = calls[number]()
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            results[number] = exc
+
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    return results
+
+
+def test_a_helper_holding_several_requests_answers_each_caller_its_own(tmp_path):
+    """Requests wait in its pipe while it works (it reads the next one at once); each
+    caller gets the answer to its own request, an error included, and no one else's."""
+    contents = [bytes([65 + n]) * (1000 * n + 1) for n in range(12)]  # answers: their sizes
+    frames = [compress(data) for data in contents]
+    pack = write(tmp_path / "pack", b"".join(frames))
+    offsets = [sum(len(f) for f in frames[:n]) for n in range(12)]
+
+    def new_file(n: int, where: Path):
+        chunk = (chunk_id(contents[n]), os.fspath(pack), offsets[n], len(frames[n]), len(contents[n]))
+        return (os.fsencode(where), 0o644, True, n, [chunk])
+
+    taken = write(tmp_path / "taken", "here first\n")
+    calls = [(lambda n=n: helpers.write([new_file(n, tmp_path / f"new-{n}")])) for n in range(12)]
+    calls[5] = lambda: helpers.write([new_file(5, taken)])
+    with running_helper(depth=3) as helpers:
+        results = in_threads(calls)
+        assert helpers.write([new_file(7, tmp_path / "after")]) == 7001  # still in step
+    assert isinstance(results[5], FileExistsError) and results[5].filename == os.fsencode(taken)
+    assert [r for n, r in enumerate(results) if n != 5] == [1000 * n + 1 for n in range(12) if n != 5]
+    assert all((tmp_path / f"new-{n}").read_bytes() == contents[n] for n in range(12) if n != 5)
+
+
+def test_a_request_that_cannot_be_sent_fails_alone(tmp_path):
+    with running_helper(depth=2) as helpers:
+        with pytest.raises(TypeError):
+            helpers.write([(os.fsencode(tmp_path / "f"), 0o644, True, 0, [threading.Lock()])])  # not picklable
+        assert in_threads([lambda: helpers.write([(os.fsencode(tmp_path / "g"), 0o644, True, 0, [])])]) == [0]
+    assert not (tmp_path / "f").exists() and (tmp_path / "g").is_file()
+
+
+def test_a_helper_that_died_fails_every_request_on_its_way(tmp_path):
+    with running_helper(depth=4) as helpers:
+        helpers._all[0].process.kill()
+        helpers._all[0].process.wait()
+        started = time.monotonic()
+        results = in_threads([lambda: helpers.write([], [])] * 6)
+        assert time.monotonic() - started < 10
+    assert all(isinstance(r, CheckpointError) and "ended unexpectedly" in str(r) for r in results)
+
+
+def test_a_helper_makes_links_never_over_what_is_there(tmp_path):
+    with running_helper() as helpers:
+        assert helpers.write([], [(os.fsencode(tmp_path / "link"), b"../elsewhere", 1_000_000_456)]) == 0
+        with pytest.raises(FileExistsError):
+            helpers.write([], [(os.fsencode(tmp_path / "link"), b"other", 0)])
+    assert os.readlink(tmp_path / "link") == "../elsewhere"
+    assert (tmp_path / "link").lstat().st_mtime_ns == 1_000_000_456
+
+
+def test_a_helper_writes_a_piece_only_into_the_file_the_restore_created(tmp_path):
+    """By its name, never through a link, and only while it is the same inode."""
+    data = b"piece of a large file\n"
+    chunk, frame = chunk_id(data), compress(data)
+    pack = write(tmp_path / "pack", b"P" * 8 + frame)
+    chunks = [(chunk, os.fspath(pack), 8, len(frame), len(data))]
+    created = write(tmp_path / "large", b"")
+    st = created.stat()
+    where = (st.st_dev, st.st_ino)
+    with running_helper() as helpers:
+        assert helpers.write_piece((os.fsencode(created), where, 4, chunks)) == len(data)
+        assert created.read_bytes() == b"\0" * 4 + data
+        link = tmp_path / "link"
+        link.symlink_to(created)
+        with pytest.raises(OSError) as caught:
+            helpers.write_piece((os.fsencode(link), where, 0, chunks))
+        assert caught.value.errno == errno.ELOOP
+        os.replace(write(tmp_path / "other", b""), created)  # another file in its place
+        with pytest.raises(CheckpointError, match="large': it was replaced while written"):
+            helpers.write_piece((os.fsencode(created), where, 0, chunks))
+        assert created.read_bytes() == b""
+        bad = [(chunk_id(b"something else"), os.fspath(pack), 8, len(frame), len(data))]
+        with pytest.raises(ChunkCorrupt, match="does not match its id"):
+            helpers.write_piece((os.fsencode(created), (st.st_dev, created.stat().st_ino), 0, bad))
+    assert created.read_bytes() == b""
+
+
 def test_a_helper_reads_compresses_and_scans(tmp_path):
     text = write(tmp_path / "a", f"root at {tmp_path}/x\n")
     blob = write(tmp_path / "b", b"\0binary")
@@ -150,6 +360,17 @@ def test_a_helper_reads_compresses_and_scans(tmp_path):
     assert (a_id, a_found, a_binary) == (chunk_id(text.read_bytes()), frozenset({0}), False)
     assert (b_id, b_found, b_binary) == (chunk_id(blob.read_bytes()), frozenset(), True)
     assert open_frame(a_frame, a_id, text.stat().st_size, "test") == text.read_bytes()
+
+
+def test_a_helper_s_answers_pass_whatever_their_size(tmp_path):
+    """Messages larger than a pipe holds (64 KiB) come through in pieces, whole."""
+    blob = write(tmp_path / "blob", random.Random(3).randbytes(1 << 20))  # does not compress
+    tiny = write(tmp_path / "tiny", b"")
+    with running_helper() as helpers:
+        files = [(os.fsencode(p), os.fsencode(p.name), p.stat().st_size, p.stat().st_ino) for p in (blob, tiny, blob)]
+        read = helpers.read(files)
+    assert [r[0] for r in read] == [chunk_id(blob.read_bytes()), chunk_id(b""), chunk_id(blob.read_bytes())]
+    assert open_frame(read[2][1], read[2][0], 1 << 20, "test") == blob.read_bytes()
 
 
 @pytest.mark.parametrize("change, message", [
@@ -193,8 +414,35 @@ def test_a_capture_goes_on_on_threads_when_no_helper_starts(tmp_path, helpers_us
     store = Store(tmp_path / "store")
     info = store.capture([Target("out", out)])
     assert helpers_used[0].batches == 0 and not helpers_used[0].running
-    store.restore(manifest_of(info, ["out"]), tmp_path / "back")
+    store.restore(manifest_of(info, ["out"]), tmp_path / "back", files=info.files)  # started at once, in vain
+    assert helpers_used[1].batches == 0 and not helpers_used[1].running
     assert (tmp_path / "back" / "out" / "same-b").read_text() == "twin\n"
+
+
+def test_a_restore_that_starts_its_helpers_at_once_waits_for_them(tmp_path, monkeypatch):
+    """Its workers do not write the first files themselves while the helpers start (slowly
+    here): every file is written by a helper."""
+    slow = tmp_path / "slow-python"
+    slow.write_text(f"#!/bin/sh\nsleep 0.5\nexec {smallfiles.sys.executable} \"$@\"\n")
+    slow.chmod(0o755)
+    monkeypatch.setattr(smallfiles.sys, "executable", str(slow))
+    by_helpers = []
+
+    class Counted(smallfiles.HelperProcesses):
+        def write(self, files, links=()):
+            written = super().write(files, links)
+            by_helpers.append(written)
+            return written
+
+    monkeypatch.setattr(treewrite, "PROCESS_AFTER", 5)
+    monkeypatch.setattr(treewrite, "_GROUP_FILES", 4)
+    monkeypatch.setattr(treewrite, "HelperProcesses", Counted)
+    out = tmp_path / "out"
+    small_tree(out)
+    store = Store(tmp_path / "store")
+    info = store.capture([Target("out", out)])
+    restored = store.restore(manifest_of(info, ["out"]), tmp_path / "back", files=info.files)
+    assert None not in by_helpers and sum(by_helpers) == restored.written == info.size
 
 
 def test_a_helper_imports_nothing_from_the_working_directory(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,10 +80,11 @@ def restore(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
         tree_dir = staging / "tree"
         tree_dir.mkdir()
         with cp.store.hold(obj):
-            if held is None:  # read once for the write and the receipt
-                held = tree.entry_list(cp.store.packs, obj.manifest)
-            info = write_tree(tree.entries(cp.store.packs, obj.manifest) if held is None else held, tree_dir,
-                              cp.store.packs, progress=progress)
+            entries: Iterable[Entry] | None = held
+            if held is None:  # read as it is written (its helpers start at once), kept for the receipt
+                entries, held = tree.entries_held(cp.store.packs, obj.manifest)
+            info = write_tree(entries, tree_dir, cp.store.packs, progress=progress,
+                              files=obj.manifest["tree"]["files"])
         _warn_setid(info.stripped_setid, point, log)
         relocated = _relocate(tree_dir, portability, anchor, point, log)
         containment.check_targets(tree_dir, targets)  # UnsafeTree: later steps would write outside

@@ -1,36 +1,43 @@
-"""Small files read, hashed, scanned and compressed (capture), or written (restore), in
-batches, on a thread or in a helper process.
+"""Small files read, hashed, scanned and compressed (capture), or files and links written
+(restore), in batches, on a thread or in a helper process.
 
 A build tree is mostly files of a few KiB, where the cost is the Python around each file
 (open, read, hash, scan, compress; or read frames, decompress, check, write, set the mode
 and mtime: a dozen calls), not its bytes. On threads all of that waits for one GIL, which
 the main thread needs for every entry too: with 50,000 tiny files the two took turns and
 kept one CPU busy. A helper process has an interpreter and a GIL of its own; it is started
-once a capture or restore has seen :data:`PROCESS_AFTER` small files (a small tree never
-pays for its start), runs ``python -m`` this module, and answers one batch at a time over a
-pipe. It is our own code: it reads the files the walk named with the same checks, writes
-the entries the restore checked with the same flags, checks every chunk against its id as
-a thread does, and its answers are trusted like a thread's.
+once a capture or restore has seen :data:`PROCESS_AFTER` small files, or at once by a
+restore whose manifest lists that many (a small tree never pays for its start), runs
+``python -m`` this module, and answers one batch at a time over a pipe. It is our own code:
+it reads the files the walk named with the same checks, writes the entries the restore
+checked with the same flags (new files, links, and the pieces of a large file the restore
+created, written at their offsets), checks every chunk against its id as a thread does,
+and its answers are trusted like a thread's.
 """
 
 from __future__ import annotations
 
 import gc
 import os
-import queue
+import pickle
+import select
 import stat
-import subprocess
+import struct
 import sys
 import threading
+import time
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
 
 from gaia_core.checkpoints import chunking
 from gaia_core.checkpoints.packs import ChunkCorrupt, IndexEntry, compress, open_frame, read_frame
-from gaia_core.checkpoints.relocate import FileScanner, RootMatcher
 from gaia_core.errors import CheckpointError
 
-#: small files a capture reads on its threads before it starts helper processes
+if TYPE_CHECKING:  # a helper imports it only when it scans (a restore's never does)
+    from gaia_core.checkpoints.relocate import FileScanner
+
+#: small files a capture or restore handles on its threads before it starts helper processes
+#: (a restore whose manifest lists at least as many files starts them at once)
 PROCESS_AFTER = 2000
 #: seconds a helper may take to start before the capture goes on without it
 START_TIMEOUT = 30
@@ -43,6 +50,11 @@ File = tuple[bytes, bytes, int, int]
 #: leaves it whole; otherwise it gets it by ``fchmod``), its mtime, and its chunks as
 #: (chunk id, pack file, offset, frame length, plain size)
 NewFile = tuple[bytes, int, bool, int, list[tuple[bytes, str, int, int, int]]]
+#: a symlink to make: where, its target, its mtime
+NewLink = tuple[bytes, bytes, int]
+#: a piece of a large file the restore created: where, the file's (device, inode) as
+#: created, the piece's offset, and its chunks as :data:`NewFile` gives them
+Piece = tuple[bytes, tuple[int, int], int, list[tuple[bytes, str, int, int, int]]]
 #: what errors call a helper
 _NAME = f"gaia's helper process (python -m {__name__})"
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -108,9 +120,16 @@ def settle_new(fd: int, mode: int, whole: bool, mtime_ns: int) -> None:
     os.utime(fd, ns=(mtime_ns, mtime_ns))
 
 
-def write_files(files: Sequence[NewFile], packs: dict[str, int]) -> int:
-    """Write each new file from its chunks, each checked against its id; the bytes written.
-    ``packs`` keeps the pack files open (path -> descriptor) from batch to batch."""
+def make_link(path: bytes, target: bytes, mtime_ns: int) -> None:
+    """A new symlink at ``path`` (never over what is there), with its own mtime."""
+    os.symlink(target, path)
+    os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+
+def write_files(files: Sequence[NewFile], links: Sequence[NewLink], packs: dict[str, int]) -> int:
+    """Write each new file from its chunks, each checked against its id, and make each
+    link; the bytes written. ``packs`` keeps the pack files open (path -> descriptor) from
+    batch to batch."""
     written = 0
     for path, mode, whole, mtime_ns, chunks in files:
         fd = create_new(path, mode, whole)
@@ -121,7 +140,35 @@ def write_files(files: Sequence[NewFile], packs: dict[str, int]) -> int:
             settle_new(fd, mode, whole, mtime_ns)
         finally:
             os.close(fd)
+    for path, target, mtime_ns in links:
+        make_link(path, target, mtime_ns)
     return written
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
+def write_piece(piece: Piece, packs: dict[str, int]) -> int:
+    """Write a piece of a large file at its offset, each chunk checked against its id; the
+    bytes written. The file is opened by its name, never through a link, and must be the
+    one the restore created (its device and inode), not what took its place since."""
+    path, created, offset, chunks = piece
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != created:
+            raise CheckpointError(f"refusing to restore {os.fsdecode(path)!r}: it was replaced while written")
+        written = 0
+        for chunk, pack, at, clen, plen in chunks:
+            pwrite_all(fd, _chunk(packs, IndexEntry(chunk, at, clen, plen), pack), offset + written)
+            written += plen
+        return written
+    finally:
+        os.close(fd)
 
 
 def _chunk(packs: dict[str, int], entry: IndexEntry, pack: str) -> bytes:
@@ -146,10 +193,55 @@ class ChunkCorruptIn(ChunkCorrupt):
         self.chunk = chunk
 
 
+class _Pipe:
+    """One end of a pipe that carries pickled messages, each after its length (as
+    multiprocessing's ``Connection`` does: importing that took a tenth of a helper's start)."""
+
+    _LENGTH = struct.Struct("<Q")
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def send(self, message: object) -> None:
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        head = self._LENGTH.pack(len(data))
+        for part in ((head + data,) if len(data) < 1 << 14 else (head, data)):  # a large one is not copied
+            view = memoryview(part)
+            while view:
+                view = view[os.write(self.fd, view):]
+
+    def recv(self) -> Any:
+        (length,) = self._LENGTH.unpack(self._read(self._LENGTH.size))
+        return pickle.loads(self._read(length))
+
+    def poll(self, timeout: float) -> bool:
+        """Whether a message (or the end of the pipe) is there within ``timeout`` seconds."""
+        waiting = select.poll()
+        waiting.register(self.fd, select.POLLIN)
+        return bool(waiting.poll(timeout * 1000))
+
+    def _read(self, size: int) -> bytes:
+        parts, left = [], size
+        while left:
+            data = os.read(self.fd, left)
+            if not data:
+                raise EOFError(f"{_NAME}'s pipe ended")
+            parts.append(data)
+            left -= len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
 class _Helper:
     """One helper process and its pipe."""
 
     def __init__(self, needles: Sequence[bytes]):
+        import subprocess  # here: a helper's own start does without it
+
         to_child, self._requests = os.pipe()
         self._replies, from_child = os.pipe()
         try:
@@ -167,9 +259,13 @@ class _Helper:
         finally:
             os.close(to_child)
             os.close(from_child)
-        self._out = Connection(self._requests, readable=False)
-        self._in = Connection(self._replies, writable=False)
+        self._out = _Pipe(self._requests)
+        self._in = _Pipe(self._replies)
         self._needles = list(needles)
+        #: requests sent and answers taken, in order: each caller takes the answer to its own
+        self._sending, self._turns = threading.Lock(), threading.Condition()
+        self._sent = self._answered = 0
+        self.waiting = 0  # requests sent or about to be, not yet answered (HelperProcesses's lock)
 
     def ready(self) -> None:
         """Give the process the roots to look for; wait until it has imported what it needs."""
@@ -179,8 +275,25 @@ class _Helper:
         self._receive()
 
     def call(self, kind: str, batch: Sequence) -> object:
-        self._send((kind, batch))
-        return self._receive()
+        """The answer to a request; several callers may have theirs on the way at once (the
+        process reads the next as soon as it has answered one)."""
+        failed: BaseException | None = None
+        with self._sending:
+            ticket, self._sent = self._sent, self._sent + 1
+            try:
+                self._send((kind, batch))
+            except BaseException as exc:  # raised in its turn: the requests after it get their answers
+                failed = exc
+        with self._turns:
+            while self._answered != ticket:
+                self._turns.wait()
+            try:
+                if failed is not None:
+                    raise failed
+                return self._receive()
+            finally:
+                self._answered += 1
+                self._turns.notify_all()
 
     def _send(self, message: object) -> None:
         try:
@@ -202,6 +315,8 @@ class _Helper:
         return value
 
     def _ended(self) -> CheckpointError:
+        import subprocess
+
         try:
             status = self.process.wait(timeout=1)
         except subprocess.TimeoutExpired:
@@ -209,6 +324,8 @@ class _Helper:
         return CheckpointError(f"{_NAME} ended unexpectedly (exit status {status})")
 
     def close(self) -> None:
+        import subprocess
+
         for end in (self._out, self._in):
             end.close()
         try:
@@ -223,13 +340,15 @@ class HelperProcesses:
     small files for the threads; they start in the background when :meth:`start` is first
     called."""
 
-    def __init__(self, needles: Sequence[bytes], count: int):
+    def __init__(self, needles: Sequence[bytes], count: int, depth: int = 1):
         self._needles = list(needles)
         self._count = count
-        self._idle: queue.Queue[_Helper] = queue.Queue()
+        self._depth = depth  # requests a helper holds at once (the next one waits in its pipe)
         self._all: list[_Helper] = []
         self._lock = threading.Lock()
+        self._free = threading.Condition(self._lock)
         self._starting: threading.Thread | None = None
+        self._start_ended = False  # every helper is ready, or failed to start
         self._closed = False
         #: batches the helpers read (a capture's statistics; tests check the helpers ran)
         self.batches = 0
@@ -245,42 +364,76 @@ class HelperProcesses:
     def running(self) -> bool:
         return bool(self._all)
 
+    def wait_running(self, deadline: float) -> None:
+        """Wait until a helper runs (the others may still be starting) or none will, at
+        most until ``deadline`` (a ``time.monotonic()``)."""
+        with self._free:
+            while not self._all and self._starting is not None and not self._start_ended:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._free.wait(left)
+
     def _start_all(self) -> None:
+        try:
+            self._start_each()
+        finally:
+            with self._free:
+                self._start_ended = True
+                self._free.notify_all()
+
+    def _start_each(self) -> None:
+        """Start every process, then take each into service once it is ready (they start
+        side by side: each takes a tenth of a second to import what it needs)."""
+        started: list[_Helper] = []
         for _ in range(self._count):
             try:
-                helper = _Helper(self._needles)
+                started.append(_Helper(self._needles))
             except OSError:
-                return  # the threads go on reading on their own
+                break  # the threads go on on their own, or with those started
+        for number, helper in enumerate(started):
             try:
                 helper.ready()
             except CheckpointError:
-                helper.close()
+                for other in started[number:]:
+                    other.close()
                 return
             with self._lock:
                 if self._closed:
-                    helper.close()
+                    for other in started[number:]:
+                        other.close()
                     return
                 self._all.append(helper)
-            self._idle.put(helper)
+                self._free.notify_all()
 
     def read(self, files: Sequence[File]) -> list[Read] | None:
-        """The files read by an idle helper; None when none has started (yet)."""
+        """The files read by a helper; None when none has started (yet)."""
         return self._call("read", files)  # type: ignore[return-value]
 
-    def write(self, files: Sequence[NewFile]) -> int | None:
-        """The files written by an idle helper (the bytes written); None when none has
-        started (yet). A damaged chunk raises :class:`ChunkCorruptIn`, a failed write
-        the ``OSError``."""
-        return self._call("write", files)  # type: ignore[return-value]
+    def write(self, files: Sequence[NewFile], links: Sequence[NewLink] = ()) -> int | None:
+        """The files written and links made by a helper (the bytes written); None
+        when none has started (yet). A damaged chunk raises :class:`ChunkCorruptIn`, a
+        failed write the ``OSError``."""
+        return self._call("write", (files, links))  # type: ignore[return-value]
+
+    def write_piece(self, piece: Piece) -> int | None:
+        """A piece of a large file written by a helper (its bytes), as :meth:`write`."""
+        return self._call("piece", piece)  # type: ignore[return-value]
 
     def _call(self, kind: str, batch: Sequence) -> object:
+        """The answer of the helper with the fewest requests on hand, once it has room."""
         if not self._all:
             return None
-        helper = self._idle.get()
+        with self._free:
+            while (helper := min(self._all, key=lambda h: h.waiting)).waiting >= self._depth:
+                self._free.wait()
+            helper.waiting += 1
         try:
             answer = helper.call(kind, batch)
         finally:
-            self._idle.put(helper)
+            with self._free:
+                helper.waiting -= 1
+                self._free.notify()
         with self._lock:
             self.batches += 1
         return answer
@@ -295,23 +448,28 @@ class HelperProcesses:
             helper.close()
 
 
-def _serve(requests: Connection, replies: Connection) -> None:
+def _serve(requests: _Pipe, replies: _Pipe) -> None:
     gc.disable()  # what a batch makes holds no cycles, and the process ends with its caller
     needles = requests.recv()
-    scanner = FileScanner(RootMatcher(needles)) if needles else None
+    scanner = None
+    if needles:
+        from gaia_core.checkpoints.relocate import FileScanner, RootMatcher
+        scanner = FileScanner(RootMatcher(needles))
     packs: dict[str, int] = {}
     replies.send(("ready", None))
     while True:
         try:
             kind, batch = requests.recv()
         except EOFError:
-            return
+            os._exit(0)  # nothing to flush or tidy: the caller waits for this exit
         try:
             if kind == "read":
                 answer: object = [(digest, compress(data), found, binary)
                                   for digest, data, found, binary in read_files(batch, scanner)]
+            elif kind == "piece":
+                answer = write_piece(batch, packs)
             else:
-                answer = write_files(batch, packs)
+                answer = write_files(*batch, packs)
         except ChunkCorruptIn as exc:
             replies.send(("corrupt", (str(exc), exc.chunk)))
         except CheckpointError as exc:
@@ -322,9 +480,10 @@ def _serve(requests: Connection, replies: Connection) -> None:
             replies.send(("done", answer))
 
 
-__all__ = ["PROCESS_AFTER", "ChunkCorruptIn", "HelperProcesses", "check_size", "create_new", "open_regular",
-           "read_files", "settle_new", "write_all", "write_files"]
+__all__ = ["PROCESS_AFTER", "ChunkCorruptIn", "HelperProcesses", "NewFile", "NewLink", "Piece", "check_size",
+           "create_new", "make_link", "open_regular", "pwrite_all", "read_files", "settle_new", "write_all",
+           "write_files", "write_piece"]
 
 
 if __name__ == "__main__":
-    _serve(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))
+    _serve(_Pipe(int(sys.argv[1])), _Pipe(int(sys.argv[2])))

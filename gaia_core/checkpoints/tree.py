@@ -52,6 +52,23 @@ def entry_list(packs: PackStore, manifest: dict[str, Any]) -> list[Entry] | None
     return list(entries(packs, manifest))
 
 
+def entries_held(packs: PackStore, manifest: dict[str, Any]) -> tuple[Iterator[Entry], list[Entry] | None]:
+    """:func:`entries`, streamed, and the list they go into as they are read when the manifest
+    lists at most :data:`HELD_ENTRIES` (whole once the stream has ended), else None: a full
+    restore writes as it reads, and its receipt takes the entries from the list."""
+    stream = entries(packs, manifest)
+    if int(manifest["tree"]["entries"]) > HELD_ENTRIES:
+        return stream, None
+    held: list[Entry] = []
+
+    def holding() -> Iterator[Entry]:
+        for entry in stream:
+            held.append(entry)
+            yield entry
+
+    return holding(), held
+
+
 def needed_chunks(packs: PackStore, manifest: dict[str, Any],
                   held: Iterable[Entry] | None) -> Iterator[tuple[bytes, int]]:
     """:func:`chunks`, taken from ``held`` (the checked entries) when given."""
@@ -79,5 +96,5 @@ def _part_data(packs: PackStore, listed: list[tuple[bytes, int]]) -> Iterator[by
         yield packs.read(part, located[part], size)
 
 
-__all__ = ["HELD_ENTRIES", "chunks", "entries", "entry_list", "list_key", "needed_chunks", "parts",
+__all__ = ["HELD_ENTRIES", "chunks", "entries", "entries_held", "entry_list", "list_key", "needed_chunks", "parts",
            "raw_entries"]

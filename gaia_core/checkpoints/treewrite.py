@@ -1,4 +1,5 @@
-"""Restore's writer: checked entries into a tree, files written by several threads.
+"""Restore's writer: checked entries into a tree, files written by several threads or
+helper processes.
 
 :func:`write_tree` fills an empty directory (a full restore's staging dir, swapped in
 afterwards); :func:`update_tree` brings a tree that holds an earlier checkpoint to a new
@@ -8,7 +9,9 @@ children, no path through a link) and chunks from the local pack store, each che
 against its id as it is read. Files are created with ``O_EXCL | O_NOFOLLOW`` and never
 get set-id bits or a foreign owner (a large file is created first, then written in pieces
 by several workers at their offsets); directories get their modes and mtimes last,
-deepest first, so writing into them does not change what was restored.
+deepest first, so writing into them does not change what was restored. A full restore of
+many files has its new files, links and large files' pieces written by helper processes
+(:mod:`.smallfiles`), started at once; others start them once many files were handed out.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from gaia_core.checkpoints.mtimes import STEP_NS, Placement, distinct_sorted, fi
 from gaia_core.checkpoints.receipt import (RECEIPT, Cursor, ReceiptDraft, Record, kept_line, line_path, lines,
                                           record_of)
 from gaia_core.checkpoints.packstore import ChunkMissing, Location, PackStore
-from gaia_core.checkpoints.smallfiles import (PROCESS_AFTER, ChunkCorruptIn, HelperProcesses, create_new, settle_new,
-                                             write_all)
+from gaia_core.checkpoints.smallfiles import (PROCESS_AFTER, ChunkCorruptIn, HelperProcesses, create_new, make_link,
+                                             pwrite_all, settle_new, write_all)
 from gaia_core.errors import CheckpointError
 
 _SETID = stat.S_ISUID | stat.S_ISGID
@@ -46,6 +49,11 @@ _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodee
 _WORKERS = max(2, min(8, os.cpu_count() or 2))
 #: helper processes that write new small files (see :mod:`.smallfiles`); 0: threads only
 _HELPERS = max(1, min(4, os.cpu_count() or 1))
+#: seconds the workers of a restore that started its helpers at once wait for them at most
+_HELPERS_WAIT = 1.0
+#: requests a helper started at once holds (the next one waits in its pipe while it works), and
+#: so workers a helper: 1 left each helper idle for 0.1 s of 1.2 s, between an answer and the next
+_DEPTH = 2
 #: file entries whose chunks are looked up together
 _BATCH = 512
 #: files written by one worker task (a directory's files end a task past a quarter of either); a file
@@ -71,7 +79,7 @@ class WriteInfo:
 
 class _Writer:
     def __init__(self, top: Callable[[str], Path], packs: PackStore, progress: Callable[[int], None] | None, *,
-                 dir_mtimes: bool = True):
+                 dir_mtimes: bool = True, helpers_at_once: bool = False):
         self.top = top  # the directory of a target, by name
         self.dir_mtimes = dir_mtimes  # False: an update, whose placement sets them
         self.packs = packs
@@ -79,7 +87,9 @@ class _Writer:
         self.info = WriteInfo()
         self.dirs: list[tuple[bytes, int, int]] = []  # (path, mode, mtime_ns)
         self.links: list[tuple[bytes, bytes]] = []  # hard links: (path, head path)
-        self.pool = concurrent.futures.ThreadPoolExecutor(_WORKERS, thread_name_prefix="gaia-restore")
+        early = helpers_at_once and _HELPERS > 0
+        self.workers = _HELPERS * _DEPTH if early else _WORKERS
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="gaia-restore")
         self.futures: list[concurrent.futures.Future] = []
         self.batch: list[tuple[bytes, Entry, int]] = []
         self._lock = threading.Lock()
@@ -88,8 +98,15 @@ class _Writer:
         self.umask = _umask()
         self.large: set[_LargeFile] = set()  # large files written in pieces, until their last piece ends
         #: processes that write batches of new small files once they run (see :mod:`.smallfiles`)
-        self.helpers = HelperProcesses([], _HELPERS) if _HELPERS > 0 else None
+        self.helpers = HelperProcesses([], _HELPERS, _DEPTH if early else 1) if _HELPERS > 0 else None
         self._handed = 0  # files handed to the workers so far
+        self._pack_paths: dict[str, str] = {}  # pack id -> its file, as a helper opens it
+        #: until when the workers wait for helpers started at once, rather than write themselves
+        self.helpers_by = 0.0
+        if early:
+            assert self.helpers is not None
+            self.helpers.start()
+            self.helpers_by = time.monotonic() + _HELPERS_WAIT
         #: an update's: the directories it creates, replaces or removes entries in
         self.changed: set[bytes] | None = None
 
@@ -169,8 +186,8 @@ class _Writer:
         if group:
             self._submit(group)
         self.batch = []
-        if len(self.futures) > 4 * _WORKERS:
-            self._collect(2 * _WORKERS)
+        if len(self.futures) > 4 * self.workers:
+            self._collect(2 * self.workers)
 
     def _submit(self, group: list[tuple[bytes, Entry, list[Location], int]]) -> None:
         self._handed += len(group)
@@ -197,14 +214,30 @@ class _Writer:
         for start, run in pieces:
             self.futures.append(self.pool.submit(self._write_piece, large, start, run))
 
+    def _helped(self) -> bool:
+        """Whether helper processes run (waiting a little for those started at once: files
+        the workers write meanwhile cost more, and slow the helpers' start down)."""
+        if self.helpers is None:
+            return False
+        if not self.helpers.running and self.helpers_by:
+            self.helpers.wait_running(self.helpers_by)
+        return self.helpers.running
+
     def _write_piece(self, large: _LargeFile, offset: int, run: list[tuple[bytes, Location, int]]) -> int:
+        """Write a piece of a large file at its offset: by a helper process once they run."""
         written, ok = 0, False
         try:
-            for data in self.packs.read_run(run):
-                view = memoryview(data)
-                while view:
-                    done = os.pwrite(large.fd, view, offset)
-                    view, offset, written = view[done:], offset + done, written + done
+            helped = None
+            if self._helped():
+                assert self.helpers is not None
+                with self._damaged(run):
+                    helped = self.helpers.write_piece((large.path, large.created, offset, self._chunks_for_helper(run)))
+            if helped is not None:
+                written = helped
+            else:
+                for data in self.packs.read_run(run):
+                    pwrite_all(large.fd, data, offset + written)
+                    written += len(data)
             ok = True
         finally:
             large.piece_done(ok)
@@ -225,9 +258,9 @@ class _Writer:
 
     def _write_files(self, group: list[tuple[bytes, Entry, list[Location], int]]) -> int:
         """Write a task's files; the chunks of those written for sure come from the packs
-        in one run of reads (:meth:`PackStore.read_run`). New files only: by a helper
-        process once they run."""
-        if self.helpers is not None and self.helpers.running and all(how == _NEW for *_, how in group):
+        in one run of reads (:meth:`PackStore.read_run`). New files and links (a task of
+        nothing else): by a helper process once they run."""
+        if all(how in (_NEW, _LINK) for *_, how in group) and self._helped():
             written = self._write_helped(group)
             if written is not None:
                 return written
@@ -236,8 +269,7 @@ class _Writer:
         written = files = 0
         for path, entry, locations, how in group:
             if how == _LINK:
-                os.symlink(os.fsencode(entry.link or ""), path)
-                os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+                make_link(path, os.fsencode(entry.link or ""), entry.mtime_ns)
                 continue
             if how == _VERIFY:
                 if self._holds(path, entry):
@@ -259,29 +291,50 @@ class _Writer:
         return written
 
     def _write_helped(self, group: list[tuple[bytes, Entry, list[Location], int]]) -> int | None:
-        """:meth:`_write_files` of new files by a helper process; None when none runs."""
+        """:meth:`_write_files` of new files and links by a helper process; None when none runs."""
         assert self.helpers is not None
-        files = []
-        for path, entry, locations, _ in group:
+        files, links, run = [], [], []
+        for path, entry, locations, how in group:
+            if how == _LINK:
+                links.append((path, os.fsencode(entry.link or ""), entry.mtime_ns))
+                continue
             mode = self.mode(entry, note=False)
-            files.append((path, mode, not mode & self.umask, entry.mtime_ns,
-                          [(chunk, os.fspath(self.packs.pack_path(location.pack)), location.offset, location.clen, plen)
-                           for (chunk, plen), location in zip(entry.chunk_list(), locations)]))
-        try:
-            written = self.helpers.write(files)
-        except ChunkCorruptIn as exc:
-            for _, entry, locations, _ in group:
-                for (chunk, plen), location in zip(entry.chunk_list(), locations):
-                    if chunk == exc.chunk:
-                        self.packs.note_damaged(chunk, location, plen)
-            raise
+            chunks = [(chunk, location, plen) for (chunk, plen), location in zip(entry.chunk_list(), locations)]
+            files.append((path, mode, not mode & self.umask, entry.mtime_ns, self._chunks_for_helper(chunks)))
+            run += chunks
+        with self._damaged(run):
+            written = self.helpers.write(files, links)
         if written is None:
             return None
         with self._lock:
-            self.info.stripped_setid += [entry.path for _, entry, _, _ in group if entry.mode & _SETID]
+            self.info.stripped_setid += [entry.path for _, entry, _, how in group
+                                         if how == _NEW and entry.mode & _SETID]
             self.info.written += written
-            self.info.files_written += len(group)
+            self.info.files_written += len(files)
         return written
+
+    def _chunks_for_helper(self, run: list[tuple[bytes, Location, int]]) -> list[tuple[bytes, str, int, int, int]]:
+        """Chunks as a helper process reads them: (id, pack file, offset, frame length, plain size)."""
+        paths = self._pack_paths
+        chunks = []
+        for chunk, location, plen in run:
+            pack = paths.get(location.pack)
+            if pack is None:
+                pack = paths[location.pack] = os.fspath(self.packs.pack_path(location.pack))
+            chunks.append((chunk, pack, location.offset, location.clen, plen))
+        return chunks
+
+    @contextlib.contextmanager
+    def _damaged(self, run: list[tuple[bytes, Location, int]]) -> Iterator[None]:
+        """A chunk of ``run`` a helper found damaged is forgotten where it lies, as a
+        thread's read forgets it (:meth:`PackStore.read`)."""
+        try:
+            yield
+        except ChunkCorruptIn as exc:
+            for chunk, location, plen in run:
+                if chunk == exc.chunk:
+                    self.packs.note_damaged(chunk, location, plen)
+            raise
 
     def _write_file(self, path: bytes, entry: Entry, plain: Iterator[bytes], count: int, replace: bool) -> None:
         """Write the next ``count`` chunks of ``plain`` into a new file at ``path`` (``replace``:
@@ -379,6 +432,8 @@ class _LargeFile:
         self.entry = entry
         self.final = path
         self.path, self.fd, self.whole = writer.open_new(path, entry, replace)
+        st = os.fstat(self.fd)
+        self.created = (st.st_dev, st.st_ino)  # what a helper process checks it writes into
         self.replace = replace
         self.left = pieces
         self.failed = False
@@ -459,12 +514,15 @@ def _same_file(path: bytes, head: bytes) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+@collector.paused()  # the entry list makes many short-lived objects, no cycles
 def write_tree(entries: Iterable[Entry], root: Path, packs: PackStore, *,
-               progress: Callable[[int], None] | None = None) -> WriteInfo:
-    """Write ``entries`` (checked) under the empty directory ``root`` (``root/<target>/...``)."""
+               progress: Callable[[int], None] | None = None, files: int = 0) -> WriteInfo:
+    """Write ``entries`` (checked) under the empty directory ``root`` (``root/<target>/...``).
+    ``files``: how many files the entries hold, as their manifest says; from
+    :data:`PROCESS_AFTER` on, the helper processes start at once, not half-way through."""
     if any(os.scandir(root)):
         raise CheckpointError(f"restore staging directory {root} is not empty")
-    writer = _Writer(lambda name: root / name, packs, progress)
+    writer = _Writer(lambda name: root / name, packs, progress, helpers_at_once=files >= PROCESS_AFTER)
     try:
         for entry in entries:
             writer.info.entries += 1
