@@ -281,7 +281,8 @@ def _write(cp: Checkpoints, point: Point, anchor: Anchor, targets: list[Target],
             for obj in objects.values():
                 held.enter_context(cp.store.hold(obj))
             links = _links(cp, objects)
-            info = write_tree(_linked(_merged(cp, objects), links), tree_dir, cp.store.packs)
+            info = write_tree(_linked(_merged(cp, objects), links), tree_dir, cp.store.packs,
+                              files=sum(obj.manifest["tree"]["files"] for obj in objects.values()))
         if info.stripped_setid:
             log(f"WARN: checkpoint:{point.id} restored {len(info.stripped_setid)} file(s) of units without their "
                 f"setuid/setgid bits: {', '.join(info.stripped_setid[:10])}")
