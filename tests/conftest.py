@@ -32,3 +32,21 @@ def store(tmp_path: Path):
     store = Store(tmp_path / "store")
     yield store
     store.close()
+
+
+@pytest.fixture
+def restore_helpers(monkeypatch) -> list:
+    """The helper processes of each restore, kept for the test; a restore whose manifest
+    lists 2 files or more starts them at once (a test tree holds a few)."""
+    from gaia_core.checkpoints import smallfiles, treewrite
+
+    made: list[smallfiles.HelperProcesses] = []
+
+    class Recorded(smallfiles.HelperProcesses):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(treewrite, "HelperProcesses", Recorded)
+    monkeypatch.setattr(treewrite, "PROCESS_AFTER", 2)
+    return made

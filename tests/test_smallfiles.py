@@ -170,18 +170,10 @@ def damage(store: Store, chunk: bytes) -> str:
     return location.pack
 
 
-def test_a_full_restore_passes_the_manifest_s_file_count(gaia_cli, pm, project, monkeypatch):
+def test_a_full_restore_passes_the_manifest_s_file_count(gaia_cli, pm, project, restore_helpers):
     """The checkpoint engine's full restore starts its helpers at once for a manifest that
     lists PROCESS_AFTER files (so started, they hold two requests each)."""
-    made: list[smallfiles.HelperProcesses] = []
-
-    class Recorded(smallfiles.HelperProcesses):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(treewrite, "HelperProcesses", Recorded)
-    monkeypatch.setattr(treewrite, "PROCESS_AFTER", 2)  # the counter's tree holds a few files
+    made = restore_helpers
     project.write()
     run(gaia_cli, pm, "run", project.build)
     shutil.rmtree(project.out)

@@ -467,23 +467,15 @@ def test_a_tree_that_cannot_be_cleared_after_a_failed_restore_of_units_stops_the
     assert ws.built() == []
 
 
-def test_a_restore_of_units_starts_its_helpers_at_once_from_the_files_its_units_list(gaia_cli, pm, ws, monkeypatch):
-    from gaia_core.checkpoints import smallfiles, treewrite
+def test_a_restore_of_units_starts_its_helpers_at_once_from_the_files_its_units_list(
+        gaia_cli, pm, ws, restore_helpers):
+    from gaia_core.checkpoints import treewrite
 
     ws.write()
     run(gaia_cli, pm, ws)
-    made: list[smallfiles.HelperProcesses] = []
-
-    class Recorded(smallfiles.HelperProcesses):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(treewrite, "HelperProcesses", Recorded)
-    monkeypatch.setattr(treewrite, "PROCESS_AFTER", 2)  # the units hold a few files between them
     ws.write(parts={**PARTS, "c": {"value": "2"}})
     shutil.rmtree(ws.out)
     warm = run(gaia_cli, pm, ws)
     assert "2 restored" in warm.output
-    assert [h._depth for h in made] == [treewrite._DEPTH] and made[0].batches > 0
+    assert [h._depth for h in restore_helpers] == [treewrite._DEPTH] and restore_helpers[0].batches > 0
     assert ws.assembled() == "a=1 flavor=plain\nb=1 flavor=plain\nc=2 flavor=plain\n"
