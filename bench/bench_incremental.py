@@ -83,11 +83,12 @@ def transfers(packs: PackStore, remote: Path, work: Path) -> Transfers:
 def full_restore(packs: PackStore, manifest: dict, dest: Path) -> None:
     """What restore.py does for a full restore, up to the swap: write, place, receipt."""
     staged = fresh(dest.parent / "staged")
-    held = tree.entry_list(packs, manifest)  # read once for the write and the receipt
-    write_tree(held, staged, packs)
+    entries, held = tree.entries_held(packs, manifest)  # read as it is written, kept for the receipt
+    write_tree(entries, staged, packs, files=manifest["tree"]["files"])  # helpers started at once
     place_mtimes([staged / "tree"], clock_dir=staged)
     os.replace(staged / "tree", dest)
-    receipts_of_restored([Target("tree", dest, rootfs_dirs=("*",))], held, {}, EXCLUDE, set(), [])
+    receipts_of_restored([Target("tree", dest, rootfs_dirs=("*",))],
+                         tree.raw_entries(packs, manifest) if held is None else held, {}, EXCLUDE, set(), [])
 
 
 def main() -> int:
