@@ -14,7 +14,9 @@ from tree_store import Store, manifest_of
 from gaia_core.anchors import Target
 from gaia_core.checkpoints import tree
 from gaia_core.checkpoints.chunking import MAX_CHUNK
+from gaia_core.checkpoints import relocate as relocate_module
 from gaia_core.checkpoints.relocate import (
+    BOUNDARY,
     CHUNK,
     FileScanner,
     RelocationPlan,
@@ -462,6 +464,28 @@ def test_large_files_stream_with_matches_across_read_chunks(staging):
     assert text.read_bytes() == b"".join(expected)
     assert text.stat().st_mtime_ns == MTIME
     assert peak < 16 << 20
+
+
+def test_a_text_file_rewritten_in_memory_reads_as_one_streamed_through_the_matcher(staging, monkeypatch):
+    """Files up to WHOLE_TEXT are substituted in one regex pass; larger ones stream through
+    RootMatcher, which capture uses: both must take the same occurrences (longest root,
+    boundary, leftmost, no overlap), whatever the roots and the text."""
+    old = {"ws": "/ws", "out": "/ws/out", "outer": "/ws/outer", "dl": "/opt/dl", "in": "/x/opt/dl"}
+    new = {"ws": "/elsewhere/ws", "out": "/o", "outer": "/ws/outer", "dl": "/dl", "in": "/y/opt/dl"}
+    words = [*(p.encode() for p in old.values()), b"/ws/o", b"/opt/d", b"/ws/out2", b"/x", b"-", b"a",
+             *(bytes([b]) for b in BOUNDARY)]
+    rng = random.Random(17)
+    embedded = [record("out/t.txt", "text", *old)]
+    in_memory = relocate_module.WHOLE_TEXT
+    for _ in range(200):
+        data = b"".join(rng.choice(words) for _ in range(rng.randrange(1, 40)))
+        results = []
+        for whole_text in (in_memory, -1):  # in memory, then streamed
+            monkeypatch.setattr(relocate_module, "WHOLE_TEXT", whole_text)
+            text = plant(staging, "t.txt", data)
+            _, result = relocate(staging, embedded, old, new)
+            results.append((result.rewritten, text.read_bytes()))
+        assert results[0] == results[1], data
 
 
 def test_apply_never_follows_a_link_out_of_the_staging_tree(tmp_path, staging):

@@ -19,7 +19,8 @@ An occurrence of a root is its bytes followed by a boundary byte (``/``, NUL, a 
 whitespace, ``:;=)``) or the end of the file, so root ``/ws/a`` is not found in
 ``/ws/ab``. Where several roots match at one position the longest wins; occurrences are
 taken leftmost first and never overlap: capture and restore use the same
-:class:`RootMatcher`, so they agree on what a file holds.
+:class:`RootMatcher`, so they agree on what a file holds (a text file that fits in memory
+is rewritten by one regex substitution that takes the same occurrences).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import ctypes
 import fnmatch
 import os
 import posixpath
+import re
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -40,8 +42,11 @@ from gaia_core.errors import CheckpointError
 
 #: bytes that may follow a root for it to count as that directory (or end the file)
 BOUNDARY = b"/\0\"' \t\n\r\v\f:;=)"
+_BOUNDARY_CLASS = b"[" + b"".join(re.escape(bytes([byte])) for byte in BOUNDARY) + b"]"
 #: read size when rewriting files; also the size from which a rewrite spools to disk
 CHUNK = 1024 * 1024
+#: text files up to this size are rewritten in memory, in one substitution
+WHOLE_TEXT = 8 * CHUNK
 _TEMP_SUFFIX = ".gaia-relocate"
 #: roots sharing at least this many leading bytes are searched for as one prefix
 _MIN_SHARED_PREFIX = 8
@@ -551,6 +556,13 @@ class _Rewriter:
             if new != old and len(new) <= len(old)
         }
         self._longer = {i for i, (old, new) in enumerate(roots) if len(new) > len(old)}
+        #: a text file's occurrences, rewritten in C: the roots longest first, each followed by
+        #: a boundary, leftmost first and never overlapping, as :class:`RootMatcher` takes them
+        #: (no capturing group: one would cost the regex its fast search; the bytes name the root)
+        self._pattern = re.compile(b"(?:" + b"|".join(re.escape(old) for old in sorted(self._old, key=len, reverse=True))
+                                   + b")(?=" + _BOUNDARY_CLASS + rb"|\Z)")
+        new_of = dict(zip(self._old, self._new)).__getitem__
+        self._substitute = lambda match: new_of(match.group())
 
     def rewrite(self, staging_fd: int, item: Rewrite) -> bool:
         with _parent_of(staging_fd, item.path) as (parent, name):
@@ -560,6 +572,8 @@ class _Rewriter:
                 before = os.fstat(fd)
                 if item.kind == "binary":
                     changed = self._rewrite_binary(fd)
+                elif before.st_size <= WHOLE_TEXT:
+                    changed = self._rewrite_whole_text(fd)
                 else:
                     changed = self._rewrite_text(fd)
                 if changed:
@@ -633,6 +647,26 @@ class _Rewriter:
                     os.pwrite(fd, self._padded[index], base + at)
                     changed = True
         return changed
+
+    def _rewrite_whole_text(self, fd: int) -> bool:
+        """:meth:`_rewrite_text` of a file that fits in memory: read, substituted and written
+        back at once (a text file of a Buildroot tree holds its roots hundreds of times)."""
+        pieces, offset = [], 0
+        while offset <= WHOLE_TEXT and (piece := os.pread(fd, CHUNK, offset)):
+            pieces.append(piece)
+            offset += len(piece)
+        if offset > WHOLE_TEXT:  # it grew since its size was taken
+            return self._rewrite_text(fd)
+        data = b"".join(pieces)
+        text = self._pattern.sub(self._substitute, data)
+        if text == data:
+            return False
+        written = 0
+        view = memoryview(text)
+        while written < len(text):
+            written += os.pwrite(fd, view[written:], written)
+        os.ftruncate(fd, len(text))
+        return True
 
     def _rewrite_text(self, fd: int) -> bool:
         """Any-length rewrite: the new text is spooled, then written back into the inode."""
