@@ -163,7 +163,16 @@ def gaia_run(gaia_cli, pm, ws: Workspace) -> str:  # type: ignore[no-untyped-def
     return result.output
 
 
-def test_a_fresh_workspace_whose_sources_are_newer_restores_up_to_date(gaia_cli, pm, tmp_path, shared):
+@pytest.mark.parametrize("held", [True, False], ids=["written-placed", "list-streamed-placed-by-a-walk"])
+def test_a_fresh_workspace_whose_sources_are_newer_restores_up_to_date(gaia_cli, pm, tmp_path, shared, monkeypatch,
+                                                                       held):
+    from gaia_core.checkpoints import freshness, tree
+
+    walks: list[int] = []
+    place_mtimes = freshness.place_mtimes
+    monkeypatch.setattr(freshness, "place_mtimes", lambda *a, **k: walks.append(1) or place_mtimes(*a, **k))
+    if not held:  # an entry list too long to hold: streamed into the writer, then placed by a walk
+        monkeypatch.setattr(tree, "HELD_ENTRIES", 0)
     first = Workspace(tmp_path / "home" / "laptop", shared)
     gaia_run(gaia_cli, pm, first)
     assert first.compiled() == ["a.o", "b.o", "c.o", "prog"]
@@ -190,6 +199,7 @@ def test_a_fresh_workspace_whose_sources_are_newer_restores_up_to_date(gaia_cli,
     placed = second.marker()["mtimes"]["placed"]
     assert placed["entries"] == len(captured) and placed["at_ns"] <= filesystem_now(second.out)
     assert second.marker()["mtimes"]["inputs_ok_ns"] == placed["oldest_ns"]
+    assert walks == ([] if held else [1])  # a held list: every entry was written with its placed mtime
 
 
 def test_without_the_step_that_workspace_would_rebuild(gaia_cli, pm, tmp_path, shared):

@@ -79,11 +79,14 @@ def test_the_order_is_kept_to_the_ns_and_ends_at_the_filesystem_present(tree: Pa
 
 def test_every_entry_is_set_to_what_a_plan_from_the_captured_times_says(tree: Path):
     before = mtimes(tree)
+    earliest = filesystem_now(tree.parent)
+    planned = plan_placement(before.values(), clock_dir=tree.parent)
     placement = place_mtimes([tree], clock_dir=tree.parent)
-    planned = plan_placement(before.values(), at_ns=placement.at_ns)
-    assert planned.distinct == placement.distinct
+    assert earliest <= planned.at_ns <= placement.at_ns  # it ends at the present too
+    assert (planned.distinct, planned.entries) == (placement.distinct, placement.entries)
     after = mtimes(tree)
-    assert {rel: planned.placed_ns(ns) for rel, ns in before.items()} == after
+    shift = placement.at_ns - planned.at_ns  # the same placement, a moment later
+    assert {rel: planned.placed_ns(ns) + shift for rel, ns in before.items()} == after
     assert {rel: placement.placed_ns(ns) for rel, ns in before.items()} == after
     with pytest.raises(KeyError):
         placement.placed_ns(T0 + 12)  # not a captured time
@@ -109,6 +112,13 @@ def test_placement_waits_past_the_newest_input(tree: Path):
     placement = place_mtimes([tree], clock_dir=tree.parent, not_before_ns=newest_input)
     assert placement.oldest_ns > newest_input
     assert max(mtimes(tree).values()) <= filesystem_now(tree.parent)
+
+
+def test_a_plan_waits_past_the_newest_input_as_a_walk_does(tree: Path):
+    newest_input = filesystem_now(tree.parent) + 300_000_000
+    planned = plan_placement(mtimes(tree).values(), clock_dir=tree.parent, not_before_ns=newest_input)
+    assert planned.oldest_ns > newest_input
+    assert planned.at_ns <= filesystem_now(tree.parent)
 
 
 def test_an_input_far_in_the_future_is_not_waited_for(tree: Path):

@@ -3,9 +3,10 @@
 The fingerprint covers the *content* of the anchor's inputs, never their mtimes; make reads
 only mtimes. So gaia makes the tree newer than every input the fingerprint covers:
 
-- **after a restore** the staged tree's mtimes are placed (:func:`.mtimes.place_mtimes`):
-  their order kept to the ns, compressed to end at the restore, past the newest input the
-  fingerprint read;
+- **after a restore** the staged tree's mtimes are placed: their order kept to the ns,
+  compressed to end at the restore, past the newest input the fingerprint read (each entry
+  written with its placed mtime, :func:`.mtimes.plan_placement`, when the restore holds the
+  entry list; else a walk afterwards, :func:`.mtimes.place_mtimes`);
 - **in place** (the tree already holds the fingerprint) nothing is done unless an input
   the fingerprint read was written after the tree was placed or built (a checkout again,
   same content: same fingerprint, newer mtime). Then the tree's mtimes are placed again,

@@ -80,15 +80,20 @@ class Placement:
                 "entries": self.entries, "distinct": self.distinct}
 
 
-def plan_placement(mtimes: Iterable[int], *, at_ns: int, step_ns: int = STEP_NS) -> Placement:
-    """The placement of a tree whose entries have ``mtimes`` (one per entry, any order).
+def plan_placement(mtimes: Iterable[int], *, clock_dir: Path, not_before_ns: int | None = None,
+                   step_ns: int = STEP_NS) -> Placement:
+    """The placement :func:`place_mtimes` would give a tree whose entries have ``mtimes`` (one
+    per entry, any order), ending at the filesystem's present as that does.
 
-    For a writer that knows every entry's captured mtime up front (from a manifest), so it
-    can write each entry with its placed mtime at once; :func:`place_mtimes` walks a tree.
+    For a writer that knows every entry's captured mtime up front (from its entry list), so
+    that it writes each entry with its placed mtime at once, and no walk follows.
     """
+    started = time.monotonic()
     values = array("q", mtimes)
     ranking = distinct_sorted(values)
-    return Placement(at_ns=at_ns, step_ns=step_ns, entries=len(values), distinct=len(ranking), ranking=ranking)
+    at_ns = _now_past(clock_dir, not_before_ns, max(len(ranking) - 1, 0) * step_ns)
+    return Placement(at_ns=at_ns, step_ns=step_ns, entries=len(values), distinct=len(ranking), ranking=ranking,
+                     seconds=time.monotonic() - started)
 
 
 def fit_placement(mtimes: array, pinned: Iterable[tuple[int, int]], *, clock_dir: Path,

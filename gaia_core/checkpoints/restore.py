@@ -20,6 +20,7 @@ from gaia_core.checkpoints import containment, swap, tree
 from gaia_core.checkpoints.engine import Checkpoints, Log
 from gaia_core.checkpoints.entries import Entry
 from gaia_core.checkpoints.freshness import place_restored
+from gaia_core.checkpoints.mtimes import Placement, plan_placement
 from gaia_core.checkpoints.packstore import ChunkMissing
 from gaia_core.checkpoints.receipt import Record, read_header
 from gaia_core.checkpoints.receipt import remove as receipt_remove
@@ -79,17 +80,26 @@ def restore(cp: Checkpoints, obj: LocalObject, point: Point, anchor: Anchor, tar
         write_owner(staging, f"restore {point.id}/{obj.fingerprint[:12]}")
         tree_dir = staging / "tree"
         tree_dir.mkdir()
+        fingerprint = cp.fingerprint(point)
         with cp.store.hold(obj):
             entries: Iterable[Entry] | None = held
-            if held is None:  # read as it is written (its helpers start at once), kept for the receipt
+            if held is None:  # read as the helpers start, kept for the receipt
                 entries, held = tree.entries_held(cp.store.packs, obj.manifest)
+
+            def place(listed: list[Entry]) -> Placement:  # every mtime is written placed: no walk after
+                return plan_placement((e.mtime_ns for e in listed), clock_dir=staging,
+                                      not_before_ns=fingerprint.newest_input_ns)
+
             info = write_tree(entries, tree_dir, cp.store.packs, progress=progress,
-                              files=obj.manifest["tree"]["files"])
+                              files=obj.manifest["tree"]["files"], place=None if held is None else place)
         _warn_setid(info.stripped_setid, point, log)
-        relocated = _relocate(tree_dir, portability, anchor, point, log)
+        relocated = _relocate(tree_dir, portability, anchor, point, log)  # mtimes kept
         containment.check_targets(tree_dir, targets)  # UnsafeTree: later steps would write outside
-        # the last step on the staged tree: make sees it up to date whatever its inputs' mtimes
-        mtimes = place_restored([tree_dir / t.name for t in targets], staging, cp.fingerprint(point), point, log)
+        # make sees the tree up to date whatever its inputs' mtimes (a list too long to hold
+        # is streamed into the writer, and placed by a walk now)
+        placed = info.placement
+        mtimes = place_restored([tree_dir / t.name for t in targets], staging, fingerprint, point, log,
+                                place=None if placed is None else lambda _clock_dir, _not_before: placed)
         for t in targets:
             t.path.parent.mkdir(parents=True, exist_ok=True)
             swap.swap_in(tree_dir / t.name, t.path)

@@ -75,6 +75,8 @@ class WriteInfo:
     removed: int = 0  # entries an update deleted
     #: files restored without their setuid/setgid bits
     stripped_setid: list[str] = dataclasses.field(default_factory=list)
+    #: the placement the entries were written with (write_tree's ``place``)
+    placement: Placement | None = None
 
 
 class _Writer:
@@ -82,6 +84,8 @@ class _Writer:
                  dir_mtimes: bool = True, helpers_at_once: bool = False):
         self.top = top  # the directory of a target, by name
         self.dir_mtimes = dir_mtimes  # False: an update, whose placement sets them
+        #: where the entries' mtimes go, when that is known before they are written (None: as captured)
+        self.placement: Placement | None = None
         self.packs = packs
         self.progress = progress
         self.info = WriteInfo()
@@ -118,6 +122,10 @@ class _Writer:
             directory = self._tops[top] = os.fsencode(self.top(top))
         return directory + b"/" + rest.encode("utf-8", "surrogateescape") if rest else directory
 
+    def mtime(self, entry: Entry) -> int:
+        """The mtime ``entry`` is written with: its placed one, or the captured one."""
+        return entry.mtime_ns if self.placement is None else self.placement.placed_ns(entry.mtime_ns)
+
     def mode(self, entry: Entry, *, note: bool = True) -> int:
         if note and entry.mode & _SETID:
             self.info.stripped_setid.append(entry.path)
@@ -131,7 +139,7 @@ class _Writer:
             os.mkdir(path, 0o700)
         mode = self.mode(entry)
         if found is None or stat.S_IMODE(found.st_mode) != mode or self.dir_mtimes:
-            self.dirs.append((path, mode, entry.mtime_ns))  # its mode (and mtime) set at the end
+            self.dirs.append((path, mode, self.mtime(entry)))  # its mode (and mtime) set at the end
 
     def symlink(self, path: bytes, entry: Entry) -> None:
         """Made by the workers with the files: a link is a leaf whose directory exists, and a
@@ -269,7 +277,7 @@ class _Writer:
         written = files = 0
         for path, entry, locations, how in group:
             if how == _LINK:
-                make_link(path, os.fsencode(entry.link or ""), entry.mtime_ns)
+                make_link(path, os.fsencode(entry.link or ""), self.mtime(entry))
                 continue
             if how == _VERIFY:
                 if self._holds(path, entry):
@@ -296,11 +304,11 @@ class _Writer:
         files, links, run = [], [], []
         for path, entry, locations, how in group:
             if how == _LINK:
-                links.append((path, os.fsencode(entry.link or ""), entry.mtime_ns))
+                links.append((path, os.fsencode(entry.link or ""), self.mtime(entry)))
                 continue
             mode = self.mode(entry, note=False)
             chunks = [(chunk, location, plen) for (chunk, plen), location in zip(entry.chunk_list(), locations)]
-            files.append((path, mode, not mode & self.umask, entry.mtime_ns, self._chunks_for_helper(chunks)))
+            files.append((path, mode, not mode & self.umask, self.mtime(entry), self._chunks_for_helper(chunks)))
             run += chunks
         with self._damaged(run):
             written = self.helpers.write(files, links)
@@ -367,7 +375,7 @@ class _Writer:
     def close_new(self, fd: int, entry: Entry, whole: bool) -> None:
         """Give a file written through ``fd`` its mode (unless it has it) and mtime; close it."""
         try:
-            settle_new(fd, self.mode(entry, note=False), whole, entry.mtime_ns)
+            settle_new(fd, self.mode(entry, note=False), whole, self.mtime(entry))
         finally:
             os.close(fd)
 
@@ -516,14 +524,21 @@ def _same_file(path: bytes, head: bytes) -> bool:
 
 @collector.paused()  # the entry list makes many short-lived objects, no cycles
 def write_tree(entries: Iterable[Entry], root: Path, packs: PackStore, *,
-               progress: Callable[[int], None] | None = None, files: int = 0) -> WriteInfo:
+               progress: Callable[[int], None] | None = None, files: int = 0,
+               place: Callable[[list[Entry]], Placement] | None = None) -> WriteInfo:
     """Write ``entries`` (checked) under the empty directory ``root`` (``root/<target>/...``).
     ``files``: how many files the entries hold, as their manifest says; from
-    :data:`PROCESS_AFTER` on, the helper processes start at once, not half-way through."""
+    :data:`PROCESS_AFTER` on, the helper processes start at once, not half-way through.
+    ``place``: given every entry (read whole first, while the helpers start), the placement
+    of their mtimes (:func:`~gaia_core.checkpoints.mtimes.plan_placement`): each entry is
+    written with its placed mtime, and no walk of the tree places them afterwards."""
     if any(os.scandir(root)):
         raise CheckpointError(f"restore staging directory {root} is not empty")
     writer = _Writer(lambda name: root / name, packs, progress, helpers_at_once=files >= PROCESS_AFTER)
     try:
+        if place is not None:
+            entries = list(entries)
+            writer.placement = writer.info.placement = place(entries)
         for entry in entries:
             writer.info.entries += 1
             _create(writer, writer.path(entry.path), entry)
