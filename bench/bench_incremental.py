@@ -15,7 +15,7 @@ store (the built-in backend, so the figures are gaia's own, not a network's):
    time of that restore / a full restore of B into an empty directory (target <= 10%).
 
 Both restores are timed as restore.py does them, up to the swap: the full one writes the
-tree, places its mtimes and takes its receipt by a walk; the one in place fetches what it
+tree with its placed mtimes and takes its receipt by a walk; the one in place fetches what it
 lacks (as a download does: looking in the tree's receipt for the chunks first), updates the
 tree (every chunk is in the store after the download: restore.py does not look again),
 places the mtimes of what it touched and writes the receipt it took on the way.
@@ -45,7 +45,7 @@ from gaia_core.checkpoints.receipt import RECEIPT
 from gaia_core.checkpoints.transfer import Transfers
 from gaia_core.checkpoints.treecapture import capture_tree
 from gaia_core.checkpoints.treeimport import import_from_tree
-from gaia_core.checkpoints.mtimes import place_mtimes
+from gaia_core.checkpoints.mtimes import place_mtimes, plan_placement
 from gaia_core.checkpoints.treewrite import receipts_of_restored, update_tree, write_tree
 
 EXCLUDE = (RECEIPT,)
@@ -83,9 +83,12 @@ def transfers(packs: PackStore, remote: Path, work: Path) -> Transfers:
 def full_restore(packs: PackStore, manifest: dict, dest: Path) -> None:
     """What restore.py does for a full restore, up to the swap: write, place, receipt."""
     staged = fresh(dest.parent / "staged")
-    entries, held = tree.entries_held(packs, manifest)  # read as it is written, kept for the receipt
-    write_tree(entries, staged, packs, files=manifest["tree"]["files"])  # helpers started at once
-    place_mtimes([staged / "tree"], clock_dir=staged)
+    entries, held = tree.entries_held(packs, manifest)  # read as the helpers start, kept for the receipt
+    info = write_tree(entries, staged, packs, files=manifest["tree"]["files"],  # helpers started at once
+                      place=None if held is None else
+                      lambda listed: plan_placement((e.mtime_ns for e in listed), clock_dir=staged))
+    if info.placement is None:  # a list too long to hold: placed by a walk
+        place_mtimes([staged / "tree"], clock_dir=staged)
     os.replace(staged / "tree", dest)
     receipts_of_restored([Target("tree", dest, rootfs_dirs=("*",))],
                          tree.raw_entries(packs, manifest) if held is None else held, {}, EXCLUDE, set(), [])
