@@ -268,6 +268,42 @@ def test_a_receipt_records_the_captured_mtime_of_an_entry_placed_elsewhere(tmp_p
     assert (kept.mtime_ns, kept.captured) == (5, st.st_mtime_ns - 5) and kept.matches(path.lstat())
 
 
+def test_the_receipt_of_a_full_restore_records_what_is_there_and_never_what_lies_behind_a_link(
+        store, tmp_path):
+    """The receipt is taken by an ``lstat`` of each entry where the entry list says it is:
+    what is not there is left out, and so is everything under a directory that something
+    else replaced, a link to elsewhere above all (nothing is read through it)."""
+    src = tmp_path / "src"
+    build_a(src)
+    manifest = capture(store, src)
+    consumer = Consumer(store, tmp_path, manifest)
+    root = consumer.target.path
+    outside = tmp_path / "elsewhere"
+    write(outside / "file.c", "not the tree's\n")
+    write(outside / ".stamp_built", "")
+    (root / "build" / "pkg0" / "file.c").unlink()  # gone
+    for path in (root / "build" / "pkg1").iterdir():
+        path.unlink()
+    (root / "build" / "pkg1").rmdir()
+    (root / "build" / "pkg1").symlink_to(outside)  # a directory replaced by a link out of the tree
+    for path in (root / "build" / "pkg2").iterdir():
+        path.unlink()
+    (root / "build" / "pkg2").rmdir()
+    write(root / "build" / "pkg2", "a file where a directory was\n")
+    write(root / "build" / "extra", "not in the checkpoint\n")
+    (root / RECEIPT).unlink()
+    receipts_of_restored([consumer.target], tree.raw_entries(store.packs, manifest), {}, EXCLUDED, set(), [])
+    recorded = {r.path: r for r in records(root / RECEIPT)}
+    expected = [e.path for e in tree.raw_entries(store.packs, manifest)
+                if e.path not in ("out/build/pkg0/file.c", "out/build/extra")
+                and not e.path.startswith(("out/build/pkg1/", "out/build/pkg2/"))]
+    assert list(recorded) == expected
+    assert recorded["out/build/pkg1"].type == "l" and recorded["out/build/pkg2"].type == "f"
+    for path, record in recorded.items():
+        rel = path.partition("/")[2]
+        assert record.matches(os.lstat(root / rel if rel else root)) or not rel, path
+
+
 def test_a_receipt_is_read_up_to_its_first_line_that_is_not_one_record(tmp_path):
     import zstandard
 
