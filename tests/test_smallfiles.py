@@ -437,6 +437,16 @@ def test_a_restore_that_starts_its_helpers_at_once_waits_for_them(tmp_path, monk
     assert None not in by_helpers and sum(by_helpers) == restored.written == info.size
 
 
+def test_helpers_closed_before_they_are_needed_end_quietly(capfd):
+    """A run that ends or fails while its helpers start closes their pipes before they got
+    a word: they end without a traceback on the terminal they share."""
+    for _ in range(3):
+        helpers = smallfiles.HelperProcesses([], 2)
+        helpers.start()
+        helpers.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_a_helper_imports_nothing_from_the_working_directory(tmp_path, monkeypatch):
     """Captures run in build trees: a module there must not stand in for the helper's own."""
     (tmp_path / "zstandard.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")

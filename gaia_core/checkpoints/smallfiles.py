@@ -450,7 +450,10 @@ class HelperProcesses:
 
 def _serve(requests: _Pipe, replies: _Pipe) -> None:
     gc.disable()  # what a batch makes holds no cycles, and the process ends with its caller
-    needles = requests.recv()
+    try:
+        needles = requests.recv()
+    except EOFError:
+        os._exit(0)  # closed before it was needed (a run that ended or failed meanwhile)
     scanner = None
     if needles:
         from gaia_core.checkpoints.relocate import FileScanner, RootMatcher
