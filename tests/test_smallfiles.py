@@ -437,6 +437,18 @@ def test_a_restore_that_starts_its_helpers_at_once_waits_for_them(tmp_path, monk
     assert None not in by_helpers and sum(by_helpers) == restored.written == info.size
 
 
+def test_a_helper_imports_neither_pluggy_nor_fastcdc():
+    """A restore starts its helpers at once and waits for them: what they import is most of
+    their start, so the modules they run leave out what they never use."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, gaia_core.checkpoints.smallfiles; "
+             "print(sorted(m for m in ('pluggy', 'pyfastcdc') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_helpers_closed_before_they_are_needed_end_quietly(capfd):
     """A run that ends or fails while its helpers start closes their pipes before they got
     a word: they end without a traceback on the terminal they share."""

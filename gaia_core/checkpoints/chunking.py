@@ -10,11 +10,11 @@ chunks after it stay the same ones.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Sequence
 
 import blake3
-from pyfastcdc import FastCDC
 
 #: the hash of chunk ids, as recorded in manifests
 HASH = "blake3"
@@ -62,7 +62,13 @@ def cut(fd: int, size: int) -> Iterator[bytes | memoryview]:
     yield from _cut_large(fd)
 
 
-_CDC = FastCDC(AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK)
+@functools.cache
+def _cutter():  # type: ignore[no-untyped-def]
+    """FastCDC's cutter, made on first use: the helper processes of a restore never cut,
+    and its import is a tenth of their start."""
+    from pyfastcdc import FastCDC
+
+    return FastCDC(AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK)
 
 
 def _cut_large(fd: int) -> Iterator[memoryview]:
@@ -87,7 +93,7 @@ def _cut_large(fd: int) -> Iterator[memoryview]:
         ended = filled < len(buffer)
         view = view[:filled]
         carry = None
-        for chunk in _CDC.cut_buf(view):
+        for chunk in _cutter().cut_buf(view):
             if not ended and filled - chunk.offset < MAX_CHUNK:
                 carry = view[chunk.offset:]
                 break
