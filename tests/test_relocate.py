@@ -118,6 +118,24 @@ def test_large_pieces_give_the_same_matches_as_small_ones(kind: type) -> None:
     assert all(data[at : at + 7] == b"/ws/out" for at, _ in large)
 
 
+def test_a_file_read_whole_holds_the_roots_a_stream_of_pieces_finds():
+    """FileScanner.whole (a small file, read in one piece) takes the roots in one regex pass;
+    a large file is fed in pieces through RootMatcher.scan. Both must find the same roots
+    (longest root, boundary, leftmost, no overlap), whatever the roots and the text."""
+    roots = [b"/ws", b"/ws/out", b"/ws/outer", b"/opt/dl", b"/x/opt/dl"]
+    words = [*roots, b"/ws/o", b"/opt/d", b"/ws/out2", b"/x", b"-", b"a", b"\0", *(bytes([b]) for b in BOUNDARY)]
+    rng = random.Random(23)
+    whole_scanner, streamed = FileScanner(RootMatcher(roots)), FileScanner(RootMatcher(roots))
+    for _ in range(300):
+        data = b"".join(rng.choice(words) for _ in range(rng.randrange(1, 40)))
+        whole_scanner.whole(data)
+        streamed.start()
+        cuts = sorted(rng.sample(range(len(data) + 1), min(3, len(data) + 1)))
+        for start, end in zip([0, *cuts], [*cuts, len(data)]):
+            streamed.feed(data[start:end], end == len(data))
+        assert (whole_scanner.found, whole_scanner.binary) == (streamed.found, streamed.binary), data
+
+
 def test_a_nul_byte_anywhere_in_a_large_piece_makes_the_file_binary():
     scanner = FileScanner(RootMatcher([b"/ws"]))
     for at in (0, 70_000, 299_999):

@@ -19,8 +19,8 @@ An occurrence of a root is its bytes followed by a boundary byte (``/``, NUL, a 
 whitespace, ``:;=)``) or the end of the file, so root ``/ws/a`` is not found in
 ``/ws/ab``. Where several roots match at one position the longest wins; occurrences are
 taken leftmost first and never overlap: capture and restore use the same
-:class:`RootMatcher`, so they agree on what a file holds (a text file that fits in memory
-is rewritten by one regex substitution that takes the same occurrences).
+:class:`RootMatcher`, so they agree on what a file holds (a file read whole is scanned, and
+a text file that fits in memory rewritten, by one regex that takes the same occurrences).
 """
 
 from __future__ import annotations
@@ -139,6 +139,15 @@ def _shared_prefixes(needles: Sequence[bytes]) -> list[tuple[bytes, list[int]]]:
     ]
 
 
+def _roots_regex(needles: Sequence[bytes]) -> re.Pattern[bytes]:
+    """Every root as one alternative, longest first, followed by a boundary: at each position
+    the regex takes the longest root that ends there, leftmost first and never overlapping,
+    as :meth:`RootMatcher.scan` does, in C (no capturing group: one would cost the regex its
+    fast search; the matched bytes name the root)."""
+    return re.compile(b"(?:" + b"|".join(re.escape(n) for n in sorted(needles, key=len, reverse=True))
+                      + b")(?=" + _BOUNDARY_CLASS + rb"|\Z)")
+
+
 class RootMatcher:
     """Finds roots in a byte stream fed in pieces of any size, matches across pieces too.
 
@@ -153,11 +162,19 @@ class RootMatcher:
         self.needles = list(needles)
         self._groups = _shared_prefixes(self.needles)
         self._lookahead = max(map(len, needles)) + 1
+        self._regex = _roots_regex(self.needles)
+        self._index = {needle: index for index, needle in reversed(list(enumerate(self.needles)))}
         self.reset()
 
     def may_hold(self, data: bytes) -> bool:
         """Whether ``data`` holds the common start of some group of roots."""
         return any(_find(data, prefix, 0, len(data)) >= 0 for prefix, _ in self._groups)
+
+    def found_in(self, data: bytes) -> set[int]:
+        """The roots (indices) a file read whole holds: what :meth:`scan` finds in it, in one
+        regex pass (a text file of a Buildroot tree holds its roots hundreds of times)."""
+        index = self._index
+        return {index[match] for match in set(self._regex.findall(data))}
 
     def reset(self) -> None:
         """Start a new file."""
@@ -399,11 +416,8 @@ class FileScanner:
         """:meth:`start` and :meth:`feed` of a file read in one piece; a file holding no root's
         first bytes (nearly all of them) costs one search per group of roots."""
         self._matcher.reset()
-        self.found = set()
         self.binary = _find(data, b"\0", 0, len(data)) >= 0
-        if self._matcher.may_hold(data):
-            for _, index in self._matcher.feed(data, 0, len(data), True):
-                self.found.add(index)
+        self.found = self._matcher.found_in(data) if self._matcher.may_hold(data) else set()
 
 
 # -- plan --------------------------------------------------------------------------------
@@ -556,11 +570,7 @@ class _Rewriter:
             if new != old and len(new) <= len(old)
         }
         self._longer = {i for i, (old, new) in enumerate(roots) if len(new) > len(old)}
-        #: a text file's occurrences, rewritten in C: the roots longest first, each followed by
-        #: a boundary, leftmost first and never overlapping, as :class:`RootMatcher` takes them
-        #: (no capturing group: one would cost the regex its fast search; the bytes name the root)
-        self._pattern = re.compile(b"(?:" + b"|".join(re.escape(old) for old in sorted(self._old, key=len, reverse=True))
-                                   + b")(?=" + _BOUNDARY_CLASS + rb"|\Z)")
+        self._pattern = _roots_regex(self._old)  # a text file's occurrences, rewritten in C
         new_of = dict(zip(self._old, self._new)).__getitem__
         self._substitute = lambda match: new_of(match.group())
 
