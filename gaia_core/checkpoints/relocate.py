@@ -162,7 +162,8 @@ class RootMatcher:
         self.needles = list(needles)
         self._groups = _shared_prefixes(self.needles)
         self._lookahead = max(map(len, needles)) + 1
-        self._regex = _roots_regex(self.needles)
+        #: the roots in one regex (:func:`_roots_regex`): for a file read whole, and relocation's rewrite
+        self.regex = _roots_regex(self.needles)
         self._index = {needle: index for index, needle in reversed(list(enumerate(self.needles)))}
         self.reset()
 
@@ -174,7 +175,7 @@ class RootMatcher:
         """The roots (indices) a file read whole holds: what :meth:`scan` finds in it, in one
         regex pass (a text file of a Buildroot tree holds its roots hundreds of times)."""
         index = self._index
-        return {index[match] for match in set(self._regex.findall(data))}
+        return {index[match] for match in set(self.regex.findall(data))}
 
     def reset(self) -> None:
         """Start a new file."""
@@ -570,7 +571,6 @@ class _Rewriter:
             if new != old and len(new) <= len(old)
         }
         self._longer = {i for i, (old, new) in enumerate(roots) if len(new) > len(old)}
-        self._pattern = _roots_regex(self._old)  # a text file's occurrences, rewritten in C
         new_of = dict(zip(self._old, self._new)).__getitem__
         self._substitute = lambda match: new_of(match.group())
 
@@ -668,13 +668,11 @@ class _Rewriter:
         if offset > WHOLE_TEXT:  # it grew since its size was taken
             return self._rewrite_text(fd)
         data = b"".join(pieces)
-        text = self._pattern.sub(self._substitute, data)
+        text = self._matcher.regex.sub(self._substitute, data)  # every occurrence, in C
         if text == data:
             return False
-        written = 0
-        view = memoryview(text)
-        while written < len(text):
-            written += os.pwrite(fd, view[written:], written)
+        os.lseek(fd, 0, os.SEEK_SET)
+        _write_all(fd, text)
         os.ftruncate(fd, len(text))
         return True
 

@@ -87,8 +87,6 @@ class _Writer:
                  dir_mtimes: bool = True, helpers_at_once: bool = False):
         self.top = top  # the directory of a target, by name
         self.dir_mtimes = dir_mtimes  # False: an update, whose placement sets them
-        #: where the entries' mtimes go, when that is known before they are written (None: as captured)
-        self.placement: Placement | None = None
         self.packs = packs
         self.progress = progress
         self.info = WriteInfo()
@@ -126,8 +124,10 @@ class _Writer:
         return directory + b"/" + rest.encode("utf-8", "surrogateescape") if rest else directory
 
     def mtime(self, entry: Entry) -> int:
-        """The mtime ``entry`` is written with: its placed one, or the captured one."""
-        return entry.mtime_ns if self.placement is None else self.placement.placed_ns(entry.mtime_ns)
+        """The mtime ``entry`` is written with: its placed one (when the placement is known
+        before the write, :func:`write_tree`'s ``place``), or the captured one."""
+        placement = self.info.placement
+        return entry.mtime_ns if placement is None else placement.placed_ns(entry.mtime_ns)
 
     def mode(self, entry: Entry, *, note: bool = True) -> int:
         if note and entry.mode & _SETID:
@@ -560,7 +560,7 @@ def write_tree(entries: Iterable[Entry], root: Path, packs: PackStore, *,
     try:
         if place is not None:
             entries = list(entries)
-            writer.placement = writer.info.placement = place(entries)
+            writer.info.placement = place(entries)
         for entry in entries:
             writer.info.entries += 1
             _create(writer, writer.path(entry.path), entry)
