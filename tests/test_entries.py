@@ -21,6 +21,7 @@ from tree_store import (
 )
 
 from gaia_core.anchors import Target
+from gaia_core.checkpoints import entries as entries_module
 from gaia_core.checkpoints import tree
 from gaia_core.checkpoints.chunking import MAX_CHUNK, SMALL_FILE, chunk_id
 from gaia_core.checkpoints.entries import (
@@ -74,6 +75,7 @@ def test_entries_survive_their_encoding():
     (b'{"p": "t", "t": "d", "m": true, "n": 0}', "not an integer"),
     (b'{"p": "t/f", "t": "f", "m": 420, "n": 0, "s": 1, "d": "00"}', "64 hex digits"),
     (b'{"p": "t/f", "t": "f", "m": 420, "n": 0, "s": 1, "d": "' + b"g" * 64 + b'"}', "not hex"),
+    (b'{"p": "t/f", "t": "f", "m": 420, "n": 0, "s": 1, "d": "' + b"0" * 62 + b'  "}', "64 hex digits"),
     (b'{"p": "t/f", "t": "f", "m": 420, "n": 0, "s": 1, "c": {}}', "not a list"),
     (b'{"p": "t/f", "t": "f", "m": 420, "n": 0, "s": 1, "c": [["' + b"0" * 64 + b'"]]}', "not \\[id, size\\]"),
     (b'{"p": "t/l", "t": "l", "m": 511, "n": 0}', "malformed entry"),
@@ -102,6 +104,42 @@ def test_a_part_reads_lines_as_json_reads_them_whitespace_and_escapes_included()
     data = b" " + encode(entries[0]).replace(b"\n", b" \n") + b"\n" + second
     assert not data.isascii()
     assert list(decode_part(data, "p")) == entries
+
+
+_REGULAR = encode(Entry("t/f", "f", 0o644, 7, size=3 << 20, digest=ID, chunks=((ID, 1 << 20), (ID, 2 << 20)),
+                        head=True, twin="u/f"))
+
+
+@pytest.mark.parametrize("line", [
+    _REGULAR,
+    encode(link_entry("t/l", "x")), encode(hard_entry("t/h", "t/f")), encode(dir_entry("t/d", 0o700)),
+    _REGULAR.replace(b'"m":420', b'"m":-1'), _REGULAR.replace(b'"m":420', b'"m":true'),
+    _REGULAR.replace(b'"n":7', b'"n":7.0'), _REGULAR.replace(b'"n":7', b'"n":null'),
+    _REGULAR.replace(b'"n":7', b'"n":' + str(1 << 70).encode()),  # beyond 64 bits: json takes it
+    _REGULAR.replace(b'"H":1', b'"H":true'), _REGULAR.replace(b'"H":1', b'"H":"yes"'),
+    _REGULAR.replace(b'"L":"u/f"', b'"L":null'), _REGULAR.replace(b'"L":"u/f"', b'"L":3'),
+    _REGULAR.replace(b'"s":3145728', b'"s":-3'),
+    _REGULAR.replace(b'"d":"' + ID.hex().encode(), b'"d":"' + ID.hex().upper().encode()),
+    _REGULAR.replace(b'"d":"' + ID.hex().encode(), b'"d":"' + b" " * 2 + ID.hex()[2:].encode()),
+    _REGULAR.replace(b'"d":"' + ID.hex().encode(), b'"d":null'),
+    _REGULAR.replace(b'"c":[', b'"c":[["' + ID.hex().encode() + b'",1,2],'),
+    _REGULAR.replace(b'"t":"f"', b'"t":"d"'), _REGULAR.replace(b'"t":"f"', b'"t":"l"'),
+    _REGULAR.replace(b'"t":"f"', b'"t":"x"'), _REGULAR.replace(b'"p":"t/f"', b'"p":"t/f","p":"t/g"'),
+    _REGULAR.replace(b'"p":"t/f"', b'"p":"t/f","zz":[1]'), _REGULAR.replace(b"}\n", b"} \n"),
+    encode(link_entry("t/l", "x")).replace(b'"l":"x"', b'"l":null'),
+])
+def test_a_part_is_read_fast_exactly_as_line_by_line(line):
+    """The regular reading (msgspec) takes a line only as the line-by-line one does: the
+    same entry, or it leaves the line to the line-by-line reading, which says what is wrong."""
+    data = encode(dir_entry("t")) + line
+    try:
+        slow = list(entries_module._decode_lines(data, "p"))
+    except EntriesCorrupt:
+        slow = None
+    fast = entries_module._read_regular(data)
+    assert fast is None or fast == slow
+    if line == _REGULAR:
+        assert fast is not None and fast[1].chunks == ((ID, 1 << 20), (ID, 2 << 20)) and fast[1].twin == "u/f"
 
 
 def test_the_chunks_of_a_part_are_those_of_its_entries():

@@ -23,6 +23,9 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Annotated
+
+import msgspec
 
 from gaia_core.checkpoints.chunking import ID_BYTES, MAX_CHUNK, SMALL_FILE
 from gaia_core.errors import CheckpointError
@@ -147,9 +150,12 @@ def _digest(value: object) -> bytes:
     if not isinstance(value, str) or len(value) != 2 * ID_BYTES:
         raise EntriesCorrupt("a digest is not 64 hex digits")
     try:
-        return bytes.fromhex(value)
+        digest = bytes.fromhex(value)
     except ValueError:
         raise EntriesCorrupt("a digest is not hex") from None
+    if len(digest) != ID_BYTES:  # fromhex skips spaces
+        raise EntriesCorrupt("a digest is not 64 hex digits")
+    return digest
 
 
 def _pair(value: object) -> bool:
@@ -190,20 +196,81 @@ _quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 def decode_part(data: bytes, where: str) -> Iterator[Entry]:
-    """The entries of one part. Every restore reads the list at least once, so a part is
-    first scanned in one go (each line exactly one JSON value); anything irregular is read
-    again line by line, which names the line at fault."""
-    values = _scan_lines(data)
-    if values is None:
+    """The entries of one part. Every restore reads the list at least once, so a part as
+    capture writes it (ASCII, each line one entry) is read by msgspec's decoder; anything
+    irregular is read again line by line, which names the line at fault."""
+    entries = _read_regular(data)
+    if entries is None:
         yield from _decode_lines(data, where)
         return
-    try:
-        entries = [Entry.from_json(value) for value in values]
-    except EntriesCorrupt:
-        for _ in _decode_lines(data, where):  # raises, naming the line
-            pass
-        raise
     yield from entries
+
+
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+_Hex = Annotated[str, msgspec.Meta(min_length=2 * ID_BYTES, max_length=2 * ID_BYTES)]
+
+
+class _Line(msgspec.Struct):
+    """An entry's line as :func:`encode` writes it (a key left out is UNSET, never None)."""
+
+    p: str
+    t: str
+    m: _Count
+    n: int
+    s: _Count = 0
+    d: _Hex | msgspec.UnsetType = msgspec.UNSET
+    c: list[tuple[_Hex, _Count]] | msgspec.UnsetType = msgspec.UNSET
+    H: int = 0
+    L: str | msgspec.UnsetType = msgspec.UNSET
+    l: str | msgspec.UnsetType = msgspec.UNSET  # noqa: E741 (the key encode writes)
+
+
+_decode_line = msgspec.json.Decoder(_Line).decode
+
+
+class _Irregular(Exception):
+    """A line the regular reading does not take (the line-by-line one says what is wrong)."""
+
+
+def _read_regular(data: bytes) -> list[Entry] | None:
+    """The entries of a part as capture writes it, or None for anything else (no entry is
+    taken here that :meth:`Entry.from_json` would refuse)."""
+    if not data.isascii():
+        return None
+    lines = data.split(b"\n")
+    if max(map(len, lines)) > _MAX_LINE:
+        return None
+    try:
+        return [_entry_of(_decode_line(line)) for line in lines if line]
+    except (msgspec.DecodeError, ValueError, _Irregular):
+        return None
+
+
+def _entry_of(line: _Line) -> Entry:
+    kind = line.t
+    entry = Entry(line.p, kind, line.m, line.n)
+    if kind == "f":
+        entry.size, entry.head = line.s, bool(line.H)
+        if line.L is not msgspec.UNSET:
+            entry.twin = line.L
+        if line.d is not msgspec.UNSET:
+            entry.digest = _id(line.d)
+        if line.c is not msgspec.UNSET:
+            entry.chunks = tuple((_id(c), n) for c, n in line.c)
+    elif kind == "l" or kind == "h":
+        if line.l is msgspec.UNSET:
+            raise _Irregular
+        entry.link = line.l
+    elif kind != "d":
+        raise _Irregular
+    return entry
+
+
+def _id(text: str) -> bytes:
+    value = bytes.fromhex(text)  # ValueError: not hex
+    if len(value) != ID_BYTES:  # spaces, which fromhex skips
+        raise _Irregular
+    return value
 
 
 _scan_once = json.JSONDecoder().scan_once
