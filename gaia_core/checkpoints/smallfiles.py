@@ -7,8 +7,8 @@ and mtime: a dozen calls), not its bytes. On threads all of that waits for one G
 the main thread needs for every entry too: with 50,000 tiny files the two took turns and
 kept one CPU busy. A helper process has an interpreter and a GIL of its own; it is started
 once a capture or restore has seen :data:`PROCESS_AFTER` small files, or at once by a
-restore whose manifest lists that many (a small tree never pays for its start), runs
-``python -m`` this module, and answers one batch at a time over a pipe. It is our own code:
+restore whose manifest lists that many (a small tree never pays for its start), is this
+process forked (:func:`_fork`), and answers one batch at a time over a pipe. It is our own code:
 it reads the files the walk named with the same checks, writes the entries the restore
 checked with the same flags (new files, links, and the pieces of a large file the restore
 created, written at their offsets), checks every chunk against its id as a thread does,
@@ -21,11 +21,12 @@ import gc
 import os
 import pickle
 import select
+import signal
 import stat
 import struct
-import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from gaia_core.checkpoints import chunking
 from gaia_core.checkpoints.packs import ChunkCorrupt, IndexEntry, compress, open_frame, read_frame
 from gaia_core.errors import CheckpointError
 
-if TYPE_CHECKING:  # a helper imports it only when it scans (a restore's never does)
+if TYPE_CHECKING:
     from gaia_core.checkpoints.relocate import FileScanner
 
 #: small files a capture or restore handles on its threads before it starts helper processes
@@ -56,7 +57,8 @@ NewLink = tuple[bytes, bytes, int]
 #: created, the piece's offset, and its chunks as :data:`NewFile` gives them
 Piece = tuple[bytes, tuple[int, int], int, list[tuple[bytes, str, int, int, int]]]
 #: what errors call a helper
-_NAME = f"gaia's helper process (python -m {__name__})"
+_NAME = "gaia's helper process"
+_FD_LIMIT = os.sysconf("SC_OPEN_MAX")
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -240,18 +242,10 @@ class _Helper:
     """One helper process and its pipe."""
 
     def __init__(self, needles: Sequence[bytes]):
-        import subprocess  # here: a helper's own start does without it
-
         to_child, self._requests = os.pipe()
         self._replies, from_child = os.pipe()
         try:
-            # -P: the working directory (a build tree) is not put on the module path. A
-            # session of its own: a Ctrl-C at the terminal reaches the capture, which then
-            # closes the pipe, not the helper too (no traceback of an interrupted helper).
-            self.process = subprocess.Popen(
-                [sys.executable, "-P", "-m", __name__, str(to_child), str(from_child)],
-                pass_fds=(to_child, from_child), stdin=subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+            self.process = _fork(to_child, from_child)
         except BaseException:
             os.close(self._requests)
             os.close(self._replies)
@@ -315,24 +309,78 @@ class _Helper:
         return value
 
     def _ended(self) -> CheckpointError:
-        import subprocess
-
-        try:
-            status = self.process.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            status = None
+        status = self.process.wait(timeout=1)
         return CheckpointError(f"{_NAME} ended unexpectedly (exit status {status})")
 
     def close(self) -> None:
-        import subprocess
-
         for end in (self._out, self._in):
             end.close()
-        try:
-            self.process.wait(timeout=2)  # it ends at the end of its pipe, or is stopped
-        except subprocess.TimeoutExpired:
+        if self.process.wait(timeout=2) is None:  # it ends at the end of its pipe, or is stopped
             self.process.kill()
             self.process.wait()
+
+
+class _Forked:
+    """A helper forked from this process: what ``subprocess.Popen`` gives of one, for ours."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Its exit status, once it has ended; None if it runs ``timeout`` seconds on."""
+        if timeout is None:
+            if self.returncode is None:
+                self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            return self.returncode
+        deadline = time.monotonic() + timeout
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _fork(to_child: int, from_child: int) -> _Forked:
+    """A helper: this process forked, serving the pipe's requests until it ends.
+
+    A fork, not a new interpreter: a new one took a tenth of a CPU second to start and
+    import what it needs, which a restore of a few seconds felt. The child runs only this
+    module's code on what it has already imported (no import, no lock another thread of
+    this process may hold: those threads do not exist in it), keeps no descriptor but its
+    two pipes (another helper's pipe held open would never end), has a session of its own
+    (a Ctrl-C at the terminal reaches the caller, which then closes the pipe) and the
+    default signal handlers, and ends by ``os._exit``: nothing of the caller's runs in it.
+    """
+    with warnings.catch_warnings():  # Python 3.12 warns of a fork beside threads: see above
+        warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+        pid = os.fork()
+    if pid:
+        return _Forked(pid)
+    try:
+        os.setsid()
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(number, signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        low, high = sorted((to_child, from_child))
+        os.closerange(3, low)
+        os.closerange(low + 1, high)
+        os.closerange(high + 1, _FD_LIMIT)
+        _serve(_Pipe(to_child), _Pipe(from_child))
+    except BaseException as exc:  # the caller sees its pipe end and says so; this says why
+        os.write(2, f"{_NAME} {os.getpid()} failed: {exc!r}\n".encode(errors="replace"))
+    finally:
+        os._exit(70)  # _serve ends the process itself; anything raised ends it here
 
 
 class HelperProcesses:
@@ -341,6 +389,8 @@ class HelperProcesses:
     called."""
 
     def __init__(self, needles: Sequence[bytes], count: int, depth: int = 1):
+        if needles:  # what a helper scans with, imported here: a forked helper imports nothing
+            import gaia_core.checkpoints.relocate  # noqa: F401
         self._needles = list(needles)
         self._count = count
         self._depth = depth  # requests a helper holds at once (the next one waits in its pipe)
@@ -383,8 +433,7 @@ class HelperProcesses:
                 self._free.notify_all()
 
     def _start_each(self) -> None:
-        """Start every process, then take each into service once it is ready (they start
-        side by side: each takes a tenth of a second to import what it needs)."""
+        """Start every process, then take each into service once it is ready."""
         started: list[_Helper] = []
         for _ in range(self._count):
             try:
@@ -487,6 +536,3 @@ __all__ = ["PROCESS_AFTER", "ChunkCorruptIn", "HelperProcesses", "NewFile", "New
            "create_new", "make_link", "open_regular", "pwrite_all", "read_files", "settle_new", "write_all",
            "write_files", "write_piece"]
 
-
-if __name__ == "__main__":
-    _serve(_Pipe(int(sys.argv[1])), _Pipe(int(sys.argv[2])))
