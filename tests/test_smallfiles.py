@@ -74,9 +74,10 @@ def small_tree(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_helper(needles: list[bytes] | None = None, depth: int = 1) -> Iterator[smallfiles.HelperProcesses]:
+def running_helper(needles: list[bytes] | None = None, depth: int = 1, *,
+                   fork: bool = False) -> Iterator[smallfiles.HelperProcesses]:
     """One helper process, started and ready; stopped after."""
-    helpers = smallfiles.HelperProcesses(needles or [], 1, depth)
+    helpers = smallfiles.HelperProcesses(needles or [], 1, depth, fork=fork)
     try:
         helpers.start()
         deadline = time.monotonic() + 30
@@ -387,9 +388,10 @@ def test_a_helper_refuses_what_changed_since_the_walk(tmp_path, change, message)
             chunk_id(b"fine\n")
 
 
-def test_a_helper_that_died_is_an_error_not_a_hang(tmp_path):
+@pytest.mark.parametrize("fork", [False, True])
+def test_a_helper_that_died_is_an_error_not_a_hang(tmp_path, fork):
     path = write(tmp_path / "f", "content\n")
-    with running_helper() as helpers:
+    with running_helper(fork=fork) as helpers:
         helpers._all[0].process.kill()
         helpers._all[0].process.wait()
         started = time.monotonic()
@@ -403,7 +405,8 @@ def test_a_capture_goes_on_on_threads_when_no_helper_starts(tmp_path, helpers_us
     def refused(to_child, from_child):
         raise BlockingIOError(errno.EAGAIN, "fork: Resource temporarily unavailable")
 
-    monkeypatch.setattr(smallfiles, "_fork", refused)
+    monkeypatch.setattr(smallfiles.sys, "executable", str(tmp_path / "no-python"))  # a capture's
+    monkeypatch.setattr(smallfiles, "_fork", refused)  # a restore's
     out = tmp_path / "out"
     small_tree(out)
     store = Store(tmp_path / "store")
@@ -443,12 +446,25 @@ def test_a_restore_that_starts_its_helpers_at_once_waits_for_them(tmp_path, monk
     assert None not in by_helpers and sum(by_helpers) == restored.written == info.size
 
 
-def test_a_helper_is_this_process_forked_holding_only_its_pipes(tmp_path):
-    """No interpreter of its own to start (a tenth of a CPU second, which a restore felt);
-    of what this process has open it keeps only its two pipes, in a session of its own."""
+def test_a_helper_imports_neither_pluggy_nor_fastcdc():
+    """A capture's helpers are new interpreters: what they import is most of their start,
+    so the modules they run leave out what they never use."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, gaia_core.checkpoints.smallfiles; "
+             "print(sorted(m for m in ('pluggy', 'pyfastcdc') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_restore_s_helper_is_this_process_forked_holding_only_its_pipes(tmp_path):
+    """No interpreter of its own to start (a twentieth of a CPU second each, which a
+    restore feels); of what this process has open it keeps only its two pipes, in a
+    session of its own."""
     held = os.open(tmp_path / "held", os.O_WRONLY | os.O_CREAT)
     try:
-        with running_helper() as helpers:
+        with running_helper(fork=True) as helpers:
             pid = helpers._all[0].process.pid
             assert Path(f"/proc/{pid}/cmdline").read_bytes() == Path("/proc/self/cmdline").read_bytes()
             open_fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
@@ -460,10 +476,11 @@ def test_a_helper_is_this_process_forked_holding_only_its_pipes(tmp_path):
         os.close(held)
 
 
-def test_a_helper_ends_with_its_pipe_whatever_the_other_helpers_hold():
-    """The second helper, forked after the first, holds none of the first one's pipes: the
+@pytest.mark.parametrize("fork", [True, False])
+def test_a_helper_ends_with_its_pipe_whatever_the_other_helpers_hold(fork):
+    """The second helper, started after the first, holds none of the first one's pipes: the
     first ends as soon as its own pipe is closed."""
-    helpers = smallfiles.HelperProcesses([], 2)
+    helpers = smallfiles.HelperProcesses([], 2, fork=fork)
     try:
         helpers.start()
         deadline = time.monotonic() + 30
@@ -476,14 +493,16 @@ def test_a_helper_ends_with_its_pipe_whatever_the_other_helpers_hold():
         helpers.close()
 
 
-def test_helpers_closed_before_they_are_needed_end_quietly(capfd):
+@pytest.mark.parametrize("fork", [False, True])
+def test_helpers_closed_before_they_are_needed_end_quietly(capfd, fork):
     """A run that ends or fails while its helpers start closes their pipes before they got
     a word: they end without a traceback on the terminal they share."""
     for _ in range(3):
-        helpers = smallfiles.HelperProcesses([], 2)
+        helpers = smallfiles.HelperProcesses([], 2, fork=fork)
         helpers.start()
         helpers.close()
-    assert "Traceback" not in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "failed" not in err
 
 
 def test_a_helper_imports_nothing_from_the_working_directory(tmp_path, monkeypatch):

@@ -7,8 +7,9 @@ and mtime: a dozen calls), not its bytes. On threads all of that waits for one G
 the main thread needs for every entry too: with 50,000 tiny files the two took turns and
 kept one CPU busy. A helper process has an interpreter and a GIL of its own; it is started
 once a capture or restore has seen :data:`PROCESS_AFTER` small files, or at once by a
-restore whose manifest lists that many (a small tree never pays for its start), is this
-process forked (:func:`_fork`), and answers one batch at a time over a pipe. It is our own code:
+restore whose manifest lists that many (a small tree never pays for its start), runs
+``python -m`` this module (a capture's) or is this process forked (a restore's, see
+:func:`_fork`), and answers one batch at a time over a pipe. It is our own code:
 it reads the files the walk named with the same checks, writes the entries the restore
 checked with the same flags (new files, links, and the pieces of a large file the restore
 created, written at their offsets), checks every chunk against its id as a thread does,
@@ -24,6 +25,7 @@ import select
 import signal
 import stat
 import struct
+import sys
 import threading
 import time
 import warnings
@@ -34,7 +36,7 @@ from gaia_core.checkpoints import chunking
 from gaia_core.checkpoints.packs import ChunkCorrupt, IndexEntry, compress, open_frame, read_frame
 from gaia_core.errors import CheckpointError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # a helper imports it only when it scans (a restore's never does)
     from gaia_core.checkpoints.relocate import FileScanner
 
 #: small files a capture or restore handles on its threads before it starts helper processes
@@ -241,11 +243,11 @@ class _Pipe:
 class _Helper:
     """One helper process and its pipe."""
 
-    def __init__(self, needles: Sequence[bytes]):
+    def __init__(self, needles: Sequence[bytes], fork: bool):
         to_child, self._requests = os.pipe()
         self._replies, from_child = os.pipe()
         try:
-            self.process = _fork(to_child, from_child)
+            self.process = _fork(to_child, from_child) if fork else _spawn(to_child, from_child)
         except BaseException:
             os.close(self._requests)
             os.close(self._replies)
@@ -309,15 +311,38 @@ class _Helper:
         return value
 
     def _ended(self) -> CheckpointError:
-        status = self.process.wait(timeout=1)
+        import subprocess
+
+        try:
+            status = self.process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            status = None
         return CheckpointError(f"{_NAME} ended unexpectedly (exit status {status})")
 
     def close(self) -> None:
+        import subprocess
+
         for end in (self._out, self._in):
             end.close()
-        if self.process.wait(timeout=2) is None:  # it ends at the end of its pipe, or is stopped
+        try:
+            self.process.wait(timeout=2)  # it ends at the end of its pipe, or is stopped
+        except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def _spawn(to_child: int, from_child: int) -> Any:
+    """A helper: ``python -m`` this module, serving the pipe's requests until it ends (a
+    capture's: see :func:`_fork`)."""
+    import subprocess  # here: a helper's own start does without it
+
+    # -P: the working directory (a build tree) is not put on the module path. A session of
+    # its own: a Ctrl-C at the terminal reaches the capture, which then closes the pipe,
+    # not the helper too (no traceback of an interrupted helper).
+    return subprocess.Popen(
+        [sys.executable, "-P", "-m", __name__, str(to_child), str(from_child)],
+        pass_fds=(to_child, from_child), stdin=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
 
 
 class _Forked:
@@ -334,14 +359,19 @@ class _Forked:
                 self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
-    def wait(self, timeout: float | None = None) -> int | None:
-        """Its exit status, once it has ended; None if it runs ``timeout`` seconds on."""
+    def wait(self, timeout: float | None = None) -> int:
+        """Its exit status, once it has ended (``subprocess.TimeoutExpired`` if it runs
+        ``timeout`` seconds on)."""
         if timeout is None:
             if self.returncode is None:
                 self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
             return self.returncode
         deadline = time.monotonic() + timeout
-        while self.poll() is None and time.monotonic() < deadline:
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                import subprocess
+
+                raise subprocess.TimeoutExpired(_NAME, timeout)
             time.sleep(0.005)
         return self.returncode
 
@@ -351,15 +381,19 @@ class _Forked:
 
 
 def _fork(to_child: int, from_child: int) -> _Forked:
-    """A helper: this process forked, serving the pipe's requests until it ends.
+    """A helper: this process forked, serving the pipe's requests until it ends (a restore's).
 
-    A fork, not a new interpreter: a new one took a tenth of a CPU second to start and
-    import what it needs, which a restore of a few seconds felt. The child runs only this
-    module's code on what it has already imported (no import, no lock another thread of
-    this process may hold: those threads do not exist in it), keeps no descriptor but its
-    two pipes (another helper's pipe held open would never end), has a session of its own
-    (a Ctrl-C at the terminal reaches the caller, which then closes the pipe) and the
-    default signal handlers, and ends by ``os._exit``: nothing of the caller's runs in it.
+    A fork, not a new interpreter: a new one takes a twentieth of a CPU second to start and
+    import what it needs, which a restore of a few seconds feels (two helpers: 90 ms of
+    the bench corpus's 1.35 s). A capture spawns its helpers all the same: after a fork
+    every page the two processes share is copied when either writes it first, and the
+    capture, which makes and drops objects all along, took 0.4 s more CPU for it. The
+    child runs only this module's code on what is imported already (no import, no lock
+    another thread of this process may hold: those threads do not exist in it), keeps no
+    descriptor but its two pipes (another helper's pipe held open would never end), has a
+    session of its own (a Ctrl-C at the terminal reaches the caller, which then closes the
+    pipe) and the default signal handlers, and ends by ``os._exit``: nothing of the
+    caller's runs in it.
     """
     with warnings.catch_warnings():  # Python 3.12 warns of a fork beside threads: see above
         warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
@@ -388,10 +422,11 @@ class HelperProcesses:
     small files for the threads; they start in the background when :meth:`start` is first
     called."""
 
-    def __init__(self, needles: Sequence[bytes], count: int, depth: int = 1):
-        if needles:  # what a helper scans with, imported here: a forked helper imports nothing
+    def __init__(self, needles: Sequence[bytes], count: int, depth: int = 1, *, fork: bool = False):
+        if fork and needles:  # what a helper scans with, imported here: a forked one imports nothing
             import gaia_core.checkpoints.relocate  # noqa: F401
         self._needles = list(needles)
+        self._fork = fork  # forked (a restore's) or spawned (a capture's): see _fork
         self._count = count
         self._depth = depth  # requests a helper holds at once (the next one waits in its pipe)
         self._all: list[_Helper] = []
@@ -433,11 +468,12 @@ class HelperProcesses:
                 self._free.notify_all()
 
     def _start_each(self) -> None:
-        """Start every process, then take each into service once it is ready."""
+        """Start every process, then take each into service once it is ready (spawned ones
+        start side by side: each takes a twentieth of a second to import what it needs)."""
         started: list[_Helper] = []
         for _ in range(self._count):
             try:
-                started.append(_Helper(self._needles))
+                started.append(_Helper(self._needles, self._fork))
             except OSError:
                 break  # the threads go on on their own, or with those started
         for number, helper in enumerate(started):
@@ -535,4 +571,8 @@ def _serve(requests: _Pipe, replies: _Pipe) -> None:
 __all__ = ["PROCESS_AFTER", "ChunkCorruptIn", "HelperProcesses", "NewFile", "NewLink", "Piece", "check_size",
            "create_new", "make_link", "open_regular", "pwrite_all", "read_files", "settle_new", "write_all",
            "write_files", "write_piece"]
+
+
+if __name__ == "__main__":
+    _serve(_Pipe(int(sys.argv[1])), _Pipe(int(sys.argv[2])))
 

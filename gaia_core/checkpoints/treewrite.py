@@ -103,7 +103,7 @@ class _Writer:
         self.umask = _umask()
         self.large: set[_LargeFile] = set()  # large files written in pieces, until their last piece ends
         #: processes that write batches of new small files once they run (see :mod:`.smallfiles`)
-        self.helpers = HelperProcesses([], _HELPERS, _DEPTH if early else 1) if _HELPERS > 0 else None
+        self.helpers = HelperProcesses([], _HELPERS, _DEPTH if early else 1, fork=True) if _HELPERS > 0 else None
         self._handed = 0  # files handed to the workers so far
         self._pack_paths: dict[str, str] = {}  # pack id -> its file, as a helper opens it
         #: until when the workers wait for helpers started at once, rather than write themselves
