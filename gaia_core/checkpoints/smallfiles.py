@@ -575,4 +575,3 @@ __all__ = ["PROCESS_AFTER", "ChunkCorruptIn", "HelperProcesses", "NewFile", "New
 
 if __name__ == "__main__":
     _serve(_Pipe(int(sys.argv[1])), _Pipe(int(sys.argv[2])))
-
