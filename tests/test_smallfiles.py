@@ -493,6 +493,28 @@ def test_a_helper_ends_with_its_pipe_whatever_the_other_helpers_hold(fork):
         helpers.close()
 
 
+def test_helpers_are_all_told_to_end_before_any_is_waited_for(monkeypatch):
+    """Each ends within a ms or two of its pipe's end (a forked one frees its copy of the
+    caller's memory): told all at once, they end side by side, not one after the other."""
+    helpers = smallfiles.HelperProcesses([], 2, fork=True)
+    helpers.start()
+    deadline = time.monotonic() + 30
+    while len(helpers._all) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(helpers._all) == 2
+    seen = []
+    reap = smallfiles._Helper.reap
+
+    def reaped(helper):
+        seen.append([other._out.fd for other in helpers._all])
+        reap(helper)
+
+    monkeypatch.setattr(smallfiles._Helper, "reap", reaped)
+    helpers.close()
+    assert seen == [[-1, -1], [-1, -1]]
+    assert all(h.process.returncode == 0 for h in helpers._all)
+
+
 @pytest.mark.parametrize("fork", [False, True])
 def test_helpers_closed_before_they_are_needed_end_quietly(capfd, fork):
     """A run that ends or fails while its helpers start closes their pipes before they got

@@ -320,12 +320,20 @@ class _Helper:
         return CheckpointError(f"{_NAME} ended unexpectedly (exit status {status})")
 
     def close(self) -> None:
-        import subprocess
+        self.end()
+        self.reap()
 
+    def end(self) -> None:
+        """Close the pipe: the process ends once it has answered what it holds."""
         for end in (self._out, self._in):
             end.close()
+
+    def reap(self) -> None:
+        """Wait for the process that :meth:`end` ended (stopped after 2 s)."""
+        import subprocess
+
         try:
-            self.process.wait(timeout=2)  # it ends at the end of its pipe, or is stopped
+            self.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
@@ -366,13 +374,15 @@ class _Forked:
             if self.returncode is None:
                 self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
             return self.returncode
-        deadline = time.monotonic() + timeout
-        while self.poll() is None:
-            if time.monotonic() >= deadline:
+        deadline, pause = time.monotonic() + timeout, 0.0005
+        while self.poll() is None:  # it ends within a ms of its pipe's end: look often at first
+            left = deadline - time.monotonic()
+            if left <= 0:
                 import subprocess
 
                 raise subprocess.TimeoutExpired(_NAME, timeout)
-            time.sleep(0.005)
+            time.sleep(min(pause, left))
+            pause = min(2 * pause, 0.05)
         return self.returncode
 
     def kill(self) -> None:
@@ -529,8 +539,10 @@ class HelperProcesses:
             starting = self._starting
         if starting is not None:
             starting.join()
+        for helper in self._all:  # all told first: they end side by side
+            helper.end()
         for helper in self._all:
-            helper.close()
+            helper.reap()
 
 
 def _serve(requests: _Pipe, replies: _Pipe) -> None:
