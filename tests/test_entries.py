@@ -133,13 +133,27 @@ def test_a_part_is_read_fast_exactly_as_line_by_line(line):
     same entry, or it leaves the line to the line-by-line reading, which says what is wrong."""
     data = encode(dir_entry("t")) + line
     try:
-        slow = list(entries_module._decode_lines(data, "p"))
+        slow = list(entries_module._decode_lines(data.split(b"\n"), "p"))
     except EntriesCorrupt:
         slow = None
-    fast = entries_module._read_regular(data)
+    fast = entries_module._read_regular(data.split(b"\n"))
     assert fast is None or fast == slow
     if line == _REGULAR:
         assert fast is not None and fast[1].chunks == ((ID, 1 << 20), (ID, 2 << 20)) and fast[1].twin == "u/f"
+
+
+def test_a_long_part_read_a_slice_at_a_time_names_the_line_at_fault_and_repeats_none():
+    """A part is read by msgspec a slice of lines at a time; from the slice of an irregular
+    line on it is read line by line: each entry once, and the line at fault named."""
+    entries = [dir_entry("t")] + [file_entry(f"t/{index:05}", b"x") for index in range(1500)]
+    lines = [encode(e) for e in entries]
+    irregular = lines[:]
+    irregular[700] = b" " + lines[700]  # whitespace json takes: read line by line from its slice on
+    assert list(decode_part(b"".join(irregular), "p")) == entries
+    broken = lines[:]
+    broken[1200] = b'{"p": "t/x", "t": "f"}\n'
+    with pytest.raises(EntriesCorrupt, match="part 9: line 1201: malformed entry"):
+        list(decode_part(b"".join(broken), "part 9"))
 
 
 def test_the_chunks_of_a_part_are_those_of_its_entries():

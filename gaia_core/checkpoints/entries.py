@@ -197,13 +197,20 @@ _quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 def decode_part(data: bytes, where: str) -> Iterator[Entry]:
     """The entries of one part. Every restore reads the list at least once, so a part as
-    capture writes it (ASCII, each line one entry) is read by msgspec's decoder; anything
-    irregular is read again line by line, which names the line at fault."""
-    entries = _read_regular(data)
-    if entries is None:
-        yield from _decode_lines(data, where)
+    capture writes it (ASCII, each line one entry) is read by msgspec's decoder, a slice
+    of lines at a time (a full restore hands out its first files before the part is read
+    whole); from a slice with anything irregular on, it is read line by line, which names
+    the line at fault."""
+    lines = data.split(b"\n")
+    if not data.isascii() or max(map(len, lines)) > _MAX_LINE:
+        yield from _decode_lines(lines, where)
         return
-    yield from entries
+    for start in range(0, len(lines), _SLICE):
+        entries = _read_regular(lines[start:start + _SLICE])
+        if entries is None:
+            yield from _decode_lines(lines[start:], where, start + 1)
+            return
+        yield from entries
 
 
 _Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -226,20 +233,17 @@ class _Line(msgspec.Struct):
 
 
 _decode_line = msgspec.json.Decoder(_Line).decode
+#: lines of a part read by msgspec at a time
+_SLICE = 512
 
 
 class _Irregular(Exception):
     """A line the regular reading does not take (the line-by-line one says what is wrong)."""
 
 
-def _read_regular(data: bytes) -> list[Entry] | None:
-    """The entries of a part as capture writes it, or None for anything else (no entry is
-    taken here that :meth:`Entry.from_json` would refuse)."""
-    if not data.isascii():
-        return None
-    lines = data.split(b"\n")
-    if max(map(len, lines)) > _MAX_LINE:
-        return None
+def _read_regular(lines: list[bytes]) -> list[Entry] | None:
+    """The entries of ``lines`` (ASCII) as capture writes them, or None for anything else
+    (no entry is taken here that :meth:`Entry.from_json` would refuse)."""
     try:
         return [_entry_of(_decode_line(line)) for line in lines if line]
     except (msgspec.DecodeError, ValueError, _Irregular):
@@ -340,8 +344,9 @@ def _scan_lines(data: bytes) -> list[object] | None:
     return values
 
 
-def _decode_lines(data: bytes, where: str) -> Iterator[Entry]:
-    for number, line in enumerate(data.split(b"\n"), 1):
+def _decode_lines(lines: list[bytes], where: str, first: int = 1) -> Iterator[Entry]:
+    """The entries of ``lines``, one ``json.loads`` each (``first``: the number of the first)."""
+    for number, line in enumerate(lines, first):
         if not line:
             continue
         if len(line) > _MAX_LINE:
