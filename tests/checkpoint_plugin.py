@@ -35,6 +35,8 @@ class CounterConfig(StrictModel):
     binary_in_scratch: bool = False
     #: bytes of incompressible data in the output (a payload big enough to stall mid-transfer)
     bulk: int = 0
+    #: small files in ``many/`` (a tree whose full restore starts helper processes)
+    files: int = 0
 
 
 def out_dir(build) -> Path:  # type: ignore[no-untyped-def]
@@ -53,6 +55,10 @@ def build_counter(ctx) -> None:  # type: ignore[no-untyped-def]
     (out / "sub" / "data.bin").write_bytes(os.urandom(4096))
     if settings.bulk:
         (out / "bulk.bin").write_bytes(os.urandom(settings.bulk))
+    if settings.files:
+        (out / "many").mkdir(exist_ok=True)
+        for index in range(settings.files):
+            (out / "many" / f"f{index:04}.txt").write_text(f"{index}\n")
     if not (out / "link").is_symlink():
         os.symlink("value.txt", out / "link")
     root = str(ctx.build.workspace.root)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from counter_project import run
+from test_run import alive, wait_until
 from tree_store import Store, manifest_of, write
 
 from gaia_core.anchors import Target
@@ -552,3 +553,72 @@ def test_a_cancelled_capture_stops_its_helpers(tmp_path, helpers_used):
     assert helpers_used[0].batches > 0
     assert all(h.process.poll() is not None for h in helpers_used[0]._all)
     assert not list((tmp_path / "store").rglob("*.pack*"))  # nothing half-written kept
+
+
+_SLOW_RESTORE_CLI = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from checkpoint_plugin import CounterPlugin
+from gaia_core.checkpoints import smallfiles, treewrite
+from gaia_core.cli import main
+from gaia_core.plugins import get_plugin_manager
+
+treewrite.PROCESS_AFTER, treewrite._GROUP_FILES = 2, 1  # helpers at once, a request a file
+write_files, fork = smallfiles.write_files, smallfiles._fork
+
+def slow(files, links, packs):  # in the forked helpers: a slow disk
+    open({busy!r}, "a").close()
+    time.sleep(0.3)
+    return write_files(files, links, packs)
+
+def noted(to_child, from_child):
+    child = fork(to_child, from_child)
+    with open({pids!r}, "a") as out:
+        out.write(f"{{child.pid}}\\n")
+    return child
+
+smallfiles.write_files, smallfiles._fork = slow, noted
+pm = get_plugin_manager(load_entrypoints=False)
+pm.register(CounterPlugin(), name="counter")
+main(sys.argv[1:], pm)
+"""
+
+
+def test_sigterm_during_a_full_restore_ends_the_run_and_its_forked_helpers(gaia_cli, pm, project, tmp_path):
+    """A full restore whose helpers are busy: SIGTERM ends the run within 5 s, its helpers
+    soon after (they hold no pipe of another and end at their pipe's end), and the next
+    run restores the tree whole."""
+    import signal
+    import subprocess
+    import sys
+
+    from gaia_core.errors import ExitCode
+
+    project.write(files=300)
+    run(gaia_cli, pm, "run", project.build)
+    shutil.rmtree(project.out)
+    busy, pids = tmp_path / "busy", tmp_path / "pids"
+    script = tmp_path / "gaia_slow.py"
+    script.write_text(_SLOW_RESTORE_CLI.format(tests=str(Path(__file__).parent), busy=str(busy), pids=str(pids)))
+    proc = subprocess.Popen([sys.executable, str(script), "run", str(project.build)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=project.root)
+    try:
+        deadline = time.monotonic() + 60
+        while not busy.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert busy.exists(), proc.communicate(timeout=30)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == ExitCode.TERMINATED and elapsed < 5 + 1.5, (elapsed, out, err)
+    helpers = [int(line) for line in pids.read_text().split()]
+    assert len(helpers) == treewrite._HELPERS
+    assert all(wait_until(lambda pid=pid: not alive(pid), 5) for pid in helpers)
+    assert "restored" in run(gaia_cli, pm, "run", project.build).output
+    assert len(list((project.out / "many").iterdir())) == 300
+
