@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,7 +10,9 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +48,26 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@contextlib.contextmanager
+def running(args: list[str], **popen: Any) -> Iterator[subprocess.Popen]:
+    """A command with its output piped as text; killed at the end if it still runs."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def stopped(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> tuple[str, str, float]:
+    """Send ``sig`` to ``proc`` and wait for its end: its output, and the seconds it took."""
+    started = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    return out, err, time.monotonic() - started
 
 
 def wait_until(predicate, timeout=5.0) -> bool:
@@ -312,30 +335,17 @@ def test_signal_stops_gaia_run_and_kills_children(gaia_demo_build, tmp_path, sig
     script = tmp_path / "gaia_demo.py"
     script.write_text(CLI_SCRIPT)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
-    proc = subprocess.Popen(
-        [sys.executable, str(script), "run", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
+    with running([sys.executable, str(script), "run", str(path)], env=env) as proc:
         pid = None
         for line in proc.stdout:
             if line.startswith("[demo.sleeper] pid="):
                 pid = int(line.strip().split("=", 1)[1])
                 break
         assert pid is not None and alive(pid)
-        t0 = time.monotonic()
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out, err, elapsed = stopped(proc, sig)
     expected = ExitCode.TERMINATED if sig == signal.SIGTERM else ExitCode.INTERRUPTED
     assert proc.returncode == expected == (143 if sig == signal.SIGTERM else 130)
-    assert time.monotonic() - t0 < 8
+    assert elapsed < 8
     assert wait_until(lambda: not alive(pid))
     assert "interrupted" in err
     assert "  status: interrupted" in out
@@ -349,20 +359,11 @@ def test_sigterm_ends_a_run_whose_task_is_blocked_in_python(gaia_demo_build, tmp
     script = tmp_path / "gaia_demo.py"
     script.write_text(CLI_SCRIPT)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
-    proc = subprocess.Popen([sys.executable, str(script), "run", str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with running([sys.executable, str(script), "run", str(path)], env=env) as proc:
         for line in proc.stdout:
             if line.startswith("[demo.stuck] blocking"):
                 break
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-        elapsed = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out, _, elapsed = stopped(proc)
     assert proc.returncode == ExitCode.TERMINATED
     assert elapsed < 5 + 1.5, elapsed
     assert "INTERRUPTED: demo.stuck did not stop" in out

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from counter_project import run
-from test_run import alive, wait_until
+from test_run import alive, running, stopped, wait_until
 from tree_store import Store, manifest_of, write
 
 from gaia_core.anchors import Target
@@ -588,8 +588,6 @@ def test_sigterm_during_a_full_restore_ends_the_run_and_its_forked_helpers(gaia_
     """A full restore whose helpers are busy: SIGTERM ends the run within 5 s, its helpers
     soon after (they hold no pipe of another and end at their pipe's end), and the next
     run restores the tree whole."""
-    import signal
-    import subprocess
     import sys
 
     from gaia_core.errors import ExitCode
@@ -600,21 +598,12 @@ def test_sigterm_during_a_full_restore_ends_the_run_and_its_forked_helpers(gaia_
     busy, pids = tmp_path / "busy", tmp_path / "pids"
     script = tmp_path / "gaia_slow.py"
     script.write_text(_SLOW_RESTORE_CLI.format(tests=str(Path(__file__).parent), busy=str(busy), pids=str(pids)))
-    proc = subprocess.Popen([sys.executable, str(script), "run", str(project.build)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=project.root)
-    try:
+    with running([sys.executable, str(script), "run", str(project.build)], cwd=project.root) as proc:
         deadline = time.monotonic() + 60
         while not busy.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         assert busy.exists(), proc.communicate(timeout=30)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-        elapsed = time.monotonic() - started
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out, err, elapsed = stopped(proc)
     assert proc.returncode == ExitCode.TERMINATED and elapsed < 5 + 1.5, (elapsed, out, err)
     helpers = [int(line) for line in pids.read_text().split()]
     assert len(helpers) == treewrite._HELPERS
