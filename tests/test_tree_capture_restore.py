@@ -692,6 +692,26 @@ def test_a_directory_of_small_files_is_one_task_not_shared_with_the_next(store, 
     assert sorted(os.listdir(dest / "out" / "b")) == [f"f{index:02}" for index in range(30)]
 
 
+def test_the_first_files_are_handed_out_after_a_small_batch_ending_with_a_directory(store, tmp_path, out, monkeypatch):
+    # the helpers, started at once, wait for the first batch: it ends at the first directory
+    # that takes it past _FIRST_BATCH files (a directory's files stay in one task), the
+    # next ones at _BATCH
+    for directory, count in (("a", 40), ("b", 40), ("c", 600)):
+        for index in range(count):
+            write(out / directory / f"f{index:03}", f"{directory}{index}")
+    batches = []
+    real = treewrite._Writer.flush
+
+    def spy(self):
+        batches.append(len(self.batch))
+        return real(self)
+
+    monkeypatch.setattr(treewrite._Writer, "flush", spy)
+    dest = capture_restore(store, tmp_path, [Target("out", out)])
+    assert [n for n in batches if n][:2] == [80, treewrite._BATCH]
+    assert len(os.listdir(dest / "out" / "c")) == 600
+
+
 def test_directory_mtimes_are_set_after_their_content(store, tmp_path, out):
     # many files and links written into each directory after it was created, links made last
     for index in range(700):  # more than one batch of files
