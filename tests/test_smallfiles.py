@@ -20,6 +20,7 @@ from test_run import alive, running, stopped, wait_until
 from tree_store import Store, manifest_of, write
 
 from gaia_core.anchors import Target
+from gaia_core.checkpoints import packs as packs_module
 from gaia_core.checkpoints import smallfiles, tree, treecapture, treewrite
 from gaia_core.checkpoints.chunking import chunk_id
 from gaia_core.checkpoints.packs import ChunkCorrupt, compress, open_frame
@@ -307,6 +308,52 @@ def test_a_helper_that_died_fails_every_request_on_its_way(tmp_path):
         results = in_threads([lambda: helpers.write([], [])] * 6)
         assert time.monotonic() - started < 10
     assert all(isinstance(r, CheckpointError) and "ended unexpectedly" in str(r) for r in results)
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (None, None),
+    ("declared", "declares 9 bytes, the manifest 8"),
+    ("past the end", "lies past the end of the pack"),
+    ("not zstd", "is not a zstd frame"),
+    ("corrupt", "does not decompress|does not match its id"),
+    ("other id", "does not match its id"),
+])
+def test_a_helper_takes_a_chunk_only_as_the_store_reads_it(tmp_path, monkeypatch, damage, message):
+    """The helpers read chunks without a call a check; each check that fails is told as the
+    store's own reading tells it, naming the chunk. A frame that declares another size is
+    never decompressed (it could declare gigabytes)."""
+    if damage == "declared":
+        def refused():
+            raise AssertionError("a frame declaring another size was decompressed")
+
+        monkeypatch.setattr(smallfiles, "decompressor", refused)
+        monkeypatch.setattr(packs_module, "decompressor", refused)
+    data = b"12345678"
+    frame, chunk, plen = compress(data), chunk_id(data), len(data)
+    if damage == "declared":
+        frame, data = compress(data + b"9"), data + b"9"
+    elif damage == "not zstd":
+        frame = b"\0" * len(frame)
+    elif damage == "corrupt":
+        frame = frame[:-4] + bytes(b ^ 0xFF for b in frame[-4:])
+    elif damage == "other id":
+        chunk = chunk_id(b"another")
+    pack = tmp_path / "pack"
+    pack.write_bytes(b"head" + frame)
+    clen = len(frame) + (1 if damage == "past the end" else 0)
+    packs: dict = {}
+    try:
+        for _ in range(2):  # the pack's first chunk, and one once the pack is open
+            if message is None:
+                assert smallfiles._chunk(packs, chunk, str(pack), 4, clen, plen) == data
+                continue
+            with pytest.raises(smallfiles.ChunkCorruptIn, match=message) as caught:
+                smallfiles._chunk(packs, chunk, str(pack), 4, clen, plen)
+            assert caught.value.chunk == chunk and "local pack pack" in str(caught.value)
+            packs.setdefault(str(pack), os.open(pack, os.O_RDONLY))
+    finally:
+        for fd in packs.values():
+            os.close(fd)
 
 
 def test_a_helper_makes_links_never_over_what_is_there(tmp_path):

@@ -71,6 +71,14 @@ def compress(data: bytes | memoryview) -> bytes:
     return compressor.compress(data)
 
 
+def decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor (one is not to be shared by threads)."""
+    made = getattr(_local, "decompressor", None)
+    if made is None:
+        made = _local.decompressor = zstandard.ZstdDecompressor()
+    return made
+
+
 def open_frame(frame: bytes | memoryview, chunk: bytes, plen: int, where: str) -> bytes:
     """The plain bytes of ``frame``, checked against the chunk id and the size the manifest gives."""
     try:
@@ -79,11 +87,8 @@ def open_frame(frame: bytes | memoryview, chunk: bytes, plen: int, where: str) -
         raise ChunkCorrupt(f"{where}: chunk {chunk.hex()[:16]} is not a zstd frame ({exc})") from None
     if declared != plen:
         raise ChunkCorrupt(f"{where}: chunk {chunk.hex()[:16]} declares {declared} bytes, the manifest {plen}")
-    decompressor = getattr(_local, "decompressor", None)
-    if decompressor is None:
-        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
     try:
-        data = decompressor.decompress(frame)
+        data = decompressor().decompress(frame)
     except zstandard.ZstdError as exc:
         raise ChunkCorrupt(f"{where}: chunk {chunk.hex()[:16]} does not decompress ({exc})") from None
     if len(data) != plen or chunk_id(data) != chunk:
