@@ -692,10 +692,13 @@ def test_a_directory_of_small_files_is_one_task_not_shared_with_the_next(store, 
     assert sorted(os.listdir(dest / "out" / "b")) == [f"f{index:02}" for index in range(30)]
 
 
-def test_the_first_files_are_handed_out_after_a_small_batch_ending_with_a_directory(store, tmp_path, out, monkeypatch):
-    # the helpers, started at once, wait for the first batch: it ends at the first directory
-    # that takes it past _FIRST_BATCH files (a directory's files stay in one task), the
-    # next ones at _BATCH
+@pytest.mark.parametrize("at_once", [True, False])
+def test_the_first_files_are_handed_out_after_a_small_batch_when_helpers_start_at_once(store, tmp_path, out,
+                                                                                       monkeypatch, at_once):
+    # helpers started at once wait for the first batch: it ends at the first directory that
+    # takes it past _FIRST_BATCH files (a directory's files stay in one task), the next ones
+    # at _BATCH; without them (an update's few files, a small restore) every batch is
+    # _BATCH (threads writing the first files slowed an update's walk of the tree down)
     for directory, count in (("a", 40), ("b", 40), ("c", 600)):
         for index in range(count):
             write(out / directory / f"f{index:03}", f"{directory}{index}")
@@ -707,8 +710,12 @@ def test_the_first_files_are_handed_out_after_a_small_batch_ending_with_a_direct
         return real(self)
 
     monkeypatch.setattr(treewrite._Writer, "flush", spy)
-    dest = capture_restore(store, tmp_path, [Target("out", out)])
-    assert [n for n in batches if n][:2] == [80, treewrite._BATCH]
+    monkeypatch.setattr(treewrite, "PROCESS_AFTER", 600 if at_once else 10_000)
+    info = store.capture([Target("out", out)])
+    dest = tmp_path / "restored"
+    store.restore(manifest_of(info, [Target("out", out)]), dest, files=info.files)
+    expected = [80, treewrite._BATCH] if at_once else [treewrite._BATCH, 680 - treewrite._BATCH]
+    assert [n for n in batches if n][:2] == expected
     assert len(os.listdir(dest / "out" / "c")) == 600
 
 

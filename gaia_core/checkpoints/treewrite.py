@@ -58,8 +58,9 @@ _HELPERS_WAIT = 1.0
 #: requests a helper started at once holds (the next one waits in its pipe while it works), and
 #: so workers a helper: 1 left each helper idle for 0.1 s of 1.2 s, between an answer and the next
 _DEPTH = 2
-#: file entries whose chunks are looked up together (the first batch: the helpers, started
-#: at once, get their first files sooner)
+#: file entries whose chunks are looked up together (the first batch of a restore that starts
+#: its helpers at once: they get their first files sooner; an update's threads writing its
+#: first files while it walks the tree slowed the walk down)
 _BATCH, _FIRST_BATCH = 512, 64
 #: files written by one worker task (a directory's files end a task past a quarter of either); a file
 #: larger than _GROUP_BYTES is written in pieces of about that size, a task each
@@ -111,6 +112,7 @@ class _Writer:
         #: processes that write batches of new small files once they run (see :mod:`.smallfiles`)
         self.helpers = HelperProcesses([], _HELPERS, _DEPTH if early else 1, fork=True) if _HELPERS > 0 else None
         self._handed = 0  # files handed to the workers so far
+        self._first_batch = _FIRST_BATCH if early else _BATCH
         self._pack_paths: dict[str, str] = {}  # pack id -> its file, as a helper opens it
         #: until when the workers wait for helpers started at once, rather than write themselves
         self.helpers_by = 0.0
@@ -163,7 +165,7 @@ class _Writer:
 
     def _add(self, item: tuple[bytes, Entry, int]) -> None:
         batch = self.batch
-        if not self._handed and len(batch) >= _FIRST_BATCH and \
+        if not self._handed and len(batch) >= self._first_batch and \
                 item[0].rpartition(b"/")[0] != batch[-1][0].rpartition(b"/")[0]:
             self.flush()  # the first batch, once a directory's files are in it
         self.batch.append(item)
