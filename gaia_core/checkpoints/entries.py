@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence

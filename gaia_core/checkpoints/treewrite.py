@@ -164,9 +164,8 @@ class _Writer:
         self._add((path, entry, _VERIFY if verify else _REPLACE if replace else _NEW))
 
     def _add(self, item: tuple[bytes, Entry, int]) -> None:
-        batch = self.batch
-        if not self._handed and len(batch) >= self._first_batch and \
-                item[0].rpartition(b"/")[0] != batch[-1][0].rpartition(b"/")[0]:
+        if not self._handed and len(self.batch) >= self._first_batch and \
+                _parent(item[0]) != _parent(self.batch[-1][0]):
             self.flush()  # the first batch, once a directory's files are in it
         self.batch.append(item)
         if len(self.batch) >= _BATCH:
@@ -190,7 +189,7 @@ class _Writer:
         group: list[tuple[bytes, Entry, list[Location], int]] = []
         size, directory = 0, b""
         for path, entry, how in self.batch:
-            parent = path[:path.rfind(b"/")]
+            parent = _parent(path)
             if group and (size >= _GROUP_BYTES or len(group) >= _GROUP_FILES or
                           (parent != directory and (size >= _GROUP_BYTES >> 2 or len(group) >= _GROUP_FILES >> 2))):
                 self._submit(group)
@@ -962,7 +961,11 @@ def _create(writer: _Writer, path: bytes, entry: Entry, *, replace: bool = False
 def _changes(writer: _Writer, path: bytes) -> None:
     """An update is about to create, replace or remove ``path``: its directory's mtime changes."""
     if writer.changed is not None:
-        writer.changed.add(path.rpartition(b"/")[0])
+        writer.changed.add(_parent(path))
+
+
+def _parent(path: bytes) -> bytes:
+    return path.rpartition(b"/")[0]
 
 
 __all__ = ["MAX_TOUCHED", "Unchanged", "Update", "WriteInfo", "receipts_of_restored", "update_tree", "write_tree"]
