@@ -75,6 +75,11 @@ def small_tree(root: Path) -> None:
     write(root / "same-b", "twin\n")
 
 
+def every(digests: list[bytes]) -> list[int]:
+    """What a helper that reads files is to compress: all of them."""
+    return list(range(len(digests)))
+
+
 @contextlib.contextmanager
 def running_helper(needles: list[bytes] | None = None, depth: int = 1, *,
                    fork: bool = False) -> Iterator[smallfiles.HelperProcesses]:
@@ -397,7 +402,7 @@ def test_a_helper_reads_compresses_and_scans(tmp_path):
     blob = write(tmp_path / "b", b"\0binary")
     with running_helper([os.fsencode(tmp_path)]) as helpers:
         files = [(os.fsencode(p), os.fsencode(p.name), p.stat().st_size, p.stat().st_ino) for p in (text, blob)]
-        (a_id, a_frame, a_found, a_binary), (b_id, b_frame, b_found, b_binary) = helpers.read(files)
+        (a_id, a_frame, a_found, a_binary), (b_id, b_frame, b_found, b_binary) = helpers.read(files, every)
     assert (a_id, a_found, a_binary) == (chunk_id(text.read_bytes()), frozenset({0}), False)
     assert (b_id, b_found, b_binary) == (chunk_id(blob.read_bytes()), frozenset(), True)
     assert open_frame(a_frame, a_id, text.stat().st_size, "test") == text.read_bytes()
@@ -409,9 +414,61 @@ def test_a_helper_s_answers_pass_whatever_their_size(tmp_path):
     tiny = write(tmp_path / "tiny", b"")
     with running_helper() as helpers:
         files = [(os.fsencode(p), os.fsencode(p.name), p.stat().st_size, p.stat().st_ino) for p in (blob, tiny, blob)]
-        read = helpers.read(files)
+        read = helpers.read(files, every)
     assert [r[0] for r in read] == [chunk_id(blob.read_bytes()), chunk_id(b""), chunk_id(blob.read_bytes())]
     assert open_frame(read[2][1], read[2][0], 1 << 20, "test") == blob.read_bytes()
+
+
+def test_a_helper_compresses_only_the_files_its_caller_picks(tmp_path):
+    """It reads and hashes a batch, then compresses what the caller picks given the digests:
+    the others come back without a frame, and it serves the next batch as before."""
+    a, b, c = (write(tmp_path / name, text) for name, text in (("a", "same\n"), ("b", "other\n"), ("c", "same\n")))
+    files = [(os.fsencode(p), os.fsencode(p.name), p.stat().st_size, p.stat().st_ino) for p in (a, b, c)]
+    asked: list[list[bytes]] = []
+
+    def second(digests: list[bytes]) -> list[int]:
+        asked.append(digests)
+        return [1]
+
+    with running_helper() as helpers:
+        read = helpers.read(files, second)
+        assert helpers.frames == 1
+        assert helpers.read(files, lambda digests: [])[1][1] is None  # nothing asked: no frame made
+        assert [frame is None for _, frame, _, _ in helpers.read(files, every)] == [False] * 3
+        assert helpers.frames == 4
+    assert asked == [[chunk_id(b"same\n"), chunk_id(b"other\n"), chunk_id(b"same\n")]]
+    assert [r[0] for r in read] == asked[0] and read[0][1] is None and read[2][1] is None
+    assert open_frame(read[1][1], read[1][0], 6, "test") == b"other\n"
+
+
+def test_a_helper_that_reads_takes_one_request_at_a_time():
+    helpers = smallfiles.HelperProcesses([], 1, 2)
+    with pytest.raises(ValueError, match="one request at a time"):
+        helpers.read([], every)
+
+
+def test_a_capture_compresses_no_content_twice_in_a_batch_nor_what_the_store_has(tmp_path, helpers_used,
+                                                                                  monkeypatch):
+    """A content several files of a batch hold, or that the store holds already, is not
+    compressed again, by threads or helpers: a capture of the same tree into the same store
+    compresses no file (a clean rebuild's capture, with no receipt to go by)."""
+    out = tmp_path / "out"
+    for f in range(40):
+        write(out / "d" / f"f{f:02}.txt", "the same\n" * 50)  # ten batches of four files
+    on_threads: list[bytes] = []
+    monkeypatch.setattr(treecapture, "compress", lambda data: on_threads.append(bytes(data)) or compress(data))
+
+    def files(compressed: list[bytes]) -> int:
+        return sum(data == b"the same\n" * 50 for data in compressed)  # not the entry list's part
+
+    store = Store(tmp_path / "store")
+    first = store.capture([Target("out", out)])
+    assert helpers_used[0].batches > 0
+    assert files(on_threads) + helpers_used[0].frames <= 10  # at most one a batch (40 before)
+    on_threads.clear()
+    again = store.capture([Target("out", out)])
+    assert helpers_used[1].batches > 0 and helpers_used[1].frames == 0 and files(on_threads) == 0
+    assert again.parts == first.parts and again.new_bytes == 0
 
 
 @pytest.mark.parametrize("change, message", [
@@ -430,9 +487,9 @@ def test_a_helper_refuses_what_changed_since_the_walk(tmp_path, change, message)
         path.unlink()
     with running_helper() as helpers:
         with pytest.raises(CheckpointError, match=message):
-            helpers.read([(os.fsencode(path), b"f", st.st_size, st.st_ino)])
+            helpers.read([(os.fsencode(path), b"f", st.st_size, st.st_ino)], every)
         ok = write(tmp_path / "g", "fine\n")  # the helper goes on serving
-        assert helpers.read([(os.fsencode(ok), b"g", ok.stat().st_size, ok.stat().st_ino)])[0][0] == \
+        assert helpers.read([(os.fsencode(ok), b"g", ok.stat().st_size, ok.stat().st_ino)], every)[0][0] == \
             chunk_id(b"fine\n")
 
 
@@ -445,7 +502,7 @@ def test_a_helper_that_died_is_an_error_not_a_hang(tmp_path, fork):
         started = time.monotonic()
         ended = r"helper process ended unexpectedly \(exit status -9\)"
         with pytest.raises(CheckpointError, match=ended):
-            helpers.read([(os.fsencode(path), b"f", path.stat().st_size, path.stat().st_ino)])
+            helpers.read([(os.fsencode(path), b"f", path.stat().st_size, path.stat().st_ino)], every)
         assert time.monotonic() - started < 5
 
 
@@ -581,7 +638,8 @@ def test_a_helper_imports_nothing_from_the_working_directory(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     path = write(tmp_path / "f", "content\n")
     with running_helper() as helpers:
-        assert helpers.read([(b"f", b"f", path.stat().st_size, path.stat().st_ino)])[0][0] == chunk_id(b"content\n")
+        read = helpers.read([(b"f", b"f", path.stat().st_size, path.stat().st_ino)], every)
+        assert read[0][0] == chunk_id(b"content\n")
     assert not (tmp_path / "imported").exists()
 
 

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import zstandard
@@ -46,9 +46,10 @@ if TYPE_CHECKING:  # a helper imports it only when it scans (a restore's never d
 PROCESS_AFTER = 2000
 #: seconds a helper may take to start before the capture goes on without it
 START_TIMEOUT = 30
-#: what reading a file gave: content digest, content (or its zstd frame, from a process),
-#: the indices of the roots it holds, whether it is binary
-Read = tuple[bytes, bytes, frozenset[int], bool]
+#: what reading a file gave: content digest, content (from a process: its zstd frame, or
+#: None when the caller did not want it compressed), the indices of the roots it holds,
+#: whether it is binary
+Read = tuple[bytes, bytes | None, frozenset[int], bool]
 #: a file to read: where it is, its name in the tree (for errors), size and inode at the walk
 File = tuple[bytes, bytes, int, int]
 #: a file to write: where, its mode, whether it is created with that mode (the umask
@@ -469,6 +470,8 @@ class HelperProcesses:
         self._closed = False
         #: batches the helpers read (a capture's statistics; tests check the helpers ran)
         self.batches = 0
+        #: chunks the helpers compressed for a capture
+        self.frames = 0
 
     def start(self) -> None:
         with self._lock:
@@ -523,9 +526,23 @@ class HelperProcesses:
                 self._all.append(helper)
                 self._free.notify_all()
 
-    def read(self, files: Sequence[File]) -> list[Read] | None:
-        """The files read by a helper; None when none has started (yet)."""
-        return self._call("read", files)  # type: ignore[return-value]
+    def read(self, files: Sequence[File], wanted: Callable[[list[bytes]], Sequence[int]]) -> list[Read] | None:
+        """The files read by a helper; None when none has started (yet). The helper reads,
+        hashes and scans them, then compresses only those ``wanted`` picks (positions in
+        ``files``) given their digests: not a chunk the store or this capture holds already,
+        nor a second file of the same content (a clean rebuild captures a tree whose chunks
+        the store mostly has; Buildroot's out dirs hold many copies of a file)."""
+        if self._depth != 1:  # another request in the pipe would come between the two of a read
+            raise ValueError("helpers that read files take one request at a time")
+
+        def compressed(helper: _Helper, read: list[tuple[bytes, frozenset[int], bool]]) -> list[Read]:
+            picked = list(wanted([digest for digest, _, _ in read]))
+            frames = dict(zip(picked, helper.call("frames", picked))) if picked else {}  # type: ignore[call-overload]
+            with self._lock:
+                self.frames += len(frames)
+            return [(digest, frames.get(i), found, binary) for i, (digest, found, binary) in enumerate(read)]
+
+        return self._call("read", files, compressed)  # type: ignore[return-value]
 
     def write(self, files: Sequence[NewFile], links: Sequence[NewLink] = ()) -> int | None:
         """The files written and links made by a helper (the bytes written); None
@@ -537,8 +554,9 @@ class HelperProcesses:
         """A piece of a large file written by a helper (its bytes), as :meth:`write`."""
         return self._call("piece", piece)  # type: ignore[return-value]
 
-    def _call(self, kind: str, batch: Sequence) -> object:
-        """The answer of the helper with the fewest requests on hand, once it has room."""
+    def _call(self, kind: str, batch: Sequence, then: Callable[[_Helper, Any], object] | None = None) -> object:
+        """The answer of the helper with the fewest requests on hand, once it has room
+        (``then``: what the caller asks of the same helper next, given the answer)."""
         if not self._all:
             return None
         with self._free:
@@ -547,6 +565,8 @@ class HelperProcesses:
             helper.waiting += 1
         try:
             answer = helper.call(kind, batch)
+            if then is not None:
+                answer = then(helper, answer)
         finally:
             with self._free:
                 helper.waiting -= 1
@@ -578,6 +598,7 @@ def _serve(requests: _Pipe, replies: _Pipe) -> None:
         from gaia_core.checkpoints.relocate import FileScanner, RootMatcher
         scanner = FileScanner(RootMatcher(needles))
     packs: dict[str, int] = {}
+    held: list[bytes] = []  # the content of the files last read, until the caller says which to compress
     replies.send(("ready", None))
     while True:
         try:
@@ -585,9 +606,14 @@ def _serve(requests: _Pipe, replies: _Pipe) -> None:
         except EOFError:
             os._exit(0)  # nothing to flush or tidy: the caller waits for this exit
         try:
-            if kind == "read":
-                answer: object = [(digest, compress(data), found, binary)
-                                  for digest, data, found, binary in read_files(batch, scanner)]
+            if kind == "frames":
+                answer: object = [compress(held[i]) for i in batch]
+                held = []
+            elif kind == "read":
+                held = []
+                read = read_files(batch, scanner)
+                held = [data for _, data, _, _ in read]
+                answer = [(digest, found, binary) for digest, _, found, binary in read]
             elif kind == "piece":
                 answer = write_piece(batch, packs)
             else:

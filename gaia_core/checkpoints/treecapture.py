@@ -293,16 +293,33 @@ class _Reader:
     def read_batch(self, files: list[tuple[bytes, bytes, int, int]]) -> list[_FileData]:
         """Small files read together: one task and one index query for many files (most of a
         build tree is files of a few KiB, where per-file overhead is what costs); by a helper
-        process once they run, which compresses each file too."""
-        read = self.helpers.read(files) if self.helpers is not None else None
+        process once they run, which compresses what is new too. Only the first file of a
+        content that neither the store nor this capture holds is compressed: a later one of
+        the same batch is stored with it (None), as one of a later batch is."""
+        added, known = self._added, {}
+
+        def new(digests: list[bytes]) -> list[int]:
+            known.update(self.packs.locate(digests))
+            seen: set[bytes] = set()
+            picked = []
+            for i, digest in enumerate(digests):
+                if digest not in added and digest not in known and digest not in seen:
+                    picked.append(i)
+                seen.add(digest)
+            return picked
+
+        read = self.helpers.read(files, new) if self.helpers is not None else None
         framed = read is not None
         if read is None:
             read = read_files(files, self._scanner())
-        known = self.packs.locate([digest for digest, *_ in read])
-        added = self._added
+            known.update(self.packs.locate([digest for digest, *_ in read]))
+        seen: set[bytes] = set()
 
-        def stored(digest: bytes, data: bytes) -> bytes | Location | None:
-            return None if digest in added else known.get(digest) or (data if framed else compress(data))
+        def stored(digest: bytes, data: bytes | None) -> bytes | Location | None:
+            if digest in added or digest in seen:
+                return None
+            seen.add(digest)
+            return known.get(digest) or (data if framed else compress(data))  # type: ignore[arg-type]
 
         return [_FileData(digest, [(digest, size, stored(digest, data))], found, binary)
                 for (digest, data, found, binary), (_, _, size, _) in zip(read, files)]
