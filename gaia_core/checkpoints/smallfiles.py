@@ -46,10 +46,12 @@ if TYPE_CHECKING:  # a helper imports it only when it scans (a restore's never d
 PROCESS_AFTER = 2000
 #: seconds a helper may take to start before the capture goes on without it
 START_TIMEOUT = 30
-#: what reading a file gave: content digest, content (from a process: its zstd frame, or
-#: None when the caller did not want it compressed), the indices of the roots it holds,
+#: what reading a file gave: content digest, content, the indices of the roots it holds,
 #: whether it is binary
-Read = tuple[bytes, bytes | None, frozenset[int], bool]
+Read = tuple[bytes, bytes, frozenset[int], bool]
+#: what a helper gave for a file it read: as :data:`Read`, with the content's zstd frame in
+#: place of the content, or None when the caller did not want it compressed
+Framed = tuple[bytes, bytes | None, frozenset[int], bool]
 #: a file to read: where it is, its name in the tree (for errors), size and inode at the walk
 File = tuple[bytes, bytes, int, int]
 #: a file to write: where, its mode, whether it is created with that mode (the umask
@@ -526,7 +528,7 @@ class HelperProcesses:
                 self._all.append(helper)
                 self._free.notify_all()
 
-    def read(self, files: Sequence[File], wanted: Callable[[list[bytes]], Sequence[int]]) -> list[Read] | None:
+    def read(self, files: Sequence[File], wanted: Callable[[list[bytes]], Sequence[int]]) -> list[Framed] | None:
         """The files read by a helper; None when none has started (yet). The helper reads,
         hashes and scans them, then compresses only those ``wanted`` picks (positions in
         ``files``) given their digests: not a chunk the store or this capture holds already,
@@ -535,7 +537,7 @@ class HelperProcesses:
         if self._depth != 1:  # another request in the pipe would come between the two of a read
             raise ValueError("helpers that read files take one request at a time")
 
-        def compressed(helper: _Helper, read: list[tuple[bytes, frozenset[int], bool]]) -> list[Read]:
+        def compressed(helper: _Helper, read: list[tuple[bytes, frozenset[int], bool]]) -> list[Framed]:
             picked = list(wanted([digest for digest, _, _ in read]))
             frames = dict(zip(picked, helper.call("frames", picked))) if picked else {}  # type: ignore[call-overload]
             with self._lock:
@@ -628,9 +630,9 @@ def _serve(requests: _Pipe, replies: _Pipe) -> None:
             replies.send(("done", answer))
 
 
-__all__ = ["PROCESS_AFTER", "ChunkCorruptIn", "HelperProcesses", "NewFile", "NewLink", "Piece", "check_size",
-           "create_new", "make_link", "open_regular", "pwrite_all", "read_files", "settle_new", "write_all",
-           "write_files", "write_piece"]
+__all__ = ["PROCESS_AFTER", "ChunkCorruptIn", "Framed", "HelperProcesses", "NewFile", "NewLink", "Piece",
+           "check_size", "create_new", "make_link", "open_regular", "pwrite_all", "read_files", "settle_new",
+           "write_all", "write_files", "write_piece"]
 
 
 if __name__ == "__main__":

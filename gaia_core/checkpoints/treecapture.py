@@ -32,7 +32,8 @@ from gaia_core.checkpoints.packs import DEFAULT_PACK_LIMIT, FinishedPack, PackWr
 from gaia_core.checkpoints.packstore import Location, PackStore
 from gaia_core.checkpoints.receipt import Cursor, Record, ReceiptWriter, record_of
 from gaia_core.checkpoints.relocate import FileScanner, RootFinder
-from gaia_core.checkpoints.smallfiles import PROCESS_AFTER, HelperProcesses, check_size, open_regular, read_files
+from gaia_core.checkpoints.smallfiles import (PROCESS_AFTER, Framed, HelperProcesses, check_size, open_regular,
+                                             read_files)
 from gaia_core.errors import CheckpointError
 
 #: files, and bytes of small files, in flight between the walk and the packs: up to WINDOW
@@ -296,7 +297,7 @@ class _Reader:
         process once they run, which compresses what is new too. Only the first file of a
         content that neither the store nor this capture holds is compressed: a later one of
         the same batch is stored with it (None), as one of a later batch is."""
-        added, known = self._added, {}
+        added, known = self._added, dict[bytes, Location]()
 
         def new(digests: list[bytes]) -> list[int]:
             known.update(self.packs.locate(digests))
@@ -308,7 +309,7 @@ class _Reader:
                 seen.add(digest)
             return picked
 
-        read = self.helpers.read(files, new) if self.helpers is not None else None
+        read: Sequence[Framed] | None = self.helpers.read(files, new) if self.helpers is not None else None
         framed = read is not None
         if read is None:
             read = read_files(files, self._scanner())
