@@ -482,6 +482,69 @@ def test_a_receipt_is_read_as_text_up_to_a_line_that_is_not(tmp_path):
     assert [r.path for r in records(root / RECEIPT)] == ["out/f", "out/g\u00e9"]
 
 
+_HEX = "63246074ac32fcbc9e188b0b35bb69db495d05dbed5cb2e3aab54ae4cfcdf9bb"
+#: receipt lines as a receipt writes them, and odd ones: each is read alike both ways
+_RECEIPT_LINES = [
+    b'{"p":"out/f","t":"f","m":420,"n":1,"i":2,"c":3,"s":5,"d":"' + _HEX.encode() + b'"}\n',
+    b'{"p":"out/f","t":"f","m":420,"n":1,"i":2,"c":3,"s":5,"k":[["' + _HEX.encode() + b'",5]],"x":1,"o":7}\n',
+    b'{"p":"out/l","t":"l","m":511,"n":1,"i":2,"c":3,"l":"../x","r":["symlink",["out","src"]]}\n',
+    b'{"p":"out/l","t":"l","m":511,"n":1,"i":2,"c":3,"l":""}\n',
+    b'{"p":"out/d","t":"d","m":493,"n":-5,"i":18446744073709551615,"c":0}\n',
+    b'{ "p" : "out/d", "t":"d","m":493,"n":1,"i":2,"c":3 }\n',
+    b'{"p":"a","p":"b","t":"f","m":420,"n":1,"i":2,"c":3}\n',  # a key twice
+    b'{"p":"a","t":"f","m":420,"n":1,"i":2,"c":3,"m":421}\n',
+    b'{"p":"a\\udc80b\\u0000\\ud83d\\ude00","t":"f","m":420,"n":1,"i":2,"c":3}\n',  # escapes, a lone surrogate
+    b'{"p":"a\\ud800","t":"f","m":420,"n":1,"i":2,"c":3}\n',
+    b'{"p":"a","t":"f","m":4.0,"n":1,"i":2,"c":3}\n',  # numbers json's reading takes and msgspec's not
+    b'{"p":"a","t":"f","m":true,"n":1e3,"i":2,"c":3,"x":0.5}\n',
+    b'{"p":"a","t":"f","m":420,"n":99999999999999999999,"i":2,"c":3}\n',
+    b'{"p":"a","t":"f","m":"420","n":1,"i":2,"c":3}\n',
+    b'{"p":"a","t":"f","m":420,"n":1,"i":2,"c":3,"d":"ab cd"}\n',  # not a digest
+    b'{"p":"a","t":"f","m":420,"n":1,"i":2,"c":3,"d":null}\n',
+    b'{"p":"a","t":"f","m":420,"n":1,"i":2,"c":3,"k":[["' + _HEX.encode() + b'",5,6]]}\n',
+    b'{"p":"a","t":"f","m":420,"n":1,"i":2,"c":3,"r":["k","ab"]}\n',
+    b'{"p":"a","t":"f","m":420,"n":1,"i":2,"c":3,"r":[]}\n',
+    b'{"p":"a","t":"f","m":420,"n":1,"i":2,"c":3,"l":5,"unknown":[1]}\n',
+    b'{"p":"a","t":"f","m":420,"n":1,"i":2}\n',  # no ctime
+    b'{"p":"a","t":"f","m":420,"n":1,"i":2,"c":3} \n',
+    b' {"p":"a","t":"f","m":420,"n":1,"i":2,"c":3}\n',
+    b'{"p":"a","t":"f","m":420,"n":1,"i":2,"c":3}\r\n',
+    b'{"p":"a","t":"f","m":420,"n":1,"i":2,"c":3}{}\n',
+    b'["p"]\n',
+    b'\n',
+]
+
+
+@pytest.mark.parametrize("line", _RECEIPT_LINES)
+def test_a_receipt_line_is_read_by_msgspec_only_as_json_reads_it(line):
+    """A receipt is read whole by every capture that has one: its lines as a receipt writes
+    them are read by msgspec, the others as before, and both give the same record (or none)."""
+    from gaia_core.checkpoints.receipt import Record, _block_records
+
+    fast = next(_block_records(line))
+    slow = Record.from_line(line)
+    assert fast == slow
+    assert fast is None or fast.raw == line
+
+
+def test_a_receipt_s_lines_as_written_are_read_by_msgspec(tmp_path, monkeypatch):
+    from gaia_core.checkpoints.receipt import Record, ReceiptWriter, record_of
+
+    root = tmp_path / "out"
+    path = write(root / "f", "x")
+    writer = ReceiptWriter(root / RECEIPT, {})
+    for name in ("a", "b", "c"):
+        writer.add(record_of(f"out/{name}", path.lstat(), digest=bytes(32), chunks=((bytes(32), 1),)))
+    writer.add_line(b'{"p":"out/d","t":"f","m":4.0,"n":1,"i":2,"c":3}\n')  # read as before
+    writer.commit()
+    before = [(r, r.raw) for r in records(root / RECEIPT)]
+    assert [r.path for r, _ in before] == ["out/a", "out/b", "out/c", "out/d"] and before[3][0].mode == 4
+    taken = []
+    monkeypatch.setattr(Record, "from_item", classmethod(lambda cls, item, line: taken.append(line)))
+    assert [r.path for r in records(root / RECEIPT)] == ["out/a", "out/b", "out/c"]  # from_item: None
+    assert taken == [before[3][1]]
+
+
 def test_a_download_takes_from_the_tree_the_chunks_its_store_lacks_and_the_tree_holds(store, tmp_path):
     from gaia_core.checkpoints.chunking import chunk_id
     from gaia_core.checkpoints.packstore import PackStore

@@ -29,6 +29,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import msgspec
 import zstandard
 
 from gaia_core.checkpoints.entries import json_line, sort_key
@@ -346,16 +347,14 @@ def read_header(path: Path) -> dict[str, Any] | None:
 
 
 def records(path: Path) -> Iterator[Record]:
-    """The records after the header, in canonical order (nothing when the receipt is unreadable)."""
-    lines = _items(path)
-    first = next(lines, None)
-    if not first or first[0].get("receipt") != VERSION:
-        return
-    for item, line in lines:
-        record = Record.from_item(item, line)
-        if record is None:
-            return  # a damaged receipt is a partial one: what follows is read from the tree
-        yield record
+    """The records after the header, in canonical order (nothing when the receipt is unreadable;
+    a damaged receipt is a partial one: what follows its first line that is no record is read
+    from the tree)."""
+    for block in _record_blocks(path):
+        for record in _block_records(block):
+            if record is None:
+                return
+            yield record
 
 
 def lines(path: Path) -> Generator[bytes, None, None]:
@@ -452,11 +451,69 @@ def records_naming(path: Path, ids: Set[bytes]) -> Iterator[Record]:
     for block in _record_blocks(path):
         if all(ids.isdisjoint(named.findall(block)) for named in _NAMED_IDS):
             continue
-        for read in _block_items(block):
-            record = None if read is None else Record.from_item(*read)
+        for record in _block_records(block):
             if record is None:
                 return
             yield record
+
+
+class _RecordLine(msgspec.Struct):
+    """A record's line as :func:`_encode` writes it (a key left out is UNSET, never None)."""
+
+    p: str
+    t: str
+    m: int
+    n: int
+    i: int
+    c: int
+    s: int = 0
+    d: str | msgspec.UnsetType = msgspec.UNSET
+    k: list[tuple[str, int]] | msgspec.UnsetType = msgspec.UNSET
+    l: str | msgspec.UnsetType = msgspec.UNSET  # noqa: E741 (the key _encode writes)
+    x: int = 0
+    r: tuple[str, list[str]] | msgspec.UnsetType = msgspec.UNSET
+    o: int | msgspec.UnsetType = msgspec.UNSET
+
+
+_decode_record = msgspec.json.Decoder(_RecordLine).decode
+
+
+def _block_records(block: bytes) -> Iterator[Record | None]:
+    """Each line of ``block`` (whole lines) as its record; None for the first that holds none.
+
+    Every capture with a receipt reads it whole, so a line as :func:`_encode` writes it (ASCII,
+    one object from its first byte to its last) is read by msgspec's decoder, which takes
+    only what :meth:`Record.from_json` takes alike; any other line is read by json's scanner
+    and :meth:`Record.from_item`, as all were before (50,000 records: 100-110 ms, from
+    135-150 ms)."""
+    if not block.isascii():
+        for read in _block_items(block):
+            yield None if read is None else Record.from_item(*read)
+        return
+    decode, unset = _decode_record, msgspec.UNSET
+    start, size = 0, len(block)
+    while start < size:
+        end = block.find(b"\n", start) + 1 or size
+        line = block[start:end]
+        start = end
+        record = None
+        if line.startswith(b"{") and line.endswith(b"}\n") and b"\r" not in line:
+            try:
+                r = decode(line)
+                record = Record(r.p, r.t, r.m, r.n, r.i, r.c, r.s,
+                                None if r.d is unset else bytes.fromhex(r.d),
+                                None if r.k is unset else tuple((bytes.fromhex(c), n) for c, n in r.k),
+                                None if r.l is unset else r.l, bool(r.x),
+                                None if r.r is unset else (r.r[0], tuple(r.r[1])),
+                                None if r.o is unset else r.o, line)
+            except (msgspec.DecodeError, ValueError):
+                pass
+        if record is None:  # anything else is read as before, which decides whether it holds one
+            item = _scan_line(line[:-1]) if line.endswith(b"\n") else None
+            record = None if item is None else Record.from_item(item, line)
+        yield record
+        if record is None:
+            return
 
 
 def _block_items(block: bytes) -> Iterator[tuple[dict[str, Any], bytes] | None]:
