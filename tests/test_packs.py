@@ -426,3 +426,36 @@ def test_a_run_past_the_end_of_a_truncated_pack_is_corrupt(store):
     os.truncate(path, path.stat().st_size - 10)
     with pytest.raises(ChunkCorrupt, match=f"chunk {wanted[2][0].hex()[:16]} lies past the end of the pack"):
         list(store.packs.read_run(wanted))
+
+
+def test_lookups_give_each_chunk_where_it_lies_batch_after_batch(tmp_path, monkeypatch):
+    """locate, remote_locate and absent read each batch's rows as one text: every chunk of
+    every batch comes back with its own pack, offset and sizes, and only from the packs asked."""
+    monkeypatch.setattr(packstore, "_BATCH", 7)
+    packs = PackStore(tmp_path / "store")
+    contents = [data_of(100 + i, seed=i) for i in range(40)]
+    written: dict[bytes, list[Location]] = {}
+    finished = []
+    for first, last in ((0, 25), (20, 40)):  # chunks 20-24 in both packs
+        writer = PackWriter(tmp_path, 1 << 20)
+        for data in contents[first:last]:
+            entry = writer.add(chunk_id(data), compress(data), len(data))
+            written.setdefault(entry.chunk, []).append(Location("", entry.offset, entry.clen, entry.plen))
+        finished.append(writer.finish())
+    packs.add(finished[0])
+    packs.add_index(finished[1].pack_id, finished[1].size, finished[1].entries)  # a backend's, not local
+    packs.set_remote_packs("far", {finished[1].pack_id: finished[1].size})
+    ids = [chunk_id(data) for data in contents]
+    unknown = chunk_id(b"in no pack")
+
+    def where(located: dict[bytes, Location], pack: int) -> dict[bytes, tuple[int, int, int]]:
+        assert {loc.pack for loc in located.values()} == {finished[pack].pack_id}
+        return {c: (loc.offset, loc.clen, loc.plen) for c, loc in located.items()}
+
+    local = where(packs.locate([*ids, unknown, ids[0]]), 0)
+    assert local == {c: (w[0].offset, w[0].clen, w[0].plen) for c, w in written.items() if c in ids[:25]}
+    far = where(packs.remote_locate("far", [unknown, *reversed(ids)]), 1)
+    assert far == {c: (w[-1].offset, w[-1].clen, w[-1].plen) for c, w in written.items() if c in ids[20:]}
+    assert packs.remote_locate("near", ids) == {}
+    assert [c for c, _ in packs.absent((c, 1) for c in [*ids, unknown])] == [*ids[25:], unknown]
+    assert packs.missing([unknown, *ids]) == [unknown, *ids[25:]]
