@@ -268,7 +268,7 @@ class PackStore:
         """The locations of ``chunks`` in the packs ``where`` picks (a chunk in several: the
         first row's). Each batch's rows come back as one text: a row a step gives the GIL up
         and takes it back, and beside another thread that wants it (a capture's walk) the
-        lookups took 2.6 times as long (48,000 chunks: 0.35-0.38 s against 0.15-0.18 s)."""
+        lookups took twice as long (48,000 chunks: 0.35-0.38 s against 0.18-0.19 s)."""
         found: dict[bytes, Location] = {}
         db = self.db
         for batch in _batches(list(dict.fromkeys(chunks))):

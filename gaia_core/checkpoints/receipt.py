@@ -484,8 +484,8 @@ def _block_records(block: bytes) -> Iterator[Record | None]:
     Every capture with a receipt reads it whole, so a line as :func:`_encode` writes it (ASCII,
     one object from its first byte to its last) is read by msgspec's decoder, which takes
     only what :meth:`Record.from_json` takes alike; any other line is read by json's scanner
-    and :meth:`Record.from_item`, as all were before (50,000 records: 100-110 ms, from
-    135-150 ms)."""
+    and :meth:`Record.from_item`, as all were before (50,000 records: 77-79 ms, from
+    130-150 ms)."""
     if not block.isascii():
         for read in _block_items(block):
             yield None if read is None else Record.from_item(*read)
