@@ -302,6 +302,48 @@ def test_a_capture_with_the_receipt_reads_no_file(store, tmp_path, out, monkeypa
     assert describe(dest / "out") == describe(out)
 
 
+def test_a_capture_with_the_receipt_writes_again_the_lines_of_the_files_it_vouches_for(store, tmp_path, out,
+                                                                                    monkeypatch):
+    """A file the receipt vouches for, recorded at its captured mtime and with its mode, gets
+    the receipt's line as it is, not one made anew; one recorded otherwise gets a new line."""
+    from gaia_core.checkpoints import receipt
+
+    build_tree(out)
+    targets = [Target("out", out)]
+    first = store.capture(targets)
+    files = {r.path for r in records(first.receipts["out"]) if r.type == "f" and r.size}
+    files.remove("out/host/bin/tool-alias")  # a hard link's second name: no content of its own to vouch for
+    encoded: list[str] = []
+    encode = receipt._encode
+    monkeypatch.setattr(receipt, "_encode", lambda r: encoded.append(r.path) or encode(r))
+    second = store.capture(targets, receipts={"out": first.receipts["out"]})
+    assert list(receipt.lines(second.receipts["out"])) == list(receipt.lines(first.receipts["out"]))
+    assert files and not files & set(encoded)
+
+    # as a restore records them: each says which captured mtime its placed one stands for,
+    # which the capture of that tree records no more
+    placed = tmp_path / "placed-receipt"
+    writer = receipt.ReceiptWriter(placed, {})
+    for r in records(first.receipts["out"]):
+        writer.add(receipt.Record(**{**{f: getattr(r, f) for f in r.__slots__}, "captured_ns": r.mtime_ns - 1}))
+    writer.commit()
+    assert any(b'"o":' in line for line in receipt.lines(placed))
+    encoded.clear()
+    third = store.capture(targets, receipts={"out": placed})
+    assert files <= set(encoded) and not any(b'"o":' in line for line in receipt.lines(third.receipts["out"]))
+    assert third.parts == first.parts
+
+    # a mode the record does not say (a chmod within the ctime's tick): the line is made anew
+    stamp = out / "build" / "pkg" / ".stamp_built"
+    stamp.chmod(0o600)
+    monkeypatch.setattr(receipt.Record, "matches", lambda self, st: True)
+    encoded.clear()
+    fourth = store.capture(targets, receipts={"out": second.receipts["out"]})
+    assert "out/build/pkg/.stamp_built" in encoded and not (files - {"out/build/pkg/.stamp_built"}) & set(encoded)
+    (record,) = [r for r in records(fourth.receipts["out"]) if r.path == "out/build/pkg/.stamp_built"]
+    assert record.mode == 0o600
+
+
 def test_the_receipt_records_every_entry_as_lstat_shows_it(store, out):
     build_tree(out)
     info = store.capture([Target("out", out)], exclude=EXCLUDED)

@@ -89,6 +89,9 @@ class _Pending:
     stream: queue.Queue | None = None
     #: the item's place in its batch's results (small files are read in batches)
     index: int | None = None
+    #: the receipt's line for it, when the record the capture takes is the same (a file the
+    #: receipt vouches for, recorded at its captured mtime): written again as it is
+    line: bytes | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -462,7 +465,10 @@ def capture_tree(targets: Sequence[Target], packs: PackStore, staging: Path, *,
                 _finish(item, packer, reader, progress)
                 checker.check(item.entry)
                 writer.add(item.entry)
-                out.add(item.record)
+                if item.line is not None:
+                    out.add_line(item.line)
+                else:
+                    out.add(item.record)
 
             for path, fs_path, st, link in ahead(_with_links(walk(target.path, target.name, exclude))):
                 entry, record = _entry(path, st, link, heads)
@@ -582,6 +588,8 @@ def _finish(item: _Pending, packer: _Packer, reader: _Reader, progress: Callable
                 packer.reference(chunk, plen, located.get(chunk))
             entry.digest, entry.chunks = reuse.digest, reuse.chunks
             record.digest, record.chunks, record.embedded = reuse.digest, reuse.chunks, reuse.embedded
+            if reuse.raw is not None and reuse.captured_ns is None and reuse.mode == record.mode:
+                item.line = reuse.raw
             if reuse.embedded:
                 finder.record_embedded(item.name, reuse.embedded[0], reuse.embedded[1])
             return
