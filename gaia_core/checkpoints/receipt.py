@@ -508,9 +508,8 @@ def _block_records(block: bytes) -> Iterator[Record | None]:
                                 None if r.o is unset else r.o, line)
             except (msgspec.DecodeError, ValueError):
                 pass
-        if record is None:  # anything else is read as before, which decides whether it holds one
-            item = _scan_line(line[:-1]) if line.endswith(b"\n") else None
-            record = None if item is None else Record.from_item(item, line)
+        if record is None and line.endswith(b"\n"):  # anything else is read as before
+            record = Record.from_line(line)
         yield record
         if record is None:
             return
