@@ -13,7 +13,11 @@ run`` with a ``dir`` backend (the figures are gaia's own, not a network's):
    manifests' own bytes printed apart;
 3. consumer, a fresh checkout at another path with an empty local store: A restored from
    the backend, then B over it in place: bytes downloaded for B, and the restore task's
-   wall time / a full restore of B (out dir and local store wiped; target <= 10%).
+   wall time / a full restore of B into a second fresh checkout (target <= 10%).
+
+The full restore of B is not taken in the first consumer's out dir after wiping it: on a disk
+without a journal every file created in the minute after a large deletion scans past the
+freed inodes, which made that baseline up to three times slower and the ratio a false PASS.
 
 Wall times are gaia's own ``DONE:`` times of the restore task (placement included).
 """
@@ -93,13 +97,6 @@ def workspace(path: Path, hostname: str, options: dict[str, str]) -> Path:
     return path
 
 
-def wipe(ws: Path) -> None:
-    """The out dir (the padded directory behind the link) and the local store."""
-    output = ws / "build" / "buildroot" / "output"
-    shutil.rmtree(output.resolve(), ignore_errors=True)
-    shutil.rmtree(ws / "build" / "checkpoints", ignore_errors=True)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", default=os.environ.get("GAIA_REAL_BUILDROOT_REPO"))
@@ -112,7 +109,7 @@ def main() -> int:
         parser.error("--repo (or GAIA_REAL_BUILDROOT_REPO) names the prepared Buildroot repository")
     base = args.keep or Path(tempfile.mkdtemp(prefix="gaia-bench-br-"))
     remote = base / "remote"
-    for old in (remote, base / "producer", base / "consumer-at-a-longer-path"):
+    for old in (remote, base / "producer", base / "consumer-at-a-longer-path", base / "consumer-b-at-a-longer-path"):
         shutil.rmtree(old, ignore_errors=True)
     remote.mkdir(parents=True)
     options = {"repo": args.repo, "version": args.version, "defconfig": args.defconfig, "dl_dir": args.dl_dir,
@@ -132,8 +129,8 @@ def main() -> int:
     full_a = gaia_run(consumer, "consumer: A restored from the backend")
     workspace(consumer, "gaia-bench-b", options)
     over = gaia_run(consumer, "consumer: B restored over A in place")
-    wipe(consumer)
-    full = gaia_run(consumer, "consumer: B restored in full (out dir and local store wiped)")
+    fresh = workspace(base / "consumer-b-at-a-longer-path", "gaia-bench-b", options)
+    full = gaia_run(fresh, "consumer: B restored in full into a second fresh checkout")
 
     incremental_s, full_s = task_seconds(over, TASK), task_seconds(full, TASK)
     moved_over, moved_full = downloaded(over), downloaded(full)
