@@ -430,8 +430,10 @@ def test_a_run_past_the_end_of_a_truncated_pack_is_corrupt(store):
 
 def test_lookups_give_each_chunk_where_it_lies_batch_after_batch(tmp_path, monkeypatch):
     """locate, remote_locate and absent read each batch's rows as one text: every chunk of
-    every batch comes back with its own pack, offset and sizes, and only from the packs asked."""
+    every batch comes back with its own pack, offset and sizes, and only from the packs asked.
+    absent sends its ids in one blob a batch: those of another width are asked apart."""
     monkeypatch.setattr(packstore, "_BATCH", 7)
+    monkeypatch.setattr(packstore, "_ABSENT_BATCH", 7)
     packs = PackStore(tmp_path / "store")
     contents = [data_of(100 + i, seed=i) for i in range(40)]
     written: dict[bytes, list[Location]] = {}
@@ -458,4 +460,8 @@ def test_lookups_give_each_chunk_where_it_lies_batch_after_batch(tmp_path, monke
     assert far == {c: (w[-1].offset, w[-1].clen, w[-1].plen) for c, w in written.items() if c in ids[20:]}
     assert packs.remote_locate("near", ids) == {}
     assert [c for c, _ in packs.absent((c, 1) for c in [*ids, unknown])] == [*ids[25:], unknown]
+    odd = [b"", b"short", ids[3][:31]]  # widths no chunk id has: never held
+    asked = [ids[30], odd[0], ids[2], odd[1], ids[2], ids[26], odd[2], ids[4], ids[31]]
+    assert list(packs.absent((c, i) for i, c in enumerate(asked))) == \
+        [(ids[30], 0), (odd[0], 1), (odd[1], 3), (ids[26], 5), (odd[2], 6), (ids[31], 8)]
     assert packs.missing([unknown, *ids]) == [unknown, *ids[25:]]
