@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import random
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from gaia_core.checkpoints.packs import (
     open_frame,
 )
 from gaia_core.checkpoints.packstore import ChunkMissing, Location, PackStore
+from gaia_core.checkpoints.treecapture import capture_tree
 from gaia_core.errors import CheckpointError
 
 
@@ -89,6 +92,57 @@ def test_packs_stay_within_their_limit(store, tmp_path):
     dest = tmp_path / "restored"
     restore(store, manifest_of(info, ["out"]), dest)
     assert (dest / "out" / "f29").read_bytes() == data_of(900_000, 29)
+
+
+def test_full_packs_are_sealed_beside_the_capture_and_the_last_by_it(store, tmp_path, monkeypatch):
+    """A pack's fsync waits for the disk: a full pack is sealed on a thread of its own while
+    the capture fills the next; the last one by the capture itself. Every pack is sealed
+    before capture returns, and in the order it was filled."""
+    out = tmp_path / "out"
+    for index in range(30):
+        write(out / f"f{index:02}", data_of(900_000, index))
+    sealed: list[tuple[str, str]] = []
+    real_finish = PackWriter.finish
+
+    def finish(self):
+        pack = real_finish(self)
+        sealed.append((pack.pack_id, threading.current_thread().name))
+        return pack
+
+    monkeypatch.setattr(PackWriter, "finish", finish)
+    info = store.capture([Target("out", out)], pack_limit=MIN_PACK_LIMIT)
+    by = dict(sealed)  # pack -> the thread that sealed it (in the order they ended)
+    assert len(info.packs) >= 3 and len(sealed) == len(by) == len(info.packs)
+    assert all(by[p.pack_id].startswith("gaia-seal") for p in info.packs[:-1])
+    assert by[info.packs[-1].pack_id] == threading.current_thread().name
+    file_of = {chunk_id(data_of(900_000, index)): index for index in range(30)}
+    files = [sorted(file_of[e.chunk] for e in p.entries if e.chunk in file_of) for p in info.packs]
+    assert sum(files, []) == list(range(30))  # each pack holds the files after the one before's
+    assert all(store.packs.pack_path(p.pack_id).exists() for p in info.packs)
+
+
+def test_a_pack_that_fails_to_seal_fails_the_capture_and_leaves_no_pack(tmp_path, monkeypatch):
+    """A full pack whose fsync fails (a disk that cannot write it back) fails the capture by
+    its error, once the capture ends; no pack, sealed or not, stays in staging."""
+    out = tmp_path / "out"
+    for index in range(30):
+        write(out / f"f{index:02}", data_of(900_000, index))
+    calls = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with pytest.raises(CheckpointError, match="writing the checkpoint pack .* failed: Input/output error"):
+        capture_tree([Target("out", out)], PackStore(tmp_path / "store"), staging, pack_limit=MIN_PACK_LIMIT)
+    assert len(calls) >= 3  # packs after the failed one were filled and sealed
+    assert list(staging.iterdir()) == []
 
 
 def test_a_pack_limit_below_the_largest_frame_is_raised_to_fit_it(tmp_path):

@@ -137,6 +137,16 @@ class _Batch:
         self.items, self.size = [], 0
 
 
+def _done(call: Callable[[], FinishedPack]) -> concurrent.futures.Future[FinishedPack]:
+    """``call()`` made here, as a future (its error kept for the one who asks)."""
+    future: concurrent.futures.Future[FinishedPack] = concurrent.futures.Future()
+    try:
+        future.set_result(call())
+    except BaseException as exc:
+        future.set_exception(exc)
+    return future
+
+
 class _Packer:
     """New chunks into packs of bounded size; knows which chunks the tree references."""
 
@@ -146,6 +156,9 @@ class _Packer:
         self.limit = limit
         self.writer: PackWriter | None = None
         self.finished: list[FinishedPack] = []
+        #: full packs being sealed, in order (see :meth:`_roll`)
+        self._sealing: list[concurrent.futures.Future[FinishedPack]] = []
+        self._sealer: concurrent.futures.ThreadPoolExecutor | None = None
         #: chunk id -> compressed size of every distinct chunk referenced (this tree's)
         self.referenced: dict[bytes, int] = {}
         #: chunks written into this capture's packs (workers read it to skip compressing them)
@@ -205,23 +218,42 @@ class _Packer:
         return located
 
     def _roll(self) -> None:
+        """A new pack; the full one is sealed (fsynced) on a thread of its own meanwhile: the
+        kernel writes a pack's pages back only when asked, so an fsync waits for the disk
+        (0.2 s for the 158 MiB of the bench's corpus), and the capture goes on beside it."""
         if self.writer is not None:
-            self.finished.append(self.writer.finish())
+            if self._sealer is None:
+                self._sealer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gaia-seal")
+            self._sealing.append(self._sealer.submit(self.writer.finish))
         self.writer = PackWriter(self.staging, self.limit)
 
     def finish(self) -> list[FinishedPack]:
-        if self.writer is not None and self.writer.entries:
-            self.finished.append(self.writer.finish())
-        elif self.writer is not None:
-            self.writer.discard()
-        self.writer = None
+        """Every pack, sealed (the last one here: the capture's data is all there)."""
+        writer, self.writer = self.writer, None
+        if writer is not None and writer.entries:
+            self._sealing.append(_done(writer.finish))
+        elif writer is not None:
+            writer.discard()
+        self._close_sealer()
+        sealed = [future.result() for future in self._sealing]  # one that failed discarded itself
+        self.finished.extend(sealed)
+        self._sealing = []
         return self.finished
 
     def discard(self) -> None:
         if self.writer is not None:
             self.writer.discard()
+        self._close_sealer()
+        for future in self._sealing:
+            if future.exception() is None:
+                self.finished.append(future.result())
         for pack in self.finished:
             pack.path.unlink(missing_ok=True)
+
+    def _close_sealer(self) -> None:
+        if self._sealer is not None:
+            self._sealer.shutdown(wait=True)
+            self._sealer = None
 
 
 class _Reader:
