@@ -19,12 +19,17 @@ The full restore of B is not taken in the first consumer's out dir after wiping 
 without a journal every file created in the minute after a large deletion scans past the
 freed inodes, which made that baseline up to three times slower and the ratio a false PASS.
 
-Wall times are gaia's own ``DONE:`` times of the restore task (placement included).
+Wall times are gaia's own ``DONE:`` times of the restore task (placement included). gaia's
+modules are compiled to bytecode first, as ``pip install`` does: a restore imports some of
+them, and with ``PYTHONDONTWRITEBYTECODE`` set (as on some CI machines) an editable install
+would otherwise compile them in every run, inside the task's time (40-50 ms of 0.3 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
+import importlib.util
 import os
 import re
 import shutil
@@ -97,6 +102,14 @@ def workspace(path: Path, hostname: str, options: dict[str, str]) -> Path:
     return path
 
 
+def compile_gaia() -> None:
+    """Bytecode for gaia's packages, as an install has it (see the module's docstring)."""
+    for package in ("gaia_core", "gaia_buildroot"):
+        spec = importlib.util.find_spec(package)
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            compileall.compile_dir(location, quiet=1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", default=os.environ.get("GAIA_REAL_BUILDROOT_REPO"))
@@ -115,6 +128,7 @@ def main() -> int:
     options = {"repo": args.repo, "version": args.version, "defconfig": args.defconfig, "dl_dir": args.dl_dir,
                "remote": str(remote)}
 
+    compile_gaia()
     print(f"real Buildroot {args.version} ({args.defconfig}) in {base}")
     producer = workspace(base / "producer", "gaia-bench-a", options)
     cold = gaia_run(producer, "producer: cold build, hostname A, captured and uploaded")
