@@ -14,6 +14,7 @@ from hostile import corrupt_chunk, craft_tree, d, f, forge, object_dirs, pack_fi
 from gaia_core.checkpoints import store as store_module
 from gaia_core.checkpoints import treecapture
 from gaia_core.checkpoints.manifest import FORMAT_VERSION
+from gaia_core.checkpoints.packs import DEFAULT_LEVEL, compress
 from gaia_core.checkpoints.packstore import PackStore
 from gaia_core.checkpoints.tree import raw_entries
 
@@ -312,6 +313,37 @@ def test_invalid_checkpoint_config_reports_every_problem(gaia_cli, pm, tmp_path)
     assert "'..' is not a valid id" in err or "not a valid id" in err
     assert "nothing.build" in err
     assert "needs a backend" in err
+
+
+@pytest.mark.parametrize("level", [1, 19])
+def test_a_capture_stores_its_chunks_at_the_configured_compression_level(gaia_cli, pm, project, level):
+    """``[checkpoints] compression_level`` reaches every frame a run stores; a restore reads
+    them whatever the level."""
+    value = " ".join(f"word{(i * i) % 251}" for i in range(3000))  # compressible: the levels differ
+    project.write(value=value, checkpoints=f"compression_level = {level}")
+    run(gaia_cli, pm, "run", project.build)
+    [obj] = project.objects()
+    manifest = read_manifest(obj)
+    packs = PackStore(project.store)
+    try:
+        listed = [(bytes.fromhex(p["id"]), p["size"]) for p in manifest["tree"]["parts"]]
+        listed += [c for e in raw_entries(packs, manifest) for c in e.chunk_list()]
+        located = packs.locate([c for c, _ in listed])
+        stored = {c: (packs.frame(c, located[c]), packs.read(c, located[c], n)) for c, n in listed}
+    finally:
+        packs.close()
+    assert all(frame == compress(data, level) for frame, data in stored.values())
+    assert any(compress(data, level) != compress(data, DEFAULT_LEVEL) for _, data in stored.values())
+    shutil.rmtree(project.out)
+    run(gaia_cli, pm, "run", project.build)
+    assert project.builds() == 1 and (project.out / "value.txt").read_text() == value
+
+
+@pytest.mark.parametrize("level", ["0", "20", '"fast"'])
+def test_a_compression_level_zstd_does_not_have_is_refused(gaia_cli, pm, project, level):
+    project.write(checkpoints=f"compression_level = {level}")
+    err = run(gaia_cli, pm, "checkpoints", "status", project.build, code=2).stderr
+    assert "compression_level" in err
 
 
 def test_dry_run_touches_nothing_and_probes_nothing(gaia_cli, pm, project):

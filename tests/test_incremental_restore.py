@@ -586,6 +586,34 @@ def test_a_download_takes_from_the_tree_the_chunks_its_store_lacks_and_the_tree_
     assert wanted == left
 
 
+def test_chunks_taken_from_the_tree_are_stored_at_the_level_asked(store, tmp_path):
+    from gaia_core.checkpoints.packs import compress
+    from gaia_core.checkpoints.packstore import PackStore
+    from gaia_core.checkpoints.treeimport import import_from_tree
+
+    src = tmp_path / "src"
+    build_a(src)
+    text = " ".join(f"word{(i * i) % 251}" for i in range(300_000)).encode()  # large, compressible
+    write(src / "host" / "notes.txt", "").write_bytes(text)
+    a = capture(store, src)
+    consumer = Consumer(store, tmp_path, a)
+    (notes,) = [e for e in tree.raw_entries(store.packs, a) if e.path == "out/host/notes.txt"]
+    assert notes.chunks is not None
+    (tmp_path / "tmp").mkdir()
+    for level in (1, 19):
+        empty = PackStore(tmp_path / f"store-{level}")
+        wanted = dict(notes.chunks)
+        import_from_tree([consumer.target], {"out": consumer.target.path / RECEIPT}, empty, tmp_path / "tmp", wanted,
+                         level)
+        assert not wanted
+        located = empty.locate([c for c, _ in notes.chunks])
+        offset = 0
+        for chunk, size in notes.chunks:
+            assert empty.frame(chunk, located[chunk]) == compress(text[offset:offset + size], level)
+            offset += size
+    assert compress(text[:1 << 20], 1) != compress(text[:1 << 20], 19)
+
+
 def test_the_line_an_update_expects_of_a_kept_entry_is_the_one_a_receipt_writes(tmp_path):
     # an update keeps an entry when the last receipt has, byte for byte, the line its lstat makes
     from gaia_core.checkpoints.receipt import ReceiptWriter, kept_line, lines, record_of

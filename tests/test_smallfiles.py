@@ -96,6 +96,27 @@ def running_helper(needles: list[bytes] | None = None, depth: int = 1, *,
         helpers.close()
 
 
+@pytest.mark.parametrize("level", [1, 19])
+def test_threads_and_helpers_store_frames_at_the_capture_level(tmp_path, helpers_used, level):
+    """Every frame a capture stores is zstd at its level, whoever compressed it: the threads
+    (the first files), a helper (the files after), the entry list's parts."""
+    out = tmp_path / "out"
+    for d in range(3):
+        for f in range(12):
+            write(out / f"d{d}" / f"f{f}.txt", " ".join(f"w{(d * 7 + f * 13 + i * i) % 97}" for i in range(2000)))
+    store = Store(tmp_path / "store")
+    info = store.capture([Target("out", out)], level=level)
+    assert helpers_used[0].frames > 0  # a helper compressed some of them
+    plain = {chunk_id(p.read_bytes()): p.read_bytes() for p in out.rglob("*.txt")}
+    for part in info.parts:
+        chunk = bytes.fromhex(part["id"])
+        plain[chunk] = store.packs.read(chunk, store.packs.locate([chunk])[chunk], part["size"])
+    located = store.packs.locate(list(plain))
+    assert len(located) == len(plain)
+    assert all(store.packs.frame(c, located[c]) == compress(data, level) for c, data in plain.items())
+    assert all(compress(data, level) != compress(data, 3) for data in plain.values())
+
+
 def test_helpers_capture_what_threads_capture(tmp_path, helpers_used, monkeypatch):
     out = tmp_path / "out"
     small_tree(out)
@@ -456,7 +477,8 @@ def test_a_capture_compresses_no_content_twice_in_a_batch_nor_what_the_store_has
     for f in range(40):
         write(out / "d" / f"f{f:02}.txt", "the same\n" * 50)  # ten batches of four files
     on_threads: list[bytes] = []
-    monkeypatch.setattr(treecapture, "compress", lambda data: on_threads.append(bytes(data)) or compress(data))
+    monkeypatch.setattr(treecapture, "compress",
+                        lambda data, level: on_threads.append(bytes(data)) or compress(data, level))
 
     def files(compressed: list[bytes]) -> int:
         return sum(data == b"the same\n" * 50 for data in compressed)  # not the entry list's part

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ import tomli_w
 from units_plugin import plugin as parts_plugin
 
 from gaia_core import hookimpl
+from gaia_core.checkpoints.packs import DEFAULT_LEVEL, compress
+from gaia_core.checkpoints.packstore import PackStore
 from gaia_core.plugins import get_plugin_manager
 
 PARTS = {"a": {"value": "1"}, "b": {"value": "1", "deps": ["a"]}, "c": {"value": "1"}}
@@ -68,6 +71,29 @@ def run(gaia_cli, pm, ws: Workspace, *args: str, code: int = 0):  # type: ignore
     result = gaia_cli("run", ws.build, *args, pm=pm)
     assert result.exit_code == code, result.output
     return result
+
+
+@pytest.mark.parametrize("level", [1, 19])
+def test_unit_objects_store_their_entry_lists_at_the_compression_level(gaia_cli, pm, ws, level):
+    ws.write()
+    config = tomllib.loads(ws.build.read_text())
+    config["checkpoints"]["compression_level"] = level
+    ws.build.write_text(tomli_w.dumps(config))
+    run(gaia_cli, pm, ws)
+    assert ws.unit_objects()
+    packs = PackStore(ws.store)
+    stored = []
+    try:
+        for obj in ws.unit_objects():
+            manifest = json.loads(next(obj.glob("manifest*.json")).read_text())
+            for part in manifest["tree"]["parts"]:
+                chunk = bytes.fromhex(part["id"])
+                located = packs.locate([chunk])[chunk]
+                stored.append((packs.frame(chunk, located), packs.read(chunk, located, part["size"])))
+    finally:
+        packs.close()
+    assert len(stored) >= 3 and all(frame == compress(data, level) for frame, data in stored)
+    assert any(compress(data, level) != compress(data, DEFAULT_LEVEL) for _, data in stored)
 
 
 def test_a_changed_part_rebuilds_it_and_its_dependants_only(gaia_cli, pm, ws):

@@ -53,7 +53,7 @@ def capture(cp: Checkpoints, point: Point, fp: Fingerprint, anchor: Anchor, targ
             targets, cp.store.packs, staging, roots={name: Path(path) for name, path in roots.items()},
             exclude=cp.excluded, receipts=cp.receipts(targets, anchor),
             receipt_header=cp.receipt_header(point, fp.value, "captured", anchor),
-            pack_limit=cp.pack_limit(point.backends), progress=progress,
+            pack_limit=cp.pack_limit(point.backends), level=cp.settings.compression_level, progress=progress,
         )
         manifest = build_manifest(
             point_id=point.id, anchor_task=point.anchor_task, fingerprint=fp.value,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from gaia_core.checkpoints.packs import DEFAULT_LEVEL, LEVELS
 from gaia_core.checkpoints.units import parse_duration, parse_size
 from gaia_core.config.fields import names_a_field
 from gaia_core.config.loader import render_validation_error
@@ -85,6 +86,9 @@ class CheckpointsModel(StrictModel):
     #: an object from a backend that no trusted key signed may unpack to at most this many
     #: times its compressed size (a bomb in a store anyone can write stops before the disk fills)
     unsigned_max_expansion: float = Field(200.0, ge=1)
+    #: zstd's level for the chunks this host stores (captures, chunks taken from a tree):
+    #: 1 compresses fastest, 19 smallest; readers need nothing to know it
+    compression_level: int = Field(DEFAULT_LEVEL, ge=LEVELS.start, le=LEVELS.stop - 1)
     #: retention applied to the local store after each capture (and the defaults of gc)
     keep_last: int | None = Field(None, ge=1)
     max_age: str | None = None
@@ -179,6 +183,7 @@ class CheckpointSettings:
     read_only_source: str = ""
     retention: Retention = dataclasses.field(default_factory=Retention)
     unsigned_max_expansion: float = 200.0
+    compression_level: int = DEFAULT_LEVEL
     pass_env: tuple[str, ...] = ()
     share_records: bool = False
     #: seconds a tier found down stays skipped on this host (0: for the run only)
@@ -416,6 +421,7 @@ def _settings_and_problems(build: Build) -> tuple[CheckpointSettings | None, lis
         read_only=bool(read_only_source),
         read_only_source=read_only_source,
         unsigned_max_expansion=model.unsigned_max_expansion,
+        compression_level=model.compression_level,
         retention=Retention(
             keep_last=model.keep_last,
             max_age=parse_duration(model.max_age) if model.max_age else None,

@@ -36,7 +36,12 @@ MAX_FRAME = MAX_CHUNK + (MAX_CHUNK >> 7) + (64 << 10)
 #: the smallest pack bound a store may set: one frame of the largest chunk must fit
 MIN_PACK_LIMIT = 8 << 20
 DEFAULT_PACK_LIMIT = 32 << 20
-LEVEL = 3
+#: zstd's level for new chunks (``[checkpoints] compression_level``): zstd's own default, and
+#: what the benches compare with (``zstd -3``)
+DEFAULT_LEVEL = 3
+#: the levels a store may be written at: zstd's fastest positive one to its strongest without
+#: ``--ultra`` (which, on chunks of at most 4 MiB, would cost much time for little)
+LEVELS = range(1, 20)
 PACK_ID = re.compile(r"^[0-9a-f]{64}$")
 
 _local = threading.local()
@@ -63,11 +68,15 @@ def index_name(pack_id: str) -> str:
     return f"{pack_id}.idx"
 
 
-def compress(data: bytes | memoryview) -> bytes:
-    """One zstd frame that records its content size (one compressor per thread)."""
-    compressor = getattr(_local, "compressor", None)
+def compress(data: bytes | memoryview, level: int = DEFAULT_LEVEL) -> bytes:
+    """One zstd frame at ``level`` that records its content size (one compressor per thread
+    and level). Frames of any level read back alike: the level is the writer's choice."""
+    compressors = getattr(_local, "compressors", None)
+    if compressors is None:
+        compressors = _local.compressors = {}
+    compressor = compressors.get(level)
     if compressor is None:
-        compressor = _local.compressor = zstandard.ZstdCompressor(level=LEVEL, write_content_size=True)
+        compressor = compressors[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
     return compressor.compress(data)
 
 
@@ -190,6 +199,6 @@ def read_frame(fd: int, entry: IndexEntry, where: str) -> bytes:
 
 
 __all__ = [
-    "DEFAULT_PACK_LIMIT", "MIN_PACK_LIMIT", "ChunkCorrupt", "FinishedPack", "IndexEntry", "PackWriter", "compress",
-    "decode_index", "encode_index", "index_name", "open_frame", "pack_name", "read_frame",
+    "DEFAULT_LEVEL", "DEFAULT_PACK_LIMIT", "LEVELS", "MIN_PACK_LIMIT", "ChunkCorrupt", "FinishedPack", "IndexEntry",
+    "PackWriter", "compress", "decode_index", "encode_index", "index_name", "open_frame", "pack_name", "read_frame",
 ]

@@ -248,7 +248,7 @@ def download_found(cp: Checkpoints, point: Point, fp: str, ref: str, found: Foun
                 anchor = cp.anchor(point)
                 targets = anchor.targets()
                 from_tree = import_from_tree(targets, cp.receipts(targets, anchor), cp.store.packs,
-                                             cp.store.tmp_dir(), wanted)
+                                             cp.store.tmp_dir(), wanted, cp.settings.compression_level)
                 if from_tree:
                     log(f"checkpoint:{point.id} took {human_size(from_tree)} of chunks from the tree in place")
             moved += transfers.fetch(wanted, progress)

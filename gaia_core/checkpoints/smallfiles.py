@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 import zstandard
 
 from gaia_core.checkpoints import chunking
-from gaia_core.checkpoints.packs import ChunkCorrupt, IndexEntry, compress, decompressor, open_frame, read_frame
+from gaia_core.checkpoints.packs import (DEFAULT_LEVEL, ChunkCorrupt, IndexEntry, compress, decompressor, open_frame,
+                                         read_frame)
 from gaia_core.errors import CheckpointError
 
 if TYPE_CHECKING:  # a helper imports it only when it scans (a restore's never does)
@@ -528,18 +529,21 @@ class HelperProcesses:
                 self._all.append(helper)
                 self._free.notify_all()
 
-    def read(self, files: Sequence[File], wanted: Callable[[list[bytes]], Sequence[int]]) -> list[Framed] | None:
+    def read(self, files: Sequence[File], wanted: Callable[[list[bytes]], Sequence[int]],
+             level: int = DEFAULT_LEVEL) -> list[Framed] | None:
         """The files read by a helper; None when none has started (yet). The helper reads,
-        hashes and scans them, then compresses only those ``wanted`` picks (positions in
-        ``files``) given their digests: not a chunk the store or this capture holds already,
-        nor a second file of the same content (a clean rebuild captures a tree whose chunks
-        the store mostly has; Buildroot's out dirs hold many copies of a file)."""
+        hashes and scans them, then compresses (at zstd's ``level``) only those ``wanted``
+        picks (positions in ``files``) given their digests: not a chunk the store or this
+        capture holds already, nor a second file of the same content (a clean rebuild
+        captures a tree whose chunks the store mostly has; Buildroot's out dirs hold many
+        copies of a file)."""
         if self._depth != 1:  # another request in the pipe would come between the two of a read
             raise ValueError("helpers that read files take one request at a time")
 
         def compressed(helper: _Helper, read: list[tuple[bytes, frozenset[int], bool]]) -> list[Framed]:
             picked = list(wanted([digest for digest, _, _ in read]))
-            frames = dict(zip(picked, helper.call("frames", picked))) if picked else {}  # type: ignore[call-overload]
+            answered = helper.call("frames", (level, picked)) if picked else ()
+            frames = dict(zip(picked, answered))  # type: ignore[call-overload]
             with self._lock:
                 self.frames += len(frames)
             return [(digest, frames.get(i), found, binary) for i, (digest, found, binary) in enumerate(read)]
@@ -609,7 +613,8 @@ def _serve(requests: _Pipe, replies: _Pipe) -> None:
             os._exit(0)  # nothing to flush or tidy: the caller waits for this exit
         try:
             if kind == "frames":
-                answer: object = [compress(held[i]) for i in batch]
+                level, picked = batch
+                answer: object = [compress(held[i], level) for i in picked]
                 held = []
             elif kind == "read":
                 held = []

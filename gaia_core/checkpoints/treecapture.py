@@ -28,7 +28,7 @@ from typing import TypeVar
 from gaia_core.anchors import Target
 from gaia_core.checkpoints import chunking, collector
 from gaia_core.checkpoints.entries import Entry, EntryChecker, PartWriter, UnsafeEntry
-from gaia_core.checkpoints.packs import DEFAULT_PACK_LIMIT, FinishedPack, PackWriter, compress
+from gaia_core.checkpoints.packs import DEFAULT_LEVEL, DEFAULT_PACK_LIMIT, FinishedPack, PackWriter, compress
 from gaia_core.checkpoints.packstore import Location, PackStore
 from gaia_core.checkpoints.receipt import Cursor, Record, ReceiptWriter, record_of
 from gaia_core.checkpoints.relocate import FileScanner, RootFinder
@@ -260,10 +260,12 @@ class _Reader:
     """Reads, cuts, hashes and scans files on worker threads; compresses only new chunks."""
 
     def __init__(self, packs: PackStore, finder: RootFinder, added: set[bytes],
-                 helpers: HelperProcesses | None = None):
+                 helpers: HelperProcesses | None = None, level: int = DEFAULT_LEVEL):
         self.packs = packs
         self.finder = finder
         self._added = added
+        #: zstd's level for new chunks
+        self.level = level
         #: processes that read batches of small files once they run (see :mod:`.smallfiles`)
         self.helpers = helpers
         self._local = threading.local()
@@ -287,7 +289,7 @@ class _Reader:
         if chunk in self._added:
             return None
         known = self.packs.locate([chunk]).get(chunk)
-        return known if known is not None else compress(data)
+        return known if known is not None else compress(data, self.level)
 
     def _compressing(self, chunk: bytes, data: bytes) -> concurrent.futures.Future:
         """:meth:`_stored` on the compression pool."""
@@ -344,7 +346,7 @@ class _Reader:
                 seen.add(digest)
             return picked
 
-        read: Sequence[Framed] | None = self.helpers.read(files, new) if self.helpers is not None else None
+        read: Sequence[Framed] | None = self.helpers.read(files, new, self.level) if self.helpers is not None else None
         framed = read is not None
         if read is None:
             read = read_files(files, self._scanner())
@@ -355,7 +357,7 @@ class _Reader:
             if digest in added or digest in seen:
                 return None
             seen.add(digest)
-            return known.get(digest) or (data if framed else compress(data))  # type: ignore[arg-type]
+            return known.get(digest) or (data if framed else compress(data, self.level))  # type: ignore[arg-type]
 
         return [_FileData(digest, [(digest, size, stored(digest, data))], found, binary)
                 for (digest, data, found, binary), (_, _, size, _) in zip(read, files)]
@@ -453,26 +455,26 @@ def _children(directory: bytes, prefix: str, excluded: set[bytes]) -> Iterator[t
 def capture_tree(targets: Sequence[Target], packs: PackStore, staging: Path, *,
                  roots: Mapping[str, Path] = _NO_ROOTS, exclude: Sequence[str] = (),
                  receipts: Mapping[str, Path | None] | None = None, receipt_header: Mapping | None = None,
-                 pack_limit: int = DEFAULT_PACK_LIMIT,
+                 pack_limit: int = DEFAULT_PACK_LIMIT, level: int = DEFAULT_LEVEL,
                  progress: Callable[[int], None] | None = None) -> TreeInfo:
     """Capture ``targets`` into new packs in ``staging``; return what the manifest records.
 
     ``exclude`` names files at each target's root that are left out (the marker, the
     receipt). ``receipts`` maps a target name to the receipt of its tree (entries whose
-    ``lstat`` matches are not read). ``progress(n)``: n more bytes were read; it may raise
-    to cancel.
+    ``lstat`` matches are not read). ``level``: zstd's, for the chunks this capture stores.
+    ``progress(n)``: n more bytes were read; it may raise to cancel.
     """
     finder = RootFinder({k: os.fspath(v) for k, v in roots.items()}, list(targets))
     checker = EntryChecker([t.name for t in targets])
     packer = _Packer(packs, staging, pack_limit, progress)
     helpers = HelperProcesses(finder.needles, _HELPERS) if _HELPERS > 0 else None
-    reader = _Reader(packs, finder, packer.added, helpers)
+    reader = _Reader(packs, finder, packer.added, helpers, level)
     parts: list[dict] = []
     counts = {"files": 0, "size": 0}
 
     def emit_part(data: bytes, count: int) -> None:
         part = chunking.chunk_id(data)
-        packer.reference(part, len(data), packs.locate([part]).get(part) or compress(data))
+        packer.reference(part, len(data), packs.locate([part]).get(part) or compress(data, level))
         parts.append({"id": part.hex(), "size": len(data), "entries": count})
 
     writer = PartWriter(emit_part)

@@ -15,15 +15,16 @@ from pathlib import Path
 
 from gaia_core.anchors import Target
 from gaia_core.checkpoints import chunking
-from gaia_core.checkpoints.packs import PackWriter, compress
+from gaia_core.checkpoints.packs import DEFAULT_LEVEL, PackWriter, compress
 from gaia_core.checkpoints.packstore import PackStore
 from gaia_core.checkpoints.receipt import records_naming
 
 
 def import_from_tree(targets: Sequence[Target], receipts: Mapping[str, Path | None], packs: PackStore,
-                     tmp: Path, wanted: dict[bytes, int]) -> int:
-    """Move the chunks of ``wanted`` (id -> plain size) that the trees hold into local packs,
-    removing them from ``wanted``; returns the plain bytes imported."""
+                     tmp: Path, wanted: dict[bytes, int], level: int = DEFAULT_LEVEL) -> int:
+    """Move the chunks of ``wanted`` (id -> plain size) that the trees hold into local packs
+    (compressed at zstd's ``level``), removing them from ``wanted``; returns the plain bytes
+    imported."""
     imported = 0
     hex_ids = {chunk.hex().encode() for chunk in wanted}
     writer: PackWriter | None = None
@@ -42,7 +43,7 @@ def import_from_tree(targets: Sequence[Target], receipts: Mapping[str, Path | No
                 for chunk, data in _chunks_if_unchanged(path, record):
                     if chunk not in wanted:
                         continue
-                    frame = compress(data)
+                    frame = compress(data, level)
                     if writer is None or not writer.fits(len(frame)):
                         if writer is not None:
                             packs.add(writer.finish())

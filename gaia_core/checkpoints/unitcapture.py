@@ -138,7 +138,7 @@ def capture_units(cp: Checkpoints, point: Point, anchor: Anchor, whole: LocalObj
             cut.chunks[part] = len(data)
             if part in new_parts or packs.locate([part]):
                 return
-            frame = compress(data)
+            frame = compress(data, cp.settings.compression_level)
             if pack_writer is None or not pack_writer.fits(len(frame)):
                 if pack_writer is not None:
                     finished.append(pack_writer.finish())
