@@ -14,7 +14,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gaia_core.inputtimes import _collect_input_times, _note_mtime, note_input
+from gaia_core.inputtimes import _collect_input_times, _note_mtime, note_input, note_inputs_meanwhile
 from gaia_core.treedigest import FileChanges, digest_files, digest_paths, file_changes, is_file_digest
 
 if TYPE_CHECKING:
@@ -116,6 +116,5 @@ def _hash_entry(h: Any, path: Path, rel: str) -> None:
 
 __all__ = [
     "FileChanges", "FingerprintSource", "InputPending", "digest_files", "digest_paths", "file_changes", "hash_file",
-    "hash_tree",
-    "is_file_digest", "sha256_file",
+    "hash_tree", "is_file_digest", "note_input", "note_inputs_meanwhile", "sha256_file",
 ]

@@ -11,18 +11,84 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-from collections.abc import Iterator
+import signal
+import threading
+from collections.abc import Callable, Iterator
 
 
 class _InputTimes:
-    """The newest mtime among the files a fingerprint read (None: none was reported)."""
+    """The newest mtime among the files a fingerprint read (None: none was reported), with
+    those still being looked for beside the caller (:func:`note_inputs_meanwhile`)."""
 
     def __init__(self) -> None:
-        self.newest_ns: int | None = None
+        self._newest: int | None = None
+        self._pending: list[_Meanwhile] = []
 
-    def note(self, mtime_ns: int) -> None:
-        if self.newest_ns is None or mtime_ns > self.newest_ns:
-            self.newest_ns = mtime_ns
+    def note(self, mtime_ns: int | None) -> None:
+        if mtime_ns is not None and (self._newest is None or mtime_ns > self._newest):
+            self._newest = mtime_ns
+
+    @property
+    def newest_ns(self) -> int | None:
+        """The newest mtime, once every look still under way has ended."""
+        pending, self._pending = self._pending, []
+        for look in pending:
+            self.note(look.result())
+        return self._newest
+
+
+class _Meanwhile:
+    """``find()`` run in a process forked for it while the caller goes on (a fingerprint's
+    value never waits for an mtime: a restore asks for the newest one only as it places the
+    tree's mtimes, at its end). A thread of the caller's reads the answer and reaps the
+    process at once; a process that gives no answer is done again here, in the caller."""
+
+    def __init__(self, find: Callable[[], int | None]):
+        self._find = find
+        self._answer: bytes | None = None
+        read_end, write_end = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_end)
+            os.close(write_end)
+            self._reader = None
+            return
+        if pid == 0:  # the child: finds, answers and ends, with nothing of the caller's run
+            os.close(read_end)
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.write(write_end, repr(find()).encode())
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        self._reader = threading.Thread(target=self._read, args=(pid, read_end), daemon=True,
+                                        name="gaia-input-times")
+        self._reader.start()
+
+    def _read(self, pid: int, fd: int) -> None:
+        try:
+            chunks = []
+            while chunk := os.read(fd, 4096):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+            _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) == 0:
+            self._answer = b"".join(chunks)
+
+    def result(self) -> int | None:
+        if self._reader is not None:
+            self._reader.join()
+        answer = self._answer.decode() if self._answer is not None else ""
+        try:
+            return None if answer == "None" else int(answer)
+        except ValueError:
+            return self._find()  # no answer from the process (it failed, or could not start)
 
 
 _INPUT_TIMES: contextvars.ContextVar[_InputTimes | None] = contextvars.ContextVar("gaia_input_times", default=None)
@@ -43,6 +109,17 @@ def _note_mtime(mtime_ns: int) -> None:
     times = _INPUT_TIMES.get()
     if times is not None:
         times.note(mtime_ns)
+
+
+def note_inputs_meanwhile(find: Callable[[], int | None]) -> None:
+    """Count the mtime ``find()`` returns (the newest of many inputs, None for none) among the
+    inputs of the fingerprint being computed, found in a process of its own while the
+    computation goes on: for inputs that take a walk to date and whose content the
+    fingerprint knows another way (a git checkout by its commit). ``find`` must only read the
+    filesystem: it runs in a fork of the caller. Outside a computation it does nothing."""
+    times = _INPUT_TIMES.get()
+    if times is not None:
+        times._pending.append(_Meanwhile(find))
 
 
 def note_input(path: str | os.PathLike[str]) -> None:

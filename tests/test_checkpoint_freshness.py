@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -270,6 +271,63 @@ def test_the_fingerprint_knows_the_newest_input_its_sources_read(tmp_path):
         note_input(tmp_path / "tree")
         note_input(tmp_path / "missing")
         assert times.newest_ns == 1_700_000_000_000_000_000
+
+
+def _zombies() -> list[str]:
+    """This process's children that ended and were not reaped."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == os.getpid():
+            found.append(stat.parent.name)
+    return found
+
+
+def test_inputs_noted_meanwhile_are_found_beside_the_computation(tmp_path):
+    """A slow look for mtimes runs in a process of its own: the computation ends without
+    waiting for it, the newest mtime waits, and the process is reaped once it answers."""
+    from gaia_core.fingerprints import _collect_input_times, note_input, note_inputs_meanwhile
+
+    (tmp_path / "a").write_text("a")
+    os.utime(tmp_path / "a", ns=(1_500_000_000_000_000_000,) * 2)
+    parent = os.getpid()
+
+    def slow() -> int:
+        assert os.getpid() != parent  # found in another process
+        time.sleep(1.5)
+        return 1_600_000_000_000_000_000
+
+    started = time.monotonic()
+    with _collect_input_times() as times:
+        note_inputs_meanwhile(slow)
+        note_input(tmp_path / "a")
+        note_inputs_meanwhile(lambda: None)  # nothing found: counts for nothing
+    assert time.monotonic() - started < 1.0
+    assert times.newest_ns == 1_600_000_000_000_000_000
+    assert time.monotonic() - started >= 1.5
+    assert times.newest_ns == 1_600_000_000_000_000_000  # asked again: the same, at once
+    time.sleep(0.2)
+    assert _zombies() == []
+
+
+def test_a_look_whose_process_gives_no_answer_is_done_again_by_the_caller():
+    from gaia_core.fingerprints import _collect_input_times, note_inputs_meanwhile
+
+    parent = os.getpid()
+
+    def dies_unless_in_the_caller() -> int:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return 1_700_000_000_000_000_000
+
+    with _collect_input_times() as times:
+        note_inputs_meanwhile(dies_unless_in_the_caller)
+        note_inputs_meanwhile(lambda: -5)  # before 1970: still an answer
+    assert times.newest_ns == 1_700_000_000_000_000_000
+    assert _zombies() == []
 
 
 def test_a_checkout_known_by_its_commit_counts_its_directories_not_git_nor_links(tmp_path):

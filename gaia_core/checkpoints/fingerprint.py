@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from gaia_core.checkpoints.manifest import FORMAT_VERSION
 from gaia_core.fingerprints import InputPending, _collect_input_times
+from gaia_core.inputtimes import _InputTimes
 
 if TYPE_CHECKING:
     from gaia_core.anchors import Anchor
@@ -34,9 +35,15 @@ class Fingerprint:
     value: str | None
     inputs: dict[str, Any]
     pending: InputPending | None = None
-    #: the newest mtime among the input files the sources read (None: none reported); a
-    #: tree in place older than it is moved after it (:mod:`.freshness`)
-    newest_input_ns: int | None = None
+    #: the mtimes of the input files the sources read, some perhaps still being looked for
+    input_times: _InputTimes | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @property
+    def newest_input_ns(self) -> int | None:
+        """The newest mtime among the input files the sources read (None: none reported); a
+        tree in place older than it is moved after it (:mod:`.freshness`). The first call
+        waits for the looks still under way (a restore makes it at its end)."""
+        return self.input_times.newest_ns if self.input_times is not None else None
 
     @property
     def known(self) -> bool:
@@ -118,8 +125,7 @@ def compute(build: Build, point: Point, anchor: Anchor) -> Fingerprint:
     except InputPending as pending:
         return Fingerprint(None, {}, pending)
     payload = {"anchor_task": point.anchor_task, "id": point.id, "selected": inputs}
-    return Fingerprint(hashlib.sha256(canonical_json(payload)).hexdigest(), inputs,
-                       newest_input_ns=times.newest_ns)
+    return Fingerprint(hashlib.sha256(canonical_json(payload)).hexdigest(), inputs, input_times=times)
 
 
 def lineage(anchor_task: str, fingerprint: str) -> str:

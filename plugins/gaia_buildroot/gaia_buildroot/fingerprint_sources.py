@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from gaia_buildroot.gitrepo import git_output, is_git_checkout, resolve_version
 from gaia_buildroot.package_overrides import digest_overrides
 from gaia_buildroot.source_tree import find_defconfig, require_source_tree
-from gaia_core.fingerprints import FingerprintSource, digest_files, digest_paths, hash_file, note_input
+from gaia_core.fingerprints import FingerprintSource, digest_files, digest_paths, hash_file, note_inputs_meanwhile
 from gaia_core.treedigest import exclude_matcher
 
 if TYPE_CHECKING:
@@ -155,19 +155,34 @@ def note_checkout(src: Path) -> None:
 
     git writes every file of a checkout anew (unlink, create), which sets its directory's
     mtime, so a checkout made again with the same content shows in its newest directory.
-    (The index would show it too, but ``git status`` rewrites it on its own.)
+    (The index would show it too, but ``git status`` rewrites it on its own.) The walk
+    (Buildroot's ~5,000 directories, 65-85 ms) runs beside the fingerprint and what follows
+    it: its commit is the fingerprint's, the mtime only a restore's placement needs.
     """
-    note_input(src)
-    stack = [os.fspath(src)]
-    while stack:  # every run walks a checkout of ~5,000 directories: no Path, no os.walk lists
+    note_inputs_meanwhile(lambda: newest_directory_mtime(os.fspath(src)))
+
+
+def newest_directory_mtime(top: str) -> int | None:
+    """The newest mtime of ``top`` and the directories under it, ``.git`` and links left out
+    (None: ``top`` is gone)."""
+    try:
+        newest = os.lstat(top).st_mtime_ns
+    except OSError:
+        return None
+    stack = [top]
+    while stack:  # no Path, no os.walk lists
         try:
             with os.scandir(stack.pop()) as it:
                 for entry in it:
                     if entry.name != ".git" and entry.is_dir(follow_symlinks=False):
-                        note_input(entry.path)
+                        try:
+                            newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
+                        except OSError:
+                            continue
                         stack.append(entry.path)
         except OSError:
             continue
+    return newest
 
 
 def _worktree_changes(src: Path, exclude: tuple[str, ...]) -> Any:
