@@ -23,6 +23,7 @@ class _InputTimes:
     def __init__(self) -> None:
         self._newest: int | None = None
         self._pending: list[_Meanwhile] = []
+        self._settling = threading.Lock()  # a fingerprint's tasks may ask at once: all get every answer
 
     def note(self, mtime_ns: int | None) -> None:
         if mtime_ns is not None and (self._newest is None or mtime_ns > self._newest):
@@ -31,10 +32,11 @@ class _InputTimes:
     @property
     def newest_ns(self) -> int | None:
         """The newest mtime, once every look still under way has ended."""
-        pending, self._pending = self._pending, []
-        for look in pending:
-            self.note(look.result())
-        return self._newest
+        with self._settling:
+            while self._pending:
+                self.note(self._pending[0].result())
+                del self._pending[0]
+            return self._newest
 
 
 class _Meanwhile:

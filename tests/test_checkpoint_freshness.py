@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -311,6 +312,24 @@ def test_inputs_noted_meanwhile_are_found_beside_the_computation(tmp_path):
     assert times.newest_ns == 1_600_000_000_000_000_000  # asked again: the same, at once
     time.sleep(0.2)
     assert _zombies() == []
+
+
+def test_tasks_that_ask_for_the_newest_input_at_once_all_wait_for_the_looks():
+    from gaia_core.fingerprints import _collect_input_times, note_inputs_meanwhile
+
+    def slow() -> int:
+        time.sleep(0.5)
+        return 1_600_000_000_000_000_000
+
+    with _collect_input_times() as times:
+        note_inputs_meanwhile(slow)
+    answers: list[int | None] = []
+    askers = [threading.Thread(target=lambda: answers.append(times.newest_ns)) for _ in range(3)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join()
+    assert answers == [1_600_000_000_000_000_000] * 3
 
 
 def test_a_look_whose_process_gives_no_answer_is_done_again_by_the_caller():
