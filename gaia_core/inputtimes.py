@@ -57,9 +57,11 @@ class _Meanwhile:
             self._reader = None
             return
         if pid == 0:  # the child: finds, answers and ends, with nothing of the caller's run
-            os.close(read_end)
             code = 0
             try:
+                # only its answer's pipe: a pipe of the caller's it held would not end with the caller's end of it
+                os.closerange(3, write_end)
+                os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 os.write(write_end, repr(find()).encode())

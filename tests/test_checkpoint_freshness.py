@@ -332,6 +332,28 @@ def test_tasks_that_ask_for_the_newest_input_at_once_all_wait_for_the_looks():
     assert answers == [1_600_000_000_000_000_000] * 3
 
 
+def test_a_look_holds_no_pipe_of_the_caller_open():
+    """A caller that closes its end of a pipe to a helper sees the helper end at once: the
+    look's process keeps none of the caller's descriptors."""
+    from gaia_core.fingerprints import _collect_input_times, note_inputs_meanwhile
+
+    read_end, write_end = os.pipe()
+    try:
+        def look() -> int:
+            try:
+                os.fstat(write_end)
+            except OSError:
+                return 2  # closed here
+            return 1
+
+        with _collect_input_times() as times:
+            note_inputs_meanwhile(look)
+        assert times.newest_ns == 2
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
 def test_a_look_whose_process_gives_no_answer_is_done_again_by_the_caller():
     from gaia_core.fingerprints import _collect_input_times, note_inputs_meanwhile
 
