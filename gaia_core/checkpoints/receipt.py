@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Callable, Generator, Iterator, Set
+from collections.abc import Callable, Generator, Iterable, Iterator, Set
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -350,11 +350,7 @@ def records(path: Path) -> Iterator[Record]:
     """The records after the header, in canonical order (nothing when the receipt is unreadable;
     a damaged receipt is a partial one: what follows its first line that is no record is read
     from the tree)."""
-    for block in _record_blocks(path):
-        for record in _block_records(block):
-            if record is None:
-                return
-            yield record
+    return _records_of(_record_blocks(path))
 
 
 def lines(path: Path) -> Generator[bytes, None, None]:
@@ -448,9 +444,14 @@ def records_naming(path: Path, ids: Set[bytes]) -> Iterator[Record]:
     """The records that may name one of ``ids`` (chunk ids in hex, as ASCII bytes), in
     order: a block of lines none of which names one is not read line by line (a download
     looks for the chunks it lacks in the tree, which mostly holds none of them)."""
-    for block in _record_blocks(path):
-        if all(ids.isdisjoint(named.findall(block)) for named in _NAMED_IDS):
-            continue
+    return _records_of(block for block in _record_blocks(path)
+                       if not all(ids.isdisjoint(named.findall(block)) for named in _NAMED_IDS))
+
+
+def _records_of(blocks: Iterable[bytes]) -> Iterator[Record]:
+    """The records of ``blocks``, up to the first line that holds none (a damaged receipt is
+    a partial one: what follows is read from the tree)."""
+    for block in blocks:
         for record in _block_records(block):
             if record is None:
                 return
